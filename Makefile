@@ -1,0 +1,31 @@
+# The front door. `make run` and `make test` install what is missing (scripts/setup.sh).
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup build run test lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+## Release host binary with the default components built in.
+build: setup
+	$(CARGO) build --release --locked -p tapedeck
+
+## Build everything and serve Tapedeck on http://127.0.0.1:8080 (Ctrl-C stops it).
+run: build
+	./target/release/tapedeck serve
+
+## Formatting, lints, then every test (real redis-server, ffmpeg, ../shared/media).
+test: setup lint
+	$(CARGO) test --release --locked --workspace --all-targets
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+## Benchmarks; figures go to bench/RESULTS.md by hand after review.
+bench: build
+	$(CARGO) run --release --locked -p tapedeck-bench -- $(BENCH_ARGS)
+
+clean:
+	$(CARGO) clean

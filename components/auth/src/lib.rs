@@ -1,0 +1,1 @@
+//! The auth stage (a WASI component); its world is defined with its issue.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tapedeck needs on Debian, if missing. Idempotent:
+# when everything is there it only checks (well under a second).
+set -euo pipefail
+
+need_apt=()
+for pkg in clang lld llvm wasi-libc libclang-rt-14-dev-wasm32 make pkg-config ffmpeg redis-server; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "setup: adding the wasm32-wasip2 rustup target" >&2
+    rustup target add wasm32-wasip2
+fi
+for comp in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$comp" || rustup component add "$comp"
+done
