@@ -1,0 +1,145 @@
+//! The wasm component: exports `tapedeck:plugin/conversion` over the pure-Rust core.
+//!
+//! Contact points: the WIT in `../../wit` (world `converter`); the core's `ReadAt`,
+//! `WriteSink` and `Observer` traits, implemented here over the host's `source`/`sink`
+//! resources and the `progress`/`logging` imports.
+
+wit_bindgen::generate!({
+    // Only our two files: the shared wit/ dir also holds other worlds (auth, ...),
+    // whose edits must not break this build. Symlinks keep one copy of the contract.
+    path: "wit",
+    world: "converter",
+});
+
+use exports::tapedeck::plugin::conversion::{self as wit, Guest};
+use tapedeck::plugin::io::{self as host_io, Sink, Source};
+use tapedeck::plugin::logging::{self, Level};
+use tapedeck::plugin::progress;
+
+use crate::{ConvertError, IoError, Mode, Observer, Options, ReadAt, Trim, WriteSink};
+
+struct Converter;
+
+export!(Converter);
+
+impl Guest for Converter {
+    fn convert(
+        input: &Source,
+        output: &Sink,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::ConvertError> {
+        let options = Options {
+            mode: match options.mode {
+                wit::Mode::Cbr(k) => Mode::Cbr(k),
+                wit::Mode::Vbr(q) => Mode::Vbr(q),
+            },
+            sample_rate: options.sample_rate,
+            mono: options.mono,
+            trim: options.trim.map(|t| Trim { start_ms: t.start_ms, end_ms: t.end_ms }),
+        };
+        let max_read = host_io::max_read().max(4096) as usize;
+        let mut source = HostSource { source: input, max_read };
+        let mut sink = HostSink { sink: output, max_write: max_read };
+        let result = crate::convert_observed(&mut source, &mut sink, &options, &mut HostObserver);
+        if let Err(e) = &result {
+            logging::log(Level::Info, &format!("conversion failed: {e}"));
+        }
+        result.map(into_wit_summary).map_err(into_wit_error)
+    }
+}
+
+/// The host's source, borrowed for the duration of one `convert` call.
+struct HostSource<'a> {
+    source: &'a Source,
+    /// The host's `max-read`: no request is larger.
+    max_read: usize,
+}
+
+// SAFETY: the guest is single-threaded (wasm32-wasip2 without threads), so the borrowed
+// handle is never touched from two threads; symphonia only requires the bounds.
+unsafe impl Send for HostSource<'_> {}
+unsafe impl Sync for HostSource<'_> {}
+
+impl ReadAt for HostSource<'_> {
+    fn size(&self) -> u64 {
+        self.source.size()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, IoError> {
+        let len = buf.len().min(self.max_read);
+        let bytes = self.source.read_at(offset, len as u32).map_err(from_host)?;
+        let n = bytes.len().min(len);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+}
+
+/// The host's sink, borrowed for the duration of one `convert` call.
+struct HostSink<'a> {
+    sink: &'a Sink,
+    /// The host's `max-read`, which also caps each write.
+    max_write: usize,
+}
+
+impl WriteSink for HostSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), IoError> {
+        for chunk in bytes.chunks(self.max_write) {
+            self.sink.write(chunk).map_err(from_host)?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), IoError> {
+        let mut at = offset;
+        for chunk in bytes.chunks(self.max_write) {
+            self.sink.write_at(at, chunk).map_err(from_host)?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+struct HostObserver;
+
+impl Observer for HostObserver {
+    fn progress(&mut self, fraction: f32) {
+        progress::report(fraction);
+    }
+
+    fn warn(&mut self, message: &str) {
+        logging::log(Level::Warn, message);
+    }
+}
+
+fn from_host(e: host_io::IoError) -> IoError {
+    match e {
+        host_io::IoError::LimitExceeded(limit) => IoError::LimitExceeded(limit),
+        host_io::IoError::InvalidRequest(msg) => IoError::Failed(format!("invalid request: {msg}")),
+        host_io::IoError::Failed(msg) => IoError::Failed(msg),
+    }
+}
+
+fn into_wit_summary(s: crate::Summary) -> wit::Summary {
+    wit::Summary {
+        input_codec: s.input_codec,
+        input_sample_rate: s.input_sample_rate,
+        input_channels: s.input_channels,
+        output_sample_rate: s.output_sample_rate,
+        output_channels: s.output_channels,
+        output_frames: s.output_frames,
+        duration_ms: s.duration_ms,
+        output_bytes: s.output_bytes,
+    }
+}
+
+fn into_wit_error(e: ConvertError) -> wit::ConvertError {
+    match e {
+        ConvertError::NoAudioTrack => wit::ConvertError::NoAudioTrack,
+        ConvertError::UnsupportedCodec(s) => wit::ConvertError::UnsupportedCodec(s),
+        ConvertError::DrmProtected(s) => wit::ConvertError::DrmProtected(s),
+        ConvertError::CorruptInput(s) => wit::ConvertError::CorruptInput(s),
+        ConvertError::InvalidOptions(s) => wit::ConvertError::InvalidOptions(s),
+        ConvertError::OutputTooLarge(n) => wit::ConvertError::OutputTooLarge(n),
+        ConvertError::Io(s) => wit::ConvertError::Io(s),
+    }
+}
