@@ -22,6 +22,9 @@ mod pipeline;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
+#[cfg(test)]
+mod corpus_tests;
+
 pub use io::{FileSource, IoError, ReadAt, SliceSource, VecSink, WriteSink};
 pub use options::{ConvertError, Mode, Options, Summary, Trim};
 pub use pipeline::{Observer, convert, convert_observed};

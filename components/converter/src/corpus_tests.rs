@@ -1,0 +1,382 @@
+//! End-to-end checks over the shared media corpus (`../shared/media`), judged by ffmpeg:
+//! every file ffmpeg decodes cleanly converts to an MP3 of the same decoded length
+//! (within one MP3 frame) that is not silent; every other file fails with the specific
+//! error the table below names. Skipped, with a message, when the corpus or ffmpeg is
+//! absent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{ConvertError, FileSource, Mode, Options, Summary, Trim, VecSink, convert};
+
+const MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/media");
+/// One MP3 frame at 44.1 kHz.
+const TOLERANCE_S: f64 = 0.026;
+
+/// What a corpus file must do.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Converts; its audio is ffmpeg's audio stream number `.0`.
+    Convert(usize),
+    NoAudio,
+    Unsupported(&'static str),
+    Drm(&'static str),
+    Corrupt,
+}
+
+use Expect::*;
+
+const TABLE: &[(&str, Expect)] = &[
+    ("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a", Convert(0)),
+    ("aac-lc_8k_mono_coverart__tinytag_mpeg4_with_image.m4a", Convert(0)),
+    ("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4", Convert(0)),
+    ("aac-lc_22k_mono_video_moovend__bento4_video-h264-001.mp4", Convert(0)),
+    ("aac-lc_22k_mono_video_frag__bento4_video-h264-002.mp4", Convert(0)),
+    ("aac-lc_22k_mono_speech__mp4parser_count-english-audio.mp4", Convert(0)),
+    ("aac-lc_22k_mono_3g2_frag__mutagen_no-tags.3g2", Convert(0)),
+    ("aac-lc_32k_mono__taglib_nonprintable-atom-type.m4a", Convert(0)),
+    ("aac-lc_44k_stereo_music__rodio_music.m4a", Convert(0)),
+    ("aac-lc_44k_stereo_LRtest__rodio_RL.m4a", Convert(0)),
+    ("aac-lc_44k_stereo_gapless__alfg_audio_aac.m4a", Convert(0)),
+    ("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a", Convert(0)),
+    ("aac-lc_48k_stereo__lofty_m4a_codec_aac.m4a", Convert(0)),
+    ("aac-lc_48k_stereo_20s__mp4parser_output_audio-2ch-20s.mp4", Convert(0)),
+    ("aac-lc_48k_5.1_frag_video__mediabunny_frag-buck-bunny.mp4", Convert(0)),
+    ("he-aac_48k_stereo_truncated__mp4parse_invalid_userdata.mp4", Unsupported("he-aac")),
+    ("he-aac_44k_stereo_headeronly_mvhdv1__tinytag_mvhd_version_1.m4a", Unsupported("he-aac")),
+    ("alac_44k_mono__androidx_sample_alac.mp4", Convert(0)),
+    ("alac_44k_mono_20bit__androidx_sample_alac_20bit.mp4", Convert(0)),
+    ("alac_44k_stereo_itunes__musicmetadata_BethHart.m4a", Convert(0)),
+    ("mp3-in-mp4_44k_mono__tinytag_mp3_audio.m4a", Convert(0)),
+    ("flac-in-mp4_96k_stereo__taglib_flac96.m4a", Convert(0)),
+    ("pcm-sowt_44k_stereo_varsize__androidx_sowt_pcm_variable_sample_size.mp4", Convert(0)),
+    ("unsupported_opus__taglib_opus.m4a", Unsupported("opus")),
+    ("unsupported_ac3_5.1__androidx_sample_ac3.mp4", Unsupported("ac-3")),
+    ("unsupported_als__tinytag_16bit_pcm_to_als.mp4", Unsupported("als")),
+    ("unsupported_amr-nb_3gp__androidx_bbb_mono_8kHz_amrnb.3gp", Unsupported("amr-nb")),
+    ("unsupported_wma_piff_frag__mp4ff_wma_audio_dec.mp4", Unsupported("wma")),
+    ("drm_fairplay_m4p__mp4parser_test.m4p", Drm("fairplay")),
+    ("drm_cbcs_aac_frag__mp4ff_cbcs_audio.mp4", Drm("cbcs")),
+    ("frag_aac_48k_stereo_decrypted__mp4ff_cbcs_audiodec.mp4", Convert(0)),
+    ("frag_aac_44k_mono_video__androidx_sample_fragmented.mp4", Convert(0)),
+    ("frag_aac_44k_mono_video_sidx__androidx_sample_fragmented_seekable.mp4", Convert(0)),
+    ("frag_aac_48k_stereo_sidx__mp4ff_bbb5s_aac_sidx.mp4", Convert(0)),
+    ("frag_aac_48k_stereo_isml__mp4ff_bbb5s_aac.isma", Convert(0)),
+    ("frag_aac_44k_stereo_30s__bento4_audio-aac-002.mp4", Convert(0)),
+    ("dashinit_aac_48k_stereo__mp4ff_aac_init.mp4", Corrupt),
+    ("dashseg_aac_48k_stereo__mp4ff_aac_1.m4s", Corrupt),
+    ("edts_positive_shift__androidx_edit_list_positive_shift.mp4", Convert(0)),
+    ("edts_preroll__androidx_sample_edit_list_only_preroll_sync_sample.mp4", Convert(0)),
+    ("shorter-audio-than-video__androidx_sample_shorter_audio.mp4", Convert(0)),
+    ("noaudio_h264__androidx_sample_video_only.mp4", NoAudio),
+    ("multitrack_ac3+aac__androidx_sample_ac3_aac.mp4", Convert(1)),
+    ("empty-video-track__androidx_sample_empty_track.mp4", Convert(0)),
+    ("short_aac_48k_mono_0.04s__mp4rust_minimal.mp4", Convert(0)),
+    ("corrupt_empty_0bytes__tinytag_empty_file.m4a", Corrupt),
+    ("corrupt_1byte__tinytag_invalid_file.m4a", Corrupt),
+    ("corrupt_zero_timescale_channels__tinytag_zero_value_properties.m4a", Corrupt),
+    ("corrupt_64bit_85B__mutagen_64bit.mp4", Corrupt),
+    ("truncated_mdat_aac_315s__tinytag_test.m4a", Corrupt),
+    ("truncated_ilst-is-last__taglib_ilst-is-last.m4a", Corrupt),
+    ("corrupt_infloop_bad_sample_size__taglib_infloop.m4a", Corrupt),
+    ("corrupt_malformed_free_box__androidx_sample_malformed_free_box.mp4", Corrupt),
+    ("corrupt_missing_stsd__androidx_sample_missing_stsd.mp4", Corrupt),
+    ("corrupt_chunk_out_of_range__mp4parse_chunk_out_of_range.mp4", Corrupt),
+    ("corrupt_bad_mdhd_timescale__mp4parse_test_case_1185230.mp4", Corrupt),
+    ("corrupt_large_stbl_truncated__androidx_large_stbl_truncated_after_moov.m4b", Corrupt),
+    ("corrupt_aac_payload__musicmetadata_issue-133.m4a", Corrupt),
+    ("corrupt_aac_payload_64bit-sizes__tinytag_mp4_extended_size.m4a", Corrupt),
+    ("real_iphone_voice_memo__musicmetadata_Apple_voice_memo.m4a", Convert(0)),
+    ("real_iphone_hevc_hdr__androidx_dolbyVision-hdr.MOV", Convert(0)),
+    ("real_old_phone_3gp__mp4parser_MOV00006.3gp", Unsupported("amr-nb")),
+    ("real_video_aac__rodio_monkeys.mp4a", Convert(0)),
+    ("qt_brand_aac_truncated__gomp4_sample_qt.mp4", Corrupt),
+    ("m4v_aac_video__taglib_blank_video.m4v", Convert(0)),
+];
+
+fn media(name: &str) -> Option<PathBuf> {
+    let dir = Path::new(MEDIA);
+    if !dir.is_dir() {
+        eprintln!("SKIP: test media not found at {MEDIA}");
+        return None;
+    }
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("SKIP: ffmpeg not installed");
+        return None;
+    }
+    Some(dir.join(name))
+}
+
+/// Decodes audio stream `stream` of `path` with ffmpeg: (seconds, peak |sample|).
+fn ffmpeg_decode(path: &Path, stream: usize) -> (f64, f32) {
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", &format!("a:{stream}")])
+        .args(["-show_entries", "stream=sample_rate", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    let rate: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().expect("a sample rate");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", &format!("0:a:{stream}"), "-ac", "1", "-c:a", "pcm_f32le", "-f", "f32le", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let samples: Vec<f32> = out
+        .stdout
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    (samples.len() as f64 / rate, peak)
+}
+
+fn run(path: &Path, options: &Options) -> (Result<Summary, ConvertError>, Vec<u8>) {
+    let mut source = FileSource::open(path).expect("media file opens");
+    let mut sink = VecSink::default();
+    let mut last = 0.0f32;
+    let mut calls = 0;
+    let result = convert(&mut source, &mut sink, options, &mut |f| {
+        assert!(f >= last, "progress went backwards: {last} → {f}");
+        last = f;
+        calls += 1;
+    });
+    assert!(calls <= 110, "{calls} progress reports");
+    if result.is_ok() {
+        assert_eq!(last, 1.0, "progress must end at 1.0");
+    }
+    (result, sink.bytes)
+}
+
+fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".mp3").tempfile().expect("temp file");
+    std::io::Write::write_all(&mut file, bytes).expect("temp write");
+    file
+}
+
+/// Checks one corpus file against its expectation; returns a problem description.
+fn check(name: &str, expect: Expect) -> Option<String> {
+    let path = media(name)?;
+    let (result, bytes) = run(&path, &Options::default());
+    match (expect, result) {
+        (Convert(stream), Ok(summary)) => {
+            let (want, _) = ffmpeg_decode(&path, stream);
+            let mp3 = write_temp(&bytes);
+            let (got, peak) = ffmpeg_decode(mp3.path(), 0);
+            let mut problems = Vec::new();
+            if (got - want).abs() > TOLERANCE_S {
+                problems.push(format!("duration {got:.4}s, ffmpeg decodes {want:.4}s from the source"));
+            }
+            let claimed = summary.output_frames as f64 / summary.output_sample_rate as f64;
+            if (claimed - got).abs() > TOLERANCE_S {
+                problems.push(format!("summary says {claimed:.4}s, the MP3 decodes {got:.4}s"));
+            }
+            if peak < 1e-3 {
+                problems.push(format!("silent output (peak {peak})"));
+            }
+            if summary.output_bytes != bytes.len() as u64 {
+                problems.push("summary output_bytes differs from the bytes written".into());
+            }
+            (!problems.is_empty()).then(|| format!("{name}: {}", problems.join("; ")))
+        }
+        (Convert(_), Err(e)) => Some(format!("{name}: expected a conversion, got {e:?}")),
+        (expect, Ok(_)) => Some(format!("{name}: expected {expect:?}, but it converted")),
+        (expect, Err(e)) => {
+            let ok = match (&expect, &e) {
+                (NoAudio, ConvertError::NoAudioTrack) => true,
+                (Unsupported(want), ConvertError::UnsupportedCodec(got)) => got == want,
+                (Drm(want), ConvertError::DrmProtected(got)) => got == want,
+                (Corrupt, ConvertError::CorruptInput(_)) => true,
+                _ => false,
+            };
+            if !bytes.is_empty() {
+                return Some(format!("{name}: failed with {e:?} but wrote {} bytes", bytes.len()));
+            }
+            (!ok).then(|| format!("{name}: expected {expect:?}, got {e:?}"))
+        }
+    }
+}
+
+#[test]
+fn corpus_table_covers_every_media_file() {
+    let Ok(entries) = std::fs::read_dir(MEDIA) else {
+        eprintln!("SKIP: test media not found at {MEDIA}");
+        return;
+    };
+    for entry in entries {
+        let name = entry.expect("dir entry").file_name().to_string_lossy().to_string();
+        if name.ends_with(".tsv") || name.ends_with(".md") {
+            continue;
+        }
+        assert!(TABLE.iter().any(|(n, _)| *n == name), "{name} has no expected outcome");
+    }
+}
+
+/// The corpus in a few shards so the test harness runs them in parallel.
+fn check_shard(shard: usize, of: usize) {
+    let problems: Vec<String> = TABLE
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % of == shard)
+        .filter_map(|(_, (name, expect))| check(name, *expect))
+        .collect();
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn corpus_shard_0() {
+    check_shard(0, 4);
+}
+#[test]
+fn corpus_shard_1() {
+    check_shard(1, 4);
+}
+#[test]
+fn corpus_shard_2() {
+    check_shard(2, 4);
+}
+#[test]
+fn corpus_shard_3() {
+    check_shard(3, 4);
+}
+
+fn convert_ok(name: &str, options: &Options) -> Option<(Summary, tempfile::NamedTempFile)> {
+    let path = media(name)?;
+    let (result, bytes) = run(&path, options);
+    let summary = result.unwrap_or_else(|e| panic!("{name} with {options:?}: {e}"));
+    Some((summary, write_temp(&bytes)))
+}
+
+fn probe_stream(path: &Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries", entries, "-of", "default=nw=1"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn mono_option_downmixes() {
+    let Some((summary, mp3)) =
+        convert_ok("aac-lc_44k_stereo_LRtest__rodio_RL.m4a", &Options { mono: true, ..Options::default() })
+    else {
+        return;
+    };
+    assert_eq!(summary.output_channels, 1);
+    assert!(probe_stream(mp3.path(), "stream=channels").contains("channels=1"));
+}
+
+#[test]
+fn vbr_mode_writes_a_vbr_stream_of_the_right_length() {
+    let name = "aac-lc_44k_stereo_music__rodio_music.m4a";
+    let Some((_, mp3)) = convert_ok(name, &Options { mode: Mode::Vbr(4), ..Options::default() }) else {
+        return;
+    };
+    let (want, _) = ffmpeg_decode(&media(name).expect("checked"), 0);
+    let (got, peak) = ffmpeg_decode(mp3.path(), 0);
+    assert!((got - want).abs() <= TOLERANCE_S, "{got} vs {want}");
+    assert!(peak > 1e-3);
+    let bytes = std::fs::read(mp3.path()).expect("read back");
+    assert!(bytes.windows(4).any(|w| w == b"Xing"), "VBR stream has a Xing header");
+}
+
+#[test]
+fn rate_96k_becomes_48k() {
+    let Some((summary, mp3)) = convert_ok("flac-in-mp4_96k_stereo__taglib_flac96.m4a", &Options::default())
+    else {
+        return;
+    };
+    assert_eq!((summary.input_sample_rate, summary.output_sample_rate), (96000, 48000));
+    assert!(probe_stream(mp3.path(), "stream=sample_rate").contains("sample_rate=48000"));
+}
+
+#[test]
+fn explicit_rate_and_bitrate_mismatch_is_invalid() {
+    let Some(path) = media("aac-lc_44k_stereo_music__rodio_music.m4a") else { return };
+    let options = Options { mode: Mode::Cbr(320), sample_rate: Some(8000), ..Options::default() };
+    let (result, bytes) = run(&path, &options);
+    assert!(matches!(result, Err(ConvertError::InvalidOptions(_))), "{result:?}");
+    assert!(bytes.is_empty());
+}
+
+#[test]
+fn trim_keeps_the_requested_range() {
+    let trim = Trim { start_ms: 2000, end_ms: Some(5500) };
+    let Some((summary, mp3)) =
+        convert_ok("aac-lc_44k_stereo_music__rodio_music.m4a", &Options { trim: Some(trim), ..Options::default() })
+    else {
+        return;
+    };
+    let (got, peak) = ffmpeg_decode(mp3.path(), 0);
+    assert!((got - 3.5).abs() <= TOLERANCE_S, "{got}");
+    assert!((summary.duration_ms as i64 - 3500).abs() <= 26);
+    assert!(peak > 1e-3);
+}
+
+#[test]
+fn trim_past_the_end_is_invalid() {
+    let Some(path) = media("aac-lc_44k_stereo_music__rodio_music.m4a") else { return };
+    let trim = Trim { start_ms: 60_000, end_ms: None };
+    let (result, bytes) = run(&path, &Options { trim: Some(trim), ..Options::default() });
+    assert!(matches!(result, Err(ConvertError::InvalidOptions(_))), "{result:?}");
+    assert!(bytes.is_empty());
+}
+
+#[test]
+fn five_one_downmix_is_stereo_and_does_not_clip() {
+    let Some((summary, mp3)) =
+        convert_ok("aac-lc_48k_5.1_frag_video__mediabunny_frag-buck-bunny.mp4", &Options::default())
+    else {
+        return;
+    };
+    assert_eq!((summary.input_channels, summary.output_channels), (6, 2));
+    let (_, peak) = ffmpeg_decode(mp3.path(), 0);
+    assert!(peak > 1e-3 && peak <= 1.0, "peak {peak}");
+}
+
+#[test]
+fn tags_round_trip_through_ffprobe() {
+    let name = "alac_44k_stereo_itunes__musicmetadata_BethHart.m4a";
+    let Some((_, mp3)) = convert_ok(name, &Options::default()) else { return };
+    let tags = |p: &Path| {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format_tags=title,artist,album", "-of", "default=nw=1"])
+            .arg(p)
+            .output()
+            .expect("ffprobe runs");
+        let mut lines: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| l.to_lowercase()).collect();
+        lines.sort();
+        lines
+    };
+    let want = tags(&media(name).expect("checked"));
+    assert!(want.iter().any(|l| l.starts_with("tag:title=")), "source has a title: {want:?}");
+    assert_eq!(tags(mp3.path()), want);
+}
+
+#[test]
+fn cover_art_becomes_an_attached_picture() {
+    let Some((_, mp3)) =
+        convert_ok("aac-lc_8k_mono_coverart__tinytag_mpeg4_with_image.m4a", &Options::default())
+    else {
+        return;
+    };
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name:stream_disposition=attached_pic"])
+        .args(["-of", "csv=p=0"])
+        .arg(mp3.path())
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.contains("video") && l.ends_with(",1")), "{text}");
+}
+
+#[test]
+fn output_limit_becomes_output_too_large() {
+    let Some(path) = media("aac-lc_44k_stereo_music__rodio_music.m4a") else { return };
+    let mut source = FileSource::open(&path).expect("opens");
+    let mut sink = VecSink { limit: Some(50_000), ..VecSink::default() };
+    let result = convert(&mut source, &mut sink, &Options::default(), &mut |_| {});
+    assert_eq!(result, Err(ConvertError::OutputTooLarge(50_000)));
+}
