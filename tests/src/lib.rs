@@ -1,1 +1,371 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: a real redis-server on a free port, real
+//! `tapedeck serve` processes, an HTTP client, SSE reading, and MP3 checks with ffprobe.
+
+pub mod ffmpeg;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral loopback port")
+        .port()
+}
+
+/// `../shared/media/NAME` (test media are referenced in place, never copied).
+pub fn media(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media").join(name);
+    assert!(path.exists(), "missing test medium {}", path.display());
+    path
+}
+
+/// A redis-server child with AOF under its own dir; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        wait_until(Duration::from_secs(10), || {
+            client
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    /// Stops Redis (SIGTERM: it flushes the AOF) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.launch();
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Polls `check` until it holds, panicking after `limit`.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Role of a `tapedeck serve` process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Gateway,
+    Worker,
+}
+
+/// One `tapedeck serve` process; killed on drop.
+pub struct Service {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` (meaningless for workers).
+    pub base: String,
+}
+
+/// Options for starting a service process.
+pub struct ServiceOptions<'a> {
+    pub role: Role,
+    pub redis_url: &'a str,
+    pub data_dir: &'a Path,
+    /// Extra `--flag value` pairs.
+    pub extra: Vec<(&'a str, String)>,
+}
+
+impl Service {
+    pub fn start(opts: ServiceOptions<'_>) -> Self {
+        let port = free_port();
+        let role = match opts.role {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+        };
+        let blobs = opts.data_dir.join("blobs");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapedeck-test-serve"));
+        cmd.args(["--role", role, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", opts.redis_url])
+            .arg("--data-dir")
+            .arg(opts.data_dir)
+            .arg("--blob-url")
+            .arg(&blobs)
+            .env("RUST_LOG", "info,tower_http=warn")
+            .env_remove("TAPEDECK_CONFIG")
+            .stdout(Stdio::null());
+        for (flag, value) in &opts.extra {
+            cmd.arg(format!("--{flag}")).arg(value);
+        }
+        let child = cmd.spawn().expect("spawning tapedeck-test-serve");
+        let service = Service {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        if opts.role != Role::Worker {
+            let url = format!("{}/readyz", service.base);
+            wait_until(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && reqwest_blocking_ok(&url)
+            });
+        }
+        service
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+}
+
+/// A plain `GET` over a raw socket (no async runtime needed): true on a 200.
+fn reqwest_blocking_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// An API client bound to one service and (after login) one token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Api {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.get(self.url(path)))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.post(self.url(path)))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.delete(self.url(path)))
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Registers `email` in `tenant` and logs in; returns a client holding the token.
+    pub async fn signed_up(&self, tenant: &str, email: &str) -> Api {
+        let body = json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
+        let r = self.http.post(self.url("/v1/auth/register")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap());
+        let r = self.http.post(self.url("/v1/auth/login")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        Api {
+            token: Some(v["token"].as_str().unwrap().to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Uploads a file with multipart; returns the 202 body.
+    pub async fn upload(&self, path: &Path, fields: &[(&str, &str)]) -> Value {
+        let r = self.upload_raw(path, fields).await;
+        assert_eq!(r.status(), 202, "upload {}", path.display());
+        r.json().await.unwrap()
+    }
+
+    pub async fn upload_raw(&self, path: &Path, fields: &[(&str, &str)]) -> reqwest::Response {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        self.post("/v1/jobs").multipart(form).send().await.unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls the job until it is done or failed.
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if job["status"] == "done" || job["status"] == "failed" {
+                return job;
+            }
+            assert!(start.elapsed() < limit, "job {id} not finished in {limit:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Follows `/v1/jobs/{id}/events` to the end; returns `(event, data)` pairs.
+    pub async fn follow_events(&self, id: &str) -> Vec<(String, Value)> {
+        use futures::StreamExt;
+        let r = self.get(&format!("/v1/jobs/{id}/events")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let mut body = r.bytes_stream();
+        let mut buf = String::new();
+        let mut events = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(120), body.next())
+            .await
+            .expect("SSE stalled")
+        {
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let mut event = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if !data.is_empty() {
+                    events.push((event, serde_json::from_str(&data).unwrap_or(Value::Null)));
+                }
+            }
+        }
+        events
+    }
+}
+
+/// Writes `bytes` to a temp file and checks it is a real, non-silent MP3; returns its
+/// duration in seconds.
+pub fn check_mp3(bytes: &[u8]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.mp3");
+    std::fs::write(&path, bytes).unwrap();
+    let (duration, codec) = ffmpeg::probe_audio(&path).expect("ffprobe reads the MP3");
+    assert_eq!(codec, "mp3");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "info", "-nostdin", "-i"])
+        .arg(&path)
+        .args(["-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let max_volume: f64 = log
+        .lines()
+        .find_map(|l| l.split("max_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .expect("volumedetect prints max_volume");
+    assert!(max_volume > -60.0, "MP3 is silent (max volume {max_volume} dB)");
+    duration
+}

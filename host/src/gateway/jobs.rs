@@ -1,0 +1,281 @@
+//! The `/v1/jobs` resource: create, list, show, delete, SSE events, MP3 output.
+//!
+//! Visibility: a job is visible to its owner, and to an admin of its tenant; any other
+//! id answers 404, exactly like an id that does not exist.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use object_store::GetRange;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::gateway::auth::Claims;
+use crate::gateway::error::ApiError;
+use crate::gateway::{AppState, Caller, upload};
+use crate::queue::{JobRecord, JobStatus, events_channel};
+
+/// Loads job `id` if the caller may see it.
+pub async fn visible_job(state: &AppState, caller: &Claims, id: &str) -> Result<JobRecord, ApiError> {
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound);
+    }
+    let job = state.queue.get(id).await?.ok_or(ApiError::NotFound)?;
+    let visible = job.tenant == caller.tenant && (job.user_id == caller.user_id || caller.is_admin());
+    if visible { Ok(job) } else { Err(ApiError::NotFound) }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let job = upload::accept(&state, &caller, query, request).await?;
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Page size, 1..=100 (default 20).
+    limit: Option<usize>,
+    /// Offset returned as `next_cursor` by the previous page.
+    cursor: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
+    let (jobs, next) = state
+        .queue
+        .list(&caller.tenant, owner, q.cursor.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(json!({"jobs": jobs, "next_cursor": next})))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    Ok(Json(visible_job(&state, &caller, &id).await?))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    state.queue.delete(&job).await?;
+    state.blobs.delete(&job.input.key).await?;
+    if let Some(output) = &job.output {
+        state.blobs.delete(&output.key).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Server-Sent Events: a `status` event with the whole job first, then `progress`
+/// (`{"progress": p}`) and `status` events as they happen; the stream ends after the
+/// job is done or failed (or deleted).
+pub async fn events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    // Subscribe before the snapshot, so no change between the two is missed.
+    let mut pubsub = state.redis.get_async_pubsub().await?;
+    pubsub.subscribe(events_channel(&id)).await?;
+    let (mut tx, rx) = mpsc::channel::<Event>(16);
+    tokio::spawn(async move {
+        let mut snapshot = Some(job);
+        let mut messages = pubsub.into_on_message();
+        loop {
+            if let Some(job) = snapshot.take() {
+                let done = job.status.is_final();
+                if tx.send(status_event(&job)).await.is_err() || done {
+                    return;
+                }
+            }
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+            match message {
+                Ok(Some(msg)) => {
+                    let payload: Value = msg
+                        .get_payload::<String>()
+                        .ok()
+                        .and_then(|p| serde_json::from_str(&p).ok())
+                        .unwrap_or(Value::Null);
+                    let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
+                    if status == "converting" && payload.get("progress").is_some_and(|p| p.as_f64() != Some(0.0)) {
+                        let event = Event::default().event("progress").data(
+                            json!({"progress": payload["progress"]}).to_string(),
+                        );
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                // Quiet for a while, or the subscription ended: re-read the record.
+                Ok(None) | Err(_) => {}
+            }
+            match state.queue.get(&id).await {
+                Ok(Some(job)) => snapshot = Some(job),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "SSE could not re-read the job");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(rx.map(Ok)).keep_alive(KeepAlive::default()))
+}
+
+fn status_event(job: &JobRecord) -> Event {
+    Event::default()
+        .event("status")
+        .data(serde_json::to_string(job).expect("job records serialize"))
+}
+
+/// The MP3, with `Range` support and the original file name.
+pub async fn output(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    serve_output(&state, &job, &headers).await
+}
+
+/// Streams a done job's MP3, honouring a single `Range: bytes=...`.
+pub async fn serve_output(state: &AppState, job: &JobRecord, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let output = match (&job.status, &job.output) {
+        (JobStatus::Done, Some(output)) => output,
+        _ => {
+            return Err(ApiError::Conflict(
+                "not_ready",
+                format!("the job is {}, not done", job.status.as_str()),
+            ));
+        }
+    };
+    let total = state.blobs.size(&output.key).await?;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(spec) => Some(parse_range(spec, total).ok_or(ApiError::RangeNotSatisfiable(total))?),
+    };
+    let blob = state.blobs.get_range(&output.key, range.clone()).await?;
+    let mut response = Response::new(Body::from_stream(blob.stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/mpeg"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.range.end - blob.range.start));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&job.input.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let cr = format!("bytes {}-{}/{}", blob.range.start, blob.range.end - 1, blob.total);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(ApiError::internal)?);
+    }
+    Ok(response)
+}
+
+/// Parses one `bytes=a-b`, `bytes=a-` or `bytes=-n` range against a blob of `total` bytes.
+pub fn parse_range(spec: &str, total: u64) -> Option<GetRange> {
+    let spec = spec.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = (start.trim(), end.trim());
+    if start.is_empty() {
+        let n: u64 = end.parse().ok()?;
+        if n == 0 || total == 0 {
+            return None;
+        }
+        let n = n.min(total);
+        return Some(GetRange::Bounded(total - n..total));
+    }
+    let start: u64 = start.parse().ok()?;
+    if start >= total {
+        return None;
+    }
+    let end = if end.is_empty() {
+        total - 1
+    } else {
+        end.parse::<u64>().ok()?.min(total - 1)
+    };
+    (start <= end).then_some(GetRange::Bounded(start..end + 1))
+}
+
+/// `attachment` with the upload's name, `.mp3` instead of its extension; an ASCII
+/// fallback plus the exact name in RFC 5987 form.
+pub fn content_disposition(input_name: &str) -> String {
+    let stem = match input_name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => input_name,
+    };
+    let name = format!("{stem}.mp3");
+    let ascii: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(GetRange::Bounded(0..10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some(GetRange::Bounded(90..100)));
+        assert_eq!(parse_range("bytes=-10", 100), Some(GetRange::Bounded(90..100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some(GetRange::Bounded(50..100)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn dispositions() {
+        assert_eq!(
+            content_disposition("My Song.m4a"),
+            "attachment; filename=\"My Song.mp3\"; filename*=UTF-8''My%20Song.mp3"
+        );
+        assert_eq!(
+            content_disposition("café\".mp4"),
+            "attachment; filename=\"caf__.mp3\"; filename*=UTF-8''caf%C3%A9%22.mp3"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The job record kept in `td:job:{id}` and how it reads and writes as a Redis hash.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Converting,
+    Done,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Converting => "converting",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "converting" => JobStatus::Converting,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Done and failed never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Done | JobStatus::Failed)
+    }
+}
+
+/// MP3 encoding options chosen at upload (validated by the gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Constant bitrate in kbit/s (MPEG-1/2 layer III rates); default 192 when no `vbr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<u16>,
+    /// LAME VBR quality 0 (best) ..= 9; excludes `bitrate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vbr: Option<u8>,
+    /// Output sample rate in Hz; default: the source's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Downmix to one channel.
+    #[serde(default)]
+    pub mono: bool,
+}
+
+/// The uploaded file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobInput {
+    /// File name the client gave (used for the MP3's `Content-Disposition`).
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Blob key of the upload.
+    #[serde(skip)]
+    pub key: String,
+}
+
+/// The MP3, once stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobOutput {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Decoded length of the MP3.
+    pub duration_ms: u64,
+    /// Blob key of the MP3.
+    #[serde(skip)]
+    pub key: String,
+}
+
+/// One conversion job, as stored and as served by `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant: String,
+    #[serde(skip)]
+    pub user_id: String,
+    pub status: JobStatus,
+    /// 0..=1.
+    pub progress: f32,
+    /// Why the job failed (or why the last attempt failed while it is retried).
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds, once done or failed.
+    pub finished_at: Option<u64>,
+    pub input: JobInput,
+    pub output: Option<JobOutput>,
+    pub options: JobOptions,
+    /// Conversion attempts started so far.
+    pub attempts: u32,
+}
+
+impl JobRecord {
+    /// Parses a `td:job:{id}` hash; `None` for an empty (missing) or malformed one.
+    pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
+        let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
+        let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
+        let output = match get("output_key") {
+            Some(key) => Some(JobOutput {
+                key,
+                bytes: num("output_bytes").unwrap_or(0),
+                duration_ms: num("duration_ms").unwrap_or(0),
+            }),
+            None => None,
+        };
+        Some(JobRecord {
+            id: get("id")?,
+            tenant: get("tenant")?,
+            user_id: get("user_id")?,
+            status: JobStatus::parse(&get("status")?)?,
+            progress: get("progress").and_then(|p| p.parse().ok()).unwrap_or(0.0),
+            error: get("error"),
+            created_at: num("created_at")?,
+            finished_at: num("finished_at"),
+            input: JobInput {
+                name: get("input_name").unwrap_or_default(),
+                bytes: num("input_bytes").unwrap_or(0),
+                key: get("input_key")?,
+            },
+            output,
+            options: get("options")
+                .and_then(|o| serde_json::from_str(&o).ok())
+                .unwrap_or_default(),
+            attempts: num("attempts").unwrap_or(0) as u32,
+        })
+    }
+
+    /// The fields written when the job is created.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.clone()),
+            ("tenant", self.tenant.clone()),
+            ("user_id", self.user_id.clone()),
+            ("status", self.status.as_str().into()),
+            ("progress", self.progress.to_string()),
+            ("created_at", self.created_at.to_string()),
+            ("input_name", self.input.name.clone()),
+            ("input_bytes", self.input.bytes.to_string()),
+            ("input_key", self.input.key.clone()),
+            (
+                "options",
+                serde_json::to_string(&self.options).expect("options serialize to JSON"),
+            ),
+            ("attempts", self.attempts.to_string()),
+        ]
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_round_trip() {
+        let job = JobRecord {
+            id: "j1".into(),
+            tenant: "t".into(),
+            user_id: "u".into(),
+            status: JobStatus::Queued,
+            progress: 0.0,
+            error: None,
+            created_at: 17,
+            finished_at: None,
+            input: JobInput {
+                name: "a.mp4".into(),
+                bytes: 10,
+                key: "in/t/j1".into(),
+            },
+            output: None,
+            options: JobOptions {
+                bitrate: Some(128),
+                mono: true,
+                ..Default::default()
+            },
+            attempts: 0,
+        };
+        let h: HashMap<String, String> = job
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(JobRecord::from_hash(&h), Some(job));
+        assert_eq!(JobRecord::from_hash(&HashMap::new()), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! Lua scripts that make each pipeline transition atomic in Redis.
+//!
+//! Each runs as one script so that a crash between "mark the job" and "acknowledge the
+//! entry" cannot leave the two disagreeing. Stream keys derived inside a script (retry
+//! promotion) assume a single Redis, not Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Starts an attempt. KEYS: job. ARGV: channel.
+/// Returns `{status, attempts}`; status `missing` when the job was deleted.
+pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' then
+  return {status, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'converting', 'progress', '0')
+redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
+return {'converting', attempts}
+"#,
+    )
+});
+
+/// Records progress while converting. KEYS: job. ARGV: progress, channel.
+pub static PROGRESS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'status') == 'converting' then
+  redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+  redis.call('PUBLISH', ARGV[2], cjson.encode({status = 'converting', progress = tonumber(ARGV[1])}))
+end
+return 0
+"#,
+    )
+});
+
+/// Marks the job done once (a second delivery changes nothing), acknowledges the entry
+/// and adds a notify entry. KEYS: job, convert stream, notify stream.
+/// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
+/// tenant, channel. Returns 0 when the job no longer exists (the caller drops the MP3).
+pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
+    'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done')
+  redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Fails the job for good: dead-letter entry with the reason, notify entry, ack.
+/// KEYS: job, convert stream, dead-letter stream, notify stream.
+/// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel.
+pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') ~= 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
+  redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3])
+  redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]}))
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Schedules another attempt: back to `queued`, a retry entry due at ARGV[4], ack.
+/// KEYS: job, convert stream, retry zset. ARGV: group, entry id, reason, due ms, member, channel.
+pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') == 'converting' then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0')
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('PUBLISH', ARGV[6], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Moves due retries (`"{tenant} {job}"` members) onto their tenant's convert stream.
+/// KEYS: retry zset. ARGV: now ms, convert stream prefix. Returns how many moved.
+pub static PROMOTE_RETRIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local tenant, job = string.match(m, '^(%S+) (%S+)$')
+  if tenant then redis.call('XADD', ARGV[2] .. tenant, '*', 'job', job) end
+end
+return #due
+"#,
+    )
+});
+
+/// Extends our hold on an entry (resets its idle time) only if we still own it.
+/// KEYS: stream. ARGV: group, consumer, entry id. Returns 1 if still ours.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"#,
+    )
+});
+
+/// Trims a stream below the oldest entry any consumer group still needs: the smallest
+/// pending id, or the last delivered id when nothing is pending. Never drops an
+/// unacknowledged or undelivered entry. A stream without groups is capped at ARGV[1].
+/// KEYS: stream. Returns entries removed.
+pub static SAFE_TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  if am ~= bm then return am < bm end
+  return as < bs
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then
+  return redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
+end
+local floor = nil
+for _, g in ipairs(groups) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  local keep = last
+  local p = redis.call('XPENDING', KEYS[1], name)
+  if p[1] > 0 then keep = p[2] end
+  if floor == nil or less(keep, floor) then floor = keep end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+"#,
+    )
+});
