@@ -18,6 +18,9 @@ const TOLERANCE_S: f64 = 0.026;
 enum Expect {
     /// Converts; its audio is ffmpeg's audio stream number `.0`.
     Convert(usize),
+    /// Converts, but ffmpeg decodes the source `.1` seconds shorter than we do (why: see
+    /// the table).
+    ConvertLonger(usize, f64),
     NoAudio,
     Unsupported(&'static str),
     Drm(&'static str),
@@ -32,7 +35,9 @@ const TABLE: &[(&str, Expect)] = &[
     ("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4", Convert(0)),
     ("aac-lc_22k_mono_video_moovend__bento4_video-h264-001.mp4", Convert(0)),
     ("aac-lc_22k_mono_video_frag__bento4_video-h264-002.mp4", Convert(0)),
-    ("aac-lc_22k_mono_speech__mp4parser_count-english-audio.mp4", Convert(0)),
+    // `ctts` gives the first AAC frame a +1024 composition offset, overlapping the second:
+    // ffmpeg drops a frame's worth (46 ms) that we keep.
+    ("aac-lc_22k_mono_speech__mp4parser_count-english-audio.mp4", ConvertLonger(0, 1024.0 / 22050.0)),
     ("aac-lc_22k_mono_3g2_frag__mutagen_no-tags.3g2", Convert(0)),
     ("aac-lc_32k_mono__taglib_nonprintable-atom-type.m4a", Convert(0)),
     ("aac-lc_44k_stereo_music__rodio_music.m4a", Convert(0)),
@@ -41,7 +46,8 @@ const TABLE: &[(&str, Expect)] = &[
     ("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a", Convert(0)),
     ("aac-lc_48k_stereo__lofty_m4a_codec_aac.m4a", Convert(0)),
     ("aac-lc_48k_stereo_20s__mp4parser_output_audio-2ch-20s.mp4", Convert(0)),
-    ("aac-lc_48k_5.1_frag_video__mediabunny_frag-buck-bunny.mp4", Convert(0)),
+    // symphonia 0.6.1's AAC decoder handles mono and stereo only ("aac too complex").
+    ("aac-lc_48k_5.1_frag_video__mediabunny_frag-buck-bunny.mp4", Unsupported("aac with 6 channels")),
     ("he-aac_48k_stereo_truncated__mp4parse_invalid_userdata.mp4", Unsupported("he-aac")),
     ("he-aac_44k_stereo_headeronly_mvhdv1__tinytag_mvhd_version_1.m4a", Unsupported("he-aac")),
     ("alac_44k_mono__androidx_sample_alac.mp4", Convert(0)),
@@ -75,13 +81,15 @@ const TABLE: &[(&str, Expect)] = &[
     ("corrupt_empty_0bytes__tinytag_empty_file.m4a", Corrupt),
     ("corrupt_1byte__tinytag_invalid_file.m4a", Corrupt),
     ("corrupt_zero_timescale_channels__tinytag_zero_value_properties.m4a", Corrupt),
-    ("corrupt_64bit_85B__mutagen_64bit.mp4", Corrupt),
+    // A well-formed (if truncated) moov without tracks.
+    ("corrupt_64bit_85B__mutagen_64bit.mp4", NoAudio),
     ("truncated_mdat_aac_315s__tinytag_test.m4a", Corrupt),
     ("truncated_ilst-is-last__taglib_ilst-is-last.m4a", Corrupt),
     ("corrupt_infloop_bad_sample_size__taglib_infloop.m4a", Corrupt),
     ("corrupt_malformed_free_box__androidx_sample_malformed_free_box.mp4", Corrupt),
     ("corrupt_missing_stsd__androidx_sample_missing_stsd.mp4", Corrupt),
-    ("corrupt_chunk_out_of_range__mp4parse_chunk_out_of_range.mp4", Corrupt),
+    // Its only track is video (the broken tables are the video's).
+    ("corrupt_chunk_out_of_range__mp4parse_chunk_out_of_range.mp4", NoAudio),
     ("corrupt_bad_mdhd_timescale__mp4parse_test_case_1185230.mp4", Corrupt),
     ("corrupt_large_stbl_truncated__androidx_large_stbl_truncated_after_moov.m4b", Corrupt),
     ("corrupt_aac_payload__musicmetadata_issue-133.m4a", Corrupt),
@@ -100,26 +108,33 @@ fn media(name: &str) -> Option<PathBuf> {
         eprintln!("SKIP: test media not found at {MEDIA}");
         return None;
     }
-    if Command::new("ffmpeg").arg("-version").output().is_err() {
+    if Command::new("ffmpeg").arg("-version").stdin(std::process::Stdio::null())
+        .output().is_err() {
         eprintln!("SKIP: ffmpeg not installed");
         return None;
     }
     Some(dir.join(name))
 }
 
-/// Decodes audio stream `stream` of `path` with ffmpeg: (seconds, peak |sample|).
+/// Decodes audio stream `stream` of `path` with ffmpeg: (seconds, peak |sample| over all
+/// channels).
 fn ffmpeg_decode(path: &Path, stream: usize) -> (f64, f32) {
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", &format!("a:{stream}")])
-        .args(["-show_entries", "stream=sample_rate", "-of", "csv=p=0"])
+        .args(["-show_entries", "stream=sample_rate,channels", "-of", "csv=p=0"])
         .arg(path)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("ffprobe runs");
-    let rate: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().expect("a sample rate");
+    let text = String::from_utf8_lossy(&probe.stdout).to_string();
+    let mut fields = text.trim().split(',');
+    let rate: f64 = fields.next().and_then(|f| f.parse().ok()).expect("a sample rate");
+    let channels: f64 = fields.next().and_then(|f| f.parse().ok()).expect("a channel count");
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-map", &format!("0:a:{stream}"), "-ac", "1", "-c:a", "pcm_f32le", "-f", "f32le", "-"])
+        .args(["-map", &format!("0:a:{stream}"), "-c:a", "pcm_f32le", "-f", "f32le", "-"])
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("ffmpeg runs");
     let samples: Vec<f32> = out
@@ -128,7 +143,7 @@ fn ffmpeg_decode(path: &Path, stream: usize) -> (f64, f32) {
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
     let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-    (samples.len() as f64 / rate, peak)
+    (samples.len() as f64 / channels / rate, peak)
 }
 
 fn run(path: &Path, options: &Options) -> (Result<Summary, ConvertError>, Vec<u8>) {
@@ -159,8 +174,11 @@ fn check(name: &str, expect: Expect) -> Option<String> {
     let path = media(name)?;
     let (result, bytes) = run(&path, &Options::default());
     match (expect, result) {
-        (Convert(stream), Ok(summary)) => {
-            let (want, _) = ffmpeg_decode(&path, stream);
+        (Convert(stream) | ConvertLonger(stream, _), Ok(summary)) => {
+            let (mut want, source_peak) = ffmpeg_decode(&path, stream);
+            if let ConvertLonger(_, extra) = expect {
+                want += extra;
+            }
             let mp3 = write_temp(&bytes);
             let (got, peak) = ffmpeg_decode(mp3.path(), 0);
             let mut problems = Vec::new();
@@ -171,15 +189,16 @@ fn check(name: &str, expect: Expect) -> Option<String> {
             if (claimed - got).abs() > TOLERANCE_S {
                 problems.push(format!("summary says {claimed:.4}s, the MP3 decodes {got:.4}s"));
             }
-            if peak < 1e-3 {
-                problems.push(format!("silent output (peak {peak})"));
+            // Some corpus files are digital silence; the MP3 must be audible when they are not.
+            if source_peak > 1e-2 && peak < source_peak * 0.1 {
+                problems.push(format!("silent output (peak {peak}, source peak {source_peak})"));
             }
             if summary.output_bytes != bytes.len() as u64 {
                 problems.push("summary output_bytes differs from the bytes written".into());
             }
             (!problems.is_empty()).then(|| format!("{name}: {}", problems.join("; ")))
         }
-        (Convert(_), Err(e)) => Some(format!("{name}: expected a conversion, got {e:?}")),
+        (Convert(_) | ConvertLonger(..), Err(e)) => Some(format!("{name}: expected a conversion, got {e:?}")),
         (expect, Ok(_)) => Some(format!("{name}: expected {expect:?}, but it converted")),
         (expect, Err(e)) => {
             let ok = match (&expect, &e) {
@@ -251,6 +270,7 @@ fn probe_stream(path: &Path, entries: &str) -> String {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "a:0", "-show_entries", entries, "-of", "default=nw=1"])
         .arg(path)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("ffprobe runs");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -323,16 +343,31 @@ fn trim_past_the_end_is_invalid() {
     assert!(bytes.is_empty());
 }
 
+/// A full-scale 440 Hz tone in all six channels of a 5.1 ALAC file: an unnormalised
+/// ITU fold would reach 2.4× full scale; ours must stay at about 1.
 #[test]
 fn five_one_downmix_is_stereo_and_does_not_clip() {
-    let Some((summary, mp3)) =
-        convert_ok("aac-lc_48k_5.1_frag_video__mediabunny_frag-buck-bunny.mp4", &Options::default())
-    else {
+    if media("").is_none() {
         return;
-    };
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("5.1.m4a");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=2:sample_rate=48000,volume=7.9"])
+        .args(["-filter_complex", "[0]asplit=6[a][b][c][d][e][f];[a][b][c][d][e][f]join=inputs=6:channel_layout=5.1[o]"])
+        .args(["-map", "[o]", "-c:a", "alac"])
+        .arg(&src)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let (result, bytes) = run(&src, &Options::default());
+    let summary = result.expect("5.1 ALAC converts");
     assert_eq!((summary.input_channels, summary.output_channels), (6, 2));
-    let (_, peak) = ffmpeg_decode(mp3.path(), 0);
-    assert!(peak > 1e-3 && peak <= 1.0, "peak {peak}");
+    let mp3 = write_temp(&bytes);
+    let (seconds, peak) = ffmpeg_decode(mp3.path(), 0);
+    assert!((seconds - 2.0).abs() <= TOLERANCE_S, "{seconds}");
+    assert!(peak > 0.8 && peak < 1.1, "peak {peak}");
 }
 
 #[test]
@@ -343,7 +378,8 @@ fn tags_round_trip_through_ffprobe() {
         let out = Command::new("ffprobe")
             .args(["-v", "error", "-show_entries", "format_tags=title,artist,album", "-of", "default=nw=1"])
             .arg(p)
-            .output()
+            .stdin(std::process::Stdio::null())
+        .output()
             .expect("ffprobe runs");
         let mut lines: Vec<String> =
             String::from_utf8_lossy(&out.stdout).lines().map(|l| l.to_lowercase()).collect();
@@ -366,6 +402,7 @@ fn cover_art_becomes_an_attached_picture() {
         .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name:stream_disposition=attached_pic"])
         .args(["-of", "csv=p=0"])
         .arg(mp3.path())
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("ffprobe runs");
     let text = String::from_utf8_lossy(&out.stdout);

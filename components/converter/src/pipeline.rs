@@ -89,9 +89,13 @@ pub fn convert_observed(
             _ => None,
         })
         .ok_or_else(|| ConvertError::UnsupportedCodec(codec.to_string()))?;
+    let channels = params.channels.as_ref().map_or(0, |c| c.count());
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
+            SymError::Unsupported(_) if channels > 2 => {
+                ConvertError::UnsupportedCodec(format!("{codec} with {channels} channels"))
+            }
             SymError::Unsupported(what) => ConvertError::UnsupportedCodec(format!("{codec} ({what})")),
             other => ConvertError::CorruptInput(format!("{codec} decoder setup: {other}")),
         })?;
@@ -201,8 +205,10 @@ struct Run<'a> {
     decoded: u64,
     /// First decoded frame to keep.
     keep_start: u64,
-    /// Frames to keep from `keep_start`, if bounded.
-    keep_len: Option<u64>,
+    /// The container's end of the presentation: the packet that holds it is kept whole.
+    edit_end: Option<u64>,
+    /// Where kept audio ends exactly (iTunSMPB length, trim end).
+    exact_end: Option<u64>,
     /// Track length in frames from the container, for progress.
     track_frames: Option<u64>,
     /// Source frames handed to LAME.
@@ -236,6 +242,7 @@ struct Timing {
     movie_timescale: u32,
     media_timescale: u32,
     media_duration: u64,
+    fragmented: bool,
 }
 
 impl<'a> Run<'a> {
@@ -255,7 +262,8 @@ impl<'a> Run<'a> {
             audio_start: 0,
             decoded: 0,
             keep_start: 0,
-            keep_len: None,
+            edit_end: None,
+            exact_end: None,
             track_frames: None,
             kept: 0,
             decode_errors: 0,
@@ -270,6 +278,7 @@ impl<'a> Run<'a> {
                 movie_timescale: movie.movie_timescale,
                 media_timescale: track.media_timescale,
                 media_duration: track.media_duration,
+                fragmented: movie.fragmented,
             },
         };
         if let Some(rate) = rate {
@@ -279,52 +288,63 @@ impl<'a> Run<'a> {
     }
 
     /// Computes the kept range in decoded frames at `rate`.
+    ///
+    /// ffmpeg is the reference for what the source "decodes to": it skips an edit's
+    /// `media_time` (or iTunSMPB priming when there is no edit list) sample-exactly, but
+    /// ends an edit only at packet granularity — the packet holding the edit's end is
+    /// kept whole — and ignores the edit's length in fragmented files. We do the same.
+    /// iTunSMPB's length and the trim option's end are applied exactly.
     fn set_range(&mut self, rate: u32) {
         let t = &self.timing;
         let scale = |v: u64, from: u32| -> u64 {
-            if from == 0 { v } else { (v as u128 * rate as u128 / from as u128) as u64 }
+            if from == 0 { v } else { (v as u128 * rate as u128 / from as u128).min(u64::MAX as u128) as u64 }
         };
-        let (mut start, mut len) = (0u64, None);
+        let (mut start, mut edit_end, mut exact_end) = (0u64, None, None);
         match (t.edit, t.gapless) {
-            (Some(e), _) if e.media_time > 0 || t.gapless.is_none() => {
+            (Some(e), _) => {
                 start = scale(e.media_time, t.media_timescale);
-                if e.segment_duration > 0 && t.movie_timescale > 0 {
-                    len = Some(scale(e.segment_duration, t.movie_timescale));
+                if e.segment_duration > 0 && t.movie_timescale > 0 && !t.fragmented {
+                    edit_end = Some(start.saturating_add(scale(e.segment_duration, t.movie_timescale)));
                 }
             }
-            (_, Some(g)) => {
+            (None, Some(g)) => {
                 start = g.priming as u64;
-                len = Some(g.frames);
+                exact_end = Some(start.saturating_add(g.frames));
             }
-            _ => {}
+            (None, None) => {}
         }
-        if t.media_timescale > 0 && t.media_duration > 0 {
+        if t.media_timescale > 0 && t.media_duration > 0 && t.media_duration != u64::MAX {
             self.track_frames = Some(scale(t.media_duration, t.media_timescale));
         }
         if let Some(trim) = self.options.trim {
-            let skip = trim.start_ms as u128 * rate as u128 / 1000;
-            let skip = skip.min(u64::MAX as u128) as u64;
-            start = start.saturating_add(skip);
-            len = len.map(|l| l.saturating_sub(skip));
+            let ms = |v: u64| (v as u128 * rate as u128 / 1000).min(u64::MAX as u128) as u64;
             if let Some(end) = trim.end_ms {
-                let want = ((end - trim.start_ms) as u128 * rate as u128 / 1000) as u64;
-                len = Some(len.map_or(want, |l| l.min(want)));
+                let end = start.saturating_add(ms(end));
+                exact_end = Some(exact_end.map_or(end, |e: u64| e.min(end)));
             }
+            start = start.saturating_add(ms(trim.start_ms));
         }
         self.keep_start = start;
-        self.keep_len = len;
+        self.edit_end = edit_end;
+        self.exact_end = exact_end;
     }
 
-    fn keep_end(&self) -> u64 {
-        self.keep_len.map_or(u64::MAX, |l| self.keep_start.saturating_add(l))
+    /// Where the kept audio ends for a buffer decoded at `[begin, end)`.
+    fn keep_end_for(&self, begin: u64, end: u64) -> u64 {
+        let edit = match self.edit_end {
+            Some(e) if begin >= e => begin,
+            _ => end,
+        };
+        edit.min(self.exact_end.unwrap_or(u64::MAX))
     }
 
     fn past_end(&self) -> bool {
-        self.decoded >= self.keep_end()
+        self.decoded >= self.edit_end.unwrap_or(u64::MAX).min(self.exact_end.unwrap_or(u64::MAX))
     }
 
     fn expected_frames(&self) -> Option<u64> {
-        self.keep_len.or_else(|| self.track_frames.map(|f| f.saturating_sub(self.keep_start)))
+        let end = [self.exact_end, self.edit_end, self.track_frames].into_iter().flatten().min()?;
+        Some(end.saturating_sub(self.keep_start))
     }
 
     fn report(&mut self, fraction: f32) {
@@ -348,7 +368,7 @@ impl<'a> Run<'a> {
         let begin = self.decoded;
         self.decoded += frames;
         let lo = self.keep_start.max(begin);
-        let hi = self.keep_end().min(self.decoded);
+        let hi = self.keep_end_for(begin, self.decoded);
         if lo >= hi {
             return Ok(());
         }
