@@ -718,20 +718,3 @@ mod tests {
         assert!(matches!(parse_stbl(&stbl, &mut t), Err(ConvertError::CorruptInput(_))));
     }
 }
-#[cfg(test)]
-mod dump {
-    #[test]
-    #[ignore]
-    fn dump_movie() {
-        for name in std::env::var("DUMP").unwrap().split(',') {
-            let path = format!("{}/../../../shared/media/{name}", env!("CARGO_MANIFEST_DIR"));
-            let mut src = crate::FileSource::open(&path).unwrap();
-            let mut r = crate::io::WindowedReader::new(&mut src, 65536);
-            let m = super::read_movie(&mut r);
-            match m {
-                Ok(m) => { for t in m.tracks.iter().filter(|t| &t.handler == b"soun") { eprintln!("{name}: ts={} frag={} smpb={:?} mdts={} mddur={} edit={:?} n={} codec={:?}", m.movie_timescale, m.fragmented, m.itunsmpb, t.media_timescale, t.media_duration, t.edit, t.sample_count, t.codec()) } }
-                Err(e) => eprintln!("{name}: {e:?}"),
-            }
-        }
-    }
-}
