@@ -35,11 +35,20 @@ impl Guest for Converter {
             },
             sample_rate: options.sample_rate,
             mono: options.mono,
-            trim: options.trim.map(|t| Trim { start_ms: t.start_ms, end_ms: t.end_ms }),
+            trim: options.trim.map(|t| Trim {
+                start_ms: t.start_ms,
+                end_ms: t.end_ms,
+            }),
         };
         let max_read = host_io::max_read().max(4096) as usize;
-        let mut source = HostSource { source: input, max_read };
-        let mut sink = HostSink { sink: output, max_write: max_read };
+        let mut source = HostSource {
+            source: input,
+            max_read,
+        };
+        let mut sink = HostSink {
+            sink: output,
+            max_write: max_read,
+        };
         let result = crate::convert_observed(&mut source, &mut sink, &options, &mut HostObserver);
         if let Err(e) = &result {
             logging::log(Level::Info, &format!("conversion failed: {e}"));

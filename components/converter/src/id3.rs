@@ -48,7 +48,12 @@ fn push_frame(out: &mut Vec<u8>, id: &[u8; 4], body: &[u8]) {
 /// 28 bits as four 7-bit bytes. Frame bodies are capped far below 2^28 by
 /// `mp4::MAX_COVER_BYTES`.
 fn syncsafe(n: u32) -> [u8; 4] {
-    [(n >> 21) as u8 & 0x7f, (n >> 14) as u8 & 0x7f, (n >> 7) as u8 & 0x7f, n as u8 & 0x7f]
+    [
+        (n >> 21) as u8 & 0x7f,
+        (n >> 14) as u8 & 0x7f,
+        (n >> 7) as u8 & 0x7f,
+        n as u8 & 0x7f,
+    ]
 }
 
 #[cfg(test)]
@@ -62,7 +67,10 @@ mod tests {
 
     #[test]
     fn title_frame_layout() {
-        let tags = Tags { title: Some("Hi".into()), ..Tags::default() };
+        let tags = Tags {
+            title: Some("Hi".into()),
+            ..Tags::default()
+        };
         let tag = encode(&tags).unwrap();
         assert_eq!(&tag[..10], b"ID3\x04\x00\x00\x00\x00\x00\x0d");
         assert_eq!(&tag[10..], b"TIT2\x00\x00\x00\x03\x00\x00\x03Hi");

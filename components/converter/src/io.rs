@@ -111,17 +111,18 @@ pub struct VecSink {
 
 impl WriteSink for VecSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), IoError> {
-        if let Some(limit) = self.limit {
-            if (self.bytes.len() + bytes.len()) as u64 > limit {
-                return Err(IoError::LimitExceeded(limit));
-            }
+        if let Some(limit) = self.limit
+            && (self.bytes.len() + bytes.len()) as u64 > limit
+        {
+            return Err(IoError::LimitExceeded(limit));
         }
         self.bytes.extend_from_slice(bytes);
         Ok(())
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), IoError> {
-        let start = usize::try_from(offset).map_err(|_| IoError::Failed("offset too large".into()))?;
+        let start =
+            usize::try_from(offset).map_err(|_| IoError::Failed("offset too large".into()))?;
         let end = start
             .checked_add(bytes.len())
             .filter(|&end| end <= self.bytes.len())
@@ -222,7 +223,11 @@ pub(crate) struct MediaSourceAdapter<'a> {
 
 impl<'a> MediaSourceAdapter<'a> {
     pub(crate) fn new(reader: WindowedReader<'a>) -> Self {
-        MediaSourceAdapter { reader, pos: 0, failure: Arc::default() }
+        MediaSourceAdapter {
+            reader,
+            pos: 0,
+            failure: Arc::default(),
+        }
     }
 }
 
@@ -253,7 +258,10 @@ impl Seek for MediaSourceAdapter<'_> {
             SeekFrom::Current(d) => self.pos as i128 + d as i128,
         };
         if target < 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
         }
         self.pos = target.min(u64::MAX as i128) as u64;
         Ok(self.pos)
@@ -285,7 +293,12 @@ pub(crate) struct BatchedSink<'a> {
 
 impl<'a> BatchedSink<'a> {
     pub(crate) fn new(sink: &'a mut dyn WriteSink, batch: usize) -> Self {
-        BatchedSink { sink, pending: Vec::with_capacity(batch), batch, flushed: 0 }
+        BatchedSink {
+            sink,
+            pending: Vec::with_capacity(batch),
+            batch,
+            flushed: 0,
+        }
     }
 
     /// Total bytes written, pending included.

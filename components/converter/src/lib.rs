@@ -12,8 +12,8 @@
 //! - `pipeline`: demux (symphonia) → decode → trim → downmix → encode (LAME).
 //! - `component` (wasm32 only): the WIT export, adapting host resources to the traits.
 
-pub mod io;
 mod id3;
+pub mod io;
 mod mix;
 mod mp4;
 pub mod options;

@@ -52,7 +52,11 @@ impl Downmix {
                 g[1] /= peak;
             }
         }
-        Downmix { out_channels, gains, passthrough }
+        Downmix {
+            out_channels,
+            gains,
+            passthrough,
+        }
     }
 
     /// Mixes `range` of `planes` into `out` (each cleared and refilled).
@@ -90,7 +94,9 @@ fn is_plain(channels: &Channels, count: usize) -> bool {
 
 /// The positions in `mask`, in buffer (bit) order.
 fn positions(mask: Position) -> impl Iterator<Item = Position> {
-    (0..64).map(|bit| Position::from_bits_retain(1u64 << bit)).filter(move |p| mask.contains(*p))
+    (0..64)
+        .map(|bit| Position::from_bits_retain(1u64 << bit))
+        .filter(move |p| mask.contains(*p))
 }
 
 fn gains_for(p: Position) -> [f32; 2] {

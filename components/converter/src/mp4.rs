@@ -99,7 +99,10 @@ impl TrackBox {
         match &entry {
             b"drms" | b"drmi" => return CodecKind::Drm("fairplay".into()),
             b"enca" => {
-                let scheme = self.scheme.map(|s| fourcc_name(&s)).unwrap_or_else(|| "cenc".into());
+                let scheme = self
+                    .scheme
+                    .map(|s| fourcc_name(&s))
+                    .unwrap_or_else(|| "cenc".into());
                 return CodecKind::Drm(scheme);
             }
             _ => {}
@@ -151,7 +154,7 @@ impl TrackBox {
             Some(0x69 | 0x6B) => CodecKind::Decodable("mp3"),
             Some(0xA5) => CodecKind::Unsupported("ac-3".into()),
             Some(0xA6) => CodecKind::Unsupported("e-ac-3".into()),
-            Some(0xA9 | 0xAA | 0xAB | 0xAC) => CodecKind::Unsupported("dts".into()),
+            Some(0xA9..=0xAC) => CodecKind::Unsupported("dts".into()),
             Some(0xAD) => CodecKind::Unsupported("opus".into()),
             Some(0xDD) => CodecKind::Unsupported("vorbis".into()),
             Some(0xE1) => CodecKind::Unsupported("qcelp".into()),
@@ -174,8 +177,10 @@ pub(crate) enum CodecKind {
 }
 
 fn fourcc_name(cc: &[u8; 4]) -> String {
-    let s: String =
-        cc.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
+    let s: String = cc
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect();
     s.trim_end().to_ascii_lowercase()
 }
 
@@ -200,7 +205,10 @@ pub(crate) fn read_movie(reader: &mut WindowedReader<'_>) -> Result<Movie, Conve
             }
             break; // trailing junk shorter than a box header
         }
-        if !reader.read_exact_at(offset, &mut head[..avail]).map_err(crate::io_error)? {
+        if !reader
+            .read_exact_at(offset, &mut head[..avail])
+            .map_err(crate::io_error)?
+        {
             break;
         }
         let mut box_size = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
@@ -221,8 +229,25 @@ pub(crate) fn read_movie(reader: &mut WindowedReader<'_>) -> Result<Movie, Conve
                 fourcc_name(&kind)
             )));
         }
-        if offset == 0 && !matches!(&kind, b"ftyp" | b"moov" | b"free" | b"skip" | b"wide" | b"mdat" | b"styp" | b"uuid" | b"pnot" | b"sidx" | b"moof") {
-            return Err(corrupt("not an MP4/MOV file: no box structure at the start"));
+        if offset == 0
+            && !matches!(
+                &kind,
+                b"ftyp"
+                    | b"moov"
+                    | b"free"
+                    | b"skip"
+                    | b"wide"
+                    | b"mdat"
+                    | b"styp"
+                    | b"uuid"
+                    | b"pnot"
+                    | b"sidx"
+                    | b"moof"
+            )
+        {
+            return Err(corrupt(
+                "not an MP4/MOV file: no box structure at the start",
+            ));
         }
         if &kind == b"moov" {
             if offset + box_size > size {
@@ -240,7 +265,9 @@ pub(crate) fn read_movie(reader: &mut WindowedReader<'_>) -> Result<Movie, Conve
         };
     }
     let Some((moov_start, moov_len)) = moov else {
-        return Err(corrupt("no moov box: not an MP4/MOV file, or its index is missing"));
+        return Err(corrupt(
+            "no moov box: not an MP4/MOV file, or its index is missing",
+        ));
     };
     if moov_len > MAX_MOOV_BYTES {
         return Err(corrupt(format!(
@@ -248,7 +275,10 @@ pub(crate) fn read_movie(reader: &mut WindowedReader<'_>) -> Result<Movie, Conve
         )));
     }
     let mut body = vec![0u8; moov_len as usize];
-    if !reader.read_exact_at(moov_start, &mut body).map_err(crate::io_error)? {
+    if !reader
+        .read_exact_at(moov_start, &mut body)
+        .map_err(crate::io_error)?
+    {
         return Err(corrupt("moov box truncated"));
     }
     parse_moov(&body)
@@ -263,7 +293,11 @@ struct Boxes<'a> {
 
 impl<'a> Boxes<'a> {
     fn new(data: &'a [u8], parent: &'static str) -> Self {
-        Boxes { data, pos: 0, parent }
+        Boxes {
+            data,
+            pos: 0,
+            parent,
+        }
     }
 }
 
@@ -280,9 +314,10 @@ impl<'a> Iterator for Boxes<'a> {
         let kind: [u8; 4] = rest[4..8].try_into().expect("4 bytes");
         let (size, header) = match size32 {
             0 => (rest.len() as u64, 8usize),
-            1 if rest.len() >= 16 => {
-                (u64::from_be_bytes(rest[8..16].try_into().expect("8 bytes")), 16usize)
-            }
+            1 if rest.len() >= 16 => (
+                u64::from_be_bytes(rest[8..16].try_into().expect("8 bytes")),
+                16usize,
+            ),
             _ => (size32, 8usize),
         };
         if size < header as u64 || size > rest.len() as u64 {
@@ -324,13 +359,19 @@ impl<'a> Fields<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, ConvertError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, ConvertError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, ConvertError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn rest(&mut self) -> &'a [u8] {
         let s = &self.data[self.pos..];
@@ -405,7 +446,9 @@ fn parse_elst(data: &[u8]) -> Result<Option<Edit>, ConvertError> {
     let count = f.u32()?;
     let entry_len = if version == 1 { 20 } else { 12 };
     if (count as usize).saturating_mul(entry_len) > data.len() - 8 {
-        return Err(corrupt(format!("elst claims {count} entries, more than fit in its box")));
+        return Err(corrupt(format!(
+            "elst claims {count} entries, more than fit in its box"
+        )));
     }
     for _ in 0..count {
         let (segment_duration, media_time) = if version == 1 {
@@ -415,7 +458,10 @@ fn parse_elst(data: &[u8]) -> Result<Option<Edit>, ConvertError> {
         };
         f.take(4)?; // media rate
         if media_time >= 0 {
-            return Ok(Some(Edit { media_time: media_time as u64, segment_duration }));
+            return Ok(Some(Edit {
+                media_time: media_time as u64,
+                segment_duration,
+            }));
         }
     }
     Ok(None)
@@ -469,7 +515,11 @@ fn parse_stbl(body: &[u8], t: &mut TrackBox) -> Result<(), ConvertError> {
                 f.take(4)?;
                 let fixed = f.u32()?;
                 let count = f.u32()?;
-                let field_bits = if &kind == b"stz2" { (fixed & 0xff) as u64 } else { 32 };
+                let field_bits = if &kind == b"stz2" {
+                    (fixed & 0xff) as u64
+                } else {
+                    32
+                };
                 // With per-sample sizes, the table must fit in the box.
                 if (&kind == b"stz2" || fixed == 0)
                     && (count as u64 * field_bits).div_ceil(8) > (data.len() - 12) as u64
@@ -581,9 +631,10 @@ fn parse_esds(data: &[u8], t: &mut TrackBox) {
         *d = after;
         Some((tag, body))
     }
-    let Some((0x03, es)) = descriptor(&mut d) else { return };
-    let Some((&[_, _, flags], mut rest)) = es.split_first_chunk::<3>().map(|(a, b)| (a, b))
-    else {
+    let Some((0x03, es)) = descriptor(&mut d) else {
+        return;
+    };
+    let Some((&[_, _, flags], mut rest)) = es.split_first_chunk::<3>() else {
         return;
     };
     if flags & 0x80 != 0 {
@@ -637,12 +688,16 @@ fn parse_ilst(data: &[u8], movie: &mut Movie) {
             match &child {
                 b"name" => name = body.get(4..),
                 b"data" if body.len() >= 8 => {
-                    let type_code = u32::from_be_bytes(body[0..4].try_into().expect("4 bytes"))
-                        & 0x00ff_ffff;
+                    let type_code =
+                        u32::from_be_bytes(body[0..4].try_into().expect("4 bytes")) & 0x00ff_ffff;
                     let payload = &body[8..];
                     let text = || {
-                        Some(String::from_utf8_lossy(payload).trim_end_matches('\0').to_string())
-                            .filter(|s| !s.is_empty())
+                        Some(
+                            String::from_utf8_lossy(payload)
+                                .trim_end_matches('\0')
+                                .to_string(),
+                        )
+                        .filter(|s| !s.is_empty())
                     };
                     let tags = &mut movie.tags;
                     match &kind {
@@ -686,7 +741,11 @@ fn parse_itunsmpb(payload: &[u8]) -> Option<Gapless> {
     let priming = u32::from_str_radix(fields.next()?, 16).ok()?;
     let padding = u32::from_str_radix(fields.next()?, 16).ok()?;
     let frames = u64::from_str_radix(fields.next()?, 16).ok()?;
-    (frames > 0).then_some(Gapless { priming, padding, frames })
+    (frames > 0).then_some(Gapless {
+        priming,
+        padding,
+        frames,
+    })
 }
 
 #[cfg(test)]
@@ -696,7 +755,14 @@ mod tests {
     #[test]
     fn itunsmpb_parses_priming_padding_and_length() {
         let g = parse_itunsmpb(b" 00000000 00000840 0000037C 0000000000046E00 00000000").unwrap();
-        assert_eq!(g, Gapless { priming: 0x840, padding: 0x37c, frames: 0x46e00 });
+        assert_eq!(
+            g,
+            Gapless {
+                priming: 0x840,
+                padding: 0x37c,
+                frames: 0x46e00
+            }
+        );
     }
 
     #[test]
@@ -715,6 +781,9 @@ mod tests {
         stbl.extend_from_slice(b"stsz");
         stbl.extend_from_slice(&stsz);
         let mut t = TrackBox::default();
-        assert!(matches!(parse_stbl(&stbl, &mut t), Err(ConvertError::CorruptInput(_))));
+        assert!(matches!(
+            parse_stbl(&stbl, &mut t),
+            Err(ConvertError::CorruptInput(_))
+        ));
     }
 }

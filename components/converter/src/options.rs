@@ -33,7 +33,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mode: Mode::Cbr(192), sample_rate: None, mono: false, trim: None }
+        Options {
+            mode: Mode::Cbr(192),
+            sample_rate: None,
+            mono: false,
+            trim: None,
+        }
     }
 }
 
@@ -78,11 +83,18 @@ pub enum ConvertError {
 }
 
 /// Sample rates MP3 (MPEG-1, -2 and -2.5 Layer III) can carry.
-pub const MP3_SAMPLE_RATES: [u32; 9] = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
+pub const MP3_SAMPLE_RATES: [u32; 9] =
+    [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
 /// MPEG-1 Layer III bitrates (32, 44.1, 48 kHz), kbit/s, from 32.
-const MPEG1_BITRATES: [u16; 14] = [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+const MPEG1_BITRATES: [u16; 14] = [
+    32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+];
 fn bitrates_for(rate: u32) -> &'static [u16] {
-    if rate >= 32000 { &MPEG1_BITRATES } else { &MPEG2_BITRATES }
+    if rate >= 32000 {
+        &MPEG1_BITRATES
+    } else {
+        &MPEG2_BITRATES
+    }
 }
 
 /// MPEG-2 and 2.5 Layer III bitrates (8 to 24 kHz), kbit/s, from 32.
@@ -118,20 +130,25 @@ impl Options {
                     "{rate} Hz is not an MP3 sample rate; use one of {MP3_SAMPLE_RATES:?}"
                 ));
             }
-            if let Mode::Cbr(k) = self.mode {
-                if !bitrates_for(rate).contains(&k) {
-                    return invalid(format!(
-                        "{k} kbps is not a valid {} Layer III bitrate at {rate} Hz; valid: {:?}",
-                        version_name(rate),
-                        bitrates_for(rate)
-                    ));
-                }
+            if let Mode::Cbr(k) = self.mode
+                && !bitrates_for(rate).contains(&k)
+            {
+                return invalid(format!(
+                    "{k} kbps is not a valid {} Layer III bitrate at {rate} Hz; valid: {:?}",
+                    version_name(rate),
+                    bitrates_for(rate)
+                ));
             }
         }
-        if let Some(Trim { start_ms, end_ms: Some(end) }) = self.trim {
-            if end <= start_ms {
-                return invalid(format!("trim end {end} ms is not after its start {start_ms} ms"));
-            }
+        if let Some(Trim {
+            start_ms,
+            end_ms: Some(end),
+        }) = self.trim
+            && end <= start_ms
+        {
+            return invalid(format!(
+                "trim end {end} ms is not after its start {start_ms} ms"
+            ));
         }
         Ok(())
     }
@@ -179,12 +196,40 @@ mod tests {
 
     #[test]
     fn bitrate_rules() {
-        let opts = Options { sample_rate: Some(8000), mode: Mode::Cbr(320), ..Options::default() };
+        let opts = Options {
+            sample_rate: Some(8000),
+            mode: Mode::Cbr(320),
+            ..Options::default()
+        };
         let err = opts.validate().unwrap_err();
-        assert!(matches!(&err, ConvertError::InvalidOptions(m) if m.contains("MPEG-2.5")), "{err}");
-        assert!(Options { mode: Mode::Cbr(100), ..Options::default() }.validate().is_err());
-        assert!(Options { mode: Mode::Vbr(10), ..Options::default() }.validate().is_err());
-        assert!(Options { sample_rate: Some(96000), ..Options::default() }.validate().is_err());
+        assert!(
+            matches!(&err, ConvertError::InvalidOptions(m) if m.contains("MPEG-2.5")),
+            "{err}"
+        );
+        assert!(
+            Options {
+                mode: Mode::Cbr(100),
+                ..Options::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Options {
+                mode: Mode::Vbr(10),
+                ..Options::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Options {
+                sample_rate: Some(96000),
+                ..Options::default()
+            }
+            .validate()
+            .is_err()
+        );
         assert_eq!(effective_bitrate(192, 22050).0, 160);
         assert_eq!(effective_bitrate(192, 44100), (192, None));
     }

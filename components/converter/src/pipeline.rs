@@ -74,7 +74,13 @@ pub fn convert_observed(
     let size = reader.size().max(1);
     let adapter = MediaSourceAdapter::new(reader);
     let read_failure = adapter.failure.clone();
-    let host_failure = || read_failure.lock().ok().and_then(|mut f| f.take()).map(io_error);
+    let host_failure = || {
+        read_failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .map(io_error)
+    };
 
     let mss = MediaSourceStream::new(Box::new(adapter), MediaSourceStreamOptions::default());
     let mut demuxer = IsoMp4Reader::try_new(mss, FormatOptions::default()).map_err(|e| {
@@ -96,7 +102,9 @@ pub fn convert_observed(
             SymError::Unsupported(_) if channels > 2 => {
                 ConvertError::UnsupportedCodec(format!("{codec} with {channels} channels"))
             }
-            SymError::Unsupported(what) => ConvertError::UnsupportedCodec(format!("{codec} ({what})")),
+            SymError::Unsupported(what) => {
+                ConvertError::UnsupportedCodec(format!("{codec} ({what})"))
+            }
             other => ConvertError::CorruptInput(format!("{codec} decoder setup: {other}")),
         })?;
 
@@ -151,10 +159,17 @@ pub fn convert_observed(
         run.report(fraction);
     }
     if run.decode_errors > 0 {
-        run.observer.warn(&format!("{} {codec} packets could not be decoded and were skipped", run.decode_errors));
+        run.observer.warn(&format!(
+            "{} {codec} packets could not be decoded and were skipped",
+            run.decode_errors
+        ));
     }
     if run.decoded == 0 {
-        let why = if truncated { "audio data missing or truncated" } else { "no decodable audio" };
+        let why = if truncated {
+            "audio data missing or truncated"
+        } else {
+            "no decodable audio"
+        };
         return Err(ConvertError::CorruptInput(why.into()));
     }
     run.finish(codec)
@@ -162,16 +177,20 @@ pub fn convert_observed(
 
 /// Picks the first audio track we can decode; failing that, says why none qualifies.
 fn choose_track(movie: &Movie) -> Result<(TrackBox, &'static str), ConvertError> {
-    let audio: Vec<&TrackBox> = movie.tracks.iter().filter(|t| &t.handler == b"soun").collect();
+    let audio: Vec<&TrackBox> = movie
+        .tracks
+        .iter()
+        .filter(|t| &t.handler == b"soun")
+        .collect();
     if audio.is_empty() {
         return Err(ConvertError::NoAudioTrack);
     }
     let kinds: Vec<CodecKind> = audio.iter().map(|t| t.codec()).collect();
     for (t, kind) in audio.iter().zip(&kinds) {
-        if let CodecKind::Decodable(name) = kind {
-            if t.sample_count > 0 || movie.fragmented {
-                return Ok(((*t).clone(), name));
-            }
+        if let CodecKind::Decodable(name) = kind
+            && (t.sample_count > 0 || movie.fragmented)
+        {
+            return Ok(((*t).clone(), name));
         }
     }
     for kind in &kinds {
@@ -189,7 +208,9 @@ fn choose_track(movie: &Movie) -> Result<(TrackBox, &'static str), ConvertError>
             return Err(ConvertError::CorruptInput(why.clone()));
         }
     }
-    Err(ConvertError::CorruptInput("the audio track has no samples".into()))
+    Err(ConvertError::CorruptInput(
+        "the audio track has no samples".into(),
+    ))
 }
 
 /// State of one conversion from the first decoded packet on.
@@ -297,14 +318,19 @@ impl<'a> Run<'a> {
     fn set_range(&mut self, rate: u32) {
         let t = &self.timing;
         let scale = |v: u64, from: u32| -> u64 {
-            if from == 0 { v } else { (v as u128 * rate as u128 / from as u128).min(u64::MAX as u128) as u64 }
+            if from == 0 {
+                v
+            } else {
+                (v as u128 * rate as u128 / from as u128).min(u64::MAX as u128) as u64
+            }
         };
         let (mut start, mut edit_end, mut exact_end) = (0u64, None, None);
         match (t.edit, t.gapless) {
             (Some(e), _) => {
                 start = scale(e.media_time, t.media_timescale);
                 if e.segment_duration > 0 && t.movie_timescale > 0 && !t.fragmented {
-                    edit_end = Some(start.saturating_add(scale(e.segment_duration, t.movie_timescale)));
+                    edit_end =
+                        Some(start.saturating_add(scale(e.segment_duration, t.movie_timescale)));
                 }
             }
             (None, Some(g)) => {
@@ -339,11 +365,18 @@ impl<'a> Run<'a> {
     }
 
     fn past_end(&self) -> bool {
-        self.decoded >= self.edit_end.unwrap_or(u64::MAX).min(self.exact_end.unwrap_or(u64::MAX))
+        self.decoded
+            >= self
+                .edit_end
+                .unwrap_or(u64::MAX)
+                .min(self.exact_end.unwrap_or(u64::MAX))
     }
 
     fn expected_frames(&self) -> Option<u64> {
-        let end = [self.exact_end, self.edit_end, self.track_frames].into_iter().flatten().min()?;
+        let end = [self.exact_end, self.edit_end, self.track_frames]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(end.saturating_sub(self.keep_start))
     }
 
@@ -356,7 +389,10 @@ impl<'a> Run<'a> {
     }
 
     /// Takes one decoded buffer: keeps the part in range and encodes it.
-    fn take(&mut self, buf: &symphonia::core::audio::GenericAudioBufferRef<'_>) -> Result<(), ConvertError> {
+    fn take(
+        &mut self,
+        buf: &symphonia::core::audio::GenericAudioBufferRef<'_>,
+    ) -> Result<(), ConvertError> {
         let frames = buf.frames() as u64;
         if frames == 0 {
             return Ok(());
@@ -393,10 +429,16 @@ impl<'a> Run<'a> {
         self.mp3.reserve(n * 5 / 4 + 7200);
         let (left, right): (&[f32], &[f32]) = if stage.mix.passthrough {
             let l = &self.planes[0][range.clone()];
-            let r = if stage.mix.out_channels == 2 { &self.planes[1][range.clone()] } else { l };
+            let r = if stage.mix.out_channels == 2 {
+                &self.planes[1][range.clone()]
+            } else {
+                l
+            };
             (l, r)
         } else {
-            stage.mix.apply(&self.planes, range.clone(), &mut self.mixed);
+            stage
+                .mix
+                .apply(&self.planes, range.clone(), &mut self.mixed);
             (&self.mixed[0], &self.mixed[1])
         };
         let out = self.mp3.spare_capacity_mut();
@@ -412,21 +454,37 @@ impl<'a> Run<'a> {
         self.emit()
     }
 
-    fn start_encoder(&mut self, in_rate: u32, channels: &symphonia::core::audio::Channels, count: usize) -> Result<(), ConvertError> {
+    fn start_encoder(
+        &mut self,
+        in_rate: u32,
+        channels: &symphonia::core::audio::Channels,
+        count: usize,
+    ) -> Result<(), ConvertError> {
         if in_rate == 0 || count == 0 {
             return Err(ConvertError::CorruptInput(format!(
                 "decoded audio has {count} channels at {in_rate} Hz"
             )));
         }
         let mix = Downmix::new(channels, count, self.options.mono);
-        let out_rate = self.options.sample_rate.unwrap_or_else(|| options::default_output_rate(in_rate));
-        let setup = |e: mp3lame_encoder::BuildError| ConvertError::InvalidOptions(format!("LAME rejected the settings: {e}"));
-        let mut b = Builder::new().ok_or_else(|| ConvertError::Io("LAME could not allocate".into()))?;
+        let out_rate = self
+            .options
+            .sample_rate
+            .unwrap_or_else(|| options::default_output_rate(in_rate));
+        let setup = |e: mp3lame_encoder::BuildError| {
+            ConvertError::InvalidOptions(format!("LAME rejected the settings: {e}"))
+        };
+        let mut b =
+            Builder::new().ok_or_else(|| ConvertError::Io("LAME could not allocate".into()))?;
         b.set_num_channels(mix.out_channels as u8).map_err(setup)?;
         b.set_sample_rate(in_rate).map_err(setup)?;
-        b.set_output_sample_rate(std::num::NonZeroU32::new(out_rate)).map_err(setup)?;
-        b.set_mode(if mix.out_channels == 1 { mp3lame_encoder::Mode::Mono } else { mp3lame_encoder::Mode::JointStereo })
+        b.set_output_sample_rate(std::num::NonZeroU32::new(out_rate))
             .map_err(setup)?;
+        b.set_mode(if mix.out_channels == 1 {
+            mp3lame_encoder::Mode::Mono
+        } else {
+            mp3lame_encoder::Mode::JointStereo
+        })
+        .map_err(setup)?;
         // LAME's own default, and ffmpeg's libmp3lame default: benchmarks compare like with like.
         b.set_quality(Quality::VeryNice).map_err(setup)?;
         match self.options.mode {
@@ -440,7 +498,9 @@ impl<'a> Run<'a> {
                 // SAFETY: the pointer is the builder's live LAME handle, used on this thread only.
                 let rc = unsafe { mp3lame_encoder::ffi::lame_set_brate(b.as_ptr(), kbps as i32) };
                 if rc != 0 {
-                    return Err(ConvertError::InvalidOptions(format!("LAME rejected {kbps} kbps")));
+                    return Err(ConvertError::InvalidOptions(format!(
+                        "LAME rejected {kbps} kbps"
+                    )));
                 }
             }
             Mode::Vbr(q) => {
@@ -450,7 +510,13 @@ impl<'a> Run<'a> {
         }
         b.set_to_write_vbr_tag(true).map_err(setup)?;
         let lame = b.build().map_err(setup)?;
-        self.encoder = Some(Stage { lame, mix, in_rate, in_channels: count, out_rate });
+        self.encoder = Some(Stage {
+            lame,
+            mix,
+            in_rate,
+            in_channels: count,
+            out_rate,
+        });
         Ok(())
     }
 
@@ -486,7 +552,9 @@ impl<'a> Run<'a> {
         self.sink.flush().map_err(io_error)?;
         let mut tag = Vec::with_capacity(stage.lame.lame_tag_size());
         if stage.lame.lame_tag_encode_to_vec(&mut tag).is_some() {
-            self.sink.write_at(self.audio_start, &tag).map_err(io_error)?;
+            self.sink
+                .write_at(self.audio_start, &tag)
+                .map_err(io_error)?;
         }
         let output_frames =
             (self.kept as u128 * stage.out_rate as u128 / stage.in_rate as u128) as u64;
