@@ -88,9 +88,18 @@ impl wit::Guest for Component {
         })
     }
 
-    fn login(tenant: String, email: String, password: String) -> Result<wit::Session, wit::AuthError> {
-        let session = authenticator()?.login(&tenant, &email, &password).map_err(error_to_wit)?;
-        Ok(wit::Session { token: session.token, claims: claims_to_wit(session.claims) })
+    fn login(
+        tenant: String,
+        email: String,
+        password: String,
+    ) -> Result<wit::Session, wit::AuthError> {
+        let session = authenticator()?
+            .login(&tenant, &email, &password)
+            .map_err(error_to_wit)?;
+        Ok(wit::Session {
+            token: session.token,
+            claims: claims_to_wit(session.claims),
+        })
     }
 
     fn verify(token: String, tenant: Option<String>) -> Result<wit::Claims, wit::AuthError> {

@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn trims_and_lowercases() {
-        assert_eq!(normalize_email("  Bob.Smith@Example.ORG\n").unwrap(), "bob.smith@example.org");
+        assert_eq!(
+            normalize_email("  Bob.Smith@Example.ORG\n").unwrap(),
+            "bob.smith@example.org"
+        );
     }
 
     #[test]
@@ -58,7 +61,11 @@ mod tests {
             "bob smith@example.org",
             "bob\u{0}@example.org",
         ] {
-            assert_eq!(normalize_email(bad), Err(AuthError::InvalidEmail), "{bad:?}");
+            assert_eq!(
+                normalize_email(bad),
+                Err(AuthError::InvalidEmail),
+                "{bad:?}"
+            );
         }
         let long = format!("{}@example.org", "a".repeat(250));
         assert_eq!(normalize_email(&long), Err(AuthError::InvalidEmail));

@@ -24,14 +24,14 @@ pub mod account;
 pub mod email;
 pub mod error;
 pub mod password;
+mod random;
 pub mod service;
 pub mod token;
-mod random;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use error::AuthError;
 pub use account::{Account, Role, UserRecord};
+pub use error::AuthError;
 pub use service::{Authenticator, Clock, Session, StoreError, UserStore};
 pub use token::{Claims, TokenSettings};

@@ -35,16 +35,19 @@ pub const MAX_P_COST: u32 = 4;
 /// so the answer time does not tell whether an address is registered. Regenerate it
 /// (`cargo test -p tapedeck-auth -- --ignored print_dummy_hash --nocapture`) when the
 /// parameters change; a test checks that they match.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$CBD5ztLeBGE8svjahWSUOA$k+xKAkuekL+ULeKTThgAs6ekNDq69oZdOhp9PfjZovQ";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$CBD5ztLeBGE8svjahWSUOA$k+xKAkuekL+ULeKTThgAs6ekNDq69oZdOhp9PfjZovQ";
 
 /// Checks a new password against the policy; the error says which rule it breaks.
 pub fn check_policy(password: &str) -> Result<(), AuthError> {
     if password.len() > MAX_BYTES {
-        return Err(AuthError::WeakPassword(format!("longer than {MAX_BYTES} bytes")));
+        return Err(AuthError::WeakPassword(format!(
+            "longer than {MAX_BYTES} bytes"
+        )));
     }
     if password.chars().count() < MIN_CHARS {
-        return Err(AuthError::WeakPassword(format!("shorter than {MIN_CHARS} characters")));
+        return Err(AuthError::WeakPassword(format!(
+            "shorter than {MIN_CHARS} characters"
+        )));
     }
     Ok(())
 }
@@ -57,8 +60,11 @@ pub struct PasswordHasher {
 impl Default for PasswordHasher {
     fn default() -> Self {
         // The constants are within argon2's bounds (checked by a test), so this cannot fail.
-        let params = Params::new(M_COST_KIB, T_COST, P_COST, None).expect("valid argon2 parameters");
-        PasswordHasher { argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params) }
+        let params =
+            Params::new(M_COST_KIB, T_COST, P_COST, None).expect("valid argon2 parameters");
+        PasswordHasher {
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+        }
     }
 }
 
@@ -92,7 +98,10 @@ impl PasswordHasher {
         {
             return Err(unreadable("asks for more work than allowed"));
         }
-        Ok(self.argon2.verify_password(password.as_bytes(), &hash).is_ok())
+        Ok(self
+            .argon2
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok())
     }
 
     /// Verifies `password` against [`DUMMY_HASH`], for a user that does not exist: the
@@ -109,14 +118,26 @@ mod tests {
 
     #[test]
     fn policy_bounds_length() {
-        assert!(matches!(check_policy("short"), Err(AuthError::WeakPassword(_))));
-        assert!(matches!(check_policy("1234567"), Err(AuthError::WeakPassword(_))));
+        assert!(matches!(
+            check_policy("short"),
+            Err(AuthError::WeakPassword(_))
+        ));
+        assert!(matches!(
+            check_policy("1234567"),
+            Err(AuthError::WeakPassword(_))
+        ));
         assert_eq!(check_policy("12345678"), Ok(()));
         // Characters, not bytes, count towards the minimum: 8 × 'é' is 16 bytes.
-        assert!(matches!(check_policy("ééé"), Err(AuthError::WeakPassword(_))));
+        assert!(matches!(
+            check_policy("ééé"),
+            Err(AuthError::WeakPassword(_))
+        ));
         assert_eq!(check_policy(&"é".repeat(8)), Ok(()));
         assert_eq!(check_policy(&"a".repeat(MAX_BYTES)), Ok(()));
-        assert!(matches!(check_policy(&"a".repeat(MAX_BYTES + 1)), Err(AuthError::WeakPassword(_))));
+        assert!(matches!(
+            check_policy(&"a".repeat(MAX_BYTES + 1)),
+            Err(AuthError::WeakPassword(_))
+        ));
     }
 
     #[test]
@@ -125,8 +146,16 @@ mod tests {
         let phc = hasher.hash("correct horse battery staple");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(hasher.verify("correct horse battery staple", &phc).unwrap());
-        assert!(!hasher.verify("correct horse battery stapler", &phc).unwrap());
-        assert_ne!(phc, hasher.hash("correct horse battery staple"), "salts must differ");
+        assert!(
+            !hasher
+                .verify("correct horse battery stapler", &phc)
+                .unwrap()
+        );
+        assert_ne!(
+            phc,
+            hasher.hash("correct horse battery staple"),
+            "salts must differ"
+        );
     }
 
     #[test]
@@ -134,9 +163,16 @@ mod tests {
         let hash = PasswordHash::new(DUMMY_HASH).unwrap();
         assert_eq!(hash.algorithm, Algorithm::Argon2id.ident());
         let params = Params::try_from(&hash).unwrap();
-        assert_eq!((params.m_cost(), params.t_cost(), params.p_cost()), (M_COST_KIB, T_COST, P_COST));
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (M_COST_KIB, T_COST, P_COST)
+        );
         assert_eq!(hash.hash.unwrap().len(), Params::DEFAULT_OUTPUT_LEN);
-        assert!(!PasswordHasher::default().verify("password", DUMMY_HASH).unwrap());
+        assert!(
+            !PasswordHasher::default()
+                .verify("password", DUMMY_HASH)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -147,7 +183,10 @@ mod tests {
             "$argon2i$v=19$m=19456,t=2,p=1$2yMUDYVaP0RlUBSpmxbkEw$CwB3iazXYBLrPiGzJOshR0w12Ox3WzcdEB6bkgiIz7g",
             "$argon2id$v=19$m=4194304,t=2,p=1$2yMUDYVaP0RlUBSpmxbkEw$CwB3iazXYBLrPiGzJOshR0w12Ox3WzcdEB6bkgiIz7g",
         ] {
-            assert!(matches!(hasher.verify("password", stored), Err(AuthError::Store(_))), "{stored}");
+            assert!(
+                matches!(hasher.verify("password", stored), Err(AuthError::Store(_))),
+                "{stored}"
+            );
         }
     }
 

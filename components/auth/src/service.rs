@@ -77,7 +77,12 @@ impl<S: UserStore, C: Clock> Authenticator<S, C> {
         let email = normalize_email(email)?;
         password::check_policy(password)?;
         // Saves an argon2 hash on the common duplicate; `insert` still decides a race.
-        if self.store.get(tenant, &email).map_err(store_error)?.is_some() {
+        if self
+            .store
+            .get(tenant, &email)
+            .map_err(store_error)?
+            .is_some()
+        {
             return Err(AuthError::AlreadyRegistered);
         }
         let record = UserRecord {
@@ -112,7 +117,9 @@ impl<S: UserStore, C: Clock> Authenticator<S, C> {
             Some(user) if matched => user,
             _ => return Err(AuthError::InvalidCredentials),
         };
-        let (token, claims) = self.tokens.issue(&Account::from(&user), self.clock.now_seconds());
+        let (token, claims) = self
+            .tokens
+            .issue(&Account::from(&user), self.clock.now_seconds());
         Ok(Session { token, claims })
     }
 
@@ -152,7 +159,11 @@ pub(crate) mod tests {
             if let Some(why) = self.failure.borrow().clone() {
                 return Err(StoreError::Failed(why));
             }
-            Ok(self.users.borrow().get(&(tenant.to_owned(), email.to_owned())).cloned())
+            Ok(self
+                .users
+                .borrow()
+                .get(&(tenant.to_owned(), email.to_owned()))
+                .cloned())
         }
 
         fn insert(&self, record: &UserRecord) -> Result<(), StoreError> {
@@ -184,24 +195,41 @@ pub(crate) mod tests {
     const PASSWORD: &str = "correct horse battery staple";
 
     fn settings() -> TokenSettings {
-        TokenSettings { signing_key: KEY.to_vec(), token_lifetime_seconds: 3600 }
+        TokenSettings {
+            signing_key: KEY.to_vec(),
+            token_lifetime_seconds: 3600,
+        }
     }
 
-    fn authenticator(store: &MemoryStore) -> (Authenticator<&MemoryStore, TestClock>, Rc<Cell<u64>>) {
+    fn authenticator(
+        store: &MemoryStore,
+    ) -> (Authenticator<&MemoryStore, TestClock>, Rc<Cell<u64>>) {
         let now = Rc::new(Cell::new(T0));
-        (Authenticator::new(store, TestClock(now.clone()), &settings()).unwrap(), now)
+        (
+            Authenticator::new(store, TestClock(now.clone()), &settings()).unwrap(),
+            now,
+        )
     }
 
     #[test]
     fn register_login_verify_round_trip() {
         let store = MemoryStore::default();
         let (auth, now) = authenticator(&store);
-        let account = auth.register("acme", " Ann@Example.org ", PASSWORD, Role::Admin).unwrap();
-        assert_eq!((account.tenant.as_str(), account.email.as_str()), ("acme", "ann@example.org"));
+        let account = auth
+            .register("acme", " Ann@Example.org ", PASSWORD, Role::Admin)
+            .unwrap();
+        assert_eq!(
+            (account.tenant.as_str(), account.email.as_str()),
+            ("acme", "ann@example.org")
+        );
         assert_eq!(account.role, Role::Admin);
 
         let stored = (&store).get("acme", "ann@example.org").unwrap().unwrap();
-        assert!(stored.password_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(
+            stored
+                .password_hash
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+        );
         assert!(!stored.password_hash.contains(PASSWORD));
         assert_eq!(stored.created_at, T0);
 
@@ -224,13 +252,15 @@ pub(crate) mod tests {
     fn duplicate_registration_is_refused_even_with_other_case() {
         let store = MemoryStore::default();
         let (auth, _) = authenticator(&store);
-        auth.register("acme", "ann@example.org", PASSWORD, Role::User).unwrap();
+        auth.register("acme", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
         assert_eq!(
             auth.register("acme", "ANN@example.org", "another password", Role::User),
             Err(AuthError::AlreadyRegistered)
         );
         // Tenants are separate namespaces.
-        auth.register("globex", "ann@example.org", PASSWORD, Role::User).unwrap();
+        auth.register("globex", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
     }
 
     #[test]
@@ -257,7 +287,8 @@ pub(crate) mod tests {
     fn wrong_password_and_unknown_user_are_the_same_error_and_cost() {
         let store = MemoryStore::default();
         let (auth, _) = authenticator(&store);
-        auth.register("acme", "ann@example.org", PASSWORD, Role::User).unwrap();
+        auth.register("acme", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
 
         let time = |email: &str, password: &str| {
             let start = std::time::Instant::now();
@@ -277,14 +308,20 @@ pub(crate) mod tests {
             unknown.push(elapsed);
         }
         // The user of another tenant is unknown too.
-        assert_eq!(auth.login("globex", "ann@example.org", PASSWORD), Err(AuthError::InvalidCredentials));
+        assert_eq!(
+            auth.login("globex", "ann@example.org", PASSWORD),
+            Err(AuthError::InvalidCredentials)
+        );
         wrong.sort();
         unknown.sort();
         let (wrong, unknown) = (wrong[2].as_secs_f64(), unknown[2].as_secs_f64());
         // Both are one argon2id verification with the same parameters; a store lookup
         // in memory is noise. Loose bound: this runs on busy CI machines.
         let ratio = wrong.max(unknown) / wrong.min(unknown);
-        assert!(ratio < 1.5, "median wrong password {wrong:.4} s, unknown user {unknown:.4} s");
+        assert!(
+            ratio < 1.5,
+            "median wrong password {wrong:.4} s, unknown user {unknown:.4} s"
+        );
     }
 
     #[test]
@@ -293,7 +330,10 @@ pub(crate) mod tests {
         let (auth, _) = authenticator(&store);
         let huge = "a".repeat(1024 * 1024);
         let start = std::time::Instant::now();
-        assert_eq!(auth.login("acme", "ann@example.org", &huge), Err(AuthError::InvalidCredentials));
+        assert_eq!(
+            auth.login("acme", "ann@example.org", &huge),
+            Err(AuthError::InvalidCredentials)
+        );
         assert!(start.elapsed() < std::time::Duration::from_millis(5));
     }
 
@@ -309,8 +349,14 @@ pub(crate) mod tests {
             auth.register("acme", "ann@example.org", &"a".repeat(1025), Role::User),
             Err(AuthError::WeakPassword(_))
         ));
-        assert_eq!(auth.register("acme", "ann", PASSWORD, Role::User), Err(AuthError::InvalidEmail));
-        assert_eq!(auth.login("acme", "ann", PASSWORD), Err(AuthError::InvalidEmail));
+        assert_eq!(
+            auth.register("acme", "ann", PASSWORD, Role::User),
+            Err(AuthError::InvalidEmail)
+        );
+        assert_eq!(
+            auth.login("acme", "ann", PASSWORD),
+            Err(AuthError::InvalidEmail)
+        );
         assert!(store.users.borrow().is_empty());
     }
 
@@ -318,21 +364,29 @@ pub(crate) mod tests {
     fn expired_token_is_refused_from_its_expiry_second() {
         let store = MemoryStore::default();
         let (auth, now) = authenticator(&store);
-        auth.register("acme", "ann@example.org", PASSWORD, Role::User).unwrap();
+        auth.register("acme", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
         let session = auth.login("acme", "ann@example.org", PASSWORD).unwrap();
         now.set(session.claims.expires_at - 1);
         assert!(auth.verify(&session.token, Some("acme")).is_ok());
         now.set(session.claims.expires_at);
-        assert_eq!(auth.verify(&session.token, Some("acme")), Err(AuthError::ExpiredToken));
+        assert_eq!(
+            auth.verify(&session.token, Some("acme")),
+            Err(AuthError::ExpiredToken)
+        );
     }
 
     #[test]
     fn token_of_another_tenant_is_refused() {
         let store = MemoryStore::default();
         let (auth, _) = authenticator(&store);
-        auth.register("acme", "ann@example.org", PASSWORD, Role::User).unwrap();
+        auth.register("acme", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
         let session = auth.login("acme", "ann@example.org", PASSWORD).unwrap();
-        assert!(matches!(auth.verify(&session.token, Some("globex")), Err(AuthError::InvalidToken(_))));
+        assert!(matches!(
+            auth.verify(&session.token, Some("globex")),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]
@@ -351,12 +405,67 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[ignore = "a measurement, not a test: `cargo test --release -p tapedeck-auth -- --ignored timings --nocapture`"]
+    fn timings() {
+        let store = MemoryStore::default();
+        let (auth, _) = authenticator(&store);
+        let median = |f: &mut dyn FnMut()| {
+            let mut runs: Vec<_> = (0..9)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .collect();
+            runs.sort();
+            runs[4]
+        };
+        let register = median(&mut || {
+            let email = format!("{}@example.org", new_user_id());
+            auth.register("acme", &email, PASSWORD, Role::User).unwrap();
+        });
+        auth.register("acme", "ann@example.org", PASSWORD, Role::User)
+            .unwrap();
+        let login = median(&mut || {
+            auth.login("acme", "ann@example.org", PASSWORD).unwrap();
+        });
+        let unknown = median(&mut || {
+            auth.login("acme", "bob@example.org", PASSWORD).unwrap_err();
+        });
+        let token = auth
+            .login("acme", "ann@example.org", PASSWORD)
+            .unwrap()
+            .token;
+        let calls = 10_000;
+        let start = std::time::Instant::now();
+        for _ in 0..calls {
+            auth.verify(&token, Some("acme")).unwrap();
+        }
+        let verify = start.elapsed() / calls;
+        println!(
+            "register {register:?}, login {login:?}, login of unknown user {unknown:?}, verify {verify:?}"
+        );
+    }
+
+    #[test]
     fn unusable_settings_are_misconfigured() {
         let store = MemoryStore::default();
         let clock = TestClock(Rc::new(Cell::new(T0)));
-        let short = TokenSettings { signing_key: vec![7; 31], token_lifetime_seconds: 3600 };
-        assert!(matches!(Authenticator::new(&store, clock.clone(), &short), Err(AuthError::Misconfigured(_))));
-        let zero = TokenSettings { signing_key: KEY.to_vec(), token_lifetime_seconds: 0 };
-        assert!(matches!(Authenticator::new(&store, clock, &zero), Err(AuthError::Misconfigured(_))));
+        let short = TokenSettings {
+            signing_key: vec![7; 31],
+            token_lifetime_seconds: 3600,
+        };
+        assert!(matches!(
+            Authenticator::new(&store, clock.clone(), &short),
+            Err(AuthError::Misconfigured(_))
+        ));
+        let zero = TokenSettings {
+            signing_key: KEY.to_vec(),
+            token_lifetime_seconds: 0,
+        };
+        assert!(matches!(
+            Authenticator::new(&store, clock, &zero),
+            Err(AuthError::Misconfigured(_))
+        ));
     }
 }

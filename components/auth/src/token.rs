@@ -35,7 +35,10 @@ pub struct TokenSettings {
 impl std::fmt::Debug for TokenSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSettings")
-            .field("signing_key", &format_args!("<{} bytes>", self.signing_key.len()))
+            .field(
+                "signing_key",
+                &format_args!("<{} bytes>", self.signing_key.len()),
+            )
             .field("token_lifetime_seconds", &self.token_lifetime_seconds)
             .finish()
     }
@@ -132,7 +135,9 @@ impl SessionTokens {
             return Err(AuthError::InvalidToken("missing".into()));
         }
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::InvalidToken(format!("longer than {MAX_TOKEN_BYTES} bytes")));
+            return Err(AuthError::InvalidToken(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
         }
         let payload = jsonwebtoken::decode::<Payload>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(rejection_reason(e.kind())))?
@@ -188,8 +193,11 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn tokens(key: &[u8]) -> SessionTokens {
-        SessionTokens::new(&TokenSettings { signing_key: key.to_vec(), token_lifetime_seconds: 3600 })
-            .unwrap()
+        SessionTokens::new(&TokenSettings {
+            signing_key: key.to_vec(),
+            token_lifetime_seconds: 3600,
+        })
+        .unwrap()
     }
 
     fn ann() -> Account {
@@ -226,7 +234,10 @@ mod tests {
     fn assert_invalid(result: Result<Claims, AuthError>, reason_part: &str) {
         match result {
             Err(AuthError::InvalidToken(reason)) => {
-                assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}")
+                assert!(
+                    reason.contains(reason_part),
+                    "reason {reason:?} lacks {reason_part:?}"
+                )
             }
             other => panic!("expected invalid-token({reason_part}), got {other:?}"),
         }
@@ -237,7 +248,10 @@ mod tests {
         let tokens = tokens(KEY);
         let (token, claims) = tokens.issue(&ann(), NOW);
         assert_eq!(claims.expires_at - claims.issued_at, 3600);
-        assert_eq!(tokens.verify(&token, Some("acme"), NOW + 1).unwrap(), claims);
+        assert_eq!(
+            tokens.verify(&token, Some("acme"), NOW + 1).unwrap(),
+            claims
+        );
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
     }
@@ -253,14 +267,22 @@ mod tests {
 
     #[test]
     fn forged_signature_is_refused() {
-        let forged = sign_with(Algorithm::HS256, &payload_json(), b"another key, 32 bytes or more!!!");
+        let forged = sign_with(
+            Algorithm::HS256,
+            &payload_json(),
+            b"another key, 32 bytes or more!!!",
+        );
         assert_invalid(tokens(KEY).verify(&forged, None, NOW), "signature");
     }
 
     #[test]
     fn alg_none_is_refused() {
         let payload = payload_json();
-        for header in [json!({"alg": "none", "typ": "JWT"}), json!({"alg": "None"}), json!({"alg": "NONE"})] {
+        for header in [
+            json!({"alg": "none", "typ": "JWT"}),
+            json!({"alg": "None"}),
+            json!({"alg": "NONE"}),
+        ] {
             let unsigned = craft(header.clone(), payload.clone(), b"");
             assert_invalid(tokens(KEY).verify(&unsigned, None, NOW), "malformed");
             // With a trailing signature of the right size, too.
@@ -276,7 +298,11 @@ mod tests {
         // RS256 header over an HMAC signature: the classic key-confusion attempt.
         let (good, _) = tokens(KEY).issue(&ann(), NOW);
         let signature = B64.decode(good.rsplit('.').next().unwrap()).unwrap();
-        let confused = craft(json!({"alg": "RS256", "typ": "JWT"}), payload_json(), &signature);
+        let confused = craft(
+            json!({"alg": "RS256", "typ": "JWT"}),
+            payload_json(),
+            &signature,
+        );
         assert_invalid(tokens(KEY).verify(&confused, None, NOW), "not HS256");
     }
 
@@ -286,15 +312,27 @@ mod tests {
         let (token, _) = tokens.issue(&ann(), NOW);
         let parts: Vec<&str> = token.split('.').collect();
         // Same header and signature, payload promoted to admin of another tenant.
-        let mut payload: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         payload["role"] = json!("admin");
         payload["tenant"] = json!("globex");
-        let tampered = format!("{}.{}.{}", parts[0], B64.encode(payload.to_string()), parts[2]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(payload.to_string()),
+            parts[2]
+        );
         assert_invalid(tokens.verify(&tampered, None, NOW), "signature");
         // Extending the expiry is tampering too.
-        let mut payload: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         payload["exp"] = json!(NOW + 10 * 365 * 86400);
-        let extended = format!("{}.{}.{}", parts[0], B64.encode(payload.to_string()), parts[2]);
+        let extended = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(payload.to_string()),
+            parts[2]
+        );
         assert_invalid(tokens.verify(&extended, None, NOW), "signature");
     }
 
@@ -303,13 +341,22 @@ mod tests {
         let tokens = tokens(KEY);
         let mut foreign = payload_json();
         foreign["iss"] = json!("someone-else");
-        assert_invalid(tokens.verify(&sign_with(Algorithm::HS256, &foreign, KEY), None, NOW), "issuer");
+        assert_invalid(
+            tokens.verify(&sign_with(Algorithm::HS256, &foreign, KEY), None, NOW),
+            "issuer",
+        );
         let mut no_exp = payload_json();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_invalid(tokens.verify(&sign_with(Algorithm::HS256, &no_exp, KEY), None, NOW), "exp");
+        assert_invalid(
+            tokens.verify(&sign_with(Algorithm::HS256, &no_exp, KEY), None, NOW),
+            "exp",
+        );
         let mut bad_role = payload_json();
         bad_role["role"] = json!("root");
-        assert_invalid(tokens.verify(&sign_with(Algorithm::HS256, &bad_role, KEY), None, NOW), "malformed");
+        assert_invalid(
+            tokens.verify(&sign_with(Algorithm::HS256, &bad_role, KEY), None, NOW),
+            "malformed",
+        );
     }
 
     #[test]
@@ -317,13 +364,22 @@ mod tests {
         let tokens = tokens(KEY);
         let (token, claims) = tokens.issue(&ann(), NOW);
         assert!(tokens.verify(&token, None, claims.expires_at - 1).is_ok());
-        assert_eq!(tokens.verify(&token, None, claims.expires_at), Err(AuthError::ExpiredToken));
-        assert_eq!(tokens.verify(&token, None, u64::MAX), Err(AuthError::ExpiredToken));
+        assert_eq!(
+            tokens.verify(&token, None, claims.expires_at),
+            Err(AuthError::ExpiredToken)
+        );
+        assert_eq!(
+            tokens.verify(&token, None, u64::MAX),
+            Err(AuthError::ExpiredToken)
+        );
     }
 
     #[test]
     fn settings_debug_hides_the_key() {
-        let settings = TokenSettings { signing_key: KEY.to_vec(), token_lifetime_seconds: 60 };
+        let settings = TokenSettings {
+            signing_key: KEY.to_vec(),
+            token_lifetime_seconds: 60,
+        };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("32 bytes"));
