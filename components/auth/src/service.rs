@@ -106,6 +106,16 @@ impl<S: UserStore, C: Clock> Authenticator<S, C> {
             return Err(AuthError::InvalidCredentials);
         }
         let user = self.store.get(tenant, &email).map_err(store_error)?;
+        // The token's tenant comes from the record: a store answering with another
+        // tenant's user would hand out that tenant's sessions.
+        if user
+            .as_ref()
+            .is_some_and(|u| u.tenant != tenant || u.email != email)
+        {
+            return Err(AuthError::Store(
+                "the store answered with another user's record".into(),
+            ));
+        }
         let matched = match &user {
             Some(user) => self.passwords.verify(password, &user.password_hash)?,
             None => {
@@ -386,6 +396,31 @@ pub(crate) mod tests {
         assert!(matches!(
             auth.verify(&session.token, Some("globex")),
             Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn a_record_of_another_tenant_is_refused() {
+        /// A store that ignores the tenant it is asked about.
+        struct LeakyStore(UserRecord);
+        impl UserStore for LeakyStore {
+            fn get(&self, _: &str, _: &str) -> Result<Option<UserRecord>, StoreError> {
+                Ok(Some(self.0.clone()))
+            }
+            fn insert(&self, _: &UserRecord) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let store = MemoryStore::default();
+        let (auth, _) = authenticator(&store);
+        auth.register("globex", "ann@example.org", PASSWORD, Role::Admin)
+            .unwrap();
+        let record = (&store).get("globex", "ann@example.org").unwrap().unwrap();
+        let clock = TestClock(Rc::new(Cell::new(T0)));
+        let leaky = Authenticator::new(LeakyStore(record), clock, &settings()).unwrap();
+        assert!(matches!(
+            leaky.login("acme", "ann@example.org", PASSWORD),
+            Err(AuthError::Store(_))
         ));
     }
 
