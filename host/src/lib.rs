@@ -7,3 +7,16 @@
 
 pub mod cli;
 pub mod plugins;
+//! - `config`: settings of `tapedeck serve` (flags, env vars, TOML file).
+//! - `serve`: runs the service (managed Redis, gateway, workers, graceful shutdown).
+//! - `gateway`: the HTTP API (axum), authentication, uploads, SSE, downloads.
+//! - `queue`: the job pipeline in Redis Streams.
+//! - `worker`: runs conversions from the queue through the `Converter` seam.
+//! - `storage`: blob store (local directory or S3).
+
+pub mod config;
+pub mod gateway;
+pub mod queue;
+pub mod serve;
+pub mod storage;
+pub mod worker;

@@ -279,7 +279,7 @@ impl Authenticator for LocalAuthenticator {
             check_password_rules(password)?;
             let password = password.to_owned();
             let hash = tokio::task::spawn_blocking(move || {
-                let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+                let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
                 Argon2::default()
                     .hash_password(password.as_bytes(), &salt)
                     .map(|h| h.to_string())

@@ -111,27 +111,25 @@ pub async fn events(
                     return;
                 }
             }
+            // Quiet for a while, or a status change: fall through and re-read the record.
             let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-            match message {
-                Ok(Some(msg)) => {
-                    let payload: Value = msg
-                        .get_payload::<String>()
-                        .ok()
-                        .and_then(|p| serde_json::from_str(&p).ok())
-                        .unwrap_or(Value::Null);
-                    let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
-                    if status == "converting" && payload.get("progress").is_some_and(|p| p.as_f64() != Some(0.0)) {
-                        let event = Event::default().event("progress").data(
-                            json!({"progress": payload["progress"]}).to_string(),
-                        );
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                        continue;
+            if let Ok(Some(msg)) = message {
+                let payload: Value = msg
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|p| serde_json::from_str(&p).ok())
+                    .unwrap_or(Value::Null);
+                let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
+                let progress = payload.get("progress").and_then(Value::as_f64).unwrap_or(0.0);
+                if status == "converting" && progress > 0.0 {
+                    let event = Event::default()
+                        .event("progress")
+                        .data(json!({ "progress": progress }).to_string());
+                    if tx.send(event).await.is_err() {
+                        return;
                     }
+                    continue;
                 }
-                // Quiet for a while, or the subscription ended: re-read the record.
-                Ok(None) | Err(_) => {}
             }
             match state.queue.get(&id).await {
                 Ok(Some(job)) => snapshot = Some(job),

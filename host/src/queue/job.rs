@@ -111,14 +111,11 @@ impl JobRecord {
     pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
-        let output = match get("output_key") {
-            Some(key) => Some(JobOutput {
-                key,
-                bytes: num("output_bytes").unwrap_or(0),
-                duration_ms: num("duration_ms").unwrap_or(0),
-            }),
-            None => None,
-        };
+        let output = get("output_key").map(|key| JobOutput {
+            key,
+            bytes: num("output_bytes").unwrap_or(0),
+            duration_ms: num("duration_ms").unwrap_or(0),
+        });
         Some(JobRecord {
             id: get("id")?,
             tenant: get("tenant")?,
