@@ -4,15 +4,15 @@
 //! - `plugins`: wasmtime engine, compile cache, per-run limits, host imports, isolation
 //!   (subprocess runner or in-process).
 //! - `cli`: the `tapedeck` command line.
-
-pub mod cli;
-pub mod plugins;
 //! - `config`: settings of `tapedeck serve` (flags, env vars, TOML file).
 //! - `serve`: runs the service (managed Redis, gateway, workers, graceful shutdown).
 //! - `gateway`: the HTTP API (axum), authentication, uploads, SSE, downloads.
 //! - `queue`: the job pipeline in Redis Streams.
 //! - `worker`: runs conversions from the queue through the `Converter` seam.
 //! - `storage`: blob store (local directory or S3).
+
+pub mod cli;
+pub mod plugins;
 
 pub mod config;
 pub mod gateway;
