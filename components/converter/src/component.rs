@@ -58,16 +58,15 @@ impl Guest for Converter {
 }
 
 /// The host's source, borrowed for the duration of one `convert` call.
+///
+/// symphonia 0.6.1's `MediaSourceStream<'s>` accepts a borrowed source (no `'static`),
+/// and wit-bindgen's resource handles are `Send + Sync`, so the borrow is used as is:
+/// no re-wrapping of raw handles, no `unsafe`.
 struct HostSource<'a> {
     source: &'a Source,
     /// The host's `max-read`: no request is larger.
     max_read: usize,
 }
-
-// SAFETY: the guest is single-threaded (wasm32-wasip2 without threads), so the borrowed
-// handle is never touched from two threads; symphonia only requires the bounds.
-unsafe impl Send for HostSource<'_> {}
-unsafe impl Sync for HostSource<'_> {}
 
 impl ReadAt for HostSource<'_> {
     fn size(&self) -> u64 {

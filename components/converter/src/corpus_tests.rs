@@ -706,3 +706,87 @@ fn bench_long_song() {
         started.elapsed()
     );
 }
+
+/// Counts live heap bytes so tests can bound the converter's memory natively (a proxy
+/// for guest linear memory; LAME's own C allocations, a fixed ~0.3 MiB, are not seen).
+struct PeakAlloc;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// A generated 60-minute AAC file converts with a bounded heap (run alone, with
+/// `--ignored --nocapture`: other tests running at the same time would add to the count).
+#[test]
+#[ignore]
+fn memory_stays_bounded_for_an_hour_of_audio() {
+    if media("").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("hour.m4a");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:d=3600:sample_rate=44100",
+        ])
+        .args(["-ac", "2", "-c:a", "aac", "-b:a", "32k"])
+        .arg(&src)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let mut source = FileSource::open(&src).expect("opens");
+    let mut sink = crate::io::VecSink::default();
+    let before = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    PEAK.store(before, std::sync::atomic::Ordering::Relaxed);
+    // Count the converter's own memory, not the output buffer's: write to a counting sink.
+    struct CountingSink(u64);
+    impl crate::WriteSink for CountingSink {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), crate::IoError> {
+            self.0 += bytes.len() as u64;
+            Ok(())
+        }
+        fn write_at(&mut self, _: u64, _: &[u8]) -> Result<(), crate::IoError> {
+            Ok(())
+        }
+    }
+    let mut counting = CountingSink(0);
+    let started = std::time::Instant::now();
+    let summary =
+        convert(&mut source, &mut counting, &Options::default(), &mut |_| {}).expect("converts");
+    let peak = PEAK.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!(
+        "{} s of audio, {} MP3 bytes, in {:?}; peak heap {:.2} MiB",
+        summary.duration_ms / 1000,
+        counting.0,
+        started.elapsed(),
+        peak as f64 / (1 << 20) as f64
+    );
+    sink.bytes.clear();
+    assert!(peak < 8 << 20, "peak heap {peak} bytes");
+}

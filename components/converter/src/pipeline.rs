@@ -534,10 +534,17 @@ impl<'a> Run<'a> {
 
     fn finish(mut self, codec: &str) -> Result<Summary, ConvertError> {
         let Some(mut stage) = self.encoder.take() else {
-            return Err(ConvertError::InvalidOptions(format!(
-                "the trim range keeps no audio: the source has {} decoded frames",
-                self.decoded
-            )));
+            // Audio was decoded, but none of it fell in the kept range.
+            return Err(match self.options.trim {
+                Some(trim) => ConvertError::InvalidOptions(format!(
+                    "the trim range starting at {} ms keeps no audio: the source decodes to {} frames",
+                    trim.start_ms, self.decoded
+                )),
+                None => ConvertError::CorruptInput(format!(
+                    "the edit list starts at frame {} but the audio has only {} frames",
+                    self.keep_start, self.decoded
+                )),
+            });
         };
         self.mp3.clear();
         self.mp3.reserve(7200);
