@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests: a real redis-server on a free port, real
 //! `tapedeck serve` processes, an HTTP client, SSE reading, and MP3 checks with ffprobe.
 
-pub mod ffmpeg;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -143,7 +143,8 @@ impl Service {
         };
         let blobs = opts.data_dir.join("blobs");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapedeck-test-serve"));
-        cmd.args(["--role", role, "--listen", &format!("127.0.0.1:{port}")])
+        cmd.arg("serve")
+            .args(["--role", role, "--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", opts.redis_url])
             .arg("--data-dir")
             .arg(opts.data_dir)
@@ -352,7 +353,7 @@ pub fn check_mp3(bytes: &[u8]) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.mp3");
     std::fs::write(&path, bytes).unwrap();
-    let (duration, codec) = ffmpeg::probe_audio(&path).expect("ffprobe reads the MP3");
+    let (duration, codec) = probe::probe_audio(&path).expect("ffprobe reads the MP3");
     assert_eq!(codec, "mp3");
     let out = Command::new("ffmpeg")
         .args(["-v", "info", "-nostdin", "-i"])

@@ -5,6 +5,7 @@
 //! Contact points: `cli` calls [`run`]; tests call [`serve`] with their own shutdown.
 
 pub mod managed_redis;
+pub mod plugin_converter;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,8 +36,9 @@ pub struct ServeArgs {
     pub settings: Settings,
 }
 
-/// Runs the service until SIGTERM or Ctrl-C, using `converter` for conversions.
-pub fn run_with(args: ServeArgs, converter: Arc<dyn Converter>) -> anyhow::Result<()> {
+/// Runs the service until SIGTERM or Ctrl-C, converting with the converter component
+/// (`embedded` unless `--converter` names another).
+pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -44,6 +46,11 @@ pub fn run_with(args: ServeArgs, converter: Arc<dyn Converter>) -> anyhow::Resul
         )
         .try_init();
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
+    let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
+        Some(Arc::new(plugin_converter::PluginConverter::load(&config, embedded)?))
+    } else {
+        None
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,9 +71,10 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs the service described by `config` until `shutdown` resolves.
+/// `converter` is needed when the role runs workers.
 pub async fn serve(
     config: ServiceConfig,
-    converter: Arc<dyn Converter>,
+    converter: Option<Arc<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -85,7 +93,7 @@ pub async fn serve(
 async fn serve_with_redis(
     config: &ServiceConfig,
     managed_url: Option<&str>,
-    converter: Arc<dyn Converter>,
+    converter: Option<Arc<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let url = managed_url
@@ -112,6 +120,7 @@ async fn serve_with_redis(
     let mut tasks = tokio::task::JoinSet::new();
     let components_ready = Arc::new(AtomicBool::new(false));
     if config.role.runs_workers() {
+        let converter = converter.context("a worker role needs a converter")?;
         let settings = WorkerSettings {
             slots: config.workers,
             consumer_prefix: format!("{}-{}", hostname(), std::process::id()),

@@ -1,15 +1,9 @@
-//! `tapedeck serve` for the end-to-end tests: the same service, started as its own
-//! process so tests can run several, kill one, and restart Redis under them.
+//! The `tapedeck` command line, built inside the test package so the end-to-end tests
+//! can start it (`serve`, and the `plugin-run` children of the converter) as real
+//! processes: several per test, killed or restarted at will.
 
 use clap::Parser;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    serve: tapedeck::serve::ServeArgs,
-}
-
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    tapedeck::serve::run_with(cli.serve, std::sync::Arc::new(tapedeck_tests::ffmpeg::FfmpegConverter))
+fn main() -> std::process::ExitCode {
+    tapedeck::cli::run(tapedeck::cli::Cli::parse())
 }

@@ -1,1 +1,146 @@
-//! Hostile guest.
+//! Hostile guest: a converter component that misbehaves on request, so the host's limits
+//! can be tested against real wasm.
+//!
+//! The behaviour is chosen by the first bytes of the input:
+//! - `loop`: spins forever without touching memory (CPU limit).
+//! - `alloc`: allocates and touches memory without bound (memory limit).
+//! - `write`: writes gigabytes to the sink, ignoring every error (output limit).
+//! - `trap`: executes `unreachable`.
+//! - `recurse`: recurses without bound (wasm call stack exhaustion).
+//! - `probe`: writes, as the output, what the sandbox lets it see (env, args, files,
+//!   clocks, network), so the host can assert that it sees nothing.
+//! - anything else (`echo`): copies the input to the output and returns a summary.
+
+use std::hint::black_box;
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "converter",
+});
+
+use crate::exports::tapedeck::plugin::conversion::{ConvertError, Guest, Options, Summary};
+use crate::tapedeck::plugin::io::{self, Sink, Source};
+use crate::tapedeck::plugin::logging::{self, Level};
+use crate::tapedeck::plugin::progress;
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn convert(input: &Source, output: &Sink, _options: Options) -> Result<Summary, ConvertError> {
+        let head = input.read_at(0, 16).map_err(io_error)?;
+        let starts = |word: &[u8]| head.starts_with(word);
+        if starts(b"loop") {
+            spin()
+        } else if starts(b"alloc") {
+            hog_memory()
+        } else if starts(b"write") {
+            flood(output)
+        } else if starts(b"trap") {
+            core::arch::wasm32::unreachable()
+        } else if starts(b"recurse") {
+            let depth = recurse(black_box(0));
+            Err(ConvertError::CorruptInput(format!("recursion returned at {depth}")))
+        } else if starts(b"probe") {
+            let report = probe();
+            output.write(report.as_bytes()).map_err(io_error)?;
+            Ok(summary(report.len() as u64))
+        } else {
+            echo(input, output)
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        // black_box keeps the otherwise side-effect-free loop in the compiled code.
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn hog_memory() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch every page so the memory is really used, not just reserved.
+        blocks.push(vec![0xA5; 1 << 20]);
+        black_box(&blocks);
+    }
+}
+
+fn flood(output: &Sink) -> ! {
+    let block = vec![0x55u8; io::max_read() as usize];
+    loop {
+        // A hostile guest ignores the limit-exceeded error and carries on.
+        let _ = black_box(output.write(&block));
+    }
+}
+
+/// Recurses without bound. The depth lives in wasm locals, not in the shadow stack in
+/// linear memory, so it is the wasm call stack that overflows.
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    recurse(depth + 1).wrapping_add(black_box(1))
+}
+
+fn echo(input: &Source, output: &Sink) -> Result<Summary, ConvertError> {
+    let size = input.size();
+    let chunk = io::max_read().min(64 * 1024);
+    let mut offset = 0u64;
+    logging::log(Level::Info, &format!("echoing {size} bytes"));
+    while offset < size {
+        let bytes = input.read_at(offset, chunk).map_err(io_error)?;
+        if bytes.is_empty() {
+            break;
+        }
+        output.write(&bytes).map_err(io_error)?;
+        offset += bytes.len() as u64;
+        progress::report(offset as f32 / size as f32);
+    }
+    Ok(summary(offset))
+}
+
+/// Describes what this component can observe of its environment, one fact per line.
+fn probe() -> String {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    let args: Vec<String> = std::env::args().collect();
+    let root = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind());
+    let passwd = std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.kind());
+    let cwd = std::env::current_dir().map_err(|e| e.kind());
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos());
+    let start = Instant::now();
+    black_box(spin_a_little());
+    let elapsed = start.elapsed().as_nanos();
+    let tcp = std::net::TcpStream::connect("127.0.0.1:80").map(|_| ()).map_err(|e| e.kind());
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").map(|_| ()).map_err(|e| e.kind());
+    eprintln!("probe: hello from the guest's stderr");
+    format!(
+        "env={env:?}\nargs={args:?}\nroot={root:?}\npasswd={passwd:?}\ncwd={cwd:?}\n\
+         wall={wall:?}\nelapsed={elapsed}\ntcp={tcp:?}\nudp={udp:?}\n"
+    )
+}
+
+fn spin_a_little() -> u64 {
+    (0..1_000_000u64).fold(0, |acc, i| black_box(acc ^ i))
+}
+
+fn summary(output_bytes: u64) -> Summary {
+    Summary {
+        input_codec: "echo".into(),
+        input_sample_rate: 44_100,
+        input_channels: 2,
+        output_sample_rate: 44_100,
+        output_channels: 2,
+        output_frames: 0,
+        duration_ms: 0,
+        output_bytes,
+    }
+}
+
+fn io_error(error: io::IoError) -> ConvertError {
+    ConvertError::Io(format!("{error:?}"))
+}
+
+export!(Hostile);
