@@ -105,12 +105,16 @@ impl Settings {
             workers: self.workers.or(fallback.workers),
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
             max_attempts: self.max_attempts.or(fallback.max_attempts),
-            visibility_timeout_secs: self.visibility_timeout_secs.or(fallback.visibility_timeout_secs),
+            visibility_timeout_secs: self
+                .visibility_timeout_secs
+                .or(fallback.visibility_timeout_secs),
             retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
             token_ttl_secs: self.token_ttl_secs.or(fallback.token_ttl_secs),
             redis_server: self.redis_server.or(fallback.redis_server),
             converter: self.converter.or(fallback.converter),
-            shutdown_timeout_secs: self.shutdown_timeout_secs.or(fallback.shutdown_timeout_secs),
+            shutdown_timeout_secs: self
+                .shutdown_timeout_secs
+                .or(fallback.shutdown_timeout_secs),
         }
     }
 }
@@ -153,7 +157,9 @@ impl ServiceConfig {
             .blob_url
             .unwrap_or_else(|| data_dir.join("blobs").display().to_string());
         let config = ServiceConfig {
-            listen: s.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             role: s.role.unwrap_or(Role::All),
             redis_url: s.redis_url.filter(|u| !u.is_empty()),
             blob_url,
@@ -163,7 +169,9 @@ impl ServiceConfig {
             visibility_timeout: Duration::from_secs(s.visibility_timeout_secs.unwrap_or(60).max(1)),
             retry_base: Duration::from_millis(s.retry_base_ms.unwrap_or(2000)),
             token_ttl: Duration::from_secs(s.token_ttl_secs.unwrap_or(86_400)),
-            redis_server: s.redis_server.unwrap_or_else(|| PathBuf::from("redis-server")),
+            redis_server: s
+                .redis_server
+                .unwrap_or_else(|| PathBuf::from("redis-server")),
             converter: s.converter,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs.unwrap_or(20)),
             data_dir,
@@ -180,7 +188,11 @@ mod tests {
     fn flags_beat_file_beat_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tapedeck.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nworkers = 7\nrole = \"worker\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nworkers = 7\nrole = \"worker\"\n",
+        )
+        .unwrap();
         let given = Settings {
             workers: Some(3),
             ..Settings::default()

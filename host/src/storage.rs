@@ -231,7 +231,9 @@ impl BlobStore {
     /// Writes and reads back a small probe blob (readiness check).
     pub async fn probe(&self) -> Result<(), StorageError> {
         let key = ObjectPath::from("probe/readyz");
-        self.store.put(&key, Bytes::from_static(b"ok").into()).await?;
+        self.store
+            .put(&key, Bytes::from_static(b"ok").into())
+            .await?;
         Ok(())
     }
 }
@@ -255,26 +257,44 @@ mod tests {
     async fn put_get_range_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
-        let size = blobs.put_stream("a/b.bin", chunks(3, 1000), 10_000).await.unwrap();
+        let size = blobs
+            .put_stream("a/b.bin", chunks(3, 1000), 10_000)
+            .await
+            .unwrap();
         assert_eq!(size, 3000);
         assert_eq!(blobs.size("a/b.bin").await.unwrap(), 3000);
-        let got = blobs.get_range("a/b.bin", Some(GetRange::Bounded(999..1001))).await.unwrap();
+        let got = blobs
+            .get_range("a/b.bin", Some(GetRange::Bounded(999..1001)))
+            .await
+            .unwrap();
         assert_eq!((got.range.clone(), got.total), (999..1001, 3000));
         let bytes: Vec<Bytes> = got.stream.try_collect().await.unwrap();
         assert_eq!(bytes.concat(), vec![0, 1]);
-        let path = blobs.fetch_to_file("a/b.bin", &dir.path().join("x")).await.unwrap();
+        let path = blobs
+            .fetch_to_file("a/b.bin", &dir.path().join("x"))
+            .await
+            .unwrap();
         assert_eq!(std::fs::metadata(path).unwrap().len(), 3000);
         blobs.delete("a/b.bin").await.unwrap();
         blobs.delete("a/b.bin").await.unwrap();
-        assert!(matches!(blobs.size("a/b.bin").await, Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            blobs.size("a/b.bin").await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn oversize_stream_is_refused_and_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path().to_str().unwrap()).unwrap();
-        let err = blobs.put_stream("big", chunks(20, 1000), 5000).await.unwrap_err();
+        let err = blobs
+            .put_stream("big", chunks(20, 1000), 5000)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PutStreamError::TooLarge(5000)));
-        assert!(matches!(blobs.size("big").await, Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            blobs.size("big").await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 }

@@ -185,7 +185,9 @@ impl Worker {
 
     /// One attempt: fetch, convert (heart-beating and forwarding progress), store, mark done.
     async fn attempt(&self, consumer: &str, d: &Delivery) -> Result<(), ConvertFailure> {
-        let retry = |what: &str, e: &dyn std::fmt::Display| ConvertFailure::Retryable(format!("{what}: {e}"));
+        let retry = |what: &str, e: &dyn std::fmt::Display| {
+            ConvertFailure::Retryable(format!("{what}: {e}"))
+        };
         let job = match self.queue.get(&d.job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return Ok(()),
@@ -224,7 +226,9 @@ impl Worker {
                     tokio::time::sleep(every).await;
                     match queue.heartbeat(&d, &consumer).await {
                         Ok(true) => {}
-                        Ok(false) => tracing::warn!(job = %d.job_id, "another worker claimed this entry"),
+                        Ok(false) => {
+                            tracing::warn!(job = %d.job_id, "another worker claimed this entry")
+                        }
                         Err(e) => tracing::warn!(job = %d.job_id, error = %e, "heartbeat failed"),
                     }
                 }
@@ -246,7 +250,11 @@ impl Worker {
             converter.convert(&input_path, &output_path, &options, &progress)
         })
         .await
-        .unwrap_or_else(|e| Err(ConvertFailure::Retryable(format!("converter panicked: {e}"))));
+        .unwrap_or_else(|e| {
+            Err(ConvertFailure::Retryable(format!(
+                "converter panicked: {e}"
+            )))
+        });
         heartbeat.abort();
         // The progress sender was dropped with the closure: wait for the last updates.
         let _ = forwarder.await;

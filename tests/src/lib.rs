@@ -19,7 +19,9 @@ pub fn free_port() -> u16 {
 
 /// `../shared/media/NAME` (test media are referenced in place, never copied).
 pub fn media(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/media")
+        .join(name);
     assert!(path.exists(), "missing test medium {}", path.display());
     path
 }
@@ -50,7 +52,14 @@ impl RedisServer {
         std::fs::create_dir_all(&self.dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -80,7 +89,10 @@ impl RedisServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 }
 
@@ -104,7 +116,10 @@ pub fn signal(pid: u32, sig: i32) {
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -214,7 +229,12 @@ fn reqwest_blocking_ok(url: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+    if write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -265,9 +285,21 @@ impl Api {
     /// Registers `email` in `tenant` and logs in; returns a client holding the token.
     pub async fn signed_up(&self, tenant: &str, email: &str) -> Api {
         let body = json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
-        let r = self.http.post(self.url("/v1/auth/register")).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url("/v1/auth/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap());
-        let r = self.http.post(self.url("/v1/auth/login")).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url("/v1/auth/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         Api {
@@ -290,7 +322,10 @@ impl Api {
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());
         }
-        form = form.part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name),
+        );
         self.post("/v1/jobs").multipart(form).send().await.unwrap()
     }
 
@@ -308,7 +343,10 @@ impl Api {
             if job["status"] == "done" || job["status"] == "failed" {
                 return job;
             }
-            assert!(start.elapsed() < limit, "job {id} not finished in {limit:?}: {job}");
+            assert!(
+                start.elapsed() < limit,
+                "job {id} not finished in {limit:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -316,7 +354,11 @@ impl Api {
     /// Follows `/v1/jobs/{id}/events` to the end; returns `(event, data)` pairs.
     pub async fn follow_events(&self, id: &str) -> Vec<(String, Value)> {
         use futures::StreamExt;
-        let r = self.get(&format!("/v1/jobs/{id}/events")).send().await.unwrap();
+        let r = self
+            .get(&format!("/v1/jobs/{id}/events"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         let mut body = r.bytes_stream();
@@ -367,6 +409,9 @@ pub fn check_mp3(bytes: &[u8]) -> f64 {
         .find_map(|l| l.split("max_volume:").nth(1))
         .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
         .expect("volumedetect prints max_volume");
-    assert!(max_volume > -60.0, "MP3 is silent (max volume {max_volume} dB)");
+    assert!(
+        max_volume > -60.0,
+        "MP3 is silent (max volume {max_volume} dB)"
+    );
     duration
 }

@@ -12,7 +12,10 @@ pub fn probe_audio(path: &Path) -> Option<(f64, String)> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let codec = text.lines().find_map(|l| l.strip_prefix("codec_name="))?.to_owned();
+    let codec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("codec_name="))?
+        .to_owned();
     let duration = text
         .lines()
         .find_map(|l| l.strip_prefix("duration="))

@@ -45,9 +45,15 @@ mod convert_flow {
         let me = s.api.signed_up("default", "ann@example.com").await;
         for (file, expected) in [
             ("aac-lc_44k_stereo_music__rodio_music.m4a", None),
-            ("aac-lc_48k_stereo_20s__mp4parser_output_audio-2ch-20s.mp4", Some(20.0)),
+            (
+                "aac-lc_48k_stereo_20s__mp4parser_output_audio-2ch-20s.mp4",
+                Some(20.0),
+            ),
             ("alac_44k_mono__androidx_sample_alac.mp4", None),
-            ("real_iphone_voice_memo__musicmetadata_Apple_voice_memo.m4a", None),
+            (
+                "real_iphone_voice_memo__musicmetadata_Apple_voice_memo.m4a",
+                None,
+            ),
         ] {
             let created = me.upload(&media(file), &[("bitrate", "128")]).await;
             let id = created["id"].as_str().unwrap().to_owned();
@@ -63,12 +69,19 @@ mod convert_flow {
             let job = me.job(&id).await;
             assert_eq!(job["status"], "done");
             assert!(job["finished_at"].as_u64().unwrap() >= job["created_at"].as_u64().unwrap());
-            let r = me.get(&format!("/v1/jobs/{id}/output")).send().await.unwrap();
+            let r = me
+                .get(&format!("/v1/jobs/{id}/output"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             assert_eq!(r.headers()["content-type"], "audio/mpeg");
             let stem = file.rsplit_once('.').unwrap().0;
             assert!(
-                r.headers()["content-disposition"].to_str().unwrap().contains(&format!("{stem}.mp3")),
+                r.headers()["content-disposition"]
+                    .to_str()
+                    .unwrap()
+                    .contains(&format!("{stem}.mp3")),
                 "{:?}",
                 r.headers()["content-disposition"]
             );
@@ -95,10 +108,20 @@ mod convert_flow {
             assert_eq!(r.bytes().await.unwrap(), mp3[total - 100..]);
         }
 
-        let list: Value = me.get("/v1/jobs?limit=3").send().await.unwrap().json().await.unwrap();
+        let list: Value = me
+            .get("/v1/jobs?limit=3")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(list["jobs"].as_array().unwrap().len(), 3);
         assert_eq!(list["next_cursor"], 3);
-        assert_eq!(list["jobs"][0]["input"]["name"], "real_iphone_voice_memo__musicmetadata_Apple_voice_memo.m4a");
+        assert_eq!(
+            list["jobs"][0]["input"]["name"],
+            "real_iphone_voice_memo__musicmetadata_Apple_voice_memo.m4a"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,22 +130,40 @@ mod convert_flow {
         let me = s.api.signed_up("default", "bob@example.com").await;
         for (file, reason) in [
             ("noaudio_h264__androidx_sample_video_only.mp4", "no audio"),
-            ("unsupported_ac3_5.1__androidx_sample_ac3.mp4", "unsupported"),
+            (
+                "unsupported_ac3_5.1__androidx_sample_ac3.mp4",
+                "unsupported",
+            ),
         ] {
-            let id = me.upload(&media(file), &[]).await["id"].as_str().unwrap().to_owned();
+            let id = me.upload(&media(file), &[]).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             let job = me.wait_final(&id, SLOW).await;
             assert_eq!(job["status"], "failed", "{file}: {job}");
             let error = job["error"].as_str().unwrap().to_lowercase();
             assert!(error.contains(reason), "{file}: {error}");
             // Permanent: failed on the first attempt, no retries.
             assert_eq!(job["attempts"], 1, "{file}: {job}");
-            let r = me.get(&format!("/v1/jobs/{id}/output")).send().await.unwrap();
+            let r = me
+                .get(&format!("/v1/jobs/{id}/output"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 409);
         }
         let mut redis = s.redis.conn();
-        let dead: Vec<redis::Value> = redis::cmd("XRANGE").arg("td:deadletter").arg("-").arg("+").query(&mut redis).unwrap();
+        let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg("td:deadletter")
+            .arg("-")
+            .arg("+")
+            .query(&mut redis)
+            .unwrap();
         assert_eq!(dead.len(), 2);
-        let notified: u64 = redis::cmd("XLEN").arg("td:notify").query(&mut redis).unwrap();
+        let notified: u64 = redis::cmd("XLEN")
+            .arg("td:notify")
+            .query(&mut redis)
+            .unwrap();
         assert_eq!(notified, 2);
     }
 
@@ -138,17 +179,36 @@ mod convert_flow {
             .await
             .unwrap();
         assert_eq!(r.status(), 202);
-        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let job = me.wait_final(&id, SLOW).await;
         assert_eq!(job["status"], "done", "{job}");
         assert_eq!(job["options"]["mono"], true);
         let r = me.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
         assert_eq!(r.status(), 204);
-        assert_eq!(me.get(&format!("/v1/jobs/{id}")).send().await.unwrap().status(), 404);
-        let out = s._dir.path().join("blobs/out/default").join(format!("{id}.mp3"));
+        assert_eq!(
+            me.get(&format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        let out = s
+            ._dir
+            .path()
+            .join("blobs/out/default")
+            .join(format!("{id}.mp3"));
         assert!(!out.exists());
         // Bad options are refused before the body is read.
-        let r = me.post("/v1/jobs?bitrate=100").body(vec![0u8; 16]).send().await.unwrap();
+        let r = me
+            .post("/v1/jobs?bitrate=100")
+            .body(vec![0u8; 16])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
     }
 
@@ -170,17 +230,31 @@ mod convert_flow {
             token: Some(token),
             ..s.api.clone()
         };
-        let bytes = std::fs::read(media("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4")).unwrap();
-        let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(bytes).file_name("bbb.mp4"));
+        let bytes =
+            std::fs::read(media("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4")).unwrap();
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("bbb.mp4"),
+        );
         let r = old.post("/upload").multipart(form).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let fid = r.text().await.unwrap();
         assert_eq!(old.wait_final(&fid, SLOW).await["status"], "done");
-        let r = old.get(&format!("/download?fid={fid}")).send().await.unwrap();
+        let r = old
+            .get(&format!("/download?fid={fid}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         check_mp3(&r.bytes().await.unwrap());
-        let r = s.api.http.post(s.api.url("/login")).basic_auth("old@example.com", Some("wrong")).send().await.unwrap();
+        let r = s
+            .api
+            .http
+            .post(s.api.url("/login"))
+            .basic_auth("old@example.com", Some("wrong"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
 }
@@ -195,32 +269,100 @@ mod security {
     async fn tenants_are_isolated() {
         let s = stack(vec![]);
         let mut redis = s.redis.conn();
-        let _: () = redis::cmd("HSET").arg("td:tenant:beta").arg("self_register").arg("1").query(&mut redis).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("td:tenant:beta")
+            .arg("self_register")
+            .arg("1")
+            .query(&mut redis)
+            .unwrap();
         let a = s.api.signed_up("default", "a@example.com").await;
         let a2 = s.api.signed_up("default", "a2@example.com").await;
         let b = s.api.signed_up("beta", "b@example.com").await;
-        let id = a.upload(&media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"), &[]).await["id"]
+        let id = a
+            .upload(
+                &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
+                &[],
+            )
+            .await["id"]
             .as_str()
             .unwrap()
             .to_owned();
         a.wait_final(&id, SLOW).await;
         for other in [&b, &a2] {
-            for path in [format!("/v1/jobs/{id}"), format!("/v1/jobs/{id}/output"), format!("/v1/jobs/{id}/events"), format!("/download?fid={id}")] {
+            for path in [
+                format!("/v1/jobs/{id}"),
+                format!("/v1/jobs/{id}/output"),
+                format!("/v1/jobs/{id}/events"),
+                format!("/download?fid={id}"),
+            ] {
                 let r = other.get(&path).send().await.unwrap();
                 assert_eq!(r.status(), 404, "{path}");
                 let v: Value = r.json().await.unwrap();
                 assert_eq!(v["error"]["code"], "not_found");
             }
-            assert_eq!(other.delete(&format!("/v1/jobs/{id}")).send().await.unwrap().status(), 404);
-            let list: Value = other.get("/v1/jobs").send().await.unwrap().json().await.unwrap();
+            assert_eq!(
+                other
+                    .delete(&format!("/v1/jobs/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                404
+            );
+            let list: Value = other
+                .get("/v1/jobs")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(list["jobs"], json!([]));
         }
         // A tenant admin sees the whole tenant, never another tenant.
-        let _: () = redis::cmd("HSET").arg("td:user:default:a2@example.com").arg("role").arg("admin").query(&mut redis).unwrap();
-        let admin = Api { token: None, ..s.api.clone() }.login("default", "a2@example.com").await;
-        assert_eq!(admin.get(&format!("/v1/jobs/{id}")).send().await.unwrap().status(), 200);
-        assert_eq!(admin.get("/v1/jobs").send().await.unwrap().json::<Value>().await.unwrap()["jobs"].as_array().unwrap().len(), 1);
-        assert_eq!(a.get(&format!("/v1/jobs/{id}")).send().await.unwrap().status(), 200);
+        let _: () = redis::cmd("HSET")
+            .arg("td:user:default:a2@example.com")
+            .arg("role")
+            .arg("admin")
+            .query(&mut redis)
+            .unwrap();
+        let admin = Api {
+            token: None,
+            ..s.api.clone()
+        }
+        .login("default", "a2@example.com")
+        .await;
+        assert_eq!(
+            admin
+                .get(&format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            admin
+                .get("/v1/jobs")
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["jobs"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            a.get(&format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
 
     trait Login {
@@ -229,9 +371,22 @@ mod security {
 
     impl Login for Api {
         async fn login(self, tenant: &str, email: &str) -> Api {
-            let body = json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
-            let v: Value = self.http.post(self.url("/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
-            Api { token: Some(v["token"].as_str().unwrap().to_owned()), ..self }
+            let body =
+                json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
+            let v: Value = self
+                .http
+                .post(self.url("/v1/auth/login"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            Api {
+                token: Some(v["token"].as_str().unwrap().to_owned()),
+                ..self
+            }
         }
     }
 
@@ -248,7 +403,10 @@ mod security {
         let me = s.api.signed_up("default", "tok@example.com").await;
         let token = me.token.clone().unwrap();
         let mut redis = s.redis.conn();
-        let key: String = redis::cmd("GET").arg("td:auth:signing-key").query(&mut redis).unwrap();
+        let key: String = redis::cmd("GET")
+            .arg("td:auth:signing-key")
+            .query(&mut redis)
+            .unwrap();
         let key = hex_decode(&key);
         let payload = token.split('.').nth(1).unwrap();
         let mut claims: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
@@ -256,9 +414,22 @@ mod security {
         let expired = sign(&key, r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
         claims["exp"] = json!(4_000_000_000u64);
         let forged = sign(b"not the key", r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
-        let none = format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), B64.encode(claims.to_string()));
-        for bad in [None, Some("garbage".to_owned()), Some(expired), Some(forged), Some(none)] {
-            let api = Api { token: bad.clone(), ..s.api.clone() };
+        let none = format!(
+            "{}.{}.",
+            B64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            B64.encode(claims.to_string())
+        );
+        for bad in [
+            None,
+            Some("garbage".to_owned()),
+            Some(expired),
+            Some(forged),
+            Some(none),
+        ] {
+            let api = Api {
+                token: bad.clone(),
+                ..s.api.clone()
+            };
             let r = api.get("/v1/jobs").send().await.unwrap();
             assert_eq!(r.status(), 401, "{bad:?}");
             let v: Value = r.json().await.unwrap();
@@ -268,7 +439,10 @@ mod security {
     }
 
     fn hex_decode(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +453,13 @@ mod security {
             let api = s.api.clone();
             async move {
                 let body = json!({"email": email, "password": password});
-                let r = api.http.post(api.url("/v1/auth/login")).json(&body).send().await.unwrap();
+                let r = api
+                    .http
+                    .post(api.url("/v1/auth/login"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 (r.status().as_u16(), r.text().await.unwrap())
             }
         };
@@ -294,7 +474,14 @@ mod security {
         let (status, _) = attempt("victim@example.com", "correct horse battery").await;
         assert_eq!(status, 429);
         let body = json!({"email": "new@example.com", "password": "short"});
-        let r = s.api.http.post(s.api.url("/v1/auth/register")).json(&body).send().await.unwrap();
+        let r = s
+            .api
+            .http
+            .post(s.api.url("/v1/auth/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
     }
 }
@@ -302,31 +489,51 @@ mod security {
 mod limits {
     use super::*;
 
-    /// Sends request headers (and optionally a streamed body) over a raw socket; returns
-    /// the status line's code.
+    /// Sends request headers and then up to `body_bytes` of chunked body over a raw
+    /// socket, reading the response concurrently (the server answers and closes early).
+    /// Returns the status code and how many body bytes were written.
     fn raw_post(base: &str, token: &str, headers: &str, body_bytes: u64) -> (u16, u64) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
         let addr = base.strip_prefix("http://").unwrap();
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let answered = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let mut s = s.try_clone().unwrap();
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).unwrap_or(0);
+                answered.store(true, Ordering::Release);
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            })
+        };
         write!(s, "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{headers}\r\n").unwrap();
-        // A valid MP4 head, then zeros: chunked, 1 MiB per chunk, until refused.
-        let mut sent = 0u64;
+        // A valid MP4 head, then zeros, 1 MiB per chunk, until refused.
         let chunk = {
             let mut c = vec![0u8; 1 << 20];
             c[4..8].copy_from_slice(b"ftyp");
             c
         };
-        while sent < body_bytes {
+        let mut sent = 0u64;
+        while sent < body_bytes && !answered.load(Ordering::Acquire) {
             let head = format!("{:x}\r\n", chunk.len());
-            if s.write_all(head.as_bytes()).and_then(|_| s.write_all(&chunk)).and_then(|_| s.write_all(b"\r\n")).is_err() {
+            let wrote = s
+                .write_all(head.as_bytes())
+                .and_then(|_| s.write_all(&chunk))
+                .and_then(|_| s.write_all(b"\r\n"));
+            if wrote.is_err() {
                 break;
             }
             sent += chunk.len() as u64;
         }
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let text = reader.join().unwrap();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         (code, sent)
     }
 
@@ -342,7 +549,12 @@ mod limits {
         let base = s.api.base.clone();
         let t = token.clone();
         let (code, _) = tokio::task::spawn_blocking(move || {
-            raw_post(&base, &t, "Content-Length: 2147483648\r\nContent-Type: application/octet-stream\r\n", 0)
+            raw_post(
+                &base,
+                &t,
+                "Content-Length: 2147483648\r\nContent-Type: application/octet-stream\r\n",
+                0,
+            )
         })
         .await
         .unwrap();
@@ -351,16 +563,25 @@ mod limits {
         // Undeclared (chunked) 2 GiB: refused once the limit is passed, long before the end.
         let base = s.api.base.clone();
         let (code, sent) = tokio::task::spawn_blocking(move || {
-            raw_post(&base, &token, "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n", 2 << 30)
+            raw_post(
+                &base,
+                &token,
+                "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n",
+                2 << 30,
+            )
         })
         .await
         .unwrap();
         assert_eq!(code, 413);
         assert!(sent < 1 << 30, "the server read {sent} bytes");
         let after = s.service.rss_kib();
-        assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
+        assert!(
+            after < before + 64 * 1024,
+            "RSS grew from {before} KiB to {after} KiB"
+        );
 
-        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde".to_vec();
+        let png =
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde".to_vec();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.png");
         std::fs::write(&path, png).unwrap();
@@ -368,7 +589,14 @@ mod limits {
         assert_eq!(r.status(), 415);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "unsupported_media_type");
-        let list: Value = me.get("/v1/jobs").send().await.unwrap().json().await.unwrap();
+        let list: Value = me
+            .get("/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(list["jobs"], json!([]));
     }
 
@@ -385,20 +613,43 @@ mod limits {
         let uploads = (0..20).map(|i| {
             let me = me.clone();
             let path = media(files[i % files.len()]);
-            tokio::spawn(async move { me.upload(&path, &[]).await["id"].as_str().unwrap().to_owned() })
+            tokio::spawn(async move {
+                me.upload(&path, &[]).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
         });
-        let ids: Vec<String> = futures::future::join_all(uploads).await.into_iter().map(Result::unwrap).collect();
+        let ids: Vec<String> = futures::future::join_all(uploads)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         for id in &ids {
             let job = me.wait_final(id, Duration::from_secs(300)).await;
             assert_eq!(job["status"], "done", "{job}");
         }
-        let list: Value = me.get("/v1/jobs?limit=100").send().await.unwrap().json().await.unwrap();
+        let list: Value = me
+            .get("/v1/jobs?limit=100")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(list["jobs"].as_array().unwrap().len(), 20);
         // Everything acknowledged, and the stream trimmed.
         let mut redis = s.redis.conn();
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING").arg("td:convert:default").arg("workers").query(&mut redis).unwrap();
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg("td:convert:default")
+            .arg("workers")
+            .query(&mut redis)
+            .unwrap();
         assert_eq!(pending[0], redis::Value::Int(0));
-        let len: u64 = redis::cmd("XLEN").arg("td:convert:default").query(&mut redis).unwrap();
+        let len: u64 = redis::cmd("XLEN")
+            .arg("td:convert:default")
+            .query(&mut redis)
+            .unwrap();
         assert!(len <= 2, "stream holds {len} entries");
     }
 }
@@ -415,13 +666,21 @@ mod resilience {
             role,
             redis_url: &url,
             data_dir: dir.path(),
-            extra: vec![("visibility-timeout-secs", "3".into()), ("workers", "1".into())],
+            extra: vec![
+                ("visibility-timeout-secs", "3".into()),
+                ("workers", "1".into()),
+            ],
         };
         let gateway = Service::start(opts(Role::Gateway));
         let mut doomed = Service::start(opts(Role::Worker));
         let api = Api::new(&gateway.base);
         let me = api.signed_up("default", "crash@example.com").await;
-        let id = me.upload(&media("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a"), &[]).await["id"]
+        let id = me
+            .upload(
+                &media("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a"),
+                &[],
+            )
+            .await["id"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -439,14 +698,31 @@ mod resilience {
         let job = me.wait_final(&id, SLOW).await;
         assert_eq!(job["status"], "done", "{job}");
         assert_eq!(job["attempts"], 2);
-        let duration = check_mp3(&me.get(&format!("/v1/jobs/{id}/output")).send().await.unwrap().bytes().await.unwrap());
+        let duration = check_mp3(
+            &me.get(&format!("/v1/jobs/{id}/output"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
         assert!((duration - 213.0).abs() < 2.0, "{duration}");
-        let outputs = std::fs::read_dir(dir.path().join("blobs/out/default")).unwrap().count();
+        let outputs = std::fs::read_dir(dir.path().join("blobs/out/default"))
+            .unwrap()
+            .count();
         assert_eq!(outputs, 1);
         let mut conn = redis.conn();
-        let notified: u64 = redis::cmd("XLEN").arg("td:notify").query(&mut conn).unwrap();
+        let notified: u64 = redis::cmd("XLEN")
+            .arg("td:notify")
+            .query(&mut conn)
+            .unwrap();
         assert_eq!(notified, 1);
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING").arg("td:convert:default").arg("workers").query(&mut conn).unwrap();
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg("td:convert:default")
+            .arg("workers")
+            .query(&mut conn)
+            .unwrap();
         assert_eq!(pending[0], redis::Value::Int(0));
     }
 
@@ -462,10 +738,21 @@ mod resilience {
             extra: vec![],
         };
         let gateway = Service::start(opts(Role::Gateway));
-        let me = Api::new(&gateway.base).signed_up("default", "aof@example.com").await;
+        let me = Api::new(&gateway.base)
+            .signed_up("default", "aof@example.com")
+            .await;
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(me.upload(&media("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4"), &[]).await["id"].as_str().unwrap().to_owned());
+            ids.push(
+                me.upload(
+                    &media("aac-lc_16k_mono__androidx_bbb_1ch_16kHz_aac.mp4"),
+                    &[],
+                )
+                .await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
         }
         redis.restart();
         let _worker = Service::start(opts(Role::Worker));
@@ -480,15 +767,28 @@ mod resilience {
     async fn one_tenants_backlog_does_not_delay_another() {
         let s = stack(vec![("workers", "1".into())]);
         let mut redis = s.redis.conn();
-        let _: () = redis::cmd("HSET").arg("td:tenant:small").arg("self_register").arg("1").query(&mut redis).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("td:tenant:small")
+            .arg("self_register")
+            .arg("1")
+            .query(&mut redis)
+            .unwrap();
         let flood = s.api.signed_up("default", "flood@example.com").await;
         let small = s.api.signed_up("small", "small@example.com").await;
         let file = media("aac-lc_48k_stereo_20s__mp4parser_output_audio-2ch-20s.mp4");
         let mut flood_ids = Vec::new();
-        for _ in 0..8 {
-            flood_ids.push(flood.upload(&file, &[]).await["id"].as_str().unwrap().to_owned());
+        for _ in 0..10 {
+            flood_ids.push(
+                flood.upload(&file, &[]).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
         }
-        let mine = small.upload(&file, &[]).await["id"].as_str().unwrap().to_owned();
+        let mine = small.upload(&file, &[]).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(small.wait_final(&mine, SLOW).await["status"], "done");
         let mut still_waiting = 0;
         for id in &flood_ids {
@@ -496,6 +796,9 @@ mod resilience {
                 still_waiting += 1;
             }
         }
-        assert!(still_waiting >= 4, "only {still_waiting} flood jobs were still queued");
+        assert!(
+            still_waiting >= 4,
+            "only {still_waiting} flood jobs were still queued"
+        );
     }
 }

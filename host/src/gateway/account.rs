@@ -10,10 +10,10 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::gateway::AppState;
 use crate::gateway::auth::{AuthError, IssuedToken, normalize_email};
 use crate::gateway::error::ApiError;
 use crate::gateway::tenants::{DEFAULT_TENANT, load_tenant, valid_tenant_name};
-use crate::gateway::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct Credentials {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use deadpool_redis::Pool;
@@ -114,8 +114,10 @@ impl UserStore {
 
     pub async fn get(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, AuthError> {
         let mut conn = self.pool.get().await.map_err(backend)?;
-        let h: HashMap<String, String> =
-            conn.hgetall(user_key(tenant, email)).await.map_err(backend)?;
+        let h: HashMap<String, String> = conn
+            .hgetall(user_key(tenant, email))
+            .await
+            .map_err(backend)?;
         let field = |k: &str| h.get(k).cloned();
         Ok((|| {
             Some(UserRecord {
@@ -178,7 +180,9 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     if valid {
         Ok(email)
     } else {
-        Err(AuthError::InvalidInput("email is not a valid address".into()))
+        Err(AuthError::InvalidInput(
+            "email is not a valid address".into(),
+        ))
     }
 }
 
@@ -227,7 +231,8 @@ impl LocalAuthenticator {
             alg: String,
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::InvalidToken);
         };
@@ -245,7 +250,8 @@ impl LocalAuthenticator {
         mac.update(h.as_bytes());
         mac.update(b".");
         mac.update(p.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| AuthError::InvalidToken)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| AuthError::InvalidToken)?;
         let claims: Claims = B64
             .decode(p)
             .ok()
@@ -318,7 +324,11 @@ impl Authenticator for LocalAuthenticator {
             let password = password.to_owned();
             let matches = tokio::task::spawn_blocking(move || {
                 PasswordHash::new(&stored)
-                    .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                    .map(|h| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &h)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await
@@ -382,7 +392,10 @@ mod tests {
         let (_, sig) = rest.split_once('.').unwrap();
         let mut admin = claims(later);
         admin.role = "admin".into();
-        let forged = format!("{head}.{}.{sig}", B64.encode(serde_json::to_vec(&admin).unwrap()));
+        let forged = format!(
+            "{head}.{}.{sig}",
+            B64.encode(serde_json::to_vec(&admin).unwrap())
+        );
         assert!(auth.check(&forged).is_err());
         let none = format!(
             "{}.{}.",

@@ -19,7 +19,9 @@ use crate::gateway::{AppState, Caller, upload};
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
@@ -34,7 +36,11 @@ pub async fn login(
         "invalid_credentials",
         "invalid email or password",
     ))?;
-    Ok(guarded_login(&state, DEFAULT_TENANT, &email, &password, addr).await?.token)
+    Ok(
+        guarded_login(&state, DEFAULT_TENANT, &email, &password, addr)
+            .await?
+            .token,
+    )
 }
 
 pub async fn upload(
@@ -42,7 +48,9 @@ pub async fn upload(
     Caller(caller): Caller,
     request: Request,
 ) -> Result<String, ApiError> {
-    Ok(upload::accept(&state, &caller, HashMap::new(), request).await?.id)
+    Ok(upload::accept(&state, &caller, HashMap::new(), request)
+        .await?
+        .id)
 }
 
 #[derive(Debug, Deserialize)]

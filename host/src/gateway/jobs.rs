@@ -24,13 +24,22 @@ use crate::gateway::{AppState, Caller, upload};
 use crate::queue::{JobRecord, JobStatus, events_channel};
 
 /// Loads job `id` if the caller may see it.
-pub async fn visible_job(state: &AppState, caller: &Claims, id: &str) -> Result<JobRecord, ApiError> {
+pub async fn visible_job(
+    state: &AppState,
+    caller: &Claims,
+    id: &str,
+) -> Result<JobRecord, ApiError> {
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::NotFound);
     }
     let job = state.queue.get(id).await?.ok_or(ApiError::NotFound)?;
-    let visible = job.tenant == caller.tenant && (job.user_id == caller.user_id || caller.is_admin());
-    if visible { Ok(job) } else { Err(ApiError::NotFound) }
+    let visible =
+        job.tenant == caller.tenant && (job.user_id == caller.user_id || caller.is_admin());
+    if visible {
+        Ok(job)
+    } else {
+        Err(ApiError::NotFound)
+    }
 }
 
 pub async fn create(
@@ -40,8 +49,14 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let job = upload::accept(&state, &caller, query, request).await?;
-    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+    let location =
+        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +135,10 @@ pub async fn events(
                     .and_then(|p| serde_json::from_str(&p).ok())
                     .unwrap_or(Value::Null);
                 let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
-                let progress = payload.get("progress").and_then(Value::as_f64).unwrap_or(0.0);
+                let progress = payload
+                    .get("progress")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 if status == "converting" && progress > 0.0 {
                     let event = Event::default()
                         .event("progress")
@@ -162,7 +180,11 @@ pub async fn output(
 }
 
 /// Streams a done job's MP3, honouring a single `Range: bytes=...`.
-pub async fn serve_output(state: &AppState, job: &JobRecord, headers: &HeaderMap) -> Result<Response, ApiError> {
+pub async fn serve_output(
+    state: &AppState,
+    job: &JobRecord,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let output = match (&job.status, &job.output) {
         (JobStatus::Done, Some(output)) => output,
         _ => {
@@ -182,16 +204,25 @@ pub async fn serve_output(state: &AppState, job: &JobRecord, headers: &HeaderMap
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/mpeg"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.range.end - blob.range.start));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(blob.range.end - blob.range.start),
+    );
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&job.input.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let cr = format!("bytes {}-{}/{}", blob.range.start, blob.range.end - 1, blob.total);
-        response
-            .headers_mut()
-            .insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(ApiError::internal)?);
+        let cr = format!(
+            "bytes {}-{}/{}",
+            blob.range.start,
+            blob.range.end - 1,
+            blob.total
+        );
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&cr).map_err(ApiError::internal)?,
+        );
     }
     Ok(response)
 }
@@ -234,7 +265,13 @@ pub fn content_disposition(input_name: &str) -> String {
     let name = format!("{stem}.mp3");
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let encoded: String = name
         .bytes()
@@ -255,10 +292,22 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some(GetRange::Bounded(0..10)));
-        assert_eq!(parse_range("bytes=90-", 100), Some(GetRange::Bounded(90..100)));
-        assert_eq!(parse_range("bytes=-10", 100), Some(GetRange::Bounded(90..100)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some(GetRange::Bounded(50..100)));
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            Some(GetRange::Bounded(0..10))
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            Some(GetRange::Bounded(90..100))
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            Some(GetRange::Bounded(90..100))
+        );
+        assert_eq!(
+            parse_range("bytes=50-500", 100),
+            Some(GetRange::Bounded(50..100))
+        );
         assert_eq!(parse_range("bytes=100-", 100), None);
         assert_eq!(parse_range("bytes=5-1", 100), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 100), None);

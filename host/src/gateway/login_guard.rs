@@ -40,7 +40,12 @@ impl LoginGuard {
     }
 
     /// Refuses with 429 if the account or the address is locked out.
-    pub async fn check(&self, tenant: &str, email: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check(
+        &self,
+        tenant: &str,
+        email: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let mut conn = self.pool.get().await?;
         let mut keys = vec![(account_key(tenant, email), self.per_account)];
         if let Some(addr) = addr {
@@ -57,12 +62,19 @@ impl LoginGuard {
     }
 
     /// Counts a failed login.
-    pub async fn record_failure(&self, tenant: &str, email: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn record_failure(
+        &self,
+        tenant: &str,
+        email: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let mut conn = self.pool.get().await?;
         let mut pipe = redis::pipe();
         let window = self.window.as_secs() as i64;
         pipe.incr(account_key(tenant, email), 1).ignore();
-        pipe.expire(account_key(tenant, email), window).arg("NX").ignore();
+        pipe.expire(account_key(tenant, email), window)
+            .arg("NX")
+            .ignore();
         if let Some(addr) = addr {
             pipe.incr(address_key(addr), 1).ignore();
             pipe.expire(address_key(addr), window).arg("NX").ignore();

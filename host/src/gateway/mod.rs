@@ -115,7 +115,9 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if !state.components_ready.load(Ordering::Acquire) {
-        return Err(ApiError::Unavailable("components are not loaded yet".into()));
+        return Err(ApiError::Unavailable(
+            "components are not loaded yet".into(),
+        ));
     }
     Ok("ready")
 }

@@ -13,10 +13,10 @@ use axum::http::{Request, header};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
+use crate::gateway::AppState;
 use crate::gateway::auth::Claims;
 use crate::gateway::error::ApiError;
 use crate::gateway::tenants::load_tenant;
-use crate::gateway::AppState;
 use crate::queue::{JobInput, JobOptions, JobRecord, JobStatus, now_ms};
 use crate::storage::PutStreamError;
 
@@ -38,13 +38,15 @@ pub fn is_iso_bmff(head: &[u8]) -> bool {
 
 /// Parses and validates the encoding options (query parameters or form fields).
 pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, ApiError> {
-    fn num<T: std::str::FromStr>(f: &HashMap<String, String>, k: &str) -> Result<Option<T>, ApiError> {
+    fn num<T: std::str::FromStr>(
+        f: &HashMap<String, String>,
+        k: &str,
+    ) -> Result<Option<T>, ApiError> {
         match f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::BadRequest("invalid_options", format!("{k} must be a number"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest("invalid_options", format!("{k} must be a number"))
+            }),
         }
     }
     let bitrate: Option<u16> = num(fields, "bitrate")?;
@@ -55,7 +57,12 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
         Some(v) => match v.as_str() {
             "" | "0" | "false" | "no" | "off" => false,
             "1" | "true" | "yes" | "on" => true,
-            _ => return Err(ApiError::BadRequest("invalid_options", "mono must be a boolean".into())),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "invalid_options",
+                    "mono must be a boolean".into(),
+                ));
+            }
         },
     };
     const BITRATES: &[u16] = &[
@@ -63,24 +70,41 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
     ];
     const RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
     if bitrate.is_some() && vbr.is_some() {
-        return Err(ApiError::BadRequest("invalid_options", "give bitrate or vbr, not both".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            "give bitrate or vbr, not both".into(),
+        ));
     }
     if let Some(b) = bitrate
         && !BITRATES.contains(&b)
     {
-        return Err(ApiError::BadRequest("invalid_options", format!("bitrate {b} is not an MP3 bitrate")));
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            format!("bitrate {b} is not an MP3 bitrate"),
+        ));
     }
     if let Some(q) = vbr
         && q > 9
     {
-        return Err(ApiError::BadRequest("invalid_options", "vbr is a quality from 0 to 9".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            "vbr is a quality from 0 to 9".into(),
+        ));
     }
     if let Some(r) = sample_rate
         && !RATES.contains(&r)
     {
-        return Err(ApiError::BadRequest("invalid_options", format!("sample_rate {r} is not an MP3 rate")));
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            format!("sample_rate {r} is not an MP3 rate"),
+        ));
     }
-    Ok(JobOptions { bitrate, vbr, sample_rate, mono })
+    Ok(JobOptions {
+        bitrate,
+        vbr,
+        sample_rate,
+        mono,
+    })
 }
 
 /// Keeps the last path component of a client-given name, printable and bounded.
@@ -94,7 +118,11 @@ fn clean_name(name: Option<&str>) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_NAME)
         .collect::<String>();
-    if base.trim().is_empty() { "upload".into() } else { base }
+    if base.trim().is_empty() {
+        "upload".into()
+    } else {
+        base
+    }
 }
 
 /// Reads until 8 bytes are known, checks them, and gives back the whole stream.
@@ -107,7 +135,12 @@ where
     while head.len() < 8 {
         match body.next().await {
             Some(Ok(chunk)) => head.extend_from_slice(&chunk),
-            Some(Err(e)) => return Err(ApiError::BadRequest("bad_body", format!("reading the upload: {e}"))),
+            Some(Err(e)) => {
+                return Err(ApiError::BadRequest(
+                    "bad_body",
+                    format!("reading the upload: {e}"),
+                ));
+            }
             None => break,
         }
     }
@@ -126,7 +159,10 @@ pub async fn accept(
 ) -> Result<JobRecord, ApiError> {
     let tenant = load_tenant(&state.pool, &caller.tenant, state.max_upload_bytes)
         .await?
-        .ok_or(ApiError::Unauthorized("invalid_token", "missing, invalid or expired token"))?;
+        .ok_or(ApiError::Unauthorized(
+            "invalid_token",
+            "missing, invalid or expired token",
+        ))?;
     let limit = tenant.max_upload_bytes;
     let is_multipart = request
         .headers()
@@ -162,7 +198,10 @@ pub async fn accept(
             if field_name == "file" {
                 if stored.is_some() {
                     state.blobs.delete(&key).await?;
-                    return Err(ApiError::BadRequest("bad_multipart", "more than one file field".into()));
+                    return Err(ApiError::BadRequest(
+                        "bad_multipart",
+                        "more than one file field".into(),
+                    ));
                 }
                 let name = clean_name(field.file_name());
                 let body = sniffed(field).await?;
@@ -176,9 +215,17 @@ pub async fn accept(
                 fields.insert(field_name, value);
             }
         }
-        stored.ok_or(ApiError::BadRequest("missing_file", "the form has no file field".into()))?
+        stored.ok_or(ApiError::BadRequest(
+            "missing_file",
+            "the form has no file field".into(),
+        ))?
     } else {
-        let name = clean_name(fields.get("name").or(fields.get("filename")).map(String::as_str));
+        let name = clean_name(
+            fields
+                .get("name")
+                .or(fields.get("filename"))
+                .map(String::as_str),
+        );
         let body = sniffed(request.into_body().into_data_stream()).await?;
         (name, store(state, &key, body, limit).await?)
     };
@@ -199,7 +246,11 @@ pub async fn accept(
         error: None,
         created_at: now_ms() / 1000,
         finished_at: None,
-        input: JobInput { name, bytes, key: key.clone() },
+        input: JobInput {
+            name,
+            bytes,
+            key: key.clone(),
+        },
         output: None,
         options,
         attempts: 0,
@@ -221,7 +272,10 @@ where
     match state.blobs.put_stream(key, body, limit).await {
         Ok(size) => Ok(size),
         Err(PutStreamError::TooLarge(limit)) => Err(ApiError::PayloadTooLarge(limit)),
-        Err(PutStreamError::Source(e)) => Err(ApiError::BadRequest("bad_body", format!("reading the upload: {e}"))),
+        Err(PutStreamError::Source(e)) => Err(ApiError::BadRequest(
+            "bad_body",
+            format!("reading the upload: {e}"),
+        )),
         Err(PutStreamError::Storage(e)) => Err(e.into()),
     }
 }
@@ -241,11 +295,22 @@ mod tests {
     #[test]
     fn options_are_validated() {
         let f = |pairs: &[(&str, &str)]| {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
         };
         assert_eq!(parse_options(&f(&[])).unwrap(), JobOptions::default());
-        let o = parse_options(&f(&[("bitrate", "128"), ("mono", "true"), ("sample_rate", "44100")])).unwrap();
-        assert_eq!((o.bitrate, o.mono, o.sample_rate), (Some(128), true, Some(44100)));
+        let o = parse_options(&f(&[
+            ("bitrate", "128"),
+            ("mono", "true"),
+            ("sample_rate", "44100"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.bitrate, o.mono, o.sample_rate),
+            (Some(128), true, Some(44100))
+        );
         assert!(parse_options(&f(&[("bitrate", "100")])).is_err());
         assert!(parse_options(&f(&[("bitrate", "128"), ("vbr", "2")])).is_err());
         assert!(parse_options(&f(&[("vbr", "10")])).is_err());

@@ -151,7 +151,11 @@ impl JobQueue {
             .atomic()
             .hset_multiple(job_key(&job.id), &job.to_fields())
             .ignore()
-            .zadd(user_jobs_key(&job.tenant, &job.user_id), &job.id, created_ms)
+            .zadd(
+                user_jobs_key(&job.tenant, &job.user_id),
+                &job.id,
+                created_ms,
+            )
             .ignore()
             .zadd(tenant_jobs_key(&job.tenant), &job.id, created_ms)
             .ignore()

@@ -47,7 +47,9 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
         .try_init();
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
     let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
-        Some(Arc::new(plugin_converter::PluginConverter::load(&config, embedded)?))
+        Some(Arc::new(plugin_converter::PluginConverter::load(
+            &config, embedded,
+        )?))
     } else {
         None
     };
@@ -83,7 +85,13 @@ pub async fn serve(
         Some(_) => None,
         None => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
     };
-    let result = serve_with_redis(&config, managed.as_ref().map(|m| m.url()), converter, shutdown).await;
+    let result = serve_with_redis(
+        &config,
+        managed.as_ref().map(|m| m.url()),
+        converter,
+        shutdown,
+    )
+    .await;
     if let Some(managed) = managed {
         managed.stop().await;
     }
@@ -127,7 +135,12 @@ async fn serve_with_redis(
             scratch_dir: config.data_dir.join("scratch"),
             idle_poll: Duration::from_millis(200),
         };
-        let worker = Arc::new(Worker::new(queue.clone(), blobs.clone(), converter, settings));
+        let worker = Arc::new(Worker::new(
+            queue.clone(),
+            blobs.clone(),
+            converter,
+            settings,
+        ));
         tasks.spawn(worker.run(stop.clone()));
     }
     components_ready.store(true, Ordering::Release);
@@ -170,7 +183,9 @@ async fn serve_with_redis(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("shutdown timed out; unfinished conversions will be claimed by other workers");
+        tracing::warn!(
+            "shutdown timed out; unfinished conversions will be claimed by other workers"
+        );
         tasks.abort_all();
     }
     Ok(())

@@ -26,7 +26,9 @@ impl PluginConverter {
     /// the one built into the binary. Blocking: compiling can take seconds.
     pub fn load(config: &ServiceConfig, embedded: &[u8]) -> anyhow::Result<Self> {
         let bytes = match &config.converter {
-            Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
             None => embedded.to_vec(),
         };
         let runtime_config = RuntimeConfig::new(config.data_dir.join("plugin-cache"))
@@ -79,11 +81,16 @@ impl Converter for PluginConverter {
         let output = File::create(output).map_err(|e| io("creating the output", e))?;
         let summary = self
             .plugin
-            .convert(&input, &output, &convert_options(options), &self.limits, &mut |p| progress(p))
+            .convert(
+                &input,
+                &output,
+                &convert_options(options),
+                &self.limits,
+                &mut |p| progress(p),
+            )
             .map_err(classify)?;
         Ok(ConvertSummary {
             duration_ms: summary.duration_ms,
         })
     }
 }
-
