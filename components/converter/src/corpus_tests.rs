@@ -360,6 +360,7 @@ fn check(name: &str, expect: Expect) -> Option<String> {
         }
         (expect, Ok(_)) => Some(format!("{name}: expected {expect:?}, but it converted")),
         (expect, Err(e)) => {
+            eprintln!("{name}: {e}");
             let ok = match (&expect, &e) {
                 (NoAudio, ConvertError::NoAudioTrack) => true,
                 (Unsupported(want), ConvertError::UnsupportedCodec(got)) => got == want,
