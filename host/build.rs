@@ -1,16 +1,34 @@
 include!("build_components.rs");
 
 fn main() {
-    // An explicit path skips the nested build (used while a component is being rewritten,
-    // or to embed a different default converter).
+    // An explicit path skips the nested build of the converter (used while it is being
+    // rewritten, or to embed a different default converter). The hostile test guest is
+    // always built: the integration tests need it.
     println!("cargo:rerun-if-env-changed=TAPEDECK_CONVERTER_WASM");
-    let converter = match std::env::var("TAPEDECK_CONVERTER_WASM") {
-        Ok(path) => std::path::PathBuf::from(path),
-        Err(_) => {
-            let dir = build_components(&["tapedeck-converter"], &["components/converter", "wit"]);
-            component_path(&dir, "tapedeck-converter")
-        }
-    };
+    let converter_override =
+        std::env::var_os("TAPEDECK_CONVERTER_WASM").map(std::path::PathBuf::from);
+    let mut packages = vec!["tapedeck-hostile-guest", "tapedeck-notifier"];
+    let mut watch = vec!["tests/guests/hostile", "components/notifier", "wit"];
+    if converter_override.is_none() {
+        packages.push("tapedeck-converter");
+        watch.push("components/converter");
+    }
+    let dir = build_components(&packages, &watch);
+    let converter =
+        converter_override.unwrap_or_else(|| component_path(&dir, "tapedeck-converter"));
     println!("cargo:rerun-if-changed={}", converter.display());
-    println!("cargo:rustc-env=TAPEDECK_DEFAULT_CONVERTER_WASM={}", converter.display());
+    println!(
+        "cargo:rustc-env=TAPEDECK_DEFAULT_CONVERTER_WASM={}",
+        converter.display()
+    );
+    let hostile = component_path(&dir, "tapedeck-hostile-guest");
+    println!(
+        "cargo:rustc-env=TAPEDECK_HOSTILE_WASM={}",
+        hostile.display()
+    );
+    let notifier = component_path(&dir, "tapedeck-notifier");
+    println!(
+        "cargo:rustc-env=TAPEDECK_DEFAULT_NOTIFIER_WASM={}",
+        notifier.display()
+    );
 }

@@ -11,13 +11,19 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::plugins::{self, ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig, Trim};
+use crate::plugins::{
+    self, ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig, Trim,
+};
 
 /// The converter built into this binary, used unless `--plugin` names another.
 const DEFAULT_CONVERTER: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_CONVERTER_WASM"));
 
 #[derive(Debug, Parser)]
-#[command(name = "tapedeck", version, about = "Converts audio in MP4/M4A/MOV files to MP3 in a WebAssembly sandbox")]
+#[command(
+    name = "tapedeck",
+    version,
+    about = "Converts audio in MP4/M4A/MOV files to MP3 in a WebAssembly sandbox"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +100,9 @@ pub fn run(cli: Cli) -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Convert(args) => convert(args),
-        Command::PluginRun { artifact, request } => return plugins::run_runner_child(&artifact, &request),
+        Command::PluginRun { artifact, request } => {
+            return plugins::run_runner_child(&artifact, &request);
+        }
         Command::Serve(args) => crate::serve::run(args, DEFAULT_CONVERTER),
     };
     match result {
@@ -110,7 +118,9 @@ fn convert(args: ConvertArgs) -> Result<()> {
     let options = args.options();
     let limits = args.limits()?;
     let bytes = match &args.plugin {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?,
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?
+        }
         None => DEFAULT_CONVERTER.to_vec(),
     };
     let cache_dir = match args.cache_dir.clone() {
@@ -119,12 +129,14 @@ fn convert(args: ConvertArgs) -> Result<()> {
     };
     let config = RuntimeConfig {
         isolation: args.isolation,
-        ..RuntimeConfig::new(cache_dir).context("cannot find this executable to run plugins with")?
+        ..RuntimeConfig::new(cache_dir)
+            .context("cannot find this executable to run plugins with")?
     };
     let runtime = PluginRuntime::new(config)?;
     let plugin = runtime.load_converter(&bytes)?;
 
-    let input = File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let input =
+        File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
     let dir = match args.output.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -137,9 +149,15 @@ fn convert(args: ConvertArgs) -> Result<()> {
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
 
     let bar = progress_bar();
-    let summary = plugin.convert(&input, partial.as_file(), &options, &limits, &mut |fraction| {
-        bar.set_position((fraction * 1000.0) as u64);
-    });
+    let summary = plugin.convert(
+        &input,
+        partial.as_file(),
+        &options,
+        &limits,
+        &mut |fraction| {
+            bar.set_position((fraction * 1000.0) as u64);
+        },
+    );
     bar.finish_and_clear();
     let summary = summary?;
     partial
@@ -181,10 +199,14 @@ impl ConvertArgs {
     fn limits(&self) -> Result<RunLimits> {
         let mut limits = RunLimits::default();
         if let Some(mib) = self.max_memory {
-            limits.max_memory_bytes = mib.checked_mul(1 << 20).context("--max-memory is too large")?;
+            limits.max_memory_bytes = mib
+                .checked_mul(1 << 20)
+                .context("--max-memory is too large")?;
         }
         if let Some(mib) = self.max_output {
-            limits.max_output_bytes = mib.checked_mul(1 << 20).context("--max-output is too large")?;
+            limits.max_output_bytes = mib
+                .checked_mul(1 << 20)
+                .context("--max-output is too large")?;
         }
         if let Some(seconds) = self.cpu_seconds {
             limits.cpu_time = Duration::try_from_secs_f64(seconds)
@@ -221,7 +243,10 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> ConvertArgs {
-        let cli = Cli::try_parse_from([&["tapedeck", "convert", "in.mp4", "-o", "out.mp3"], args].concat()).unwrap();
+        let cli = Cli::try_parse_from(
+            [&["tapedeck", "convert", "in.mp4", "-o", "out.mp3"], args].concat(),
+        )
+        .unwrap();
         match cli.command {
             Command::Convert(args) => args,
             other => panic!("parsed {other:?}"),
@@ -235,7 +260,16 @@ mod tests {
 
     #[test]
     fn options_follow_the_flags() {
-        let options = parse(&["--vbr", "2", "--mono", "--sample-rate", "22050", "--trim-end", "5000"]).options();
+        let options = parse(&[
+            "--vbr",
+            "2",
+            "--mono",
+            "--sample-rate",
+            "22050",
+            "--trim-end",
+            "5000",
+        ])
+        .options();
         assert_eq!(options.mode, Mode::Vbr(2));
         assert!(options.mono);
         assert_eq!(options.sample_rate, Some(22050));
@@ -251,14 +285,25 @@ mod tests {
     #[test]
     fn bitrate_and_vbr_conflict_and_are_range_checked() {
         let base = ["tapedeck", "convert", "in.mp4", "-o", "out.mp3"];
-        assert!(Cli::try_parse_from([&base[..], &["--bitrate", "192", "--vbr", "2"]].concat()).is_err());
+        assert!(
+            Cli::try_parse_from([&base[..], &["--bitrate", "192", "--vbr", "2"]].concat()).is_err()
+        );
         assert!(Cli::try_parse_from([&base[..], &["--bitrate", "16"]].concat()).is_err());
         assert!(Cli::try_parse_from([&base[..], &["--vbr", "10"]].concat()).is_err());
     }
 
     #[test]
     fn limits_take_mib_and_seconds() {
-        let limits = parse(&["--max-memory", "16", "--cpu-seconds", "1.5", "--max-output", "2"]).limits().unwrap();
+        let limits = parse(&[
+            "--max-memory",
+            "16",
+            "--cpu-seconds",
+            "1.5",
+            "--max-output",
+            "2",
+        ])
+        .limits()
+        .unwrap();
         assert_eq!(limits.max_memory_bytes, 16 << 20);
         assert_eq!(limits.cpu_time, Duration::from_millis(1500));
         assert_eq!(limits.max_output_bytes, 2 << 20);

@@ -39,7 +39,9 @@ impl Guest for Hostile {
             core::arch::wasm32::unreachable()
         } else if starts(b"recurse") {
             let depth = recurse(black_box(0));
-            Err(ConvertError::CorruptInput(format!("recursion returned at {depth}")))
+            Err(ConvertError::CorruptInput(format!(
+                "recursion returned at {depth}"
+            )))
         } else if starts(b"probe") {
             let report = probe();
             output.write(report.as_bytes()).map_err(io_error)?;
@@ -106,15 +108,25 @@ fn probe() -> String {
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
     let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
     let args: Vec<String> = std::env::args().collect();
-    let root = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind());
-    let passwd = std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.kind());
+    let root = std::fs::read_dir("/")
+        .map(|d| d.count())
+        .map_err(|e| e.kind());
+    let passwd = std::fs::read("/etc/passwd")
+        .map(|b| b.len())
+        .map_err(|e| e.kind());
     let cwd = std::env::current_dir().map_err(|e| e.kind());
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos());
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos());
     let start = Instant::now();
     black_box(spin_a_little());
     let elapsed = start.elapsed().as_nanos();
-    let tcp = std::net::TcpStream::connect("127.0.0.1:80").map(|_| ()).map_err(|e| e.kind());
-    let udp = std::net::UdpSocket::bind("0.0.0.0:0").map(|_| ()).map_err(|e| e.kind());
+    let tcp = std::net::TcpStream::connect("127.0.0.1:80")
+        .map(|_| ())
+        .map_err(|e| e.kind());
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0")
+        .map(|_| ())
+        .map_err(|e| e.kind());
     eprintln!("probe: hello from the guest's stderr");
     format!(
         "env={env:?}\nargs={args:?}\nroot={root:?}\npasswd={passwd:?}\ncwd={cwd:?}\n\

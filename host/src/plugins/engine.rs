@@ -1,0 +1,191 @@
+//! The wasmtime `Engine` of a runtime, its epoch ticker, and the on-disk compile cache.
+//!
+//! Contact points: `PluginRuntime` (mod.rs) owns one `CompiledCache` per configuration;
+//! the subprocess runner (`subprocess.rs`) rebuilds the same engine with
+//! [`engine_for`] so it can load the artifacts written here.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, OptLevel};
+
+use super::Isolation;
+use super::error::LoadError;
+
+/// How often the in-process ticker advances the epoch: the granularity of CPU limits in
+/// [`Isolation::InProcess`] mode.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The deepest wasm call stack a guest may use before it traps with a stack overflow.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Builds the engine for an isolation mode.
+///
+/// The subprocess runner calls this too, and must get the same compatibility hash as the
+/// parent that compiled the artifact: keep every setting a pure function of `isolation`.
+pub(crate) fn engine_for(isolation: Isolation) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .max_wasm_stack(MAX_WASM_STACK)
+        // Only in-process runs need interruption checks in the generated code (~35% of
+        // the converter's run time, see shared/notes/wasm-build-facts.md); a subprocess is
+        // stopped by RLIMIT_CPU instead.
+        .epoch_interruption(isolation == Isolation::InProcess);
+    Engine::new(&config)
+}
+
+/// Advances an engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+pub(crate) fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("tapedeck-epoch".into())
+        .spawn(move || {
+            // Holding only a weak reference lets the engine (and so this thread) end.
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+}
+
+/// Whether a load found its artifact on disk or had to compile it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// `<cache_dir>/<key>.cwasm` existed and was loaded without compiling.
+    Hit,
+    /// The component was compiled and its artifact written to the cache.
+    Compiled,
+}
+
+/// A compiled component and where it came from.
+pub(crate) struct CompiledComponent {
+    pub component: Component,
+    /// sha256 of the component's bytes, hex: its content address.
+    pub digest: String,
+    /// The `.cwasm` file this component was loaded from.
+    pub artifact: PathBuf,
+    pub outcome: CacheOutcome,
+}
+
+/// Compiles components once per engine configuration and keeps the artifacts on disk.
+pub(crate) struct CompileCache {
+    /// The engine every artifact in this cache is compiled for.
+    pub engine: Engine,
+    /// Directory of `<key>.cwasm` files; created on first use.
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    pub fn new(engine: Engine, dir: PathBuf) -> Self {
+        Self { engine, dir }
+    }
+
+    /// Loads `bytes` as a component, from the cache if it has been compiled before.
+    pub fn load(&self, bytes: &[u8]) -> Result<CompiledComponent, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let artifact = self.dir.join(format!("{}.cwasm", self.key(&digest)));
+        if artifact.exists() {
+            match deserialize(&self.engine, &artifact) {
+                Ok(component) => {
+                    return Ok(CompiledComponent {
+                        component,
+                        digest,
+                        artifact,
+                        outcome: CacheOutcome::Hit,
+                    });
+                }
+                // A truncated or foreign file: recompile and replace it.
+                Err(error) => tracing::warn!(
+                    artifact = %artifact.display(),
+                    "ignoring unreadable compiled artifact: {error:#}"
+                ),
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        write_atomically(&self.dir, &artifact, &compiled).map_err(|source| LoadError::Cache {
+            path: artifact.clone(),
+            source,
+        })?;
+        let component = deserialize(&self.engine, &artifact)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Ok(CompiledComponent {
+            component,
+            digest,
+            artifact,
+            outcome: CacheOutcome::Compiled,
+        })
+    }
+
+    /// The cache key: sha256 of the component digest and the engine's compatibility hash,
+    /// so an upgraded wasmtime or a changed `Config` never picks up a stale artifact.
+    fn key(&self, digest: &str) -> String {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        digest.hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        hex::encode(hasher.0.finalize())
+    }
+}
+
+/// Loads an artifact that this process (or its parent) wrote into its own cache directory.
+pub(crate) fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be an artifact wasmtime produced, as
+    // it maps its machine code as executable. We only ever pass paths inside our cache
+    // directory whose files we wrote ourselves with `precompile_component`, atomically
+    // (temp file + rename), so a file is either complete or absent; wasmtime still checks
+    // its header and the engine's compatibility before using it. The cache directory must
+    // be private to the service's user (as `~/.cache` is).
+    unsafe { Component::deserialize_file(engine, artifact) }
+}
+
+/// Writes `bytes` to `path` so that readers see either no file or the whole file.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Feeds `Hash` implementations into sha256, which unlike `DefaultHasher` is stable.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the full sha256 digest is used")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_depends_on_the_engine_configuration() {
+        let dir = PathBuf::from("/nonexistent");
+        let sub = CompileCache::new(engine_for(Isolation::Subprocess).unwrap(), dir.clone());
+        let inp = CompileCache::new(engine_for(Isolation::InProcess).unwrap(), dir);
+        assert_eq!(sub.key("ab"), sub.key("ab"));
+        assert_ne!(sub.key("ab"), sub.key("cd"));
+        assert_ne!(sub.key("ab"), inp.key("ab"));
+    }
+}

@@ -1,0 +1,140 @@
+//! Why loading a plugin or one run of it failed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::converter::wit;
+
+/// Why a component could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the plugin is not a valid component: {0}")]
+    Compile(String),
+    #[error("the plugin does not implement the converter world: {0}")]
+    WrongWorld(String),
+    #[error("cannot write the compiled plugin to {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the plugin runtime: {0}")]
+    Runtime(String),
+}
+
+/// Why one run of a plugin failed. Each limit has its own case, so callers can tell a
+/// tenant which limit their job hit.
+///
+/// Serializable: the subprocess runner sends it to its parent as JSON.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum RunError {
+    #[error("memory limit of {} exceeded", mib(*limit))]
+    MemoryLimit { limit: u64 },
+    #[error("CPU time limit of {} exceeded", seconds(*limit))]
+    CpuLimit { limit: Duration },
+    /// The run blocked (not computing) for longer than its wall-clock allowance.
+    #[error("wall-clock limit of {} exceeded", seconds(*limit))]
+    WallClockLimit { limit: Duration },
+    #[error("output limit of {} exceeded", mib(*limit))]
+    OutputLimit { limit: u64 },
+    #[error("table limit of {limit} elements exceeded")]
+    TableLimit { limit: u64 },
+    #[error("plugin overflowed its call stack")]
+    StackOverflow,
+    #[error("plugin crashed: {message}")]
+    Trap { message: String },
+    /// The plugin ran to completion and reported that the input cannot be converted.
+    #[error("{0}")]
+    Convert(ConvertError),
+    /// The component could not be instantiated (e.g. it needs more instances, tables or
+    /// memories than the limits allow).
+    #[error("plugin could not start: {message}")]
+    Instantiate { message: String },
+    /// Host-side I/O around the run failed (input, output, the runner process).
+    #[error("{message}")]
+    Io { message: String },
+}
+
+impl RunError {
+    pub(crate) fn io(context: &str, error: impl std::fmt::Display) -> Self {
+        RunError::Io {
+            message: format!("{context}: {error}"),
+        }
+    }
+}
+
+/// The converter's own verdict on an input: the WIT `convert-error`, with messages for
+/// people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ConvertError {
+    #[error("input has no audio track")]
+    NoAudioTrack,
+    #[error("unsupported audio codec: {0}")]
+    UnsupportedCodec(String),
+    #[error("input is DRM-protected ({0})")]
+    DrmProtected(String),
+    #[error("input is corrupt: {0}")]
+    CorruptInput(String),
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    #[error("output would exceed the limit of {} bytes", .0)]
+    OutputTooLarge(u64),
+    #[error("plugin I/O failed: {0}")]
+    Io(String),
+}
+
+impl From<wit::ConvertError> for ConvertError {
+    fn from(error: wit::ConvertError) -> Self {
+        use wit::ConvertError as W;
+        match error {
+            W::NoAudioTrack => Self::NoAudioTrack,
+            W::UnsupportedCodec(codec) => Self::UnsupportedCodec(codec),
+            W::DrmProtected(scheme) => Self::DrmProtected(scheme),
+            W::CorruptInput(why) => Self::CorruptInput(why),
+            W::InvalidOptions(why) => Self::InvalidOptions(why),
+            W::OutputTooLarge(limit) => Self::OutputTooLarge(limit),
+            W::Io(why) => Self::Io(why),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_messages_are_readable() {
+        let memory = RunError::MemoryLimit { limit: 64 << 20 };
+        assert_eq!(memory.to_string(), "memory limit of 64 MiB exceeded");
+        let cpu = RunError::CpuLimit {
+            limit: Duration::from_millis(1500),
+        };
+        assert_eq!(cpu.to_string(), "CPU time limit of 1.5 s exceeded");
+        let output = RunError::OutputLimit { limit: 1000 };
+        assert_eq!(output.to_string(), "output limit of 1000 bytes exceeded");
+        let convert = RunError::Convert(ConvertError::NoAudioTrack);
+        assert_eq!(convert.to_string(), "input has no audio track");
+    }
+
+    #[test]
+    fn run_errors_survive_the_runner_protocol() {
+        let error = RunError::CpuLimit {
+            limit: Duration::from_secs(2),
+        };
+        let json = serde_json::to_string(&error).unwrap();
+        assert_eq!(serde_json::from_str::<RunError>(&json).unwrap(), error);
+    }
+}

@@ -1,0 +1,164 @@
+//! The WASI context a guest gets: as close to nothing as Rust's `std` for wasm32-wasip2
+//! lets us give (it imports `wasi:cli`, `wasi:clocks`, `wasi:filesystem`, ... even when a
+//! plugin never uses them, so they must be linked).
+//!
+//! What a guest can see:
+//! - no files: no preopened directories, so every path lookup fails;
+//! - no environment variables, no arguments, a closed stdin, a stdout that discards;
+//! - no network: TCP, UDP and name lookup are disabled and every socket address is
+//!   denied;
+//! - clocks frozen at a fixed instant (2000-01-01 UTC, monotonic 0), so a plugin's output
+//!   cannot depend on when it ran and it cannot time the host;
+//! - random bytes (`std`'s hash maps need them);
+//! - stderr, captured up to [`STDERR_CAPTURE`] bytes and handed to the host log after the
+//!   run.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
+
+/// How much of a guest's stderr is kept per run; the rest is dropped.
+pub(crate) const STDERR_CAPTURE: usize = 16 * 1024;
+
+/// 2000-01-01T00:00:00Z, the wall-clock time every guest sees.
+const FROZEN_WALL_CLOCK: Duration = Duration::from_secs(946_684_800);
+
+/// Builds the WASI context of one run; the guest's stderr goes to `stderr`.
+pub(crate) fn wasi_context(stderr: StderrCapture) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stderr(stderr)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
+}
+
+/// A clock that never moves.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        FROZEN_WALL_CLOCK
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A guest's stderr: keeps the first [`STDERR_CAPTURE`] bytes, accepts and drops the rest
+/// (a full buffer must not make `eprintln!` fail, which would abort the guest).
+#[derive(Clone, Default)]
+pub(crate) struct StderrCapture(Arc<Mutex<Vec<u8>>>);
+
+impl StderrCapture {
+    /// What the guest wrote, lossily decoded.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.lock()).into_owned()
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut buffer = self.lock();
+        let room = STDERR_CAPTURE.saturating_sub(buffer.len());
+        buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A poisoned lock only means a panic elsewhere mid-append; the bytes are still fine.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl IsTerminal for StderrCapture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrCapture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for StderrCapture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrCapture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for StderrCapture {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_capture_keeps_a_bounded_prefix() {
+        let capture = StderrCapture::default();
+        let mut stream = capture.p2_stream();
+        stream
+            .write(Bytes::from(vec![b'a'; STDERR_CAPTURE - 1]))
+            .unwrap();
+        stream.write(Bytes::from_static(b"bc")).unwrap();
+        let contents = capture.contents();
+        assert_eq!(contents.len(), STDERR_CAPTURE);
+        assert!(contents.ends_with("ab"));
+    }
+}

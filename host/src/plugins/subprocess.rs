@@ -1,0 +1,344 @@
+//! Runs one conversion in a child process: `<runner_exe> plugin-run --artifact <cwasm>
+//! --request <json>`.
+//!
+//! Why a process: its CPU time can be capped by the kernel (`RLIMIT_CPU`), so the guest's
+//! generated code needs no epoch or fuel checks, and whatever the guest does, the
+//! parent's address space is untouched.
+//!
+//! Protocol: the input file is the child's stdin, the output file an inherited
+//! descriptor named in the request. The child writes one JSON [`RunnerMessage`] per line
+//! to its stdout: events while it runs, then the result. The parent treats the child as
+//! untrusted: a line it cannot parse is ignored, a missing result becomes an error, and a
+//! watchdog kills a child that outlives [`RunLimits::wall_clock`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::converter::{self, CpuGuard, RunEvent, wit};
+use super::engine;
+use super::error::RunError;
+use super::limits::RunLimits;
+use super::{Isolation, Summary};
+
+/// Longest protocol line the parent reads; longer ones are cut and then fail to parse.
+const MAX_MESSAGE: u64 = 64 * 1024;
+/// How much of the child's own stderr is kept to explain a crash.
+const STDERR_TAIL: usize = 4 * 1024;
+
+/// What the parent asks of the child, as the `--request` argument.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunnerRequest {
+    options: wit::Options,
+    limits: RunLimits,
+    /// The inherited descriptor of the output file.
+    output_fd: RawFd,
+}
+
+/// One line of the child's stdout.
+#[derive(Debug, Serialize, Deserialize)]
+enum RunnerMessage {
+    Event(RunEvent),
+    Finished(Result<Summary, RunError>),
+}
+
+/// Runs a conversion in a runner child and waits for it.
+pub(crate) fn run_in_child(
+    runner_exe: &Path,
+    artifact: &Path,
+    input: &File,
+    output: &File,
+    options: &wit::Options,
+    limits: &RunLimits,
+    on_event: &mut dyn FnMut(RunEvent),
+) -> Result<Summary, RunError> {
+    let stdin = input
+        .try_clone()
+        .map_err(|e| RunError::io("cannot use the input", e))?;
+    // The clone is close-on-exec; `pre_exec` clears that in the child only.
+    let output = output
+        .try_clone()
+        .map_err(|e| RunError::io("cannot use the output", e))?;
+    let output_fd = output.as_raw_fd();
+    let request = RunnerRequest {
+        options: options.clone(),
+        limits: limits.clone(),
+        output_fd,
+    };
+    let request = serde_json::to_string(&request).expect("the request is plain data");
+    let cpu_seconds = limits.cpu_time.as_secs() + u64::from(limits.cpu_time.subsec_nanos() > 0);
+    let mut command = Command::new(runner_exe);
+    command
+        .args(["plugin-run", "--artifact"])
+        .arg(artifact)
+        .arg("--request")
+        .arg(request)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (setrlimit, fcntl) on values computed before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let cpu = libc::rlimit {
+                rlim_cur: cpu_seconds.max(1),
+                rlim_max: cpu_seconds.max(1) + 1,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
+                || libc::fcntl(output_fd, libc::F_SETFD, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| {
+        RunError::io(
+            &format!("cannot start the plugin runner {}", runner_exe.display()),
+            e,
+        )
+    })?;
+    drop(output);
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let stderr_tail = thread::spawn(move || read_tail(stderr));
+    let child = Arc::new(Mutex::new(child));
+    let watchdog = Watchdog::start(Arc::clone(&child), limits.wall_clock());
+
+    let mut finished = None;
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_MESSAGE).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => match serde_json::from_slice(&line) {
+                Ok(RunnerMessage::Event(event)) => on_event(event),
+                Ok(RunnerMessage::Finished(result)) => finished = Some(result),
+                Err(e) => tracing::warn!("ignoring a malformed line from the plugin runner: {e}"),
+            },
+        }
+    }
+    let status = wait(&child);
+    let killed = watchdog.stop();
+    let stderr_tail = stderr_tail.join().unwrap_or_default();
+    let status = status.map_err(|e| RunError::io("cannot wait for the plugin runner", e))?;
+    verdict(finished, status, killed, limits, &stderr_tail)
+}
+
+/// Decides a run's result from what the child said and how it ended.
+fn verdict(
+    finished: Option<Result<Summary, RunError>>,
+    status: ExitStatus,
+    killed_by_watchdog: bool,
+    limits: &RunLimits,
+    stderr_tail: &str,
+) -> Result<Summary, RunError> {
+    if let Some(result) = finished {
+        return result;
+    }
+    if killed_by_watchdog {
+        return Err(RunError::WallClockLimit {
+            limit: limits.wall_clock(),
+        });
+    }
+    match status.signal() {
+        // SIGXCPU at the soft RLIMIT_CPU, SIGKILL at the hard one.
+        Some(libc::SIGXCPU | libc::SIGKILL) => Err(RunError::CpuLimit {
+            limit: limits.cpu_time,
+        }),
+        Some(signal) => Err(RunError::Trap {
+            message: format!("the plugin runner died of {}", signal_name(signal)),
+        }),
+        None => Err(RunError::Io {
+            message: format!(
+                "the plugin runner exited with {status} without a result: {}",
+                stderr_tail.trim()
+            ),
+        }),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// Waits for the child without holding its lock, so the watchdog can still kill it.
+fn wait(child: &Mutex<Child>) -> std::io::Result<ExitStatus> {
+    loop {
+        if let Some(status) = lock(child).try_wait()? {
+            return Ok(status);
+        }
+        // Reached only after stdout closed, i.e. while the child is exiting.
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn lock(child: &Mutex<Child>) -> std::sync::MutexGuard<'_, Child> {
+    child
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kills the child if the run outlives its wall-clock allowance.
+struct Watchdog {
+    /// Dropped to tell the watchdog the run is over.
+    done: mpsc::Sender<()>,
+    fired: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn start(child: Arc<Mutex<Child>>, allowance: Duration) -> Self {
+        let (done, finished) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let thread = thread::spawn(move || {
+            if finished.recv_timeout(allowance) == Err(mpsc::RecvTimeoutError::Timeout) {
+                flag.store(true, Ordering::SeqCst);
+                // `Child::kill` does nothing once the child has been reaped, so this cannot
+                // hit a recycled pid.
+                let _ = lock(&child).kill();
+            }
+        });
+        Self {
+            done,
+            fired,
+            thread,
+        }
+    }
+
+    /// Stops the watchdog; returns whether it killed the child.
+    fn stop(self) -> bool {
+        drop(self.done);
+        let _ = self.thread.join();
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads a stream to its end, keeping its last [`STDERR_TAIL`] bytes.
+fn read_tail(mut stream: impl Read) -> String {
+    let mut tail = Vec::new();
+    let mut chunk = [0; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// The `plugin-run` subcommand: the child side of [`run_in_child`].
+pub fn run_runner_child(artifact: &Path, request: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let result = serve(artifact, request, &mut |event| {
+        send(&mut stdout, &RunnerMessage::Event(event));
+    });
+    send(&mut stdout, &RunnerMessage::Finished(result));
+    ExitCode::SUCCESS
+}
+
+fn serve(
+    artifact: &Path,
+    request: &str,
+    on_event: &mut dyn FnMut(RunEvent),
+) -> Result<Summary, RunError> {
+    let request: RunnerRequest =
+        serde_json::from_str(request).map_err(|e| RunError::io("bad runner request", e))?;
+    let setup = |e: wasmtime::Error| RunError::Instantiate {
+        message: format!("{e:#}"),
+    };
+    let engine = engine::engine_for(Isolation::Subprocess).map_err(setup)?;
+    let component = engine::deserialize(&engine, artifact).map_err(setup)?;
+    let pre = converter::prepare(&engine, &component).map_err(|e| RunError::Instantiate {
+        message: e.to_string(),
+    })?;
+    // SAFETY: the parent set up stdin as the input file and `output_fd` as the inherited
+    // output file (see `run_in_child`); nothing else in this process owns them.
+    let (input, output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(request.output_fd)) };
+    converter::observe(
+        |events| {
+            converter::run_converter(
+                &pre,
+                input,
+                output,
+                &request.options,
+                &request.limits,
+                CpuGuard::External,
+                events,
+            )
+        },
+        on_event,
+    )
+}
+
+fn send(stdout: &mut impl Write, message: &RunnerMessage) {
+    let mut line = serde_json::to_vec(message).expect("messages are plain data");
+    line.push(b'\n');
+    // The parent gone means nobody wants the result; there is no one to tell.
+    let _ = stdout.write_all(&line).and_then(|()| stdout.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signalled(signal: i32) -> ExitStatus {
+        ExitStatus::from_raw(signal)
+    }
+
+    #[test]
+    fn verdict_maps_child_deaths_to_limits() {
+        let limits = RunLimits::default();
+        let cpu = verdict(None, signalled(libc::SIGXCPU), false, &limits, "");
+        assert_eq!(
+            cpu,
+            Err(RunError::CpuLimit {
+                limit: limits.cpu_time
+            })
+        );
+        let killed = verdict(None, signalled(libc::SIGKILL), true, &limits, "");
+        assert!(matches!(killed, Err(RunError::WallClockLimit { .. })));
+        let segv = verdict(None, signalled(libc::SIGSEGV), false, &limits, "");
+        assert!(matches!(segv, Err(RunError::Trap { message }) if message.contains("SIGSEGV")));
+        let exited = verdict(
+            None,
+            ExitStatus::from_raw(1 << 8),
+            false,
+            &limits,
+            "panic: boom\n",
+        );
+        assert!(matches!(exited, Err(RunError::Io { message }) if message.contains("panic: boom")));
+    }
+
+    #[test]
+    fn a_reported_result_wins() {
+        let reported = Err(RunError::StackOverflow);
+        let result = verdict(
+            Some(reported.clone()),
+            ExitStatus::from_raw(0),
+            false,
+            &RunLimits::default(),
+            "",
+        );
+        assert_eq!(result, reported);
+    }
+}
