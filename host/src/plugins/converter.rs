@@ -137,7 +137,7 @@ pub(crate) fn run_converter(
             &mut store,
             source,
             sink,
-            options.clone(),
+            *options,
         );
         Ok((call, sink_rep))
     });

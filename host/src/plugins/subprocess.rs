@@ -70,7 +70,7 @@ pub(crate) fn run_in_child(
         .map_err(|e| RunError::io("cannot use the output", e))?;
     let output_fd = output.as_raw_fd();
     let request = RunnerRequest {
-        options: options.clone(),
+        options: *options,
         limits: limits.clone(),
         output_fd,
     };
