@@ -142,9 +142,11 @@ fn convert(args: ConvertArgs) -> Result<()> {
         _ => Path::new("."),
     };
     // Written next to OUTPUT and renamed over it on success, so OUTPUT is never partial.
+    // tempfile creates 0600 files; the MP3 should get the usual mode (umask applies).
     let partial = tempfile::Builder::new()
         .prefix(".tapedeck-")
         .suffix(".part")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
 
