@@ -22,3 +22,17 @@ fi
 for comp in rustfmt clippy; do
     rustup component list --installed | grep -q "^$comp" || rustup component add "$comp"
 done
+
+# A real SMTP server for the notifier's tests (host/tests/notify.rs).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/target/tools/node_modules/.bin/maildev" ]; then
+    command -v npm >/dev/null 2>&1 || {
+        echo "setup: installing nodejs and npm" >&2
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    }
+    echo "setup: installing maildev into target/tools" >&2
+    npm install --silent --no-audit --no-fund --prefix "$root/target/tools" maildev@3.0.0 >/dev/null
+fi

@@ -1,0 +1,195 @@
+//! Notifications: when a job is done or has failed, its owner hears about it by e-mail
+//! and, where the tenant configured one, by a signed webhook.
+//!
+//! # Layout
+//! - `consumer.rs`: [`NotifyConsumer`], the consumer group `notifiers` on `td:notify`:
+//!   builds the event, runs the notifier component, delivers what it queued (with
+//!   per-tenant caps, retries with backoff, a delivery record against duplicates, dead
+//!   letters on `td:notify:dead`), then acknowledges.
+//! - `mail.rs`: [`Mailer`], SMTP through a pooled lettre transport, or `.eml` files in an
+//!   outbox folder.
+//! - `webhook.rs`: [`WebhookClient`], signed POSTs pinned to a checked address;
+//!   [`verify_signature`] for receivers.
+//! - `address.rs`: [`AddressPolicy`], which resolved addresses a webhook may reach.
+//! - `settings.rs`: a tenant's notification settings in Redis, for the notifier and the
+//!   gateway.
+//!
+//! The component (`components/notifier`, world `notifier` in `wit/notifier.wit`) only
+//! composes; it can queue mail to the job's owner and a webhook to the tenant's URL, and
+//! nothing else (`plugins::SendPolicy`). All delivery is here.
+//!
+//! Contact points: `serve` spawns [`run_notifier`] for roles that run workers; the
+//! pipeline (`queue`) writes the `td:notify` entries; the gateway may expose `settings`.
+
+mod address;
+mod consumer;
+mod mail;
+pub mod settings;
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use address::{AddressPolicy, IpNet, is_public};
+pub use consumer::{DEAD_LETTER, GROUP, NotifierStats, NotifyConsumer, delivery_key};
+pub use mail::{MailConfigError, Mailer};
+pub use settings::{SettingsUpdate, TenantNotifySettings};
+pub use webhook::{
+    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, VerifyError, WebhookClient, sign, verify_signature,
+};
+
+use crate::plugins::{NotifierPlugin, PluginRuntime, RuntimeConfig};
+
+/// The default notifier component, built by `build.rs`.
+pub const DEFAULT_NOTIFIER: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_NOTIFIER_WASM"));
+
+/// Why one delivery attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: SMTP down, a timeout, a webhook 5xx/408/429, DNS failure.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: refused address, bad recipient, a webhook 4xx.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("invalid notification settings: {0}")]
+    InvalidSettings(String),
+    #[error("mail: {0}")]
+    Mail(#[from] MailConfigError),
+    #[error("loading the notifier component: {0}")]
+    Load(#[from] crate::plugins::LoadError),
+}
+
+/// How the notifier runs. [`NotifierConfig::new`] gives the embedded defaults;
+/// [`NotifierConfig::with_env`] applies the `TAPEDECK_SMTP_URL`, `TAPEDECK_MAIL_FROM`
+/// and `TAPEDECK_WEBHOOK_ALLOW` environment variables.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// `smtp://`, `smtp://...?tls=required` (STARTTLS) or `smtps://` URL with optional
+    /// `user:password@`; `None`: mail goes to `outbox_dir` as `.eml` files.
+    pub smtp_url: Option<String>,
+    /// Where mail goes without SMTP.
+    pub outbox_dir: PathBuf,
+    /// The `From` of every e-mail.
+    pub mail_from: String,
+    /// Prefix of download links: `{public_base_url}/v1/jobs/{id}/output`.
+    pub public_base_url: String,
+    /// Non-public networks webhooks may reach anyway.
+    pub webhook_allow: Vec<IpNet>,
+    /// Whole-request limit of a webhook (connect, send, answer).
+    pub webhook_timeout: Duration,
+    /// Limit of each SMTP command.
+    pub smtp_timeout: Duration,
+    /// This process's name in the consumer group; unique per process.
+    pub consumer: String,
+    /// Notifications handled at once.
+    pub concurrency: usize,
+    /// Delivery attempts per message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (capped at `retry_max`), plus up to 50% jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// An entry whose consumer stopped heart-beating this long is taken over.
+    pub visibility_timeout: Duration,
+    /// Messages per tenant per hour when the tenant's settings name no cap.
+    pub default_max_per_hour: u32,
+    /// Pause between reads of an empty stream.
+    pub poll_interval: Duration,
+}
+
+impl NotifierConfig {
+    /// Defaults: outbox under `data_dir`, links to `public_base_url`, 6 attempts from 2 s.
+    pub fn new(data_dir: &Path, public_base_url: impl Into<String>) -> Self {
+        Self {
+            smtp_url: None,
+            outbox_dir: data_dir.join("outbox"),
+            mail_from: "Tapedeck <noreply@tapedeck.localhost>".into(),
+            public_base_url: public_base_url.into(),
+            webhook_allow: Vec::new(),
+            webhook_timeout: Duration::from_secs(5),
+            smtp_timeout: Duration::from_secs(10),
+            consumer: format!(
+                "notifier-{}-{}",
+                hostname(),
+                std::process::id()
+            ),
+            concurrency: 16,
+            max_attempts: 6,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            visibility_timeout: Duration::from_secs(60),
+            default_max_per_hour: 200,
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+
+    /// Applies `TAPEDECK_SMTP_URL`, `TAPEDECK_MAIL_FROM` and `TAPEDECK_WEBHOOK_ALLOW`
+    /// (comma-separated addresses or networks, e.g. `10.0.0.0/8,127.0.0.1`).
+    pub fn with_env(mut self) -> Result<Self, NotifyError> {
+        if let Ok(url) = std::env::var("TAPEDECK_SMTP_URL")
+            && !url.is_empty()
+        {
+            self.smtp_url = Some(url);
+        }
+        if let Ok(from) = std::env::var("TAPEDECK_MAIL_FROM")
+            && !from.is_empty()
+        {
+            self.mail_from = from;
+        }
+        if let Ok(list) = std::env::var("TAPEDECK_WEBHOOK_ALLOW") {
+            self.webhook_allow = parse_allow_list(&list)?;
+        }
+        Ok(self)
+    }
+}
+
+/// Parses a comma-separated allow-list of addresses and networks.
+pub fn parse_allow_list(list: &str) -> Result<Vec<IpNet>, NotifyError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(NotifyError::InvalidSettings))
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// Compiles (or loads from `cache_dir`) a notifier component in its own in-process
+/// runtime; `bytes` is usually [`DEFAULT_NOTIFIER`].
+pub fn load_notifier(cache_dir: &Path, bytes: &[u8]) -> Result<Arc<NotifierPlugin>, NotifyError> {
+    let mut config = RuntimeConfig::new(cache_dir).map_err(|e| {
+        NotifyError::Load(crate::plugins::LoadError::Runtime(format!("current executable: {e}")))
+    })?;
+    config.isolation = crate::plugins::Isolation::InProcess;
+    let runtime = PluginRuntime::new(config)?;
+    Ok(runtime.load_notifier(bytes)?)
+}
+
+/// Consumes `td:notify` until `shutdown` is cancelled: the notifier's background task.
+/// In-flight deliveries stop at their next retry wait and stay pending (another process,
+/// or this one after a restart, takes them over).
+pub async fn run_notifier(
+    pool: deadpool_redis::Pool,
+    plugin: Arc<NotifierPlugin>,
+    config: NotifierConfig,
+    shutdown: CancellationToken,
+) -> Result<(), NotifyError> {
+    NotifyConsumer::new(pool, plugin, config)?.run(shutdown).await
+}
