@@ -8,6 +8,8 @@
 //! - `serve`: runs the service (managed Redis, gateway, workers, graceful shutdown).
 //! - `gateway`: the HTTP API (axum), authentication, uploads, SSE, downloads.
 //! - `queue`: the job pipeline in Redis Streams.
+//! - `notify`: e-mail and signed webhooks when a job finishes or fails (the notifier
+//!   component composes, the host delivers).
 //! - `worker`: runs conversions from the queue through the `Converter` seam.
 //! - `storage`: blob store (local directory or S3).
 
@@ -16,6 +18,7 @@ pub mod plugins;
 
 pub mod config;
 pub mod gateway;
+pub mod notify;
 pub mod queue;
 pub mod serve;
 pub mod storage;

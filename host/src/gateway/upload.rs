@@ -241,6 +241,7 @@ pub async fn accept(
         id,
         tenant: tenant.name,
         user_id: caller.user_id.clone(),
+        owner_email: caller.email.clone(),
         status: JobStatus::Queued,
         progress: 0.0,
         error: None,

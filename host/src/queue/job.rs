@@ -90,6 +90,10 @@ pub struct JobRecord {
     pub tenant: String,
     #[serde(skip)]
     pub user_id: String,
+    /// The uploader's e-mail address, for the notifier (empty for jobs from before it was
+    /// recorded).
+    #[serde(skip)]
+    pub owner_email: String,
     pub status: JobStatus,
     /// 0..=1.
     pub progress: f32,
@@ -120,6 +124,7 @@ impl JobRecord {
             id: get("id")?,
             tenant: get("tenant")?,
             user_id: get("user_id")?,
+            owner_email: get("owner_email").unwrap_or_default(),
             status: JobStatus::parse(&get("status")?)?,
             progress: get("progress").and_then(|p| p.parse().ok()).unwrap_or(0.0),
             error: get("error"),
@@ -144,6 +149,7 @@ impl JobRecord {
             ("id", self.id.clone()),
             ("tenant", self.tenant.clone()),
             ("user_id", self.user_id.clone()),
+            ("owner_email", self.owner_email.clone()),
             ("status", self.status.as_str().into()),
             ("progress", self.progress.to_string()),
             ("created_at", self.created_at.to_string()),
@@ -177,6 +183,7 @@ mod tests {
             id: "j1".into(),
             tenant: "t".into(),
             user_id: "u".into(),
+            owner_email: "u@example.com".into(),
             status: JobStatus::Queued,
             progress: 0.0,
             error: None,

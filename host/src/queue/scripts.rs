@@ -40,7 +40,8 @@ return 0
 });
 
 /// Marks the job done once (a second delivery changes nothing), acknowledges the entry
-/// and adds a notify entry. KEYS: job, convert stream, notify stream.
+/// and adds a notify entry (with what the notifier needs: owner, input name, output).
+/// KEYS: job, convert stream, notify stream.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
 /// tenant, channel. Returns 0 when the job no longer exists (the caller drops the MP3).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
@@ -53,7 +54,10 @@ end
 if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
-  redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done')
+  local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done',
+    'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',
+    'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
   redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -71,7 +75,10 @@ pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
-  redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3])
+  local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
+  redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3],
+    'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',
+    'finished_at', ARGV[4])
   redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
