@@ -16,7 +16,6 @@ use crate::plugins::{
 };
 
 /// The converter built into this binary, used unless `--plugin` names another.
-const DEFAULT_CONVERTER: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_CONVERTER_WASM"));
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,7 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::PluginRun { artifact, request } => {
             return plugins::run_runner_child(&artifact, &request);
         }
-        Command::Serve(args) => crate::serve::run(args, DEFAULT_CONVERTER),
+        Command::Serve(args) => crate::serve::run(args, crate::plugins::DEFAULT_CONVERTER),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,7 +120,7 @@ fn convert(args: ConvertArgs) -> Result<()> {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?
         }
-        None => DEFAULT_CONVERTER.to_vec(),
+        None => crate::plugins::DEFAULT_CONVERTER.to_vec(),
     };
     let cache_dir = match args.cache_dir.clone() {
         Some(dir) => dir,

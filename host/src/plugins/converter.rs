@@ -63,6 +63,8 @@ pub(crate) enum RunEvent {
     Progress(f32),
     /// A guest log line (already truncated and rate-limited) or its captured stderr.
     Log { level: wit::Level, message: String },
+    /// What the run used, sent once when it ends (whatever the outcome).
+    Usage { peak_memory_bytes: u64 },
 }
 
 /// How the CPU time of a run is bounded.
@@ -144,6 +146,9 @@ pub(crate) fn run_converter(
     forward_diagnostics(store.data(), &stderr, &events);
 
     let state = store.data_mut();
+    let _ = events.send(RunEvent::Usage {
+        peak_memory_bytes: state.limiter.memory_bytes(),
+    });
     let limits = state.limiter.limits().clone();
     if state.limiter.memory_denied {
         return Err(RunError::MemoryLimit {

@@ -80,6 +80,11 @@ impl RunLimiter {
         }
     }
 
+    /// Linear memory of the store so far; memories never shrink, so this is the peak.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
     pub fn limits(&self) -> &RunLimits {
         &self.limits
     }

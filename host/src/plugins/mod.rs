@@ -50,6 +50,9 @@ pub use subprocess::run_runner_child;
 use converter::{ConverterPre, CpuGuard, RunEvent, RunState};
 use engine::CompileCache;
 
+/// The converter component built into this binary (`components/converter`).
+pub const DEFAULT_CONVERTER: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_CONVERTER_WASM"));
+
 /// Where a plugin's code runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Isolation {
@@ -183,13 +186,28 @@ impl ConverterPlugin {
         limits: &RunLimits,
         progress: &mut dyn FnMut(f32),
     ) -> Result<Summary, RunError> {
+        self.convert_measured(input, output, options, limits, progress)
+            .map(|(summary, _)| summary)
+    }
+
+    /// [`convert`](Self::convert), also telling what the run used.
+    pub fn convert_measured(
+        &self,
+        input: &File,
+        output: &File,
+        options: &ConvertOptions,
+        limits: &RunLimits,
+        progress: &mut dyn FnMut(f32),
+    ) -> Result<(Summary, RunUsage), RunError> {
+        let mut usage = RunUsage::default();
         let mut on_event = |event| match event {
             RunEvent::Progress(fraction) => progress(fraction),
             RunEvent::Log { level, message } => {
                 converter::log_guest_line(&self.digest, level, &message)
             }
+            RunEvent::Usage { peak_memory_bytes } => usage.peak_memory_bytes = peak_memory_bytes,
         };
-        match self.isolation {
+        let summary = match self.isolation {
             Isolation::Subprocess => subprocess::run_in_child(
                 &self.runner_exe,
                 &self.artifact,
@@ -221,8 +239,16 @@ impl ConverterPlugin {
                     on_event,
                 )
             }
-        }
+        }?;
+        Ok((summary, usage))
     }
+}
+
+/// What one run used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunUsage {
+    /// Peak linear memory of the guest, all memories together, in bytes.
+    pub peak_memory_bytes: u64,
 }
 
 impl Default for ConvertOptions {

@@ -1,0 +1,275 @@
+//! The built-in converter component, run as the service runs it (wasm, subprocess
+//! isolation, default limits), over real and generated media.
+//!
+//! - The shared corpus: every file gives the same verdict in wasm as the same converter
+//!   compiled natively (whose verdicts `components/converter` checks against ffmpeg), and
+//!   every success is an MP3 whose decoded length ffmpeg agrees with.
+//! - Generated media (ffmpeg): mono/stereo/5.1, 8 kHz to 96 kHz, moov at start and at
+//!   end, fragmented; each MP3 decodes to the source's length within one MP3 frame.
+//! - An hour of audio: guest linear memory stays small.
+//!
+//! Skipped, with a message, when ffmpeg or ../shared/media is missing.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapedeck::plugins::{
+    ConvertError, ConvertOptions, ConverterPlugin, DEFAULT_CONVERTER, Isolation, Mode,
+    PluginRuntime, RunError, RunLimits, RuntimeConfig,
+};
+use tempfile::TempDir;
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_tapedeck");
+/// One MPEG-1 Layer III frame at 44.1 kHz.
+const ONE_FRAME_S: f64 = 1152.0 / 44_100.0;
+
+fn media_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent", dir.display());
+        None
+    }
+}
+
+fn have_ffmpeg() -> bool {
+    let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
+    if !ok {
+        eprintln!("SKIP: ffmpeg is not installed (make setup installs it)");
+    }
+    ok
+}
+
+fn plugin(dir: &Path) -> Arc<ConverterPlugin> {
+    let mut config = RuntimeConfig::new(dir.join("cache")).unwrap();
+    config.isolation = Isolation::Subprocess;
+    config.runner_exe = RUNNER.into();
+    PluginRuntime::new(config)
+        .unwrap()
+        .load_converter(DEFAULT_CONVERTER)
+        .unwrap()
+}
+
+/// The same verdict, compared without message details that differ only in wording.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Converted { frames: u64, rate: u32, channels: u8 },
+    NoAudio,
+    Unsupported(String),
+    Drm(String),
+    Corrupt,
+    Other(String),
+}
+
+fn native(path: &Path) -> Verdict {
+    let mut source = tapedeck_converter::FileSource::open(path).unwrap();
+    let mut sink = tapedeck_converter::VecSink::default();
+    let options = tapedeck_converter::Options::default();
+    use tapedeck_converter::ConvertError as E;
+    match tapedeck_converter::convert(&mut source, &mut sink, &options, &mut |_| {}) {
+        Ok(s) => Verdict::Converted {
+            frames: s.output_frames,
+            rate: s.output_sample_rate,
+            channels: s.output_channels,
+        },
+        Err(E::NoAudioTrack) => Verdict::NoAudio,
+        Err(E::UnsupportedCodec(c)) => Verdict::Unsupported(c),
+        Err(E::DrmProtected(s)) => Verdict::Drm(s),
+        Err(E::CorruptInput(_)) => Verdict::Corrupt,
+        Err(other) => Verdict::Other(other.to_string()),
+    }
+}
+
+fn wasm(plugin: &ConverterPlugin, path: &Path, out: &Path, options: &ConvertOptions) -> Verdict {
+    let input = File::open(path).unwrap();
+    let output = File::create(out).unwrap();
+    match plugin.convert(&input, &output, options, &RunLimits::default(), &mut |_| {}) {
+        Ok(s) => Verdict::Converted {
+            frames: s.output_frames,
+            rate: s.output_sample_rate,
+            channels: s.output_channels,
+        },
+        Err(RunError::Convert(ConvertError::NoAudioTrack)) => Verdict::NoAudio,
+        Err(RunError::Convert(ConvertError::UnsupportedCodec(c))) => Verdict::Unsupported(c),
+        Err(RunError::Convert(ConvertError::DrmProtected(s))) => Verdict::Drm(s),
+        Err(RunError::Convert(ConvertError::CorruptInput(_))) => Verdict::Corrupt,
+        Err(other) => Verdict::Other(other.to_string()),
+    }
+}
+
+/// Seconds of audio ffmpeg decodes from `path` (first audio stream), and whether any
+/// sample is louder than -60 dBFS.
+fn decoded(path: &Path) -> (f64, bool) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-af", "volumedetect", "-f", "f32le", "-ac", "1", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let samples = out.stdout.len() / 4;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rate: f64 = probe(path, "stream=sample_rate").parse().unwrap_or(0.0);
+    let peak = out
+        .stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs())
+        .fold(0.0f32, f32::max);
+    assert!(rate > 0.0, "ffprobe found no sample rate in {}: {stderr}", path.display());
+    (samples as f64 / rate, peak > 0.001)
+}
+
+fn probe(path: &Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries", entries])
+        .args(["-of", "default=noprint_wrappers=1:nokey=1"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn corpus_verdicts_match_the_native_converter() {
+    let (Some(media), true) = (media_dir(), have_ffmpeg()) else { return };
+    let dir = TempDir::new().unwrap();
+    let plugin = plugin(dir.path());
+    let mut files: Vec<_> = std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !matches!(p.extension().and_then(|e| e.to_str()), Some("tsv" | "md")))
+        .collect();
+    files.sort();
+    assert!(files.len() > 50, "the corpus looks incomplete: {} files", files.len());
+    let mut converted = 0;
+    for path in &files {
+        let out = dir.path().join("out.mp3");
+        let want = native(path);
+        let got = wasm(&plugin, path, &out, &ConvertOptions::default());
+        assert_eq!(got, want, "{}", path.display());
+        if let Verdict::Converted { frames, rate, .. } = got {
+            converted += 1;
+            let (seconds, _) = decoded(&out);
+            let expected = frames as f64 / f64::from(rate);
+            assert!(
+                (seconds - expected).abs() <= ONE_FRAME_S,
+                "{}: the MP3 decodes to {seconds:.3} s, the converter reported {expected:.3} s",
+                path.display()
+            );
+        } else {
+            let len = std::fs::metadata(&out).unwrap().len();
+            assert_eq!(len, 0, "{}: a failed run left {len} bytes", path.display());
+        }
+    }
+    assert!(converted >= 30, "only {converted} corpus files converted");
+}
+
+/// Makes a 2-second test signal with ffmpeg: a tone per channel plus a little noise.
+fn generate(dir: &Path, name: &str, rate: u32, layout: &str, extra: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:sample_rate={rate}:duration=2"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("anoisesrc=amplitude=0.05:sample_rate={rate}:duration=2"))
+        .args(["-filter_complex"])
+        .arg(format!("[0][1]amix=inputs=2,aformat=channel_layouts={layout}"))
+        .args(["-c:a", "aac"])
+        .args(extra)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {name}");
+    path
+}
+
+#[test]
+fn generated_media_keeps_its_length() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let plugin = plugin(dir.path());
+    let mut cases = Vec::new();
+    for rate in [8_000, 11_025, 16_000, 22_050, 32_000, 44_100, 48_000, 96_000] {
+        cases.push((format!("stereo-{rate}.mp4"), rate, "stereo", vec![]));
+    }
+    cases.push(("mono-moov-first.mp4".into(), 44_100, "mono", vec!["-movflags", "+faststart"]));
+    cases.push(("stereo-moov-last.mov".into(), 48_000, "stereo", vec![]));
+    cases.push((
+        "stereo-fragmented.mp4".into(),
+        44_100,
+        "stereo",
+        vec!["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "500000"],
+    ));
+    // 5.1 in AAC is beyond symphonia 0.6.1's AAC decoder; 5.1 ALAC exercises the downmix.
+    cases.push(("surround-5.1.m4a".into(), 48_000, "5.1", vec!["-c:a", "alac"]));
+    for (name, rate, layout, extra) in cases {
+        let input = generate(dir.path(), &name, rate, layout, &extra);
+        let out = dir.path().join(format!("{name}.mp3"));
+        let verdict = wasm(&plugin, &input, &out, &ConvertOptions::default());
+        let Verdict::Converted { rate: out_rate, channels, .. } = verdict else {
+            panic!("{name}: {verdict:?}");
+        };
+        let want_rate = if rate > 48_000 { 48_000 } else { rate };
+        assert_eq!(out_rate, want_rate, "{name}");
+        assert_eq!(channels, if layout == "mono" { 1 } else { 2 }, "{name}");
+        let (source_s, _) = decoded(&input);
+        let (mp3_s, audible) = decoded(&out);
+        assert!(audible, "{name}: the MP3 is silent");
+        assert!(
+            (mp3_s - source_s).abs() <= ONE_FRAME_S,
+            "{name}: source {source_s:.4} s, MP3 {mp3_s:.4} s"
+        );
+    }
+}
+
+#[test]
+fn an_hour_of_audio_stays_in_bounded_guest_memory() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("hour.m4a");
+    // Low rate keeps the test cheap; the container holds an hour of sample tables.
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg("sine=frequency=300:sample_rate=8000:duration=3600")
+        .args(["-c:a", "aac", "-b:a", "16k"])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plugin = plugin(dir.path());
+    let options = ConvertOptions {
+        mode: Mode::Cbr(32),
+        ..ConvertOptions::default()
+    };
+    let limits = RunLimits {
+        max_memory_bytes: 16 << 20,
+        cpu_time: Duration::from_secs(300),
+        ..RunLimits::default()
+    };
+    let out = dir.path().join("hour.mp3");
+    let (summary, usage) = plugin
+        .convert_measured(
+            &File::open(&input).unwrap(),
+            &File::create(&out).unwrap(),
+            &options,
+            &limits,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(
+        (summary.duration_ms as i64 - 3_600_000).abs() < 1_000,
+        "{summary:?}"
+    );
+    assert!(
+        usage.peak_memory_bytes <= 8 << 20,
+        "guest peak memory {} bytes for an hour of audio",
+        usage.peak_memory_bytes
+    );
+}
