@@ -124,6 +124,19 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The `tapedeck-test-serve` binary of this package: cargo builds it next to the
+/// `deps/` folder that holds the integration-test executables.
+pub fn serve_exe() -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let exe = profile_dir.join("tapedeck-test-serve");
+    assert!(exe.exists(), "{} is missing: build the tapedeck-tests bins", exe.display());
+    exe
+}
+
 /// Role of a `tapedeck serve` process.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -157,7 +170,7 @@ impl Service {
             Role::Worker => "worker",
         };
         let blobs = opts.data_dir.join("blobs");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapedeck-test-serve"));
+        let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
             .args(["--role", role, "--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", opts.redis_url])
