@@ -178,7 +178,7 @@ impl Service {
             .arg(opts.data_dir)
             .arg("--blob-url")
             .arg(&blobs)
-            .env("RUST_LOG", "info,tower_http=warn")
+            .env("RUST_LOG", "warn")
             .env_remove("TAPEDECK_CONFIG")
             .stdout(Stdio::null());
         for (flag, value) in &opts.extra {

@@ -173,7 +173,7 @@ mod convert_flow {
         let me = s.api.signed_up("default", "raw@example.com").await;
         let bytes = std::fs::read(media("aac-lc_44k_stereo_LRtest__rodio_RL.m4a")).unwrap();
         let r = me
-            .post("/v1/jobs?name=lr.m4a&mono=true&sample_rate=22050")
+            .post("/v1/jobs?name=lr.m4a&mono=true&sample_rate=22050&bitrate=64")
             .body(bytes)
             .send()
             .await

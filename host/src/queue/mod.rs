@@ -195,6 +195,9 @@ impl JobQueue {
             .zrevrange(&key, offset as isize, (offset + limit) as isize)
             .await?;
         let more = ids.len() > limit;
+        if ids.is_empty() {
+            return Ok((Vec::new(), None));
+        }
         let mut pipe = redis::pipe();
         for id in ids.iter().take(limit) {
             pipe.hgetall(job_key(id));
