@@ -10,6 +10,9 @@
 //! - `probe`: writes, as the output, what the sandbox lets it see (env, args, files,
 //!   clocks, network), so the host can assert that it sees nothing.
 //! - anything else (`echo`): copies the input to the output and returns a summary.
+//!
+//! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
+#![cfg(target_arch = "wasm32")]
 
 use std::hint::black_box;
 
