@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use tapedeck::plugins::{
-    ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig, DEFAULT_CONVERTER,
+    ConvertOptions, DEFAULT_CONVERTER, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig,
 };
 
 #[derive(Parser)]
@@ -54,10 +54,14 @@ fn main() -> Result<()> {
     let cache = tempfile::tempdir()?;
     let subprocess = runtime(Isolation::Subprocess, cache.path(), &runner)?;
     let plugin = subprocess.load_converter(DEFAULT_CONVERTER)?;
-    let wasm_rlimit = median(args.runs, || time_wasm(&plugin, &ten, &args.work_dir, &limits))?;
+    let wasm_rlimit = median(args.runs, || {
+        time_wasm(&plugin, &ten, &args.work_dir, &limits)
+    })?;
     let in_process = runtime(Isolation::InProcess, cache.path(), &runner)?;
     let epoch_plugin = in_process.load_converter(DEFAULT_CONVERTER)?;
-    let wasm_epoch = median(args.runs, || time_wasm(&epoch_plugin, &ten, &args.work_dir, &limits))?;
+    let wasm_epoch = median(args.runs, || {
+        time_wasm(&epoch_plugin, &ten, &args.work_dir, &limits)
+    })?;
 
     println!("| variant | median time | vs ffmpeg | vs native |");
     println!("|---|---|---|---|");
@@ -90,7 +94,10 @@ fn main() -> Result<()> {
         Ok(start.elapsed())
     })?;
     println!("- compile (cold cache): {:.0} ms", cold.as_secs_f64() * 1e3);
-    println!("- load from the compile cache (restart): {:.2} ms", warm.as_secs_f64() * 1e3);
+    println!(
+        "- load from the compile cache (restart): {:.2} ms",
+        warm.as_secs_f64() * 1e3
+    );
     let empty = args.work_dir.join("empty.mp4");
     File::create(&empty)?;
     for (name, p) in [("subprocess", &plugin), ("in-process", &epoch_plugin)] {
@@ -108,7 +115,10 @@ fn main() -> Result<()> {
     }
     for (minutes, input) in inputs {
         let peak = peak_memory(&plugin, &input, &args.work_dir)?;
-        println!("- {minutes}-minute input: {:.2} MiB", peak as f64 / (1 << 20) as f64);
+        println!(
+            "- {minutes}-minute input: {:.2} MiB",
+            peak as f64 / (1 << 20) as f64
+        );
     }
     Ok(())
 }
@@ -127,7 +137,11 @@ fn median(runs: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Durati
 fn runner_exe() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let runner = exe.with_file_name("tapedeck");
-    ensure!(runner.exists(), "{} is missing: run `make build` first", runner.display());
+    ensure!(
+        runner.exists(),
+        "{} is missing: run `make build` first",
+        runner.display()
+    );
     Ok(runner)
 }
 
@@ -144,17 +158,26 @@ fn prepare_input(work: &Path, minutes: u32) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    ensure!(Path::new(MUSIC).exists(), "{MUSIC} is missing (the shared media folder)");
+    ensure!(
+        Path::new(MUSIC).exists(),
+        "{MUSIC} is missing (the shared media folder)"
+    );
     eprintln!("bench: generating {} (once)", path.display());
     let tmp = work.join(format!(".music-{minutes}min.mp4"));
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-stream_loop", "-1", "-i", MUSIC, "-t"])
         .arg((minutes * 60).to_string())
-        .args(["-vn", "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-ac", "2"])
+        .args([
+            "-vn", "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-ac", "2",
+        ])
         .arg(&tmp)
         .status()
         .context("ffmpeg is needed (make setup installs it)")?;
-    ensure!(status.success(), "ffmpeg could not generate {}", path.display());
+    ensure!(
+        status.success(),
+        "ffmpeg could not generate {}",
+        path.display()
+    );
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
@@ -204,17 +227,31 @@ fn time_wasm(
     Ok(start.elapsed())
 }
 
-fn time_fixed_cost(plugin: &tapedeck::plugins::ConverterPlugin, empty: &Path, work: &Path) -> Result<Duration> {
+fn time_fixed_cost(
+    plugin: &tapedeck::plugins::ConverterPlugin,
+    empty: &Path,
+    work: &Path,
+) -> Result<Duration> {
     let input = File::open(empty)?;
     let output = File::create(work.join("empty.mp3"))?;
     let start = Instant::now();
-    match plugin.convert(&input, &output, &cbr192(), &RunLimits::default(), &mut |_| {}) {
+    match plugin.convert(
+        &input,
+        &output,
+        &cbr192(),
+        &RunLimits::default(),
+        &mut |_| {},
+    ) {
         Err(tapedeck::plugins::RunError::Convert(_)) => Ok(start.elapsed()),
         other => bail!("an empty input should fail with a conversion error, got {other:?}"),
     }
 }
 
-fn peak_memory(plugin: &tapedeck::plugins::ConverterPlugin, input: &Path, work: &Path) -> Result<u64> {
+fn peak_memory(
+    plugin: &tapedeck::plugins::ConverterPlugin,
+    input: &Path,
+    work: &Path,
+) -> Result<u64> {
     let limits = RunLimits {
         cpu_time: Duration::from_secs(900),
         max_output_bytes: 1 << 30,

@@ -57,7 +57,11 @@ fn plugin(dir: &Path) -> Arc<ConverterPlugin> {
 /// The same verdict, compared without message details that differ only in wording.
 #[derive(Debug, PartialEq)]
 enum Verdict {
-    Converted { frames: u64, rate: u32, channels: u8 },
+    Converted {
+        frames: u64,
+        rate: u32,
+        channels: u8,
+    },
     NoAudio,
     Unsupported(String),
     Drm(String),
@@ -107,7 +111,17 @@ fn decoded(path: &Path) -> (f64, bool) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:a:0", "-af", "volumedetect", "-f", "f32le", "-ac", "1", "-"])
+        .args([
+            "-map",
+            "0:a:0",
+            "-af",
+            "volumedetect",
+            "-f",
+            "f32le",
+            "-ac",
+            "1",
+            "-",
+        ])
         .output()
         .expect("ffmpeg runs");
     let samples = out.stdout.len() / 4;
@@ -118,13 +132,24 @@ fn decoded(path: &Path) -> (f64, bool) {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs())
         .fold(0.0f32, f32::max);
-    assert!(rate > 0.0, "ffprobe found no sample rate in {}: {stderr}", path.display());
+    assert!(
+        rate > 0.0,
+        "ffprobe found no sample rate in {}: {stderr}",
+        path.display()
+    );
     (samples as f64 / rate, peak > 0.001)
 }
 
 fn probe(path: &Path, entries: &str) -> String {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "a:0", "-show_entries", entries])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            entries,
+        ])
         .args(["-of", "default=noprint_wrappers=1:nokey=1"])
         .arg(path)
         .output()
@@ -134,7 +159,9 @@ fn probe(path: &Path, entries: &str) -> String {
 
 #[test]
 fn corpus_verdicts_match_the_native_converter() {
-    let (Some(media), true) = (media_dir(), have_ffmpeg()) else { return };
+    let (Some(media), true) = (media_dir(), have_ffmpeg()) else {
+        return;
+    };
     let dir = TempDir::new().unwrap();
     let plugin = plugin(dir.path());
     let mut files: Vec<_> = std::fs::read_dir(&media)
@@ -143,7 +170,11 @@ fn corpus_verdicts_match_the_native_converter() {
         .filter(|p| !matches!(p.extension().and_then(|e| e.to_str()), Some("tsv" | "md")))
         .collect();
     files.sort();
-    assert!(files.len() > 50, "the corpus looks incomplete: {} files", files.len());
+    assert!(
+        files.len() > 50,
+        "the corpus looks incomplete: {} files",
+        files.len()
+    );
     let mut converted = 0;
     for path in &files {
         let out = dir.path().join("out.mp3");
@@ -174,9 +205,13 @@ fn generate(dir: &Path, name: &str, rate: u32, layout: &str, extra: &[&str]) -> 
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("sine=frequency=440:sample_rate={rate}:duration=2"))
         .args(["-f", "lavfi", "-i"])
-        .arg(format!("anoisesrc=amplitude=0.05:sample_rate={rate}:duration=2"))
+        .arg(format!(
+            "anoisesrc=amplitude=0.05:sample_rate={rate}:duration=2"
+        ))
         .args(["-filter_complex"])
-        .arg(format!("[0][1]amix=inputs=2,aformat=channel_layouts={layout}"))
+        .arg(format!(
+            "[0][1]amix=inputs=2,aformat=channel_layouts={layout}"
+        ))
         .args(["-c:a", "aac"])
         .args(extra)
         .arg(&path)
@@ -194,24 +229,46 @@ fn generated_media_keeps_its_length() {
     let dir = TempDir::new().unwrap();
     let plugin = plugin(dir.path());
     let mut cases = Vec::new();
-    for rate in [8_000, 11_025, 16_000, 22_050, 32_000, 44_100, 48_000, 96_000] {
+    for rate in [
+        8_000, 11_025, 16_000, 22_050, 32_000, 44_100, 48_000, 96_000,
+    ] {
         cases.push((format!("stereo-{rate}.mp4"), rate, "stereo", vec![]));
     }
-    cases.push(("mono-moov-first.mp4".into(), 44_100, "mono", vec!["-movflags", "+faststart"]));
+    cases.push((
+        "mono-moov-first.mp4".into(),
+        44_100,
+        "mono",
+        vec!["-movflags", "+faststart"],
+    ));
     cases.push(("stereo-moov-last.mov".into(), 48_000, "stereo", vec![]));
     cases.push((
         "stereo-fragmented.mp4".into(),
         44_100,
         "stereo",
-        vec!["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "500000"],
+        vec![
+            "-movflags",
+            "+frag_keyframe+empty_moov+default_base_moof",
+            "-frag_duration",
+            "500000",
+        ],
     ));
     // 5.1 in AAC is beyond symphonia 0.6.1's AAC decoder; 5.1 ALAC exercises the downmix.
-    cases.push(("surround-5.1.m4a".into(), 48_000, "5.1", vec!["-c:a", "alac"]));
+    cases.push((
+        "surround-5.1.m4a".into(),
+        48_000,
+        "5.1",
+        vec!["-c:a", "alac"],
+    ));
     for (name, rate, layout, extra) in cases {
         let input = generate(dir.path(), &name, rate, layout, &extra);
         let out = dir.path().join(format!("{name}.mp3"));
         let verdict = wasm(&plugin, &input, &out, &ConvertOptions::default());
-        let Verdict::Converted { rate: out_rate, channels, .. } = verdict else {
+        let Verdict::Converted {
+            rate: out_rate,
+            channels,
+            ..
+        } = verdict
+        else {
             panic!("{name}: {verdict:?}");
         };
         let want_rate = if rate > 48_000 { 48_000 } else { rate };
