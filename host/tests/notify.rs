@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tapedeck::notify::{
-    self, DEAD_LETTER, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate, TIMESTAMP_HEADER,
+    self, DEAD_LETTER, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate,
+    TIMESTAMP_HEADER,
 };
 use tapedeck::plugins::NotifierPlugin;
-use tapedeck::queue::{JobInput, JobOutput, JobQueue, JobRecord, JobStatus, PipelinePolicy, now_ms};
+use tapedeck::queue::{
+    JobInput, JobOutput, JobQueue, JobRecord, JobStatus, PipelinePolicy, now_ms,
+};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +36,10 @@ fn free_port() -> u16 {
 async fn wait_for(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -51,7 +57,10 @@ impl Drop for ChildGuard {
 fn wait_port(port: u16, limit: Duration, what: &str) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < limit, "{what} did not start listening on {port}");
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not start listening on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -66,7 +75,16 @@ impl Redis {
     fn start(dir: &Path) -> Self {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -91,8 +109,12 @@ fn maildev_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("TAPEDECK_MAILDEV") {
         return path.into();
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/node_modules/.bin/maildev");
-    assert!(path.exists(), "maildev is missing: run `make setup` (or set TAPEDECK_MAILDEV)");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/node_modules/.bin/maildev");
+    assert!(
+        path.exists(),
+        "maildev is missing: run `make setup` (or set TAPEDECK_MAILDEV)"
+    );
     path
 }
 
@@ -124,7 +146,14 @@ impl Maildev {
     fn start(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let child = Command::new(maildev_bin())
-            .args(["--smtp", &self.smtp.to_string(), "--web", &self.web.to_string(), "--ip", "127.0.0.1"])
+            .args([
+                "--smtp",
+                &self.smtp.to_string(),
+                "--web",
+                &self.web.to_string(),
+                "--ip",
+                "127.0.0.1",
+            ])
             .arg("--mail-directory")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -143,7 +172,12 @@ impl Maildev {
     async fn emails(&self) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/api/email", self.web);
         match reqwest::get(url).await {
-            Ok(r) => r.json().await.unwrap_or_default(),
+            Ok(r) => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
             Err(_) => Vec::new(),
         }
     }
@@ -186,7 +220,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { port, got, fail_first }
+        Self {
+            port,
+            got,
+            fail_first,
+        }
     }
 
     fn url(&self) -> String {
@@ -235,7 +273,10 @@ impl Running {
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move { consumer.run(s).await.unwrap() });
-        Self { stop, task: Some(task) }
+        Self {
+            stop,
+            task: Some(task),
+        }
     }
 
     async fn stop(mut self) {
@@ -253,7 +294,13 @@ impl Drop for Running {
 }
 
 /// Runs a job through the real pipeline scripts: enqueue, take, then done or failed.
-async fn finish_job(queue: &JobQueue, tenant: &str, owner: &str, name: &str, failure: Option<&str>) -> String {
+async fn finish_job(
+    queue: &JobQueue,
+    tenant: &str,
+    owner: &str,
+    name: &str,
+    failure: Option<&str>,
+) -> String {
     let id = format!("job{}", rand::random::<u32>());
     let job = JobRecord {
         id: id.clone(),
@@ -278,7 +325,11 @@ async fn finish_job(queue: &JobQueue, tenant: &str, owner: &str, name: &str, fai
     let cursor = AtomicUsize::new(0);
     let known = Mutex::new(Vec::new());
     let delivery = loop {
-        let d = queue.next_delivery("w1", &cursor, &known).await.unwrap().unwrap();
+        let d = queue
+            .next_delivery("w1", &cursor, &known)
+            .await
+            .unwrap()
+            .unwrap();
         if d.job_id == id {
             break d;
         }
@@ -324,7 +375,9 @@ async fn enable_webhook(pool: &deadpool_redis::Pool, tenant: &str, url: &str) ->
     secret.expect("a secret is generated when webhooks are turned on")
 }
 
-async fn dead_letters(pool: &deadpool_redis::Pool) -> Vec<std::collections::HashMap<String, String>> {
+async fn dead_letters(
+    pool: &deadpool_redis::Pool,
+) -> Vec<std::collections::HashMap<String, String>> {
     let mut conn = pool.get().await.unwrap();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(DEAD_LETTER)
@@ -369,11 +422,16 @@ async fn finished_job_sends_one_mail_with_link_and_one_signed_webhook() {
     let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), cfg).unwrap());
 
     let id = finish_job(&queue(&pool), "acme", "ann@example.com", "talk.mp4", None).await;
-    wait_for(Duration::from_secs(30), "the mail and the webhook", async || {
-        maildev.emails().await.len() == 1 && receiver.received().len() == 1
+    wait_for(
+        Duration::from_secs(30),
+        "the mail and the webhook",
+        async || maildev.emails().await.len() == 1 && receiver.received().len() == 1,
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "the ack", async || {
+        pending(&pool).await == 0
     })
     .await;
-    wait_for(Duration::from_secs(10), "the ack", async || pending(&pool).await == 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop().await;
 
@@ -400,7 +458,17 @@ async fn finished_job_sends_one_mail_with_link_and_one_signed_webhook() {
         Duration::from_secs(300),
     )
     .expect("the signature verifies");
-    assert!(notify::verify_signature(b"wrong", ts, hook.body.as_bytes(), sig, now_ms() / 1000, Duration::from_secs(300)).is_err());
+    assert!(
+        notify::verify_signature(
+            b"wrong",
+            ts,
+            hook.body.as_bytes(),
+            sig,
+            now_ms() / 1000,
+            Duration::from_secs(300)
+        )
+        .is_err()
+    );
     let body: Value = serde_json::from_str(&hook.body).unwrap();
     assert_eq!(body["job_id"], id.as_str());
     assert_eq!(body["status"], "done");
@@ -415,9 +483,26 @@ async fn failed_job_mail_says_why_and_what_to_do() {
     let redis = Redis::start(dir.path());
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
-    let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), config(dir.path(), Some(maildev.smtp_url()))).unwrap());
-    finish_job(&queue(&pool), "default", "bob@example.com", "silent.mov", Some("input has no audio track")).await;
-    wait_for(Duration::from_secs(30), "the mail", async || maildev.emails().await.len() == 1).await;
+    let running = Running::start(
+        NotifyConsumer::new(
+            pool.clone(),
+            plugin(),
+            config(dir.path(), Some(maildev.smtp_url())),
+        )
+        .unwrap(),
+    );
+    finish_job(
+        &queue(&pool),
+        "default",
+        "bob@example.com",
+        "silent.mov",
+        Some("input has no audio track"),
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "the mail", async || {
+        maildev.emails().await.len() == 1
+    })
+    .await;
     running.stop().await;
     let mail = &maildev.emails().await[0];
     assert_eq!(mail["to"][0]["address"], "bob@example.com");
@@ -425,7 +510,10 @@ async fn failed_job_mail_says_why_and_what_to_do() {
     let text = mail["text"].as_str().unwrap();
     assert!(text.contains("Why: input has no audio track."), "{text}");
     assert!(text.contains("What to do:"), "{text}");
-    assert!(!text.contains("/output"), "a failed job has no download link: {text}");
+    assert!(
+        !text.contains("/output"),
+        "a failed job has no download link: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -434,26 +522,55 @@ async fn smtp_down_then_back_delivers_every_mail_once() {
     let redis = Redis::start(dir.path());
     let mut maildev = Maildev::new(dir.path());
     let pool = redis.pool();
-    let consumer = NotifyConsumer::new(pool.clone(), plugin(), config(dir.path(), Some(maildev.smtp_url()))).unwrap();
+    let consumer = NotifyConsumer::new(
+        pool.clone(),
+        plugin(),
+        config(dir.path(), Some(maildev.smtp_url())),
+    )
+    .unwrap();
     let stats = consumer.stats();
     let running = Running::start(consumer);
     let q = queue(&pool);
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(finish_job(&q, "default", &format!("user{i}@example.com"), &format!("f{i}.mp4"), None).await);
+        ids.push(
+            finish_job(
+                &q,
+                "default",
+                &format!("user{i}@example.com"),
+                &format!("f{i}.mp4"),
+                None,
+            )
+            .await,
+        );
     }
-    wait_for(Duration::from_secs(20), "failed attempts while SMTP is down", async || {
-        stats.retries.load(Ordering::Relaxed) >= 5
+    wait_for(
+        Duration::from_secs(20),
+        "failed attempts while SMTP is down",
+        async || stats.retries.load(Ordering::Relaxed) >= 5,
+    )
+    .await;
+    assert_eq!(
+        pending(&pool).await,
+        5,
+        "nothing is acknowledged while SMTP is down"
+    );
+    maildev.start();
+    wait_for(Duration::from_secs(60), "every mail", async || {
+        maildev.emails().await.len() >= 5
     })
     .await;
-    assert_eq!(pending(&pool).await, 5, "nothing is acknowledged while SMTP is down");
-    maildev.start();
-    wait_for(Duration::from_secs(60), "every mail", async || maildev.emails().await.len() >= 5).await;
-    wait_for(Duration::from_secs(10), "every ack", async || pending(&pool).await == 0).await;
+    wait_for(Duration::from_secs(10), "every ack", async || {
+        pending(&pool).await == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     running.stop().await;
     let mails = maildev.emails().await;
-    let mut to: Vec<String> = mails.iter().map(|m| m["to"][0]["address"].as_str().unwrap().to_string()).collect();
+    let mut to: Vec<String> = mails
+        .iter()
+        .map(|m| m["to"][0]["address"].as_str().unwrap().to_string())
+        .collect();
     to.sort();
     let expected: Vec<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
     assert_eq!(to, expected, "each mail exactly once");
@@ -475,21 +592,50 @@ async fn webhooks_to_loopback_and_metadata_are_refused_unless_allow_listed() {
     let q = queue(&pool);
     finish_job(&q, "loop", "a@example.com", "a.mp4", None).await;
     finish_job(&q, "meta", "b@example.com", "b.mp4", None).await;
-    wait_for(Duration::from_secs(30), "two dead letters", async || dead_letters(&pool).await.len() == 2).await;
-    wait_for(Duration::from_secs(10), "the acks", async || pending(&pool).await == 0).await;
+    wait_for(Duration::from_secs(30), "two dead letters", async || {
+        dead_letters(&pool).await.len() == 2
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "the acks", async || {
+        pending(&pool).await == 0
+    })
+    .await;
     running.stop().await;
     assert!(receiver.received().is_empty(), "nothing reached 127.0.0.1");
-    let reasons: Vec<String> = dead_letters(&pool).await.into_iter().map(|d| d["reason"].clone()).collect();
-    assert!(reasons.iter().any(|r| r.contains("127.0.0.1") && r.contains("refused")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("169.254.169.254") && r.contains("refused")), "{reasons:?}");
-    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 2, "the e-mails still went out");
+    let reasons: Vec<String> = dead_letters(&pool)
+        .await
+        .into_iter()
+        .map(|d| d["reason"].clone())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("127.0.0.1") && r.contains("refused")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("169.254.169.254") && r.contains("refused")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        2,
+        "the e-mails still went out"
+    );
 
     // The same loopback receiver, allow-listed by the operator: delivered.
     let mut cfg = config(dir.path(), None);
     cfg.webhook_allow = notify::parse_allow_list("127.0.0.0/8").unwrap();
     let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), cfg).unwrap());
     finish_job(&q, "loop", "a@example.com", "c.mp4", None).await;
-    wait_for(Duration::from_secs(30), "the allow-listed webhook", async || receiver.received().len() == 1).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the allow-listed webhook",
+        async || receiver.received().len() == 1,
+    )
+    .await;
     running.stop().await;
 }
 
@@ -499,22 +645,44 @@ async fn crlf_and_header_text_in_a_file_name_inject_no_header() {
     let redis = Redis::start(dir.path());
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
-    let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), config(dir.path(), Some(maildev.smtp_url()))).unwrap());
+    let running = Running::start(
+        NotifyConsumer::new(
+            pool.clone(),
+            plugin(),
+            config(dir.path(), Some(maildev.smtp_url())),
+        )
+        .unwrap(),
+    );
     let name = "song.mp4\r\nBcc: evil@example.com\r\nX-Injected: yes\r\n\r\n<b>body</b>";
     finish_job(&queue(&pool), "default", "carol@example.com", name, None).await;
-    wait_for(Duration::from_secs(30), "the mail", async || maildev.emails().await.len() == 1).await;
+    wait_for(Duration::from_secs(30), "the mail", async || {
+        maildev.emails().await.len() == 1
+    })
+    .await;
     running.stop().await;
     let mail = &maildev.emails().await[0];
     let headers = mail["headers"].as_object().unwrap();
     assert!(!headers.contains_key("x-injected"), "{headers:?}");
     assert!(!headers.contains_key("bcc"), "{headers:?}");
-    assert_eq!(mail["envelope"]["to"].as_array().unwrap().len(), 1, "{mail}");
+    assert_eq!(
+        mail["envelope"]["to"].as_array().unwrap().len(),
+        1,
+        "{mail}"
+    );
     assert_eq!(mail["envelope"]["to"][0]["address"], "carol@example.com");
     assert_eq!(mail["calculatedBcc"].as_array().map_or(0, Vec::len), 0);
     let subject = mail["subject"].as_str().unwrap();
     assert!(!subject.contains(['\r', '\n']), "{subject:?}");
-    assert!(subject.starts_with("Your MP3 is ready: song.mp4 Bcc: evil@example.com X-Injected: yes"), "{subject:?}");
-    assert!(!mail["html"].as_str().unwrap_or_default().contains("<b>body</b>"));
+    assert!(
+        subject.starts_with("Your MP3 is ready: song.mp4 Bcc: evil@example.com X-Injected: yes"),
+        "{subject:?}"
+    );
+    assert!(
+        !mail["html"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("<b>body</b>")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -535,9 +703,11 @@ async fn a_taken_over_notification_sends_nothing_twice() {
     let running = Running::start(first);
     finish_job(&queue(&pool), "acme", "dan@example.com", "d.mp4", None).await;
     // The mail goes out, the webhook keeps failing: the first consumer "dies" mid-retry.
-    wait_for(Duration::from_secs(30), "the mail and a failing webhook", async || {
-        maildev.emails().await.len() == 1 && stats.retries.load(Ordering::Relaxed) >= 2
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the mail and a failing webhook",
+        async || maildev.emails().await.len() == 1 && stats.retries.load(Ordering::Relaxed) >= 2,
+    )
     .await;
     running.stop().await;
     assert_eq!(pending(&pool).await, 1, "the entry stays pending");
@@ -545,11 +715,21 @@ async fn a_taken_over_notification_sends_nothing_twice() {
     receiver.fail_first.store(0, Ordering::SeqCst);
     cfg.consumer = "second".into();
     let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), cfg).unwrap());
-    wait_for(Duration::from_secs(30), "the webhook", async || receiver.received().len() == 1).await;
-    wait_for(Duration::from_secs(10), "the ack", async || pending(&pool).await == 0).await;
+    wait_for(Duration::from_secs(30), "the webhook", async || {
+        receiver.received().len() == 1
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "the ack", async || {
+        pending(&pool).await == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop().await;
-    assert_eq!(maildev.emails().await.len(), 1, "the mail was not sent again");
+    assert_eq!(
+        maildev.emails().await.len(),
+        1,
+        "the mail was not sent again"
+    );
     assert_eq!(receiver.received().len(), 1);
 }
 
@@ -558,14 +738,24 @@ async fn a_taken_over_notification_sends_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 async fn bench_notifications_per_second() {
-    let n: usize = std::env::var("NOTIFY_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let n: usize = std::env::var("NOTIFY_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let dir = TempDir::new().unwrap();
     let redis = Redis::start(dir.path());
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
     let q = queue(&pool);
     for i in 0..n {
-        finish_job(&q, "default", &format!("u{i}@example.com"), &format!("file {i}.mp4"), None).await;
+        finish_job(
+            &q,
+            "default",
+            &format!("u{i}@example.com"),
+            &format!("file {i}.mp4"),
+            None,
+        )
+        .await;
     }
     let mut cfg = config(dir.path(), Some(maildev.smtp_url()));
     cfg.default_max_per_hour = u32::MAX;

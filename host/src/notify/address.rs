@@ -23,11 +23,15 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -169,14 +173,22 @@ mod tests {
         ] {
             assert!(!policy.permits(ip(s)), "{s} must be refused");
         }
-        for s in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808"] {
+        for s in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+        ] {
             assert!(policy.permits(ip(s)), "{s} must be allowed");
         }
     }
 
     #[test]
     fn allow_list_admits_listed_networks_only() {
-        let policy = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "fd00::1".parse().unwrap()]);
+        let policy = AddressPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+        ]);
         assert!(policy.permits(ip("127.0.0.1")));
         assert!(policy.permits(ip("::ffff:127.0.0.9")));
         assert!(policy.permits(ip("fd00::1")));
@@ -184,6 +196,11 @@ mod tests {
         assert!(!policy.permits(ip("169.254.169.254")));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
         assert!("example.com".parse::<IpNet>().is_err());
-        assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains(ip("1.2.3.4")));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains(ip("1.2.3.4"))
+        );
     }
 }

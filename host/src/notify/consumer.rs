@@ -148,7 +148,11 @@ impl From<deadpool_redis::PoolError> for Interrupted {
 }
 
 impl NotifyConsumer {
-    pub fn new(pool: Pool, plugin: Arc<NotifierPlugin>, config: NotifierConfig) -> Result<Self, NotifyError> {
+    pub fn new(
+        pool: Pool,
+        plugin: Arc<NotifierPlugin>,
+        config: NotifierConfig,
+    ) -> Result<Self, NotifyError> {
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url, &config.mail_from, config.smtp_timeout)?,
             None => Mailer::outbox(&config.outbox_dir, &config.mail_from)?,
@@ -218,7 +222,11 @@ impl NotifyConsumer {
                 }
             }
             for entry in entries {
-                let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 let this = self.clone();
                 let stop = shutdown.child_token();
                 tasks.spawn(async move {
@@ -247,7 +255,10 @@ impl NotifyConsumer {
             .query_async(&mut conn)
             .await?;
         if !claimed.claimed.is_empty() {
-            tracing::info!(n = claimed.claimed.len(), "notifier: took over abandoned notifications");
+            tracing::info!(
+                n = claimed.claimed.len(),
+                "notifier: took over abandoned notifications"
+            );
             return Ok(claimed.claimed);
         }
         let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -274,7 +285,11 @@ impl NotifyConsumer {
         let fields: HashMap<String, String> = entry
             .map
             .iter()
-            .filter_map(|(k, v)| redis::from_redis_value::<String>(v.clone()).ok().map(|v| (k.clone(), v)))
+            .filter_map(|(k, v)| {
+                redis::from_redis_value::<String>(v.clone())
+                    .ok()
+                    .map(|v| (k.clone(), v))
+            })
             .collect();
         let work = self.deliver_entry(&id, &fields, &stop);
         let result = tokio::select! {
@@ -284,7 +299,9 @@ impl NotifyConsumer {
         match result {
             Ok(()) => {}
             Err(Interrupted::Stopped) => tracing::info!(entry = %id, "notification left pending"),
-            Err(Interrupted::Redis(e)) => tracing::warn!(entry = %id, "notification left pending: {e}"),
+            Err(Interrupted::Redis(e)) => {
+                tracing::warn!(entry = %id, "notification left pending: {e}")
+            }
         }
     }
 
@@ -308,7 +325,10 @@ impl NotifyConsumer {
             match ours {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::warn!(entry = entry_id, "another notifier took this notification over");
+                    tracing::warn!(
+                        entry = entry_id,
+                        "another notifier took this notification over"
+                    );
                     return;
                 }
                 Err(e) => tracing::warn!(entry = entry_id, "notifier heartbeat failed: {e}"),
@@ -325,15 +345,20 @@ impl NotifyConsumer {
     ) -> Result<(), Interrupted> {
         let inner = &self.inner;
         let record = delivery_key(entry_id);
+        // Connections are taken per step, never held across a delivery: a slow SMTP
+        // server must not starve the pool.
         let mut conn = inner.pool.get().await?;
         let tenant = fields.get("tenant").cloned().unwrap_or_default();
         let job = fields.get("job").cloned().unwrap_or_default();
         let mut state: HashMap<String, String> = conn.hgetall(&record).await?;
-        let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok()) {
+        let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok())
+        {
             Some(plan) => plan,
             None => {
+                drop(conn);
                 let settings = settings::load(&inner.pool, &tenant).await?;
                 let plan = self.compose(entry_id, fields, &settings).await?;
+                conn = inner.pool.get().await?;
                 let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
                 let first: bool = conn.hset_nx(&record, "plan", &json).await?;
                 let _: () = conn.expire(&record, RECORD_TTL_SECS as i64).await?;
@@ -342,12 +367,17 @@ impl NotifyConsumer {
                 } else {
                     // Another consumer planned first: deliver its plan.
                     state = conn.hgetall(&record).await?;
-                    serde_json::from_str(state.get("plan").map_or("[]", String::as_str)).unwrap_or_default()
+                    serde_json::from_str(state.get("plan").map_or("[]", String::as_str))
+                        .unwrap_or_default()
                 }
             }
         };
+        drop(conn);
         let settings = settings::load(&inner.pool, &tenant).await?;
-        let cap = settings.max_per_hour.unwrap_or(inner.config.default_max_per_hour);
+        let mut conn = inner.pool.get().await?;
+        let cap = settings
+            .max_per_hour
+            .unwrap_or(inner.config.default_max_per_hour);
         let hour = now_ms() / 3_600_000;
         let admitted: usize = ADMIT
             .key(&record)
@@ -357,6 +387,7 @@ impl NotifyConsumer {
             .arg(2 * 3600)
             .invoke_async(&mut conn)
             .await?;
+        drop(conn);
         for (i, message) in plan.iter().enumerate() {
             let field = format!("msg:{i}");
             if state.contains_key(&field) {
@@ -364,10 +395,15 @@ impl NotifyConsumer {
             }
             let message_id = format!("{entry_id}:{i}");
             let outcome = if i >= admitted {
-                Err((format!("over the tenant's cap of {cap} messages per hour"), 0))
+                Err((
+                    format!("over the tenant's cap of {cap} messages per hour"),
+                    0,
+                ))
             } else {
-                self.deliver_with_retries(&message_id, message, &settings, stop).await?
+                self.deliver_with_retries(&message_id, message, &settings, stop)
+                    .await?
             };
+            let mut conn = inner.pool.get().await?;
             match outcome {
                 Ok(()) => {
                     inner.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -375,13 +411,23 @@ impl NotifyConsumer {
                 }
                 Err((reason, attempts)) => {
                     tracing::warn!(entry = entry_id, %job, %tenant, "notification message dead-lettered: {reason}");
-                    let payload = serde_json::to_string(message).expect("messages serialize to JSON");
-                    self.dead_letter(&mut conn, entry_id, &job, &tenant, &reason, attempts, Some(&payload))
-                        .await?;
+                    let payload =
+                        serde_json::to_string(message).expect("messages serialize to JSON");
+                    self.dead_letter(
+                        &mut conn,
+                        entry_id,
+                        &job,
+                        &tenant,
+                        &reason,
+                        attempts,
+                        Some(&payload),
+                    )
+                    .await?;
                     let _: () = conn.hset(&record, &field, "dead").await?;
                 }
             }
         }
+        let mut conn = inner.pool.get().await?;
         let _: () = redis::cmd("XACK")
             .arg(NOTIFY)
             .arg(GROUP)
@@ -401,16 +447,17 @@ impl NotifyConsumer {
         settings: &TenantNotifySettings,
     ) -> Result<Vec<Outgoing>, Interrupted> {
         let inner = &self.inner;
-        let mut conn = inner.pool.get().await?;
         let job_id = fields.get("job").cloned().unwrap_or_default();
         let tenant = fields.get("tenant").cloned().unwrap_or_default();
         // Entries from before the pipeline copied everything fall back to the job hash.
-        let job: HashMap<String, String> = conn.hgetall(job_key(&job_id)).await?;
+        let job: HashMap<String, String> =
+            inner.pool.get().await?.hgetall(job_key(&job_id)).await?;
         let event = build_event(fields, &job, &inner.config.public_base_url);
-        let mail_to = (settings.email && !event.owner_email.is_empty()).then(|| event.owner_email.clone());
+        let mail_to =
+            (settings.email && !event.owner_email.is_empty()).then(|| event.owner_email.clone());
         if settings.email && mail_to.is_none() {
             self.dead_letter(
-                &mut conn,
+                &mut inner.pool.get().await?,
                 entry_id,
                 &job_id,
                 &tenant,
@@ -431,9 +478,11 @@ impl NotifyConsumer {
             webhook_url,
         };
         let plugin = inner.plugin.clone();
-        let run = tokio::task::spawn_blocking(move || plugin.notify(&event, &channels, &policy, &notifier_limits()))
-            .await
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        let run = tokio::task::spawn_blocking(move || {
+            plugin.notify(&event, &channels, &policy, &notifier_limits())
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
         match run {
             Ok(output) => {
                 inner
@@ -448,8 +497,16 @@ impl NotifyConsumer {
                     NotifyRunError::Declined(why) => format!("notifier component declined: {why}"),
                 };
                 tracing::warn!(entry = entry_id, job = %job_id, "{reason}");
-                self.dead_letter(&mut conn, entry_id, &job_id, &tenant, &reason, 0, None)
-                    .await?;
+                self.dead_letter(
+                    &mut inner.pool.get().await?,
+                    entry_id,
+                    &job_id,
+                    &tenant,
+                    &reason,
+                    0,
+                    None,
+                )
+                .await?;
                 Ok(Vec::new())
             }
         }
@@ -471,8 +528,15 @@ impl NotifyConsumer {
             let result = match message {
                 Outgoing::Mail(mail) => inner.mailer.send(message_id, mail).await,
                 Outgoing::Webhook(hook) => match &settings.webhook_secret {
-                    Some(secret) => inner.webhooks.post(message_id, hook, secret.as_bytes()).await,
-                    None => Err(DeliveryError::Permanent("the tenant has no webhook secret".into())),
+                    Some(secret) => {
+                        inner
+                            .webhooks
+                            .post(message_id, hook, secret.as_bytes())
+                            .await
+                    }
+                    None => Err(DeliveryError::Permanent(
+                        "the tenant has no webhook secret".into(),
+                    )),
                 },
             };
             inner
@@ -483,12 +547,20 @@ impl NotifyConsumer {
                 Ok(()) => return Ok(Ok(())),
                 Err(DeliveryError::Permanent(reason)) => return Ok(Err((reason, attempt))),
                 Err(DeliveryError::Transient(reason)) if attempt == max => {
-                    return Ok(Err((format!("gave up after {attempt} attempts: {reason}"), attempt)));
+                    return Ok(Err((
+                        format!("gave up after {attempt} attempts: {reason}"),
+                        attempt,
+                    )));
                 }
                 Err(DeliveryError::Transient(reason)) => {
                     inner.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff(inner.config.retry_base, inner.config.retry_max, attempt);
-                    tracing::info!(message = message_id, attempt, ?delay, "delivery failed, retrying: {reason}");
+                    tracing::info!(
+                        message = message_id,
+                        attempt,
+                        ?delay,
+                        "delivery failed, retrying: {reason}"
+                    );
                     tokio::select! {
                         _ = stop.cancelled() => return Err(Interrupted::Stopped),
                         _ = tokio::time::sleep(delay) => {}
@@ -543,7 +615,11 @@ fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 
 /// The component's event from a notify entry, falling back to the job hash for fields
 /// the entry lacks.
-fn build_event(entry: &HashMap<String, String>, job: &HashMap<String, String>, base_url: &str) -> wit::JobEvent {
+fn build_event(
+    entry: &HashMap<String, String>,
+    job: &HashMap<String, String>,
+    base_url: &str,
+) -> wit::JobEvent {
     let get = |k: &str| {
         entry
             .get(k)
@@ -557,7 +633,11 @@ fn build_event(entry: &HashMap<String, String>, job: &HashMap<String, String>, b
     wit::JobEvent {
         owner_email: get("owner_email").unwrap_or_default(),
         tenant: get("tenant").unwrap_or_default(),
-        status: if done { wit::JobStatus::Done } else { wit::JobStatus::Failed },
+        status: if done {
+            wit::JobStatus::Done
+        } else {
+            wit::JobStatus::Failed
+        },
         input_name: get("input_name").unwrap_or_default(),
         output_bytes: num("output_bytes").filter(|_| done),
         duration_ms: num("duration_ms").filter(|_| done),
@@ -566,7 +646,8 @@ fn build_event(entry: &HashMap<String, String>, job: &HashMap<String, String>, b
         } else {
             Some(get("error").unwrap_or_else(|| "unknown error".into()))
         },
-        download_url: done.then(|| format!("{}/v1/jobs/{job_id}/output", base_url.trim_end_matches('/'))),
+        download_url: done
+            .then(|| format!("{}/v1/jobs/{job_id}/output", base_url.trim_end_matches('/'))),
         finished_at: num("finished_at").unwrap_or_else(|| now_ms() / 1000),
         job_id,
     }
@@ -577,20 +658,40 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn events_take_entry_fields_then_the_job_hash() {
-        let entry = map(&[("job", "j1"), ("tenant", "t"), ("status", "done"), ("output_bytes", "10")]);
-        let job = map(&[("owner_email", "a@b.c"), ("input_name", "x.mp4"), ("output_bytes", "99"), ("duration_ms", "5")]);
+        let entry = map(&[
+            ("job", "j1"),
+            ("tenant", "t"),
+            ("status", "done"),
+            ("output_bytes", "10"),
+        ]);
+        let job = map(&[
+            ("owner_email", "a@b.c"),
+            ("input_name", "x.mp4"),
+            ("output_bytes", "99"),
+            ("duration_ms", "5"),
+        ]);
         let e = build_event(&entry, &job, "https://td.example/");
         assert_eq!(e.owner_email, "a@b.c");
         assert_eq!(e.output_bytes, Some(10));
         assert_eq!(e.duration_ms, Some(5));
-        assert_eq!(e.download_url.as_deref(), Some("https://td.example/v1/jobs/j1/output"));
+        assert_eq!(
+            e.download_url.as_deref(),
+            Some("https://td.example/v1/jobs/j1/output")
+        );
         assert_eq!(e.failure_reason, None);
-        let failed = build_event(&map(&[("job", "j2"), ("status", "failed"), ("error", "no audio")]), &HashMap::new(), "http://x");
+        let failed = build_event(
+            &map(&[("job", "j2"), ("status", "failed"), ("error", "no audio")]),
+            &HashMap::new(),
+            "http://x",
+        );
         assert_eq!(failed.status, wit::JobStatus::Failed);
         assert_eq!(failed.failure_reason.as_deref(), Some("no audio"));
         assert_eq!(failed.download_url, None);

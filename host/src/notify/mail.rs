@@ -48,7 +48,11 @@ impl Mailer {
     pub fn smtp(url: &str, from: &str, timeout: Duration) -> Result<Self, MailConfigError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
             .timeout(Some(timeout))
-            .pool_config(PoolConfig::new().max_size(8).idle_timeout(Duration::from_secs(30)))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(8)
+                    .idle_timeout(Duration::from_secs(30)),
+            )
             .build();
         Ok(Self {
             transport: Transport::Smtp(transport),
@@ -91,7 +95,9 @@ impl Mailer {
         match &self.transport {
             Transport::Smtp(smtp) => match smtp.send(message).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(format!("SMTP refused: {e}"))),
+                Err(e) if e.is_permanent() => {
+                    Err(DeliveryError::Permanent(format!("SMTP refused: {e}")))
+                }
                 Err(e) => Err(DeliveryError::Transient(format!("SMTP: {e}"))),
             },
             Transport::Outbox(dir) => {
@@ -108,17 +114,28 @@ impl Mailer {
 }
 
 fn parse_from(from: &str) -> Result<Mailbox, MailConfigError> {
-    from.parse().map_err(|_| MailConfigError::From(from.to_string()))
+    from.parse()
+        .map_err(|_| MailConfigError::From(from.to_string()))
 }
 
 /// `id` with everything but `[A-Za-z0-9._-]` replaced by `_`.
 fn file_safe(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
-fn write_atomically(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_atomically(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let mut temp = tempfile::NamedTempFile::new_in(dir)?;
@@ -145,11 +162,19 @@ mod tests {
     fn crlf_in_a_subject_adds_no_header() {
         let mailer = Mailer::outbox("/nonexistent", "Tapedeck <noreply@tapedeck.test>").unwrap();
         let message = mailer
-            .build("1-0:0", &mail("Ready: a.mp4\r\nBcc: evil@example.com\r\nX-Evil: 1"))
+            .build(
+                "1-0:0",
+                &mail("Ready: a.mp4\r\nBcc: evil@example.com\r\nX-Evil: 1"),
+            )
             .unwrap();
         let text = String::from_utf8(message.formatted()).unwrap();
         let headers = text.split("\r\n\r\n").next().unwrap();
-        assert!(!headers.lines().any(|l| l.starts_with("Bcc:") || l.starts_with("X-Evil:")), "{headers}");
+        assert!(
+            !headers
+                .lines()
+                .any(|l| l.starts_with("Bcc:") || l.starts_with("X-Evil:")),
+            "{headers}"
+        );
         assert!(headers.contains("Message-ID: <1-0_0@tapedeck>"));
     }
 
@@ -160,7 +185,10 @@ mod tests {
             to: "ann@example.com\r\nBcc: evil@example.com".into(),
             ..mail("x")
         };
-        assert!(matches!(mailer.build("1", &bad), Err(DeliveryError::Permanent(_))));
+        assert!(matches!(
+            mailer.build("1", &bad),
+            Err(DeliveryError::Permanent(_))
+        ));
     }
 
     #[tokio::test]
@@ -169,7 +197,9 @@ mod tests {
         let mailer = Mailer::outbox(dir.path().join("outbox"), "noreply@tapedeck.test").unwrap();
         mailer.send("7-0:0", &mail("one")).await.unwrap();
         mailer.send("7-0:0", &mail("one")).await.unwrap();
-        let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox")).unwrap().collect();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .collect();
         assert_eq!(files.len(), 1);
     }
 }

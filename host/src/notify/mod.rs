@@ -38,7 +38,8 @@ pub use consumer::{DEAD_LETTER, GROUP, NotifierStats, NotifyConsumer, delivery_k
 pub use mail::{MailConfigError, Mailer};
 pub use settings::{SettingsUpdate, TenantNotifySettings};
 pub use webhook::{
-    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, VerifyError, WebhookClient, sign, verify_signature,
+    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, VerifyError, WebhookClient, sign,
+    verify_signature,
 };
 
 use crate::plugins::{NotifierPlugin, PluginRuntime, RuntimeConfig};
@@ -119,11 +120,7 @@ impl NotifierConfig {
             webhook_allow: Vec::new(),
             webhook_timeout: Duration::from_secs(5),
             smtp_timeout: Duration::from_secs(10),
-            consumer: format!(
-                "notifier-{}-{}",
-                hostname(),
-                std::process::id()
-            ),
+            consumer: format!("notifier-{}-{}", hostname(), std::process::id()),
             concurrency: 16,
             max_attempts: 6,
             retry_base: Duration::from_secs(2),
@@ -175,7 +172,9 @@ fn hostname() -> String {
 /// runtime; `bytes` is usually [`DEFAULT_NOTIFIER`].
 pub fn load_notifier(cache_dir: &Path, bytes: &[u8]) -> Result<Arc<NotifierPlugin>, NotifyError> {
     let mut config = RuntimeConfig::new(cache_dir).map_err(|e| {
-        NotifyError::Load(crate::plugins::LoadError::Runtime(format!("current executable: {e}")))
+        NotifyError::Load(crate::plugins::LoadError::Runtime(format!(
+            "current executable: {e}"
+        )))
     })?;
     config.isolation = crate::plugins::Isolation::InProcess;
     let runtime = PluginRuntime::new(config)?;
@@ -191,5 +190,7 @@ pub async fn run_notifier(
     config: NotifierConfig,
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {
-    NotifyConsumer::new(pool, plugin, config)?.run(shutdown).await
+    NotifyConsumer::new(pool, plugin, config)?
+        .run(shutdown)
+        .await
 }

@@ -106,9 +106,15 @@ pub async fn update(
         fields.push(("webhook_secret", secret.clone()));
     }
     let webhook_on = change.webhook.unwrap_or(current.webhook);
-    let url_after = change.webhook_url.clone().or(current.webhook_url.clone()).filter(|u| !u.is_empty());
+    let url_after = change
+        .webhook_url
+        .clone()
+        .or(current.webhook_url.clone())
+        .filter(|u| !u.is_empty());
     if webhook_on && url_after.is_none() {
-        return Err(NotifyError::InvalidSettings("webhooks need a webhook_url".into()));
+        return Err(NotifyError::InvalidSettings(
+            "webhooks need a webhook_url".into(),
+        ));
     }
     let mut generated = None;
     if webhook_on && change.webhook_secret.is_none() && current.webhook_secret.is_none() {
@@ -135,7 +141,8 @@ pub async fn update(
 /// An absolute http(s) URL with a host. Addresses are checked at delivery, when they
 /// are resolved (a name may point elsewhere later).
 pub fn check_webhook_url(url: &str) -> Result<(), NotifyError> {
-    let parsed = url::Url::parse(url).map_err(|e| NotifyError::InvalidSettings(format!("webhook_url: {e}")))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| NotifyError::InvalidSettings(format!("webhook_url: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
         return Err(NotifyError::InvalidSettings(
             "webhook_url must be an http or https URL with a host".into(),

@@ -54,7 +54,10 @@ pub fn verify_signature(
     now: u64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let ts: u64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+    let ts: u64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::BadTimestamp)?;
     let skew = now.abs_diff(ts);
     if skew > tolerance.as_secs() {
         return Err(VerifyError::Stale(skew));
@@ -67,7 +70,8 @@ pub fn verify_signature(
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(format!("{ts}.").as_bytes());
     mac.update(body);
-    mac.verify_slice(&given).map_err(|_| VerifyError::BadSignature)
+    mac.verify_slice(&given)
+        .map_err(|_| VerifyError::BadSignature)
 }
 
 /// Posts webhooks; one per tenant URL, checked and pinned each time.
@@ -102,8 +106,14 @@ impl WebhookClient {
                 let lookup = tokio::net::lookup_host((domain, port));
                 match tokio::time::timeout(self.timeout, lookup).await {
                     Ok(Ok(addrs)) => addrs.collect(),
-                    Ok(Err(e)) => return Err(DeliveryError::Transient(format!("resolving {domain}: {e}"))),
-                    Err(_) => return Err(DeliveryError::Transient(format!("resolving {domain}: timed out"))),
+                    Ok(Err(e)) => {
+                        return Err(DeliveryError::Transient(format!("resolving {domain}: {e}")));
+                    }
+                    Err(_) => {
+                        return Err(DeliveryError::Transient(format!(
+                            "resolving {domain}: timed out"
+                        )));
+                    }
                 }
             }
             None => return Err(DeliveryError::Permanent("webhook URL has no host".into())),
@@ -118,14 +128,18 @@ impl WebhookClient {
                 bad.ip()
             )));
         }
-        addrs
-            .into_iter()
-            .next()
-            .ok_or_else(|| DeliveryError::Transient("the webhook host resolved to no address".into()))
+        addrs.into_iter().next().ok_or_else(|| {
+            DeliveryError::Transient("the webhook host resolved to no address".into())
+        })
     }
 
     /// Posts `hook` signed with `secret`, connecting only to the checked address.
-    pub async fn post(&self, delivery_id: &str, hook: &OutgoingWebhook, secret: &[u8]) -> Result<(), DeliveryError> {
+    pub async fn post(
+        &self,
+        delivery_id: &str,
+        hook: &OutgoingWebhook,
+        secret: &[u8],
+    ) -> Result<(), DeliveryError> {
         let url = url::Url::parse(&hook.url)
             .map_err(|e| DeliveryError::Permanent(format!("bad webhook URL: {e}")))?;
         let addr = self.check_url(&url).await?;
@@ -147,19 +161,28 @@ impl WebhookClient {
             .post(url)
             .header("content-type", "application/json")
             .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, sign(secret, timestamp, hook.body.as_bytes()))
+            .header(
+                SIGNATURE_HEADER,
+                sign(secret, timestamp, hook.body.as_bytes()),
+            )
             .header(DELIVERY_HEADER, delivery_id)
             .body(hook.body.clone())
             .send()
             .await
-            .map_err(|e| DeliveryError::Transient(format!("webhook POST failed: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                DeliveryError::Transient(format!("webhook POST failed: {}", error_chain(&e)))
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-            Err(DeliveryError::Transient(format!("webhook answered {status}")))
+            Err(DeliveryError::Transient(format!(
+                "webhook answered {status}"
+            )))
         } else {
-            Err(DeliveryError::Permanent(format!("webhook answered {status}")))
+            Err(DeliveryError::Permanent(format!(
+                "webhook answered {status}"
+            )))
         }
     }
 }
@@ -184,15 +207,50 @@ mod tests {
     fn signatures_verify_and_reject_tampering_and_replays() {
         let sig = sign(b"s3cret", 1000, b"{\"a\":1}");
         assert!(sig.starts_with("v1="));
-        let ok = verify_signature(b"s3cret", "1000", b"{\"a\":1}", &sig, 1010, Duration::from_secs(300));
+        let ok = verify_signature(
+            b"s3cret",
+            "1000",
+            b"{\"a\":1}",
+            &sig,
+            1010,
+            Duration::from_secs(300),
+        );
         assert_eq!(ok, Ok(()));
-        let tampered = verify_signature(b"s3cret", "1000", b"{\"a\":2}", &sig, 1010, Duration::from_secs(300));
+        let tampered = verify_signature(
+            b"s3cret",
+            "1000",
+            b"{\"a\":2}",
+            &sig,
+            1010,
+            Duration::from_secs(300),
+        );
         assert_eq!(tampered, Err(VerifyError::BadSignature));
-        let wrong_key = verify_signature(b"other", "1000", b"{\"a\":1}", &sig, 1010, Duration::from_secs(300));
+        let wrong_key = verify_signature(
+            b"other",
+            "1000",
+            b"{\"a\":1}",
+            &sig,
+            1010,
+            Duration::from_secs(300),
+        );
         assert_eq!(wrong_key, Err(VerifyError::BadSignature));
-        let replay = verify_signature(b"s3cret", "1000", b"{\"a\":1}", &sig, 5000, Duration::from_secs(300));
+        let replay = verify_signature(
+            b"s3cret",
+            "1000",
+            b"{\"a\":1}",
+            &sig,
+            5000,
+            Duration::from_secs(300),
+        );
         assert_eq!(replay, Err(VerifyError::Stale(4000)));
-        let moved = verify_signature(b"s3cret", "1001", b"{\"a\":1}", &sig, 1010, Duration::from_secs(300));
+        let moved = verify_signature(
+            b"s3cret",
+            "1001",
+            b"{\"a\":1}",
+            &sig,
+            1010,
+            Duration::from_secs(300),
+        );
         assert_eq!(moved, Err(VerifyError::BadSignature));
     }
 
@@ -210,13 +268,19 @@ mod tests {
         ] {
             let url = url::Url::parse(url).unwrap();
             let result = client.check_url(&url).await;
-            assert!(matches!(result, Err(DeliveryError::Permanent(_))), "{url}: {result:?}");
+            assert!(
+                matches!(result, Err(DeliveryError::Permanent(_))),
+                "{url}: {result:?}"
+            );
         }
         let allowed = WebhookClient::new(
             AddressPolicy::new(vec!["127.0.0.1".parse().unwrap()]),
             Duration::from_secs(2),
         );
         let url = url::Url::parse("http://127.0.0.1:9/hook").unwrap();
-        assert_eq!(allowed.check_url(&url).await.unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            allowed.check_url(&url).await.unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
     }
 }
