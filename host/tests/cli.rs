@@ -94,10 +94,3 @@ fn output_flood_fails_with_the_output_limit() {
 fn trap_fails_with_a_crash_message() {
     assert_fails_with(b"trap", &[], "tapedeck: plugin crashed");
 }
-
-#[test]
-fn serve_is_not_there_yet() {
-    let output = Command::new(TAPEDECK).arg("serve").output().unwrap();
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("not implemented yet"));
-}
