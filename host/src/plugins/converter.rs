@@ -135,12 +135,9 @@ pub(crate) fn run_converter(
         let source = table.push(InputSource { file: input, size })?;
         let sink = table.push(OutputSink::new(output, limits.max_output_bytes))?;
         let sink_rep = sink.rep();
-        let call = converter.tapedeck_plugin_conversion().call_convert(
-            &mut store,
-            source,
-            sink,
-            *options,
-        );
+        let call = converter
+            .tapedeck_plugin_conversion()
+            .call_convert(&mut store, source, sink, *options);
         Ok((call, sink_rep))
     });
     forward_diagnostics(store.data(), &stderr, &events);
