@@ -133,7 +133,11 @@ pub fn serve_exe() -> PathBuf {
         .and_then(Path::parent)
         .expect("test executables live in <target>/<profile>/deps");
     let exe = profile_dir.join("tapedeck-test-serve");
-    assert!(exe.exists(), "{} is missing: build the tapedeck-tests bins", exe.display());
+    assert!(
+        exe.exists(),
+        "{} is missing: build the tapedeck-tests bins",
+        exe.display()
+    );
     exe
 }
 
