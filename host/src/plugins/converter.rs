@@ -218,8 +218,13 @@ pub(crate) fn observe<R: Send>(
     })
 }
 
-/// Names the limit or fault behind an error from instantiating or calling the guest.
-fn classify_failure(error: wasmtime::Error, instantiating: bool, limits: &RunLimits) -> RunError {
+/// Names the limit or fault behind an error from instantiating or calling a guest (any
+/// world: the notifier uses it too).
+pub(crate) fn classify_failure(
+    error: wasmtime::Error,
+    instantiating: bool,
+    limits: &RunLimits,
+) -> RunError {
     tracing::debug!("plugin run failed: {error:?}");
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RunError::CpuLimit {

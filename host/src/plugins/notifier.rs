@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
@@ -229,30 +229,10 @@ impl NotifierPlugin {
             Ok(Err(wit::NotifyError::IncompleteEvent(why) | wit::NotifyError::Refused(why))) => {
                 Err(NotifyRunError::Declined(why))
             }
-            Err((error, instantiating)) => Err(NotifyRunError::Plugin(classify(
-                error,
-                instantiating,
-                limits,
-            ))),
+            Err((error, instantiating)) => Err(NotifyRunError::Plugin(
+                super::converter::classify_failure(error, instantiating, limits),
+            )),
         }
-    }
-}
-
-fn classify(error: wasmtime::Error, instantiating: bool, limits: &RunLimits) -> RunError {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RunError::CpuLimit {
-            limit: limits.cpu_time,
-        },
-        Some(Trap::StackOverflow) => RunError::StackOverflow,
-        Some(trap) => RunError::Trap {
-            message: trap.to_string(),
-        },
-        None if instantiating => RunError::Instantiate {
-            message: format!("{error:#}"),
-        },
-        None => RunError::Trap {
-            message: format!("{error:#}"),
-        },
     }
 }
 
