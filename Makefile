@@ -2,10 +2,13 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build run test lint bench clean
+.PHONY: setup setup-bench build run test lint bench clean
 
 setup:
 	@scripts/setup.sh
+
+setup-bench: setup
+	@scripts/setup.sh bench
 
 ## Release host binary with the default components built in.
 build: setup
@@ -23,9 +26,13 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
-## Benchmarks; figures go to bench/RESULTS.md by hand after review.
-bench: build
+## Benchmarks (converter, notifier, service); figures go to bench/RESULTS.md by hand
+## after review.
+bench: build setup-bench
 	$(CARGO) run --release --locked -p tapedeck-bench -- $(BENCH_ARGS)
+	NOTIFY_BENCH_N=$${NOTIFY_BENCH_N:-500} $(CARGO) test --release --locked -p tapedeck --test notify \
+		bench_notifications_per_second -- --ignored --nocapture
+	bench/service.sh
 
 clean:
 	$(CARGO) clean

@@ -7,8 +7,17 @@ fn main() {
     println!("cargo:rerun-if-env-changed=TAPEDECK_CONVERTER_WASM");
     let converter_override =
         std::env::var_os("TAPEDECK_CONVERTER_WASM").map(std::path::PathBuf::from);
-    let mut packages = vec!["tapedeck-hostile-guest", "tapedeck-notifier"];
-    let mut watch = vec!["tests/guests/hostile", "components/notifier", "wit"];
+    let mut packages = vec![
+        "tapedeck-hostile-guest",
+        "tapedeck-notifier",
+        "tapedeck-auth",
+    ];
+    let mut watch = vec![
+        "tests/guests/hostile",
+        "components/notifier",
+        "components/auth",
+        "wit",
+    ];
     if converter_override.is_none() {
         packages.push("tapedeck-converter");
         watch.push("components/converter");
@@ -25,6 +34,11 @@ fn main() {
     println!(
         "cargo:rustc-env=TAPEDECK_HOSTILE_WASM={}",
         hostile.display()
+    );
+    let auth = component_path(&dir, "tapedeck-auth");
+    println!(
+        "cargo:rustc-env=TAPEDECK_DEFAULT_AUTH_WASM={}",
+        auth.display()
     );
     let notifier = component_path(&dir, "tapedeck-notifier");
     println!(

@@ -3,8 +3,11 @@
 # when everything is there it only checks (well under a second).
 set -euo pipefail
 
+# `setup.sh bench` also installs the benchmark's load generator and reference server.
+packages=(clang lld llvm wasi-libc libclang-rt-14-dev-wasm32 make pkg-config ffmpeg redis-server)
+[ "${1:-}" = bench ] && packages+=(wrk nginx-light curl python3)
 need_apt=()
-for pkg in clang lld llvm wasi-libc libclang-rt-14-dev-wasm32 make pkg-config ffmpeg redis-server; do
+for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

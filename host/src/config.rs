@@ -18,6 +18,13 @@
 //! | `redis_server`             | `TAPEDECK_REDIS_SERVER`          | `redis-server` on `PATH` |
 //! | `converter`                | `TAPEDECK_CONVERTER`             | the embedded converter component |
 //! | `shutdown_timeout_secs`    | `TAPEDECK_SHUTDOWN_TIMEOUT_SECS` | 20                 |
+//! | `auth_plugin`              | `TAPEDECK_AUTH_PLUGIN`           | the embedded auth component |
+//! | `notifier`                 | `TAPEDECK_NOTIFIER`              | the embedded notifier component |
+//! | `public_url`               | `TAPEDECK_PUBLIC_URL`            | `http://{listen}` (download links in notifications) |
+//! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to `{data_dir}/outbox` as .eml files |
+//! | `mail_from`                | `TAPEDECK_MAIL_FROM`             | `Tapedeck <noreply@tapedeck.localhost>` |
+//! | `webhook_allow`            | `TAPEDECK_WEBHOOK_ALLOW`         | none: webhooks reach public addresses only |
+//! | `bench_routes`             | `TAPEDECK_BENCH_ROUTES`          | false (benchmarks only: an unauthenticated job lookup) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,6 +98,31 @@ pub struct Settings {
     /// How long shutdown waits for requests and conversions [default: 20].
     #[arg(long, env = "TAPEDECK_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Auth component (.wasm) instead of the embedded one.
+    #[arg(long, env = "TAPEDECK_AUTH_PLUGIN")]
+    pub auth_plugin: Option<PathBuf>,
+    /// Notifier component (.wasm) instead of the embedded one.
+    #[arg(long, env = "TAPEDECK_NOTIFIER")]
+    pub notifier: Option<PathBuf>,
+    /// Base URL clients reach this service at, for links in notifications
+    /// [default: http://{listen}].
+    #[arg(long, env = "TAPEDECK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// SMTP server for notification mail: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS) or `smtps://host:465`. Unset: mail is written to `{data_dir}/outbox`.
+    #[arg(long, env = "TAPEDECK_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// `From` of notification mail.
+    #[arg(long, env = "TAPEDECK_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// Comma-separated non-public addresses/networks webhooks may reach anyway
+    /// (e.g. `10.0.0.0/8,127.0.0.1`).
+    #[arg(long, env = "TAPEDECK_WEBHOOK_ALLOW")]
+    pub webhook_allow: Option<String>,
+    /// Benchmarks only: also serve `GET /bench/unauthenticated/jobs/{id}`, the job lookup
+    /// without a token, to measure what authentication costs. Never in production.
+    #[arg(long, env = "TAPEDECK_BENCH_ROUTES", num_args = 0..=1, default_missing_value = "true")]
+    pub bench_routes: Option<bool>,
 }
 
 impl Settings {
@@ -115,6 +147,13 @@ impl Settings {
             shutdown_timeout_secs: self
                 .shutdown_timeout_secs
                 .or(fallback.shutdown_timeout_secs),
+            auth_plugin: self.auth_plugin.or(fallback.auth_plugin),
+            notifier: self.notifier.or(fallback.notifier),
+            public_url: self.public_url.or(fallback.public_url),
+            smtp_url: self.smtp_url.or(fallback.smtp_url),
+            mail_from: self.mail_from.or(fallback.mail_from),
+            webhook_allow: self.webhook_allow.or(fallback.webhook_allow),
+            bench_routes: self.bench_routes.or(fallback.bench_routes),
         }
     }
 }
@@ -138,6 +177,16 @@ pub struct ServiceConfig {
     /// `None`: the embedded converter.
     pub converter: Option<PathBuf>,
     pub shutdown_timeout: Duration,
+    /// `None`: the embedded auth component.
+    pub auth_plugin: Option<PathBuf>,
+    /// `None`: the embedded notifier component.
+    pub notifier: Option<PathBuf>,
+    /// Prefix of the links notifications carry, without a trailing `/`.
+    pub public_url: String,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub webhook_allow: Option<String>,
+    pub bench_routes: bool,
 }
 
 impl ServiceConfig {
@@ -156,10 +205,11 @@ impl ServiceConfig {
         let blob_url = s
             .blob_url
             .unwrap_or_else(|| data_dir.join("blobs").display().to_string());
+        let listen = s
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let config = ServiceConfig {
-            listen: s
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen,
             role: s.role.unwrap_or(Role::All),
             redis_url: s.redis_url.filter(|u| !u.is_empty()),
             blob_url,
@@ -174,6 +224,18 @@ impl ServiceConfig {
                 .unwrap_or_else(|| PathBuf::from("redis-server")),
             converter: s.converter,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs.unwrap_or(20)),
+            auth_plugin: s.auth_plugin,
+            notifier: s.notifier,
+            public_url: s
+                .public_url
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| format!("http://{listen}"))
+                .trim_end_matches('/')
+                .to_owned(),
+            smtp_url: s.smtp_url.filter(|u| !u.is_empty()),
+            mail_from: s.mail_from.filter(|u| !u.is_empty()),
+            webhook_allow: s.webhook_allow,
+            bench_routes: s.bench_routes.unwrap_or(false),
             data_dir,
         };
         Ok(config)

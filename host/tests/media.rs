@@ -252,7 +252,8 @@ fn generated_media_keeps_its_length() {
             "500000",
         ],
     ));
-    // 5.1 in AAC is beyond symphonia 0.6.1's AAC decoder; 5.1 ALAC exercises the downmix.
+    // 5.1 in AAC (the vendored decoder patch) and in ALAC both go through the downmix.
+    cases.push(("surround-5.1-aac.mp4".into(), 48_000, "5.1", vec![]));
     cases.push((
         "surround-5.1.m4a".into(),
         48_000,
@@ -280,6 +281,90 @@ fn generated_media_keeps_its_length() {
         assert!(
             (mp3_s - source_s).abs() <= ONE_FRAME_S,
             "{name}: source {source_s:.4} s, MP3 {mp3_s:.4} s"
+        );
+    }
+}
+
+/// RMS of the left and right channels of a decoded MP3.
+fn stereo_rms(path: &Path) -> (f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "f32le", "-ac", "2", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let samples: Vec<f32> = out
+        .stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let rms = |channel: usize| {
+        let sum: f64 = samples
+            .iter()
+            .skip(channel)
+            .step_by(2)
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum();
+        (sum / (samples.len() / 2).max(1) as f64).sqrt()
+    };
+    (rms(0), rms(1))
+}
+
+/// Each channel of a 5.1 AAC file ends up on the right side of the stereo downmix: the
+/// decoder's element order (C, L/R, Ls/Rs, LFE) is mapped onto the right planes.
+#[test]
+fn aac_surround_channels_land_on_their_side() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let plugin = plugin(dir.path());
+    // (channel with the tone, expected left/right balance)
+    for (channel, want) in [
+        ("FL", "left"),
+        ("FR", "right"),
+        ("BL", "left"),
+        ("BR", "right"),
+        ("FC", "centre"),
+    ] {
+        let input = dir.path().join(format!("only-{channel}.mp4"));
+        let others: String = ["FL", "FR", "FC", "LFE", "BL", "BR"]
+            .iter()
+            .map(|c| {
+                let gain = if *c == channel { "c0" } else { "0*c0" };
+                format!("|{c}={gain}")
+            })
+            .collect();
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("sine=frequency=440:sample_rate=48000:duration=1")
+            .args(["-af"])
+            .arg(format!("pan=5.1{others}"))
+            .args(["-c:a", "aac"])
+            .arg(&input)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "ffmpeg could not make {}",
+            input.display()
+        );
+        let out = dir.path().join(format!("only-{channel}.mp3"));
+        let verdict = wasm(&plugin, &input, &out, &ConvertOptions::default());
+        assert!(
+            matches!(verdict, Verdict::Converted { channels: 2, .. }),
+            "{channel}: {verdict:?}"
+        );
+        let (left, right) = stereo_rms(&out);
+        let louder = |a: f64, b: f64| a > 0.01 && a > 10.0 * b;
+        let ok = match want {
+            "left" => louder(left, right),
+            "right" => louder(right, left),
+            _ => left > 0.01 && (left / right - 1.0).abs() < 0.05,
+        };
+        assert!(
+            ok,
+            "tone in {channel}: left RMS {left:.4}, right RMS {right:.4}"
         );
     }
 }

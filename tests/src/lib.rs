@@ -149,6 +149,77 @@ pub enum Role {
     Worker,
 }
 
+/// The mails in `{data_dir}/outbox` (the service's embedded mail default), waiting up to
+/// `limit` for at least `n`; then `settle` more, so duplicates would show.
+pub fn outbox_mails(data_dir: &Path, n: usize, limit: Duration, settle: Duration) -> Vec<String> {
+    let read = || -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(data_dir.join("outbox")) else {
+            return Vec::new();
+        };
+        let mut mails: Vec<(PathBuf, String)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .filter_map(|p| std::fs::read_to_string(&p).ok().map(|m| (p, unfold_qp(&m))))
+            .collect();
+        mails.sort();
+        mails.into_iter().map(|(_, m)| m).collect()
+    };
+    wait_until(limit, || read().len() >= n);
+    std::thread::sleep(settle);
+    read()
+}
+
+/// One request the webhook receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+/// An HTTP server on 127.0.0.1 that records the POSTs to `/hook` (answers 204).
+pub struct Receiver {
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let g = g.clone();
+                async move {
+                    g.lock().unwrap().push(Received { headers, body });
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { port, got }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Undoes quoted-printable's soft line breaks and `=3D`, so tests can search a mail's
+/// text (non-ASCII bytes stay encoded).
+fn unfold_qp(mail: &str) -> String {
+    mail.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
 /// One `tapedeck serve` process; killed on drop.
 pub struct Service {
     pub child: Child,
@@ -322,6 +393,25 @@ impl Api {
         Api {
             token: Some(v["token"].as_str().unwrap().to_owned()),
             ..self.clone()
+        }
+    }
+
+    /// Logs in an existing account (password as [`Api::signed_up`] sets it).
+    pub async fn login(self, tenant: &str, email: &str) -> Api {
+        let body = json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
+        let v: Value = self
+            .http
+            .post(self.url("/v1/auth/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Api {
+            token: Some(v["token"].as_str().unwrap().to_owned()),
+            ..self
         }
     }
 

@@ -160,11 +160,17 @@ mod convert_flow {
             .query(&mut redis)
             .unwrap();
         assert_eq!(dead.len(), 2);
-        let notified: u64 = redis::cmd("XLEN")
-            .arg("td:notify")
-            .query(&mut redis)
-            .unwrap();
-        assert_eq!(notified, 2);
+        // `serve` runs the notifier: each failure mails its owner once, saying why
+        // (no SMTP configured, so the mails land in the outbox folder).
+        let mails = outbox_mails(s._dir.path(), 2, SLOW, Duration::from_millis(500));
+        assert_eq!(mails.len(), 2, "{mails:?}");
+        for mail in &mails {
+            assert!(mail.contains("To: bob@example.com"), "{mail}");
+            assert!(mail.to_lowercase().contains("fail"), "{mail}");
+        }
+        let all = mails.join("\n").to_lowercase();
+        assert!(all.contains("no audio"), "{all}");
+        assert!(all.contains("unsupported"), "{all}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +216,105 @@ mod convert_flow {
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
+    }
+
+    /// `serve` runs the notifier: a tenant admin turns webhooks on through the API, a job
+    /// finishes, and its owner gets one e-mail (outbox) and the tenant one signed webhook.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_jobs_notify_by_mail_and_signed_webhook() {
+        let receiver = Receiver::start().await;
+        let s = stack(vec![("webhook-allow", "127.0.0.1".into())]);
+        let user = s.api.signed_up("default", "plain@example.com").await;
+        let settings = json!({
+            "webhook": true,
+            "webhook_url": receiver.url(),
+            "webhook_secret": "0123456789abcdef-secret",
+        });
+        // Only a tenant admin may change them.
+        let r = user
+            .http
+            .put(user.url("/v1/tenant/notifications"))
+            .bearer_auth(user.token.as_deref().unwrap())
+            .json(&settings)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let _ = s.api.signed_up("default", "boss@example.com").await;
+        let mut redis = s.redis.conn();
+        let _: () = redis::cmd("HSET")
+            .arg("td:user:default:boss@example.com")
+            .arg("role")
+            .arg("admin")
+            .query(&mut redis)
+            .unwrap();
+        let admin = Api {
+            token: None,
+            ..s.api.clone()
+        }
+        .login("default", "boss@example.com")
+        .await;
+        let r = admin
+            .http
+            .put(admin.url("/v1/tenant/notifications"))
+            .bearer_auth(admin.token.as_deref().unwrap())
+            .json(&json!({"webhook": true, "webhook_url": "ftp://x.example/"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = admin
+            .http
+            .put(admin.url("/v1/tenant/notifications"))
+            .bearer_auth(admin.token.as_deref().unwrap())
+            .json(&settings)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["settings"]["webhook"], true, "{body}");
+        assert_eq!(body["settings"]["webhook_secret_set"], true, "{body}");
+        assert!(!body.to_string().contains("0123456789abcdef"), "{body}");
+
+        let id = user
+            .upload(&media("aac-lc_44k_stereo_music__rodio_music.m4a"), &[])
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(user.wait_final(&id, SLOW).await["status"], "done");
+
+        let mails = outbox_mails(s._dir.path(), 1, SLOW, Duration::from_millis(500));
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert!(mails[0].contains("To: plain@example.com"), "{}", mails[0]);
+        assert!(
+            mails[0].contains(&format!("{}/v1/jobs/{id}/output", s.service.base)),
+            "{}",
+            mails[0]
+        );
+        wait_until(SLOW, || !receiver.received().is_empty());
+        std::thread::sleep(Duration::from_millis(500));
+        let hooks = receiver.received();
+        assert_eq!(hooks.len(), 1, "{hooks:?}");
+        let hook = &hooks[0];
+        let header = |name: &str| hook.headers[name].to_str().unwrap().to_owned();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        tapedeck::notify::verify_signature(
+            b"0123456789abcdef-secret",
+            &header("x-tapedeck-timestamp"),
+            hook.body.as_bytes(),
+            &header("x-tapedeck-signature"),
+            now,
+            Duration::from_secs(300),
+        )
+        .expect("the webhook signature verifies");
+        let event: Value = serde_json::from_str(&hook.body).unwrap();
+        assert_eq!(event["type"], "job.done", "{event}");
+        assert!(hook.body.contains(&id), "{}", hook.body);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,31 +468,6 @@ mod security {
                 .status(),
             200
         );
-    }
-
-    trait Login {
-        async fn login(self, tenant: &str, email: &str) -> Api;
-    }
-
-    impl Login for Api {
-        async fn login(self, tenant: &str, email: &str) -> Api {
-            let body =
-                json!({"tenant": tenant, "email": email, "password": "correct horse battery"});
-            let v: Value = self
-                .http
-                .post(self.url("/v1/auth/login"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            Api {
-                token: Some(v["token"].as_str().unwrap().to_owned()),
-                ..self
-            }
-        }
     }
 
     fn sign(key: &[u8], header: &str, claims: &Value) -> String {
@@ -713,11 +793,15 @@ mod resilience {
             .count();
         assert_eq!(outputs, 1);
         let mut conn = redis.conn();
-        let notified: u64 = redis::cmd("XLEN")
-            .arg("td:notify")
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(notified, 1);
+        // One job, one notification: the crash neither lost nor doubled it.
+        let mails = outbox_mails(dir.path(), 1, SLOW, Duration::from_secs(1));
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert!(mails[0].contains("To: crash@example.com"), "{}", mails[0]);
+        assert!(
+            mails[0].contains(&format!("/v1/jobs/{id}/output")),
+            "{}",
+            mails[0]
+        );
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
             .arg("td:convert:default")
             .arg("workers")
@@ -800,5 +884,70 @@ mod resilience {
             still_waiting >= 4,
             "only {still_waiting} flood jobs were still queued"
         );
+    }
+}
+
+mod retries {
+    use super::*;
+
+    /// A job whose file makes the converter trap: retried with backoff up to
+    /// `max-attempts`, then `failed` with the reason and dead-lettered; the service keeps
+    /// converting everyone else's files meanwhile. The hostile test guest is the converter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crashing_plugin_retries_then_dead_letters_and_service_carries_on() {
+        let s = stack(vec![
+            ("converter", env!("TAPEDECK_HOSTILE_WASM").into()),
+            ("max-attempts", "3".into()),
+            ("retry-base-ms", "200".into()),
+        ]);
+        let me = s.api.signed_up("default", "retry@example.com").await;
+        let dir = tempfile::tempdir().unwrap();
+        // The hostile guest picks its behaviour from the first bytes; a box type at
+        // offset 4 gets the file past the gateway's MP4 sniffing.
+        let mut crash = b"trap".to_vec();
+        crash.extend_from_slice(b"ftyp");
+        crash.resize(4096, 0);
+        let crash_path = dir.path().join("crash.mp4");
+        std::fs::write(&crash_path, &crash).unwrap();
+        let mut fine = b"\0\0\0\x20ftypisom".to_vec();
+        fine.resize(4096, 7);
+        let fine_path = dir.path().join("fine.mp4");
+        std::fs::write(&fine_path, &fine).unwrap();
+
+        let crashing = me.upload(&crash_path, &[]).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let healthy = me.upload(&fine_path, &[]).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ok = me.wait_final(&healthy, SLOW).await;
+        assert_eq!(ok["status"], "done", "{ok}");
+
+        let job = me.wait_final(&crashing, SLOW).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["attempts"], 3, "{job}");
+        let error = job["error"].as_str().unwrap().to_lowercase();
+        assert!(error.contains("crash") || error.contains("trap"), "{error}");
+
+        let mut redis = s.redis.conn();
+        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("td:deadletter")
+            .arg("-")
+            .arg("+")
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+        assert_eq!(fields.get("job"), Some(&crashing), "{fields:?}");
+        assert!(fields.contains_key("reason"), "{fields:?}");
+        // Nothing is left pending or scheduled for another try.
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg("td:convert:default")
+            .arg("workers")
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(pending[0], redis::Value::Int(0));
     }
 }

@@ -1,28 +1,28 @@
 //! Who is calling: register, log in, verify a token.
 //!
-//! The gateway sees only the narrow [`Authenticator`] trait. [`LocalAuthenticator`] is
-//! the in-process implementation (argon2id password hashes, HS256 tokens signed with a
-//! key shared through Redis); the auth WebAssembly component (`wit/auth.wit`) replaces it
-//! behind the same trait, backed by the same [`UserStore`] and signing key.
+//! The gateway sees only the narrow [`Authenticator`] trait. [`ComponentAuthenticator`]
+//! implements it with the auth WebAssembly component (`components/auth`, world `auth` in
+//! `wit/auth.wit`: argon2id hashes, HS256 JWTs via jsonwebtoken), backed by the Redis
+//! [`UserStore`] and the signing key shared through Redis. Operators may replace the
+//! component (`--auth-plugin`); the gateway does not change.
 //!
-//! Unknown user and wrong password are indistinguishable: same error, and an unknown
-//! user still pays for one hash verification.
+//! Unknown user and wrong password are indistinguishable: the component answers the same
+//! error, and an unknown user still pays for one hash verification.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use deadpool_redis::Pool;
 use futures::future::BoxFuture;
-use hmac::{Hmac, Mac};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
+use crate::plugins::{
+    AuthContext, AuthPlugin, Isolation, NoDirectory, PluginRuntime, RuntimeConfig, UserDirectory,
+    auth_wit as wit,
+};
 use crate::queue::now_ms;
 
 /// What a valid token says about its bearer.
@@ -95,6 +95,8 @@ pub struct UserRecord {
     pub role: String,
     /// PHC string of the password hash.
     pub password_hash: String,
+    /// Unix seconds (0 for accounts stored before this field existed).
+    pub created_at: u64,
 }
 
 /// Users in Redis, keyed by tenant and normalized email.
@@ -126,6 +128,9 @@ impl UserStore {
                 email: field("email")?,
                 role: field("role")?,
                 password_hash: field("password_hash")?,
+                created_at: field("created_at")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0),
             })
         })())
     }
@@ -146,6 +151,7 @@ impl UserStore {
                     ("email", &user.email),
                     ("role", &user.role),
                     ("password_hash", &user.password_hash),
+                    ("created_at", &user.created_at.to_string()),
                 ],
             )
             .await
@@ -186,125 +192,174 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     }
 }
 
-/// In-process authenticator: argon2id hashes, HS256 JWTs.
-pub struct LocalAuthenticator {
+/// Compiles (or loads from `cache_dir`) an auth component in its own in-process runtime;
+/// `bytes` is usually [`crate::plugins::DEFAULT_AUTH`].
+pub fn load_auth(cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<Arc<AuthPlugin>> {
+    let mut config = RuntimeConfig::new(cache_dir)?;
+    config.isolation = Isolation::InProcess;
+    Ok(PluginRuntime::new(config)?.load_auth(bytes)?)
+}
+
+/// The [`Authenticator`] of the service: every call is one call of the auth component.
+pub struct ComponentAuthenticator {
+    plugin: Arc<AuthPlugin>,
     users: UserStore,
-    key: Vec<u8>,
-    token_ttl: Duration,
+    key: Arc<[u8]>,
+    token_lifetime_seconds: u32,
 }
 
-/// Verified for unknown users so they cost as much as a wrong password.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let salt = SaltString::encode_b64(b"tapedeck-dummy-salt").expect("a 19-byte salt is valid");
-    Argon2::default()
-        .hash_password(b"not a password anyone has", &salt)
-        .expect("hashing a constant cannot fail")
-        .to_string()
-});
+/// Longest token lifetime the auth world accepts (30 days).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl LocalAuthenticator {
-    pub fn new(users: UserStore, key: Vec<u8>, token_ttl: Duration) -> Arc<Self> {
-        Arc::new(Self {
+impl ComponentAuthenticator {
+    /// `key`: the shared HS256 key (32..=1024 bytes); `token_ttl`: 1 s ..= 30 days.
+    pub fn new(
+        plugin: Arc<AuthPlugin>,
+        users: UserStore,
+        key: Vec<u8>,
+        token_ttl: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        anyhow::ensure!(
+            (32..=1024).contains(&key.len()),
+            "the token signing key must be 32 to 1024 bytes, not {}",
+            key.len()
+        );
+        anyhow::ensure!(
+            (Duration::from_secs(1)..=MAX_TOKEN_LIFETIME).contains(&token_ttl),
+            "the token lifetime must be 1 s to 30 days"
+        );
+        Ok(Arc::new(Self {
+            plugin,
             users,
-            key,
-            token_ttl,
-        })
+            key: key.into(),
+            token_lifetime_seconds: u32::try_from(token_ttl.as_secs()).unwrap_or(u32::MAX),
+        }))
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
-    }
-
-    fn sign(&self, claims: &Claims) -> String {
-        let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload = B64.encode(serde_json::to_vec(claims).expect("claims serialize"));
-        let signing_input = format!("{header}.{payload}");
-        let mut mac = self.mac();
-        mac.update(signing_input.as_bytes());
-        let sig = B64.encode(mac.finalize().into_bytes());
-        format!("{signing_input}.{sig}")
-    }
-
-    fn check(&self, token: &str) -> Result<Claims, AuthError> {
-        #[derive(Deserialize)]
-        struct Header {
-            alg: String,
+    fn context(&self, users: Arc<dyn UserDirectory>) -> AuthContext {
+        AuthContext {
+            users,
+            signing_key: self.key.clone(),
+            token_lifetime_seconds: self.token_lifetime_seconds,
+            now_seconds: now_ms() / 1000,
         }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::InvalidToken);
+    }
+
+    /// Runs `call` on a blocking thread with a directory over Redis: the component may
+    /// hash for tens of milliseconds, and a hostile one may spin until its deadline.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        with_store: bool,
+        call: impl FnOnce(&AuthPlugin, &AuthContext) -> crate::plugins::AuthOutcome<T> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let users: Arc<dyn UserDirectory> = if with_store {
+            Arc::new(RedisDirectory {
+                users: self.users.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            })
+        } else {
+            Arc::new(NoDirectory)
         };
-        let header: Header = B64
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(AuthError::InvalidToken)?;
-        // Only our own algorithm: `none` and key-confusion tricks are refused here.
-        if header.alg != "HS256" {
-            return Err(AuthError::InvalidToken);
-        }
-        let sig = B64.decode(s).map_err(|_| AuthError::InvalidToken)?;
-        let mut mac = self.mac();
-        mac.update(h.as_bytes());
-        mac.update(b".");
-        mac.update(p.as_bytes());
-        mac.verify_slice(&sig)
-            .map_err(|_| AuthError::InvalidToken)?;
-        let claims: Claims = B64
-            .decode(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(AuthError::InvalidToken)?;
-        if claims.exp <= now_ms() / 1000 {
-            return Err(AuthError::InvalidToken);
-        }
-        Ok(claims)
+        let cx = self.context(users);
+        let plugin = self.plugin.clone();
+        tokio::task::spawn_blocking(move || call(&plugin, &cx))
+            .await
+            .map_err(backend)?
+            .map_err(|e| AuthError::Backend(format!("auth component: {e}")))?
+            .map_err(from_wit)
     }
 }
 
-fn check_password_rules(password: &str) -> Result<(), AuthError> {
-    if !(8..=1024).contains(&password.len()) {
-        return Err(AuthError::InvalidInput(
-            "password must be 8 to 1024 bytes long".into(),
-        ));
-    }
-    Ok(())
+/// The user store as the component's `user-store` import sees it (blocking).
+struct RedisDirectory {
+    users: UserStore,
+    runtime: tokio::runtime::Handle,
 }
 
-impl Authenticator for LocalAuthenticator {
+impl UserDirectory for RedisDirectory {
+    fn get(&self, tenant: &str, email: &str) -> Result<Option<wit::UserRecord>, String> {
+        let found = self
+            .runtime
+            .block_on(self.users.get(tenant, email))
+            .map_err(|e| e.to_string())?;
+        Ok(found.map(|u| wit::UserRecord {
+            user_id: u.id,
+            tenant: u.tenant,
+            email: u.email,
+            password_hash: u.password_hash,
+            role: if u.role == "admin" {
+                wit::Role::Admin
+            } else {
+                wit::Role::User
+            },
+            created_at: u.created_at,
+        }))
+    }
+
+    fn insert(&self, user: &wit::UserRecord) -> Result<bool, String> {
+        let record = UserRecord {
+            id: user.user_id.clone(),
+            tenant: user.tenant.clone(),
+            email: user.email.clone(),
+            role: role_name(user.role).into(),
+            password_hash: user.password_hash.clone(),
+            created_at: user.created_at,
+        };
+        self.runtime
+            .block_on(self.users.insert(&record))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn role_name(role: wit::Role) -> &'static str {
+    match role {
+        wit::Role::Admin => "admin",
+        wit::Role::User => "user",
+    }
+}
+
+fn claims_from_wit(c: wit::Claims) -> Claims {
+    Claims {
+        user_id: c.user_id,
+        tenant: c.tenant,
+        email: c.email,
+        role: role_name(c.role).into(),
+        exp: c.expires_at,
+    }
+}
+
+fn from_wit(e: wit::AuthError) -> AuthError {
+    match e {
+        wit::AuthError::InvalidEmail => {
+            AuthError::InvalidInput("email is not a valid address".into())
+        }
+        wit::AuthError::WeakPassword(why) => AuthError::InvalidInput(why),
+        wit::AuthError::AlreadyRegistered => AuthError::EmailTaken,
+        wit::AuthError::InvalidCredentials => AuthError::InvalidCredentials,
+        wit::AuthError::InvalidToken(why) => {
+            tracing::debug!(%why, "token refused");
+            AuthError::InvalidToken
+        }
+        wit::AuthError::ExpiredToken => AuthError::InvalidToken,
+        wit::AuthError::Store(why) => AuthError::Backend(format!("user store: {why}")),
+        wit::AuthError::Misconfigured(why) => AuthError::Backend(format!("auth: {why}")),
+    }
+}
+
+impl Authenticator for ComponentAuthenticator {
     fn register<'a>(
         &'a self,
         tenant: &'a str,
         email: &'a str,
         password: &'a str,
     ) -> BoxFuture<'a, Result<(), AuthError>> {
+        let (tenant, email, password) = (tenant.to_owned(), email.to_owned(), password.to_owned());
         Box::pin(async move {
-            let email = normalize_email(email)?;
-            check_password_rules(password)?;
-            let password = password.to_owned();
-            let hash = tokio::task::spawn_blocking(move || {
-                let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
-                Argon2::default()
-                    .hash_password(password.as_bytes(), &salt)
-                    .map(|h| h.to_string())
+            self.blocking(true, move |plugin, cx| {
+                plugin.register(cx, &tenant, &email, &password, wit::Role::User)
             })
             .await
-            .map_err(backend)?
-            .map_err(backend)?;
-            let user = UserRecord {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                tenant: tenant.to_owned(),
-                email,
-                role: "user".into(),
-                password_hash: hash,
-            };
-            if self.users.insert(&user).await? {
-                Ok(())
-            } else {
-                Err(AuthError::EmailTaken)
-            }
+            .map(drop)
         })
     }
 
@@ -314,97 +369,33 @@ impl Authenticator for LocalAuthenticator {
         email: &'a str,
         password: &'a str,
     ) -> BoxFuture<'a, Result<IssuedToken, AuthError>> {
+        let (tenant, email, password) = (tenant.to_owned(), email.to_owned(), password.to_owned());
         Box::pin(async move {
-            let email = normalize_email(email).map_err(|_| AuthError::InvalidCredentials)?;
-            let user = self.users.get(tenant, &email).await?;
-            let stored = user
-                .as_ref()
-                .map(|u| u.password_hash.clone())
-                .unwrap_or_else(|| DUMMY_HASH.clone());
-            let password = password.to_owned();
-            let matches = tokio::task::spawn_blocking(move || {
-                PasswordHash::new(&stored)
-                    .map(|h| {
-                        Argon2::default()
-                            .verify_password(password.as_bytes(), &h)
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
+            let session = self
+                .blocking(true, move |plugin, cx| {
+                    plugin.login(cx, &tenant, &email, &password)
+                })
+                .await?;
+            Ok(IssuedToken {
+                token: session.token,
+                expires_at: session.claims.expires_at,
             })
-            .await
-            .map_err(backend)?;
-            let user = match user {
-                Some(user) if matches => user,
-                _ => return Err(AuthError::InvalidCredentials),
-            };
-            let expires_at = now_ms() / 1000 + self.token_ttl.as_secs();
-            let token = self.sign(&Claims {
-                user_id: user.id,
-                tenant: user.tenant,
-                email: user.email,
-                role: user.role,
-                exp: expires_at,
-            });
-            Ok(IssuedToken { token, expires_at })
         })
     }
 
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, AuthError>> {
-        Box::pin(async move { self.check(token) })
+        let token = token.to_owned();
+        Box::pin(async move {
+            self.blocking(false, move |plugin, cx| plugin.verify(cx, &token, None))
+                .await
+                .map(claims_from_wit)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn authenticator(key: &[u8]) -> LocalAuthenticator {
-        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .unwrap();
-        LocalAuthenticator {
-            users: UserStore::new(pool),
-            key: key.to_vec(),
-            token_ttl: Duration::from_secs(60),
-        }
-    }
-
-    fn claims(exp: u64) -> Claims {
-        Claims {
-            user_id: "u1".into(),
-            tenant: "default".into(),
-            email: "a@b.c".into(),
-            role: "user".into(),
-            exp,
-        }
-    }
-
-    #[test]
-    fn tokens_verify_and_reject_forgeries() {
-        let auth = authenticator(b"k1");
-        let later = now_ms() / 1000 + 60;
-        let token = auth.sign(&claims(later));
-        assert_eq!(auth.check(&token).unwrap(), claims(later));
-        // Another key, expiry, tampering, alg:none.
-        assert!(authenticator(b"k2").check(&token).is_err());
-        assert!(auth.check(&auth.sign(&claims(1))).is_err());
-        let (head, rest) = token.split_once('.').unwrap();
-        let (_, sig) = rest.split_once('.').unwrap();
-        let mut admin = claims(later);
-        admin.role = "admin".into();
-        let forged = format!(
-            "{head}.{}.{sig}",
-            B64.encode(serde_json::to_vec(&admin).unwrap())
-        );
-        assert!(auth.check(&forged).is_err());
-        let none = format!(
-            "{}.{}.",
-            B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            B64.encode(serde_json::to_vec(&admin).unwrap())
-        );
-        assert!(auth.check(&none).is_err());
-        assert!(auth.check("garbage").is_err());
-    }
 
     #[test]
     fn emails_are_normalized() {

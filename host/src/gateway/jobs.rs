@@ -89,6 +89,14 @@ pub async fn show(
     Ok(Json(visible_job(&state, &caller, &id).await?))
 }
 
+/// `GET /v1/jobs/{id}` without authentication, for the benchmark only (`bench_routes`).
+pub async fn show_unauthenticated(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    Ok(Json(state.queue.get(&id).await?.ok_or(ApiError::NotFound)?))
+}
+
 pub async fn remove(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -56,6 +56,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Set once the components this process needs are loaded (`/readyz`).
     pub components_ready: Arc<AtomicBool>,
+    /// Mount `GET /bench/unauthenticated/jobs/{id}` (benchmarks only, see `config`).
+    pub bench_routes: bool,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).
@@ -90,9 +92,21 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show).delete(jobs::remove))
         .route("/jobs/{id}/events", get(jobs::events))
-        .route("/jobs/{id}/output", get(jobs::output));
-    Router::new()
-        .nest("/v1", v1)
+        .route("/jobs/{id}/output", get(jobs::output))
+        .route(
+            "/tenant/notifications",
+            get(tenants::get_notifications).put(tenants::put_notifications),
+        );
+    let mut root = Router::new();
+    if state.bench_routes {
+        // The same lookup as `GET /v1/jobs/{id}` without the token check: what the bench
+        // measures authentication against. Never on unless configured.
+        root = root.route(
+            "/bench/unauthenticated/jobs/{id}",
+            get(jobs::show_unauthenticated),
+        );
+    }
+    root.nest("/v1", v1)
         .route("/login", post(compat::login))
         .route("/upload", post(compat::upload))
         .route("/download", get(compat::download))

@@ -1,12 +1,18 @@
 //! Tenants as the gateway needs them: existence, self-registration, upload limit.
-//! Stored in `td:tenant:{name}`; the default tenant is created at startup.
+//! Stored in `td:tenant:{name}`; the default tenant is created at startup. Also the
+//! tenant admin's view of its notification settings (`/v1/tenant/notifications`).
 
 use std::collections::HashMap;
 
+use axum::Json;
+use axum::extract::State;
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
+use serde_json::{Value, json};
 
 use crate::gateway::error::ApiError;
+use crate::gateway::{AppState, Caller};
+use crate::notify::{NotifyError, SettingsUpdate, settings as notify_settings};
 
 /// The tenant every install has; allows self-registration.
 pub const DEFAULT_TENANT: &str = "default";
@@ -65,6 +71,55 @@ pub async fn load_tenant(
         self_register: h.get("self_register").is_some_and(|v| v == "1"),
         max_upload_bytes,
     }))
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "admin_only",
+            "only a tenant admin may do this".into(),
+        ))
+    }
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(e: NotifyError) -> Self {
+        match e {
+            NotifyError::InvalidSettings(why) => ApiError::BadRequest("invalid_settings", why),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// `GET /v1/tenant/notifications`: the caller's tenant's settings (admin only; the
+/// webhook secret is never shown, only whether one is set).
+pub async fn get_notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let current = notify_settings::load(&state.pool, &caller.0.tenant).await?;
+    Ok(Json(json!({ "settings": current })))
+}
+
+/// `PUT /v1/tenant/notifications` with a JSON [`SettingsUpdate`] (absent fields stay):
+/// turns e-mail and webhooks on or off, sets the webhook URL, secret and hourly cap.
+/// A secret generated because webhooks were turned on without one is returned once.
+pub async fn put_notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(change): Json<SettingsUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let (settings, generated) =
+        notify_settings::update(&state.pool, &caller.0.tenant, &change).await?;
+    let mut body = json!({ "settings": settings });
+    if let Some(secret) = generated {
+        body["webhook_secret"] = Value::String(secret);
+    }
+    Ok(Json(body))
 }
 
 #[cfg(test)]

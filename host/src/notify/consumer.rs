@@ -434,6 +434,9 @@ impl NotifyConsumer {
             .arg(entry_id)
             .query_async(&mut conn)
             .await?;
+        // The group `notifiers` exists (run() made it), so this never drops an entry
+        // that is pending or not yet read.
+        crate::queue::trim_stream(&mut conn, NOTIFY).await?;
         inner.stats.notifications.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

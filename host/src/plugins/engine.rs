@@ -39,6 +39,11 @@ pub(crate) fn engine_for(isolation: Isolation) -> wasmtime::Result<Engine> {
         // the converter's run time, see shared/notes/wasm-build-facts.md); a subprocess is
         // stopped by RLIMIT_CPU instead.
         .epoch_interruption(isolation == Isolation::InProcess);
+    // `TAPEDECK_WASM_PROFILE=perfmap` writes /tmp/perf-<pid>.map so `perf report` names
+    // guest functions (a diagnostic; it does not change the generated code).
+    if std::env::var("TAPEDECK_WASM_PROFILE").as_deref() == Ok("perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
 }
 

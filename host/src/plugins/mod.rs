@@ -9,6 +9,8 @@
 //!   progress, logging), and one run in a fresh `Store`.
 //! - `notifier.rs`: the notifier world's bindings, its host imports (mail, webhook,
 //!   logging: they only queue, checked against a `SendPolicy`), one in-process run.
+//! - `auth.rs`: the auth world's bindings, its host imports (user store, clock, token
+//!   settings), one in-process call per register/login/verify.
 //! - `sandbox.rs`: the (empty) WASI context guests get.
 //! - `subprocess.rs`: running a conversion in a `tapedeck plugin-run` child process.
 //! - `error.rs`: [`LoadError`], [`RunError`], [`ConvertError`].
@@ -22,6 +24,7 @@
 //! process: right for short, hot calls where a process spawn would dominate. Both report
 //! the same [`RunError`] for the same misbehaviour.
 
+mod auth;
 mod converter;
 mod engine;
 mod error;
@@ -36,6 +39,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use auth::{
+    AuthContext, AuthOutcome, AuthPlugin, MAX_TOKEN_BYTES, NoDirectory, UserDirectory, auth_limits,
+    wit as auth_wit,
+};
 pub use converter::MAX_READ;
 pub use converter::wit::{Mode, Options as ConvertOptions, Summary, Trim};
 pub use engine::CacheOutcome;
@@ -49,6 +56,9 @@ pub use subprocess::run_runner_child;
 
 use converter::{ConverterPre, CpuGuard, RunEvent, RunState};
 use engine::CompileCache;
+
+/// The auth component built into this binary (`components/auth`).
+pub const DEFAULT_AUTH: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_AUTH_WASM"));
 
 /// The converter component built into this binary (`components/converter`).
 pub const DEFAULT_CONVERTER: &[u8] = include_bytes!(env!("TAPEDECK_DEFAULT_CONVERTER_WASM"));

@@ -430,11 +430,20 @@ impl JobQueue {
     /// Trims `stream` without dropping entries any group still needs.
     pub async fn trim(&self, stream: &str) -> Result<u64> {
         let mut conn = self.conn().await?;
-        let removed: u64 = scripts::SAFE_TRIM
-            .key(stream)
-            .arg(UNREAD_STREAM_CAP)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(removed)
+        Ok(trim_stream(&mut conn, stream).await?)
     }
+}
+
+/// Trims `stream` below the oldest entry any consumer group still needs (pending, or not
+/// yet delivered); a stream without groups keeps its newest `UNREAD_STREAM_CAP` entries.
+/// Shared by the convert streams and the notify stream.
+pub async fn trim_stream(
+    conn: &mut impl redis::aio::ConnectionLike,
+    stream: &str,
+) -> redis::RedisResult<u64> {
+    scripts::SAFE_TRIM
+        .key(stream)
+        .arg(UNREAD_STREAM_CAP)
+        .invoke_async(conn)
+        .await
 }

@@ -17,10 +17,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServiceConfig, Settings};
-use crate::gateway::auth::{LocalAuthenticator, UserStore, load_or_create_signing_key};
+use crate::gateway::auth::{
+    ComponentAuthenticator, UserStore, load_auth, load_or_create_signing_key,
+};
 use crate::gateway::login_guard::LoginGuard;
 use crate::gateway::tenants::ensure_default_tenant;
 use crate::gateway::{AppState, app};
+use crate::notify::{self, NotifierConfig};
 use crate::queue::{JobQueue, PipelinePolicy};
 use crate::storage::BlobStore;
 use crate::worker::{Converter, Worker, WorkerSettings};
@@ -127,6 +130,25 @@ async fn serve_with_redis(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let components_ready = Arc::new(AtomicBool::new(false));
+    let cache_dir = config.data_dir.join("plugin-cache");
+    if config.role.runs_workers() {
+        let bytes = component_bytes(config.notifier.as_deref(), notify::DEFAULT_NOTIFIER)?;
+        let plugin = notify::load_notifier(&cache_dir, &bytes)?;
+        let mut notifier = NotifierConfig::new(&config.data_dir, config.public_url.clone());
+        notifier.smtp_url = config.smtp_url.clone();
+        if let Some(from) = &config.mail_from {
+            notifier.mail_from = from.clone();
+        }
+        if let Some(list) = &config.webhook_allow {
+            notifier.webhook_allow = notify::parse_allow_list(list)?;
+        }
+        let (pool, stopped) = (pool.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = notify::run_notifier(pool, plugin, notifier, stopped).await {
+                tracing::error!(error = %e, "the notifier stopped");
+            }
+        });
+    }
     if config.role.runs_workers() {
         let converter = converter.context("a worker role needs a converter")?;
         let settings = WorkerSettings {
@@ -148,15 +170,23 @@ async fn serve_with_redis(
     if config.role != crate::config::Role::Worker {
         ensure_default_tenant(&pool).await?;
         let key = load_or_create_signing_key(&pool).await?;
+        let bytes = component_bytes(config.auth_plugin.as_deref(), crate::plugins::DEFAULT_AUTH)?;
+        let auth_plugin = load_auth(&cache_dir, &bytes)?;
         let state = AppState {
             pool: pool.clone(),
             redis,
             queue,
             blobs,
-            auth: LocalAuthenticator::new(UserStore::new(pool.clone()), key, config.token_ttl),
+            auth: ComponentAuthenticator::new(
+                auth_plugin,
+                UserStore::new(pool.clone()),
+                key,
+                config.token_ttl,
+            )?,
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
             components_ready,
+            bench_routes: config.bench_routes,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -189,6 +219,19 @@ async fn serve_with_redis(
         tasks.abort_all();
     }
     Ok(())
+}
+
+/// The component at `path`, or the embedded one.
+fn component_bytes(
+    path: Option<&std::path::Path>,
+    embedded: &'static [u8],
+) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match path {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the component {}", path.display()))?
+            .into(),
+        None => embedded.into(),
+    })
 }
 
 async fn wait_for_redis(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The service benchmark (issue 3), in one run on this machine:
+#   1. requests/s of `GET /v1/jobs/{id}` with a token verified by the wasm auth component,
+#      next to the same lookup without authentication (`--bench-routes`), with wrk;
+#   2. upload and download MB/s of a 500 MB file through tapedeck, next to nginx
+#      accepting (WebDAV PUT) and serving (sendfile) the same file;
+#   3. end-to-end time from upload to `done` for a 5-second clip, next to the time the
+#      conversion itself takes (`tapedeck convert`, same component, same limits).
+# Usage: bench/service.sh   (from the repository root; `make bench` runs it)
+# Needs: target/release/tapedeck (make build), wrk, nginx-light, redis-server, curl,
+# ffmpeg — `make setup-bench` installs them.
+set -euo pipefail
+
+TAPEDECK=${TAPEDECK:-target/release/tapedeck}
+WORK=${WORK:-bench/work/service}
+RUNS=${RUNS:-3}
+BIG_MB=${BIG_MB:-500}
+E2E_N=${E2E_N:-20}
+MUSIC=../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a
+
+for tool in wrk nginx redis-server curl ffmpeg python3; do
+  command -v "$tool" >/dev/null || { echo "bench/service.sh: $tool is missing (make setup-bench)" >&2; exit 1; }
+done
+[ -x "$TAPEDECK" ] || { echo "bench/service.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
+[ -f "$MUSIC" ] || { echo "bench/service.sh: $MUSIC is missing (the shared media folder)" >&2; exit 1; }
+
+rm -rf "$WORK/data" "$WORK/nginx"
+mkdir -p "$WORK/data" "$WORK/nginx/root/up" "$WORK/nginx/tmp"
+WORK=$(cd "$WORK" && pwd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# --- services ---------------------------------------------------------------------
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$WORK/data" --logfile "$WORK/redis.log" &
+PIDS+=($!)
+API_PORT=$(free_port)
+API=http://127.0.0.1:$API_PORT
+RUST_LOG=warn "$TAPEDECK" serve --listen "127.0.0.1:$API_PORT" --data-dir "$WORK/data" \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT" --bench-routes --workers 1 \
+  --max-upload-bytes $(( (BIG_MB + 100) * 1024 * 1024 )) 2>"$WORK/tapedeck.log" &
+PIDS+=($!)
+NGINX_PORT=$(free_port)
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events {}
+http {
+  access_log off;
+  sendfile on;
+  client_max_body_size 0;
+  client_body_temp_path $WORK/nginx/tmp;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $WORK/nginx/root;
+    location /up/ { dav_methods PUT; create_full_put_path on; }
+  }
+}
+EOF
+nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.2; done
+curl -sf "$API/readyz" >/dev/null || { echo "tapedeck did not become ready:"; cat "$WORK/tapedeck.log"; exit 1; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+CRED='{"email":"bench@example.com","password":"correct horse battery"}'
+curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
+TOKEN=$(curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$CRED" | json '["token"]')
+AUTH="Authorization: Bearer $TOKEN"
+
+# --- a 5-second clip, converted once so the job exists ------------------------------
+CLIP=$WORK/clip-5s.m4a
+ffmpeg -v error -y -i "$MUSIC" -t 5 -c copy "$CLIP"
+# No python in the timed path: sed for the id, the SSE stream (which the server ends once
+# the job is done or failed) for the wait.
+upload_clip() {
+  curl -sf -X POST "$API/v1/jobs" -H "$AUTH" -F "file=@$CLIP" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p'
+}
+wait_done() {
+  curl -sfN -H "$AUTH" "$API/v1/jobs/$1/events" | grep '"status":"done"' >/dev/null \
+    || { echo "job $1 did not finish: $(curl -sf -H "$AUTH" "$API/v1/jobs/$1")" >&2; return 1; }
+}
+JOB=$(upload_clip)
+wait_done "$JOB"
+
+echo "# Service benchmark — $(date -u +%F), $(nproc) cores, tapedeck $("$TAPEDECK" --version 2>/dev/null || echo '')"
+echo
+
+# --- 1. authentication cost ------------------------------------------------------
+rps() { wrk -t2 -c32 -d"${WRK_SECONDS:-8}"s "$@" | awk '/Requests\/sec/ {print $2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+AUTH_R=(); OPEN_R=()
+for _ in $(seq "$RUNS"); do
+  OPEN_R+=("$(rps "$API/bench/unauthenticated/jobs/$JOB")")
+  AUTH_R+=("$(rps -H "$AUTH" "$API/v1/jobs/$JOB")")
+done
+open_med=$(printf '%s\n' "${OPEN_R[@]}" | median)
+auth_med=$(printf '%s\n' "${AUTH_R[@]}" | median)
+echo "## GET /v1/jobs/{id}: wrk -t2 -c32, ${WRK_SECONDS:-8} s x $RUNS, medians"
+echo
+echo "| route | requests/s | runs |"
+echo "|---|---|---|"
+echo "| without auth (/bench/unauthenticated/jobs/{id}) | $open_med | ${OPEN_R[*]} |"
+echo "| with token verified by the wasm auth component | $auth_med | ${AUTH_R[*]} |"
+python3 -c "print(f'\nauth costs {100*(1-$auth_med/$open_med):.1f}% of the throughput (target < 30%)\n')"
+
+# --- 2. upload / download throughput ---------------------------------------------
+BIG=$WORK/big.mp4
+# A real MP4 header followed by filler up to BIG_MB: the gateway sniffs the container
+# and streams the body to the blob store (the conversion then fails as corrupt; only
+# the transfer is measured here).
+head -c 65536 "$MUSIC" >"$BIG"
+truncate -s "${BIG_MB}M" "$BIG"
+SIZE=$(stat -c %s "$BIG")
+mbps() { python3 -c "print(f'{$SIZE/1e6/$1:.0f}')"; }
+TU=(); NU=(); TD=(); ND=()
+for i in $(seq "$RUNS"); do
+  t=$(curl -sf -o "$WORK/up.json" -w '%{time_total}' -X POST "$API/v1/jobs" -H "$AUTH" \
+      -H 'content-type: application/octet-stream' --data-binary "@$BIG")
+  TU+=("$t")
+  BIG_JOB=$(json '["id"]' <"$WORK/up.json")
+  NU+=("$(curl -sf -o /dev/null -w '%{time_total}' -T "$BIG" "http://127.0.0.1:$NGINX_PORT/up/big-$i.mp4")")
+  # Download the same bytes through the job's output route: point the finished job at
+  # the uploaded blob (the 500 MB "MP3"), then stream it with Range support as usual.
+  sleep 0.5
+  redis-cli -p "$REDIS_PORT" HSET "td:job:$BIG_JOB" status done \
+    output_key "$(redis-cli -p "$REDIS_PORT" HGET "td:job:$BIG_JOB" input_key)" \
+    output_bytes "$SIZE" duration_ms 1000 >/dev/null
+  TD+=("$(curl -sf -o /dev/null -w '%{time_total}' -H "$AUTH" "$API/v1/jobs/$BIG_JOB/output")")
+  ND+=("$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$NGINX_PORT/up/big-$i.mp4")")
+  curl -sf -o /dev/null -X DELETE -H "$AUTH" "$API/v1/jobs/$BIG_JOB"
+  rm -f "$WORK/nginx/root/up/big-$i.mp4"
+done
+tu=$(printf '%s\n' "${TU[@]}" | median); nu=$(printf '%s\n' "${NU[@]}" | median)
+td=$(printf '%s\n' "${TD[@]}" | median); nd=$(printf '%s\n' "${ND[@]}" | median)
+echo "## $BIG_MB MB over loopback with curl, medians of $RUNS"
+echo
+echo "| transfer | tapedeck | nginx | tapedeck / nginx |"
+echo "|---|---|---|---|"
+python3 - "$SIZE" "$tu" "$nu" "$td" "$nd" <<'EOF'
+import sys
+size, tu, nu, td, nd = int(sys.argv[1]), *map(float, sys.argv[2:])
+for name, t, n in (("upload", tu, nu), ("download", td, nd)):
+    print(f"| {name} | {size/1e6/t:.0f} MB/s | {size/1e6/n:.0f} MB/s | {n/t:.2f}x (target >= 0.8x) |")
+EOF
+echo
+
+# --- 3. end-to-end latency of a 5-second clip --------------------------------------
+E2E=(); CONV=()
+for _ in $(seq "$E2E_N"); do
+  start=$(date +%s.%N)
+  id=$(upload_clip)
+  wait_done "$id"
+  end=$(date +%s.%N)
+  E2E+=("$(python3 -c "print($end-$start)")")
+  curl -sf -o /dev/null -X DELETE -H "$AUTH" "$API/v1/jobs/$id"
+  s=$(date +%s.%N)
+  "$TAPEDECK" convert "$CLIP" -o "$WORK/clip.mp3" >/dev/null
+  e=$(date +%s.%N)
+  CONV+=("$(python3 -c "print($e-$s)")")
+done
+python3 - "${E2E[*]}" "${CONV[*]}" <<'EOF'
+import statistics, sys
+e2e = sorted(map(float, sys.argv[1].split()))
+conv = sorted(map(float, sys.argv[2].split()))
+p = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))]
+print(f"## 5-second clip, upload to done, {len(e2e)} jobs one after another\n")
+print("| | p50 | p90 |")
+print("|---|---|---|")
+print(f"| upload -> done (HTTP, queue, worker, wasm, storage) | {1000*p(e2e,.5):.0f} ms | {1000*p(e2e,.9):.0f} ms |")
+print(f"| `tapedeck convert` of the same clip (the conversion itself) | {1000*p(conv,.5):.0f} ms | {1000*p(conv,.9):.0f} ms |")
+print(f"\nservice overhead at p50: {1000*(p(e2e,.5)-p(conv,.5)):.0f} ms (target < 150 ms)")
+EOF

@@ -1,0 +1,355 @@
+//! The auth world: its bindings, the host side of its imports (`user-store`, `clock`,
+//! `token-config`), and one call of the auth stage in a fresh `Store`.
+//!
+//! Every request that carries a token is verified here, so calls are in-process with an
+//! epoch deadline (a subprocess per request would cost more than the request). The stage
+//! keeps nothing between calls: users live in the host's [`UserDirectory`], the signing
+//! key and the clock come from the host per call.
+//!
+//! Contact points: `gateway::auth` calls [`PluginRuntime::load_auth`] and the
+//! [`AuthPlugin`] methods (register and login on a blocking thread: they hash, and the
+//! directory blocks on Redis).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::engine::EPOCH_TICK;
+use super::error::{LoadError, RunError};
+use super::limits::{RunLimiter, RunLimits};
+use super::sandbox::{self, StderrCapture};
+use super::{Isolation, PluginRuntime};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "auth",
+    imports: { default: trappable },
+});
+
+/// The WIT types of the auth world, under short names.
+pub mod wit {
+    pub use super::exports::tapedeck::plugin::authentication::{
+        Account, AuthError, Claims, Session,
+    };
+    pub use super::tapedeck::plugin::accounts::{Role, UserRecord};
+}
+
+use tapedeck::plugin::{accounts, clock, token_config, user_store};
+
+/// Longest e-mail address (RFC 5321 path limit) the store accepts from the guest.
+const MAX_EMAIL: usize = 254;
+/// Longest tenant name, user id or password hash the store accepts from the guest.
+const MAX_FIELD: usize = 512;
+/// Longest token the host accepts from the guest (or from a client, see `verify`).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Host-side resources (WASI streams) a guest may hold at once.
+const MAX_RESOURCES: usize = 64;
+
+/// Limits of one auth call: argon2id (m = 19 MiB) needs ~20 MiB of linear memory.
+pub fn auth_limits() -> RunLimits {
+    RunLimits {
+        max_memory_bytes: 64 << 20,
+        cpu_time: Duration::from_secs(5),
+        max_output_bytes: 0,
+        max_table_elements: 10_000,
+        max_instances: 16,
+        max_tables: 16,
+        max_memories: 4,
+    }
+}
+
+/// The host's user store as the auth stage sees it. Calls block: auth calls that reach
+/// the store (register, login) run on a blocking thread.
+pub trait UserDirectory: Send + Sync {
+    /// The user keyed by (`tenant`, normalised `email`), if any.
+    fn get(&self, tenant: &str, email: &str) -> Result<Option<wit::UserRecord>, String>;
+    /// Stores `user` unless (tenant, email) exists; `Ok(false)` if it does.
+    fn insert(&self, user: &wit::UserRecord) -> Result<bool, String>;
+}
+
+/// A directory for calls that must not touch the store (`verify`, `normalize-email`).
+pub struct NoDirectory;
+
+impl UserDirectory for NoDirectory {
+    fn get(&self, _: &str, _: &str) -> Result<Option<wit::UserRecord>, String> {
+        Err("this call has no user store".into())
+    }
+    fn insert(&self, _: &wit::UserRecord) -> Result<bool, String> {
+        Err("this call has no user store".into())
+    }
+}
+
+/// What the host hands one auth call.
+#[derive(Clone)]
+pub struct AuthContext {
+    pub users: Arc<dyn UserDirectory>,
+    /// The HS256 key, 32..=1024 bytes.
+    pub signing_key: Arc<[u8]>,
+    pub token_lifetime_seconds: u32,
+    /// The time the call runs at, seconds since the Unix epoch.
+    pub now_seconds: u64,
+}
+
+impl PluginRuntime {
+    /// Compiles (or loads from the cache) and type-checks an auth component. Needs an
+    /// in-process runtime: auth calls are bounded by an epoch deadline.
+    pub fn load_auth(&self, bytes: &[u8]) -> Result<Arc<AuthPlugin>, LoadError> {
+        if self.config.isolation != Isolation::InProcess {
+            return Err(LoadError::Runtime(
+                "auth stages run in-process: load them with an in-process runtime".into(),
+            ));
+        }
+        let compiled = self.cache.load(bytes)?;
+        let pre = prepare(&self.cache.engine, &compiled.component)?;
+        Ok(Arc::new(AuthPlugin {
+            digest: compiled.digest,
+            pre,
+            limits: auth_limits(),
+        }))
+    }
+}
+
+fn prepare(engine: &Engine, component: &Component) -> Result<AuthPre<AuthState>, LoadError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    Auth::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::WrongWorld(format!("auth world: {e:#}")))?;
+    AuthPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("auth world: {e:#}")))
+}
+
+/// An auth component, compiled and type-checked, ready for any number of calls.
+pub struct AuthPlugin {
+    digest: String,
+    pre: AuthPre<AuthState>,
+    limits: RunLimits,
+}
+
+/// The outcome of one auth call: the plugin's answer, or why it gave none.
+pub type AuthOutcome<T> = Result<Result<T, wit::AuthError>, RunError>;
+
+impl AuthPlugin {
+    /// The component's content address: sha256 of its bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Creates a user. Blocks (argon2id, the directory): call on a blocking thread.
+    pub fn register(
+        &self,
+        cx: &AuthContext,
+        tenant: &str,
+        email: &str,
+        password: &str,
+        role: wit::Role,
+    ) -> AuthOutcome<wit::Account> {
+        let outcome = self.call(cx, |auth, store| {
+            auth.tapedeck_plugin_authentication()
+                .call_register(store, tenant, email, password, role)
+        })?;
+        Ok(outcome.and_then(|account| {
+            check_account(&account)?;
+            Ok(account)
+        }))
+    }
+
+    /// Checks a password and issues a session. Blocks: call on a blocking thread.
+    pub fn login(
+        &self,
+        cx: &AuthContext,
+        tenant: &str,
+        email: &str,
+        password: &str,
+    ) -> AuthOutcome<wit::Session> {
+        let outcome = self.call(cx, |auth, store| {
+            auth.tapedeck_plugin_authentication()
+                .call_login(store, tenant, email, password)
+        })?;
+        Ok(outcome.and_then(|session| {
+            if session.token.len() > MAX_TOKEN_BYTES {
+                return Err(wit::AuthError::Misconfigured(
+                    "the auth stage issued an over-long token".into(),
+                ));
+            }
+            check_claims(&session.claims)?;
+            Ok(session)
+        }))
+    }
+
+    /// Checks a token. Cheap (no store access, no hashing): fine on an async thread.
+    pub fn verify(
+        &self,
+        cx: &AuthContext,
+        token: &str,
+        tenant: Option<&str>,
+    ) -> AuthOutcome<wit::Claims> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Ok(Err(wit::AuthError::InvalidToken("token too long".into())));
+        }
+        let outcome = self.call(cx, |auth, store| {
+            auth.tapedeck_plugin_authentication()
+                .call_verify(store, token, tenant)
+        })?;
+        Ok(outcome.and_then(|claims| {
+            check_claims(&claims)?;
+            Ok(claims)
+        }))
+    }
+
+    /// One call in a fresh store within this plugin's limits.
+    fn call<T>(
+        &self,
+        cx: &AuthContext,
+        f: impl FnOnce(&Auth, &mut Store<AuthState>) -> wasmtime::Result<T>,
+    ) -> Result<T, RunError> {
+        let limits = &self.limits;
+        let stderr = StderrCapture::default();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = AuthState {
+            wasi: sandbox::wasi_context(stderr.clone()),
+            table,
+            limiter: RunLimiter::new(limits.clone()),
+            cx: cx.clone(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits
+            .cpu_time
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (e, true))
+            .and_then(|auth| f(&auth, &mut store).map_err(|e| (e, false)));
+        let captured = stderr.contents();
+        if !captured.is_empty() {
+            let plugin = &self.digest[..self.digest.len().min(12)];
+            tracing::info!(target: "tapedeck::guest", plugin, "stderr: {}", captured.trim_end());
+        }
+        if store.data().limiter.memory_denied {
+            return Err(RunError::MemoryLimit {
+                limit: limits.max_memory_bytes,
+            });
+        }
+        result.map_err(|(error, instantiating)| {
+            super::converter::classify_failure(error, instantiating, limits)
+        })
+    }
+}
+
+fn field_ok(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(char::is_control)
+}
+
+/// What the gateway will put in headers, logs and Redis keys must be sane whatever the
+/// guest returned.
+fn check_claims(c: &wit::Claims) -> Result<(), wit::AuthError> {
+    if field_ok(&c.user_id, MAX_FIELD)
+        && field_ok(&c.tenant, MAX_FIELD)
+        && field_ok(&c.email, MAX_EMAIL)
+    {
+        Ok(())
+    } else {
+        Err(wit::AuthError::Misconfigured(
+            "the auth stage returned malformed claims".into(),
+        ))
+    }
+}
+
+fn check_account(a: &wit::Account) -> Result<(), wit::AuthError> {
+    if field_ok(&a.user_id, MAX_FIELD)
+        && field_ok(&a.tenant, MAX_FIELD)
+        && field_ok(&a.email, MAX_EMAIL)
+    {
+        Ok(())
+    } else {
+        Err(wit::AuthError::Misconfigured(
+            "the auth stage returned a malformed account".into(),
+        ))
+    }
+}
+
+/// Everything one auth call's `Store` holds.
+pub(crate) struct AuthState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: RunLimiter,
+    cx: AuthContext,
+}
+
+impl WasiView for AuthState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl accounts::Host for AuthState {}
+
+impl user_store::Host for AuthState {
+    fn get(
+        &mut self,
+        tenant: String,
+        email: String,
+    ) -> wasmtime::Result<Result<Option<wit::UserRecord>, user_store::StoreError>> {
+        if !field_ok(&tenant, MAX_FIELD) || !field_ok(&email, MAX_EMAIL) {
+            return Ok(Ok(None));
+        }
+        Ok(self
+            .cx
+            .users
+            .get(&tenant, &email)
+            .map_err(user_store::StoreError::Failed))
+    }
+
+    fn insert(
+        &mut self,
+        user: wit::UserRecord,
+    ) -> wasmtime::Result<Result<(), user_store::StoreError>> {
+        let sane = field_ok(&user.user_id, MAX_FIELD)
+            && field_ok(&user.tenant, MAX_FIELD)
+            && field_ok(&user.email, MAX_EMAIL)
+            && !user.email.is_empty()
+            && field_ok(&user.password_hash, MAX_FIELD)
+            && user.password_hash.starts_with("$argon2");
+        if !sane {
+            return Ok(Err(user_store::StoreError::Failed(
+                "refused a malformed user record".into(),
+            )));
+        }
+        Ok(match self.cx.users.insert(&user) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(user_store::StoreError::Conflict),
+            Err(e) => Err(user_store::StoreError::Failed(e)),
+        })
+    }
+}
+
+impl clock::Host for AuthState {
+    fn now_seconds(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.cx.now_seconds)
+    }
+}
+
+impl token_config::Host for AuthState {
+    fn settings(&mut self) -> wasmtime::Result<token_config::TokenSettings> {
+        Ok(token_config::TokenSettings {
+            signing_key: self.cx.signing_key.to_vec(),
+            token_lifetime_seconds: self.cx.token_lifetime_seconds,
+        })
+    }
+}
