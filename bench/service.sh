@@ -47,6 +47,7 @@ PIDS+=($!)
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
+user $(id -un);
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;

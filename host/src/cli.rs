@@ -33,7 +33,7 @@ enum Command {
     /// Convert one file to MP3.
     Convert(ConvertArgs),
     /// Run the HTTP service.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Run one plugin call for a parent tapedeck process (internal).
     #[command(hide = true)]
     PluginRun {
@@ -102,7 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::PluginRun { artifact, request } => {
             return plugins::run_runner_child(&artifact, &request);
         }
-        Command::Serve(args) => crate::serve::run(args, crate::plugins::DEFAULT_CONVERTER),
+        Command::Serve(args) => crate::serve::run(*args, crate::plugins::DEFAULT_CONVERTER),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,10 @@ const MAX_EMAIL: usize = 254;
 const MAX_FIELD: usize = 512;
 /// Longest token the host accepts from the guest (or from a client, see `verify`).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// CPU time of one `verify` (callers run it on their own thread): far more than the
+/// ~10 µs it takes, far less than register and login get.
+pub const VERIFY_CPU_TIME: Duration = Duration::from_millis(200);
+
 /// Host-side resources (WASI streams) a guest may hold at once.
 const MAX_RESOURCES: usize = 64;
 
@@ -108,6 +112,7 @@ impl PluginRuntime {
             digest: compiled.digest,
             pre,
             limits: auth_limits(),
+            idle: std::sync::Mutex::new(Vec::new()),
         }))
     }
 }
@@ -129,7 +134,12 @@ pub struct AuthPlugin {
     digest: String,
     pre: AuthPre<AuthState>,
     limits: RunLimits,
+    /// Instances whose last `verify` returned normally, ready for the next one.
+    idle: std::sync::Mutex<Vec<(Store<AuthState>, Auth)>>,
 }
+
+/// Most idle warm instances kept (one per concurrently verifying thread is enough).
+const MAX_WARM_INSTANCES: usize = 64;
 
 /// The outcome of one auth call: the plugin's answer, or why it gave none.
 pub type AuthOutcome<T> = Result<Result<T, wit::AuthError>, RunError>;
@@ -149,7 +159,7 @@ impl AuthPlugin {
         password: &str,
         role: wit::Role,
     ) -> AuthOutcome<wit::Account> {
-        let outcome = self.call(cx, |auth, store| {
+        let outcome = self.call(cx, false, |auth, store| {
             auth.tapedeck_plugin_authentication()
                 .call_register(store, tenant, email, password, role)
         })?;
@@ -167,7 +177,7 @@ impl AuthPlugin {
         email: &str,
         password: &str,
     ) -> AuthOutcome<wit::Session> {
-        let outcome = self.call(cx, |auth, store| {
+        let outcome = self.call(cx, false, |auth, store| {
             auth.tapedeck_plugin_authentication()
                 .call_login(store, tenant, email, password)
         })?;
@@ -182,7 +192,10 @@ impl AuthPlugin {
         }))
     }
 
-    /// Checks a token. Cheap (no store access, no hashing): fine on an async thread.
+    /// Checks a token. Cheap (no store access, no hashing), and hot: every request runs
+    /// it. So it runs in a warm instance when one is idle: verify is a pure function of
+    /// the token, the key and the time, and a fresh instance per call cost ~170 µs of
+    /// mapping and initialising memory (bench/RESULTS.md).
     pub fn verify(
         &self,
         cx: &AuthContext,
@@ -192,7 +205,7 @@ impl AuthPlugin {
         if token.len() > MAX_TOKEN_BYTES {
             return Ok(Err(wit::AuthError::InvalidToken("token too long".into())));
         }
-        let outcome = self.call(cx, |auth, store| {
+        let outcome = self.call(cx, true, |auth, store| {
             auth.tapedeck_plugin_authentication()
                 .call_verify(store, token, tenant)
         })?;
@@ -202,38 +215,49 @@ impl AuthPlugin {
         }))
     }
 
-    /// One call in a fresh store within this plugin's limits.
+    /// One call within this plugin's limits: in a fresh store, or (`reuse`) in a warm
+    /// instance kept from an earlier call with the same key and lifetime.
     fn call<T>(
         &self,
         cx: &AuthContext,
+        reuse: bool,
         f: impl FnOnce(&Auth, &mut Store<AuthState>) -> wasmtime::Result<T>,
     ) -> Result<T, RunError> {
-        let limits = &self.limits;
-        let stderr = StderrCapture::default();
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
-        let state = AuthState {
-            wasi: sandbox::wasi_context(stderr.clone()),
-            table,
-            limiter: RunLimiter::new(limits.clone()),
-            cx: cx.clone(),
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limiter);
+        let mut limits = self.limits.clone();
+        if reuse {
+            limits.cpu_time = VERIFY_CPU_TIME;
+        }
+        let limits = &limits;
         let ticks = limits
             .cpu_time
             .as_nanos()
             .div_ceil(EPOCH_TICK.as_nanos())
             .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        let warm = if reuse { self.take_warm(cx) } else { None };
+        let (mut store, instance) = match warm {
+            Some((mut store, auth)) => {
+                store.data_mut().cx = cx.clone();
+                store.set_epoch_deadline(ticks);
+                (store, Ok(auth))
+            }
+            None => {
+                let mut store = self.new_store(cx);
+                // The deadline covers instantiation (start functions) and the call.
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+                let auth = self.pre.instantiate(&mut store);
+                (store, auth)
+            }
+        };
 
-        let result = self
-            .pre
-            .instantiate(&mut store)
+        let result = instance
             .map_err(|e| (e, true))
-            .and_then(|auth| f(&auth, &mut store).map_err(|e| (e, false)));
-        let captured = stderr.contents();
+            .and_then(|auth| match f(&auth, &mut store) {
+                Ok(value) => Ok((value, auth)),
+                Err(e) => Err((e, false)),
+            });
+        let captured = store.data().stderr.take();
         if !captured.is_empty() {
             let plugin = &self.digest[..self.digest.len().min(12)];
             tracing::info!(target: "tapedeck::guest", plugin, "stderr: {}", captured.trim_end());
@@ -243,9 +267,59 @@ impl AuthPlugin {
                 limit: limits.max_memory_bytes,
             });
         }
-        result.map_err(|(error, instantiating)| {
-            super::converter::classify_failure(error, instantiating, limits)
-        })
+        match result {
+            Ok((value, auth)) => {
+                // Only an instance whose call returned normally is kept: after a trap or a
+                // limit its state is unknown.
+                if reuse {
+                    self.keep_warm(store, auth);
+                }
+                Ok(value)
+            }
+            Err((error, instantiating)) => Err(super::converter::classify_failure(
+                error,
+                instantiating,
+                limits,
+            )),
+        }
+    }
+
+    fn new_store(&self, cx: &AuthContext) -> Store<AuthState> {
+        let stderr = StderrCapture::default();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = AuthState {
+            wasi: sandbox::wasi_context(stderr.clone()),
+            table,
+            limiter: RunLimiter::new(self.limits.clone()),
+            cx: cx.clone(),
+            stderr,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store
+    }
+
+    /// A warm instance made with the same key and lifetime as `cx` (the guest reads them
+    /// once per instance), if one is idle. Instances of an older key are dropped.
+    fn take_warm(&self, cx: &AuthContext) -> Option<(Store<AuthState>, Auth)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((store, auth)) = idle.pop() {
+            let old = &store.data().cx;
+            if old.signing_key == cx.signing_key
+                && old.token_lifetime_seconds == cx.token_lifetime_seconds
+            {
+                return Some((store, auth));
+            }
+        }
+        None
+    }
+
+    fn keep_warm(&self, store: Store<AuthState>, auth: Auth) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_WARM_INSTANCES {
+            idle.push((store, auth));
+        }
     }
 }
 
@@ -287,6 +361,8 @@ pub(crate) struct AuthState {
     table: ResourceTable,
     limiter: RunLimiter,
     cx: AuthContext,
+    /// The guest's stderr, drained after every call.
+    stderr: StderrCapture,
 }
 
 impl WasiView for AuthState {

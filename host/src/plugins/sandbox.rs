@@ -76,6 +76,12 @@ impl StderrCapture {
         String::from_utf8_lossy(&self.lock()).into_owned()
     }
 
+    /// What the guest wrote since the last `take`, lossily decoded; empties the buffer.
+    pub fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.lock());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     fn append(&self, bytes: &[u8]) {
         let mut buffer = self.lock();
         let room = STDERR_CAPTURE.saturating_sub(buffer.len());
