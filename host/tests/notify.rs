@@ -783,3 +783,63 @@ async fn bench_notifications_per_second() {
     );
     assert_eq!(stats.sent.load(Ordering::Relaxed) as usize, n);
 }
+
+/// A tenant's hourly cap: messages past it are dead-lettered with the reason, never sent
+/// and never silently dropped; another tenant is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_hourly_cap_dead_letters_the_excess() {
+    let dir = TempDir::new().unwrap();
+    let redis = Redis::start(dir.path());
+    let maildev = Maildev::started(dir.path());
+    let pool = redis.pool();
+    notify::settings::update(
+        &pool,
+        "capped",
+        &SettingsUpdate {
+            max_per_hour: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let running = Running::start(
+        NotifyConsumer::new(
+            pool.clone(),
+            plugin(),
+            config(dir.path(), Some(maildev.smtp_url())),
+        )
+        .unwrap(),
+    );
+    let q = queue(&pool);
+    for i in 0..4 {
+        finish_job(&q, "capped", "cap@example.com", &format!("f{i}.mp4"), None).await;
+    }
+    finish_job(&q, "default", "free@example.com", "other.mp4", None).await;
+    wait_for(
+        Duration::from_secs(30),
+        "every notification handled",
+        async || pending(&pool).await == 0 && dead_letters(&pool).await.len() == 2,
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "the admitted mail", async || {
+        maildev.emails().await.len() == 3
+    })
+    .await;
+    running.stop().await;
+    let mails = maildev.emails().await;
+    let to = |who: &str| {
+        mails
+            .iter()
+            .filter(|m| m["to"][0]["address"] == who)
+            .count()
+    };
+    assert_eq!(to("cap@example.com"), 2);
+    assert_eq!(to("free@example.com"), 1);
+    for dead in dead_letters(&pool).await {
+        assert!(
+            dead.values()
+                .any(|v| v.contains("cap of 2 messages per hour")),
+            "{dead:?}"
+        );
+    }
+}
