@@ -39,3 +39,16 @@ if [ ! -x "$root/target/tools/node_modules/.bin/maildev" ]; then
     echo "setup: installing maildev into target/tools" >&2
     npm install --silent --no-audit --no-fund --prefix "$root/target/tools" maildev@3.0.0 >/dev/null
 fi
+
+# An S3-compatible server for the blob-store tests (tests/tests/e2e.rs, mod s3).
+if [ ! -d "$root/target/tools/py/moto" ]; then
+    echo "setup: installing moto (S3 test server) into target/tools/py" >&2
+    python3 -m pip --version >/dev/null 2>&1 || {
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    }
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
+        --target "$root/target/tools/py" 'moto[server]==5.1.22' >/dev/null
+fi

@@ -97,8 +97,19 @@ impl BlobStore {
                 .with_url(url)
                 .build()
                 .map_err(|e| StorageError::BadUrl(url.into(), e.to_string()))?;
+            // The builder takes the bucket from the URL but ignores its path: that is the
+            // key prefix every blob goes under.
+            let prefix = url["s3://".len()..]
+                .split_once('/')
+                .map(|(_, p)| p.trim_matches('/'))
+                .unwrap_or("");
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(store)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+            };
             return Ok(Self {
-                store: Arc::new(store),
+                store,
                 local_root: None,
             });
         }

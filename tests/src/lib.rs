@@ -232,7 +232,7 @@ pub struct ServiceOptions<'a> {
     pub role: Role,
     pub redis_url: &'a str,
     pub data_dir: &'a Path,
-    /// Extra `--flag value` pairs.
+    /// Extra `--flag value` pairs; `("env:NAME", value)` sets an environment variable.
     pub extra: Vec<(&'a str, String)>,
 }
 
@@ -251,13 +251,17 @@ impl Service {
             .args(["--redis-url", opts.redis_url])
             .arg("--data-dir")
             .arg(opts.data_dir)
-            .arg("--blob-url")
-            .arg(&blobs)
             .env("RUST_LOG", "warn")
             .env_remove("TAPEDECK_CONFIG")
             .stdout(Stdio::null());
+        if !opts.extra.iter().any(|(flag, _)| *flag == "blob-url") {
+            cmd.arg("--blob-url").arg(&blobs);
+        }
         for (flag, value) in &opts.extra {
-            cmd.arg(format!("--{flag}")).arg(value);
+            match flag.strip_prefix("env:") {
+                Some(var) => cmd.env(var, value),
+                None => cmd.arg(format!("--{flag}")).arg(value),
+            };
         }
         let child = cmd.spawn().expect("spawning tapedeck-test-serve");
         let service = Service {
@@ -521,4 +525,80 @@ pub fn check_mp3(bytes: &[u8]) -> f64 {
         "MP3 is silent (max volume {max_volume} dB)"
     );
     duration
+}
+
+/// An S3-compatible server (moto, installed by `make setup` into target/tools/py) on a
+/// free loopback port, with one bucket; killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> Self {
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/py");
+        assert!(
+            tools.join("moto").is_dir(),
+            "moto is not installed in {} (run `make setup`)",
+            tools.display()
+        );
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("PYTHONPATH", &tools)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto's S3 server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let status = Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+            .status()
+            .expect("curl creates the bucket");
+        assert!(status.success(), "creating bucket {bucket} failed");
+        Self { child, endpoint }
+    }
+
+    /// The keys in `bucket` (from a ListObjectsV2 answer).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/{bucket}?list-type=2", self.endpoint)])
+            .output()
+            .expect("curl lists the bucket");
+        let xml = String::from_utf8_lossy(&out.stdout);
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    /// What `tapedeck serve` needs to use this server (`extra` entries of
+    /// [`ServiceOptions`]).
+    pub fn service_env(&self, bucket: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("blob-url", format!("s3://{bucket}/blobs")),
+            ("env:AWS_ENDPOINT", self.endpoint.clone()),
+            ("env:AWS_ALLOW_HTTP", "true".into()),
+            ("env:AWS_REGION", "us-east-1".into()),
+            ("env:AWS_ACCESS_KEY_ID", "testing".into()),
+            ("env:AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -951,3 +951,60 @@ mod retries {
         assert_eq!(pending[0], redis::Value::Int(0));
     }
 }
+
+mod s3 {
+    use super::*;
+
+    /// `--blob-url s3://...` switches uploads, conversions and downloads to S3 (a real
+    /// S3-compatible server on loopback); deleting the job deletes its objects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_live_in_s3_when_configured() {
+        let s3 = S3Server::start("tapedeck-test");
+        let s = stack(s3.service_env("tapedeck-test"));
+        let me = s.api.signed_up("default", "s3@example.com").await;
+        let id = me
+            .upload(&media("aac-lc_44k_stereo_music__rodio_music.m4a"), &[])
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let job = me.wait_final(&id, SLOW).await;
+        assert_eq!(job["status"], "done", "{job}");
+        let keys = s3.keys("tapedeck-test");
+        assert!(
+            keys.iter()
+                .any(|k| k.contains(&id) && k.starts_with("blobs/in/")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter()
+                .any(|k| k.contains(&id) && k.starts_with("blobs/out/")),
+            "{keys:?}"
+        );
+        assert!(
+            !s._dir.path().join("blobs").exists(),
+            "nothing may go to the local blob dir"
+        );
+        let r = me
+            .get(&format!("/v1/jobs/{id}/output"))
+            .header("range", "bytes=0-99")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.bytes().await.unwrap().len(), 100);
+        let mp3 = me
+            .get(&format!("/v1/jobs/{id}/output"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(check_mp3(&mp3) > 1.0);
+        let r = me.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        let keys = s3.keys("tapedeck-test");
+        assert!(!keys.iter().any(|k| k.contains(&id)), "{keys:?}");
+    }
+}
