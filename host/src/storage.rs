@@ -92,14 +92,14 @@ impl BlobStore {
     /// Opens `url`: `s3://bucket[/prefix]` (credentials and endpoint from the usual
     /// `AWS_*` variables) or a local directory, created if missing.
     pub fn open(url: &str) -> Result<Self, StorageError> {
-        if url.starts_with("s3://") {
+        if let Some(location) = url.strip_prefix("s3://") {
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url)
                 .build()
                 .map_err(|e| StorageError::BadUrl(url.into(), e.to_string()))?;
             // The builder takes the bucket from the URL but ignores its path: that is the
             // key prefix every blob goes under.
-            let prefix = url["s3://".len()..]
+            let prefix = location
                 .split_once('/')
                 .map(|(_, p)| p.trim_matches('/'))
                 .unwrap_or("");
