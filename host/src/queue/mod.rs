@@ -146,7 +146,9 @@ impl JobQueue {
     pub async fn enqueue(&self, job: &JobRecord) -> Result<()> {
         self.ensure_stream(&job.tenant).await?;
         let mut conn = self.conn().await?;
-        let created_ms = job.created_at * 1000;
+        // Listing order ("newest first") needs more than `created_at`'s whole seconds:
+        // jobs uploaded within one second would tie and come back in id order.
+        let created_ms = now_ms().max(job.created_at * 1000);
         redis::pipe()
             .atomic()
             .hset_multiple(job_key(&job.id), &job.to_fields())
