@@ -1,30 +1,10 @@
 //! Cost of one token verification through the auth component, without HTTP:
 //! `cargo run --release -p tapedeck-bench --example auth_verify [N]`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tapedeck::plugins::{AuthContext, DEFAULT_AUTH, UserDirectory, auth_wit as wit};
-
-#[derive(Default)]
-struct Memory(Mutex<HashMap<(String, String), wit::UserRecord>>);
-
-impl UserDirectory for Memory {
-    fn get(&self, tenant: &str, email: &str) -> Result<Option<wit::UserRecord>, String> {
-        let users = self.0.lock().unwrap();
-        Ok(users.get(&(tenant.into(), email.into())).cloned())
-    }
-    fn insert(&self, user: &wit::UserRecord) -> Result<bool, String> {
-        let mut users = self.0.lock().unwrap();
-        let key = (user.tenant.clone(), user.email.clone());
-        if users.contains_key(&key) {
-            return Ok(false);
-        }
-        users.insert(key, user.clone());
-        Ok(true)
-    }
-}
+use tapedeck::plugins::{AuthContext, DEFAULT_AUTH, MemoryDirectory, auth_wit as wit};
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()
@@ -35,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let cache = std::env::temp_dir().join("tapedeck-auth-bench");
     let plugin = tapedeck::gateway::auth::load_auth(&cache, DEFAULT_AUTH)?;
     let cx = AuthContext {
-        users: Arc::new(Memory::default()),
+        users: Arc::new(MemoryDirectory::default()),
         signing_key: vec![7u8; 32].into(),
         token_lifetime_seconds: 3600,
         now_seconds: std::time::SystemTime::now()

@@ -269,6 +269,12 @@ struct Running {
 }
 
 impl Running {
+    /// The default component and test config, delivering to `maildev`.
+    fn with_defaults(pool: &deadpool_redis::Pool, dir: &Path, maildev: &Maildev) -> Self {
+        let config = config(dir, Some(maildev.smtp_url()));
+        Self::start(NotifyConsumer::new(pool.clone(), plugin(), config).unwrap())
+    }
+
     fn start(consumer: NotifyConsumer) -> Self {
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -483,14 +489,7 @@ async fn failed_job_mail_says_why_and_what_to_do() {
     let redis = Redis::start(dir.path());
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
-    let running = Running::start(
-        NotifyConsumer::new(
-            pool.clone(),
-            plugin(),
-            config(dir.path(), Some(maildev.smtp_url())),
-        )
-        .unwrap(),
-    );
+    let running = Running::with_defaults(&pool, dir.path(), &maildev);
     finish_job(
         &queue(&pool),
         "default",
@@ -645,14 +644,7 @@ async fn crlf_and_header_text_in_a_file_name_inject_no_header() {
     let redis = Redis::start(dir.path());
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
-    let running = Running::start(
-        NotifyConsumer::new(
-            pool.clone(),
-            plugin(),
-            config(dir.path(), Some(maildev.smtp_url())),
-        )
-        .unwrap(),
-    );
+    let running = Running::with_defaults(&pool, dir.path(), &maildev);
     let name = "song.mp4\r\nBcc: evil@example.com\r\nX-Injected: yes\r\n\r\n<b>body</b>";
     finish_job(&queue(&pool), "default", "carol@example.com", name, None).await;
     wait_for(Duration::from_secs(30), "the mail", async || {
@@ -802,14 +794,7 @@ async fn the_hourly_cap_dead_letters_the_excess() {
     )
     .await
     .unwrap();
-    let running = Running::start(
-        NotifyConsumer::new(
-            pool.clone(),
-            plugin(),
-            config(dir.path(), Some(maildev.smtp_url())),
-        )
-        .unwrap(),
-    );
+    let running = Running::with_defaults(&pool, dir.path(), &maildev);
     let q = queue(&pool);
     for i in 0..4 {
         finish_job(&q, "capped", "cap@example.com", &format!("f{i}.mp4"), None).await;

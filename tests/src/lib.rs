@@ -363,6 +363,10 @@ impl Api {
         self.authed(self.http.post(self.url(path)))
     }
 
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.put(self.url(path)))
+    }
+
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.authed(self.http.delete(self.url(path)))
     }
@@ -385,19 +389,20 @@ impl Api {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap());
-        let r = self
-            .http
-            .post(self.url("/v1/auth/login"))
-            .json(&body)
-            .send()
-            .await
+        self.clone().login(tenant, email).await
+    }
+
+    /// Signs up `email` in `tenant`, makes the account a tenant admin in Redis (there is
+    /// no API for that yet), and logs it in.
+    pub async fn signed_up_admin(&self, redis: &RedisServer, tenant: &str, email: &str) -> Api {
+        let _ = self.signed_up(tenant, email).await;
+        let _: () = redis::cmd("HSET")
+            .arg(format!("td:user:{tenant}:{email}"))
+            .arg("role")
+            .arg("admin")
+            .query(&mut redis.conn())
             .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        Api {
-            token: Some(v["token"].as_str().unwrap().to_owned()),
-            ..self.clone()
-        }
+        self.clone().login(tenant, email).await
     }
 
     /// Logs in an existing account (password as [`Api::signed_up`] sets it).
@@ -414,7 +419,12 @@ impl Api {
             .await
             .unwrap();
         Api {
-            token: Some(v["token"].as_str().unwrap().to_owned()),
+            token: Some(
+                v["token"]
+                    .as_str()
+                    .expect("login answers a token")
+                    .to_owned(),
+            ),
             ..self
         }
     }

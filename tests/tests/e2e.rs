@@ -232,41 +232,25 @@ mod convert_flow {
         });
         // Only a tenant admin may change them.
         let r = user
-            .http
-            .put(user.url("/v1/tenant/notifications"))
-            .bearer_auth(user.token.as_deref().unwrap())
+            .put("/v1/tenant/notifications")
             .json(&settings)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 403);
-        let _ = s.api.signed_up("default", "boss@example.com").await;
-        let mut redis = s.redis.conn();
-        let _: () = redis::cmd("HSET")
-            .arg("td:user:default:boss@example.com")
-            .arg("role")
-            .arg("admin")
-            .query(&mut redis)
-            .unwrap();
-        let admin = Api {
-            token: None,
-            ..s.api.clone()
-        }
-        .login("default", "boss@example.com")
-        .await;
+        let admin = s
+            .api
+            .signed_up_admin(&s.redis, "default", "boss@example.com")
+            .await;
         let r = admin
-            .http
-            .put(admin.url("/v1/tenant/notifications"))
-            .bearer_auth(admin.token.as_deref().unwrap())
+            .put("/v1/tenant/notifications")
             .json(&json!({"webhook": true, "webhook_url": "ftp://x.example/"}))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
         let r = admin
-            .http
-            .put(admin.url("/v1/tenant/notifications"))
-            .bearer_auth(admin.token.as_deref().unwrap())
+            .put("/v1/tenant/notifications")
             .json(&settings)
             .send()
             .await
@@ -276,6 +260,24 @@ mod convert_flow {
         assert_eq!(body["settings"]["webhook"], true, "{body}");
         assert_eq!(body["settings"]["webhook_secret_set"], true, "{body}");
         assert!(!body.to_string().contains("0123456789abcdef"), "{body}");
+        let shown: Value = admin
+            .get("/v1/tenant/notifications")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(shown["settings"], body["settings"], "{shown}");
+        assert!(!shown.to_string().contains("0123456789abcdef"), "{shown}");
+        assert_eq!(
+            user.get("/v1/tenant/notifications")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
 
         let id = user
             .upload(&media("aac-lc_44k_stereo_music__rodio_music.m4a"), &[])
@@ -431,12 +433,7 @@ mod security {
             .arg("admin")
             .query(&mut redis)
             .unwrap();
-        let admin = Api {
-            token: None,
-            ..s.api.clone()
-        }
-        .login("default", "a2@example.com")
-        .await;
+        let admin = s.api.clone().login("default", "a2@example.com").await;
         assert_eq!(
             admin
                 .get(&format!("/v1/jobs/{id}"))

@@ -17,7 +17,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::EPOCH_TICK;
+use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
@@ -83,6 +83,30 @@ impl UserDirectory for NoDirectory {
     }
     fn insert(&self, _: &wit::UserRecord) -> Result<bool, String> {
         Err("this call has no user store".into())
+    }
+}
+
+/// Users in a map: a directory for tests, benchmarks and trying an auth component
+/// without Redis (the service uses the Redis one in `gateway::auth`).
+#[derive(Default)]
+pub struct MemoryDirectory(
+    std::sync::Mutex<std::collections::HashMap<(String, String), wit::UserRecord>>,
+);
+
+impl UserDirectory for MemoryDirectory {
+    fn get(&self, tenant: &str, email: &str) -> Result<Option<wit::UserRecord>, String> {
+        let users = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(users.get(&(tenant.to_owned(), email.to_owned())).cloned())
+    }
+
+    fn insert(&self, user: &wit::UserRecord) -> Result<bool, String> {
+        let mut users = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (user.tenant.clone(), user.email.clone());
+        if users.contains_key(&key) {
+            return Ok(false);
+        }
+        users.insert(key, user.clone());
+        Ok(true)
     }
 }
 
@@ -228,12 +252,7 @@ impl AuthPlugin {
             limits.cpu_time = VERIFY_CPU_TIME;
         }
         let limits = &limits;
-        let ticks = limits
-            .cpu_time
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos())
-            .max(1);
-        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        let ticks = epoch_ticks(limits.cpu_time);
         let warm = if reuse { self.take_warm(cx) } else { None };
         let (mut store, instance) = match warm {
             Some((mut store, auth)) => {

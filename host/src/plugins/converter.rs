@@ -19,7 +19,7 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::EPOCH_TICK;
+use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
@@ -120,12 +120,7 @@ pub(crate) fn run_converter(
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
     if cpu == CpuGuard::Epoch {
-        let ticks = limits
-            .cpu_time
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(epoch_ticks(limits.cpu_time));
         store.epoch_deadline_trap();
     }
 

@@ -47,6 +47,12 @@ pub(crate) fn engine_for(isolation: Isolation) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
+/// The epoch deadline (in ticks from now) that enforces `cpu_time`: at least one tick.
+pub(crate) fn epoch_ticks(cpu_time: Duration) -> u64 {
+    let ticks = cpu_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
 /// Advances an engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
 pub(crate) fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();

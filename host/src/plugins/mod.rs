@@ -40,8 +40,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use auth::{
-    AuthContext, AuthOutcome, AuthPlugin, MAX_TOKEN_BYTES, NoDirectory, UserDirectory,
-    VERIFY_CPU_TIME, auth_limits, wit as auth_wit,
+    AuthContext, AuthOutcome, AuthPlugin, MAX_TOKEN_BYTES, MemoryDirectory, NoDirectory,
+    UserDirectory, VERIFY_CPU_TIME, auth_limits, wit as auth_wit,
 };
 pub use converter::MAX_READ;
 pub use converter::wit::{Mode, Options as ConvertOptions, Summary, Trim};

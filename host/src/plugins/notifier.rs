@@ -20,7 +20,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::EPOCH_TICK;
+use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
@@ -192,12 +192,7 @@ impl NotifierPlugin {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = limits
-            .cpu_time
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(epoch_ticks(limits.cpu_time));
         store.epoch_deadline_trap();
 
         let result = self
