@@ -3,9 +3,8 @@
 // outer build's lock is never contended, and returns the directory of the `.wasm` files.
 //
 // LAME is C: it is built with Debian's clang for wasm32-wasi (see
-// ../shared/notes/wasm-build-facts.md). These settings must not leak into native
-// builds (MP3LAME_SYS_OVERRIDE_HOST would cross-configure the native LAME too), which is
-// why they are set here, on the nested cargo only.
+// ../shared/notes/wasm-build-facts.md). These settings are for wasm only, which is why
+// they are set here, on the nested cargo.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,13 +53,11 @@ fn build_components(packages: &[&str], watch: &[&str]) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
-    // LAME's configure gives x86 builds `-ffast-math`, TAKEHIRO_IEEE754_HACK (quantizing
-    // through the IEEE 754 layout instead of float-to-int conversions) and USE_FAST_LOG,
-    // but nothing for an unknown CPU such as wasm32. Wasm floats are IEEE 754, so the
-    // wasm build gets the same, plus the wasm features Rust enables by default
-    // (nontrapping float-to-int, bulk memory, sign extension) and SIMD. Measured in
-    // bench/RESULTS.md: -6% instructions, ~10% time. Components are small: fat LTO in
-    // one codegen unit costs seconds.
+    // LAME (components/converter/vendor/mp3lame-sys, built with `cc`) gets its own
+    // defines and -ffast-math from its build script; here only what makes C code wasm:
+    // WASI's libc, the wasm features Rust enables by default (nontrapping float-to-int,
+    // bulk memory, sign extension) and SIMD. Components are small: fat LTO in one codegen
+    // unit costs seconds.
     // clang 19 (Debian 12's clang-19 packages) makes 5% fewer wasm instructions of LAME
     // than the default clang 14 (bench/RESULTS.md); any clang with WASI support works.
     let (cc, ar) = if Command::new("clang-19").arg("--version").output().is_ok() {
@@ -73,11 +70,9 @@ fn build_components(packages: &[&str], watch: &[&str]) -> PathBuf {
         .env("AR_wasm32_wasip2", ar)
         .env(
             "CFLAGS_wasm32_wasip2",
-            "--target=wasm32-wasi -D_WASI_EMULATED_SIGNAL -O3 -msimd128 -mnontrapping-fptoint \
-             -mbulk-memory -msign-ext -fno-math-errno -ffast-math \
-             -DTAKEHIRO_IEEE754_HACK=1 -DUSE_FAST_LOG=1",
+            "--target=wasm32-wasi -D_WASI_EMULATED_SIGNAL -msimd128 -mnontrapping-fptoint \
+             -mbulk-memory -msign-ext",
         )
-        .env("MP3LAME_SYS_OVERRIDE_HOST", "wasm32-unknown-wasi")
         .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128")
         .env("CARGO_PROFILE_RELEASE_LTO", "fat")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
