@@ -351,6 +351,14 @@ impl Api {
         }
     }
 
+    /// The same client (and token) against another service, e.g. after a restart.
+    pub fn rebased(&self, base: &str) -> Api {
+        Api {
+            base: base.to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

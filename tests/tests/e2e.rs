@@ -892,7 +892,7 @@ mod retries {
     /// converting everyone else's files meanwhile. The hostile test guest is the converter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn crashing_plugin_retries_then_dead_letters_and_service_carries_on() {
-        let s = stack(vec![
+        let mut s = stack(vec![
             ("converter", env!("TAPEDECK_HOSTILE_WASM").into()),
             ("max-attempts", "3".into()),
             ("retry-base-ms", "200".into()),
@@ -946,6 +946,74 @@ mod retries {
             .query(&mut redis)
             .unwrap();
         assert_eq!(pending[0], redis::Value::Int(0));
+
+        // Retrying: a done job cannot be, another user's job is not there.
+        let r = me
+            .post(&format!("/v1/jobs/{healthy}/retry"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+        let stranger = s.api.signed_up("default", "stranger@example.com").await;
+        let r = stranger
+            .post(&format!("/v1/jobs/{crashing}/retry"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+
+        // The operator replaces the faulty converter with the built-in one and restarts;
+        // the owner retries. The job runs again from attempt 1 under the new plugin
+        // (which finds the file is no MP4 at all), and its old dead letter is gone.
+        drop(std::mem::replace(
+            &mut s.service,
+            Service::start(ServiceOptions {
+                role: Role::All,
+                redis_url: &s.redis.url(),
+                data_dir: s._dir.path(),
+                extra: vec![
+                    ("max-attempts", "3".into()),
+                    ("retry-base-ms", "200".into()),
+                ],
+            }),
+        ));
+        let me = me.rebased(&s.service.base);
+        let r = me
+            .post(&format!("/v1/jobs/{crashing}/retry"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let requeued: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(requeued["attempts"], 0, "{requeued}");
+        assert!(
+            requeued["error"].is_null() || requeued["error"] == "",
+            "{requeued}"
+        );
+        let job = me.wait_final(&crashing, SLOW).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap().to_lowercase();
+        assert!(
+            !error.contains("trap") && !error.contains("crash"),
+            "{error}"
+        );
+        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("td:deadletter")
+            .arg("-")
+            .arg("+")
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(
+            dead.len(),
+            1,
+            "the first dead letter must be gone: {dead:?}"
+        );
+        let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+        assert_eq!(
+            fields.get("reason").map(|r| r.to_lowercase()),
+            Some(error),
+            "{fields:?}"
+        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `/v1/jobs` resource: create, list, show, delete, SSE events, MP3 output.
+//! The `/v1/jobs` resource: create, list, show, delete, retry, SSE events, MP3 output.
 //!
 //! Visibility: a job is visible to its owner, and to an admin of its tenant; any other
 //! id answers 404, exactly like an id that does not exist.
@@ -109,6 +109,28 @@ pub async fn remove(
         state.blobs.delete(&output.key).await?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with its attempts
+/// starting over (after the operator fixed the cause, a swapped plugin for instance);
+/// its dead letter is dropped. 409 for a job that is not `failed`.
+pub async fn retry(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    if let Some(status) = state.queue.requeue_failed(&job).await? {
+        if status == "missing" {
+            return Err(ApiError::NotFound);
+        }
+        return Err(ApiError::Conflict(
+            "not_failed",
+            format!("only a failed job can be retried; this one is {status}"),
+        ));
+    }
+    let job = state.queue.get(&id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
 /// Server-Sent Events: a `status` event with the whole job first, then `progress`

@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/login", post(account::login))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show).delete(jobs::remove))
+        .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/jobs/{id}/output", get(jobs::output))
         .route(

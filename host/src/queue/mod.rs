@@ -6,7 +6,7 @@
 //! (`scripts.rs`) so the job hash and the stream never disagree.
 //!
 //! Contact points: the gateway creates, reads, lists and deletes jobs and subscribes to
-//! `events_channel`; the worker calls `next_delivery`, `start_attempt`, `heartbeat`,
+//! `events_channel`, and requeues failed jobs (`requeue_failed`); the worker calls `next_delivery`, `start_attempt`, `heartbeat`,
 //! `report_progress`, `complete`, `fail` and `retry_later`.
 
 pub mod job;
@@ -396,6 +396,23 @@ impl JobQueue {
             .await?;
         self.trim(&d.stream).await?;
         Ok(())
+    }
+
+    /// Queues a failed job again, attempts starting over, and drops its dead letter.
+    /// Returns the job's status when it was not `failed` (nothing changed then), or
+    /// `None` when it was requeued.
+    pub async fn requeue_failed(&self, job: &JobRecord) -> Result<Option<String>> {
+        self.ensure_stream(&job.tenant).await?;
+        let mut conn = self.conn().await?;
+        let before: String = scripts::REQUEUE_FAILED
+            .key(job_key(&job.id))
+            .key(convert_stream(&job.tenant))
+            .key(DEAD_LETTER)
+            .arg(&job.id)
+            .arg(events_channel(&job.id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((before != "failed").then_some(before))
     }
 
     /// Requeues the job after `delay` and acknowledges this entry.

@@ -66,7 +66,8 @@ return 1
     )
 });
 
-/// Fails the job for good: dead-letter entry with the reason, notify entry, ack.
+/// Fails the job for good: dead-letter entry with the reason (its id kept in the job as
+/// `dead_letter`), notify entry, ack.
 /// KEYS: job, convert stream, dead-letter stream, notify stream.
 /// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
@@ -74,7 +75,8 @@ pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
-  redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
+  local dead = redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
+  redis.call('HSET', KEYS[1], 'dead_letter', dead)
   local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
   redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3],
     'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',
@@ -83,6 +85,27 @@ if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') 
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 return 1
+"#,
+    )
+});
+
+/// Queues a failed job again (a replay of its dead letter): attempts start over, the
+/// error and the dead-letter entry go, a new convert entry is added.
+/// KEYS: job, convert stream, dead-letter stream. ARGV: job id, channel.
+/// Returns the job's status before: `failed` when it was queued again, else unchanged.
+pub static REQUEUE_FAILED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'failed' then return status end
+local dead = redis.call('HGET', KEYS[1], 'dead_letter')
+if dead and dead ~= '' then redis.call('XDEL', KEYS[3], dead) end
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'dead_letter')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'progress', '0')
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+redis.call('PUBLISH', ARGV[2], cjson.encode({status = 'queued', progress = 0}))
+return 'failed'
 "#,
     )
 });
