@@ -28,7 +28,7 @@ CLIPPY_AS_RUSTC = RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" \
 ## ../shared/media).
 test: setup
 	$(CARGO) fmt --all --check
-	$(CLIPPY_AS_RUSTC) $(CARGO) test --release --locked --workspace --all-targets
+	$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets
 
 ## Formatting and lints alone.
 lint: setup

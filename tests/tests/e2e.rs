@@ -929,14 +929,26 @@ mod retries {
         assert!(error.contains("crash") || error.contains("trap"), "{error}");
 
         let mut redis = s.redis.conn();
-        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("td:deadletter")
-            .arg("-")
-            .arg("+")
-            .query(&mut redis)
-            .unwrap();
+        // The dead-letter stream's entries, as field maps.
+        let dead_letters = |redis: &mut redis::Connection| {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg("td:deadletter")
+                .arg("-")
+                .arg("+")
+                .query(redis)
+                .unwrap();
+            entries
+                .into_iter()
+                .map(|(_, fields)| {
+                    fields
+                        .into_iter()
+                        .collect::<std::collections::HashMap<_, _>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let dead = dead_letters(&mut redis);
         assert_eq!(dead.len(), 1, "{dead:?}");
-        let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+        let fields = &dead[0];
         assert_eq!(fields.get("job"), Some(&crashing), "{fields:?}");
         assert!(fields.contains_key("reason"), "{fields:?}");
         // Nothing is left pending or scheduled for another try.
@@ -997,18 +1009,13 @@ mod retries {
             !error.contains("trap") && !error.contains("crash"),
             "{error}"
         );
-        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("td:deadletter")
-            .arg("-")
-            .arg("+")
-            .query(&mut redis)
-            .unwrap();
+        let dead = dead_letters(&mut redis);
         assert_eq!(
             dead.len(),
             1,
             "the first dead letter must be gone: {dead:?}"
         );
-        let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+        let fields = &dead[0];
         assert_eq!(
             fields.get("reason").map(|r| r.to_lowercase()),
             Some(error),
