@@ -458,10 +458,15 @@ impl Api {
         self.post("/v1/jobs").multipart(form).send().await.unwrap()
     }
 
-    pub async fn job(&self, id: &str) -> Value {
-        let r = self.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+    /// `GET path`, which must answer 200, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
         r.json().await.unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.get_json(&format!("/v1/jobs/{id}")).await
     }
 
     /// Polls the job until it is done or failed.

@@ -108,14 +108,7 @@ mod convert_flow {
             assert_eq!(r.bytes().await.unwrap(), mp3[total - 100..]);
         }
 
-        let list: Value = me
-            .get("/v1/jobs?limit=3")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = me.get_json("/v1/jobs?limit=3").await;
         assert_eq!(list["jobs"].as_array().unwrap().len(), 3);
         assert_eq!(list["next_cursor"], 3);
         assert_eq!(
@@ -260,14 +253,7 @@ mod convert_flow {
         assert_eq!(body["settings"]["webhook"], true, "{body}");
         assert_eq!(body["settings"]["webhook_secret_set"], true, "{body}");
         assert!(!body.to_string().contains("0123456789abcdef"), "{body}");
-        let shown: Value = admin
-            .get("/v1/tenant/notifications")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shown: Value = admin.get_json("/v1/tenant/notifications").await;
         assert_eq!(shown["settings"], body["settings"], "{shown}");
         assert!(!shown.to_string().contains("0123456789abcdef"), "{shown}");
         assert_eq!(
@@ -416,14 +402,7 @@ mod security {
                     .status(),
                 404
             );
-            let list: Value = other
-                .get("/v1/jobs")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let list: Value = other.get_json("/v1/jobs").await;
             assert_eq!(list["jobs"], json!([]));
         }
         // A tenant admin sees the whole tenant, never another tenant.
@@ -666,14 +645,7 @@ mod limits {
         assert_eq!(r.status(), 415);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "unsupported_media_type");
-        let list: Value = me
-            .get("/v1/jobs")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = me.get_json("/v1/jobs").await;
         assert_eq!(list["jobs"], json!([]));
     }
 
@@ -706,14 +678,7 @@ mod limits {
             let job = me.wait_final(id, Duration::from_secs(300)).await;
             assert_eq!(job["status"], "done", "{job}");
         }
-        let list: Value = me
-            .get("/v1/jobs?limit=100")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = me.get_json("/v1/jobs?limit=100").await;
         assert_eq!(list["jobs"].as_array().unwrap().len(), 20);
         // Everything acknowledged, and the stream trimmed.
         let mut redis = s.redis.conn();

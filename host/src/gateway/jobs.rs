@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::gateway::auth::Claims;
 use crate::gateway::error::ApiError;
 use crate::gateway::{AppState, Caller, upload};
-use crate::queue::{JobRecord, JobStatus, events_channel};
+use crate::queue::{JobRecord, JobStatus, Requeue, events_channel};
 
 /// Loads job `id` if the caller may see it.
 pub async fn visible_job(
@@ -120,15 +120,17 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
-    if let Some(status) = state.queue.requeue_failed(&job).await? {
-        if status == "missing" {
-            return Err(ApiError::NotFound);
+    match state.queue.requeue_failed(&job).await? {
+        Requeue::Queued => {}
+        Requeue::Missing => return Err(ApiError::NotFound),
+        Requeue::NotFailed(status) => {
+            return Err(ApiError::Conflict(
+                "not_failed",
+                format!("only a failed job can be retried; this one is {status}"),
+            ));
         }
-        return Err(ApiError::Conflict(
-            "not_failed",
-            format!("only a failed job can be retried; this one is {status}"),
-        ));
     }
+    // Read back: the script reset attempts, progress, error and finished_at.
     let job = state.queue.get(&id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }

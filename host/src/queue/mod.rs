@@ -103,6 +103,17 @@ pub enum AttemptStart {
     Skip,
 }
 
+/// What `requeue_failed` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// The job is `queued` again.
+    Queued,
+    /// Nothing: the job is not `failed` but in this status.
+    NotFailed(String),
+    /// Nothing: the job was deleted meanwhile.
+    Missing,
+}
+
 /// Handle to the pipeline's Redis state; cheap to clone.
 #[derive(Clone)]
 pub struct JobQueue {
@@ -399,9 +410,7 @@ impl JobQueue {
     }
 
     /// Queues a failed job again, attempts starting over, and drops its dead letter.
-    /// Returns the job's status when it was not `failed` (nothing changed then), or
-    /// `None` when it was requeued.
-    pub async fn requeue_failed(&self, job: &JobRecord) -> Result<Option<String>> {
+    pub async fn requeue_failed(&self, job: &JobRecord) -> Result<Requeue> {
         self.ensure_stream(&job.tenant).await?;
         let mut conn = self.conn().await?;
         let before: String = scripts::REQUEUE_FAILED
@@ -412,7 +421,11 @@ impl JobQueue {
             .arg(events_channel(&job.id))
             .invoke_async(&mut conn)
             .await?;
-        Ok((before != "failed").then_some(before))
+        Ok(match before.as_str() {
+            "failed" => Requeue::Queued,
+            "missing" => Requeue::Missing,
+            _ => Requeue::NotFailed(before),
+        })
     }
 
     /// Requeues the job after `delay` and acknowledges this entry.

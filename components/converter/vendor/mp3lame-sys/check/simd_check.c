@@ -14,10 +14,7 @@
 #define HAVE_CONFIG_H 1
 #include "newmdct.c"
 #include "vector/wasm_simd.c"
-/* fft.c has its own static costab, as does wasm_simd.c. */
-#define costab costab_fft
 #include "fft.c"
-#undef costab
 
 static unsigned rs = 12345;
 static float
@@ -98,11 +95,7 @@ main(void)
             printf("window_subband %d %d %.9e\n", r, i, a[i]);
         for (i = 0; i < 1024; i++)
             fz[i] = rnd();
-#ifdef __wasm_simd128__
-        fht_wasm_simd(fz, r & 1 ? BLKSIZE / 2 : BLKSIZE_s / 2);
-#else
         fht(fz, r & 1 ? BLKSIZE / 2 : BLKSIZE_s / 2);
-#endif
         for (i = 0; i < 1024; i++)
             printf("fht %d %d %.9e\n", r, i, fz[i]);
     }

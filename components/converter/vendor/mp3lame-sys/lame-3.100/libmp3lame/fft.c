@@ -104,7 +104,12 @@ fht(FLOAT * fz, int n)
         } while (fi < fn);
         c1 = tri[0];
         s1 = tri[1];
-        for (i = 1; i < kx; i++) {
+        i = 1;
+#ifdef __wasm_simd128__
+        /* Tapedeck: four butterflies at a time; the scalar loop finishes the stage. */
+        i = fht_stage_wasm_simd(fz, fn, (int) (tri - costab) / 2, tri, kx, k1, k2, k3, k4, &c1, &s1);
+#endif
+        for (; i < kx; i++) {
             FLOAT   c2, s2;
             c2 = 1 - (2 * s1) * s1;
             s2 = (2 * s1) * c1;
@@ -336,8 +341,5 @@ init_fft(lame_internal_flags * const gfc)
     gfc->fft_fht = fht_SSE2;
 #endif
 #endif
-#endif
-#ifdef __wasm_simd128__
-    gfc->fft_fht = fht_wasm_simd; /* Tapedeck */
 #endif
 }

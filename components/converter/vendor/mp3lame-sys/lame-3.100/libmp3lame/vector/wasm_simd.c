@@ -58,176 +58,98 @@ init_xrpow_core_wasm_simd(gr_info * const cod_info, FLOAT xrpow[576], int upper,
     *sum = tsum;
 }
 
-/* fft.c's fht, with each stage's butterflies for i = 1 .. kx-1 done four i at a time.
- * The twiddles (c1, s1, c2, s2) of every i follow fft.c's recurrence exactly; they are
- * computed once into tables. Lanes i..i+3 touch fi = fz+i.. (ascending) and
- * gi = fz+k1-i.. (descending, so loaded and stored reversed); for i+3 < kx the two
- * ranges never overlap. */
-#define TRI_SIZE (5-1)
-static const FLOAT costab[TRI_SIZE * 2] = {
-    9.238795325112867e-01, 3.826834323650898e-01,
-    9.951847266721969e-01, 9.801714032956060e-02,
-    9.996988186962042e-01, 2.454122852291229e-02,
-    9.999811752826011e-01, 6.135884649154475e-03
-};
-
+/* One stage of fft.c's fht: the butterflies for i = 1, 2, ... four i at a time while
+ * i + 3 < kx. Returns the first i left to fft.c's scalar loop and that i's twiddles in
+ * *c1, *s1. The twiddles (c1, s1, c2, s2) of every i follow fft.c's recurrence exactly;
+ * they are computed once per stage into tables. Lanes i..i+3 touch fi = fz+i..
+ * (ascending) and gi = fz+k1-i.. (descending, so loaded and stored reversed); for
+ * i + 3 < kx the two ranges never overlap. */
+#define FHT_STAGES 4            /* fft.c's TRI_SIZE */
 #define FHT_MAX_KX 512
-static float tw_c1[TRI_SIZE][FHT_MAX_KX];
-static float tw_s1[TRI_SIZE][FHT_MAX_KX];
-static float tw_c2[TRI_SIZE][FHT_MAX_KX];
-static float tw_s2[TRI_SIZE][FHT_MAX_KX];
-static int tw_ready;
+static float tw_c1[FHT_STAGES][FHT_MAX_KX];
+static float tw_s1[FHT_STAGES][FHT_MAX_KX];
+static float tw_c2[FHT_STAGES][FHT_MAX_KX];
+static float tw_s2[FHT_STAGES][FHT_MAX_KX];
+static int tw_ready[FHT_STAGES];
 
 static void
-fht_twiddles(void)
+fht_twiddles(int st, FLOAT const *tri, int kx)
 {
-    int     st, i, kx;
-    for (st = 0, kx = 2; st < TRI_SIZE; st++, kx <<= 2) {
-        FLOAT const *tri = costab + 2 * st;
-        FLOAT   c1 = tri[0], s1 = tri[1];
-        for (i = 1; i < kx && i < FHT_MAX_KX; i++) {
-            FLOAT   c2 = 1 - (2 * s1) * s1;
-            FLOAT   s2 = (2 * s1) * c1;
-            tw_c1[st][i] = c1;
-            tw_s1[st][i] = s1;
-            tw_c2[st][i] = c2;
-            tw_s2[st][i] = s2;
-            c2 = c1;
-            c1 = c2 * tri[0] - s1 * tri[1];
-            s1 = c2 * tri[1] + s1 * tri[0];
-        }
+    FLOAT   c1 = tri[0], s1 = tri[1];
+    int     i;
+    for (i = 1; i < kx; i++) {
+        FLOAT   c2 = 1 - (2 * s1) * s1;
+        FLOAT   s2 = (2 * s1) * c1;
+        tw_c1[st][i] = c1;
+        tw_s1[st][i] = s1;
+        tw_c2[st][i] = c2;
+        tw_s2[st][i] = s2;
+        c2 = c1;
+        c1 = c2 * tri[0] - s1 * tri[1];
+        s1 = c2 * tri[1] + s1 * tri[0];
     }
-    tw_ready = 1;
+    tw_ready[st] = 1;
 }
 
 #define REV(v) wasm_i32x4_shuffle((v), (v), 3, 2, 1, 0)
 #define LOADR(p) REV(wasm_v128_load(p))
 #define STORER(p, v) wasm_v128_store((p), REV(v))
 
-void
-fht_wasm_simd(FLOAT * fz, int n)
+int
+fht_stage_wasm_simd(FLOAT * fz, FLOAT const *fn, int st, FLOAT const *tri, int kx, int k1,
+                    int k2, int k3, int k4, FLOAT * c1_out, FLOAT * s1_out)
 {
-    int     k4, st;
-    FLOAT  *fi, *gi;
-    FLOAT const *fn;
-
-    if (!tw_ready)
-        fht_twiddles();
-    n <<= 1;
-    fn = fz + n;
-    k4 = 4;
-    st = 0;
-    do {
-        int     i, k1, k2, k3, kx;
-        kx = k4 >> 1;
-        k1 = k4;
-        k2 = k4 << 1;
-        k3 = k2 + k1;
-        k4 = k2 << 1;
-        fi = fz;
-        gi = fi + kx;
+    int     i = 1;
+    if (st >= FHT_STAGES || kx > FHT_MAX_KX)
+        return 1;               /* not for LAME's sizes (n <= BLKSIZE): all scalar */
+    if (!tw_ready[st])
+        fht_twiddles(st, tri, kx);
+    for (; i + 3 < kx; i += 4) {
+        v128_t const c1 = wasm_v128_load(&tw_c1[st][i]);
+        v128_t const s1 = wasm_v128_load(&tw_s1[st][i]);
+        v128_t const c2 = wasm_v128_load(&tw_c2[st][i]);
+        v128_t const s2 = wasm_v128_load(&tw_s2[st][i]);
+        FLOAT  *f = fz + i;
+        FLOAT  *g = fz + k1 - i - 3;
         do {
-            FLOAT   f0, f1, f2, f3;
-            f1 = fi[0] - fi[k1];
-            f0 = fi[0] + fi[k1];
-            f3 = fi[k2] - fi[k3];
-            f2 = fi[k2] + fi[k3];
-            fi[k2] = f0 - f2;
-            fi[0] = f0 + f2;
-            fi[k3] = f1 - f3;
-            fi[k1] = f1 + f3;
-            f1 = gi[0] - gi[k1];
-            f0 = gi[0] + gi[k1];
-            f3 = SQRT2 * gi[k3];
-            f2 = SQRT2 * gi[k2];
-            gi[k2] = f0 - f2;
-            gi[0] = f0 + f2;
-            gi[k3] = f1 - f3;
-            gi[k1] = f1 + f3;
-            gi += k4;
-            fi += k4;
-        } while (fi < fn);
-        if (st >= TRI_SIZE || kx > FHT_MAX_KX)
-            return;     /* cannot happen for LAME's sizes (n <= BLKSIZE) */
-        i = 1;
-        for (; i + 3 < kx; i += 4) {
-            v128_t const c1 = wasm_v128_load(&tw_c1[st][i]);
-            v128_t const s1 = wasm_v128_load(&tw_s1[st][i]);
-            v128_t const c2 = wasm_v128_load(&tw_c2[st][i]);
-            v128_t const s2 = wasm_v128_load(&tw_s2[st][i]);
-            FLOAT  *f = fz + i;
-            FLOAT  *g = fz + k1 - i - 3;
-            do {
-                v128_t  a, b, f0, f1, f2, f3, g0, g1, g2, g3;
-                v128_t const fk1 = wasm_v128_load(f + k1), gk1 = LOADR(g + k1);
-                v128_t const fk3 = wasm_v128_load(f + k3), gk3 = LOADR(g + k3);
-                v128_t const f00 = wasm_v128_load(f), g00 = LOADR(g);
-                v128_t const fk2 = wasm_v128_load(f + k2), gk2 = LOADR(g + k2);
-                b = wasm_f32x4_sub(wasm_f32x4_mul(s2, fk1), wasm_f32x4_mul(c2, gk1));
-                a = wasm_f32x4_add(wasm_f32x4_mul(c2, fk1), wasm_f32x4_mul(s2, gk1));
-                f1 = wasm_f32x4_sub(f00, a);
-                f0 = wasm_f32x4_add(f00, a);
-                g1 = wasm_f32x4_sub(g00, b);
-                g0 = wasm_f32x4_add(g00, b);
-                b = wasm_f32x4_sub(wasm_f32x4_mul(s2, fk3), wasm_f32x4_mul(c2, gk3));
-                a = wasm_f32x4_add(wasm_f32x4_mul(c2, fk3), wasm_f32x4_mul(s2, gk3));
-                f3 = wasm_f32x4_sub(fk2, a);
-                f2 = wasm_f32x4_add(fk2, a);
-                g3 = wasm_f32x4_sub(gk2, b);
-                g2 = wasm_f32x4_add(gk2, b);
-                b = wasm_f32x4_sub(wasm_f32x4_mul(s1, f2), wasm_f32x4_mul(c1, g3));
-                a = wasm_f32x4_add(wasm_f32x4_mul(c1, f2), wasm_f32x4_mul(s1, g3));
-                wasm_v128_store(f + k2, wasm_f32x4_sub(f0, a));
-                wasm_v128_store(f, wasm_f32x4_add(f0, a));
-                STORER(g + k3, wasm_f32x4_sub(g1, b));
-                STORER(g + k1, wasm_f32x4_add(g1, b));
-                b = wasm_f32x4_sub(wasm_f32x4_mul(c1, g2), wasm_f32x4_mul(s1, f3));
-                a = wasm_f32x4_add(wasm_f32x4_mul(s1, g2), wasm_f32x4_mul(c1, f3));
-                STORER(g + k2, wasm_f32x4_sub(g0, a));
-                STORER(g, wasm_f32x4_add(g0, a));
-                wasm_v128_store(f + k3, wasm_f32x4_sub(f1, b));
-                wasm_v128_store(f + k1, wasm_f32x4_add(f1, b));
-                f += k4;
-                g += k4;
-            } while (f < fn);
-        }
-        for (; i < kx; i++) {
-            FLOAT const c1 = tw_c1[st][i], s1 = tw_s1[st][i];
-            FLOAT const c2 = tw_c2[st][i], s2 = tw_s2[st][i];
-            fi = fz + i;
-            gi = fz + k1 - i;
-            do {
-                FLOAT   a, b, g0, f0, f1, g1, f2, g2, f3, g3;
-                b = s2 * fi[k1] - c2 * gi[k1];
-                a = c2 * fi[k1] + s2 * gi[k1];
-                f1 = fi[0] - a;
-                f0 = fi[0] + a;
-                g1 = gi[0] - b;
-                g0 = gi[0] + b;
-                b = s2 * fi[k3] - c2 * gi[k3];
-                a = c2 * fi[k3] + s2 * gi[k3];
-                f3 = fi[k2] - a;
-                f2 = fi[k2] + a;
-                g3 = gi[k2] - b;
-                g2 = gi[k2] + b;
-                b = s1 * f2 - c1 * g3;
-                a = c1 * f2 + s1 * g3;
-                fi[k2] = f0 - a;
-                fi[0] = f0 + a;
-                gi[k3] = g1 - b;
-                gi[k1] = g1 + b;
-                b = c1 * g2 - s1 * f3;
-                a = s1 * g2 + c1 * f3;
-                gi[k2] = g0 - a;
-                gi[0] = g0 + a;
-                fi[k3] = f1 - b;
-                fi[k1] = f1 + b;
-                gi += k4;
-                fi += k4;
-            } while (fi < fn);
-        }
-        st++;
-    } while (k4 < n);
+            v128_t  a, b, f0, f1, f2, f3, g0, g1, g2, g3;
+            v128_t const fk1 = wasm_v128_load(f + k1), gk1 = LOADR(g + k1);
+            v128_t const fk3 = wasm_v128_load(f + k3), gk3 = LOADR(g + k3);
+            v128_t const f00 = wasm_v128_load(f), g00 = LOADR(g);
+            v128_t const fk2 = wasm_v128_load(f + k2), gk2 = LOADR(g + k2);
+            b = wasm_f32x4_sub(wasm_f32x4_mul(s2, fk1), wasm_f32x4_mul(c2, gk1));
+            a = wasm_f32x4_add(wasm_f32x4_mul(c2, fk1), wasm_f32x4_mul(s2, gk1));
+            f1 = wasm_f32x4_sub(f00, a);
+            f0 = wasm_f32x4_add(f00, a);
+            g1 = wasm_f32x4_sub(g00, b);
+            g0 = wasm_f32x4_add(g00, b);
+            b = wasm_f32x4_sub(wasm_f32x4_mul(s2, fk3), wasm_f32x4_mul(c2, gk3));
+            a = wasm_f32x4_add(wasm_f32x4_mul(c2, fk3), wasm_f32x4_mul(s2, gk3));
+            f3 = wasm_f32x4_sub(fk2, a);
+            f2 = wasm_f32x4_add(fk2, a);
+            g3 = wasm_f32x4_sub(gk2, b);
+            g2 = wasm_f32x4_add(gk2, b);
+            b = wasm_f32x4_sub(wasm_f32x4_mul(s1, f2), wasm_f32x4_mul(c1, g3));
+            a = wasm_f32x4_add(wasm_f32x4_mul(c1, f2), wasm_f32x4_mul(s1, g3));
+            wasm_v128_store(f + k2, wasm_f32x4_sub(f0, a));
+            wasm_v128_store(f, wasm_f32x4_add(f0, a));
+            STORER(g + k3, wasm_f32x4_sub(g1, b));
+            STORER(g + k1, wasm_f32x4_add(g1, b));
+            b = wasm_f32x4_sub(wasm_f32x4_mul(c1, g2), wasm_f32x4_mul(s1, f3));
+            a = wasm_f32x4_add(wasm_f32x4_mul(s1, g2), wasm_f32x4_mul(c1, f3));
+            STORER(g + k2, wasm_f32x4_sub(g0, a));
+            STORER(g, wasm_f32x4_add(g0, a));
+            wasm_v128_store(f + k3, wasm_f32x4_sub(f1, b));
+            wasm_v128_store(f + k1, wasm_f32x4_add(f1, b));
+            f += k4;
+            g += k4;
+        } while (f < fn);
+    }
+    if (i < kx) {
+        *c1_out = tw_c1[st][i];
+        *s1_out = tw_s1[st][i];
+    }
+    return i;
 }
 
 #else

@@ -6,7 +6,8 @@
 
 void    init_xrpow_core_wasm_simd(gr_info * const cod_info, FLOAT xrpow[576], int upper,
                                   FLOAT * sum);
-void    fht_wasm_simd(FLOAT * fz, int n);
+int     fht_stage_wasm_simd(FLOAT * fz, FLOAT const *fn, int st, FLOAT const *tri, int kx,
+                            int k1, int k2, int k3, int k4, FLOAT * c1, FLOAT * s1);
 
 /* takehiro.c's ix_max (the largest of the quantized values in [ix, end), which are
  * >= 0), four values at a time. */
