@@ -1,5 +1,6 @@
-//! The `tapedeck` command line: `convert` one file locally, the hidden `plugin-run` (the
-//! child side of subprocess isolation), and `serve` (the HTTP service, not yet here).
+//! The `tapedeck` command line: `convert` one file locally, `serve` (the HTTP service,
+//! see `crate::serve`), and the hidden `plugin-run` (the child side of subprocess
+//! isolation).
 
 use std::fs::File;
 use std::io::IsTerminal;
@@ -14,8 +15,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::plugins::{
     self, ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig, Trim,
 };
-
-/// The converter built into this binary, used unless `--plugin` names another.
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,10 +90,19 @@ struct ConvertArgs {
 
 /// Runs the command line; the exit code says whether it worked.
 pub fn run(cli: Cli) -> ExitCode {
+    // The one place logging is set up. `serve` is a service: `info` tells an operator what
+    // it does; one-shot commands only warn. `RUST_LOG` overrides both. Colours only on
+    // a terminal (journald and log files get plain text).
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info,tower_http=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
     let result = match cli.command {

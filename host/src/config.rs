@@ -20,7 +20,14 @@
 //! | `shutdown_timeout_secs`    | `TAPEDECK_SHUTDOWN_TIMEOUT_SECS` | 20                 |
 //! | `auth_plugin`              | `TAPEDECK_AUTH_PLUGIN`           | the embedded auth component |
 //! | `notifier`                 | `TAPEDECK_NOTIFIER`              | the embedded notifier component |
-//! | `public_url`               | `TAPEDECK_PUBLIC_URL`            | `http://{listen}` (download links in notifications) |
+//! | `public_url`               | `TAPEDECK_PUBLIC_URL`            | gateways: `http://{listen}`; workers: what a gateway published in Redis |
+//! | `download_link_ttl_secs`   | `TAPEDECK_DOWNLOAD_LINK_TTL_SECS` | 604800 (7 days: signed download links in notifications) |
+//! | `run_cpu_base_secs`        | `TAPEDECK_RUN_CPU_BASE_SECS`     | 30 (CPU time of a conversion: base ...) |
+//! | `run_cpu_secs_per_minute`  | `TAPEDECK_RUN_CPU_SECS_PER_MINUTE` | 5 (... plus this per minute of input audio ...) |
+//! | `run_cpu_max_secs`         | `TAPEDECK_RUN_CPU_MAX_SECS`      | 3600 (... at most this; also for inputs of unknown length) |
+//! | `run_max_memory_mib`       | `TAPEDECK_RUN_MAX_MEMORY_MIB`    | 64 (linear memory of a converter run) |
+//! | `run_max_output_mib`       | `TAPEDECK_RUN_MAX_OUTPUT_MIB`    | 512 (MP3 bytes one conversion may write) |
+//! | `trusted_proxies`          | `TAPEDECK_TRUSTED_PROXIES`       | none: the peer address is the client (login throttling) |
 //! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to `{data_dir}/outbox` as .eml files |
 //! | `mail_from`                | `TAPEDECK_MAIL_FROM`             | `Tapedeck <noreply@tapedeck.localhost>` |
 //! | `webhook_allow`            | `TAPEDECK_WEBHOOK_ALLOW`         | none: webhooks reach public addresses only |
@@ -30,8 +37,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::notify::IpNet;
 use anyhow::Context;
 use serde::Deserialize;
+
+use crate::plugins::LimitPolicy;
 
 /// Which parts of the service a process runs. Any number of either role may share one
 /// Redis and one blob store.
@@ -42,7 +52,7 @@ pub enum Role {
     All,
     /// HTTP API only.
     Gateway,
-    /// Conversion workers only (still answers `/healthz` and `/readyz`).
+    /// Conversion workers only; serves `/healthz` and `/readyz` on `listen`.
     Worker,
 }
 
@@ -104,10 +114,34 @@ pub struct Settings {
     /// Notifier component (.wasm) instead of the embedded one.
     #[arg(long, env = "TAPEDECK_NOTIFIER")]
     pub notifier: Option<PathBuf>,
-    /// Base URL clients reach this service at, for links in notifications
-    /// [default: http://{listen}].
+    /// Base URL clients reach the API at, for links in notifications. Gateways publish
+    /// theirs in Redis, and workers without one use it [default: gateways http://{listen}].
     #[arg(long, env = "TAPEDECK_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How long the signed download links of notifications work [default: 604800 (7 days)].
+    #[arg(long, env = "TAPEDECK_DOWNLOAD_LINK_TTL_SECS")]
+    pub download_link_ttl_secs: Option<u64>,
+    /// CPU seconds every conversion may use, plus `run_cpu_secs_per_minute` for each
+    /// minute of input audio [default: 30].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_BASE_SECS")]
+    pub run_cpu_base_secs: Option<f64>,
+    /// CPU seconds a conversion may use per minute of input audio [default: 5].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_SECS_PER_MINUTE")]
+    pub run_cpu_secs_per_minute: Option<f64>,
+    /// Most CPU seconds any conversion may use, also for inputs of unknown length
+    /// [default: 3600].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_MAX_SECS")]
+    pub run_cpu_max_secs: Option<f64>,
+    /// Linear memory a converter run may use, in MiB [default: 64].
+    #[arg(long, env = "TAPEDECK_RUN_MAX_MEMORY_MIB")]
+    pub run_max_memory_mib: Option<u64>,
+    /// MP3 bytes one conversion may write, in MiB [default: 512].
+    #[arg(long, env = "TAPEDECK_RUN_MAX_OUTPUT_MIB")]
+    pub run_max_output_mib: Option<u64>,
+    /// Comma-separated addresses or networks of reverse proxies whose
+    /// `X-Forwarded-For` names the client (e.g. `10.0.0.0/8,127.0.0.1`).
+    #[arg(long, env = "TAPEDECK_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// SMTP server for notification mail: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
     /// (STARTTLS) or `smtps://host:465`. Unset: mail is written to `{data_dir}/outbox`.
     #[arg(long, env = "TAPEDECK_SMTP_URL")]
@@ -150,6 +184,17 @@ impl Settings {
             auth_plugin: self.auth_plugin.or(fallback.auth_plugin),
             notifier: self.notifier.or(fallback.notifier),
             public_url: self.public_url.or(fallback.public_url),
+            download_link_ttl_secs: self
+                .download_link_ttl_secs
+                .or(fallback.download_link_ttl_secs),
+            run_cpu_base_secs: self.run_cpu_base_secs.or(fallback.run_cpu_base_secs),
+            run_cpu_secs_per_minute: self
+                .run_cpu_secs_per_minute
+                .or(fallback.run_cpu_secs_per_minute),
+            run_cpu_max_secs: self.run_cpu_max_secs.or(fallback.run_cpu_max_secs),
+            run_max_memory_mib: self.run_max_memory_mib.or(fallback.run_max_memory_mib),
+            run_max_output_mib: self.run_max_output_mib.or(fallback.run_max_output_mib),
+            trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
             smtp_url: self.smtp_url.or(fallback.smtp_url),
             mail_from: self.mail_from.or(fallback.mail_from),
             webhook_allow: self.webhook_allow.or(fallback.webhook_allow),
@@ -181,15 +226,71 @@ pub struct ServiceConfig {
     pub auth_plugin: Option<PathBuf>,
     /// `None`: the embedded notifier component.
     pub notifier: Option<PathBuf>,
-    /// Prefix of the links notifications carry, without a trailing `/`.
-    pub public_url: String,
+    /// Prefix of the links notifications carry, without a trailing `/`, as configured;
+    /// see [`ServiceConfig::gateway_public_url`].
+    pub public_url: Option<String>,
+    /// Validity of signed download links.
+    pub download_link_ttl: Duration,
+    /// How each conversion is limited.
+    pub limits: LimitPolicy,
+    /// Proxies trusted to name the client in `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
-    pub webhook_allow: Option<String>,
+    /// Non-public networks webhooks may reach anyway.
+    pub webhook_allow: Vec<IpNet>,
     pub bench_routes: bool,
 }
 
+/// The conversion limits the settings give, over [`LimitPolicy::default`].
+fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
+    let defaults = LimitPolicy::default();
+    let seconds = |v: Option<f64>, name: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, 0 or more")),
+    };
+    let mib = |v: Option<u64>, name: &str, default: u64| match v {
+        None => Ok(default),
+        Some(0) => anyhow::bail!("{name} must be at least 1"),
+        Some(v) => v
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow::anyhow!("{name} is too large")),
+    };
+    let policy = LimitPolicy {
+        cpu_base: seconds(s.run_cpu_base_secs, "run_cpu_base_secs", defaults.cpu_base)?,
+        cpu_per_audio_minute: seconds(
+            s.run_cpu_secs_per_minute,
+            "run_cpu_secs_per_minute",
+            defaults.cpu_per_audio_minute,
+        )?,
+        cpu_max: seconds(s.run_cpu_max_secs, "run_cpu_max_secs", defaults.cpu_max)?,
+        max_memory_bytes: mib(
+            s.run_max_memory_mib,
+            "run_max_memory_mib",
+            defaults.max_memory_bytes,
+        )?,
+        max_output_bytes: mib(
+            s.run_max_output_mib,
+            "run_max_output_mib",
+            defaults.max_output_bytes,
+        )?,
+    };
+    if policy.cpu_max.is_zero() || policy.cpu_base > policy.cpu_max {
+        anyhow::bail!("run_cpu_max_secs must be above 0 and at least run_cpu_base_secs");
+    }
+    Ok(policy)
+}
+
 impl ServiceConfig {
+    /// The base URL of links when this process is a gateway: the configured one, or
+    /// `http://{listen}`.
+    pub fn gateway_public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// Resolves `given` (flags/env) over the TOML file at `file`, if any, over defaults.
     pub fn resolve(given: Settings, file: Option<&Path>) -> anyhow::Result<Self> {
         let from_file = match file {
@@ -201,6 +302,7 @@ impl ServiceConfig {
             None => Settings::default(),
         };
         let s = given.or(from_file);
+        let limits = limit_policy(&s)?;
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
         let blob_url = s
             .blob_url
@@ -229,12 +331,25 @@ impl ServiceConfig {
             public_url: s
                 .public_url
                 .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| format!("http://{listen}"))
-                .trim_end_matches('/')
-                .to_owned(),
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            download_link_ttl: Duration::from_secs(
+                s.download_link_ttl_secs.unwrap_or(7 * 86_400).max(1),
+            ),
+            limits,
+            trusted_proxies: match &s.trusted_proxies {
+                Some(list) => {
+                    crate::notify::parse_allow_list(list).context("parsing trusted_proxies")?
+                }
+                None => Vec::new(),
+            },
             smtp_url: s.smtp_url.filter(|u| !u.is_empty()),
             mail_from: s.mail_from.filter(|u| !u.is_empty()),
-            webhook_allow: s.webhook_allow,
+            webhook_allow: match &s.webhook_allow {
+                Some(list) => {
+                    crate::notify::parse_allow_list(list).context("parsing webhook_allow")?
+                }
+                None => Vec::new(),
+            },
             bench_routes: s.bench_routes.unwrap_or(false),
             data_dir,
         };
@@ -266,6 +381,38 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.blob_url, "data/blobs");
         assert!(c.redis_url.is_none());
+        assert_eq!(c.limits, LimitPolicy::default());
+    }
+
+    #[test]
+    fn run_limits_are_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tapedeck.toml");
+        std::fs::write(
+            &file,
+            "run_cpu_base_secs = 1.5\nrun_cpu_secs_per_minute = 0.5\nrun_max_memory_mib = 16\n",
+        )
+        .unwrap();
+        let given = Settings {
+            run_cpu_max_secs: Some(20.0),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(given, Some(&file)).unwrap();
+        assert_eq!(c.limits.cpu_base, Duration::from_millis(1500));
+        assert_eq!(c.limits.cpu_per_audio_minute, Duration::from_millis(500));
+        assert_eq!(c.limits.cpu_max, Duration::from_secs(20));
+        assert_eq!(c.limits.max_memory_bytes, 16 << 20);
+        let bad = Settings {
+            run_cpu_base_secs: Some(-1.0),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
+        let bad = Settings {
+            run_cpu_base_secs: Some(10.0),
+            run_cpu_max_secs: Some(5.0),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //!   component composes, the host delivers).
 //! - `worker`: runs conversions from the queue through the `Converter` seam.
 //! - `storage`: blob store (local directory or S3).
+//! - `links`: signed download links in notifications, the published public URL.
+//! - `media`: the length of an upload's audio, from its container (sizes CPU limits).
 
 pub mod cli;
 pub mod plugins;
 
 pub mod config;
 pub mod gateway;
+pub mod links;
+pub mod media;
 pub mod notify;
 pub mod queue;
 pub mod serve;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{AttemptStart, Delivery, JobOptions, JobOutput, JobQueue};
+use crate::queue::{
+    AttemptStart, Delivery, JobOptions, JobOutput, JobQueue, Orphan, consumer_name,
+};
 use crate::storage::BlobStore;
 
 /// What a successful conversion reports.
@@ -59,9 +61,10 @@ pub trait Converter: Send + Sync + 'static {
 pub struct WorkerSettings {
     /// Conversions run at once by this process.
     pub slots: usize,
-    /// Consumer names are `{consumer_prefix}-{slot}`; unique per process.
-    pub consumer_prefix: String,
-    /// Temp files of running conversions.
+    /// This machine's name: consumers are `{host}-{pid}-{slot}` (see `queue::consumer_name`).
+    pub host: String,
+    /// Temp files of this process's conversions (`{data_dir}/scratch/{pid}`), removed by
+    /// [`clean_stale_scratch`] once the process is gone.
     pub scratch_dir: PathBuf,
     /// Pause between polls when no tenant has work.
     pub idle_poll: Duration,
@@ -77,6 +80,48 @@ pub struct Worker {
     cursor: Arc<AtomicUsize>,
     /// Tenants whose consumer group this process has ensured.
     known_tenants: Arc<Mutex<Vec<String>>>,
+    /// Entries of dead predecessors on this host, taken before new work.
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+/// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
+/// anything else in `root`: what a killed worker left behind.
+pub fn clean_stale_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let live = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && process_alive(pid));
+        if live {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed stale scratch"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale scratch")
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (on this machine).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl Worker {
@@ -93,6 +138,7 @@ impl Worker {
             settings,
             cursor: Arc::new(AtomicUsize::new(0)),
             known_tenants: Arc::new(Mutex::new(Vec::new())),
+            orphans: Mutex::new(Vec::new()),
         }
     }
 
@@ -100,6 +146,28 @@ impl Worker {
     /// progress is finished first (the caller bounds the wait).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         std::fs::create_dir_all(&self.settings.scratch_dir).ok();
+        // This process's own pid counts as gone: a container restarted with the same
+        // hostname and pid must not wait for its own former entries.
+        let me = std::process::id();
+        match self
+            .queue
+            .orphans(&self.settings.host, |pid| pid != me && process_alive(pid))
+            .await
+        {
+            Ok(found) => {
+                if !found.is_empty() {
+                    tracing::info!(
+                        entries = found.len(),
+                        "taking over entries of a stopped worker"
+                    );
+                }
+                *self
+                    .orphans
+                    .lock()
+                    .expect("orphan list lock is never poisoned") = found;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for entries of stopped workers"),
+        }
         let mut slots = tokio::task::JoinSet::new();
         for slot in 0..self.settings.slots.max(1) {
             let worker = self.clone();
@@ -110,7 +178,7 @@ impl Worker {
     }
 
     async fn run_slot(&self, slot: usize, shutdown: CancellationToken) {
-        let consumer = format!("{}-{slot}", self.settings.consumer_prefix);
+        let consumer = consumer_name(&self.settings.host, std::process::id(), slot);
         let mut last_promote = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
             if slot == 0 && last_promote.elapsed() > Duration::from_millis(500) {
@@ -119,10 +187,22 @@ impl Worker {
                     tracing::warn!(error = %e, "could not promote retries");
                 }
             }
-            let next = self
-                .queue
-                .next_delivery(&consumer, &self.cursor, &self.known_tenants)
-                .await;
+            let orphan = self
+                .orphans
+                .lock()
+                .expect("orphan list lock is never poisoned")
+                .pop();
+            let next = match orphan {
+                Some(orphan) => match self.queue.claim_orphan(&orphan, &consumer).await {
+                    Ok(None) => continue,
+                    other => other,
+                },
+                None => {
+                    self.queue
+                        .next_delivery(&consumer, &self.cursor, &self.known_tenants)
+                        .await
+                }
+            };
             let pause = match next {
                 Ok(Some(delivery)) => {
                     self.process(&consumer, delivery).await;
@@ -283,5 +363,29 @@ impl Worker {
             }
             Err(e) => Err(retry("marking the job done", &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_scratch_goes_and_live_scratch_stays() {
+        let root = tempfile::tempdir().unwrap();
+        // pid 1 is always alive; u32::MAX - 1 never is; ours is about to start over.
+        let live = root.path().join("1");
+        let dead = root.path().join((u32::MAX - 1).to_string());
+        let own = root.path().join(std::process::id().to_string());
+        let legacy = root.path().join("job-abc");
+        for dir in [&live, &dead, &own, &legacy] {
+            std::fs::create_dir_all(dir.join("job-x")).unwrap();
+            std::fs::write(dir.join("job-x/input"), b"x").unwrap();
+        }
+        clean_stale_scratch(root.path());
+        assert!(live.exists());
+        assert!(!dead.exists());
+        assert!(!own.exists());
+        assert!(!legacy.exists());
     }
 }

@@ -375,6 +375,7 @@ async fn enable_webhook(pool: &deadpool_redis::Pool, tenant: &str, url: &str) ->
             webhook_url: Some(url.into()),
             ..Default::default()
         },
+        &notify::AddressPolicy::new(vec!["127.0.0.1".parse().unwrap()]),
     )
     .await
     .unwrap();
@@ -791,6 +792,7 @@ async fn the_hourly_cap_dead_letters_the_excess() {
             max_per_hour: Some(2),
             ..Default::default()
         },
+        &notify::AddressPolicy::default(),
     )
     .await
     .unwrap();

@@ -1,18 +1,18 @@
 //! `POST /v1/auth/register` and `POST /v1/auth/login`.
 
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::gateway::AppState;
 use crate::gateway::auth::{AuthError, IssuedToken, normalize_email};
 use crate::gateway::error::ApiError;
+use crate::gateway::extract::ApiJson;
+pub use crate::gateway::login_guard::ClientAddr;
 use crate::gateway::tenants::{DEFAULT_TENANT, load_tenant, valid_tenant_name};
 
 #[derive(Debug, Deserialize)]
@@ -23,25 +23,9 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// The client's address, when the server was started with connect info.
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip()),
-        ))
-    }
-}
-
 pub async fn register(
     State(state): State<AppState>,
-    Json(body): Json<Credentials>,
+    ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant_name = body.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
     let tenant = load_tenant(&state.pool, tenant_name, state.max_upload_bytes)
@@ -67,7 +51,7 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
-    Json(body): Json<Credentials>,
+    ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<IssuedToken>, ApiError> {
     let tenant = body.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
     Ok(Json(
@@ -98,7 +82,7 @@ pub async fn guarded_login(
     };
     match outcome {
         Ok(token) => {
-            state.guard.record_success(tenant, &email).await?;
+            state.guard.record_success(tenant, &email, addr).await?;
             Ok(token)
         }
         Err(AuthError::InvalidCredentials) => {

@@ -4,43 +4,60 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::gateway::account::{ClientAddr, guarded_login};
 use crate::gateway::error::ApiError;
+use crate::gateway::extract::ApiQuery;
 use crate::gateway::jobs::{serve_output, visible_job};
 use crate::gateway::tenants::DEFAULT_TENANT;
 use crate::gateway::{AppState, Caller, upload};
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
+    let (scheme, encoded) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// `POST /login` with HTTP Basic credentials: the token as text. A refusal asks for Basic
+/// credentials (`WWW-Authenticate: Basic`), as the Python service did.
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
-) -> Result<String, ApiError> {
-    let (email, password) = basic_credentials(&headers).ok_or(ApiError::Unauthorized(
-        "invalid_credentials",
-        "invalid email or password",
-    ))?;
-    Ok(
-        guarded_login(&state, DEFAULT_TENANT, &email, &password, addr)
-            .await?
-            .token,
-    )
+) -> Response {
+    let outcome = match basic_credentials(&headers) {
+        Some((email, password)) => guarded_login(&state, DEFAULT_TENANT, &email, &password, addr)
+            .await
+            .map(|issued| issued.token),
+        None => Err(ApiError::Unauthorized(
+            "invalid_credentials",
+            "invalid email or password",
+        )),
+    };
+    match outcome {
+        Ok(token) => token.into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tapedeck\", charset=\"UTF-8\""),
+                );
+            }
+            response
+        }
+    }
 }
 
 pub async fn upload(
@@ -61,7 +78,7 @@ pub struct DownloadQuery {
 pub async fn download(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(q): Query<DownloadQuery>,
+    ApiQuery(q): ApiQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = visible_job(&state, &caller, &q.fid).await?;

@@ -28,6 +28,13 @@ pub enum ApiError {
     Conflict(&'static str, String),
     #[error("upload exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
+    /// A part of a request body over its own limit (a form field, a JSON body).
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    FieldTooLarge { what: String, limit: u64 },
+    /// A request the framework refused before a handler ran (malformed JSON or query,
+    /// wrong content type, unknown route, wrong method): its status, a code, a message.
+    #[error("{2}")]
+    Rejected(StatusCode, &'static str, String),
     #[error("not an MP4/M4A/MOV file (no ISO-BMFF box at offset 4)")]
     UnsupportedMediaType,
     #[error("requested range not satisfiable")]
@@ -53,6 +60,8 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::FieldTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "field_too_large"),
+            ApiError::Rejected(status, code, _) => (*status, code),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -98,7 +107,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
             }
-            ApiError::PayloadTooLarge(_) => {
+            ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge { .. } => {
                 // The rest of the body is never read: the connection cannot be reused.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

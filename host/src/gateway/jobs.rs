@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 
 use crate::gateway::auth::Claims;
 use crate::gateway::error::ApiError;
+use crate::gateway::extract::ApiQuery;
 use crate::gateway::{AppState, Caller, upload};
-use crate::queue::{JobRecord, JobStatus, Requeue, events_channel};
+use crate::queue::{JobRecord, JobStatus, ListCursor, Requeue, events_channel};
 
 /// Loads job `id` if the caller may see it.
 pub async fn visible_job(
@@ -45,7 +46,7 @@ pub async fn visible_job(
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let job = upload::accept(&state, &caller, query, request).await?;
@@ -63,21 +64,31 @@ pub async fn create(
 pub struct ListQuery {
     /// Page size, 1..=100 (default 20).
     limit: Option<usize>,
-    /// Offset returned as `next_cursor` by the previous page.
-    cursor: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(c.parse::<ListCursor>().map_err(|()| {
+            ApiError::BadRequest(
+                "invalid_cursor",
+                "cursor must be the next_cursor of a previous page".into(),
+            )
+        })?),
+    };
     let (jobs, next) = state
         .queue
-        .list(&caller.tenant, owner, q.cursor.unwrap_or(0), limit)
+        .list(&caller.tenant, owner, after.as_ref(), limit)
         .await?;
+    let next = next.map(|c| c.to_string());
     Ok(Json(json!({"jobs": jobs, "next_cursor": next})))
 }
 
@@ -137,7 +148,8 @@ pub async fn retry(
 
 /// Server-Sent Events: a `status` event with the whole job first, then `progress`
 /// (`{"progress": p}`) and `status` events as they happen; the stream ends after the
-/// job is done or failed (or deleted).
+/// job is done or failed, or after a final `deleted` event (`{"id", "status": "deleted"}`)
+/// when the job is deleted.
 pub async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -183,7 +195,14 @@ pub async fn events(
             }
             match state.queue.get(&id).await {
                 Ok(Some(job)) => snapshot = Some(job),
-                Ok(None) => return,
+                Ok(None) => {
+                    // Deleted: one last event, so the client knows why the stream ends.
+                    let gone = Event::default()
+                        .event("deleted")
+                        .data(json!({"id": id, "status": "deleted"}).to_string());
+                    let _ = tx.send(gone).await;
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(job = %id, error = %e, "SSE could not re-read the job");
                     return;
@@ -200,15 +219,57 @@ fn status_event(job: &JobRecord) -> Event {
         .data(serde_json::to_string(job).expect("job records serialize"))
 }
 
-/// The MP3, with `Range` support and the original file name.
+/// `?expires=..&sig=..` of a signed download link (see `crate::links`).
+#[derive(Debug, Deserialize)]
+pub struct LinkQuery {
+    expires: Option<u64>,
+    sig: Option<String>,
+}
+
+/// The MP3, with `Range` support and the original file name: for the owner (or a tenant
+/// admin) with a bearer token, or for anyone with a signed link from a notification,
+/// which needs no token but only works for that job's output and until it expires.
 pub async fn output(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Result<Caller, ApiError>,
     Path(id): Path<String>,
+    ApiQuery(link): ApiQuery<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = visible_job(&state, &caller, &id).await?;
+    let job = match (link.expires, link.sig) {
+        (None, None) => visible_job(&state, &caller?.0, &id).await?,
+        (Some(expires), Some(sig)) => linked_job(&state, &id, expires, &sig).await?,
+        _ => return Err(invalid_link()),
+    };
     serve_output(&state, &job, &headers).await
+}
+
+fn invalid_link() -> ApiError {
+    ApiError::Forbidden(
+        "invalid_link",
+        "this download link is invalid or has expired".into(),
+    )
+}
+
+/// The job a signed link names, if the link is genuine, unexpired, and the job still has
+/// that output. Every failure looks the same (403).
+async fn linked_job(
+    state: &AppState,
+    id: &str,
+    expires: u64,
+    sig: &str,
+) -> Result<JobRecord, ApiError> {
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid_link());
+    }
+    let job = state.queue.get(id).await?.ok_or_else(invalid_link)?;
+    let output = job.output.as_ref().ok_or_else(invalid_link)?;
+    let now = crate::queue::now_ms() / 1000;
+    if state.links.verify(id, &output.key, expires, sig, now) {
+        Ok(job)
+    } else {
+        Err(invalid_link())
+    }
 }
 
 /// Streams a done job's MP3, honouring a single `Range: bytes=...`.
@@ -227,9 +288,14 @@ pub async fn serve_output(
         }
     };
     let total = state.blobs.size(&output.key).await?;
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(spec) => Some(parse_range(spec, total).ok_or(ApiError::RangeNotSatisfiable(total))?),
+    let asked = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeAsked::Whole, |spec| parse_range(spec, total));
+    let range = match asked {
+        RangeAsked::Whole => None,
+        RangeAsked::Part(range) => Some(range),
+        RangeAsked::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(total)),
     };
     let blob = state.blobs.get_range(&output.key, range.clone()).await?;
     let mut response = Response::new(Body::from_stream(blob.stream));
@@ -259,32 +325,58 @@ pub async fn serve_output(
     Ok(response)
 }
 
-/// Parses one `bytes=a-b`, `bytes=a-` or `bytes=-n` range against a blob of `total` bytes.
-pub fn parse_range(spec: &str, total: u64) -> Option<GetRange> {
-    let spec = spec.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = (start.trim(), end.trim());
-    if start.is_empty() {
-        let n: u64 = end.parse().ok()?;
-        if n == 0 || total == 0 {
-            return None;
-        }
-        let n = n.min(total);
-        return Some(GetRange::Bounded(total - n..total));
-    }
-    let start: u64 = start.parse().ok()?;
-    if start >= total {
-        return None;
-    }
-    let end = if end.is_empty() {
-        total - 1
-    } else {
-        end.parse::<u64>().ok()?.min(total - 1)
+/// What a `Range` header asks of a blob, per RFC 9110 14.2: a header the server does not
+/// understand (another unit, bad syntax) or several ranges may be ignored, which serves
+/// the whole blob (200); one range that fits gives 206; one that starts past the end, 416.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeAsked {
+    Whole,
+    Part(GetRange),
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header value against a blob of `total` bytes.
+pub fn parse_range(spec: &str, total: u64) -> RangeAsked {
+    let Some((unit, set)) = spec.trim().split_once('=') else {
+        return RangeAsked::Whole;
     };
-    (start <= end).then_some(GetRange::Bounded(start..end + 1))
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+        return RangeAsked::Whole;
+    }
+    let Some((start, end)) = set.split_once('-') else {
+        return RangeAsked::Whole;
+    };
+    let (start, end) = (start.trim(), end.trim());
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    if start.is_empty() {
+        // A suffix: the last `n` bytes.
+        return match number(end) {
+            None => RangeAsked::Whole,
+            Some(0) => RangeAsked::Unsatisfiable,
+            Some(_) if total == 0 => RangeAsked::Unsatisfiable,
+            Some(n) => RangeAsked::Part(GetRange::Bounded(total - n.min(total)..total)),
+        };
+    }
+    let Some(first) = number(start) else {
+        return RangeAsked::Whole;
+    };
+    let last = if end.is_empty() {
+        None
+    } else {
+        match number(end) {
+            Some(last) if last >= first => Some(last),
+            // Not a valid range-spec (RFC 9110 14.1.1): the header is ignored.
+            _ => return RangeAsked::Whole,
+        }
+    };
+    if first >= total {
+        return RangeAsked::Unsatisfiable;
+    }
+    let last = last.unwrap_or(total - 1).min(total - 1);
+    RangeAsked::Part(GetRange::Bounded(first..last + 1))
 }
 
 /// `attachment` with the upload's name, `.mp3` instead of its extension; an ASCII
@@ -324,26 +416,22 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(
-            parse_range("bytes=0-9", 100),
-            Some(GetRange::Bounded(0..10))
-        );
-        assert_eq!(
-            parse_range("bytes=90-", 100),
-            Some(GetRange::Bounded(90..100))
-        );
-        assert_eq!(
-            parse_range("bytes=-10", 100),
-            Some(GetRange::Bounded(90..100))
-        );
-        assert_eq!(
-            parse_range("bytes=50-500", 100),
-            Some(GetRange::Bounded(50..100))
-        );
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+        use RangeAsked::*;
+        let part = |r: std::ops::Range<u64>| Part(GetRange::Bounded(r));
+        assert_eq!(parse_range("bytes=0-9", 100), part(0..10));
+        assert_eq!(parse_range("Bytes = 90-", 100), part(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), part(90..100));
+        assert_eq!(parse_range("bytes=-500", 100), part(0..100));
+        assert_eq!(parse_range("bytes=50-500", 100), part(50..100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        // Ignored: invalid specs, other units, several ranges.
+        assert_eq!(parse_range("bytes=5-1", 100), Whole);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), Whole);
+        assert_eq!(parse_range("items=0-1", 100), Whole);
+        assert_eq!(parse_range("bytes=abc", 100), Whole);
+        assert_eq!(parse_range("bytes=+1-2", 100), Whole);
+        assert_eq!(parse_range("garbage", 100), Whole);
     }
 
     #[test]

@@ -14,16 +14,17 @@ pub mod account;
 pub mod auth;
 pub mod compat;
 pub mod error;
+pub mod extract;
+pub mod health;
 pub mod jobs;
 pub mod login_guard;
 pub mod tenants;
 pub mod upload;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -31,10 +32,13 @@ use deadpool_redis::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::links::LinkSigner;
+use crate::notify::IpNet;
 use crate::queue::JobQueue;
 use crate::storage::BlobStore;
 use auth::{Authenticator, Claims};
 use error::ApiError;
+use health::Health;
 use login_guard::LoginGuard;
 
 /// Everything a request handler may use; cheap to clone.
@@ -54,10 +58,16 @@ pub struct AppState {
     pub guard: LoginGuard,
     /// Server-wide upload limit (a tenant's may only be lower).
     pub max_upload_bytes: u64,
-    /// Set once the components this process needs are loaded (`/readyz`).
-    pub components_ready: Arc<AtomicBool>,
+    /// What `/healthz` and `/readyz` check.
+    pub health: Health,
     /// Mount `GET /bench/unauthenticated/jobs/{id}` (benchmarks only, see `config`).
     pub bench_routes: bool,
+    /// Checks the signed download links of notifications.
+    pub links: LinkSigner,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// Non-public webhook destinations the operator allows.
+    pub webhook_allow: Arc<Vec<IpNet>>,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).
@@ -71,17 +81,21 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized(
                 "invalid_token",
                 "missing, invalid or expired token",
             ))?;
         Ok(Caller(state.auth.verify(token).await?))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110, 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The whole HTTP API.
@@ -111,28 +125,27 @@ pub fn app(state: AppState) -> Router {
         .route("/login", post(compat::login))
         .route("/upload", post(compat::upload))
         .route("/download", get(compat::download))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        // Uploads are limited per tenant while they stream (see `upload`).
-        .layer(DefaultBodyLimit::disable())
+        .merge(health::routes(state.health.clone()))
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
+        // JSON bodies (credentials, settings) are small. Uploads read the raw body, which
+        // this does not limit: `upload` bounds it per tenant while it streams.
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Ready when Redis answers, the blob store accepts a write and components are loaded.
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    let mut conn = state.pool.get().await?;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    state
-        .blobs
-        .probe()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if !state.components_ready.load(Ordering::Acquire) {
-        return Err(ApiError::Unavailable(
-            "components are not loaded yet".into(),
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
-    Ok("ready")
 }

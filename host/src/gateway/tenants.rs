@@ -11,8 +11,9 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::gateway::error::ApiError;
+use crate::gateway::extract::ApiJson;
 use crate::gateway::{AppState, Caller};
-use crate::notify::{NotifyError, SettingsUpdate, settings as notify_settings};
+use crate::notify::{AddressPolicy, NotifyError, SettingsUpdate, settings as notify_settings};
 
 /// The tenant every install has; allows self-registration.
 pub const DEFAULT_TENANT: &str = "default";
@@ -110,11 +111,16 @@ pub async fn get_notifications(
 pub async fn put_notifications(
     State(state): State<AppState>,
     caller: Caller,
-    Json(change): Json<SettingsUpdate>,
+    ApiJson(change): ApiJson<SettingsUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
-    let (settings, generated) =
-        notify_settings::update(&state.pool, &caller.0.tenant, &change).await?;
+    let (settings, generated) = notify_settings::update(
+        &state.pool,
+        &caller.0.tenant,
+        &change,
+        &AddressPolicy::new(state.webhook_allow.to_vec()),
+    )
+    .await?;
     let mut body = json!({ "settings": settings });
     if let Some(secret) = generated {
         body["webhook_secret"] = Value::String(secret);

@@ -7,8 +7,12 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
-use axum::extract::{FromRequest, Multipart};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, BodyDataStream};
 use axum::http::{Request, header};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -20,8 +24,14 @@ use crate::gateway::tenants::load_tenant;
 use crate::queue::{JobInput, JobOptions, JobRecord, JobStatus, now_ms};
 use crate::storage::PutStreamError;
 
-/// Multipart framing allowed on top of the file itself when checking `Content-Length`.
-const MULTIPART_SLACK: u64 = 64 * 1024;
+/// Multipart framing and option fields allowed on top of the file itself.
+pub const MULTIPART_SLACK: u64 = 64 * 1024;
+/// Longest value of a form field other than `file` (the encoding options), in bytes.
+pub const MAX_FIELD_BYTES: u64 = 4 * 1024;
+/// Most fields a form may have, the file included.
+pub const MAX_FIELDS: usize = 16;
+/// Most body bytes the multipart parser may hold that no field has yielded yet.
+pub const MAX_BUFFERED_BYTES: u64 = 4 << 20;
 /// Longest file name kept.
 const MAX_NAME: usize = 200;
 
@@ -107,11 +117,39 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
     })
 }
 
-/// Keeps the last path component of a client-given name, printable and bounded.
+/// Keeps the file's own name, printable and bounded: the last component of a path
+/// (`/`-separated; `\\` too, but only in a Windows path such as `C:\\a\\b.mov` or
+/// `\\\\server\\share\\b.mov`, since `\\` is an ordinary character in other names). Browsers and
+/// curl send a `"` in a name as `%22` (and CR/LF as `%0D`/`%0A`): those are decoded.
 fn clean_name(name: Option<&str>) -> String {
-    let base = name
-        .unwrap_or("")
-        .rsplit(['/', '\\'])
+    let raw = name.unwrap_or("");
+    let mut decoded = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('%') {
+        decoded.push_str(&rest[..i]);
+        let escape = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        match escape.as_deref() {
+            Some("22") => decoded.push('"'),
+            Some("0D") => decoded.push('\r'),
+            Some("0A") => decoded.push('\n'),
+            _ => {
+                decoded.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    decoded.push_str(rest);
+    let bytes = decoded.as_bytes();
+    let windows = decoded.starts_with("\\\\")
+        || (bytes.len() > 2
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && bytes[2] == b'\\');
+    let separators: &[char] = if windows { &['/', '\\'] } else { &['/'] };
+    let base = decoded
+        .rsplit(separators)
         .next()
         .unwrap_or("")
         .chars()
@@ -151,6 +189,13 @@ where
 }
 
 /// Accepts `POST /v1/jobs` (and the compat `/upload`): stores the file and queues the job.
+///
+/// Every byte of the body is bounded, whatever its encoding: a declared `Content-Length`
+/// over the tenant's limit is refused before reading; a multipart body as a whole is
+/// limited to the tenant's limit plus [`MULTIPART_SLACK`], its `file` field to the limit,
+/// every other field to [`MAX_FIELD_BYTES`], the number of fields to [`MAX_FIELDS`], and
+/// what the multipart parser may hold at once (part headers, framing) to
+/// [`MAX_BUFFERED_BYTES`]. A request that fails after its file was stored leaves no blob.
 pub async fn accept(
     state: &AppState,
     caller: &Claims,
@@ -164,11 +209,15 @@ pub async fn accept(
             "missing, invalid or expired token",
         ))?;
     let limit = tenant.max_upload_bytes;
-    let is_multipart = request
+    let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+        .unwrap_or("")
+        .to_owned();
+    let is_multipart = content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data");
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -184,41 +233,19 @@ pub async fn accept(
     let mut fields = query;
     // Options in the query are checked before any of the body is read.
     parse_options(&fields)?;
-    let (name, bytes) = if is_multipart {
-        let mut form = Multipart::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::BadRequest("bad_multipart", e.body_text()))?;
-        let mut stored: Option<(String, u64)> = None;
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| ApiError::BadRequest("bad_multipart", e.body_text()))?
-        {
-            let field_name = field.name().unwrap_or("").to_owned();
-            if field_name == "file" {
-                if stored.is_some() {
-                    state.blobs.delete(&key).await?;
-                    return Err(ApiError::BadRequest(
-                        "bad_multipart",
-                        "more than one file field".into(),
-                    ));
-                }
-                let name = clean_name(field.file_name());
-                let body = sniffed(field).await?;
-                let size = store(state, &key, body, limit).await?;
-                stored = Some((name, size));
-            } else {
-                let value = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::BadRequest("bad_multipart", e.body_text()))?;
-                fields.insert(field_name, value);
-            }
-        }
-        stored.ok_or(ApiError::BadRequest(
-            "missing_file",
-            "the form has no file field".into(),
-        ))?
+    let body = request.into_body().into_data_stream();
+    let mut stored: Option<(String, u64)> = None;
+    let read = if is_multipart {
+        read_form(
+            state,
+            &content_type,
+            body,
+            &key,
+            limit,
+            &mut fields,
+            &mut stored,
+        )
+        .await
     } else {
         let name = clean_name(
             fields
@@ -226,13 +253,26 @@ pub async fn accept(
                 .or(fields.get("filename"))
                 .map(String::as_str),
         );
-        let body = sniffed(request.into_body().into_data_stream()).await?;
-        (name, store(state, &key, body, limit).await?)
+        match sniffed(body).await {
+            Ok(body) => store(state, &key, body, limit, |e| body_error(&e))
+                .await
+                .map(|size| stored = Some((name, size))),
+            Err(e) => Err(e),
+        }
     };
-    let options = match parse_options(&fields) {
-        Ok(o) => o,
+    let checked = read.and_then(|()| {
+        let stored = stored.clone().ok_or(ApiError::BadRequest(
+            "missing_file",
+            "the form has no file field".into(),
+        ))?;
+        Ok((stored, parse_options(&fields)?))
+    });
+    let ((name, bytes), options) = match checked {
+        Ok(ok) => ok,
         Err(e) => {
-            state.blobs.delete(&key).await?;
+            if stored.is_some() {
+                state.blobs.delete(&key).await?;
+            }
             return Err(e);
         }
     };
@@ -264,19 +304,176 @@ pub async fn accept(
     Ok(job)
 }
 
-async fn store<S, E>(state: &AppState, key: &str, body: S, limit: u64) -> Result<u64, ApiError>
+/// Reads a `multipart/form-data` body: the `file` field streams into blob `key` (noted in
+/// `stored` as soon as it is there, so the caller can remove it on a later error), every
+/// other field lands in `fields`.
+async fn read_form(
+    state: &AppState,
+    content_type: &str,
+    body: BodyDataStream,
+    key: &str,
+    limit: u64,
+    fields: &mut HashMap<String, String>,
+    stored: &mut Option<(String, u64)>,
+) -> Result<(), ApiError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| ApiError::BadRequest("bad_multipart", e.to_string()))?;
+    let meter = Meter::default();
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit.saturating_add(MULTIPART_SLACK))
+            .per_field(MAX_FIELD_BYTES)
+            .for_field("file", limit),
+    );
+    let mut form = multer::Multipart::with_constraints(
+        Metered {
+            inner: body,
+            meter: meter.clone(),
+        },
+        boundary,
+        constraints,
+    );
+    let mut count = 0usize;
+    while let Some(mut field) = form.next_field().await.map_err(|e| form_error(&meter, e))? {
+        count += 1;
+        if count > MAX_FIELDS {
+            return Err(ApiError::BadRequest(
+                "too_many_fields",
+                format!("a form may have at most {MAX_FIELDS} fields"),
+            ));
+        }
+        let field_name = field.name().unwrap_or("").to_owned();
+        if field_name == "file" {
+            if stored.is_some() {
+                return Err(ApiError::BadRequest(
+                    "bad_multipart",
+                    "more than one file field".into(),
+                ));
+            }
+            let name = clean_name(field.file_name());
+            let counted = meter.clone();
+            let data = Box::pin(field.inspect_ok(move |chunk| counted.consumed(chunk.len())));
+            let body = sniffed(data).await?;
+            let size = store(state, key, body, limit, |e| form_error(&meter, e)).await?;
+            *stored = Some((name, size));
+        } else {
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| form_error(&meter, e))? {
+                meter.consumed(chunk.len());
+                value.extend_from_slice(&chunk);
+            }
+            let value = String::from_utf8(value).map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid_options",
+                    format!("form field `{field_name}` is not UTF-8 text"),
+                )
+            })?;
+            fields.insert(field_name, value);
+        }
+    }
+    Ok(())
+}
+
+/// How many body bytes went into the multipart parser and how many came out as field
+/// data; the difference is what the parser holds (part headers, framing, read-ahead).
+#[derive(Clone, Default)]
+struct Meter(Arc<MeterCounts>);
+
+#[derive(Default)]
+struct MeterCounts {
+    fed: AtomicU64,
+    consumed: AtomicU64,
+    overflowed: AtomicBool,
+}
+
+impl Meter {
+    fn consumed(&self, n: usize) {
+        self.0.consumed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.0.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// The request body as the multipart parser reads it: refuses to give the parser more
+/// once it holds over [`MAX_BUFFERED_BYTES`] that no field has yielded (multer buffers a
+/// part's headers, and the preamble, until it finds their end).
+struct Metered<S> {
+    inner: S,
+    meter: Meter,
+}
+
+impl<S> Stream for Metered<S>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let counts = &self.meter.0;
+        let fed = counts.fed.load(Ordering::Relaxed);
+        let held = fed.saturating_sub(counts.consumed.load(Ordering::Relaxed));
+        if held > MAX_BUFFERED_BYTES {
+            counts.overflowed.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "multipart part headers or framing too large",
+            ))));
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.meter
+                    .0
+                    .fed
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The API's answer to a multipart parser error.
+fn form_error(meter: &Meter, error: multer::Error) -> ApiError {
+    match error {
+        _ if meter.overflowed() => ApiError::FieldTooLarge {
+            what: "part headers and framing of the form".into(),
+            limit: MAX_BUFFERED_BYTES,
+        },
+        multer::Error::StreamSizeExceeded { limit } => {
+            ApiError::PayloadTooLarge(limit.saturating_sub(MULTIPART_SLACK))
+        }
+        multer::Error::FieldSizeExceeded { limit, field_name } => match field_name.as_deref() {
+            Some("file") => ApiError::PayloadTooLarge(limit),
+            name => ApiError::FieldTooLarge {
+                what: format!("form field `{}`", name.unwrap_or("")),
+                limit,
+            },
+        },
+        other => body_error(&other),
+    }
+}
+
+fn body_error(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::BadRequest("bad_body", format!("reading the upload: {e}"))
+}
+
+async fn store<S, E>(
+    state: &AppState,
+    key: &str,
+    body: S,
+    limit: u64,
+    source_error: impl FnOnce(E) -> ApiError,
+) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
 {
-    let body = body.map_err(|e| e.to_string());
     match state.blobs.put_stream(key, body, limit).await {
         Ok(size) => Ok(size),
         Err(PutStreamError::TooLarge(limit)) => Err(ApiError::PayloadTooLarge(limit)),
-        Err(PutStreamError::Source(e)) => Err(ApiError::BadRequest(
-            "bad_body",
-            format!("reading the upload: {e}"),
-        )),
+        Err(PutStreamError::Source(e)) => Err(source_error(e)),
         Err(PutStreamError::Storage(e)) => Err(e.into()),
     }
 }
@@ -324,5 +521,9 @@ mod tests {
         assert_eq!(clean_name(Some("../../etc/x.mp4")), "x.mp4");
         assert_eq!(clean_name(Some("C:\\a\\b.mov")), "b.mov");
         assert_eq!(clean_name(None), "upload");
+        assert_eq!(clean_name(Some("\\\\srv\\share\\c.m4a")), "c.m4a");
+        assert_eq!(clean_name(Some("a\\b.mp4")), "a\\b.mp4");
+        assert_eq!(clean_name(Some("say %22hi%22.mp4")), "say \"hi\".mp4");
+        assert_eq!(clean_name(Some("100% sure%0a.mp4")), "100% sure.mp4");
     }
 }

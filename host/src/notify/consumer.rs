@@ -35,6 +35,7 @@ use super::mail::Mailer;
 use super::settings::{self, TenantNotifySettings};
 use super::webhook::WebhookClient;
 use super::{DeliveryError, NotifierConfig, NotifyError};
+use crate::links::LinkSigner;
 use crate::plugins::{
     NotifierPlugin, NotifyRunError, Outgoing, SendPolicy, notifier_limits, notifier_wit as wit,
 };
@@ -116,6 +117,8 @@ pub struct NotifyConsumer {
 
 struct Inner {
     pool: Pool,
+    /// The download links' key, read from Redis on first use.
+    signer: tokio::sync::OnceCell<LinkSigner>,
     plugin: Arc<NotifierPlugin>,
     config: NotifierConfig,
     mailer: Mailer,
@@ -164,6 +167,7 @@ impl NotifyConsumer {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                signer: tokio::sync::OnceCell::new(),
                 plugin,
                 config,
                 mailer,
@@ -455,7 +459,8 @@ impl NotifyConsumer {
         // Entries from before the pipeline copied everything fall back to the job hash.
         let job: HashMap<String, String> =
             inner.pool.get().await?.hgetall(job_key(&job_id)).await?;
-        let event = build_event(fields, &job, &inner.config.public_base_url);
+        let links = self.download_links().await?;
+        let event = build_event(fields, &job, &links);
         let mail_to =
             (settings.email && !event.owner_email.is_empty()).then(|| event.owner_email.clone());
         if settings.email && mail_to.is_none() {
@@ -513,6 +518,30 @@ impl NotifyConsumer {
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// How to write this notification's download link: the configured public URL, or
+    /// the one a gateway published; without either the entry waits (stays pending).
+    async fn download_links(&self) -> Result<DownloadLinks, Interrupted> {
+        let inner = &self.inner;
+        let mut conn = inner.pool.get().await?;
+        let base = match &inner.config.public_base_url {
+            Some(url) => url.clone(),
+            None => crate::links::published_public_url(&mut conn)
+                .await?
+                .ok_or(NotifyError::NoPublicUrl)?,
+        };
+        let signer = inner
+            .signer
+            .get_or_try_init(|| LinkSigner::load_or_create(&mut conn))
+            .await?
+            .clone();
+        Ok(DownloadLinks {
+            base,
+            signer,
+            ttl: inner.config.link_ttl,
+            now: now_ms() / 1000,
+        })
     }
 
     /// Delivers one message, retrying transient failures. `Ok(Err((reason, attempts)))`
@@ -616,12 +645,28 @@ fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     exp.min(max).mul_f64(1.0 + rand::random_range(0.0..0.5))
 }
 
+/// What a notification's download link is made of.
+struct DownloadLinks {
+    base: String,
+    signer: LinkSigner,
+    ttl: Duration,
+    /// Unix seconds.
+    now: u64,
+}
+
+impl DownloadLinks {
+    fn url(&self, job_id: &str, output_key: &str) -> String {
+        let expires = self.now.saturating_add(self.ttl.as_secs());
+        self.signer.url(&self.base, job_id, output_key, expires)
+    }
+}
+
 /// The component's event from a notify entry, falling back to the job hash for fields
 /// the entry lacks.
 fn build_event(
     entry: &HashMap<String, String>,
     job: &HashMap<String, String>,
-    base_url: &str,
+    links: &DownloadLinks,
 ) -> wit::JobEvent {
     let get = |k: &str| {
         entry
@@ -650,7 +695,9 @@ fn build_event(
             Some(get("error").unwrap_or_else(|| "unknown error".into()))
         },
         download_url: done
-            .then(|| format!("{}/v1/jobs/{job_id}/output", base_url.trim_end_matches('/'))),
+            .then(|| get("output_key"))
+            .flatten()
+            .map(|key| links.url(&job_id, &key)),
         finished_at: num("finished_at").unwrap_or_else(|| now_ms() / 1000),
         job_id,
     }
@@ -676,24 +723,34 @@ mod tests {
             ("output_bytes", "10"),
         ]);
         let job = map(&[
+            ("output_key", "out/t/j1.mp3"),
             ("owner_email", "a@b.c"),
             ("input_name", "x.mp4"),
             ("output_bytes", "99"),
             ("duration_ms", "5"),
         ]);
-        let e = build_event(&entry, &job, "https://td.example/");
+        let links = DownloadLinks {
+            base: "https://td.example/".into(),
+            signer: LinkSigner::new(b"k".to_vec()),
+            ttl: Duration::from_secs(100),
+            now: 1000,
+        };
+        let e = build_event(&entry, &job, &links);
         assert_eq!(e.owner_email, "a@b.c");
         assert_eq!(e.output_bytes, Some(10));
         assert_eq!(e.duration_ms, Some(5));
+        let sig = links.signer.sign("j1", "out/t/j1.mp3", 1100);
         assert_eq!(
-            e.download_url.as_deref(),
-            Some("https://td.example/v1/jobs/j1/output")
+            e.download_url,
+            Some(format!(
+                "https://td.example/v1/jobs/j1/output?expires=1100&sig={sig}"
+            ))
         );
         assert_eq!(e.failure_reason, None);
         let failed = build_event(
             &map(&[("job", "j2"), ("status", "failed"), ("error", "no audio")]),
             &HashMap::new(),
-            "http://x",
+            &links,
         );
         assert_eq!(failed.status, wit::JobStatus::Failed);
         assert_eq!(failed.failure_reason.as_deref(), Some("no audio"));

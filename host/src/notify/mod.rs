@@ -70,11 +70,15 @@ pub enum NotifyError {
     Mail(#[from] MailConfigError),
     #[error("loading the notifier component: {0}")]
     Load(#[from] crate::plugins::LoadError),
+    /// No `--public-url` and no gateway has published one: links cannot be written yet.
+    #[error(
+        "no public URL for download links: start a gateway (it publishes its URL in Redis) or set --public-url / TAPEDECK_PUBLIC_URL"
+    )]
+    NoPublicUrl,
 }
 
-/// How the notifier runs. [`NotifierConfig::new`] gives the embedded defaults;
-/// [`NotifierConfig::with_env`] applies the `TAPEDECK_SMTP_URL`, `TAPEDECK_MAIL_FROM`
-/// and `TAPEDECK_WEBHOOK_ALLOW` environment variables.
+/// How the notifier runs. [`NotifierConfig::new`] gives the embedded defaults; `serve`
+/// applies the service's settings (`config`).
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     /// `smtp://`, `smtp://...?tls=required` (STARTTLS) or `smtps://` URL with optional
@@ -84,8 +88,11 @@ pub struct NotifierConfig {
     pub outbox_dir: PathBuf,
     /// The `From` of every e-mail.
     pub mail_from: String,
-    /// Prefix of download links: `{public_base_url}/v1/jobs/{id}/output`.
-    pub public_base_url: String,
+    /// Prefix of download links (`{public_base_url}/v1/jobs/{id}/output?expires=..&sig=..`);
+    /// `None`: the URL a gateway published in Redis (`td:public_url`).
+    pub public_base_url: Option<String>,
+    /// How long download links work.
+    pub link_ttl: Duration,
     /// Non-public networks webhooks may reach anyway.
     pub webhook_allow: Vec<IpNet>,
     /// Whole-request limit of a webhook (connect, send, answer).
@@ -116,11 +123,16 @@ impl NotifierConfig {
             smtp_url: None,
             outbox_dir: data_dir.join("outbox"),
             mail_from: "Tapedeck <noreply@tapedeck.localhost>".into(),
-            public_base_url: public_base_url.into(),
+            public_base_url: Some(public_base_url.into()),
+            link_ttl: Duration::from_secs(7 * 86_400),
             webhook_allow: Vec::new(),
             webhook_timeout: Duration::from_secs(5),
             smtp_timeout: Duration::from_secs(10),
-            consumer: format!("notifier-{}-{}", hostname(), std::process::id()),
+            consumer: format!(
+                "notifier-{}-{}",
+                crate::queue::hostname(),
+                std::process::id()
+            ),
             concurrency: 16,
             max_attempts: 6,
             retry_base: Duration::from_secs(2),
@@ -129,25 +141,6 @@ impl NotifierConfig {
             default_max_per_hour: 200,
             poll_interval: Duration::from_millis(200),
         }
-    }
-
-    /// Applies `TAPEDECK_SMTP_URL`, `TAPEDECK_MAIL_FROM` and `TAPEDECK_WEBHOOK_ALLOW`
-    /// (comma-separated addresses or networks, e.g. `10.0.0.0/8,127.0.0.1`).
-    pub fn with_env(mut self) -> Result<Self, NotifyError> {
-        if let Ok(url) = std::env::var("TAPEDECK_SMTP_URL")
-            && !url.is_empty()
-        {
-            self.smtp_url = Some(url);
-        }
-        if let Ok(from) = std::env::var("TAPEDECK_MAIL_FROM")
-            && !from.is_empty()
-        {
-            self.mail_from = from;
-        }
-        if let Ok(list) = std::env::var("TAPEDECK_WEBHOOK_ALLOW") {
-            self.webhook_allow = parse_allow_list(&list)?;
-        }
-        Ok(self)
     }
 }
 
@@ -158,14 +151,6 @@ pub fn parse_allow_list(list: &str) -> Result<Vec<IpNet>, NotifyError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(NotifyError::InvalidSettings))
         .collect()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
 }
 
 /// Compiles (or loads from `cache_dir`) a notifier component in its own in-process

@@ -6,12 +6,15 @@
 //! the secret) and taking a [`SettingsUpdate`].
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::NotifyError;
+use super::address::AddressPolicy;
+use super::webhook::WebhookClient;
 
 pub fn settings_key(tenant: &str) -> String {
     format!("td:tenant:{tenant}:notify")
@@ -84,16 +87,27 @@ fn from_hash(h: &HashMap<String, String>) -> TenantNotifySettings {
 
 /// Applies `change` to `tenant`'s settings after checking it. Returns the new settings
 /// and, when one was generated, the new webhook secret (to show the admin once).
+///
+/// A webhook URL must be http(s) and resolve only to addresses `policy` permits (public
+/// ones, plus the operator's allow-list): a tenant admin learns at once that a URL to
+/// loopback, the private network or a metadata endpoint will never be called. Delivery
+/// checks again, since a name may resolve elsewhere later.
 pub async fn update(
     pool: &Pool,
     tenant: &str,
     change: &SettingsUpdate,
+    policy: &AddressPolicy,
 ) -> Result<(TenantNotifySettings, Option<String>), NotifyError> {
     let current = load(pool, tenant).await?;
     let mut fields: Vec<(&str, String)> = Vec::new();
     if let Some(url) = &change.webhook_url {
         if !url.is_empty() {
             check_webhook_url(url)?;
+            let parsed = url::Url::parse(url).expect("checked just above");
+            WebhookClient::new(policy.clone(), Duration::from_secs(5))
+                .check_url(&parsed)
+                .await
+                .map_err(|e| NotifyError::InvalidSettings(format!("webhook_url: {e}")))?;
         }
         fields.push(("webhook_url", url.clone()));
     }

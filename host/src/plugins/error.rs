@@ -14,7 +14,8 @@ pub enum LoadError {
     Compile(String),
     #[error("the plugin does not implement the converter world: {0}")]
     WrongWorld(String),
-    #[error("cannot write the compiled plugin to {path}: {source}")]
+    /// The cause is the error's `source` (shown once by `{:#}`, not twice).
+    #[error("cannot write the compiled plugin to {}", path.display())]
     Cache {
         path: PathBuf,
         source: std::io::Error,

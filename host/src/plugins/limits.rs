@@ -56,6 +56,64 @@ impl RunLimits {
     }
 }
 
+/// How the service sizes each conversion's [`RunLimits`] (settings of `tapedeck serve`):
+/// CPU time grows with the input's audio, `cpu_base + cpu_per_audio_minute * minutes`, up
+/// to `cpu_max`; so a 3-hour recording converts on a slow machine while a plugin that
+/// loops on a short file is still stopped soon. Memory and output are fixed caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitPolicy {
+    pub cpu_base: Duration,
+    pub cpu_per_audio_minute: Duration,
+    /// The ceiling, also used when the input does not say how long it is.
+    pub cpu_max: Duration,
+    pub max_memory_bytes: u64,
+    pub max_output_bytes: u64,
+}
+
+impl Default for LimitPolicy {
+    /// 30 s plus 5 s per minute of audio (the converter needs about 1 s per minute on a
+    /// 2024 laptop core, so 5x leaves room for slow machines), at most one hour.
+    fn default() -> Self {
+        let run = RunLimits::default();
+        Self {
+            cpu_base: Duration::from_secs(30),
+            cpu_per_audio_minute: Duration::from_secs(5),
+            cpu_max: Duration::from_secs(3600),
+            max_memory_bytes: run.max_memory_bytes,
+            max_output_bytes: run.max_output_bytes,
+        }
+    }
+}
+
+impl LimitPolicy {
+    /// The CPU time allowed for `audio` of input (`None`: unknown, the ceiling), in
+    /// whole seconds (rounded up), the unit `RLIMIT_CPU` enforces.
+    pub fn cpu_time_for(&self, audio: Option<Duration>) -> Duration {
+        let sized = match audio {
+            None => self.cpu_max,
+            Some(audio) => {
+                let minutes = audio.as_secs_f64() / 60.0;
+                let sized =
+                    self.cpu_base.as_secs_f64() + self.cpu_per_audio_minute.as_secs_f64() * minutes;
+                Duration::try_from_secs_f64(sized.ceil())
+                    .unwrap_or(self.cpu_max)
+                    .min(self.cpu_max)
+            }
+        };
+        sized.max(Duration::from_secs(1))
+    }
+
+    /// The limits of a run converting `audio` of input.
+    pub fn limits_for(&self, audio: Option<Duration>) -> RunLimits {
+        RunLimits {
+            cpu_time: self.cpu_time_for(audio),
+            max_memory_bytes: self.max_memory_bytes,
+            max_output_bytes: self.max_output_bytes,
+            ..RunLimits::default()
+        }
+    }
+}
+
 /// A `ResourceLimiter` over all memories and tables of one store, which records whether
 /// it refused anything.
 #[derive(Debug)]
@@ -175,6 +233,37 @@ mod tests {
         assert!(limiter.table_growing(0, 10, None).unwrap());
         assert!(!limiter.table_growing(10, 11, None).unwrap());
         assert!(limiter.table_denied);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_the_audio_up_to_the_ceiling() {
+        let policy = LimitPolicy {
+            cpu_base: Duration::from_secs(10),
+            cpu_per_audio_minute: Duration::from_secs(2),
+            cpu_max: Duration::from_secs(100),
+            ..LimitPolicy::default()
+        };
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        assert_eq!(policy.cpu_time_for(minutes(0)), Duration::from_secs(10));
+        assert_eq!(policy.cpu_time_for(minutes(30)), Duration::from_secs(70));
+        assert_eq!(
+            policy.cpu_time_for(Some(Duration::from_secs(90))),
+            Duration::from_secs(13)
+        );
+        assert_eq!(
+            policy.cpu_time_for(Some(Duration::from_secs(100))),
+            Duration::from_secs(14),
+            "13.33 s rounds up"
+        );
+        assert_eq!(policy.cpu_time_for(minutes(180)), Duration::from_secs(100));
+        assert_eq!(policy.cpu_time_for(None), Duration::from_secs(100));
+        assert_eq!(
+            policy.cpu_time_for(Some(Duration::MAX)),
+            Duration::from_secs(100)
+        );
+        let limits = policy.limits_for(minutes(1));
+        assert_eq!(limits.cpu_time, Duration::from_secs(12));
+        assert_eq!(limits.max_memory_bytes, policy.max_memory_bytes);
     }
 
     #[test]

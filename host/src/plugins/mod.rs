@@ -47,12 +47,12 @@ pub use converter::MAX_READ;
 pub use converter::wit::{Mode, Options as ConvertOptions, Summary, Trim};
 pub use engine::CacheOutcome;
 pub use error::{ConvertError, LoadError, RunError};
-pub use limits::RunLimits;
+pub use limits::{LimitPolicy, RunLimits};
 pub use notifier::{
     MAX_BODY_BYTES, MAX_MESSAGES_PER_RUN, NotifierOutput, NotifierPlugin, NotifyRunError, Outgoing,
     OutgoingMail, OutgoingWebhook, SendPolicy, clean_subject, notifier_limits, wit as notifier_wit,
 };
-pub use subprocess::run_runner_child;
+pub use subprocess::{die_with_parent, run_runner_child};
 
 use converter::{ConverterPre, CpuGuard, RunEvent, RunState};
 use engine::CompileCache;

@@ -52,6 +52,25 @@ enum RunnerMessage {
 }
 
 /// Runs a conversion in a runner child and waits for it.
+/// In a forked child before exec: asks the kernel for `signal` when the parent dies (a
+/// `kill -9` of the service must not leave runs converting on), and exits at once if
+/// the parent already died before the request took effect.
+///
+/// # Safety
+/// Only between fork and exec; makes async-signal-safe calls only.
+pub unsafe fn die_with_parent(parent: libc::pid_t, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe system calls.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run_in_child(
     runner_exe: &Path,
     artifact: &Path,
@@ -85,8 +104,9 @@ pub(crate) fn run_in_child(
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls (setrlimit, fcntl) on values computed before the fork.
+    // system calls (setrlimit, fcntl, prctl, getppid) on values computed before the fork.
     unsafe {
         command.pre_exec(move || {
             let cpu = libc::rlimit {
@@ -98,7 +118,7 @@ pub(crate) fn run_in_child(
             {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            die_with_parent(parent, libc::SIGKILL)
         });
     }
     let mut child = command.spawn().map_err(|e| {

@@ -85,6 +85,70 @@ impl PipelinePolicy {
     }
 }
 
+/// This machine's name; consumer names in the streams start with it, so a restarted
+/// process can tell its dead predecessors' entries.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// A worker consumer's name: `{host}-{pid}-{slot}`.
+pub fn consumer_name(host: &str, pid: u32, slot: usize) -> String {
+    format!("{host}-{pid}-{slot}")
+}
+
+/// The host and pid of a worker consumer's name, if it has that form.
+pub fn parse_consumer_name(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.rsplitn(3, '-');
+    let _slot: usize = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    Some((parts.next()?, pid))
+}
+
+/// A convert-stream entry left pending by a worker process that no longer runs.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub tenant: String,
+    pub entry_id: String,
+    /// How long it had been idle when found; claiming requires at least this, so two
+    /// restarted processes cannot both take it.
+    pub idle_ms: u64,
+}
+
+/// A position in a job listing: the last job of a page (its enqueue time in ms, its id).
+/// Written as `{created_ms}-{id}`, opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_ms: u64,
+    pub id: String,
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.created_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for ListCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let (ms, id) = s.split_once('-').ok_or(())?;
+        let valid_id =
+            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !valid_id {
+            return Err(());
+        }
+        Ok(ListCursor {
+            created_ms: ms.parse().map_err(|_| ())?,
+            id: id.to_owned(),
+        })
+    }
+}
+
 /// One convert-stream entry held by this worker.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -189,35 +253,68 @@ impl JobQueue {
         Ok(JobRecord::from_hash(&h))
     }
 
-    /// Jobs newest first: a user's own (`user_id`), or the whole tenant's.
-    /// Returns the page and the offset of the next page, if any.
+    /// Jobs newest first: a user's own (`user_id`), or the whole tenant's, from just after
+    /// `after` (the `next` of the previous page). Returns the page and the cursor of the
+    /// next page, if any. The cursor is a position (time and id), not an offset, so jobs
+    /// added or deleted between pages neither repeat nor skip an item.
     pub async fn list(
         &self,
         tenant: &str,
         user_id: Option<&str>,
-        offset: usize,
+        after: Option<&ListCursor>,
         limit: usize,
-    ) -> Result<(Vec<JobRecord>, Option<usize>)> {
+    ) -> Result<(Vec<JobRecord>, Option<ListCursor>)> {
         let mut conn = self.conn().await?;
         let key = match user_id {
             Some(u) => user_jobs_key(tenant, u),
             None => tenant_jobs_key(tenant),
         };
+        // Ties (jobs of one millisecond) come in descending id order; the ones at the
+        // cursor's time up to its id were on earlier pages.
+        let (max, ties) = match after {
+            None => ("+inf".to_owned(), 0),
+            Some(c) => {
+                let ties: usize = conn.zcount(&key, c.created_ms, c.created_ms).await?;
+                (c.created_ms.to_string(), ties)
+            }
+        };
         // One extra id tells whether another page follows.
-        let ids: Vec<String> = conn
-            .zrevrange(&key, offset as isize, (offset + limit) as isize)
+        let scored: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(&max)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1 + ties)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
             .await?;
-        let more = ids.len() > limit;
-        if ids.is_empty() {
+        let mut page: Vec<(String, u64)> = scored
+            .into_iter()
+            .filter(|(id, ms)| match after {
+                Some(c) => *ms < c.created_ms || (*ms == c.created_ms && *id < c.id),
+                None => true,
+            })
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        if page.is_empty() {
             return Ok((Vec::new(), None));
         }
         let mut pipe = redis::pipe();
-        for id in ids.iter().take(limit) {
+        for (id, _) in &page {
             pipe.hgetall(job_key(id));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         let jobs = hashes.iter().filter_map(JobRecord::from_hash).collect();
-        Ok((jobs, more.then_some(offset + limit)))
+        let next = more.then(|| {
+            let (id, created_ms) = page.last().cloned().expect("the page is not empty");
+            ListCursor { created_ms, id }
+        });
+        Ok((jobs, next))
     }
 
     /// Removes a job's record and index entries. A queued entry left on the stream is
@@ -233,6 +330,9 @@ impl JobQueue {
             .zrem(tenant_jobs_key(&job.tenant), &job.id)
             .ignore()
             .zrem(RETRY_ZSET, format!("{} {}", job.tenant, job.id))
+            .ignore()
+            // Wakes the job's SSE followers, which then find it gone.
+            .publish(events_channel(&job.id), r#"{"status":"deleted"}"#)
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
@@ -316,6 +416,71 @@ impl JobQueue {
             }
         }
         Ok(None)
+    }
+
+    /// Entries pending for worker consumers of this `host` whose process is gone
+    /// (`alive(pid)` false): a restarted worker takes them at once instead of waiting
+    /// out the visibility timeout.
+    pub async fn orphans(&self, host: &str, alive: impl Fn(u32) -> bool) -> Result<Vec<Orphan>> {
+        let mut conn = self.conn().await?;
+        let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
+        tenants.sort();
+        let mut found = Vec::new();
+        for tenant in tenants {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(convert_stream(&tenant))
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .or_else(|e| match e.code() {
+                    // A stream whose group does not exist yet has nothing pending.
+                    Some("NOGROUP") => Ok(Vec::new()),
+                    _ => Err(e),
+                })?;
+            for (entry_id, consumer, idle_ms, _deliveries) in pending {
+                let dead =
+                    parse_consumer_name(&consumer).is_some_and(|(h, pid)| h == host && !alive(pid));
+                if dead {
+                    found.push(Orphan {
+                        tenant: tenant.clone(),
+                        entry_id,
+                        idle_ms,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Takes `orphan` over for `consumer`; `None` if another process was quicker or the
+    /// entry is gone.
+    pub async fn claim_orphan(&self, orphan: &Orphan, consumer: &str) -> Result<Option<Delivery>> {
+        let mut conn = self.conn().await?;
+        let stream = convert_stream(&orphan.tenant);
+        let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(orphan.idle_ms)
+            .arg(&orphan.entry_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(claimed.ids.into_iter().next().map(|entry| {
+            tracing::info!(
+                tenant = %orphan.tenant,
+                entry = %entry.id,
+                "took over an entry of a worker that stopped on this host"
+            );
+            Delivery {
+                tenant: orphan.tenant.clone(),
+                stream,
+                job_id: entry.get("job").unwrap_or_default(),
+                entry_id: entry.id,
+            }
+        }))
     }
 
     /// Marks the job `converting` and counts the attempt; acknowledges entries whose job
@@ -478,4 +643,30 @@ pub async fn trim_stream(
         .arg(UNREAD_STREAM_CAP)
         .invoke_async(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_round_trip_with_dashes_in_the_host() {
+        let name = consumer_name("web-1.example", 4242, 3);
+        assert_eq!(name, "web-1.example-4242-3");
+        assert_eq!(parse_consumer_name(&name), Some(("web-1.example", 4242)));
+        assert_eq!(parse_consumer_name("notifier-x"), None);
+        assert_eq!(parse_consumer_name("a-b-c"), None);
+    }
+
+    #[test]
+    fn list_cursors_round_trip_and_reject_junk() {
+        let c = ListCursor {
+            created_ms: 1_700_000_000_123,
+            id: "abc123".into(),
+        };
+        assert_eq!(c.to_string().parse::<ListCursor>(), Ok(c));
+        for junk in ["", "3", "x-abc", "12-", "12-a b", "12-a:b"] {
+            assert!(junk.parse::<ListCursor>().is_err(), "{junk}");
+        }
+    }
 }

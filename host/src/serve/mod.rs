@@ -4,11 +4,12 @@
 //!
 //! Contact points: `cli` calls [`run`]; tests call [`serve`] with their own shutdown.
 
+pub mod component_converter;
 pub mod managed_redis;
-pub mod plugin_converter;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,13 +17,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServiceConfig, Settings};
+use crate::config::{Role, ServiceConfig, Settings};
 use crate::gateway::auth::{
     ComponentAuthenticator, UserStore, load_auth, load_or_create_signing_key,
 };
+use crate::gateway::health::Health;
 use crate::gateway::login_guard::LoginGuard;
 use crate::gateway::tenants::ensure_default_tenant;
 use crate::gateway::{AppState, app};
+use crate::links::LinkSigner;
 use crate::notify::{self, NotifierConfig};
 use crate::queue::{JobQueue, PipelinePolicy};
 use crate::storage::BlobStore;
@@ -40,17 +43,13 @@ pub struct ServeArgs {
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, converting with the converter component
-/// (`embedded` unless `--converter` names another).
+/// (`embedded` unless `--converter` names another). Logging is set up by the caller
+/// (`cli::run`).
 pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .try_init();
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
+    prepare_data_dir(&config.data_dir)?;
     let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
-        Some(Arc::new(plugin_converter::PluginConverter::load(
+        Some(Arc::new(component_converter::ComponentConverter::load(
             &config, embedded,
         )?))
     } else {
@@ -61,6 +60,23 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(serve(config, converter, shutdown_signal()))
+}
+
+/// Creates the data dir and checks that this process can write in it, naming it if not.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "the data dir {} is not usable ({e}); set --data-dir / TAPEDECK_DATA_DIR to a \
+             writable directory",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    tempfile::Builder::new()
+        .prefix(".write-check-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -82,12 +98,25 @@ pub async fn serve(
     converter: Option<Arc<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    prepare_data_dir(&config.data_dir)?;
     let managed = match &config.redis_url {
         Some(_) => None,
         None => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
     };
+    let redis_shown = match (&managed, &config.redis_url) {
+        (Some(m), _) => format!("{} (managed)", m.url()),
+        (None, Some(url)) => redacted(url),
+        (None, None) => unreachable!("either REDIS_URL or the managed instance is set"),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %config.listen,
+        role = ?config.role,
+        redis = %redis_shown,
+        blobs = %config.blob_url,
+        data_dir = %config.data_dir.display(),
+        "tapedeck serve starting"
+    );
     let result = serve_with_redis(
         &config,
         managed.as_ref().map(|m| m.url()),
@@ -99,6 +128,17 @@ pub async fn serve(
         managed.stop().await;
     }
     result
+}
+
+/// A Redis URL without its password.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn serve_with_redis(
@@ -126,22 +166,29 @@ async fn serve_with_redis(
             retry_base: config.retry_base,
         },
     );
+    let health = Health {
+        pool: pool.clone(),
+        blobs: blobs.clone(),
+        components_ready: Arc::new(AtomicBool::new(false)),
+    };
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let components_ready = Arc::new(AtomicBool::new(false));
     let cache_dir = config.data_dir.join("plugin-cache");
     if config.role.runs_workers() {
         let bytes = component_bytes(config.notifier.as_deref(), notify::DEFAULT_NOTIFIER)?;
         let plugin = notify::load_notifier(&cache_dir, &bytes)?;
-        let mut notifier = NotifierConfig::new(&config.data_dir, config.public_url.clone());
+        let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
+        notifier.public_base_url = config.public_url.clone().or_else(|| {
+            // In one process the gateway is right here; split, a gateway publishes its URL.
+            (config.role == Role::All).then(|| config.gateway_public_url())
+        });
+        notifier.link_ttl = config.download_link_ttl;
         notifier.smtp_url = config.smtp_url.clone();
         if let Some(from) = &config.mail_from {
             notifier.mail_from = from.clone();
         }
-        if let Some(list) = &config.webhook_allow {
-            notifier.webhook_allow = notify::parse_allow_list(list)?;
-        }
+        notifier.webhook_allow = config.webhook_allow.clone();
         let (pool, stopped) = (pool.clone(), stop.clone());
         tasks.spawn(async move {
             if let Err(e) = notify::run_notifier(pool, plugin, notifier, stopped).await {
@@ -151,10 +198,12 @@ async fn serve_with_redis(
     }
     if config.role.runs_workers() {
         let converter = converter.context("a worker role needs a converter")?;
+        let scratch_root = config.data_dir.join("scratch");
+        crate::worker::clean_stale_scratch(&scratch_root);
         let settings = WorkerSettings {
             slots: config.workers,
-            consumer_prefix: format!("{}-{}", hostname(), std::process::id()),
-            scratch_dir: config.data_dir.join("scratch"),
+            host: crate::queue::hostname(),
+            scratch_dir: scratch_root.join(std::process::id().to_string()),
             idle_poll: Duration::from_millis(200),
         };
         let worker = Arc::new(Worker::new(
@@ -165,10 +214,15 @@ async fn serve_with_redis(
         ));
         tasks.spawn(worker.run(stop.clone()));
     }
-    components_ready.store(true, Ordering::Release);
+    health.components_ready.store(true, Ordering::Release);
 
-    if config.role != crate::config::Role::Worker {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let router = if config.role != Role::Worker {
         ensure_default_tenant(&pool).await?;
+        let public_url = config.gateway_public_url();
+        crate::links::publish_public_url(&pool, &public_url).await?;
         let key = load_or_create_signing_key(&pool).await?;
         let bytes = component_bytes(config.auth_plugin.as_deref(), crate::plugins::DEFAULT_AUTH)?;
         let auth_plugin = load_auth(&cache_dir, &bytes)?;
@@ -185,26 +239,32 @@ async fn serve_with_redis(
             )?,
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
-            components_ready,
+            health,
             bench_routes: config.bench_routes,
+            links: LinkSigner::load_or_create(&mut pool.get().await?).await?,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            webhook_allow: Arc::new(config.webhook_allow.clone()),
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, role = ?config.role, "serving");
-        let stopped = stop.clone();
-        tasks.spawn(async move {
-            let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
+        app(state)
     } else {
-        tracing::info!(workers = config.workers, "worker running");
-    }
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            workers = config.workers,
+            "worker running; serving /healthz and /readyz"
+        );
+        crate::gateway::health::worker_app(health)
+    };
+    let stopped = stop.clone();
+    tasks.spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
 
     shutdown.await;
     stop.cancel();
@@ -247,10 +307,4 @@ async fn wait_for_redis(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("Redis is not reachable: {}", last.unwrap_or_default())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into())
 }
