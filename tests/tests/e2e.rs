@@ -38,6 +38,7 @@ const SLOW: Duration = Duration::from_secs(180);
 
 /// The issue-9 hardening: bounded bodies, run limits, split deployments, signed links,
 /// crash recovery, HTTP behaviour, operations.
+#[path = "e2e/hardening.rs"]
 mod hardening;
 
 mod convert_flow {

@@ -85,11 +85,11 @@ const TABLE: &[(&str, Expect)] = &[
     ),
     (
         "he-aac_48k_stereo_truncated__mp4parse_invalid_userdata.mp4",
-        Unsupported("he-aac"),
+        Unsupported("HE-AAC (AAC with SBR)"),
     ),
     (
         "he-aac_44k_stereo_headeronly_mvhdv1__tinytag_mvhd_version_1.m4a",
-        Unsupported("he-aac"),
+        Unsupported("HE-AAC (AAC with SBR)"),
     ),
     ("alac_44k_mono__androidx_sample_alac.mp4", Convert(0)),
     (
@@ -113,7 +113,7 @@ const TABLE: &[(&str, Expect)] = &[
     ),
     (
         "unsupported_als__tinytag_16bit_pcm_to_als.mp4",
-        Unsupported("als"),
+        Unsupported("MPEG-4 ALS (lossless)"),
     ),
     (
         "unsupported_amr-nb_3gp__androidx_bbb_mono_8kHz_amrnb.3gp",
@@ -788,6 +788,39 @@ fn memory_stays_bounded_for_an_hour_of_audio() {
         peak as f64 / (1 << 20) as f64
     );
     assert!(peak < 8 << 20, "peak heap {peak} bytes");
+}
+
+/// symphonia's own wording ("unsupported feature: aac: predictor data") never reaches a
+/// failure reason: every corpus failure says what is wrong in words (see `reasons`).
+#[test]
+fn failure_reasons_carry_no_decoder_internals() {
+    for (name, expect) in TABLE {
+        if matches!(expect, Convert(_) | ConvertLonger(..)) {
+            continue;
+        }
+        let Some(path) = media(name) else { return };
+        let (result, _) = run(&path, &Options::default());
+        let reason = result.expect_err(name).to_string();
+        for internal in [
+            "unsupported feature:",
+            "malformed stream:",
+            "aac:",
+            "decoder:",
+        ] {
+            assert!(!reason.contains(internal), "{name}: {reason}");
+        }
+    }
+    let Some(path) = media("corrupt_aac_payload__musicmetadata_issue-133.m4a") else {
+        return;
+    };
+    let (result, _) = run(&path, &Options::default());
+    assert_eq!(
+        result.unwrap_err(),
+        ConvertError::CorruptInput(
+            "the AAC audio is damaged or uses AAC Main-profile prediction, which is not supported"
+                .into()
+        )
+    );
 }
 
 /// Truncated and byte-flipped variants of valid files: every run ends in a result

@@ -10,6 +10,7 @@
 //! - `mix`: channel layouts → mono/stereo downmix.
 //! - `id3`: the ID3v2.4 tag written before the audio.
 //! - `pipeline`: demux (symphonia) → decode → trim → downmix → encode (LAME).
+//! - `reasons`: symphonia's error texts → failure reasons in words for people.
 //! - `component` (wasm32 only): the WIT export, adapting host resources to the traits.
 
 mod id3;
@@ -18,6 +19,7 @@ mod mix;
 mod mp4;
 pub mod options;
 mod pipeline;
+mod reasons;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

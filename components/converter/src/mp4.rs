@@ -20,6 +20,15 @@ pub(crate) const MAX_MOOV_BYTES: u64 = 16 << 20;
 /// Cover art larger than this is dropped (with a warning) rather than copied to the tag.
 pub(crate) const MAX_COVER_BYTES: usize = 4 << 20;
 
+/// HE-AAC (audio object type 5): AAC-LC plus spectral band replication.
+const HE_AAC: &str = "HE-AAC (AAC with SBR)";
+/// HE-AACv2 (audio object type 29): HE-AAC plus parametric stereo.
+const HE_AAC_V2: &str = "HE-AACv2 (AAC with SBR and parametric stereo)";
+/// AAC Main (audio object type 1, MPEG-2 profile 0): AAC-LC plus prediction.
+const AAC_MAIN: &str = "AAC Main profile";
+/// AAC-SSR (audio object type 3, MPEG-2 profile 2): a gain-controlled filter bank.
+const AAC_SSR: &str = "AAC-SSR (scalable sample rate)";
+
 /// What the converter needs to know about the movie before decoding.
 #[derive(Debug, Default)]
 pub(crate) struct Movie {
@@ -134,23 +143,25 @@ impl TrackBox {
     fn mp4a_codec(&self) -> CodecKind {
         match self.object_type {
             // MPEG-4 audio: the AudioSpecificConfig says which.
+            // Names for people (they reach the owner's failure e-mail): each AAC profile we
+            // do not decode says which kind of AAC it is.
             Some(0x40) | None => match self.audio_object_type {
                 Some(2) | None => CodecKind::Decodable("aac"),
-                Some(5) => CodecKind::Unsupported("he-aac".into()),
-                Some(29) => CodecKind::Unsupported("he-aac-v2".into()),
-                Some(1) => CodecKind::Unsupported("aac-main".into()),
-                Some(3) => CodecKind::Unsupported("aac-ssr".into()),
-                Some(4) => CodecKind::Unsupported("aac-ltp".into()),
-                Some(23) => CodecKind::Unsupported("aac-ld".into()),
-                Some(39) => CodecKind::Unsupported("aac-eld".into()),
-                Some(42) => CodecKind::Unsupported("xhe-aac".into()),
-                Some(36) => CodecKind::Unsupported("als".into()),
+                Some(5) => CodecKind::Unsupported(HE_AAC.into()),
+                Some(29) => CodecKind::Unsupported(HE_AAC_V2.into()),
+                Some(1) => CodecKind::Unsupported(AAC_MAIN.into()),
+                Some(3) => CodecKind::Unsupported(AAC_SSR.into()),
+                Some(4) => CodecKind::Unsupported("AAC-LTP (long-term prediction)".into()),
+                Some(23) => CodecKind::Unsupported("AAC-LD (low delay)".into()),
+                Some(39) => CodecKind::Unsupported("AAC-ELD (enhanced low delay)".into()),
+                Some(42) => CodecKind::Unsupported("xHE-AAC (USAC)".into()),
+                Some(36) => CodecKind::Unsupported("MPEG-4 ALS (lossless)".into()),
                 Some(32..=34) => CodecKind::Decodable("mp3"),
                 Some(aot) => CodecKind::Unsupported(format!("mpeg-4 audio object type {aot}")),
             },
             Some(0x67) => CodecKind::Decodable("aac"),
-            Some(0x66) => CodecKind::Unsupported("aac-main".into()),
-            Some(0x68) => CodecKind::Unsupported("aac-ssr".into()),
+            Some(0x66) => CodecKind::Unsupported(AAC_MAIN.into()),
+            Some(0x68) => CodecKind::Unsupported(AAC_SSR.into()),
             Some(0x69 | 0x6B) => CodecKind::Decodable("mp3"),
             Some(0xA5) => CodecKind::Unsupported("ac-3".into()),
             Some(0xA6) => CodecKind::Unsupported("e-ac-3".into()),
@@ -762,6 +773,33 @@ mod tests {
                 padding: 0x37c,
                 frames: 0x46e00
             }
+        );
+    }
+
+    #[test]
+    fn aac_profiles_we_cannot_decode_are_named_in_words() {
+        let track = |aot| TrackBox {
+            entry: Some(*b"mp4a"),
+            object_type: Some(0x40),
+            audio_object_type: Some(aot),
+            ..TrackBox::default()
+        };
+        assert_eq!(track(2).codec(), CodecKind::Decodable("aac"));
+        assert_eq!(
+            track(5).codec(),
+            CodecKind::Unsupported("HE-AAC (AAC with SBR)".into())
+        );
+        assert_eq!(
+            track(29).codec(),
+            CodecKind::Unsupported("HE-AACv2 (AAC with SBR and parametric stereo)".into())
+        );
+        assert_eq!(
+            track(1).codec(),
+            CodecKind::Unsupported("AAC Main profile".into())
+        );
+        assert_eq!(
+            track(4).codec(),
+            CodecKind::Unsupported("AAC-LTP (long-term prediction)".into())
         );
     }
 

@@ -20,7 +20,7 @@ use crate::io::{BatchedSink, IoError, MediaSourceAdapter, ReadAt, WindowedReader
 use crate::mix::Downmix;
 use crate::mp4::{self, CodecKind, Movie, TrackBox};
 use crate::options::{self, Mode, Options, Summary};
-use crate::{ConvertError, id3, io_error};
+use crate::{ConvertError, id3, io_error, reasons};
 
 /// Source bytes fetched per host read (the host allows up to 1 MiB).
 const READ_WINDOW: usize = 256 << 10;
@@ -83,9 +83,8 @@ pub fn convert_observed(
     };
 
     let mss = MediaSourceStream::new(Box::new(adapter), MediaSourceStreamOptions::default());
-    let mut demuxer = IsoMp4Reader::try_new(mss, FormatOptions::default()).map_err(|e| {
-        host_failure().unwrap_or_else(|| ConvertError::CorruptInput(format!("container: {e}")))
-    })?;
+    let mut demuxer = IsoMp4Reader::try_new(mss, FormatOptions::default())
+        .map_err(|e| host_failure().unwrap_or_else(|| reasons::open_error(&e)))?;
     let params = demuxer
         .tracks()
         .iter()
@@ -94,19 +93,11 @@ pub fn convert_observed(
             Some(CodecParameters::Audio(p)) => Some(p.clone()),
             _ => None,
         })
-        .ok_or_else(|| ConvertError::UnsupportedCodec(codec.to_string()))?;
+        .ok_or_else(|| reasons::unrecognised_track(codec))?;
     let channels = params.channels.as_ref().map_or(0, |c| c.count());
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|e| match e {
-            SymError::Unsupported(_) if channels > 2 => {
-                ConvertError::UnsupportedCodec(format!("{codec} with {channels} channels"))
-            }
-            SymError::Unsupported(what) => {
-                ConvertError::UnsupportedCodec(format!("{codec} ({what})"))
-            }
-            other => ConvertError::CorruptInput(format!("{codec} decoder setup: {other}")),
-        })?;
+        .map_err(|e| reasons::setup_error(codec, channels, &e))?;
 
     let mut run = Run::new(sink, options, observer, &movie, &track, params.sample_rate);
     let mut consecutive_errors = 0u32;
@@ -133,20 +124,21 @@ pub fn convert_observed(
                 consecutive_errors = 0;
                 run.take(&buf)?;
             }
-            Err(SymError::DecodeError(_) | SymError::IoError(_)) => {
+            Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
                 consecutive_errors += 1;
                 run.decode_errors += 1;
                 if consecutive_errors >= MAX_CONSECUTIVE_DECODE_ERRORS {
-                    return Err(ConvertError::CorruptInput(format!(
-                        "{codec} audio undecodable: {consecutive_errors} packets in a row \
-                         failed (after {} decoded frames)",
-                        run.decoded
-                    )));
+                    let rate = run.decoded_rate().or(params.sample_rate);
+                    return Err(reasons::undecodable(
+                        codec,
+                        consecutive_errors,
+                        run.decoded,
+                        rate,
+                        &e,
+                    ));
                 }
             }
-            Err(e) => {
-                return Err(ConvertError::CorruptInput(format!("{codec} decoder: {e}")));
-            }
+            Err(e) => return Err(reasons::decode_error(codec, &e)),
         }
         if run.past_end() {
             break;
@@ -370,6 +362,11 @@ impl<'a> Run<'a> {
                 .edit_end
                 .unwrap_or(u64::MAX)
                 .min(self.exact_end.unwrap_or(u64::MAX))
+    }
+
+    /// The decoder's rate, once the encoder is set up (at the first kept audio).
+    fn decoded_rate(&self) -> Option<u32> {
+        self.encoder.as_ref().map(|stage| stage.in_rate)
     }
 
     fn expected_frames(&self) -> Option<u64> {

@@ -117,12 +117,27 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
     })
 }
 
+/// A quoted-string's quoted-pairs (a backslash before `"` or another backslash) undone:
+/// what clients that escape, rather than percent-encode as browsers do, send for those.
+fn unquote(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some('\\' | '"')) => out.push(chars.next().expect("peeked")),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Keeps the file's own name, printable and bounded: the last component of a path
 /// (`/`-separated; `\\` too, but only in a Windows path such as `C:\\a\\b.mov` or
 /// `\\\\server\\share\\b.mov`, since `\\` is an ordinary character in other names). Browsers and
 /// curl send a `"` in a name as `%22` (and CR/LF as `%0D`/`%0A`): those are decoded.
 fn clean_name(name: Option<&str>) -> String {
-    let raw = name.unwrap_or("");
+    let unquoted = unquote(name.unwrap_or(""));
+    let raw = unquoted.as_str();
     let mut decoded = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(i) = rest.find('%') {
@@ -525,5 +540,6 @@ mod tests {
         assert_eq!(clean_name(Some("a\\b.mp4")), "a\\b.mp4");
         assert_eq!(clean_name(Some("say %22hi%22.mp4")), "say \"hi\".mp4");
         assert_eq!(clean_name(Some("100% sure%0a.mp4")), "100% sure.mp4");
+        assert_eq!(clean_name(Some("a\\\\b \\\"q\\\".mp4")), "a\\b \"q\".mp4");
     }
 }

@@ -47,6 +47,7 @@ pub struct ServeArgs {
 /// (`cli::run`).
 pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
+    log_start(&config);
     prepare_data_dir(&config.data_dir)?;
     let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
         Some(Arc::new(component_converter::ComponentConverter::load(
@@ -103,20 +104,6 @@ pub async fn serve(
         Some(_) => None,
         None => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
     };
-    let redis_shown = match (&managed, &config.redis_url) {
-        (Some(m), _) => format!("{} (managed)", m.url()),
-        (None, Some(url)) => redacted(url),
-        (None, None) => unreachable!("either REDIS_URL or the managed instance is set"),
-    };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        listen = %config.listen,
-        role = ?config.role,
-        redis = %redis_shown,
-        blobs = %config.blob_url,
-        data_dir = %config.data_dir.display(),
-        "tapedeck serve starting"
-    );
     let result = serve_with_redis(
         &config,
         managed.as_ref().map(|m| m.url()),
@@ -128,6 +115,26 @@ pub async fn serve(
         managed.stop().await;
     }
     result
+}
+
+/// The first line an operator reads: where everything is.
+fn log_start(config: &ServiceConfig) {
+    let redis = match &config.redis_url {
+        Some(url) => redacted(url),
+        None => format!(
+            "managed redis-server in {}",
+            config.data_dir.join("redis").display()
+        ),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %config.listen,
+        role = ?config.role,
+        redis = %redis,
+        blobs = %config.blob_url,
+        data_dir = %config.data_dir.display(),
+        "tapedeck serve starting"
+    );
 }
 
 /// A Redis URL without its password.

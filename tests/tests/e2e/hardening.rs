@@ -37,14 +37,15 @@ fn chunked_post(
         })
     };
     let sent = AtomicU64::new(0);
+    let mut w = s.try_clone().unwrap();
     let mut chunk = |bytes: &[u8]| -> bool {
         if answered.load(Ordering::Acquire) {
             return false;
         }
-        let ok = s
+        let ok = w
             .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
-            .and_then(|_| s.write_all(bytes))
-            .and_then(|_| s.write_all(b"\r\n"))
+            .and_then(|_| w.write_all(bytes))
+            .and_then(|_| w.write_all(b"\r\n"))
             .is_ok();
         if ok {
             sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -52,8 +53,6 @@ fn chunked_post(
         ok
     };
     let go = s
-        .try_clone()
-        .unwrap()
         .write_all(
             format!("{head}\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes(),
         )
@@ -303,17 +302,18 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
         data_dir: dir.path(),
         extra: vec![],
     });
-    let worker_port = free_port();
-    let _worker = Service::start(ServiceOptions {
+    // Service::start gives every role its own `--listen`.
+    let worker = Service::start(ServiceOptions {
         role: Role::Worker,
         redis_url: &url,
         data_dir: dir.path(),
-        extra: vec![("listen", format!("127.0.0.1:{worker_port}"))],
+        extra: vec![],
     });
     let http = reqwest::Client::new();
-    let worker_base = format!("http://127.0.0.1:{worker_port}");
+    let worker_base = worker.base.clone();
+    let worker_addr = worker_base.strip_prefix("http://").unwrap().to_owned();
     wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", worker_port)).is_ok()
+        std::net::TcpStream::connect(&worker_addr).is_ok()
     });
     for path in ["/healthz", "/readyz"] {
         let r = http
@@ -438,7 +438,7 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
         wait_until(Duration::from_secs(60), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && std::process::Command::new("curl")
-                    .args(["-sf", &ready])
+                    .args(["-sf", "-o", "/dev/null", &ready])
                     .status()
                     .is_ok_and(|s| s.success())
         });
@@ -610,6 +610,7 @@ async fn http_details_follow_the_rfcs_and_users() {
 
     // Names: `"` arrives as %22 from browsers and curl; `\` is kept outside Windows paths.
     let raw = std::fs::read(media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a")).unwrap();
+    // reqwest escapes `\` in the quoted name as `\\` (an RFC 2183 quoted-pair).
     for (sent, kept) in [
         ("say %22hi%22.m4a", "say \"hi\".m4a"),
         ("a\\b.m4a", "a\\b.m4a"),
