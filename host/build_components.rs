@@ -11,7 +11,11 @@ use std::process::Command;
 
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    manifest.parent().expect("member crates sit one level below the workspace").to_path_buf()
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("the workspace root holds Cargo.lock")
+        .to_path_buf()
 }
 
 fn build_components(packages: &[&str], watch: &[&str]) -> PathBuf {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tapedeck::plugins::{AuthContext, DEFAULT_AUTH, MemoryDirectory, auth_wit as wit};
+use tapedeck::components::DEFAULT_AUTH;
+use tapedeck::plugins::{AuthContext, MemoryDirectory, auth_wit as wit};
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()
@@ -13,7 +14,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5000);
     // A fixed cache directory: the second run measures without compiling.
     let cache = std::env::temp_dir().join("tapedeck-auth-bench");
-    let plugin = tapedeck::gateway::auth::load_auth(&cache, DEFAULT_AUTH)?;
+    let plugin = tapedeck::serve::auth::load_auth(&cache, DEFAULT_AUTH)?;
     let cx = AuthContext {
         users: Arc::new(MemoryDirectory::default()),
         signing_key: vec![7u8; 32].into(),

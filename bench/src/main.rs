@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use tapedeck::plugins::{
-    ConvertOptions, DEFAULT_CONVERTER, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig,
-};
+use tapedeck::components::DEFAULT_CONVERTER;
+use tapedeck::plugins::{ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig};
 
 #[derive(Parser)]
 #[command(about = "Tapedeck converter benchmark")]

@@ -1,0 +1,173 @@
+//! The one error type of the HTTP API: `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! Client mistakes carry a precise code and message; internal failures answer a generic
+//! 500 and log their cause.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use tapedeck_blobs::StorageError;
+use tapedeck_model::auth::AuthError;
+use tapedeck_store::queue::QueueError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    /// Missing, malformed, forged or expired token, or wrong credentials.
+    #[error("{1}")]
+    Unauthorized(&'static str, &'static str),
+    #[error("{1}")]
+    Forbidden(&'static str, String),
+    /// Not found, or not visible to the caller: both look the same.
+    #[error("not found")]
+    NotFound,
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("upload exceeds the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    /// A part of a request body over its own limit (a form field, a JSON body).
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    FieldTooLarge { what: String, limit: u64 },
+    /// A request the framework refused before a handler ran (malformed JSON or query,
+    /// wrong content type, unknown route, wrong method): its status, a code, a message.
+    #[error("{2}")]
+    Rejected(StatusCode, &'static str, String),
+    #[error("not an MP4/M4A/MOV file (no ISO-BMFF box at offset 4)")]
+    UnsupportedMediaType,
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable(u64),
+    #[error("too many failed attempts; retry in {0} s")]
+    TooManyRequests(u64),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(code, _) => (StatusCode::UNAUTHORIZED, code),
+            ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::FieldTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "field_too_large"),
+            ApiError::Rejected(status, code, _) => (*status, code),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "internal error".to_string()
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "unavailable");
+                "service unavailable".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized(..) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::RangeNotSatisfiable(total) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge { .. } => {
+                // The rest of the body is never read: the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for ApiError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(_) => ApiError::NotFound,
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<tapedeck_store::notify_settings::SettingsError> for ApiError {
+    fn from(e: tapedeck_store::notify_settings::SettingsError) -> Self {
+        use tapedeck_store::notify_settings::SettingsError;
+        match e {
+            SettingsError::Invalid(why) => ApiError::BadRequest("invalid_settings", why),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidCredentials => {
+                ApiError::Unauthorized("invalid_credentials", "invalid email or password")
+            }
+            AuthError::InvalidToken => {
+                ApiError::Unauthorized("invalid_token", "missing, invalid or expired token")
+            }
+            AuthError::EmailTaken => {
+                ApiError::Conflict("email_taken", "that email is already registered".into())
+            }
+            AuthError::InvalidInput(msg) => ApiError::BadRequest("invalid_input", msg),
+            AuthError::Backend(msg) => ApiError::Unavailable(msg),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Extractors whose rejections answer in the API's error shape (`ApiError`), not the
+//! framework's plain text: JSON bodies and query strings. Also the fallbacks for an
+//! unknown route (404) and a wrong method (405).
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest JSON body the API reads (credentials, settings): a few KiB is plenty.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
+
+/// `axum::Json`, rejecting with an [`ApiError`].
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::FieldTooLarge {
+            what: "the JSON body".into(),
+            limit: MAX_JSON_BYTES as u64,
+        },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Rejected(
+            status,
+            "unsupported_media_type",
+            "expected a JSON body with `Content-Type: application/json`".into(),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            ApiError::Rejected(status, "invalid_body", rejection.body_text())
+        }
+        _ => ApiError::Rejected(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            rejection.body_text(),
+        ),
+    }
+}
+
+/// `axum::extract::Query`, rejecting with an [`ApiError`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::Rejected(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        rejection.body_text(),
+    )
+}
+
+/// The answer for a path no route matches.
+pub async fn no_route() -> ApiError {
+    ApiError::NotFound
+}
+
+/// The answer for a route that exists with other methods (axum adds `Allow`).
+pub async fn wrong_method() -> ApiError {
+    ApiError::Rejected(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this resource does not support that method".into(),
+    )
+}

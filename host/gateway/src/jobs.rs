@@ -1,0 +1,448 @@
+//! The `/v1/jobs` resource: create, list, show, delete, retry, SSE events, MP3 output.
+//!
+//! Visibility: a job is visible to its owner, and to an admin of its tenant; any other
+//! id answers 404, exactly like an id that does not exist.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use object_store::GetRange;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::{AppState, Caller, upload};
+use tapedeck_model::auth::Claims;
+use tapedeck_store::queue::{JobRecord, JobStatus, ListCursor, Requeue, events_channel};
+
+/// Loads job `id` if the caller may see it.
+pub async fn visible_job(
+    state: &AppState,
+    caller: &Claims,
+    id: &str,
+) -> Result<JobRecord, ApiError> {
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound);
+    }
+    let job = state.queue.get(id).await?.ok_or(ApiError::NotFound)?;
+    let visible =
+        job.tenant == caller.tenant && (job.user_id == caller.user_id || caller.is_admin());
+    if visible {
+        Ok(job)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let job = upload::accept(&state, &caller, query, request).await?;
+    let location =
+        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Page size, 1..=100 (default 20).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(c.parse::<ListCursor>().map_err(|()| {
+            ApiError::BadRequest(
+                "invalid_cursor",
+                "cursor must be the next_cursor of a previous page".into(),
+            )
+        })?),
+    };
+    let (jobs, next) = state
+        .queue
+        .list(&caller.tenant, owner, after.as_ref(), limit)
+        .await?;
+    let next = next.map(|c| c.to_string());
+    Ok(Json(json!({"jobs": jobs, "next_cursor": next})))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    Ok(Json(visible_job(&state, &caller, &id).await?))
+}
+
+/// `GET /v1/jobs/{id}` without authentication, for the benchmark only (`bench_routes`).
+pub async fn show_unauthenticated(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    Ok(Json(state.queue.get(&id).await?.ok_or(ApiError::NotFound)?))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    state.queue.delete(&job).await?;
+    state.blobs.delete(&job.input.key).await?;
+    if let Some(output) = &job.output {
+        state.blobs.delete(&output.key).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with its attempts
+/// starting over (after the operator fixed the cause, a swapped plugin for instance);
+/// its dead letter is dropped. 409 for a job that is not `failed`.
+pub async fn retry(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    match state.queue.requeue_failed(&job).await? {
+        Requeue::Queued => {}
+        Requeue::Missing => return Err(ApiError::NotFound),
+        Requeue::NotFailed(status) => {
+            return Err(ApiError::Conflict(
+                "not_failed",
+                format!("only a failed job can be retried; this one is {status}"),
+            ));
+        }
+    }
+    // Read back: the script reset attempts, progress, error and finished_at.
+    let job = state.queue.get(&id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// Server-Sent Events: a `status` event with the whole job first, then `progress`
+/// (`{"progress": p}`) and `status` events as they happen; the stream ends after the
+/// job is done or failed, or after a final `deleted` event (`{"id", "status": "deleted"}`)
+/// when the job is deleted.
+pub async fn events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let job = visible_job(&state, &caller, &id).await?;
+    // Subscribe before the snapshot, so no change between the two is missed.
+    let mut pubsub = state.redis.get_async_pubsub().await?;
+    pubsub.subscribe(events_channel(&id)).await?;
+    let (mut tx, rx) = mpsc::channel::<Event>(16);
+    tokio::spawn(async move {
+        let mut snapshot = Some(job);
+        let mut messages = pubsub.into_on_message();
+        loop {
+            if let Some(job) = snapshot.take() {
+                let done = job.status.is_final();
+                if tx.send(status_event(&job)).await.is_err() || done {
+                    return;
+                }
+            }
+            // Quiet for a while, or a status change: fall through and re-read the record.
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+            if let Ok(Some(msg)) = message {
+                let payload: Value = msg
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|p| serde_json::from_str(&p).ok())
+                    .unwrap_or(Value::Null);
+                let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
+                let progress = payload
+                    .get("progress")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                if status == "converting" && progress > 0.0 {
+                    let event = Event::default()
+                        .event("progress")
+                        .data(json!({ "progress": progress }).to_string());
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            match state.queue.get(&id).await {
+                Ok(Some(job)) => snapshot = Some(job),
+                Ok(None) => {
+                    // Deleted: one last event, so the client knows why the stream ends.
+                    let gone = Event::default()
+                        .event("deleted")
+                        .data(json!({"id": id, "status": "deleted"}).to_string());
+                    let _ = tx.send(gone).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "SSE could not re-read the job");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(rx.map(Ok)).keep_alive(KeepAlive::default()))
+}
+
+fn status_event(job: &JobRecord) -> Event {
+    Event::default()
+        .event("status")
+        .data(serde_json::to_string(job).expect("job records serialize"))
+}
+
+/// `?expires=..&sig=..` of a signed download link (see `tapedeck_store::links`).
+#[derive(Debug, Deserialize)]
+pub struct LinkQuery {
+    expires: Option<u64>,
+    sig: Option<String>,
+}
+
+/// The MP3, with `Range` support and the original file name: for the owner (or a tenant
+/// admin) with a bearer token, or for anyone with a signed link from a notification,
+/// which needs no token but only works for that job's output and until it expires.
+pub async fn output(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+    ApiQuery(link): ApiQuery<LinkQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = match (link.expires, link.sig) {
+        (None, None) => visible_job(&state, &caller?.0, &id).await?,
+        (Some(expires), Some(sig)) => linked_job(&state, &id, expires, &sig).await?,
+        _ => return Err(invalid_link()),
+    };
+    serve_output(&state, &job, &headers).await
+}
+
+fn invalid_link() -> ApiError {
+    ApiError::Forbidden(
+        "invalid_link",
+        "this download link is invalid or has expired".into(),
+    )
+}
+
+/// The job a signed link names, if the link is genuine, unexpired, and the job still has
+/// that output. Every failure looks the same (403).
+async fn linked_job(
+    state: &AppState,
+    id: &str,
+    expires: u64,
+    sig: &str,
+) -> Result<JobRecord, ApiError> {
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid_link());
+    }
+    let job = state.queue.get(id).await?.ok_or_else(invalid_link)?;
+    let output = job.output.as_ref().ok_or_else(invalid_link)?;
+    let now = tapedeck_store::queue::now_ms() / 1000;
+    if state.links.verify(id, &output.key, expires, sig, now) {
+        Ok(job)
+    } else {
+        Err(invalid_link())
+    }
+}
+
+/// Streams a done job's MP3, honouring a single `Range: bytes=...`.
+pub async fn serve_output(
+    state: &AppState,
+    job: &JobRecord,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let output = match (&job.status, &job.output) {
+        (JobStatus::Done, Some(output)) => output,
+        _ => {
+            return Err(ApiError::Conflict(
+                "not_ready",
+                format!("the job is {}, not done", job.status.as_str()),
+            ));
+        }
+    };
+    let total = state.blobs.size(&output.key).await?;
+    let asked = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeAsked::Whole, |spec| parse_range(spec, total));
+    let range = match asked {
+        RangeAsked::Whole => None,
+        RangeAsked::Part(range) => Some(range),
+        RangeAsked::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(total)),
+    };
+    let blob = state.blobs.get_range(&output.key, range.clone()).await?;
+    let mut response = Response::new(Body::from_stream(blob.stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/mpeg"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(blob.range.end - blob.range.start),
+    );
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&job.input.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let cr = format!(
+            "bytes {}-{}/{}",
+            blob.range.start,
+            blob.range.end - 1,
+            blob.total
+        );
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&cr).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(response)
+}
+
+/// What a `Range` header asks of a blob, per RFC 9110 14.2: a header the server does not
+/// understand (another unit, bad syntax) or several ranges may be ignored, which serves
+/// the whole blob (200); one range that fits gives 206; one that starts past the end, 416.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeAsked {
+    Whole,
+    Part(GetRange),
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header value against a blob of `total` bytes.
+pub fn parse_range(spec: &str, total: u64) -> RangeAsked {
+    let Some((unit, set)) = spec.trim().split_once('=') else {
+        return RangeAsked::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+        return RangeAsked::Whole;
+    }
+    let Some((start, end)) = set.split_once('-') else {
+        return RangeAsked::Whole;
+    };
+    let (start, end) = (start.trim(), end.trim());
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    if start.is_empty() {
+        // A suffix: the last `n` bytes.
+        return match number(end) {
+            None => RangeAsked::Whole,
+            Some(0) => RangeAsked::Unsatisfiable,
+            Some(_) if total == 0 => RangeAsked::Unsatisfiable,
+            Some(n) => RangeAsked::Part(GetRange::Bounded(total - n.min(total)..total)),
+        };
+    }
+    let Some(first) = number(start) else {
+        return RangeAsked::Whole;
+    };
+    let last = if end.is_empty() {
+        None
+    } else {
+        match number(end) {
+            Some(last) if last >= first => Some(last),
+            // Not a valid range-spec (RFC 9110 14.1.1): the header is ignored.
+            _ => return RangeAsked::Whole,
+        }
+    };
+    if first >= total {
+        return RangeAsked::Unsatisfiable;
+    }
+    let last = last.unwrap_or(total - 1).min(total - 1);
+    RangeAsked::Part(GetRange::Bounded(first..last + 1))
+}
+
+/// `attachment` with the upload's name, `.mp3` instead of its extension; an ASCII
+/// fallback plus the exact name in RFC 5987 form.
+pub fn content_disposition(input_name: &str) -> String {
+    let stem = match input_name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => input_name,
+    };
+    let name = format!("{stem}.mp3");
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAsked::*;
+        let part = |r: std::ops::Range<u64>| Part(GetRange::Bounded(r));
+        assert_eq!(parse_range("bytes=0-9", 100), part(0..10));
+        assert_eq!(parse_range("Bytes = 90-", 100), part(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), part(90..100));
+        assert_eq!(parse_range("bytes=-500", 100), part(0..100));
+        assert_eq!(parse_range("bytes=50-500", 100), part(50..100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        // Ignored: invalid specs, other units, several ranges.
+        assert_eq!(parse_range("bytes=5-1", 100), Whole);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), Whole);
+        assert_eq!(parse_range("items=0-1", 100), Whole);
+        assert_eq!(parse_range("bytes=abc", 100), Whole);
+        assert_eq!(parse_range("bytes=+1-2", 100), Whole);
+        assert_eq!(parse_range("garbage", 100), Whole);
+    }
+
+    #[test]
+    fn dispositions() {
+        assert_eq!(
+            content_disposition("My Song.m4a"),
+            "attachment; filename=\"My Song.mp3\"; filename*=UTF-8''My%20Song.mp3"
+        );
+        assert_eq!(
+            content_disposition("café\".mp4"),
+            "attachment; filename=\"caf__.mp3\"; filename*=UTF-8''caf%C3%A9%22.mp3"
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP API: axum routes, token verification, uploads streamed to the blob store,
+//! job status, SSE progress, ranged MP3 downloads, and the endpoints of the replaced
+//! Python service.
+//!
+//! Layout: `error` (the `ApiError` every handler returns), `extract` (JSON, query and
+//! fallback answers in that shape), `health`, `login_guard` (failed-login throttling),
+//! `tenants`, `account` (register/login), `jobs` (the `/v1/jobs` resource), `upload`
+//! (streaming and sniffing), `compat` (`/login`, `/upload`, `/download`).
+//!
+//! Contact points: `serve` builds an [`AppState`] and serves [`app`]. Redis is reached
+//! only through `tapedeck_store`, blobs through `tapedeck_blobs`, the auth stage through
+//! the `Authenticator` seam of `tapedeck_model`; this crate does not link wasmtime.
+
+pub mod account;
+pub mod compat;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod jobs;
+pub mod login_guard;
+pub mod tenants;
+pub mod upload;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use deadpool_redis::Pool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use error::ApiError;
+use health::Health;
+use login_guard::LoginGuard;
+use tapedeck_blobs::BlobStore;
+use tapedeck_model::auth::{Authenticator, Claims};
+use tapedeck_model::net::IpNet;
+use tapedeck_store::links::LinkSigner;
+use tapedeck_store::queue::JobQueue;
+
+/// Everything a request handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Pooled Redis connections for commands.
+    pub pool: Pool,
+    /// Opens the dedicated connections SSE subscriptions need.
+    pub redis: redis::Client,
+    /// Job records and streams.
+    pub queue: JobQueue,
+    /// Uploads and MP3s.
+    pub blobs: BlobStore,
+    /// Register, login, verify.
+    pub auth: Arc<dyn Authenticator>,
+    /// Failed-login throttling.
+    pub guard: LoginGuard,
+    /// Server-wide upload limit (a tenant's may only be lower).
+    pub max_upload_bytes: u64,
+    /// What `/healthz` and `/readyz` check.
+    pub health: Health,
+    /// Mount `GET /bench/unauthenticated/jobs/{id}` (benchmarks only, see `config`).
+    pub bench_routes: bool,
+    /// Checks the signed download links of notifications.
+    pub links: LinkSigner,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// Non-public webhook destinations the operator allows.
+    pub webhook_allow: Arc<Vec<IpNet>>,
+}
+
+/// The authenticated caller of a request (`Authorization: Bearer <token>`).
+pub struct Caller(pub Claims);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or(ApiError::Unauthorized(
+                "invalid_token",
+                "missing, invalid or expired token",
+            ))?;
+        Ok(Caller(state.auth.verify(token).await?))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110, 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/auth/register", post(account::register))
+        .route("/auth/login", post(account::login))
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show).delete(jobs::remove))
+        .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/output", get(jobs::output))
+        .route(
+            "/tenant/notifications",
+            get(tenants::get_notifications).put(tenants::put_notifications),
+        );
+    let mut root = Router::new();
+    if state.bench_routes {
+        // The same lookup as `GET /v1/jobs/{id}` without the token check: what the bench
+        // measures authentication against. Never on unless configured.
+        root = root.route(
+            "/bench/unauthenticated/jobs/{id}",
+            get(jobs::show_unauthenticated),
+        );
+    }
+    root.nest("/v1", v1)
+        .route("/login", post(compat::login))
+        .route("/upload", post(compat::upload))
+        .route("/download", get(compat::download))
+        .merge(health::routes(state.health.clone()))
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
+        // JSON bodies (credentials, settings) are small. Uploads read the raw body, which
+        // this does not limit: `upload` bounds it per tenant while it streams.
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+}

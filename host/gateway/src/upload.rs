@@ -1,0 +1,549 @@
+//! Accepting an upload: size limit before and while reading, container sniffing on the
+//! first bytes, streaming into the blob store, then the job record and queue entry.
+//!
+//! The body is never held whole: it flows chunk by chunk into a multipart put. A
+//! declared `Content-Length` over the limit is refused before any of the body is read;
+//! an undeclared one is refused as soon as the count passes the limit.
+
+use std::collections::HashMap;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, BodyDataStream};
+use axum::http::{Request, header};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+
+use crate::AppState;
+use crate::error::ApiError;
+use tapedeck_blobs::PutStreamError;
+use tapedeck_model::auth::Claims;
+use tapedeck_store::queue::{JobInput, JobOptions, JobRecord, JobStatus, now_ms};
+use tapedeck_store::tenants::load_tenant;
+
+/// Multipart framing and option fields allowed on top of the file itself.
+pub const MULTIPART_SLACK: u64 = 64 * 1024;
+/// Longest value of a form field other than `file` (the encoding options), in bytes.
+pub const MAX_FIELD_BYTES: u64 = 4 * 1024;
+/// Most fields a form may have, the file included.
+pub const MAX_FIELDS: usize = 16;
+/// Most body bytes the multipart parser may hold that no field has yielded yet.
+pub const MAX_BUFFERED_BYTES: u64 = 4 << 20;
+/// Longest file name kept.
+const MAX_NAME: usize = 200;
+
+/// ISO-BMFF top-level box types a supported file may start with.
+const LEADING_BOXES: &[&[u8; 4]] = &[
+    b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx",
+    b"moof", b"pdin", b"meta",
+];
+
+/// Whether the first bytes look like MP4/M4A/MOV: a box type at offset 4.
+pub fn is_iso_bmff(head: &[u8]) -> bool {
+    head.len() >= 8 && LEADING_BOXES.iter().any(|b| &head[4..8] == b.as_slice())
+}
+
+/// Parses and validates the encoding options (query parameters or form fields).
+pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, ApiError> {
+    fn num<T: std::str::FromStr>(
+        f: &HashMap<String, String>,
+        k: &str,
+    ) -> Result<Option<T>, ApiError> {
+        match f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest("invalid_options", format!("{k} must be a number"))
+            }),
+        }
+    }
+    let bitrate: Option<u16> = num(fields, "bitrate")?;
+    let vbr: Option<u8> = num(fields, "vbr")?;
+    let sample_rate: Option<u32> = num(fields, "sample_rate")?;
+    let mono = match fields.get("mono").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) => match v.as_str() {
+            "" | "0" | "false" | "no" | "off" => false,
+            "1" | "true" | "yes" | "on" => true,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "invalid_options",
+                    "mono must be a boolean".into(),
+                ));
+            }
+        },
+    };
+    const BITRATES: &[u16] = &[
+        8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320,
+    ];
+    const RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
+    if bitrate.is_some() && vbr.is_some() {
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            "give bitrate or vbr, not both".into(),
+        ));
+    }
+    if let Some(b) = bitrate
+        && !BITRATES.contains(&b)
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            format!("bitrate {b} is not an MP3 bitrate"),
+        ));
+    }
+    if let Some(q) = vbr
+        && q > 9
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            "vbr is a quality from 0 to 9".into(),
+        ));
+    }
+    if let Some(r) = sample_rate
+        && !RATES.contains(&r)
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_options",
+            format!("sample_rate {r} is not an MP3 rate"),
+        ));
+    }
+    Ok(JobOptions {
+        bitrate,
+        vbr,
+        sample_rate,
+        mono,
+    })
+}
+
+/// A quoted-string's quoted-pairs (a backslash before `"` or another backslash) undone:
+/// what clients that escape, rather than percent-encode as browsers do, send for those.
+fn unquote(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some('\\' | '"')) => out.push(chars.next().expect("peeked")),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `C:\\...` or `\\\\server\\...`.
+fn is_windows_path(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.starts_with("\\\\")
+        || (b.len() > 2 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
+}
+
+/// Keeps the file's own name, printable and bounded: the last component of a path
+/// (`/`-separated; `\\` too, but only in a Windows path such as `C:\\a\\b.mov` or
+/// `\\\\server\\share\\b.mov`, since `\\` is an ordinary character in other names). Browsers and
+/// curl send a `"` in a name as `%22` (and CR/LF as `%0D`/`%0A`): those are decoded.
+fn clean_name(name: Option<&str>) -> String {
+    let unquoted = unquote(name.unwrap_or(""));
+    let raw = unquoted.as_str();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('%') {
+        decoded.push_str(&rest[..i]);
+        let escape = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        match escape.as_deref() {
+            Some("22") => decoded.push('"'),
+            Some("0D") => decoded.push('\r'),
+            Some("0A") => decoded.push('\n'),
+            _ => {
+                decoded.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    decoded.push_str(rest);
+    // A UNC name sent raw (two backslashes, then the server) loses one to `unquote`:
+    // look at both forms.
+    let windows = is_windows_path(name.unwrap_or("")) || is_windows_path(&decoded);
+    let separators: &[char] = if windows { &['/', '\\'] } else { &['/'] };
+    let base = decoded
+        .rsplit(separators)
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME)
+        .collect::<String>();
+    if base.trim().is_empty() {
+        "upload".into()
+    } else {
+        base
+    }
+}
+
+/// Reads until 8 bytes are known, checks them, and gives back the whole stream.
+async fn sniffed<S, E>(mut body: S) -> Result<impl Stream<Item = Result<Bytes, E>>, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut head = BytesMut::new();
+    while head.len() < 8 {
+        match body.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                return Err(ApiError::BadRequest(
+                    "bad_body",
+                    format!("reading the upload: {e}"),
+                ));
+            }
+            None => break,
+        }
+    }
+    if !is_iso_bmff(&head) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(stream::iter([Ok(head.freeze())]).chain(body))
+}
+
+/// Accepts `POST /v1/jobs` (and the compat `/upload`): stores the file and queues the job.
+///
+/// Every byte of the body is bounded, whatever its encoding: a declared `Content-Length`
+/// over the tenant's limit is refused before reading; a multipart body as a whole is
+/// limited to the tenant's limit plus [`MULTIPART_SLACK`], its `file` field to the limit,
+/// every other field to [`MAX_FIELD_BYTES`], the number of fields to [`MAX_FIELDS`], and
+/// what the multipart parser may hold at once (part headers, framing) to
+/// [`MAX_BUFFERED_BYTES`]. A request that fails after its file was stored leaves no blob.
+pub async fn accept(
+    state: &AppState,
+    caller: &Claims,
+    query: HashMap<String, String>,
+    request: Request<Body>,
+) -> Result<JobRecord, ApiError> {
+    let tenant = load_tenant(&state.pool, &caller.tenant, state.max_upload_bytes)
+        .await?
+        .ok_or(ApiError::Unauthorized(
+            "invalid_token",
+            "missing, invalid or expired token",
+        ))?;
+    let limit = tenant.max_upload_bytes;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let is_multipart = content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data");
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let slack = if is_multipart { MULTIPART_SLACK } else { 0 };
+    if declared.is_some_and(|n| n > limit.saturating_add(slack)) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let key = format!("in/{}/{id}", tenant.name);
+    let mut fields = query;
+    // Options in the query are checked before any of the body is read.
+    parse_options(&fields)?;
+    let body = request.into_body().into_data_stream();
+    let mut stored: Option<(String, u64)> = None;
+    let read = if is_multipart {
+        read_form(
+            state,
+            &content_type,
+            body,
+            &key,
+            limit,
+            &mut fields,
+            &mut stored,
+        )
+        .await
+    } else {
+        let name = clean_name(
+            fields
+                .get("name")
+                .or(fields.get("filename"))
+                .map(String::as_str),
+        );
+        match sniffed(body).await {
+            Ok(body) => store(state, &key, body, limit, |e| body_error(&e))
+                .await
+                .map(|size| stored = Some((name, size))),
+            Err(e) => Err(e),
+        }
+    };
+    let checked = read.and_then(|()| {
+        let stored = stored.clone().ok_or(ApiError::BadRequest(
+            "missing_file",
+            "the form has no file field".into(),
+        ))?;
+        Ok((stored, parse_options(&fields)?))
+    });
+    let ((name, bytes), options) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            if stored.is_some() {
+                state.blobs.delete(&key).await?;
+            }
+            return Err(e);
+        }
+    };
+
+    let job = JobRecord {
+        id,
+        tenant: tenant.name,
+        user_id: caller.user_id.clone(),
+        owner_email: caller.email.clone(),
+        status: JobStatus::Queued,
+        progress: 0.0,
+        error: None,
+        created_at: now_ms() / 1000,
+        finished_at: None,
+        input: JobInput {
+            name,
+            bytes,
+            key: key.clone(),
+        },
+        output: None,
+        options,
+        attempts: 0,
+    };
+    if let Err(e) = state.queue.enqueue(&job).await {
+        state.blobs.delete(&key).await?;
+        return Err(e.into());
+    }
+    tracing::info!(job = %job.id, tenant = %job.tenant, bytes, "job queued");
+    Ok(job)
+}
+
+/// Reads a `multipart/form-data` body: the `file` field streams into blob `key` (noted in
+/// `stored` as soon as it is there, so the caller can remove it on a later error), every
+/// other field lands in `fields`.
+async fn read_form(
+    state: &AppState,
+    content_type: &str,
+    body: BodyDataStream,
+    key: &str,
+    limit: u64,
+    fields: &mut HashMap<String, String>,
+    stored: &mut Option<(String, u64)>,
+) -> Result<(), ApiError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| ApiError::BadRequest("bad_multipart", e.to_string()))?;
+    let meter = Meter::default();
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit.saturating_add(MULTIPART_SLACK))
+            .per_field(MAX_FIELD_BYTES)
+            .for_field("file", limit),
+    );
+    let mut form = multer::Multipart::with_constraints(
+        Metered {
+            inner: body,
+            meter: meter.clone(),
+        },
+        boundary,
+        constraints,
+    );
+    let mut count = 0usize;
+    while let Some(mut field) = form.next_field().await.map_err(|e| form_error(&meter, e))? {
+        count += 1;
+        if count > MAX_FIELDS {
+            return Err(ApiError::BadRequest(
+                "too_many_fields",
+                format!("a form may have at most {MAX_FIELDS} fields"),
+            ));
+        }
+        let field_name = field.name().unwrap_or("").to_owned();
+        if field_name == "file" {
+            if stored.is_some() {
+                return Err(ApiError::BadRequest(
+                    "bad_multipart",
+                    "more than one file field".into(),
+                ));
+            }
+            let name = clean_name(field.file_name());
+            let counted = meter.clone();
+            let data = Box::pin(field.inspect_ok(move |chunk| counted.consumed(chunk.len())));
+            let body = sniffed(data).await?;
+            let size = store(state, key, body, limit, |e| form_error(&meter, e)).await?;
+            *stored = Some((name, size));
+        } else {
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| form_error(&meter, e))? {
+                meter.consumed(chunk.len());
+                value.extend_from_slice(&chunk);
+            }
+            let value = String::from_utf8(value).map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid_options",
+                    format!("form field `{field_name}` is not UTF-8 text"),
+                )
+            })?;
+            fields.insert(field_name, value);
+        }
+    }
+    Ok(())
+}
+
+/// How many body bytes went into the multipart parser and how many came out as field
+/// data; the difference is what the parser holds (part headers, framing, read-ahead).
+#[derive(Clone, Default)]
+struct Meter(Arc<MeterCounts>);
+
+#[derive(Default)]
+struct MeterCounts {
+    fed: AtomicU64,
+    consumed: AtomicU64,
+    overflowed: AtomicBool,
+}
+
+impl Meter {
+    fn consumed(&self, n: usize) {
+        self.0.consumed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.0.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// The request body as the multipart parser reads it: refuses to give the parser more
+/// once it holds over [`MAX_BUFFERED_BYTES`] that no field has yielded (multer buffers a
+/// part's headers, and the preamble, until it finds their end).
+struct Metered<S> {
+    inner: S,
+    meter: Meter,
+}
+
+impl<S> Stream for Metered<S>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let counts = &self.meter.0;
+        let fed = counts.fed.load(Ordering::Relaxed);
+        let held = fed.saturating_sub(counts.consumed.load(Ordering::Relaxed));
+        if held > MAX_BUFFERED_BYTES {
+            counts.overflowed.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "multipart part headers or framing too large",
+            ))));
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.meter
+                    .0
+                    .fed
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The API's answer to a multipart parser error.
+fn form_error(meter: &Meter, error: multer::Error) -> ApiError {
+    match error {
+        _ if meter.overflowed() => ApiError::FieldTooLarge {
+            what: "part headers and framing of the form".into(),
+            limit: MAX_BUFFERED_BYTES,
+        },
+        multer::Error::StreamSizeExceeded { limit } => {
+            ApiError::PayloadTooLarge(limit.saturating_sub(MULTIPART_SLACK))
+        }
+        multer::Error::FieldSizeExceeded { limit, field_name } => match field_name.as_deref() {
+            Some("file") => ApiError::PayloadTooLarge(limit),
+            name => ApiError::FieldTooLarge {
+                what: format!("form field `{}`", name.unwrap_or("")),
+                limit,
+            },
+        },
+        other => body_error(&other),
+    }
+}
+
+fn body_error(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::BadRequest("bad_body", format!("reading the upload: {e}"))
+}
+
+async fn store<S, E>(
+    state: &AppState,
+    key: &str,
+    body: S,
+    limit: u64,
+    source_error: impl FnOnce(E) -> ApiError,
+) -> Result<u64, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    match state.blobs.put_stream(key, body, limit).await {
+        Ok(size) => Ok(size),
+        Err(PutStreamError::TooLarge(limit)) => Err(ApiError::PayloadTooLarge(limit)),
+        Err(PutStreamError::Source(e)) => Err(source_error(e)),
+        Err(PutStreamError::Storage(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_iso_bmff() {
+        assert!(is_iso_bmff(b"\0\0\0\x20ftypisom"));
+        assert!(is_iso_bmff(b"\0\0\0\x08moov"));
+        assert!(!is_iso_bmff(b"\x89PNG\r\n\x1a\n"));
+        assert!(!is_iso_bmff(b"\0\0"));
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let f = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(parse_options(&f(&[])).unwrap(), JobOptions::default());
+        let o = parse_options(&f(&[
+            ("bitrate", "128"),
+            ("mono", "true"),
+            ("sample_rate", "44100"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.bitrate, o.mono, o.sample_rate),
+            (Some(128), true, Some(44100))
+        );
+        assert!(parse_options(&f(&[("bitrate", "100")])).is_err());
+        assert!(parse_options(&f(&[("bitrate", "128"), ("vbr", "2")])).is_err());
+        assert!(parse_options(&f(&[("vbr", "10")])).is_err());
+        assert!(parse_options(&f(&[("sample_rate", "96000")])).is_err());
+        assert!(parse_options(&f(&[("mono", "maybe")])).is_err());
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(clean_name(Some("../../etc/x.mp4")), "x.mp4");
+        assert_eq!(clean_name(Some("C:\\a\\b.mov")), "b.mov");
+        assert_eq!(clean_name(None), "upload");
+        assert_eq!(clean_name(Some("\\\\srv\\share\\c.m4a")), "c.m4a");
+        assert_eq!(clean_name(Some("a\\b.mp4")), "a\\b.mp4");
+        assert_eq!(clean_name(Some("say %22hi%22.mp4")), "say \"hi\".mp4");
+        assert_eq!(clean_name(Some("100% sure%0a.mp4")), "100% sure.mp4");
+        assert_eq!(clean_name(Some("a\\\\b \\\"q\\\".mp4")), "a\\b \"q\".mp4");
+    }
+}

@@ -1,0 +1,55 @@
+//! The converter seam: the worker hands one [`ConvertJob`] to a [`Converter`] (the
+//! converter component, through `tapedeck-plugins`) and gets a summary or a failure that
+//! says whether retrying can help.
+
+use std::path::Path;
+
+use crate::job::JobOptions;
+use crate::limits::LimitPolicy;
+
+/// One conversion, as the worker asks for it: everything a run needs, so no run picks
+/// its options or limits anywhere else.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertJob<'a> {
+    pub job_id: &'a str,
+    pub tenant: &'a str,
+    /// The upload, a local file.
+    pub input: &'a Path,
+    /// Where the MP3 goes (created by the converter).
+    pub output: &'a Path,
+    pub options: &'a JobOptions,
+    /// How this run's limits are sized to its input (the service's settings; tenant
+    /// values will be layered over them).
+    pub limits: &'a LimitPolicy,
+}
+
+/// What a successful conversion reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertSummary {
+    /// Decoded length of the MP3.
+    pub duration_ms: u64,
+}
+
+/// Why a conversion failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertFailure {
+    /// The input can never convert (no audio track, unsupported codec, DRM, corrupt):
+    /// the job fails at once with this reason.
+    #[error("{0}")]
+    Permanent(String),
+    /// May succeed on another attempt (limits, traps, host I/O).
+    #[error("{0}")]
+    Retryable(String),
+}
+
+/// Progress callback: fraction done, 0..=1.
+pub type ProgressFn<'a> = &'a (dyn Fn(f32) + Send + Sync);
+
+/// Converts one input file to an MP3 file. Blocking; called on a blocking thread.
+pub trait Converter: Send + Sync + 'static {
+    fn convert(
+        &self,
+        job: &ConvertJob<'_>,
+        progress: ProgressFn<'_>,
+    ) -> Result<ConvertSummary, ConvertFailure>;
+}

@@ -1,0 +1,21 @@
+//! Tapedeck's shared vocabulary: what a job is, who is calling, what a run may spend, and
+//! the seams between the stages. No I/O framework and no wasmtime: every other host
+//! crate depends on this one, and this one on none of them.
+//!
+//! # Layout
+//! - `job`: the job record, its options and status, and how it reads as a Redis hash.
+//! - `auth`: token claims and the [`auth::Authenticator`] seam (gateway → auth stage).
+//! - `convert`: the [`convert::Converter`] seam (worker → converter stage) and its job.
+//! - `notify`: the [`notify::Composer`] seam (notifier → notifier stage), the messages
+//!   it returns and the policy that bounds them.
+//! - `limits`: [`limits::RunLimits`] and [`limits::LimitPolicy`].
+//! - `net`: which addresses webhooks may reach.
+
+pub mod auth;
+pub mod convert;
+pub mod job;
+pub mod limits;
+pub mod net;
+pub mod notify;
+
+pub use job::{JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms};

@@ -1,0 +1,764 @@
+//! The consumer group `notifiers` on `td:notify`: one notification per finished job.
+//!
+//! For each entry:
+//! 1. The *plan* — the messages the component queued — is computed once and stored in
+//!    the entry's delivery record (`td:notify:delivery:{entry}`), so a redelivered entry
+//!    (after a crash, via `XAUTOCLAIM`) sends the same messages, not newly composed ones.
+//! 2. The tenant's hourly cap admits a number of the plan's messages once per entry (a
+//!    Lua script); the rest are dead-lettered with the reason.
+//! 3. Each message is delivered with retries (exponential backoff with jitter); success
+//!    or a dead letter is written to the delivery record as `msg:{i}` = `sent`/`dead`, and
+//!    a message already marked is never sent again.
+//! 4. The entry is acknowledged only when every message is sent or dead-lettered.
+//!
+//! While an entry is worked on, its idle time is reset every third of the visibility
+//! timeout; if another consumer took it over meanwhile, this one stops.
+//!
+//! The one window for a duplicate: a crash after the server accepted a message and before
+//! `msg:{i}` was written. SMTP offers no way to close it; the Message-ID and the webhook's
+//! `X-Tapedeck-Delivery` (both the notification id) let receivers drop the copy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::Pool;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{AsyncCommands, Script};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::mail::Mailer;
+use super::webhook::WebhookClient;
+use super::{DeliveryError, NotifierConfig, NotifyError};
+use tapedeck_model::net::AddressPolicy;
+use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
+use tapedeck_store::keys::{NOTIFY, job_key};
+use tapedeck_store::links::LinkSigner;
+use tapedeck_store::notify_settings::{self as settings, TenantNotifySettings};
+use tapedeck_store::queue::now_ms;
+
+/// The consumer group of notifier processes on `td:notify`.
+pub const GROUP: &str = "notifiers";
+/// Notifications (or single messages) that could not be delivered, with the reason.
+pub use tapedeck_store::keys::NOTIFY_DEAD as DEAD_LETTER;
+/// How long a delivery record outlives its notification.
+const RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Entries read or claimed per round.
+const BATCH: usize = 16;
+
+/// The delivery record of one `td:notify` entry.
+pub use tapedeck_store::keys::delivery_key;
+use tapedeck_store::keys::rate_key;
+
+/// Admits up to ARGV[1] messages of one notification against the tenant's hourly cap,
+/// once: a second call returns the first answer. KEYS: delivery record, hour counter.
+/// ARGV: messages, cap, counter TTL. Returns how many are admitted.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local done = redis.call('HGET', KEYS[1], 'admitted')
+if done then return tonumber(done) end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local admit = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
+if admit > 0 then
+  redis.call('INCRBY', KEYS[2], admit)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'admitted', admit)
+return admit
+"#,
+    )
+});
+
+/// Resets an entry's idle time if `consumer` still owns it. KEYS: stream.
+/// ARGV: group, consumer, entry id. Returns 1 if still ours.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"#,
+    )
+});
+
+/// Where the time goes, for benchmarks and metrics. All counters only grow.
+#[derive(Debug, Default)]
+pub struct NotifierStats {
+    /// Notifications acknowledged.
+    pub notifications: AtomicU64,
+    /// Messages delivered.
+    pub sent: AtomicU64,
+    /// Messages (or whole notifications) dead-lettered.
+    pub dead: AtomicU64,
+    /// Delivery attempts that failed and were retried.
+    pub retries: AtomicU64,
+    /// Time inside the notifier component (instantiate + `notify`), nanoseconds.
+    pub wasm_nanos: AtomicU64,
+    /// Time in SMTP/HTTP delivery attempts, nanoseconds.
+    pub delivery_nanos: AtomicU64,
+}
+
+/// One notifier process's part of the consumer group.
+#[derive(Clone)]
+pub struct NotifyConsumer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// The download links' key, read from Redis on first use.
+    signer: tokio::sync::OnceCell<LinkSigner>,
+    composer: Arc<dyn Composer>,
+    config: NotifierConfig,
+    mailer: Mailer,
+    webhooks: WebhookClient,
+    stats: Arc<NotifierStats>,
+}
+
+/// Why work on one entry stopped before it was acknowledged.
+enum Interrupted {
+    /// Redis failed; the entry stays pending and is retried later.
+    Redis(NotifyError),
+    /// Shutting down, or another consumer took the entry over.
+    Stopped,
+}
+
+impl From<NotifyError> for Interrupted {
+    fn from(e: NotifyError) -> Self {
+        Self::Redis(e)
+    }
+}
+impl From<tapedeck_store::notify_settings::SettingsError> for Interrupted {
+    fn from(e: tapedeck_store::notify_settings::SettingsError) -> Self {
+        Self::Redis(e.into())
+    }
+}
+impl From<redis::RedisError> for Interrupted {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e.into())
+    }
+}
+impl From<deadpool_redis::PoolError> for Interrupted {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        Self::Redis(e.into())
+    }
+}
+
+impl NotifyConsumer {
+    pub fn new(
+        pool: Pool,
+        composer: Arc<dyn Composer>,
+        config: NotifierConfig,
+    ) -> Result<Self, NotifyError> {
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url, &config.mail_from, config.smtp_timeout)?,
+            None => Mailer::outbox(&config.outbox_dir, &config.mail_from)?,
+        };
+        let webhooks = WebhookClient::new(
+            AddressPolicy::new(config.webhook_allow.clone()),
+            config.webhook_timeout,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                signer: tokio::sync::OnceCell::new(),
+                composer,
+                config,
+                mailer,
+                webhooks,
+                stats: Arc::default(),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<NotifierStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Creates the consumer group (reading `td:notify` from its start) if missing.
+    pub async fn ensure_group(&self) -> Result<(), NotifyError> {
+        let mut conn = self.inner.pool.get().await?;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(NOTIFY)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads and handles entries until `shutdown` is cancelled, then waits for the
+    /// entries in hand to stop.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), NotifyError> {
+        self.ensure_group().await?;
+        let slots = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        tracing::info!(consumer = %self.inner.config.consumer, "notifier started");
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits().min(BATCH);
+            let entries = if free == 0 {
+                Vec::new()
+            } else {
+                match self.next_entries(free).await {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        tracing::warn!("notifier: reading td:notify failed: {e}");
+                        Vec::new()
+                    }
+                }
+            };
+            if entries.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.inner.config.poll_interval) => continue,
+                }
+            }
+            for entry in entries {
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let this = self.clone();
+                let stop = shutdown.child_token();
+                tasks.spawn(async move {
+                    this.handle(entry, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("notifier stopped");
+        Ok(())
+    }
+
+    /// Entries abandoned by a dead consumer first, then new ones.
+    async fn next_entries(&self, count: usize) -> Result<Vec<StreamId>, NotifyError> {
+        let mut conn = self.inner.pool.get().await?;
+        let config = &self.inner.config;
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(NOTIFY)
+            .arg(GROUP)
+            .arg(&config.consumer)
+            .arg(config.visibility_timeout.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        if !claimed.claimed.is_empty() {
+            tracing::info!(
+                n = claimed.claimed.len(),
+                "notifier: took over abandoned notifications"
+            );
+            return Ok(claimed.claimed);
+        }
+        let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&config.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(NOTIFY)
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        Ok(read
+            .and_then(|r| r.keys.into_iter().next())
+            .map(|k| k.ids)
+            .unwrap_or_default())
+    }
+
+    /// Handles one entry while heart-beating it; logs instead of failing (the entry stays
+    /// pending and comes back).
+    async fn handle(&self, entry: StreamId, stop: CancellationToken) {
+        let id = entry.id.clone();
+        let fields: HashMap<String, String> = entry
+            .map
+            .iter()
+            .filter_map(|(k, v)| {
+                redis::from_redis_value::<String>(v.clone())
+                    .ok()
+                    .map(|v| (k.clone(), v))
+            })
+            .collect();
+        let work = self.deliver_entry(&id, &fields, &stop);
+        let result = tokio::select! {
+            result = work => result,
+            () = self.keep_alive(&id) => Err(Interrupted::Stopped),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Interrupted::Stopped) => tracing::info!(entry = %id, "notification left pending"),
+            Err(Interrupted::Redis(e)) => {
+                tracing::warn!(entry = %id, "notification left pending: {e}")
+            }
+        }
+    }
+
+    /// Returns when the entry is no longer ours (or Redis keeps failing).
+    async fn keep_alive(&self, entry_id: &str) {
+        let every = self.inner.config.visibility_timeout / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let ours = async {
+                let mut conn = self.inner.pool.get().await?;
+                let ours: i64 = HEARTBEAT
+                    .key(NOTIFY)
+                    .arg(GROUP)
+                    .arg(&self.inner.config.consumer)
+                    .arg(entry_id)
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok::<_, NotifyError>(ours == 1)
+            }
+            .await;
+            match ours {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        entry = entry_id,
+                        "another notifier took this notification over"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(entry = entry_id, "notifier heartbeat failed: {e}"),
+            }
+        }
+    }
+
+    /// Steps 1–4 of the module doc for one entry.
+    async fn deliver_entry(
+        &self,
+        entry_id: &str,
+        fields: &HashMap<String, String>,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let inner = &self.inner;
+        let record = delivery_key(entry_id);
+        // Connections are taken per step, never held across a delivery: a slow SMTP
+        // server must not starve the pool.
+        let mut conn = inner.pool.get().await?;
+        let tenant = fields.get("tenant").cloned().unwrap_or_default();
+        let job = fields.get("job").cloned().unwrap_or_default();
+        let mut state: HashMap<String, String> = conn.hgetall(&record).await?;
+        let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok())
+        {
+            Some(plan) => plan,
+            None => {
+                drop(conn);
+                let settings = settings::load(&inner.pool, &tenant).await?;
+                let plan = self.compose(entry_id, fields, &settings).await?;
+                conn = inner.pool.get().await?;
+                let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
+                let first: bool = conn.hset_nx(&record, "plan", &json).await?;
+                let _: () = conn.expire(&record, RECORD_TTL_SECS as i64).await?;
+                if first {
+                    plan
+                } else {
+                    // Another consumer planned first: deliver its plan.
+                    state = conn.hgetall(&record).await?;
+                    serde_json::from_str(state.get("plan").map_or("[]", String::as_str))
+                        .unwrap_or_default()
+                }
+            }
+        };
+        drop(conn);
+        let settings = settings::load(&inner.pool, &tenant).await?;
+        let mut conn = inner.pool.get().await?;
+        let cap = settings
+            .max_per_hour
+            .unwrap_or(inner.config.default_max_per_hour);
+        let hour = now_ms() / 3_600_000;
+        let admitted: usize = ADMIT
+            .key(&record)
+            .key(rate_key(&tenant, hour))
+            .arg(plan.len())
+            .arg(cap)
+            .arg(2 * 3600)
+            .invoke_async(&mut conn)
+            .await?;
+        drop(conn);
+        for (i, message) in plan.iter().enumerate() {
+            let field = format!("msg:{i}");
+            if state.contains_key(&field) {
+                continue;
+            }
+            let message_id = format!("{entry_id}:{i}");
+            let outcome = if i >= admitted {
+                Err((
+                    format!("over the tenant's cap of {cap} messages per hour"),
+                    0,
+                ))
+            } else {
+                self.deliver_with_retries(&message_id, message, &settings, stop)
+                    .await?
+            };
+            let mut conn = inner.pool.get().await?;
+            match outcome {
+                Ok(()) => {
+                    inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    let _: () = conn.hset(&record, &field, "sent").await?;
+                }
+                Err((reason, attempts)) => {
+                    tracing::warn!(entry = entry_id, %job, %tenant, "notification message dead-lettered: {reason}");
+                    let payload =
+                        serde_json::to_string(message).expect("messages serialize to JSON");
+                    self.dead_letter(
+                        &mut conn,
+                        entry_id,
+                        &job,
+                        &tenant,
+                        &reason,
+                        attempts,
+                        Some(&payload),
+                    )
+                    .await?;
+                    let _: () = conn.hset(&record, &field, "dead").await?;
+                }
+            }
+        }
+        let mut conn = inner.pool.get().await?;
+        let _: () = redis::cmd("XACK")
+            .arg(NOTIFY)
+            .arg(GROUP)
+            .arg(entry_id)
+            .query_async(&mut conn)
+            .await?;
+        // The group `notifiers` exists (run() made it), so this never drops an entry
+        // that is pending or not yet read.
+        tapedeck_store::queue::trim_stream(&mut conn, NOTIFY).await?;
+        inner.stats.notifications.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs the component for an entry. A component failure or a missing owner address
+    /// is dead-lettered here (the plan then leaves that part out), never dropped.
+    async fn compose(
+        &self,
+        entry_id: &str,
+        fields: &HashMap<String, String>,
+        settings: &TenantNotifySettings,
+    ) -> Result<Vec<Outgoing>, Interrupted> {
+        let inner = &self.inner;
+        let job_id = fields.get("job").cloned().unwrap_or_default();
+        let tenant = fields.get("tenant").cloned().unwrap_or_default();
+        // Entries from before the pipeline copied everything fall back to the job hash.
+        let job: HashMap<String, String> =
+            inner.pool.get().await?.hgetall(job_key(&job_id)).await?;
+        let links = self.download_links().await?;
+        let event = build_event(fields, &job, &links);
+        let mail_to =
+            (settings.email && !event.owner_email.is_empty()).then(|| event.owner_email.clone());
+        if settings.email && mail_to.is_none() {
+            self.dead_letter(
+                &mut inner.pool.get().await?,
+                entry_id,
+                &job_id,
+                &tenant,
+                "no e-mail: the job has no owner address",
+                0,
+                None,
+            )
+            .await?;
+        }
+        let webhook_url = settings.webhook_url.clone().filter(|_| settings.webhook);
+        let policy = SendPolicy {
+            mail_to: mail_to.clone(),
+            webhook_url: webhook_url.clone(),
+        };
+        let channels = Channels {
+            email_enabled: mail_to.is_some(),
+            webhook_enabled: webhook_url.is_some(),
+            webhook_url,
+        };
+        let composer = inner.composer.clone();
+        let run = tokio::task::spawn_blocking(move || composer.compose(&event, &channels, &policy))
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        match run {
+            Ok(output) => {
+                inner
+                    .stats
+                    .wasm_nanos
+                    .fetch_add(output.elapsed.as_nanos() as u64, Ordering::Relaxed);
+                Ok(output.messages)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(entry = entry_id, job = %job_id, "{reason}");
+                self.dead_letter(
+                    &mut inner.pool.get().await?,
+                    entry_id,
+                    &job_id,
+                    &tenant,
+                    &reason,
+                    0,
+                    None,
+                )
+                .await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// How to write this notification's download link: the configured public URL, or
+    /// the one a gateway published; without either the entry waits (stays pending).
+    async fn download_links(&self) -> Result<DownloadLinks, Interrupted> {
+        let inner = &self.inner;
+        let mut conn = inner.pool.get().await?;
+        let base = match &inner.config.public_base_url {
+            Some(url) => url.clone(),
+            None => tapedeck_store::links::published_public_url(&mut conn)
+                .await?
+                .ok_or(NotifyError::NoPublicUrl)?,
+        };
+        let signer = inner
+            .signer
+            .get_or_try_init(|| LinkSigner::load_or_create(&mut conn))
+            .await?
+            .clone();
+        Ok(DownloadLinks {
+            base,
+            signer,
+            ttl: inner.config.link_ttl,
+            now: now_ms() / 1000,
+        })
+    }
+
+    /// Delivers one message, retrying transient failures. `Ok(Err((reason, attempts)))`
+    /// when it must be dead-lettered; `Err` when stopping.
+    async fn deliver_with_retries(
+        &self,
+        message_id: &str,
+        message: &Outgoing,
+        settings: &TenantNotifySettings,
+        stop: &CancellationToken,
+    ) -> Result<Result<(), (String, u32)>, Interrupted> {
+        let inner = &self.inner;
+        let max = inner.config.max_attempts.max(1);
+        for attempt in 1..=max {
+            let started = Instant::now();
+            let result = match message {
+                Outgoing::Mail(mail) => inner.mailer.send(message_id, mail).await,
+                Outgoing::Webhook(hook) => match &settings.webhook_secret {
+                    Some(secret) => {
+                        inner
+                            .webhooks
+                            .post(message_id, hook, secret.as_bytes())
+                            .await
+                    }
+                    None => Err(DeliveryError::Permanent(
+                        "the tenant has no webhook secret".into(),
+                    )),
+                },
+            };
+            inner
+                .stats
+                .delivery_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            match result {
+                Ok(()) => return Ok(Ok(())),
+                Err(DeliveryError::Permanent(reason)) => return Ok(Err((reason, attempt))),
+                Err(DeliveryError::Transient(reason)) if attempt == max => {
+                    return Ok(Err((
+                        format!("gave up after {attempt} attempts: {reason}"),
+                        attempt,
+                    )));
+                }
+                Err(DeliveryError::Transient(reason)) => {
+                    inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = backoff(inner.config.retry_base, inner.config.retry_max, attempt);
+                    tracing::info!(
+                        message = message_id,
+                        attempt,
+                        ?delay,
+                        "delivery failed, retrying: {reason}"
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return Err(Interrupted::Stopped),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        entry_id: &str,
+        job: &str,
+        tenant: &str,
+        reason: &str,
+        attempts: u32,
+        message: Option<&str>,
+    ) -> Result<(), Interrupted> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(DEAD_LETTER)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("entry")
+            .arg(entry_id)
+            .arg("job")
+            .arg(job)
+            .arg("tenant")
+            .arg(tenant)
+            .arg("reason")
+            .arg(reason)
+            .arg("attempts")
+            .arg(attempts);
+        if let Some(message) = message {
+            cmd.arg("message").arg(message);
+        }
+        let _: String = cmd.query_async(conn).await?;
+        self.inner.stats.dead.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// base * 2^(attempt-1), at most `max`, plus up to 50% jitter.
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    exp.min(max).mul_f64(1.0 + rand::random_range(0.0..0.5))
+}
+
+/// What a notification's download link is made of.
+struct DownloadLinks {
+    base: String,
+    signer: LinkSigner,
+    ttl: Duration,
+    /// Unix seconds.
+    now: u64,
+}
+
+impl DownloadLinks {
+    fn url(&self, job_id: &str, output_key: &str) -> String {
+        let expires = self.now.saturating_add(self.ttl.as_secs());
+        self.signer.url(&self.base, job_id, output_key, expires)
+    }
+}
+
+/// The component's event from a notify entry, falling back to the job hash for fields
+/// the entry lacks.
+fn build_event(
+    entry: &HashMap<String, String>,
+    job: &HashMap<String, String>,
+    links: &DownloadLinks,
+) -> JobEvent {
+    let get = |k: &str| {
+        entry
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .or_else(|| job.get(k).filter(|v| !v.is_empty()))
+            .cloned()
+    };
+    let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
+    let job_id = get("job").or_else(|| get("id")).unwrap_or_default();
+    let done = get("status").as_deref() == Some("done");
+    JobEvent {
+        owner_email: get("owner_email").unwrap_or_default(),
+        tenant: get("tenant").unwrap_or_default(),
+        status: if done {
+            FinalStatus::Done
+        } else {
+            FinalStatus::Failed
+        },
+        input_name: get("input_name").unwrap_or_default(),
+        output_bytes: num("output_bytes").filter(|_| done),
+        duration_ms: num("duration_ms").filter(|_| done),
+        failure_reason: if done {
+            None
+        } else {
+            Some(get("error").unwrap_or_else(|| "unknown error".into()))
+        },
+        download_url: done
+            .then(|| get("output_key"))
+            .flatten()
+            .map(|key| links.url(&job_id, &key)),
+        finished_at: num("finished_at").unwrap_or_else(|| now_ms() / 1000),
+        job_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn events_take_entry_fields_then_the_job_hash() {
+        let entry = map(&[
+            ("job", "j1"),
+            ("tenant", "t"),
+            ("status", "done"),
+            ("output_bytes", "10"),
+        ]);
+        let job = map(&[
+            ("output_key", "out/t/j1.mp3"),
+            ("owner_email", "a@b.c"),
+            ("input_name", "x.mp4"),
+            ("output_bytes", "99"),
+            ("duration_ms", "5"),
+        ]);
+        let links = DownloadLinks {
+            base: "https://td.example/".into(),
+            signer: LinkSigner::new(b"k".to_vec()),
+            ttl: Duration::from_secs(100),
+            now: 1000,
+        };
+        let e = build_event(&entry, &job, &links);
+        assert_eq!(e.owner_email, "a@b.c");
+        assert_eq!(e.output_bytes, Some(10));
+        assert_eq!(e.duration_ms, Some(5));
+        let sig = links.signer.sign("j1", "out/t/j1.mp3", 1100);
+        assert_eq!(
+            e.download_url,
+            Some(format!(
+                "https://td.example/v1/jobs/j1/output?expires=1100&sig={sig}"
+            ))
+        );
+        assert_eq!(e.failure_reason, None);
+        let failed = build_event(
+            &map(&[("job", "j2"), ("status", "failed"), ("error", "no audio")]),
+            &HashMap::new(),
+            &links,
+        );
+        assert_eq!(failed.status, FinalStatus::Failed);
+        assert_eq!(failed.failure_reason.as_deref(), Some("no audio"));
+        assert_eq!(failed.download_url, None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        let first = backoff(base, max, 1);
+        assert!(first >= base && first <= base.mul_f64(1.5));
+        let third = backoff(base, max, 3);
+        assert!(third >= base * 4 && third <= (base * 4).mul_f64(1.5));
+        assert!(backoff(base, max, 30) <= max.mul_f64(1.5));
+    }
+}

@@ -1,0 +1,259 @@
+//! The worker's [`Converter`] backed by the WebAssembly converter component, run through
+//! the plugin runtime (`crate::plugins`) in a child process per conversion, with limits
+//! sized to each input by the service's [`LimitPolicy`].
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapedeck_model::convert::{ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn};
+use tapedeck_model::job::JobOptions;
+
+use crate::{
+    ConvertError, ConvertOptions, ConverterPlugin, LimitPolicy, Mode, RunError, RunLimits,
+};
+
+/// A loaded converter component as the worker's [`Converter`]: each run's limits are
+/// sized to its input by the job's [`LimitPolicy`].
+pub struct ComponentConverter {
+    plugin: Arc<ConverterPlugin>,
+}
+
+impl ComponentConverter {
+    pub fn new(plugin: Arc<ConverterPlugin>) -> Self {
+        Self { plugin }
+    }
+}
+
+/// The plugin's options for a job's options.
+pub fn convert_options(options: &JobOptions) -> ConvertOptions {
+    let mode = match (options.vbr, options.bitrate) {
+        (Some(quality), _) => Mode::Vbr(quality),
+        (None, Some(kbps)) => Mode::Cbr(kbps),
+        (None, None) => ConvertOptions::default().mode,
+    };
+    ConvertOptions {
+        mode,
+        sample_rate: options.sample_rate,
+        mono: options.mono,
+        trim: None,
+    }
+}
+
+/// How long an input's audio is, as far as the host can tell before converting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AudioLength {
+    /// What the container's header says.
+    Declared(Duration),
+    /// No usable header: an upper bound from the file's size, as if the audio were
+    /// coded at 8 kbit/s, below any codec and bitrate the converter supports.
+    AtMost(Duration),
+}
+
+impl AudioLength {
+    /// The length of `input`.
+    pub fn of(input: &File) -> Self {
+        match crate::media::iso_bmff_duration(input) {
+            Some(d) => AudioLength::Declared(d),
+            None => {
+                let bytes = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                AudioLength::AtMost(Duration::from_secs(bytes / 1000))
+            }
+        }
+    }
+
+    fn duration(self) -> Duration {
+        match self {
+            AudioLength::Declared(d) | AudioLength::AtMost(d) => d,
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{} s", (d.as_secs_f64() * 10.0).round() / 10.0)
+}
+
+/// The converter's own verdicts on the input are final, and so is a limit: the same
+/// input hits it again on every attempt, so it fails at once, saying which limit, its
+/// value, and which setting raises it. Traps and I/O may pass on another attempt (a
+/// flaky disk, a worker killed mid-run), so they are retried.
+pub fn classify(
+    error: RunError,
+    policy: &LimitPolicy,
+    limits: &RunLimits,
+    audio: AudioLength,
+) -> ConvertFailure {
+    let raise = |flags: &str| format!("{error}; the operator can raise it with {flags}");
+    match &error {
+        RunError::Convert(ConvertError::Io(_)) => ConvertFailure::Retryable(error.to_string()),
+        RunError::Convert(_) => ConvertFailure::Permanent(error.to_string()),
+        RunError::CpuLimit { .. } | RunError::WallClockLimit { .. } => {
+            let minutes = audio.duration().as_secs_f64() / 60.0;
+            let length = match audio {
+                AudioLength::Declared(_) => format!("{minutes:.1} minutes"),
+                AudioLength::AtMost(_) => format!(
+                    "at most {minutes:.1} minutes, estimated from the file size since the \
+                     file does not say"
+                ),
+            };
+            let sizing = if limits.cpu_time >= policy.cpu_max {
+                format!(
+                    "the ceiling of {} for {length}; the operator can raise it with \
+                     --run-cpu-max-secs",
+                    secs(policy.cpu_max)
+                )
+            } else {
+                format!(
+                    "{} + {} per minute of audio for {length}, at most {}; the operator can \
+                     raise it with --run-cpu-base-secs / --run-cpu-secs-per-minute",
+                    secs(policy.cpu_base),
+                    secs(policy.cpu_per_audio_minute),
+                    secs(policy.cpu_max)
+                )
+            };
+            let what = match error {
+                RunError::WallClockLimit { .. } => format!(
+                    "{error} (twice the CPU time limit of {} plus 10 s: the converter was \
+                     stuck, not computing)",
+                    secs(limits.cpu_time)
+                ),
+                _ => error.to_string(),
+            };
+            ConvertFailure::Permanent(format!("{what} ({sizing})"))
+        }
+        RunError::MemoryLimit { .. } => ConvertFailure::Permanent(raise("--run-max-memory-mib")),
+        RunError::OutputLimit { .. } => ConvertFailure::Permanent(raise("--run-max-output-mib")),
+        RunError::TableLimit { .. } | RunError::StackOverflow => ConvertFailure::Permanent(
+            format!("{error} (a limit no setting changes: the converter is faulty)"),
+        ),
+        _ => ConvertFailure::Retryable(error.to_string()),
+    }
+}
+
+impl Converter for ComponentConverter {
+    fn convert(
+        &self,
+        job: &ConvertJob<'_>,
+        progress: ProgressFn<'_>,
+    ) -> Result<ConvertSummary, ConvertFailure> {
+        let io = |what: &str, e: std::io::Error| ConvertFailure::Retryable(format!("{what}: {e}"));
+        let input = File::open(job.input).map_err(|e| io("opening the input", e))?;
+        let output = File::create(job.output).map_err(|e| io("creating the output", e))?;
+        let audio = AudioLength::of(&input);
+        let limits = job.limits.limits_for(Some(audio.duration()));
+        tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, "conversion limits");
+        let summary = self
+            .plugin
+            .convert(
+                &input,
+                &output,
+                &convert_options(job.options),
+                &limits,
+                &mut |p| progress(p),
+            )
+            .map_err(|e| classify(e, job.limits, &limits, audio))?;
+        Ok(ConvertSummary {
+            duration_ms: summary.duration_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LimitPolicy {
+        LimitPolicy {
+            cpu_base: Duration::from_secs(30),
+            cpu_per_audio_minute: Duration::from_secs(5),
+            cpu_max: Duration::from_secs(3600),
+            ..LimitPolicy::default()
+        }
+    }
+
+    fn permanent(f: ConvertFailure) -> String {
+        match f {
+            ConvertFailure::Permanent(why) => why,
+            other => panic!("retryable: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_fail_at_once_naming_the_limit_and_the_setting() {
+        let p = policy();
+        let audio = AudioLength::Declared(Duration::from_secs(13 * 60));
+        let limits = p.limits_for(Some(audio.duration()));
+        let cpu = RunError::CpuLimit {
+            limit: limits.cpu_time,
+        };
+        let why = permanent(classify(cpu, &p, &limits, audio));
+        assert!(why.starts_with("CPU time limit of 95 s exceeded"), "{why}");
+        assert!(
+            why.contains("30 s + 5 s per minute of audio for 13.0 minutes"),
+            "{why}"
+        );
+        assert!(why.contains("--run-cpu-secs-per-minute"), "{why}");
+        assert!(!why.contains("account"), "{why}");
+
+        let huge = AudioLength::AtMost(Duration::from_secs(100_000));
+        let capped = p.limits_for(Some(huge.duration()));
+        let why = permanent(classify(
+            RunError::CpuLimit {
+                limit: capped.cpu_time,
+            },
+            &p,
+            &capped,
+            huge,
+        ));
+        assert!(why.contains("--run-cpu-max-secs"), "{why}");
+        assert!(why.contains("estimated from the file size"), "{why}");
+
+        let why = permanent(classify(
+            RunError::MemoryLimit { limit: 64 << 20 },
+            &p,
+            &limits,
+            audio,
+        ));
+        assert_eq!(
+            why,
+            "memory limit of 64 MiB exceeded; the operator can raise it with --run-max-memory-mib"
+        );
+        let why = permanent(classify(
+            RunError::OutputLimit { limit: 512 << 20 },
+            &p,
+            &limits,
+            audio,
+        ));
+        assert!(why.contains("--run-max-output-mib"), "{why}");
+    }
+
+    #[test]
+    fn traps_and_io_are_retried() {
+        let p = policy();
+        let limits = p.limits_for(None);
+        let audio = AudioLength::Declared(Duration::ZERO);
+        for e in [
+            RunError::Trap {
+                message: "unreachable".into(),
+            },
+            RunError::Io {
+                message: "disk".into(),
+            },
+            RunError::Convert(ConvertError::Io("sink".into())),
+        ] {
+            assert!(matches!(
+                classify(e, &p, &limits, audio),
+                ConvertFailure::Retryable(_)
+            ));
+        }
+        assert!(matches!(
+            classify(
+                RunError::Convert(ConvertError::NoAudioTrack),
+                &p,
+                &limits,
+                audio
+            ),
+            ConvertFailure::Permanent(_)
+        ));
+    }
+}

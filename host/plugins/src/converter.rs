@@ -1,0 +1,495 @@
+//! The converter world: its bindings, the host side of its imports (`io` source and
+//! sink, `progress`, `logging`, next to each other below), and one run of a converter in a
+//! fresh `Store`.
+//!
+//! Every size a guest controls is checked before the host allocates for it: `read-at`
+//! lengths and write sizes against [`MAX_READ`], the output against the run's limit, log
+//! lines against [`MAX_LOG_LINE`].
+//!
+//! Contact points: `mod.rs` (in-process runs) and `subprocess.rs` (the runner child) both
+//! call [`run_converter`]; neither touches a `Store` themselves.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::engine::epoch_ticks;
+use super::error::{LoadError, RunError};
+use super::limits::{RunLimiter, RunLimits};
+use super::sandbox::{self, StderrCapture};
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "converter",
+    imports: { default: trappable },
+    with: {
+        "tapedeck:plugin/io.source": InputSource,
+        "tapedeck:plugin/io.sink": OutputSink,
+    },
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
+});
+
+/// The WIT types of the converter world, under short names.
+pub(crate) mod wit {
+    pub use super::exports::tapedeck::plugin::conversion::{
+        ConvertError, Mode, Options, Summary, Trim,
+    };
+    pub use super::tapedeck::plugin::io::IoError;
+    pub use super::tapedeck::plugin::logging::Level;
+}
+
+use tapedeck::plugin::{io, logging, progress};
+
+/// The most bytes one `read-at` may return and one `write`/`write-at` may carry.
+pub const MAX_READ: u32 = 1 << 20;
+/// Longer guest log lines are cut to this many bytes.
+const MAX_LOG_LINE: usize = 4 * 1024;
+/// Log lines a guest may send in a burst, and then per second.
+const LOG_BURST: f64 = 100.0;
+const LOG_PER_SECOND: f64 = 10.0;
+/// Host-side resources (WASI streams, our source and sink) a guest may hold at once.
+const MAX_RESOURCES: usize = 1024;
+
+/// What a run tells its observer while it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum RunEvent {
+    /// Fraction done, in 0.0..=1.0; sent only when it changed by at least 0.1%.
+    Progress(f32),
+    /// A guest log line (already truncated and rate-limited) or its captured stderr.
+    Log { level: wit::Level, message: String },
+    /// What the run used, sent once when it ends (whatever the outcome).
+    Usage { peak_memory_bytes: u64 },
+}
+
+/// How the CPU time of a run is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CpuGuard {
+    /// By an epoch deadline: the engine has epoch interruption and a ticker.
+    Epoch,
+    /// From outside the process (`RLIMIT_CPU` of the runner child).
+    External,
+}
+
+/// Type-checks a component against the converter world and prepares fast instantiation.
+pub(crate) fn prepare(
+    engine: &Engine,
+    component: &Component,
+) -> Result<ConverterPre<RunState>, LoadError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    Converter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    ConverterPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))
+}
+
+/// Runs `convert` once in a fresh store, writing the MP3 to `output` from offset 0.
+pub(crate) fn run_converter(
+    pre: &ConverterPre<RunState>,
+    input: File,
+    output: File,
+    options: &wit::Options,
+    limits: &RunLimits,
+    cpu: CpuGuard,
+    events: mpsc::Sender<RunEvent>,
+) -> Result<wit::Summary, RunError> {
+    let size = input
+        .metadata()
+        .map_err(|e| RunError::io("cannot read the input", e))?
+        .len();
+    let stderr = StderrCapture::default();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    let state = RunState {
+        wasi: sandbox::wasi_context(stderr.clone()),
+        table,
+        limiter: RunLimiter::new(limits.clone()),
+        events: events.clone(),
+        log_budget: LogBudget::new(),
+        last_progress: None,
+    };
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    if cpu == CpuGuard::Epoch {
+        store.set_epoch_deadline(epoch_ticks(limits.cpu_time));
+        store.epoch_deadline_trap();
+    }
+
+    let instance = pre.instantiate(&mut store);
+    let result = instance.and_then(|converter| {
+        let table = &mut store.data_mut().table;
+        let source = table.push(InputSource { file: input, size })?;
+        let sink = table.push(OutputSink::new(output, limits.max_output_bytes))?;
+        let sink_rep = sink.rep();
+        let call = converter
+            .tapedeck_plugin_conversion()
+            .call_convert(&mut store, source, sink, *options);
+        Ok((call, sink_rep))
+    });
+    forward_diagnostics(store.data(), &stderr, &events);
+
+    let state = store.data_mut();
+    let _ = events.send(RunEvent::Usage {
+        peak_memory_bytes: state.limiter.memory_bytes(),
+    });
+    let limits = state.limiter.limits().clone();
+    if state.limiter.memory_denied {
+        return Err(RunError::MemoryLimit {
+            limit: limits.max_memory_bytes,
+        });
+    }
+    if state.limiter.table_denied {
+        return Err(RunError::TableLimit {
+            limit: limits.max_table_elements,
+        });
+    }
+    let (call, sink_rep) = result.map_err(|e| classify_failure(e, true, &limits))?;
+    // The guest only borrowed the sink: its entry, with the final counts, is still ours.
+    let sink = state
+        .table
+        .delete(Resource::<OutputSink>::new_own(sink_rep))
+        .map_err(|e| RunError::io("the output sink went missing", e))?;
+    if sink.refused {
+        return Err(RunError::OutputLimit {
+            limit: limits.max_output_bytes,
+        });
+    }
+    match call {
+        Ok(Ok(mut summary)) => {
+            // The host counted the bytes; a guest's own figure is not trusted.
+            summary.output_bytes = sink.len;
+            Ok(summary)
+        }
+        Ok(Err(error)) => Err(RunError::Convert(error.into())),
+        Err(error) => Err(classify_failure(error, false, &limits)),
+    }
+}
+
+/// Sends what the guest said outside `logging`: its stderr and how many lines the rate
+/// limit dropped.
+fn forward_diagnostics(state: &RunState, stderr: &StderrCapture, events: &mpsc::Sender<RunEvent>) {
+    let dropped = state.log_budget.dropped;
+    if dropped > 0 {
+        let _ = events.send(RunEvent::Log {
+            level: wit::Level::Warn,
+            message: format!("{dropped} log lines dropped (rate limit)"),
+        });
+    }
+    let captured = stderr.contents();
+    if !captured.is_empty() {
+        let _ = events.send(RunEvent::Log {
+            level: wit::Level::Info,
+            message: format!("stderr: {}", captured.trim_end()),
+        });
+    }
+}
+
+/// Runs `run` on a scoped thread and hands its events to `on_event` on this one, so a
+/// borrowed, non-`Send` observer (a progress bar, a pipe) can follow a run whose `Store`
+/// must be `'static`. Returns when the run has finished and every event is delivered.
+pub(crate) fn observe<R: Send>(
+    run: impl FnOnce(mpsc::Sender<RunEvent>) -> R + Send,
+    mut on_event: impl FnMut(RunEvent),
+) -> R {
+    let (events, received) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(move || run(events));
+        // Ends when the run drops its last sender, i.e. when its store is gone.
+        for event in received {
+            on_event(event);
+        }
+        runner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Names the limit or fault behind an error from instantiating or calling a guest (any
+/// world: the notifier uses it too).
+pub(crate) fn classify_failure(
+    error: wasmtime::Error,
+    instantiating: bool,
+    limits: &RunLimits,
+) -> RunError {
+    tracing::debug!("plugin run failed: {error:?}");
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunError::CpuLimit {
+            limit: limits.cpu_time,
+        },
+        Some(Trap::StackOverflow) => RunError::StackOverflow,
+        Some(trap) => RunError::Trap {
+            message: trap.to_string(),
+        },
+        None if instantiating => RunError::Instantiate {
+            message: format!("{error:#}"),
+        },
+        None => RunError::Trap {
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+/// Everything one run's `Store` holds.
+pub(crate) struct RunState {
+    /// The (empty) WASI world std-based guests expect; see `sandbox.rs`.
+    wasi: WasiCtx,
+    /// Host resources handed to the guest: the source, the sink, WASI streams.
+    table: ResourceTable,
+    /// Memory and table limits, with a record of any refusal.
+    limiter: RunLimiter,
+    /// Where progress and log lines go.
+    events: mpsc::Sender<RunEvent>,
+    /// Rate limit of guest log lines.
+    log_budget: LogBudget,
+    /// Last progress sent, in thousandths.
+    last_progress: Option<u16>,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The input of a run: a file read with positioned reads, so the guest decides the order.
+pub struct InputSource {
+    file: File,
+    /// Length of the input when the run started.
+    size: u64,
+}
+
+/// The output of a run: appended to, with overwrites of bytes already written.
+pub struct OutputSink {
+    file: File,
+    /// Bytes written so far: the output's length.
+    len: u64,
+    /// The run's output limit in bytes.
+    limit: u64,
+    /// Set when a write was refused for the limit; every later write traps.
+    refused: bool,
+}
+
+impl OutputSink {
+    fn new(file: File, limit: u64) -> Self {
+        Self {
+            file,
+            len: 0,
+            limit,
+            refused: false,
+        }
+    }
+}
+
+fn invalid(why: &str) -> wasmtime::Result<Result<(), wit::IoError>> {
+    Ok(Err(wit::IoError::InvalidRequest(why.to_string())))
+}
+
+fn too_long(len: usize) -> bool {
+    len > MAX_READ as usize
+}
+
+impl io::Host for RunState {
+    fn max_read(&mut self) -> wasmtime::Result<u32> {
+        Ok(MAX_READ)
+    }
+}
+
+impl io::HostSource for RunState {
+    fn size(&mut self, source: Resource<InputSource>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&source)?.size)
+    }
+
+    fn read_at(
+        &mut self,
+        source: Resource<InputSource>,
+        offset: u64,
+        len: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::IoError>> {
+        if len > MAX_READ {
+            return Ok(Err(wit::IoError::InvalidRequest(format!(
+                "read-at of {len} bytes; max-read is {MAX_READ}"
+            ))));
+        }
+        let source = self.table.get(&source)?;
+        let available = source.size.saturating_sub(offset);
+        let mut buffer = vec![0; available.min(u64::from(len)) as usize];
+        Ok(source
+            .file
+            .read_exact_at(&mut buffer, offset)
+            .map(|()| buffer)
+            .map_err(|e| wit::IoError::Failed(format!("reading the input: {e}"))))
+    }
+
+    fn drop(&mut self, source: Resource<InputSource>) -> wasmtime::Result<()> {
+        self.table.delete(source)?;
+        Ok(())
+    }
+}
+
+impl io::HostSink for RunState {
+    fn write(
+        &mut self,
+        sink: Resource<OutputSink>,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit::IoError>> {
+        let sink = self.table.get_mut(&sink)?;
+        if sink.refused {
+            wasmtime::bail!(
+                "write after the output limit of {} bytes was exceeded",
+                sink.limit
+            );
+        }
+        if too_long(bytes.len()) {
+            return invalid("write of more than max-read bytes");
+        }
+        let end = sink.len + bytes.len() as u64;
+        if end > sink.limit {
+            sink.refused = true;
+            return Ok(Err(wit::IoError::LimitExceeded(sink.limit)));
+        }
+        if let Err(e) = sink.file.write_all_at(&bytes, sink.len) {
+            return Ok(Err(wit::IoError::Failed(format!(
+                "writing the output: {e}"
+            ))));
+        }
+        sink.len = end;
+        Ok(Ok(()))
+    }
+
+    fn write_at(
+        &mut self,
+        sink: Resource<OutputSink>,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit::IoError>> {
+        let sink = self.table.get_mut(&sink)?;
+        if sink.refused {
+            wasmtime::bail!(
+                "write after the output limit of {} bytes was exceeded",
+                sink.limit
+            );
+        }
+        if too_long(bytes.len()) {
+            return invalid("write-at of more than max-read bytes");
+        }
+        if offset
+            .checked_add(bytes.len() as u64)
+            .is_none_or(|end| end > sink.len)
+        {
+            return invalid("write-at past the end of the output");
+        }
+        Ok(sink
+            .file
+            .write_all_at(&bytes, offset)
+            .map_err(|e| wit::IoError::Failed(format!("writing the output: {e}"))))
+    }
+
+    fn drop(&mut self, sink: Resource<OutputSink>) -> wasmtime::Result<()> {
+        self.table.delete(sink)?;
+        Ok(())
+    }
+}
+
+impl progress::Host for RunState {
+    fn report(&mut self, fraction: f32) -> wasmtime::Result<()> {
+        if fraction.is_nan() {
+            return Ok(());
+        }
+        let permille = (fraction.clamp(0.0, 1.0) * 1000.0).round() as u16;
+        if self.last_progress != Some(permille) {
+            self.last_progress = Some(permille);
+            let _ = self
+                .events
+                .send(RunEvent::Progress(f32::from(permille) / 1000.0));
+        }
+        Ok(())
+    }
+}
+
+impl logging::Host for RunState {
+    fn log(&mut self, level: wit::Level, mut message: String) -> wasmtime::Result<()> {
+        if !self.log_budget.take() {
+            return Ok(());
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [truncated]");
+        }
+        let _ = self.events.send(RunEvent::Log { level, message });
+        Ok(())
+    }
+}
+
+/// A token bucket for guest log lines.
+struct LogBudget {
+    tokens: f64,
+    refilled: Instant,
+    /// Lines refused so far.
+    dropped: u64,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        Self {
+            tokens: LOG_BURST,
+            refilled: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * LOG_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(LOG_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+/// Writes a guest's log line to the host log.
+pub(crate) fn log_guest_line(plugin: &str, level: wit::Level, message: &str) {
+    use wit::Level;
+    let plugin = &plugin[..plugin.len().min(12)];
+    match level {
+        Level::Trace => tracing::trace!(target: "tapedeck::guest", plugin, "{message}"),
+        Level::Debug => tracing::debug!(target: "tapedeck::guest", plugin, "{message}"),
+        Level::Info => tracing::info!(target: "tapedeck::guest", plugin, "{message}"),
+        Level::Warn => tracing::warn!(target: "tapedeck::guest", plugin, "{message}"),
+        Level::Error => tracing::error!(target: "tapedeck::guest", plugin, "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_allows_a_burst_then_drops() {
+        let mut budget = LogBudget::new();
+        let allowed = (0..1000).filter(|_| budget.take()).count();
+        assert!((100..=101).contains(&allowed), "{allowed}");
+        assert!(budget.dropped >= 899);
+    }
+}

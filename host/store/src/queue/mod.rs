@@ -1,0 +1,649 @@
+//! The job pipeline in Redis: job records, per-tenant convert streams with one consumer
+//! group, fair consumption, visibility timeouts, retries with backoff, dead letters,
+//! notify entries, progress events and safe trimming.
+//!
+//! Every key is listed in `redis/README.md`. State transitions are Lua scripts
+//! (`scripts.rs`) so the job hash and the stream never disagree.
+//!
+//! Contact points: the gateway creates, reads, lists and deletes jobs and subscribes to
+//! `events_channel`, and requeues failed jobs (`requeue_failed`); the worker calls `next_delivery`, `start_attempt`, `heartbeat`,
+//! `report_progress`, `complete`, `fail` and `retry_later`.
+
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::AsyncCommands;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+
+pub use tapedeck_model::job::{JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms};
+
+/// The one consumer group on every convert stream.
+pub const GROUP: &str = "workers";
+/// Cap for streams that no consumer group reads yet (dead letters, notify).
+const UNREAD_STREAM_CAP: u64 = 100_000;
+
+pub use crate::keys::{
+    CONVERT_PREFIX, DEAD_LETTER, NOTIFY, RETRY_ZSET, TENANTS_WITH_STREAMS, convert_stream,
+    events_channel, job_key, tenant_jobs_key, user_jobs_key,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+}
+
+type Result<T> = std::result::Result<T, QueueError>;
+
+/// Retry and visibility settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelinePolicy {
+    /// Attempts before a job goes to the dead-letter stream.
+    pub max_attempts: u32,
+    /// An entry idle this long (its worker stopped heart-beating) is claimed by another.
+    pub visibility_timeout: Duration,
+    /// First retry delay; doubles per attempt, with up to 50% jitter added.
+    pub retry_base: Duration,
+}
+
+impl PipelinePolicy {
+    /// Delay before attempt `attempts + 1`: base * 2^(attempts-1), plus jitter.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self.retry_base * 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
+        let jitter = rand::random_range(0.0..0.5);
+        exp.mul_f64(1.0 + jitter)
+    }
+}
+
+/// This machine's name; consumer names in the streams start with it, so a restarted
+/// process can tell its dead predecessors' entries.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// A worker consumer's name: `{host}-{pid}-{slot}`.
+pub fn consumer_name(host: &str, pid: u32, slot: usize) -> String {
+    format!("{host}-{pid}-{slot}")
+}
+
+/// The host and pid of a worker consumer's name, if it has that form.
+pub fn parse_consumer_name(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.rsplitn(3, '-');
+    let _slot: usize = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    Some((parts.next()?, pid))
+}
+
+/// A convert-stream entry left pending by a worker process that no longer runs.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub tenant: String,
+    pub entry_id: String,
+    /// How long it had been idle when found; claiming requires at least this, so two
+    /// restarted processes cannot both take it.
+    pub idle_ms: u64,
+}
+
+/// A position in a job listing: the last job of a page (its enqueue time in ms, its id).
+/// Written as `{created_ms}-{id}`, opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_ms: u64,
+    pub id: String,
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.created_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for ListCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let (ms, id) = s.split_once('-').ok_or(())?;
+        let valid_id =
+            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !valid_id {
+            return Err(());
+        }
+        Ok(ListCursor {
+            created_ms: ms.parse().map_err(|_| ())?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// One convert-stream entry held by this worker.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub tenant: String,
+    pub stream: String,
+    pub entry_id: String,
+    pub job_id: String,
+}
+
+/// What `start_attempt` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptStart {
+    /// Convert now; this is attempt number `n` (1-based).
+    Convert(u32),
+    /// Nothing to do: the job was deleted or already finished (the entry is acknowledged).
+    Skip,
+}
+
+/// What `requeue_failed` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// The job is `queued` again.
+    Queued,
+    /// Nothing: the job is not `failed` but in this status.
+    NotFailed(String),
+    /// Nothing: the job was deleted meanwhile.
+    Missing,
+}
+
+/// Handle to the pipeline's Redis state; cheap to clone.
+#[derive(Clone)]
+pub struct JobQueue {
+    pool: Pool,
+    policy: PipelinePolicy,
+}
+
+impl JobQueue {
+    pub fn new(pool: Pool, policy: PipelinePolicy) -> Self {
+        Self { pool, policy }
+    }
+
+    pub fn policy(&self) -> &PipelinePolicy {
+        &self.policy
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Creates the group of `tenant`'s convert stream (and the stream) if missing.
+    pub async fn ensure_stream(&self, tenant: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(convert_stream(tenant))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            other => other?,
+        }
+        let _: () = conn.sadd(TENANTS_WITH_STREAMS, tenant).await?;
+        Ok(())
+    }
+
+    /// Stores a new job and queues it on its tenant's stream, atomically.
+    pub async fn enqueue(&self, job: &JobRecord) -> Result<()> {
+        self.ensure_stream(&job.tenant).await?;
+        let mut conn = self.conn().await?;
+        // Listing order ("newest first") needs more than `created_at`'s whole seconds:
+        // jobs uploaded within one second would tie and come back in id order.
+        let created_ms = now_ms().max(job.created_at * 1000);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(job_key(&job.id), &job.to_fields())
+            .ignore()
+            .zadd(
+                user_jobs_key(&job.tenant, &job.user_id),
+                &job.id,
+                created_ms,
+            )
+            .ignore()
+            .zadd(tenant_jobs_key(&job.tenant), &job.id, created_ms)
+            .ignore()
+            .cmd("XADD")
+            .arg(convert_stream(&job.tenant))
+            .arg("*")
+            .arg("job")
+            .arg(&job.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let h: HashMap<String, String> = conn.hgetall(job_key(id)).await?;
+        Ok(JobRecord::from_hash(&h))
+    }
+
+    /// Jobs newest first: a user's own (`user_id`), or the whole tenant's, from just after
+    /// `after` (the `next` of the previous page). Returns the page and the cursor of the
+    /// next page, if any. The cursor is a position (time and id), not an offset, so jobs
+    /// added or deleted between pages neither repeat nor skip an item.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        user_id: Option<&str>,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, Option<ListCursor>)> {
+        let mut conn = self.conn().await?;
+        let key = match user_id {
+            Some(u) => user_jobs_key(tenant, u),
+            None => tenant_jobs_key(tenant),
+        };
+        // Ties (jobs of one millisecond) come in descending id order; the ones at the
+        // cursor's time up to its id were on earlier pages.
+        let (max, ties) = match after {
+            None => ("+inf".to_owned(), 0),
+            Some(c) => {
+                let ties: usize = conn.zcount(&key, c.created_ms, c.created_ms).await?;
+                (c.created_ms.to_string(), ties)
+            }
+        };
+        // One extra id tells whether another page follows.
+        let scored: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(&max)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1 + ties)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let mut page: Vec<(String, u64)> = scored
+            .into_iter()
+            .filter(|(id, ms)| match after {
+                Some(c) => *ms < c.created_ms || (*ms == c.created_ms && *id < c.id),
+                None => true,
+            })
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        if page.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &page {
+            pipe.hgetall(job_key(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let jobs = hashes.iter().filter_map(JobRecord::from_hash).collect();
+        let next = more.then(|| {
+            let (id, created_ms) = page.last().cloned().expect("the page is not empty");
+            ListCursor { created_ms, id }
+        });
+        Ok((jobs, next))
+    }
+
+    /// Removes a job's record and index entries. A queued entry left on the stream is
+    /// acknowledged and skipped by the worker that reads it.
+    pub async fn delete(&self, job: &JobRecord) -> Result<()> {
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .del(job_key(&job.id))
+            .ignore()
+            .zrem(user_jobs_key(&job.tenant, &job.user_id), &job.id)
+            .ignore()
+            .zrem(tenant_jobs_key(&job.tenant), &job.id)
+            .ignore()
+            .zrem(RETRY_ZSET, format!("{} {}", job.tenant, job.id))
+            .ignore()
+            // Wakes the job's SSE followers, which then find it gone.
+            .publish(events_channel(&job.id), r#"{"status":"deleted"}"#)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Next entry for `consumer`, taking tenants round-robin from `cursor` so one
+    /// tenant's backlog cannot starve another: for each tenant in turn, first an entry
+    /// abandoned past the visibility timeout (XAUTOCLAIM), then a new one.
+    pub async fn next_delivery(
+        &self,
+        consumer: &str,
+        cursor: &AtomicUsize,
+        known: &Mutex<Vec<String>>,
+    ) -> Result<Option<Delivery>> {
+        let mut conn = self.conn().await?;
+        let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
+        tenants.sort();
+        if tenants.is_empty() {
+            return Ok(None);
+        }
+        let fresh: Vec<String> = {
+            let known = known.lock().expect("tenant list lock is never poisoned");
+            tenants
+                .iter()
+                .filter(|t| !known.contains(t))
+                .cloned()
+                .collect()
+        };
+        for t in fresh {
+            self.ensure_stream(&t).await?;
+            known
+                .lock()
+                .expect("tenant list lock is never poisoned")
+                .push(t);
+        }
+        let start = cursor.fetch_add(1, Ordering::Relaxed);
+        let min_idle = self.policy.visibility_timeout.as_millis() as u64;
+        for i in 0..tenants.len() {
+            let tenant = &tenants[(start + i) % tenants.len()];
+            let stream = convert_stream(tenant);
+            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(min_idle)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            let entry = match claimed.claimed.into_iter().next() {
+                Some(entry) => {
+                    tracing::info!(tenant, entry = %entry.id, "claimed an abandoned entry");
+                    Some(entry)
+                }
+                None => {
+                    let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(GROUP)
+                        .arg(consumer)
+                        .arg("COUNT")
+                        .arg(1)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(">")
+                        .query_async(&mut conn)
+                        .await?;
+                    read.and_then(|r| r.keys.into_iter().next())
+                        .and_then(|k| k.ids.into_iter().next())
+                }
+            };
+            if let Some(entry) = entry {
+                let job_id: String = entry.get("job").unwrap_or_default();
+                return Ok(Some(Delivery {
+                    tenant: tenant.clone(),
+                    stream,
+                    entry_id: entry.id,
+                    job_id,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Entries pending for worker consumers of this `host` whose process is gone
+    /// (`alive(pid)` false): a restarted worker takes them at once instead of waiting
+    /// out the visibility timeout.
+    pub async fn orphans(&self, host: &str, alive: impl Fn(u32) -> bool) -> Result<Vec<Orphan>> {
+        let mut conn = self.conn().await?;
+        let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
+        tenants.sort();
+        let mut found = Vec::new();
+        for tenant in tenants {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(convert_stream(&tenant))
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .or_else(|e| match e.code() {
+                    // A stream whose group does not exist yet has nothing pending.
+                    Some("NOGROUP") => Ok(Vec::new()),
+                    _ => Err(e),
+                })?;
+            for (entry_id, consumer, idle_ms, _deliveries) in pending {
+                let dead =
+                    parse_consumer_name(&consumer).is_some_and(|(h, pid)| h == host && !alive(pid));
+                if dead {
+                    found.push(Orphan {
+                        tenant: tenant.clone(),
+                        entry_id,
+                        idle_ms,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Takes `orphan` over for `consumer`; `None` if another process was quicker or the
+    /// entry is gone.
+    pub async fn claim_orphan(&self, orphan: &Orphan, consumer: &str) -> Result<Option<Delivery>> {
+        let mut conn = self.conn().await?;
+        let stream = convert_stream(&orphan.tenant);
+        let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(orphan.idle_ms)
+            .arg(&orphan.entry_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(claimed.ids.into_iter().next().map(|entry| {
+            tracing::info!(
+                tenant = %orphan.tenant,
+                entry = %entry.id,
+                "took over an entry of a worker that stopped on this host"
+            );
+            Delivery {
+                tenant: orphan.tenant.clone(),
+                stream,
+                job_id: entry.get("job").unwrap_or_default(),
+                entry_id: entry.id,
+            }
+        }))
+    }
+
+    /// Marks the job `converting` and counts the attempt; acknowledges entries whose job
+    /// is gone or already finished.
+    pub async fn start_attempt(&self, d: &Delivery) -> Result<AttemptStart> {
+        let mut conn = self.conn().await?;
+        let (status, attempts): (String, u32) = scripts::START_ATTEMPT
+            .key(job_key(&d.job_id))
+            .arg(events_channel(&d.job_id))
+            .invoke_async(&mut conn)
+            .await?;
+        if status == "converting" {
+            return Ok(AttemptStart::Convert(attempts));
+        }
+        let _: () = redis::cmd("XACK")
+            .arg(&d.stream)
+            .arg(GROUP)
+            .arg(&d.entry_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(AttemptStart::Skip)
+    }
+
+    /// Resets the entry's idle time while we work on it. False if another worker has
+    /// claimed it meanwhile.
+    pub async fn heartbeat(&self, d: &Delivery, consumer: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let ours: i64 = scripts::HEARTBEAT
+            .key(&d.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(&d.entry_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ours == 1)
+    }
+
+    pub async fn report_progress(&self, job_id: &str, progress: f32) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = scripts::PROGRESS
+            .key(job_key(job_id))
+            .arg(format!("{progress:.3}"))
+            .arg(events_channel(job_id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the job done with its output and acknowledges the entry. False when the
+    /// job was deleted meanwhile (the caller removes the MP3).
+    pub async fn complete(&self, d: &Delivery, output: &JobOutput) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let kept: i64 = scripts::COMPLETE
+            .key(job_key(&d.job_id))
+            .key(&d.stream)
+            .key(NOTIFY)
+            .arg(GROUP)
+            .arg(&d.entry_id)
+            .arg(&output.key)
+            .arg(output.bytes)
+            .arg(output.duration_ms)
+            .arg(now_ms() / 1000)
+            .arg(&d.job_id)
+            .arg(&d.tenant)
+            .arg(events_channel(&d.job_id))
+            .invoke_async(&mut conn)
+            .await?;
+        self.trim(&d.stream).await?;
+        Ok(kept == 1)
+    }
+
+    /// Fails the job for good with `reason` (dead letter + notify) and acknowledges.
+    pub async fn fail(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = scripts::FAIL
+            .key(job_key(&d.job_id))
+            .key(&d.stream)
+            .key(DEAD_LETTER)
+            .key(NOTIFY)
+            .arg(GROUP)
+            .arg(&d.entry_id)
+            .arg(reason)
+            .arg(now_ms() / 1000)
+            .arg(&d.job_id)
+            .arg(&d.tenant)
+            .arg(attempts)
+            .arg(events_channel(&d.job_id))
+            .invoke_async(&mut conn)
+            .await?;
+        self.trim(&d.stream).await?;
+        Ok(())
+    }
+
+    /// Queues a failed job again, attempts starting over, and drops its dead letter.
+    pub async fn requeue_failed(&self, job: &JobRecord) -> Result<Requeue> {
+        self.ensure_stream(&job.tenant).await?;
+        let mut conn = self.conn().await?;
+        let before: String = scripts::REQUEUE_FAILED
+            .key(job_key(&job.id))
+            .key(convert_stream(&job.tenant))
+            .key(DEAD_LETTER)
+            .arg(&job.id)
+            .arg(events_channel(&job.id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match before.as_str() {
+            "failed" => Requeue::Queued,
+            "missing" => Requeue::Missing,
+            _ => Requeue::NotFailed(before),
+        })
+    }
+
+    /// Requeues the job after `delay` and acknowledges this entry.
+    pub async fn retry_later(&self, d: &Delivery, reason: &str, delay: Duration) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = scripts::RETRY_LATER
+            .key(job_key(&d.job_id))
+            .key(&d.stream)
+            .key(RETRY_ZSET)
+            .arg(GROUP)
+            .arg(&d.entry_id)
+            .arg(reason)
+            .arg(now_ms() + delay.as_millis() as u64)
+            .arg(format!("{} {}", d.tenant, d.job_id))
+            .arg(events_channel(&d.job_id))
+            .invoke_async(&mut conn)
+            .await?;
+        self.trim(&d.stream).await?;
+        Ok(())
+    }
+
+    /// Moves retries whose backoff has passed back onto their streams.
+    pub async fn promote_due_retries(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let moved: u64 = scripts::PROMOTE_RETRIES
+            .key(RETRY_ZSET)
+            .arg(now_ms())
+            .arg(CONVERT_PREFIX)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved)
+    }
+
+    /// Trims `stream` without dropping entries any group still needs.
+    pub async fn trim(&self, stream: &str) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(trim_stream(&mut conn, stream).await?)
+    }
+}
+
+/// Trims `stream` below the oldest entry any consumer group still needs (pending, or not
+/// yet delivered); a stream without groups keeps its newest `UNREAD_STREAM_CAP` entries.
+/// Shared by the convert streams and the notify stream.
+pub async fn trim_stream(
+    conn: &mut impl redis::aio::ConnectionLike,
+    stream: &str,
+) -> redis::RedisResult<u64> {
+    scripts::SAFE_TRIM
+        .key(stream)
+        .arg(UNREAD_STREAM_CAP)
+        .invoke_async(conn)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_round_trip_with_dashes_in_the_host() {
+        let name = consumer_name("web-1.example", 4242, 3);
+        assert_eq!(name, "web-1.example-4242-3");
+        assert_eq!(parse_consumer_name(&name), Some(("web-1.example", 4242)));
+        assert_eq!(parse_consumer_name("notifier-x"), None);
+        assert_eq!(parse_consumer_name("a-b-c"), None);
+    }
+
+    #[test]
+    fn list_cursors_round_trip_and_reject_junk() {
+        let c = ListCursor {
+            created_ms: 1_700_000_000_123,
+            id: "abc123".into(),
+        };
+        assert_eq!(c.to_string().parse::<ListCursor>(), Ok(c));
+        for junk in ["", "3", "x-abc", "12-", "12-a b", "12-a:b"] {
+            assert!(junk.parse::<ListCursor>().is_err(), "{junk}");
+        }
+    }
+}

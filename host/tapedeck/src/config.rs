@@ -1,0 +1,425 @@
+//! Service configuration, in one place: every setting is a flag, an environment
+//! variable and a key of the optional TOML file (`--config` / `TAPEDECK_CONFIG`), in
+//! that order of precedence, over the embedded defaults below.
+//!
+//! | flag / TOML key            | env var                          | default            |
+//! |----------------------------|----------------------------------|--------------------|
+//! | `listen`                   | `TAPEDECK_LISTEN`                | `127.0.0.1:8080`   |
+//! | `data_dir`                 | `TAPEDECK_DATA_DIR`              | `./data`           |
+//! | `role`                     | `TAPEDECK_ROLE`                  | `all`              |
+//! | `redis_url`                | `REDIS_URL`                      | managed redis-server |
+//! | `blob_url`                 | `TAPEDECK_BLOB_URL`              | `{data_dir}/blobs` (`s3://bucket/prefix` for S3) |
+//! | `workers`                  | `TAPEDECK_WORKERS`               | 2 conversions at once |
+//! | `max_upload_bytes`         | `TAPEDECK_MAX_UPLOAD_BYTES`      | 1 GiB              |
+//! | `max_attempts`             | `TAPEDECK_MAX_ATTEMPTS`          | 4                  |
+//! | `visibility_timeout_secs`  | `TAPEDECK_VISIBILITY_TIMEOUT_SECS` | 60               |
+//! | `retry_base_ms`            | `TAPEDECK_RETRY_BASE_MS`         | 2000               |
+//! | `token_ttl_secs`           | `TAPEDECK_TOKEN_TTL_SECS`        | 86400              |
+//! | `redis_server`             | `TAPEDECK_REDIS_SERVER`          | `redis-server` on `PATH` |
+//! | `converter`                | `TAPEDECK_CONVERTER`             | the embedded converter component |
+//! | `shutdown_timeout_secs`    | `TAPEDECK_SHUTDOWN_TIMEOUT_SECS` | 20                 |
+//! | `auth_plugin`              | `TAPEDECK_AUTH_PLUGIN`           | the embedded auth component |
+//! | `notifier`                 | `TAPEDECK_NOTIFIER`              | the embedded notifier component |
+//! | `public_url`               | `TAPEDECK_PUBLIC_URL`            | gateways: `http://{listen}`; workers: what a gateway published in Redis |
+//! | `download_link_ttl_secs`   | `TAPEDECK_DOWNLOAD_LINK_TTL_SECS` | 604800 (7 days: signed download links in notifications) |
+//! | `run_cpu_base_secs`        | `TAPEDECK_RUN_CPU_BASE_SECS`     | 30 (CPU time of a conversion: base ...) |
+//! | `run_cpu_secs_per_minute`  | `TAPEDECK_RUN_CPU_SECS_PER_MINUTE` | 5 (... plus this per minute of input audio ...) |
+//! | `run_cpu_max_secs`         | `TAPEDECK_RUN_CPU_MAX_SECS`      | 3600 (... at most this; also for inputs of unknown length) |
+//! | `run_max_memory_mib`       | `TAPEDECK_RUN_MAX_MEMORY_MIB`    | 64 (linear memory of a converter run) |
+//! | `run_max_output_mib`       | `TAPEDECK_RUN_MAX_OUTPUT_MIB`    | 512 (MP3 bytes one conversion may write) |
+//! | `trusted_proxies`          | `TAPEDECK_TRUSTED_PROXIES`       | none: the peer address is the client (login throttling) |
+//! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to `{data_dir}/outbox` as .eml files |
+//! | `mail_from`                | `TAPEDECK_MAIL_FROM`             | `Tapedeck <noreply@tapedeck.localhost>` |
+//! | `webhook_allow`            | `TAPEDECK_WEBHOOK_ALLOW`         | none: webhooks reach public addresses only |
+//! | `bench_routes`             | `TAPEDECK_BENCH_ROUTES`          | false (benchmarks only: an unauthenticated job lookup) |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use tapedeck_model::net::IpNet;
+
+use tapedeck_model::limits::LimitPolicy;
+
+/// Which parts of the service a process runs. Any number of either role may share one
+/// Redis and one blob store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP API and conversion workers.
+    All,
+    /// HTTP API only.
+    Gateway,
+    /// Conversion workers only; serves `/healthz` and `/readyz` on `listen`.
+    Worker,
+}
+
+impl Role {
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+}
+
+/// Settings as given (flags and env through clap, or the TOML file); unset is `None`.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "TAPEDECK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the managed Redis, local blobs and temp files [default: ./data].
+    #[arg(long, env = "TAPEDECK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// all | gateway | worker [default: all].
+    #[arg(long, env = "TAPEDECK_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// Shared Redis; when unset a managed redis-server runs under the data dir.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Blob store: a directory or `s3://bucket[/prefix]` [default: DATA_DIR/blobs].
+    #[arg(long, env = "TAPEDECK_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// Conversions this process runs at once [default: 2].
+    #[arg(long, env = "TAPEDECK_WORKERS")]
+    pub workers: Option<usize>,
+    /// Server-wide upload limit; tenants may set a lower one [default: 1 GiB].
+    #[arg(long, env = "TAPEDECK_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Conversion attempts before a job is dead-lettered [default: 4].
+    #[arg(long, env = "TAPEDECK_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// Idle time after which another worker claims an entry [default: 60].
+    #[arg(long, env = "TAPEDECK_VISIBILITY_TIMEOUT_SECS")]
+    pub visibility_timeout_secs: Option<u64>,
+    /// First retry delay; doubles per attempt, plus jitter [default: 2000].
+    #[arg(long, env = "TAPEDECK_RETRY_BASE_MS")]
+    pub retry_base_ms: Option<u64>,
+    /// Lifetime of login tokens [default: 86400].
+    #[arg(long, env = "TAPEDECK_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// redis-server binary for the managed Redis [default: redis-server].
+    #[arg(long, env = "TAPEDECK_REDIS_SERVER")]
+    pub redis_server: Option<PathBuf>,
+    /// Converter component (.wasm) instead of the embedded one.
+    #[arg(long, env = "TAPEDECK_CONVERTER")]
+    pub converter: Option<PathBuf>,
+    /// How long shutdown waits for requests and conversions [default: 20].
+    #[arg(long, env = "TAPEDECK_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Auth component (.wasm) instead of the embedded one.
+    #[arg(long, env = "TAPEDECK_AUTH_PLUGIN")]
+    pub auth_plugin: Option<PathBuf>,
+    /// Notifier component (.wasm) instead of the embedded one.
+    #[arg(long, env = "TAPEDECK_NOTIFIER")]
+    pub notifier: Option<PathBuf>,
+    /// Base URL clients reach the API at, for links in notifications. Gateways publish
+    /// theirs in Redis, and workers without one use it [default: gateways http://{listen}].
+    #[arg(long, env = "TAPEDECK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long the signed download links of notifications work [default: 604800 (7 days)].
+    #[arg(long, env = "TAPEDECK_DOWNLOAD_LINK_TTL_SECS")]
+    pub download_link_ttl_secs: Option<u64>,
+    /// CPU seconds every conversion may use, plus `run_cpu_secs_per_minute` for each
+    /// minute of input audio [default: 30].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_BASE_SECS")]
+    pub run_cpu_base_secs: Option<f64>,
+    /// CPU seconds a conversion may use per minute of input audio [default: 5].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_SECS_PER_MINUTE")]
+    pub run_cpu_secs_per_minute: Option<f64>,
+    /// Most CPU seconds any conversion may use, also for inputs of unknown length
+    /// [default: 3600].
+    #[arg(long, env = "TAPEDECK_RUN_CPU_MAX_SECS")]
+    pub run_cpu_max_secs: Option<f64>,
+    /// Linear memory a converter run may use, in MiB [default: 64].
+    #[arg(long, env = "TAPEDECK_RUN_MAX_MEMORY_MIB")]
+    pub run_max_memory_mib: Option<u64>,
+    /// MP3 bytes one conversion may write, in MiB [default: 512].
+    #[arg(long, env = "TAPEDECK_RUN_MAX_OUTPUT_MIB")]
+    pub run_max_output_mib: Option<u64>,
+    /// Comma-separated addresses or networks of reverse proxies whose
+    /// `X-Forwarded-For` names the client (e.g. `10.0.0.0/8,127.0.0.1`).
+    #[arg(long, env = "TAPEDECK_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// SMTP server for notification mail: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS) or `smtps://host:465`. Unset: mail is written to `{data_dir}/outbox`.
+    #[arg(long, env = "TAPEDECK_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// `From` of notification mail.
+    #[arg(long, env = "TAPEDECK_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// Comma-separated non-public addresses/networks webhooks may reach anyway
+    /// (e.g. `10.0.0.0/8,127.0.0.1`).
+    #[arg(long, env = "TAPEDECK_WEBHOOK_ALLOW")]
+    pub webhook_allow: Option<String>,
+    /// Benchmarks only: also serve `GET /bench/unauthenticated/jobs/{id}`, the job lookup
+    /// without a token, to measure what authentication costs. Never in production.
+    #[arg(long, env = "TAPEDECK_BENCH_ROUTES", num_args = 0..=1, default_missing_value = "true")]
+    pub bench_routes: Option<bool>,
+}
+
+impl Settings {
+    /// `self` where set, else `fallback`.
+    fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(fallback.listen),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            role: self.role.or(fallback.role),
+            redis_url: self.redis_url.or(fallback.redis_url),
+            blob_url: self.blob_url.or(fallback.blob_url),
+            workers: self.workers.or(fallback.workers),
+            max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
+            max_attempts: self.max_attempts.or(fallback.max_attempts),
+            visibility_timeout_secs: self
+                .visibility_timeout_secs
+                .or(fallback.visibility_timeout_secs),
+            retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
+            token_ttl_secs: self.token_ttl_secs.or(fallback.token_ttl_secs),
+            redis_server: self.redis_server.or(fallback.redis_server),
+            converter: self.converter.or(fallback.converter),
+            shutdown_timeout_secs: self
+                .shutdown_timeout_secs
+                .or(fallback.shutdown_timeout_secs),
+            auth_plugin: self.auth_plugin.or(fallback.auth_plugin),
+            notifier: self.notifier.or(fallback.notifier),
+            public_url: self.public_url.or(fallback.public_url),
+            download_link_ttl_secs: self
+                .download_link_ttl_secs
+                .or(fallback.download_link_ttl_secs),
+            run_cpu_base_secs: self.run_cpu_base_secs.or(fallback.run_cpu_base_secs),
+            run_cpu_secs_per_minute: self
+                .run_cpu_secs_per_minute
+                .or(fallback.run_cpu_secs_per_minute),
+            run_cpu_max_secs: self.run_cpu_max_secs.or(fallback.run_cpu_max_secs),
+            run_max_memory_mib: self.run_max_memory_mib.or(fallback.run_max_memory_mib),
+            run_max_output_mib: self.run_max_output_mib.or(fallback.run_max_output_mib),
+            trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
+            smtp_url: self.smtp_url.or(fallback.smtp_url),
+            mail_from: self.mail_from.or(fallback.mail_from),
+            webhook_allow: self.webhook_allow.or(fallback.webhook_allow),
+            bench_routes: self.bench_routes.or(fallback.bench_routes),
+        }
+    }
+}
+
+/// The resolved configuration of one `tapedeck serve` process.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub role: Role,
+    /// `None`: start a managed redis-server.
+    pub redis_url: Option<String>,
+    pub blob_url: String,
+    pub workers: usize,
+    pub max_upload_bytes: u64,
+    pub max_attempts: u32,
+    pub visibility_timeout: Duration,
+    pub retry_base: Duration,
+    pub token_ttl: Duration,
+    pub redis_server: PathBuf,
+    /// `None`: the embedded converter.
+    pub converter: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+    /// `None`: the embedded auth component.
+    pub auth_plugin: Option<PathBuf>,
+    /// `None`: the embedded notifier component.
+    pub notifier: Option<PathBuf>,
+    /// Prefix of the links notifications carry, without a trailing `/`, as configured;
+    /// see [`ServiceConfig::gateway_public_url`].
+    pub public_url: Option<String>,
+    /// Validity of signed download links.
+    pub download_link_ttl: Duration,
+    /// How each conversion is limited.
+    pub limits: LimitPolicy,
+    /// Proxies trusted to name the client in `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    /// Non-public networks webhooks may reach anyway.
+    pub webhook_allow: Vec<IpNet>,
+    pub bench_routes: bool,
+}
+
+/// The conversion limits the settings give, over [`LimitPolicy::default`].
+fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
+    let defaults = LimitPolicy::default();
+    let seconds = |v: Option<f64>, name: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, 0 or more")),
+    };
+    let mib = |v: Option<u64>, name: &str, default: u64| match v {
+        None => Ok(default),
+        Some(0) => anyhow::bail!("{name} must be at least 1"),
+        Some(v) => v
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow::anyhow!("{name} is too large")),
+    };
+    let policy = LimitPolicy {
+        cpu_base: seconds(s.run_cpu_base_secs, "run_cpu_base_secs", defaults.cpu_base)?,
+        cpu_per_audio_minute: seconds(
+            s.run_cpu_secs_per_minute,
+            "run_cpu_secs_per_minute",
+            defaults.cpu_per_audio_minute,
+        )?,
+        cpu_max: seconds(s.run_cpu_max_secs, "run_cpu_max_secs", defaults.cpu_max)?,
+        max_memory_bytes: mib(
+            s.run_max_memory_mib,
+            "run_max_memory_mib",
+            defaults.max_memory_bytes,
+        )?,
+        max_output_bytes: mib(
+            s.run_max_output_mib,
+            "run_max_output_mib",
+            defaults.max_output_bytes,
+        )?,
+    };
+    if policy.cpu_max.is_zero() || policy.cpu_base > policy.cpu_max {
+        anyhow::bail!("run_cpu_max_secs must be above 0 and at least run_cpu_base_secs");
+    }
+    Ok(policy)
+}
+
+impl ServiceConfig {
+    /// The base URL of links when this process is a gateway: the configured one, or
+    /// `http://{listen}`.
+    pub fn gateway_public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// Resolves `given` (flags/env) over the TOML file at `file`, if any, over defaults.
+    pub fn resolve(given: Settings, file: Option<&Path>) -> anyhow::Result<Self> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        let s = given.or(from_file);
+        let limits = limit_policy(&s)?;
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let blob_url = s
+            .blob_url
+            .unwrap_or_else(|| data_dir.join("blobs").display().to_string());
+        let listen = s
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let config = ServiceConfig {
+            listen,
+            role: s.role.unwrap_or(Role::All),
+            redis_url: s.redis_url.filter(|u| !u.is_empty()),
+            blob_url,
+            workers: s.workers.unwrap_or(2).max(1),
+            max_upload_bytes: s.max_upload_bytes.unwrap_or(1 << 30),
+            max_attempts: s.max_attempts.unwrap_or(4).max(1),
+            visibility_timeout: Duration::from_secs(s.visibility_timeout_secs.unwrap_or(60).max(1)),
+            retry_base: Duration::from_millis(s.retry_base_ms.unwrap_or(2000)),
+            token_ttl: Duration::from_secs(s.token_ttl_secs.unwrap_or(86_400)),
+            redis_server: s
+                .redis_server
+                .unwrap_or_else(|| PathBuf::from("redis-server")),
+            converter: s.converter,
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs.unwrap_or(20)),
+            auth_plugin: s.auth_plugin,
+            notifier: s.notifier,
+            public_url: s
+                .public_url
+                .filter(|u| !u.is_empty())
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            download_link_ttl: Duration::from_secs(
+                s.download_link_ttl_secs.unwrap_or(7 * 86_400).max(1),
+            ),
+            limits,
+            trusted_proxies: match &s.trusted_proxies {
+                Some(list) => tapedeck_model::net::parse_networks(list)
+                    .map_err(anyhow::Error::msg)
+                    .context("parsing trusted_proxies")?,
+                None => Vec::new(),
+            },
+            smtp_url: s.smtp_url.filter(|u| !u.is_empty()),
+            mail_from: s.mail_from.filter(|u| !u.is_empty()),
+            webhook_allow: match &s.webhook_allow {
+                Some(list) => tapedeck_model::net::parse_networks(list)
+                    .map_err(anyhow::Error::msg)
+                    .context("parsing webhook_allow")?,
+                None => Vec::new(),
+            },
+            bench_routes: s.bench_routes.unwrap_or(false),
+            data_dir,
+        };
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tapedeck.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nworkers = 7\nrole = \"worker\"\n",
+        )
+        .unwrap();
+        let given = Settings {
+            workers: Some(3),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(given, Some(&file)).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.role, Role::Worker);
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.blob_url, "data/blobs");
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.limits, LimitPolicy::default());
+    }
+
+    #[test]
+    fn run_limits_are_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tapedeck.toml");
+        std::fs::write(
+            &file,
+            "run_cpu_base_secs = 1.5\nrun_cpu_secs_per_minute = 0.5\nrun_max_memory_mib = 16\n",
+        )
+        .unwrap();
+        let given = Settings {
+            run_cpu_max_secs: Some(20.0),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(given, Some(&file)).unwrap();
+        assert_eq!(c.limits.cpu_base, Duration::from_millis(1500));
+        assert_eq!(c.limits.cpu_per_audio_minute, Duration::from_millis(500));
+        assert_eq!(c.limits.cpu_max, Duration::from_secs(20));
+        assert_eq!(c.limits.max_memory_bytes, 16 << 20);
+        let bad = Settings {
+            run_cpu_base_secs: Some(-1.0),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
+        let bad = Settings {
+            run_cpu_base_secs: Some(10.0),
+            run_cpu_max_secs: Some(5.0),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tapedeck.toml");
+        std::fs::write(&file, "listne = \"x\"\n").unwrap();
+        assert!(ServiceConfig::resolve(Settings::default(), Some(&file)).is_err());
+    }
+}

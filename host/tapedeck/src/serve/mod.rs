@@ -1,0 +1,350 @@
+//! `tapedeck serve`: wires configuration, Redis (managed or shared), the blob store,
+//! the authenticator, the HTTP gateway and the conversion workers into one process, and
+//! shuts them down gracefully on SIGTERM / Ctrl-C.
+//!
+//! Contact points: `cli` calls [`run`]; tests call [`serve`] with their own shutdown.
+
+pub mod auth;
+pub mod managed_redis;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Role, ServiceConfig, Settings};
+use auth::{ComponentAuthenticator, load_auth};
+use managed_redis::ManagedRedis;
+use tapedeck_blobs::BlobStore;
+use tapedeck_gateway::health::Health;
+use tapedeck_gateway::login_guard::LoginGuard;
+use tapedeck_gateway::{AppState, app};
+use tapedeck_model::notify::Composer;
+use tapedeck_notify::{self as notify, NotifierConfig};
+use tapedeck_plugins::adapters::ComponentConverter;
+use tapedeck_plugins::{Isolation, PluginRuntime, RuntimeConfig};
+use tapedeck_store::links::LinkSigner;
+use tapedeck_store::queue::{JobQueue, PipelinePolicy};
+use tapedeck_store::tenants::ensure_default_tenant;
+use tapedeck_store::users::{UserStore, load_or_create_signing_key};
+use tapedeck_worker::{Converter, Worker, WorkerSettings};
+
+/// Arguments of `tapedeck serve` (see `config` for every setting and its env var).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Optional TOML file with the same settings (flags and env vars win).
+    #[arg(long, env = "TAPEDECK_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, converting with the converter component
+/// (`embedded` unless `--converter` names another). Logging is set up by the caller
+/// (`cli::run`).
+pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
+    let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
+    log_start(&config);
+    prepare_data_dir(&config.data_dir)?;
+    let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
+        Some(load_converter(&config, embedded)?)
+    } else {
+        None
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config, converter, shutdown_signal()))
+}
+
+/// Creates the data dir and checks that this process can write in it, naming it if not.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "the data dir {} is not usable ({e}); set --data-dir / TAPEDECK_DATA_DIR to a \
+             writable directory",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    tempfile::Builder::new()
+        .prefix(".write-check-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler only fails outside a runtime");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the service described by `config` until `shutdown` resolves.
+/// `converter` is needed when the role runs workers.
+pub async fn serve(
+    config: ServiceConfig,
+    converter: Option<Arc<dyn Converter>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let managed = match &config.redis_url {
+        Some(_) => None,
+        None => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
+    };
+    let result = serve_with_redis(
+        &config,
+        managed.as_ref().map(|m| m.url()),
+        converter,
+        shutdown,
+    )
+    .await;
+    if let Some(managed) = managed {
+        managed.stop().await;
+    }
+    result
+}
+
+/// The first line an operator reads: where everything is.
+fn log_start(config: &ServiceConfig) {
+    let redis = match &config.redis_url {
+        Some(url) => redacted(url),
+        None => format!(
+            "managed redis-server in {}",
+            config.data_dir.join("redis").display()
+        ),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %config.listen,
+        role = ?config.role,
+        redis = %redis,
+        blobs = %config.blob_url,
+        data_dir = %config.data_dir.display(),
+        "tapedeck serve starting"
+    );
+}
+
+/// A Redis URL without its password.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve_with_redis(
+    config: &ServiceConfig,
+    managed_url: Option<&str>,
+    converter: Option<Arc<dyn Converter>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url = managed_url
+        .or(config.redis_url.as_deref())
+        .expect("either REDIS_URL or the managed instance is set");
+    let mut pool_config = deadpool_redis::Config::from_url(url);
+    pool_config.pool = Some(deadpool_redis::PoolConfig::new(64));
+    let pool = pool_config
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .context("creating the Redis pool")?;
+    wait_for_redis(&pool).await?;
+    let redis = redis::Client::open(url).context("parsing the Redis URL")?;
+    let blobs = BlobStore::open(&config.blob_url).context("opening the blob store")?;
+    let queue = JobQueue::new(
+        pool.clone(),
+        PipelinePolicy {
+            max_attempts: config.max_attempts,
+            visibility_timeout: config.visibility_timeout,
+            retry_base: config.retry_base,
+        },
+    );
+    let health = Health {
+        pool: pool.clone(),
+        blobs: blobs.clone(),
+        components_ready: Arc::new(AtomicBool::new(false)),
+    };
+
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let cache_dir = config.data_dir.join("plugin-cache");
+    if config.role.runs_workers() {
+        let bytes = component_bytes(
+            config.notifier.as_deref(),
+            crate::components::DEFAULT_NOTIFIER,
+        )?;
+        let plugin = load_notifier(&cache_dir, &bytes)?;
+        let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
+        notifier.public_base_url = config.public_url.clone().or_else(|| {
+            // In one process the gateway is right here; split, a gateway publishes its URL.
+            (config.role == Role::All).then(|| config.gateway_public_url())
+        });
+        notifier.link_ttl = config.download_link_ttl;
+        notifier.smtp_url = config.smtp_url.clone();
+        if let Some(from) = &config.mail_from {
+            notifier.mail_from = from.clone();
+        }
+        notifier.webhook_allow = config.webhook_allow.clone();
+        let (pool, stopped) = (pool.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = notify::run_notifier(pool, plugin, notifier, stopped).await {
+                tracing::error!(error = %e, "the notifier stopped");
+            }
+        });
+    }
+    if config.role.runs_workers() {
+        let converter = converter.context("a worker role needs a converter")?;
+        let scratch_root = config.data_dir.join("scratch");
+        tapedeck_worker::clean_stale_scratch(&scratch_root);
+        let settings = WorkerSettings {
+            slots: config.workers,
+            host: tapedeck_store::queue::hostname(),
+            scratch_dir: scratch_root.join(std::process::id().to_string()),
+            idle_poll: Duration::from_millis(200),
+            limits: config.limits.clone(),
+        };
+        let worker = Arc::new(Worker::new(
+            queue.clone(),
+            blobs.clone(),
+            converter,
+            settings,
+        ));
+        tasks.spawn(worker.run(stop.clone()));
+    }
+    health.components_ready.store(true, Ordering::Release);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let router = if config.role != Role::Worker {
+        ensure_default_tenant(&pool).await?;
+        let public_url = config.gateway_public_url();
+        tapedeck_store::links::publish_public_url(&pool, &public_url).await?;
+        let key = load_or_create_signing_key(&pool).await?;
+        let bytes = component_bytes(
+            config.auth_plugin.as_deref(),
+            crate::components::DEFAULT_AUTH,
+        )?;
+        let auth_plugin = load_auth(&cache_dir, &bytes)?;
+        let state = AppState {
+            pool: pool.clone(),
+            redis,
+            queue,
+            blobs,
+            auth: ComponentAuthenticator::new(
+                auth_plugin,
+                UserStore::new(pool.clone()),
+                key,
+                config.token_ttl,
+            )?,
+            guard: LoginGuard::new(pool.clone()),
+            max_upload_bytes: config.max_upload_bytes,
+            health,
+            bench_routes: config.bench_routes,
+            links: LinkSigner::load_or_create(&mut pool.get().await?).await?,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            webhook_allow: Arc::new(config.webhook_allow.clone()),
+        };
+        tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
+        app(state)
+    } else {
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            workers = config.workers,
+            "worker running; serving /healthz and /readyz"
+        );
+        tapedeck_gateway::health::worker_app(health)
+    };
+    let stopped = stop.clone();
+    tasks.spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    shutdown.await;
+    stop.cancel();
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown timed out; unfinished conversions will be claimed by other workers"
+        );
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+/// Compiles (or loads from `{data_dir}/plugin-cache`) the configured converter, or the
+/// one built into the binary, as the worker's converter (subprocess isolation).
+/// Blocking: compiling can take seconds.
+pub fn load_converter(
+    config: &ServiceConfig,
+    embedded: &'static [u8],
+) -> anyhow::Result<Arc<dyn Converter>> {
+    let bytes = component_bytes(config.converter.as_deref(), embedded)?;
+    let runtime_config = RuntimeConfig::new(config.data_dir.join("plugin-cache"))
+        .context("finding this executable to run plugins with")?;
+    let plugin = PluginRuntime::new(runtime_config)?.load_converter(&bytes)?;
+    tracing::info!(digest = plugin.digest(), "converter loaded");
+    Ok(Arc::new(ComponentConverter::new(plugin)))
+}
+
+/// Compiles (or loads from `cache_dir`) a notifier component in an in-process runtime
+/// (its runs are bounded by an epoch deadline).
+pub fn load_notifier(cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<Arc<dyn Composer>> {
+    let mut config =
+        RuntimeConfig::new(cache_dir).context("finding this executable to run plugins with")?;
+    config.isolation = Isolation::InProcess;
+    let plugin = PluginRuntime::new(config)?.load_notifier(bytes)?;
+    tracing::info!(digest = plugin.digest(), "notifier loaded");
+    Ok(plugin)
+}
+
+/// The component at `path`, or the embedded one.
+fn component_bytes(
+    path: Option<&std::path::Path>,
+    embedded: &'static [u8],
+) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match path {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the component {}", path.display()))?
+            .into(),
+        None => embedded.into(),
+    })
+}
+
+async fn wait_for_redis(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match pool.get().await {
+            Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("Redis is not reachable: {}", last.unwrap_or_default())
+}

@@ -1,0 +1,370 @@
+//! The conversion worker: takes convert-stream entries (fairly across tenants), runs the
+//! converter on a temp copy of the input, stores the MP3 and marks the job done, or
+//! retries / fails it.
+//!
+//! The converter sits behind the small [`Converter`] trait (blocking, file in, file out,
+//! progress callback), so the pipeline does not depend on how a conversion runs; `serve`
+//! wires the WebAssembly plugin runtime into it.
+//!
+//! Idempotency: the MP3 goes to a key derived from the job id (`out/{tenant}/{job}.mp3`),
+//! and only the first completion marks the job done, so a job converted twice (e.g. a
+//! slow worker whose entry was claimed by another) stores one output.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use tapedeck_blobs::BlobStore;
+pub use tapedeck_model::convert::{
+    ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn,
+};
+use tapedeck_model::limits::LimitPolicy;
+use tapedeck_store::queue::{AttemptStart, Delivery, JobOutput, JobQueue, Orphan, consumer_name};
+
+/// Settings of one worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Conversions run at once by this process.
+    pub slots: usize,
+    /// This machine's name: consumers are `{host}-{pid}-{slot}` (see `queue::consumer_name`).
+    pub host: String,
+    /// Temp files of this process's conversions (`{data_dir}/scratch/{pid}`), removed by
+    /// [`clean_stale_scratch`] once the process is gone.
+    pub scratch_dir: PathBuf,
+    /// Pause between polls when no tenant has work.
+    pub idle_poll: Duration,
+    /// How each conversion's limits are sized (the service's `--run-*` settings).
+    pub limits: LimitPolicy,
+}
+
+/// Runs conversion slots until `shutdown` is cancelled.
+pub struct Worker {
+    queue: JobQueue,
+    blobs: BlobStore,
+    converter: Arc<dyn Converter>,
+    settings: WorkerSettings,
+    /// Round-robin position across tenants, shared by the slots.
+    cursor: Arc<AtomicUsize>,
+    /// Tenants whose consumer group this process has ensured.
+    known_tenants: Arc<Mutex<Vec<String>>>,
+    /// Entries of dead predecessors on this host, taken before new work.
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+/// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
+/// anything else in `root`: what a killed worker left behind.
+pub fn clean_stale_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let live = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && process_alive(pid));
+        if live {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed stale scratch"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale scratch")
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (on this machine).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Worker {
+    pub fn new(
+        queue: JobQueue,
+        blobs: BlobStore,
+        converter: Arc<dyn Converter>,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            queue,
+            blobs,
+            converter,
+            settings,
+            cursor: Arc::new(AtomicUsize::new(0)),
+            known_tenants: Arc::new(Mutex::new(Vec::new())),
+            orphans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs every slot; returns when all have stopped after `shutdown`. A conversion in
+    /// progress is finished first (the caller bounds the wait).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        std::fs::create_dir_all(&self.settings.scratch_dir).ok();
+        // This process's own pid counts as gone: a container restarted with the same
+        // hostname and pid must not wait for its own former entries.
+        let me = std::process::id();
+        match self
+            .queue
+            .orphans(&self.settings.host, |pid| pid != me && process_alive(pid))
+            .await
+        {
+            Ok(found) => {
+                if !found.is_empty() {
+                    tracing::info!(
+                        entries = found.len(),
+                        "taking over entries of a stopped worker"
+                    );
+                }
+                *self
+                    .orphans
+                    .lock()
+                    .expect("orphan list lock is never poisoned") = found;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for entries of stopped workers"),
+        }
+        let mut slots = tokio::task::JoinSet::new();
+        for slot in 0..self.settings.slots.max(1) {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            slots.spawn(async move { worker.run_slot(slot, shutdown).await });
+        }
+        while slots.join_next().await.is_some() {}
+    }
+
+    async fn run_slot(&self, slot: usize, shutdown: CancellationToken) {
+        let consumer = consumer_name(&self.settings.host, std::process::id(), slot);
+        let mut last_promote = Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_cancelled() {
+            if slot == 0 && last_promote.elapsed() > Duration::from_millis(500) {
+                last_promote = Instant::now();
+                if let Err(e) = self.queue.promote_due_retries().await {
+                    tracing::warn!(error = %e, "could not promote retries");
+                }
+            }
+            let orphan = self
+                .orphans
+                .lock()
+                .expect("orphan list lock is never poisoned")
+                .pop();
+            let next = match orphan {
+                Some(orphan) => match self.queue.claim_orphan(&orphan, &consumer).await {
+                    Ok(None) => continue,
+                    other => other,
+                },
+                None => {
+                    self.queue
+                        .next_delivery(&consumer, &self.cursor, &self.known_tenants)
+                        .await
+                }
+            };
+            let pause = match next {
+                Ok(Some(delivery)) => {
+                    self.process(&consumer, delivery).await;
+                    continue;
+                }
+                Ok(None) => self.settings.idle_poll,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the queue");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn process(&self, consumer: &str, d: Delivery) {
+        let attempt = match self.queue.start_attempt(&d).await {
+            Ok(AttemptStart::Convert(n)) => n,
+            Ok(AttemptStart::Skip) => return,
+            Err(e) => {
+                tracing::warn!(job = %d.job_id, error = %e, "could not start an attempt");
+                return;
+            }
+        };
+        let max = self.queue.policy().max_attempts;
+        let outcome = if attempt > max {
+            // Earlier attempts never reported back (their workers died): give up.
+            Err(ConvertFailure::Permanent(format!(
+                "gave up after {max} attempts (the conversion did not finish)"
+            )))
+        } else {
+            tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, "converting");
+            self.attempt(consumer, &d).await
+        };
+        let recorded = match outcome {
+            Ok(()) => Ok(()),
+            Err(ConvertFailure::Permanent(reason)) => {
+                tracing::info!(job = %d.job_id, %reason, "job failed");
+                self.queue.fail(&d, &reason, attempt).await
+            }
+            Err(ConvertFailure::Retryable(reason)) if attempt >= max => {
+                tracing::info!(job = %d.job_id, %reason, "job failed after retries");
+                let reason = format!("{reason} (after {attempt} attempts)");
+                self.queue.fail(&d, &reason, attempt).await
+            }
+            Err(ConvertFailure::Retryable(reason)) => {
+                let delay = self.queue.policy().backoff(attempt);
+                tracing::info!(job = %d.job_id, %reason, ?delay, "retrying later");
+                self.queue.retry_later(&d, &reason, delay).await
+            }
+        };
+        if let Err(e) = recorded {
+            // The entry stays pending; another worker claims it after the timeout.
+            tracing::warn!(job = %d.job_id, error = %e, "could not record the outcome");
+        }
+    }
+
+    /// One attempt: fetch, convert (heart-beating and forwarding progress), store, mark done.
+    async fn attempt(&self, consumer: &str, d: &Delivery) -> Result<(), ConvertFailure> {
+        let retry = |what: &str, e: &dyn std::fmt::Display| {
+            ConvertFailure::Retryable(format!("{what}: {e}"))
+        };
+        let job = match self.queue.get(&d.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(retry("reading the job", &e)),
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("job-")
+            .tempdir_in(&self.settings.scratch_dir)
+            .map_err(|e| retry("creating a temp dir", &e))?;
+        let input = self
+            .blobs
+            .fetch_to_file(&job.input.key, &scratch.path().join("input"))
+            .await
+            .map_err(|e| retry("fetching the upload", &e))?;
+        let output = scratch.path().join("output.mp3");
+
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<f32>();
+        let forwarder = {
+            let queue = self.queue.clone();
+            let job_id = d.job_id.clone();
+            tokio::spawn(async move {
+                while let Some(p) = progress_rx.recv().await {
+                    if let Err(e) = queue.report_progress(&job_id, p).await {
+                        tracing::debug!(job = %job_id, error = %e, "progress not recorded");
+                    }
+                }
+            })
+        };
+        let heartbeat = {
+            let queue = self.queue.clone();
+            let d = d.clone();
+            let consumer = consumer.to_owned();
+            let every = queue.policy().visibility_timeout / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match queue.heartbeat(&d, &consumer).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(job = %d.job_id, "another worker claimed this entry")
+                        }
+                        Err(e) => tracing::warn!(job = %d.job_id, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let converter = self.converter.clone();
+        let limits = self.settings.limits.clone();
+        let (input_path, output_path) = (input.clone(), output.clone());
+        let converted = tokio::task::spawn_blocking(move || {
+            let throttle = Mutex::new((Instant::now(), 0.0f32));
+            let progress = move |p: f32| {
+                let p = p.clamp(0.0, 1.0);
+                let mut last = throttle.lock().expect("progress lock is never poisoned");
+                if p - last.1 >= 0.01 && last.0.elapsed() >= Duration::from_millis(200) {
+                    *last = (Instant::now(), p);
+                    let _ = progress_tx.send(p);
+                }
+            };
+            let run = ConvertJob {
+                job_id: &job.id,
+                tenant: &job.tenant,
+                input: &input_path,
+                output: &output_path,
+                options: &job.options,
+                limits: &limits,
+            };
+            converter.convert(&run, &progress)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConvertFailure::Retryable(format!(
+                "converter panicked: {e}"
+            )))
+        });
+        heartbeat.abort();
+        // The progress sender was dropped with the closure: wait for the last updates.
+        let _ = forwarder.await;
+        let summary = converted?;
+
+        let key = format!("out/{}/{}.mp3", d.tenant, d.job_id);
+        let bytes = self
+            .blobs
+            .put_file(&key, &output)
+            .await
+            .map_err(|e| retry("storing the MP3", &e))?;
+        let out = JobOutput {
+            key: key.clone(),
+            bytes,
+            duration_ms: summary.duration_ms,
+        };
+        match self.queue.complete(d, &out).await {
+            Ok(true) => {
+                tracing::info!(job = %d.job_id, bytes, "job done");
+                Ok(())
+            }
+            Ok(false) => {
+                // Deleted while converting: drop what we stored.
+                self.blobs.delete(&key).await.ok();
+                Ok(())
+            }
+            Err(e) => Err(retry("marking the job done", &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_scratch_goes_and_live_scratch_stays() {
+        let root = tempfile::tempdir().unwrap();
+        // pid 1 is always alive; u32::MAX - 1 never is; ours is about to start over.
+        let live = root.path().join("1");
+        let dead = root.path().join((u32::MAX - 1).to_string());
+        let own = root.path().join(std::process::id().to_string());
+        let legacy = root.path().join("job-abc");
+        for dir in [&live, &dead, &own, &legacy] {
+            std::fs::create_dir_all(dir.join("job-x")).unwrap();
+            std::fs::write(dir.join("job-x/input"), b"x").unwrap();
+        }
+        clean_stale_scratch(root.path());
+        assert!(live.exists());
+        assert!(!dead.exists());
+        assert!(!own.exists());
+        assert!(!legacy.exists());
+    }
+}
