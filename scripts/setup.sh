@@ -26,7 +26,7 @@ for comp in rustfmt clippy; do
     rustup component list --installed | grep -q "^$comp" || rustup component add "$comp"
 done
 
-# A real SMTP server for the notifier's tests (host/tests/notify.rs).
+# A real SMTP server for the notifier's tests (tests/tests/host/notify.rs).
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$root/target/tools/node_modules/.bin/maildev" ]; then
     command -v npm >/dev/null 2>&1 || {

@@ -5,6 +5,8 @@
 mod auth;
 #[path = "host/cli.rs"]
 mod cli;
+#[path = "host/events.rs"]
+mod events;
 #[path = "host/media.rs"]
 mod media;
 #[path = "host/notify.rs"]

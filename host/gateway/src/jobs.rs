@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::{AppState, Caller, upload};
 use tapedeck_model::auth::Claims;
-use tapedeck_store::queue::{JobRecord, JobStatus, ListCursor, Requeue, events_channel};
+use tapedeck_store::queue::{JobChange, JobRecord, JobStatus, ListCursor, Requeue, events_channel};
 
 /// Loads job `id` if the caller may see it.
 pub async fn visible_job(
@@ -173,17 +173,15 @@ pub async fn events(
             // Quiet for a while, or a status change: fall through and re-read the record.
             let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
             if let Ok(Some(msg)) = message {
-                let payload: Value = msg
+                let change: Option<JobChange> = msg
                     .get_payload::<String>()
                     .ok()
-                    .and_then(|p| serde_json::from_str(&p).ok())
-                    .unwrap_or(Value::Null);
-                let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
-                let progress = payload
-                    .get("progress")
-                    .and_then(Value::as_f64)
+                    .and_then(|p| serde_json::from_str(&p).ok());
+                let progress = change
+                    .as_ref()
+                    .and_then(JobChange::converting_progress)
                     .unwrap_or(0.0);
-                if status == "converting" && progress > 0.0 {
+                if progress > 0.0 {
                     let event = Event::default()
                         .event("progress")
                         .data(json!({ "progress": progress }).to_string());

@@ -41,6 +41,49 @@ impl JobStatus {
     }
 }
 
+/// What a job's events channel (`td:events:{id}`) carries at each change, as JSON: written
+/// by the pipeline's Lua scripts and by the delete, read by the SSE endpoint. One type
+/// for both ends (`tests/tests/host/events.rs` parses what the real scripts publish).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobChange {
+    pub status: ChangeStatus,
+    /// 0..=1 where the change has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
+    /// Why the last attempt failed (`failed`, or `queued` again for a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job's status in a [`JobChange`]: its [`JobStatus`], or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeStatus {
+    Queued,
+    Converting,
+    Done,
+    Failed,
+    Deleted,
+}
+
+impl JobChange {
+    /// The change a delete publishes.
+    pub fn deleted() -> Self {
+        Self {
+            status: ChangeStatus::Deleted,
+            progress: None,
+            error: None,
+        }
+    }
+
+    /// Progress of a running conversion, if this is one.
+    pub fn converting_progress(&self) -> Option<f32> {
+        (self.status == ChangeStatus::Converting)
+            .then_some(self.progress)
+            .flatten()
+    }
+}
+
 /// MP3 encoding options chosen at upload (validated by the gateway).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOptions {

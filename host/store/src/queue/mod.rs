@@ -20,7 +20,9 @@ use deadpool_redis::Pool;
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
-pub use tapedeck_model::job::{JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms};
+pub use tapedeck_model::job::{
+    JobChange, JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms,
+};
 
 /// The one consumer group on every convert stream.
 pub const GROUP: &str = "workers";
@@ -309,7 +311,10 @@ impl JobQueue {
             .zrem(RETRY_ZSET, format!("{} {}", job.tenant, job.id))
             .ignore()
             // Wakes the job's SSE followers, which then find it gone.
-            .publish(events_channel(&job.id), r#"{"status":"deleted"}"#)
+            .publish(
+                events_channel(&job.id),
+                serde_json::to_string(&JobChange::deleted()).expect("a change serializes"),
+            )
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
