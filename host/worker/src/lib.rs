@@ -35,7 +35,8 @@ pub struct WorkerSettings {
     /// Temp files of this process's conversions (`{data_dir}/scratch/{pid}`), removed by
     /// [`clean_stale_scratch`] once the process is gone.
     pub scratch_dir: PathBuf,
-    /// Pause between polls when no tenant has work.
+    /// How long one wait for new work blocks (below the Redis client's 500 ms response
+    /// timeout); also the pause when no tenant has a stream yet.
     pub idle_poll: Duration,
     /// How each conversion's limits are sized (the service's `--run-*` settings).
     pub limits: LimitPolicy,
@@ -170,7 +171,12 @@ impl Worker {
                 },
                 None => {
                     self.queue
-                        .next_delivery(&consumer, &self.cursor, &self.known_tenants)
+                        .next_delivery(
+                            &consumer,
+                            &self.cursor,
+                            &self.known_tenants,
+                            self.settings.idle_poll,
+                        )
                         .await
                 }
             };
@@ -179,7 +185,8 @@ impl Worker {
                     self.process(&consumer, delivery).await;
                     continue;
                 }
-                Ok(None) => self.settings.idle_poll,
+                // next_delivery already waited for work.
+                Ok(None) => Duration::ZERO,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the queue");
                     Duration::from_secs(1)

@@ -57,7 +57,7 @@ async fn every_published_change_parses_as_a_job_change() {
     let (cursor, known) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
     let next = || async {
         queue
-            .next_delivery("host-1-0", &cursor, &known)
+            .next_delivery("host-1-0", &cursor, &known, Duration::ZERO)
             .await
             .unwrap()
             .expect("an entry is waiting")

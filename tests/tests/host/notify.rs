@@ -334,7 +334,7 @@ async fn finish_job(
     let known = Mutex::new(Vec::new());
     let delivery = loop {
         let d = queue
-            .next_delivery("w1", &cursor, &known)
+            .next_delivery("w1", &cursor, &known, Duration::ZERO)
             .await
             .unwrap()
             .unwrap();

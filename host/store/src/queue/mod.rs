@@ -324,16 +324,24 @@ impl JobQueue {
     /// Next entry for `consumer`, taking tenants round-robin from `cursor` so one
     /// tenant's backlog cannot starve another: for each tenant in turn, first an entry
     /// abandoned past the visibility timeout (XAUTOCLAIM), then a new one.
+    ///
+    /// When no tenant has work, waits up to `block` for a new entry on any known stream
+    /// (one blocking `XREADGROUP` over all of them), so a job uploaded to an idle service
+    /// starts at once rather than at the next poll. `block` must stay below the Redis
+    /// client's response timeout (500 ms).
     pub async fn next_delivery(
         &self,
         consumer: &str,
         cursor: &AtomicUsize,
         known: &Mutex<Vec<String>>,
+        block: Duration,
     ) -> Result<Option<Delivery>> {
         let mut conn = self.conn().await?;
         let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
         tenants.sort();
         if tenants.is_empty() {
+            // Nothing to block on yet: wait as long as a blocking read would have.
+            tokio::time::sleep(block).await;
             return Ok(None);
         }
         let fresh: Vec<String> = {
@@ -397,7 +405,40 @@ impl JobQueue {
                 }));
             }
         }
-        Ok(None)
+        if block.is_zero() {
+            return Ok(None);
+        }
+        let mut wait = redis::cmd("XREADGROUP");
+        wait.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for tenant in &tenants {
+            wait.arg(convert_stream(tenant));
+        }
+        for _ in &tenants {
+            wait.arg(">");
+        }
+        let read: Option<StreamReadReply> = wait.query_async(&mut conn).await?;
+        let Some(key) = read.and_then(|r| r.keys.into_iter().find(|k| !k.ids.is_empty())) else {
+            return Ok(None);
+        };
+        let tenant = key
+            .key
+            .strip_prefix(CONVERT_PREFIX)
+            .unwrap_or_default()
+            .to_owned();
+        let entry = key.ids.into_iter().next().expect("found non-empty");
+        Ok(Some(Delivery {
+            tenant,
+            stream: key.key,
+            job_id: entry.get("job").unwrap_or_default(),
+            entry_id: entry.id,
+        }))
     }
 
     /// Entries pending for worker consumers of this `host` whose process is gone
