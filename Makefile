@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup setup-bench build run test lint bench clean
+.PHONY: setup setup-bench build run test lint bench fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -42,6 +42,13 @@ bench: build setup-bench
 	NOTIFY_BENCH_N=$${NOTIFY_BENCH_N:-500} $(CARGO) test --release --locked -p tapedeck --test notify \
 		bench_notifications_per_second -- --ignored --nocapture
 	bench/service.sh
+
+## Fuzz the converter's native core (cargo-fuzz, nightly): each target for FUZZ_SECONDS
+## (default 600), seeded with ../shared/media and generated inputs; findings go to
+## components/converter/fuzz/artifacts/ (see components/converter/fuzz/run.sh).
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) components/converter/fuzz/run.sh
 
 clean:
 	$(CARGO) clean

@@ -16,7 +16,13 @@ use tapedeck::plugin::io::{self as host_io, Sink, Source};
 use tapedeck::plugin::logging::{self, Level};
 use tapedeck::plugin::progress;
 
-use crate::{ConvertError, IoError, Mode, Observer, Options, ReadAt, Trim, WriteSink};
+use crate::{ConvertError, Id3Version, IoError, Mode, Observer, Options, ReadAt, Trim, WriteSink};
+
+/// The bitrate `wit/converter.wit` documents as the default of `mode`. The WIT has no
+/// way to say "none asked for", so `cbr(192)` means 192 kbps where the output rate has
+/// it and the default for the rate and channels where it does not (below 32 kHz):
+/// [`Mode::CbrOrDefault`].
+const WIT_DEFAULT_KBPS: u16 = 192;
 
 struct Converter;
 
@@ -30,6 +36,8 @@ impl Guest for Converter {
     ) -> Result<wit::Summary, wit::ConvertError> {
         let options = Options {
             mode: match options.mode {
+                // The contract's default: what a host sends when no bitrate was asked for.
+                wit::Mode::Cbr(WIT_DEFAULT_KBPS) => Mode::CbrOrDefault(WIT_DEFAULT_KBPS),
                 wit::Mode::Cbr(k) => Mode::Cbr(k),
                 wit::Mode::Vbr(q) => Mode::Vbr(q),
             },
@@ -39,6 +47,8 @@ impl Guest for Converter {
                 start_ms: t.start_ms,
                 end_ms: t.end_ms,
             }),
+            // The WIT has no option for it yet: the core's default, ID3v2.4.
+            id3_version: Id3Version::default(),
         };
         let max_read = host_io::max_read().max(4096) as usize;
         let mut source = HostSource {
@@ -50,8 +60,16 @@ impl Guest for Converter {
             max_write: max_read,
         };
         let result = crate::convert_observed(&mut source, &mut sink, &options, &mut HostObserver);
-        if let Err(e) = &result {
-            logging::log(Level::Info, &format!("conversion failed: {e}"));
+        match &result {
+            Err(e) => logging::log(Level::Info, &format!("conversion failed: {e}")),
+            // The WIT summary has no field for it: the bitrate produced goes to the log.
+            Ok(s) => logging::log(
+                Level::Info,
+                &format!(
+                    "encoded {} Hz, {} channel(s) at {} kbps",
+                    s.output_sample_rate, s.output_channels, s.bitrate_kbps
+                ),
+            ),
         }
         result.map(into_wit_summary).map_err(into_wit_error)
     }

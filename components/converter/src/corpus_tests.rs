@@ -9,6 +9,9 @@ use std::process::Command;
 
 use crate::{ConvertError, FileSource, Mode, Options, Summary, Trim, VecSink, convert};
 
+mod generated;
+mod mp3check;
+
 const MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/media");
 /// One MP3 frame at 44.1 kHz.
 const TOLERANCE_S: f64 = 0.026;
@@ -226,6 +229,15 @@ const TABLE: &[(&str, Expect)] = &[
     ("qt_brand_aac_truncated__gomp4_sample_qt.mp4", Corrupt),
     ("m4v_aac_video__taglib_blank_video.m4v", Convert(0)),
 ];
+
+/// Whether ffmpeg (and ffprobe) can be run.
+fn have_ffmpeg() -> bool {
+    Command::new("ffmpeg")
+        .arg("-version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok()
+}
 
 fn media(name: &str) -> Option<PathBuf> {
     let dir = Path::new(MEDIA);

@@ -8,15 +8,21 @@
 //! - [`io`]: the `ReadAt` / `WriteSink` seams, with file and in-memory implementations.
 //! - `mp4`: our own reading of the `moov` (edit lists, codec names, DRM, tags).
 //! - `mix`: channel layouts → mono/stereo downmix.
-//! - `id3`: the ID3v2.4 tag written before the audio.
+//! - `mpa`: MP3 frames cut out of MP4 samples that are not one frame each.
+//! - `id3`: the ID3v2.4 or v2.3 tag written before the audio.
 //! - `pipeline`: demux (symphonia) → decode → trim → downmix → encode (LAME).
 //! - `reasons`: symphonia's error texts → failure reasons in words for people.
 //! - `component` (wasm32 only): the WIT export, adapting host resources to the traits.
+//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets' bodies
+//!   (`fuzz/`, `make fuzz`) and the stable-toolchain replay of `fuzz/regressions/`.
+//! - `testgen` (tests and the `testgen` feature only): MP4 inputs made in code (ISO PCM,
+//!   MP3 in odd sample layouts) for the tests and the fuzzers' seeds.
 
 mod id3;
 pub mod io;
 mod mix;
 mod mp4;
+mod mpa;
 pub mod options;
 mod pipeline;
 mod reasons;
@@ -26,9 +32,13 @@ mod component;
 
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "testgen"))]
+pub mod testgen;
 
 pub use io::{FileSource, IoError, ReadAt, SliceSource, VecSink, WriteSink};
-pub use options::{ConvertError, Mode, Options, Summary, Trim};
+pub use options::{ConvertError, Id3Version, Mode, MpegVersion, Options, Summary, Trim};
 pub use pipeline::{Observer, convert, convert_observed};
 
 /// Maps a source/sink failure to the conversion error the caller sees.

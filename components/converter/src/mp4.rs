@@ -5,8 +5,8 @@
 //! boxes through the random-access source, reads the `moov` (size-capped) and extracts,
 //! per track: handler, `mdhd` timescale/duration, the first non-empty `elst` edit,
 //! the sample entry fourcc with its `esds` object type / AAC audio object type and
-//! protection scheme; and, for the movie: `ilst` tags (title, artist, album, year,
-//! cover) and iTunes `iTunSMPB` gapless info.
+//! protection scheme (and the `pcmC` format of ISO/IEC 23003-5 PCM entries); and, for
+//! the movie: the `ilst` tags that have an ID3 frame, and iTunes `iTunSMPB` gapless info.
 //!
 //! Every size read from the file is checked against its parent box before use, so a box
 //! claiming 4 GiB or a table claiming 2^32 entries costs nothing.
@@ -42,6 +42,8 @@ pub(crate) struct Movie {
     pub itunsmpb: Option<Gapless>,
     /// `moov` has an `mvex`: samples live in `moof`s.
     pub fragmented: bool,
+    /// What was left out of the tags, for the log.
+    pub warnings: Vec<String>,
 }
 
 /// One `trak`.
@@ -69,6 +71,27 @@ pub(crate) struct TrackBox {
     pub audio_object_type: Option<u8>,
     /// `stsz`/`stz2` sample count (0 for fragmented tracks).
     pub sample_count: u32,
+    /// The format of an ISO/IEC 23003-5 PCM entry (`ipcm`, `fpcm`), from its `pcmC` box.
+    pub pcm: Option<IsoPcm>,
+}
+
+/// ISO/IEC 23003-5 PCM: what `ipcm`/`fpcm` and their `pcmC` box say. symphonia 0.6.1's
+/// MP4 reader does not know these entries; the pipeline sets up its PCM decoder from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct IsoPcm {
+    /// `fpcm`: IEEE floats; `ipcm`: signed integers.
+    pub float: bool,
+    /// `pcmC` PCM_sample_size: bits per sample.
+    pub bits: u8,
+    /// `pcmC` format_flags bit 0.
+    pub little_endian: bool,
+    /// The entry's channel count.
+    pub channels: u16,
+    /// The entry's sample rate (`srat` when present, else the 16.16 field, else the
+    /// `mdhd` timescale).
+    pub rate: u32,
+    /// A `pcmC` box was found.
+    pub configured: bool,
 }
 
 /// An edit list entry, raw.
@@ -88,16 +111,168 @@ pub(crate) struct Gapless {
     pub frames: u64,
 }
 
-/// Tags copied to ID3v2.
+/// Tags copied to ID3v2: every iTunes-style `ilst` item that has an ID3 frame.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tags {
-    pub title: Option<String>,
-    pub artist: Option<String>,
-    pub album: Option<String>,
-    pub year: Option<String>,
-    /// Cover art: MIME type and bytes.
-    pub cover: Option<(String, Vec<u8>)>,
+    /// Text frames by their ID3v2.4 id, in file order, one per id (the first item wins):
+    /// `TIT2` title, `TPE1` artist, `TPE2` album artist, `TALB` album, `TCOM` composer,
+    /// `TCON` genre, `TRCK` track ("n/total"), `TPOS` disc, `TBPM`, `TCMP` compilation,
+    /// `TIT1` grouping, `TCOP`, `TSSE` encoder, `TENC` encoded by, `TPUB` publisher, the
+    /// sort orders `TSOT`/`TSOP`/`TSOA`/`TSO2`/`TSOC`. The date is [`Tags::date`].
+    pub text: Vec<([u8; 4], String)>,
+    /// `©day` as written: a year or an ISO 8601 date (→ `TDRC`, or `TYER`/`TDAT` in v2.3).
+    pub date: Option<String>,
+    /// `©cmt` (→ `COMM`).
+    pub comment: Option<String>,
+    /// `©lyr` (→ `USLT`).
+    pub lyrics: Option<String>,
+    /// Freeform `----` items (name, value) other than iTunes' codec data (→ `TXXX`).
+    pub user: Vec<(String, String)>,
+    /// `covr` images (MIME type, bytes), the first the front cover (→ `APIC`).
+    pub pictures: Vec<(String, Vec<u8>)>,
 }
+
+impl Tags {
+    fn set(&mut self, id: &[u8; 4], value: String) {
+        if !value.is_empty() && !self.text.iter().any(|(i, _)| i == id) {
+            self.text.push((*id, value));
+        }
+    }
+}
+
+/// Pictures beyond this total are dropped (with a warning): the tag is held in memory.
+pub(crate) const MAX_PICTURE_BYTES: usize = 8 << 20;
+
+/// ID3v1 genre names (index = `gnre` value - 1): the 80 of ID3v1 and Winamp's additions
+/// up to 125, which is what iTunes writes.
+const GENRES: [&str; 126] = [
+    "Blues",
+    "Classic Rock",
+    "Country",
+    "Dance",
+    "Disco",
+    "Funk",
+    "Grunge",
+    "Hip-Hop",
+    "Jazz",
+    "Metal",
+    "New Age",
+    "Oldies",
+    "Other",
+    "Pop",
+    "R&B",
+    "Rap",
+    "Reggae",
+    "Rock",
+    "Techno",
+    "Industrial",
+    "Alternative",
+    "Ska",
+    "Death Metal",
+    "Pranks",
+    "Soundtrack",
+    "Euro-Techno",
+    "Ambient",
+    "Trip-Hop",
+    "Vocal",
+    "Jazz+Funk",
+    "Fusion",
+    "Trance",
+    "Classical",
+    "Instrumental",
+    "Acid",
+    "House",
+    "Game",
+    "Sound Clip",
+    "Gospel",
+    "Noise",
+    "Alternative Rock",
+    "Bass",
+    "Soul",
+    "Punk",
+    "Space",
+    "Meditative",
+    "Instrumental Pop",
+    "Instrumental Rock",
+    "Ethnic",
+    "Gothic",
+    "Darkwave",
+    "Techno-Industrial",
+    "Electronic",
+    "Pop-Folk",
+    "Eurodance",
+    "Dream",
+    "Southern Rock",
+    "Comedy",
+    "Cult",
+    "Gangsta",
+    "Top 40",
+    "Christian Rap",
+    "Pop/Funk",
+    "Jungle",
+    "Native American",
+    "Cabaret",
+    "New Wave",
+    "Psychedelic",
+    "Rave",
+    "Showtunes",
+    "Trailer",
+    "Lo-Fi",
+    "Tribal",
+    "Acid Punk",
+    "Acid Jazz",
+    "Polka",
+    "Retro",
+    "Musical",
+    "Rock & Roll",
+    "Hard Rock",
+    "Folk",
+    "Folk-Rock",
+    "National Folk",
+    "Swing",
+    "Fast Fusion",
+    "Bebop",
+    "Latin",
+    "Revival",
+    "Celtic",
+    "Bluegrass",
+    "Avantgarde",
+    "Gothic Rock",
+    "Progressive Rock",
+    "Psychedelic Rock",
+    "Symphonic Rock",
+    "Slow Rock",
+    "Big Band",
+    "Chorus",
+    "Easy Listening",
+    "Acoustic",
+    "Humour",
+    "Speech",
+    "Chanson",
+    "Opera",
+    "Chamber Music",
+    "Sonata",
+    "Symphony",
+    "Booty Bass",
+    "Primus",
+    "Porn Groove",
+    "Satire",
+    "Slow Jam",
+    "Club",
+    "Tango",
+    "Samba",
+    "Folklore",
+    "Ballad",
+    "Power Ballad",
+    "Rhythmic Soul",
+    "Freestyle",
+    "Duet",
+    "Punk Rock",
+    "Drum Solo",
+    "A cappella",
+    "Euro-House",
+    "Dance Hall",
+];
 
 impl TrackBox {
     /// The codec this track carries, as we name it.
@@ -123,6 +298,7 @@ impl TrackBox {
             b".mp3" => CodecKind::Decodable("mp3"),
             b"sowt" | b"twos" | b"lpcm" | b"in24" | b"in32" | b"fl32" | b"fl64" | b"raw "
             | b"NONE" => CodecKind::Decodable("pcm"),
+            b"ipcm" | b"fpcm" => self.iso_pcm_codec(),
             b"ac-3" => CodecKind::Unsupported("ac-3".into()),
             b"ec-3" => CodecKind::Unsupported("e-ac-3".into()),
             b"ac-4" => CodecKind::Unsupported("ac-4".into()),
@@ -138,6 +314,33 @@ impl TrackBox {
             b"ima4" => CodecKind::Unsupported("adpcm-ima".into()),
             other => CodecKind::Unsupported(fourcc_name(other)),
         }
+    }
+
+    fn iso_pcm_codec(&self) -> CodecKind {
+        let Some(pcm) = self.pcm.filter(|p| p.configured) else {
+            return CodecKind::Broken(
+                "the PCM sample description (ipcm/fpcm) has no pcmC box giving its sample format"
+                    .into(),
+            );
+        };
+        let kind = if pcm.float {
+            "floating-point"
+        } else {
+            "integer"
+        };
+        match (pcm.float, pcm.bits) {
+            (false, 16 | 24 | 32) | (true, 32 | 64) => {}
+            (_, bits) => {
+                return CodecKind::Unsupported(format!("{bits}-bit {kind} PCM"));
+            }
+        }
+        if pcm.channels == 0 || pcm.rate == 0 {
+            return CodecKind::Broken(format!(
+                "the PCM sample description gives {} channels at {} Hz",
+                pcm.channels, pcm.rate
+            ));
+        }
+        CodecKind::Decodable("pcm")
     }
 
     fn mp4a_codec(&self) -> CodecKind {
@@ -584,15 +787,29 @@ fn parse_stsd(data: &[u8], t: &mut TrackBox) -> Result<(), ConvertError> {
     let mut f = Fields::new(entry, "audio sample entry");
     f.take(8)?;
     let version = f.u16()?;
-    f.take(18)?;
-    match version {
-        1 => {
-            f.take(16)?;
+    f.take(6)?;
+    let channels = f.u16()?;
+    f.take(6)?;
+    let rate = f.u32()? >> 16;
+    if matches!(&kind, b"ipcm" | b"fpcm") {
+        // ISO-only entries: version 1 is ISO's AudioSampleEntryV1 (no QuickTime fields;
+        // the rate may be in an `srat` child).
+        t.pcm = Some(IsoPcm {
+            float: &kind == b"fpcm",
+            channels,
+            rate: if rate > 0 { rate } else { t.media_timescale },
+            ..IsoPcm::default()
+        });
+    } else {
+        match version {
+            1 => {
+                f.take(16)?;
+            }
+            2 => {
+                f.take(36)?;
+            }
+            _ => {}
         }
-        2 => {
-            f.take(36)?;
-        }
-        _ => {}
     }
     parse_entry_children(f.rest(), t);
     Ok(())
@@ -605,6 +822,23 @@ fn parse_entry_children(data: &[u8], t: &mut TrackBox) {
         match &kind {
             b"esds" => parse_esds(data, t),
             b"wave" => parse_entry_children(data, t),
+            // ISO/IEC 23003-5: version and flags, format_flags, PCM_sample_size.
+            b"pcmC" if data.len() >= 6 => {
+                if let Some(pcm) = t.pcm.as_mut() {
+                    pcm.little_endian = data[4] & 1 != 0;
+                    pcm.bits = data[5];
+                    pcm.configured = true;
+                }
+            }
+            // ISO AudioSampleEntryV1's sampling rate: version and flags, then the rate.
+            b"srat" if data.len() >= 8 => {
+                if let Some(pcm) = t.pcm.as_mut() {
+                    let rate = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
+                    if rate > 0 {
+                        pcm.rate = rate;
+                    }
+                }
+            }
             b"sinf" => {
                 for (kind, data) in Boxes::new(data, "sinf").map_while(Result::ok) {
                     match &kind {
@@ -694,52 +928,158 @@ fn parse_meta(data: &[u8], movie: &mut Movie) {
 
 fn parse_ilst(data: &[u8], movie: &mut Movie) {
     for (kind, item) in Boxes::new(data, "ilst").map_while(Result::ok) {
-        let mut name: Option<&[u8]> = None;
+        let mut name: Option<String> = None;
         for (child, body) in Boxes::new(item, "ilst item").map_while(Result::ok) {
             match &child {
-                b"name" => name = body.get(4..),
+                b"name" => {
+                    name = body
+                        .get(4..)
+                        .map(|n| String::from_utf8_lossy(n).into_owned());
+                }
                 b"data" if body.len() >= 8 => {
                     let type_code =
                         u32::from_be_bytes(body[0..4].try_into().expect("4 bytes")) & 0x00ff_ffff;
-                    let payload = &body[8..];
-                    let text = || {
-                        Some(
-                            String::from_utf8_lossy(payload)
-                                .trim_end_matches('\0')
-                                .to_string(),
-                        )
-                        .filter(|s| !s.is_empty())
-                    };
-                    let tags = &mut movie.tags;
-                    match &kind {
-                        b"\xa9nam" => tags.title = tags.title.take().or_else(text),
-                        b"\xa9ART" => tags.artist = tags.artist.take().or_else(text),
-                        b"aART" if tags.artist.is_none() => tags.artist = text(),
-                        b"\xa9alb" => tags.album = tags.album.take().or_else(text),
-                        b"\xa9day" => {
-                            let year: String = payload.iter().take(4).map(|&b| b as char).collect();
-                            if year.len() == 4 && year.chars().all(|c| c.is_ascii_digit()) {
-                                tags.year = Some(year);
-                            }
-                        }
-                        b"covr" if tags.cover.is_none() && payload.len() <= MAX_COVER_BYTES => {
-                            let mime = match type_code {
-                                14 => "image/png",
-                                27 => "image/bmp",
-                                _ if payload.starts_with(b"\x89PNG") => "image/png",
-                                _ => "image/jpeg",
-                            };
-                            tags.cover = Some((mime.to_string(), payload.to_vec()));
-                        }
-                        b"----" if name == Some(b"iTunSMPB") => {
-                            movie.itunsmpb = parse_itunsmpb(payload);
-                        }
-                        _ => {}
-                    }
+                    tag_item(&kind, name.as_deref(), type_code, &body[8..], movie);
                 }
                 _ => {}
             }
         }
+    }
+}
+
+/// The text of a `data` payload: UTF-8 (type 1 and most others) or UTF-16BE (type 2).
+fn data_text(type_code: u32, payload: &[u8]) -> String {
+    let text = if type_code == 2 {
+        let units: Vec<u16> = payload
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        String::from_utf8_lossy(payload).into_owned()
+    };
+    text.trim_end_matches('\0').to_string()
+}
+
+/// "n" or "n/total" from `trkn`/`disk`'s binary payload (2 bytes pad, n, total).
+fn number_pair(payload: &[u8]) -> Option<String> {
+    let n = u16::from_be_bytes(payload.get(2..4)?.try_into().ok()?);
+    let total = payload
+        .get(4..6)
+        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
+    match (n, total) {
+        (0, _) => None,
+        (n, 0) => Some(n.to_string()),
+        (n, t) => Some(format!("{n}/{t}")),
+    }
+}
+
+/// A big-endian integer payload of 1 to 8 bytes.
+fn data_int(payload: &[u8]) -> Option<u64> {
+    (1..=8)
+        .contains(&payload.len())
+        .then(|| payload.iter().fold(0u64, |a, &b| (a << 8) | b as u64))
+}
+
+/// One `ilst` item's `data`: into the ID3 frame it maps to, if any.
+fn tag_item(kind: &[u8; 4], name: Option<&str>, type_code: u32, payload: &[u8], movie: &mut Movie) {
+    let tags = &mut movie.tags;
+    let text = || data_text(type_code, payload);
+    let id: Option<&[u8; 4]> = match kind {
+        b"\xa9nam" => Some(b"TIT2"),
+        b"\xa9ART" => Some(b"TPE1"),
+        b"aART" => Some(b"TPE2"),
+        b"\xa9alb" => Some(b"TALB"),
+        b"\xa9wrt" => Some(b"TCOM"),
+        b"\xa9gen" => Some(b"TCON"),
+        b"\xa9grp" => Some(b"TIT1"),
+        b"cprt" => Some(b"TCOP"),
+        b"\xa9too" => Some(b"TSSE"),
+        b"\xa9enc" => Some(b"TENC"),
+        b"\xa9pub" => Some(b"TPUB"),
+        b"sonm" => Some(b"TSOT"),
+        b"soar" => Some(b"TSOP"),
+        b"soal" => Some(b"TSOA"),
+        b"soaa" => Some(b"TSO2"),
+        b"soco" => Some(b"TSOC"),
+        _ => None,
+    };
+    if let Some(id) = id {
+        tags.set(id, text());
+        return;
+    }
+    match kind {
+        b"\xa9day" if tags.date.is_none() => {
+            let date = text();
+            if date.len() >= 4 && date.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+                tags.date = Some(date);
+            }
+        }
+        b"\xa9cmt" if tags.comment.is_none() => {
+            tags.comment = Some(text()).filter(|t| !t.is_empty());
+        }
+        b"\xa9lyr" if tags.lyrics.is_none() => {
+            tags.lyrics = Some(text()).filter(|t| !t.is_empty());
+        }
+        b"trkn" => {
+            if let Some(v) = number_pair(payload) {
+                tags.set(b"TRCK", v);
+            }
+        }
+        b"disk" => {
+            if let Some(v) = number_pair(payload) {
+                tags.set(b"TPOS", v);
+            }
+        }
+        b"gnre" => {
+            if let Some(name) = data_int(payload)
+                .and_then(|g| g.checked_sub(1))
+                .and_then(|g| GENRES.get(g as usize))
+            {
+                tags.set(b"TCON", name.to_string());
+            }
+        }
+        b"tmpo" => {
+            if let Some(bpm) = data_int(payload).filter(|&b| b > 0) {
+                tags.set(b"TBPM", bpm.to_string());
+            }
+        }
+        b"cpil" if data_int(payload).is_some_and(|c| c != 0) => {
+            tags.set(b"TCMP", "1".into());
+        }
+        b"covr" => {
+            let held: usize = tags.pictures.iter().map(|(_, p)| p.len()).sum();
+            if payload.len() > MAX_COVER_BYTES || held + payload.len() > MAX_PICTURE_BYTES {
+                movie.warnings.push(format!(
+                    "a cover picture of {} bytes was left out of the tags (at most {} bytes \
+                     each, {} in all)",
+                    payload.len(),
+                    MAX_COVER_BYTES,
+                    MAX_PICTURE_BYTES
+                ));
+                return;
+            }
+            let mime = match type_code {
+                14 => "image/png",
+                27 => "image/bmp",
+                _ if payload.starts_with(b"\x89PNG") => "image/png",
+                _ => "image/jpeg",
+            };
+            tags.pictures.push((mime.to_string(), payload.to_vec()));
+        }
+        b"----" => match name {
+            Some("iTunSMPB") => movie.itunsmpb = parse_itunsmpb(payload),
+            // The source codec's gapless and loudness data: wrong for the MP3 (a player
+            // reading iTunSMPB from the MP3 would cut the wrong samples).
+            Some("iTunNORM" | "iTunes_CDDB_IDs" | "Encoding Params") | None => {}
+            Some(name) => {
+                let value = text();
+                if !value.is_empty() && !name.is_empty() {
+                    tags.user.push((name.to_string(), value));
+                }
+            }
+        },
+        _ => {}
     }
 }
 

@@ -1,12 +1,41 @@
 //! Public types mirroring `wit/converter.wit`, and the option rules.
+//!
+//! The rules are pure functions with no codec behind them, so a host can apply them
+//! before accepting a job (HTTP 400, CLI) with the converter's own wording:
+//! [`check_sample_rate`], [`check_bitrate`] (an explicit bitrate at an asked rate, or at
+//! any rate), [`check_vbr_quality`], [`bitrates_at`], and [`default_bitrate`] (the
+//! bitrate used when none is asked for, from [`DEFAULT_BITRATES`]). [`Options::validate`]
+//! applies them all; [`Options::cbr_bitrate`] is what the pipeline encodes with once the
+//! output rate is known. A bitrate is never replaced by another: an explicit one the
+//! output rate lacks is refused, and [`Summary::bitrate_kbps`] says what was produced.
 
 /// How the MP3 spends bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Constant bitrate in kbit/s: an MPEG Layer III bitrate in 32..=320.
+    /// No bitrate was asked for: constant bitrate from [`default_bitrate`] for the output
+    /// rate and channels.
+    DefaultCbr,
+    /// Constant bitrate in kbit/s, valid at the output rate (see [`check_bitrate`]);
+    /// anything else is refused.
     Cbr(u16),
+    /// `Cbr(k)` where `k` is valid at the output rate, else [`Mode::DefaultCbr`]. What the
+    /// WIT's `cbr(192)` means: it is the contract's documented default, which hosts send
+    /// when nothing was asked for (the WIT `mode` has no "none" case), and below 32 kHz no
+    /// MP3 has 192 kbit/s.
+    CbrOrDefault(u16),
     /// LAME VBR quality, 0 (best) ..= 9 (smallest).
     Vbr(u8),
+}
+
+/// Which ID3v2 version the tag before the audio is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Id3Version {
+    /// ID3v2.3: what older players and Windows read best. Text in UTF-16 with a byte
+    /// order mark, `TYER` for the year, several values joined with "/".
+    V23,
+    /// ID3v2.4: text in UTF-8, `TDRC` for the date, several values separated by NUL.
+    #[default]
+    V24,
 }
 
 /// A time range of the source to keep, in milliseconds of presented audio.
@@ -29,15 +58,18 @@ pub struct Options {
     pub mono: bool,
     /// Part of the source to keep.
     pub trim: Option<Trim>,
+    /// Version of the ID3v2 tag written before the audio.
+    pub id3_version: Id3Version,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            mode: Mode::Cbr(192),
+            mode: Mode::DefaultCbr,
             sample_rate: None,
             mono: false,
             trim: None,
+            id3_version: Id3Version::V24,
         }
     }
 }
@@ -61,6 +93,10 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Bytes written to the sink, tags included.
     pub output_bytes: u64,
+    /// The MP3's bitrate in kbit/s: with CBR the bitrate of every audio frame (the one
+    /// chosen by [`default_bitrate`] when none was asked for); with VBR the average over
+    /// the audio frames, rounded.
+    pub bitrate_kbps: u16,
 }
 
 /// Why a conversion failed; the cases of the WIT `convert-error` variant.
@@ -85,60 +121,218 @@ pub enum ConvertError {
 /// Sample rates MP3 (MPEG-1, -2 and -2.5 Layer III) can carry.
 pub const MP3_SAMPLE_RATES: [u32; 9] =
     [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
-/// MPEG-1 Layer III bitrates (32, 44.1, 48 kHz), kbit/s, from 32.
-const MPEG1_BITRATES: [u16; 14] = [
+/// MPEG-1 Layer III bitrates (32, 44.1, 48 kHz), kbit/s (free format excluded).
+pub const MPEG1_BITRATES: [u16; 14] = [
     32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
 ];
-fn bitrates_for(rate: u32) -> &'static [u16] {
-    if rate >= 32000 {
-        &MPEG1_BITRATES
-    } else {
-        &MPEG2_BITRATES
+/// MPEG-2 Layer III bitrates (16 to 24 kHz), kbit/s (free format excluded).
+pub const MPEG2_BITRATES: [u16; 14] = [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+/// MPEG-2.5 Layer III bitrates (8 to 12 kHz) that LAME encodes, kbit/s. The format has
+/// MPEG-2's list, up to 160, but LAME 3.100 caps these rates at 64 kbit/s (asked for
+/// more, it writes 64 and says nothing), so the converter offers what it can deliver.
+pub const MPEG25_BITRATES: [u16; 8] = [8, 16, 24, 32, 40, 48, 56, 64];
+
+/// The default CBR bitrate per output rate, kbit/s: `(rate, stereo, mono)`.
+///
+/// About 128 kbit/s per channel's worth of detail at 44.1/48 kHz (192 stereo, where joint
+/// stereo codes what both channels share once; 128 mono), scaled down with the audio
+/// bandwidth the rate can carry (rate / 2) and rounded to a bitrate the rate's MPEG
+/// version has. Lower rates keep a little more per hertz, because MP3's fixed costs (side
+/// information, scale factors) weigh more in smaller frames.
+pub const DEFAULT_BITRATES: [(u32, u16, u16); 9] = [
+    (8000, 40, 24),
+    (11025, 48, 32),
+    (12000, 48, 32),
+    (16000, 80, 48),
+    (22050, 96, 64),
+    (24000, 96, 64),
+    (32000, 160, 96),
+    (44100, 192, 128),
+    (48000, 192, 128),
+];
+
+/// The MPEG audio version that carries a sample rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MpegVersion {
+    /// 32, 44.1, 48 kHz; 1152-sample frames.
+    Mpeg1,
+    /// 16, 22.05, 24 kHz; 576-sample frames.
+    Mpeg2,
+    /// 8, 11.025, 12 kHz; 576-sample frames.
+    Mpeg25,
+}
+
+impl MpegVersion {
+    /// The version for an MP3 sample rate; `None` for a rate MP3 lacks.
+    pub fn for_rate(rate: u32) -> Option<MpegVersion> {
+        match rate {
+            32000 | 44100 | 48000 => Some(MpegVersion::Mpeg1),
+            16000 | 22050 | 24000 => Some(MpegVersion::Mpeg2),
+            8000 | 11025 | 12000 => Some(MpegVersion::Mpeg25),
+            _ => None,
+        }
+    }
+
+    /// "MPEG-1", "MPEG-2" or "MPEG-2.5".
+    pub fn name(self) -> &'static str {
+        match self {
+            MpegVersion::Mpeg1 => "MPEG-1",
+            MpegVersion::Mpeg2 => "MPEG-2",
+            MpegVersion::Mpeg25 => "MPEG-2.5",
+        }
+    }
+
+    /// The Layer III bitrates of this version, kbit/s, ascending.
+    pub fn bitrates(self) -> &'static [u16] {
+        match self {
+            MpegVersion::Mpeg1 => &MPEG1_BITRATES,
+            MpegVersion::Mpeg2 => &MPEG2_BITRATES,
+            MpegVersion::Mpeg25 => &MPEG25_BITRATES,
+        }
+    }
+
+    /// PCM frames per MP3 frame.
+    pub fn frame_samples(self) -> u32 {
+        match self {
+            MpegVersion::Mpeg1 => 1152,
+            MpegVersion::Mpeg2 | MpegVersion::Mpeg25 => 576,
+        }
     }
 }
 
-/// MPEG-2 and 2.5 Layer III bitrates (8 to 24 kHz), kbit/s, from 32.
-const MPEG2_BITRATES: [u16; 11] = [32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+fn list<T: std::fmt::Display>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-fn version_name(rate: u32) -> &'static str {
-    match rate {
-        32000.. => "MPEG-1",
-        16000.. => "MPEG-2",
-        _ => "MPEG-2.5",
+/// Whether MP3 can carry `rate`; the error names the rates it can.
+pub fn check_sample_rate(rate: u32) -> Result<(), String> {
+    if MP3_SAMPLE_RATES.contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{rate} Hz is not an MP3 sample rate; valid: {} Hz",
+            list(&MP3_SAMPLE_RATES)
+        ))
     }
+}
+
+/// The CBR bitrates valid at an MP3 sample rate (`None` for a rate MP3 lacks).
+pub fn bitrates_at(rate: u32) -> Option<&'static [u16]> {
+    MpegVersion::for_rate(rate).map(MpegVersion::bitrates)
+}
+
+/// Whether `kbps` is a CBR bitrate MP3 has: at `sample_rate` when one is given (it must
+/// be an MP3 rate, see [`check_sample_rate`]), else at some MP3 rate. The error says why
+/// and lists the valid values. This is the rule the converter applies to an explicit
+/// bitrate; a host can apply it before accepting a job (HTTP 400).
+pub fn check_bitrate(kbps: u16, sample_rate: Option<u32>) -> Result<(), String> {
+    match sample_rate {
+        Some(rate) => {
+            check_sample_rate(rate)?;
+            let version = MpegVersion::for_rate(rate).expect("checked above");
+            if version.bitrates().contains(&kbps) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{kbps} kbps is not a valid {} Layer III bitrate at {rate} Hz; valid: {} kbps",
+                    version.name(),
+                    list(version.bitrates())
+                ))
+            }
+        }
+        None if MPEG1_BITRATES.contains(&kbps) || MPEG2_BITRATES.contains(&kbps) => Ok(()),
+        None => Err(format!(
+            "{kbps} kbps is not an MP3 bitrate; valid: {} kbps at 32, 44.1 and 48 kHz; \
+             {} kbps at 16, 22.05 and 24 kHz; {} kbps at 8, 11.025 and 12 kHz",
+            list(&MPEG1_BITRATES),
+            list(&MPEG2_BITRATES),
+            list(&MPEG25_BITRATES)
+        )),
+    }
+}
+
+/// [`check_bitrate`] at an output rate the converter derived from the source (no sample
+/// rate was asked for): the error also says where the rate came from and which rates
+/// would take the bitrate.
+pub fn check_bitrate_at_source_rate(kbps: u16, rate: u32) -> Result<(), String> {
+    check_bitrate(kbps, Some(rate)).map_err(|_| {
+        let version = MpegVersion::for_rate(rate).expect("an MP3 rate");
+        let other = if kbps > 160 {
+            "; or ask for a sample rate of 32000 Hz or more"
+        } else if kbps > 64 && !MPEG1_BITRATES.contains(&kbps) {
+            // 144 kbps: MPEG-2 only.
+            "; or ask for a sample rate of 16000 to 24000 Hz"
+        } else if kbps > 64 {
+            "; or ask for a sample rate of 16000 Hz or more"
+        } else if !MPEG1_BITRATES.contains(&kbps) {
+            "; or ask for a sample rate of 24000 Hz or less"
+        } else {
+            ""
+        };
+        format!(
+            "{kbps} kbps is not a valid {} Layer III bitrate at {rate} Hz, the output rate \
+             taken from the source (no sample rate was asked for); valid: {} kbps{other}",
+            version.name(),
+            list(version.bitrates())
+        )
+    })
+}
+
+/// Whether `quality` is a VBR quality (0 best ..= 9 smallest).
+pub fn check_vbr_quality(quality: u8) -> Result<(), String> {
+    if quality <= 9 {
+        Ok(())
+    } else {
+        Err(format!(
+            "VBR quality {quality} is out of range 0..=9 (0 best, 9 smallest)"
+        ))
+    }
+}
+
+/// The CBR bitrate used when none is asked for, from [`DEFAULT_BITRATES`]: by output rate
+/// and output channels (1: mono; 2 or more: stereo). A rate MP3 lacks gets the nearest
+/// rate's value.
+pub fn default_bitrate(sample_rate: u32, channels: u8) -> u16 {
+    let &(_, stereo, mono) = DEFAULT_BITRATES
+        .iter()
+        .min_by_key(|(r, _, _)| (*r as i64 - sample_rate as i64).unsigned_abs())
+        .expect("non-empty table");
+    if channels <= 1 { mono } else { stereo }
+}
+
+/// The output rate: the one asked for, else the source's own if MP3 has it, else the
+/// nearest MP3 rate (96 kHz → 48 kHz, 7350 Hz → 8000 Hz).
+pub fn output_rate(requested: Option<u32>, source_rate: u32) -> u32 {
+    requested.unwrap_or_else(|| default_output_rate(source_rate))
+}
+
+/// The output rate for a source rate when none is asked for: the source's own if MP3
+/// has it, else the nearest MP3 rate (96 kHz → 48 kHz).
+pub fn default_output_rate(source_rate: u32) -> u32 {
+    *MP3_SAMPLE_RATES
+        .iter()
+        .min_by_key(|&&r| (r as i64 - source_rate as i64).unsigned_abs())
+        .expect("non-empty table")
 }
 
 impl Options {
-    /// Checks what can be checked without the source.
+    /// Checks what can be checked without the source: the same rules a host applies
+    /// before accepting a job ([`check_bitrate`], [`check_sample_rate`],
+    /// [`check_vbr_quality`]), plus the trim range.
     pub fn validate(&self) -> Result<(), ConvertError> {
-        let invalid = |m: String| Err(ConvertError::InvalidOptions(m));
-        match self.mode {
-            Mode::Cbr(k) if !MPEG1_BITRATES.contains(&k) && !MPEG2_BITRATES.contains(&k) => {
-                return invalid(format!(
-                    "{k} kbps is not an MP3 bitrate; use one of {MPEG1_BITRATES:?} \
-                     (or 144 at sample rates below 32 kHz)"
-                ));
-            }
-            Mode::Vbr(q) if q > 9 => {
-                return invalid(format!("VBR quality {q} is out of range 0..=9"));
-            }
-            _ => {}
-        }
+        let invalid = ConvertError::InvalidOptions;
         if let Some(rate) = self.sample_rate {
-            if !MP3_SAMPLE_RATES.contains(&rate) {
-                return invalid(format!(
-                    "{rate} Hz is not an MP3 sample rate; use one of {MP3_SAMPLE_RATES:?}"
-                ));
-            }
-            if let Mode::Cbr(k) = self.mode
-                && !bitrates_for(rate).contains(&k)
-            {
-                return invalid(format!(
-                    "{k} kbps is not a valid {} Layer III bitrate at {rate} Hz; valid: {:?}",
-                    version_name(rate),
-                    bitrates_for(rate)
-                ));
-            }
+            check_sample_rate(rate).map_err(invalid)?;
+        }
+        match self.mode {
+            Mode::Cbr(k) => check_bitrate(k, self.sample_rate).map_err(invalid)?,
+            Mode::CbrOrDefault(k) => check_bitrate(k, None).map_err(invalid)?,
+            Mode::Vbr(q) => check_vbr_quality(q).map_err(invalid)?,
+            Mode::DefaultCbr => {}
         }
         if let Some(Trim {
             start_ms,
@@ -146,41 +340,36 @@ impl Options {
         }) = self.trim
             && end <= start_ms
         {
-            return invalid(format!(
+            return Err(invalid(format!(
                 "trim end {end} ms is not after its start {start_ms} ms"
-            ));
+            )));
         }
         Ok(())
     }
-}
 
-/// The output rate for a source rate when none is asked for: the source's own if MP3
-/// has it, else the nearest MP3 rate (96 kHz → 48 kHz).
-pub(crate) fn default_output_rate(source_rate: u32) -> u32 {
-    *MP3_SAMPLE_RATES
-        .iter()
-        .min_by_key(|&&r| (r as i64 - source_rate as i64).unsigned_abs())
-        .expect("non-empty table")
-}
-
-/// The CBR bitrate actually used at `rate`. With an explicit output rate the pair was
-/// validated already; with a derived rate, a bitrate that rate's MPEG version lacks
-/// (192 kbps at 22.05 kHz: MPEG-2 stops at 160) becomes the nearest one it has, with a
-/// warning — the default 192 would otherwise fail every low-rate source.
-pub(crate) fn effective_bitrate(kbps: u16, rate: u32) -> (u16, Option<String>) {
-    let table = bitrates_for(rate);
-    if table.contains(&kbps) {
-        return (kbps, None);
+    /// The CBR bitrate for an output of `channels` at `rate` (`None` with VBR): the
+    /// asked one, checked against the rate ([`check_bitrate`], or
+    /// [`check_bitrate_at_source_rate`] when the rate was derived), or the default.
+    pub fn cbr_bitrate(&self, rate: u32, channels: u8) -> Result<Option<u16>, ConvertError> {
+        let invalid = ConvertError::InvalidOptions;
+        Ok(match self.mode {
+            Mode::Vbr(_) => None,
+            Mode::DefaultCbr => Some(default_bitrate(rate, channels)),
+            Mode::CbrOrDefault(k) => Some(if check_bitrate(k, Some(rate)).is_ok() {
+                k
+            } else {
+                default_bitrate(rate, channels)
+            }),
+            Mode::Cbr(k) if self.sample_rate.is_some() => {
+                check_bitrate(k, Some(rate)).map_err(invalid)?;
+                Some(k)
+            }
+            Mode::Cbr(k) => {
+                check_bitrate_at_source_rate(k, rate).map_err(invalid)?;
+                Some(k)
+            }
+        })
     }
-    let nearest = *table
-        .iter()
-        .min_by_key(|&&b| (b as i32 - kbps as i32).unsigned_abs())
-        .expect("non-empty table");
-    let note = format!(
-        "{kbps} kbps is not a {} bitrate at {rate} Hz; using {nearest} kbps",
-        version_name(rate)
-    );
-    (nearest, Some(note))
 }
 
 #[cfg(test)]
@@ -192,10 +381,97 @@ mod tests {
         assert_eq!(default_output_rate(96000), 48000);
         assert_eq!(default_output_rate(44100), 44100);
         assert_eq!(default_output_rate(7350), 8000);
+        assert_eq!(output_rate(Some(8000), 44100), 8000);
+    }
+
+    #[test]
+    fn the_default_table_is_valid_and_follows_rate_and_channels() {
+        for (rate, stereo, mono) in DEFAULT_BITRATES {
+            assert_eq!(check_bitrate(stereo, Some(rate)), Ok(()), "{rate}");
+            assert_eq!(check_bitrate(mono, Some(rate)), Ok(()), "{rate}");
+            assert!(mono < stereo);
+            assert_eq!(default_bitrate(rate, 2), stereo);
+            assert_eq!(default_bitrate(rate, 6), stereo);
+            assert_eq!(default_bitrate(rate, 1), mono);
+        }
+        assert_eq!(default_bitrate(44100, 2), 192);
+        assert_eq!(default_bitrate(8000, 1), 24);
+        for pair in DEFAULT_BITRATES.windows(2) {
+            assert!(pair[0].1 <= pair[1].1 && pair[0].2 <= pair[1].2);
+        }
     }
 
     #[test]
     fn bitrate_rules() {
+        assert_eq!(
+            check_bitrate(192, Some(8000)),
+            Err(
+                "192 kbps is not a valid MPEG-2.5 Layer III bitrate at 8000 Hz; valid: \
+                 8, 16, 24, 32, 40, 48, 56, 64 kbps"
+                    .into()
+            )
+        );
+        assert!(check_bitrate(80, Some(12000)).is_err());
+        assert_eq!(check_bitrate(80, Some(16000)), Ok(()));
+        assert_eq!(
+            check_bitrate(144, Some(44100)),
+            Err(
+                "144 kbps is not a valid MPEG-1 Layer III bitrate at 44100 Hz; valid: \
+                 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320 kbps"
+                    .into()
+            )
+        );
+        assert_eq!(check_bitrate(144, Some(22050)), Ok(()));
+        assert_eq!(check_bitrate(8, None), Ok(()));
+        assert_eq!(
+            check_bitrate(100, None),
+            Err(
+                "100 kbps is not an MP3 bitrate; valid: 32, 40, 48, 56, 64, 80, 96, 112, \
+                 128, 160, 192, 224, 256, 320 kbps at 32, 44.1 and 48 kHz; 8, 16, 24, 32, \
+                 40, 48, 56, 64, 80, 96, 112, 128, 144, 160 kbps at 16, 22.05 and 24 kHz; \
+                 8, 16, 24, 32, 40, 48, 56, 64 kbps at 8, 11.025 and 12 kHz"
+                    .into()
+            )
+        );
+        assert!(check_bitrate(128, Some(96000)).is_err());
+        assert_eq!(
+            check_bitrate_at_source_rate(320, 22050),
+            Err(
+                "320 kbps is not a valid MPEG-2 Layer III bitrate at 22050 Hz, the output \
+                 rate taken from the source (no sample rate was asked for); valid: 8, 16, \
+                 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160 kbps; or ask for a \
+                 sample rate of 32000 Hz or more"
+                    .into()
+            )
+        );
+        assert!(
+            check_bitrate_at_source_rate(144, 44100)
+                .unwrap_err()
+                .ends_with("or ask for a sample rate of 16000 to 24000 Hz")
+        );
+        assert!(
+            check_bitrate_at_source_rate(96, 8000)
+                .unwrap_err()
+                .ends_with("or ask for a sample rate of 16000 Hz or more")
+        );
+        assert!(
+            check_bitrate_at_source_rate(8, 48000)
+                .unwrap_err()
+                .ends_with("or ask for a sample rate of 24000 Hz or less")
+        );
+        assert_eq!(
+            check_sample_rate(96000),
+            Err(
+                "96000 Hz is not an MP3 sample rate; valid: 8000, 11025, 12000, 16000, \
+                 22050, 24000, 32000, 44100, 48000 Hz"
+                    .into()
+            )
+        );
+        assert!(check_vbr_quality(10).is_err());
+    }
+
+    #[test]
+    fn validate_applies_the_rules_before_the_source_is_read() {
         let opts = Options {
             sample_rate: Some(8000),
             mode: Mode::Cbr(320),
@@ -206,22 +482,13 @@ mod tests {
             matches!(&err, ConvertError::InvalidOptions(m) if m.contains("MPEG-2.5")),
             "{err}"
         );
-        assert!(
-            Options {
-                mode: Mode::Cbr(100),
+        for mode in [Mode::Cbr(100), Mode::Vbr(10), Mode::CbrOrDefault(100)] {
+            let opts = Options {
+                mode,
                 ..Options::default()
-            }
-            .validate()
-            .is_err()
-        );
-        assert!(
-            Options {
-                mode: Mode::Vbr(10),
-                ..Options::default()
-            }
-            .validate()
-            .is_err()
-        );
+            };
+            assert!(opts.validate().is_err(), "{mode:?}");
+        }
         assert!(
             Options {
                 sample_rate: Some(96000),
@@ -230,7 +497,48 @@ mod tests {
             .validate()
             .is_err()
         );
-        assert_eq!(effective_bitrate(192, 22050).0, 160);
-        assert_eq!(effective_bitrate(192, 44100), (192, None));
+        // No bitrate asked: any MP3 rate is fine.
+        assert_eq!(
+            Options {
+                sample_rate: Some(8000),
+                ..Options::default()
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_bitrate_used_is_the_one_asked_or_the_default_never_a_substitute() {
+        let with = |mode, sample_rate| Options {
+            mode,
+            sample_rate,
+            ..Options::default()
+        };
+        assert_eq!(
+            with(Mode::DefaultCbr, Some(8000)).cbr_bitrate(8000, 1),
+            Ok(Some(24))
+        );
+        assert_eq!(
+            with(Mode::CbrOrDefault(192), None).cbr_bitrate(8000, 2),
+            Ok(Some(40))
+        );
+        assert_eq!(
+            with(Mode::CbrOrDefault(192), None).cbr_bitrate(44100, 1),
+            Ok(Some(192))
+        );
+        assert_eq!(
+            with(Mode::Cbr(144), None).cbr_bitrate(22050, 2),
+            Ok(Some(144))
+        );
+        assert!(matches!(
+            with(Mode::Cbr(144), None).cbr_bitrate(44100, 2),
+            Err(ConvertError::InvalidOptions(m)) if m.contains("taken from the source")
+        ));
+        assert!(matches!(
+            with(Mode::Cbr(320), None).cbr_bitrate(22050, 2),
+            Err(ConvertError::InvalidOptions(_))
+        ));
+        assert_eq!(with(Mode::Vbr(2), None).cbr_bitrate(8000, 2), Ok(None));
     }
 }

@@ -9,16 +9,20 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use mp3lame_encoder::{Builder, DualPcm, Encoder, FlushGap, MonoPcm, Quality, VbrMode};
+use symphonia::core::audio::{Channels, Position};
 use symphonia::core::codecs::CodecParameters;
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::packet::Packet;
+use symphonia::core::units::{Duration, Timestamp};
 use symphonia::default::formats::IsoMp4Reader;
 
 use crate::io::{BatchedSink, IoError, MediaSourceAdapter, ReadAt, WindowedReader, WriteSink};
 use crate::mix::Downmix;
 use crate::mp4::{self, CodecKind, Movie, TrackBox};
+use crate::mpa::Reframer;
 use crate::options::{self, Mode, Options, Summary};
 use crate::{ConvertError, id3, io_error, reasons};
 
@@ -70,6 +74,9 @@ pub fn convert_observed(
     let mut reader = WindowedReader::new(source, READ_WINDOW);
     let movie = mp4::read_movie(&mut reader)?;
     let (track, codec) = choose_track(&movie)?;
+    for warning in &movie.warnings {
+        observer.warn(warning);
+    }
     let high_water = reader.high_water();
     let size = reader.size().max(1);
     let adapter = MediaSourceAdapter::new(reader);
@@ -85,27 +92,37 @@ pub fn convert_observed(
     let mss = MediaSourceStream::new(Box::new(adapter), MediaSourceStreamOptions::default());
     let mut demuxer = IsoMp4Reader::try_new(mss, FormatOptions::default())
         .map_err(|e| host_failure().unwrap_or_else(|| reasons::open_error(&e)))?;
-    let params = demuxer
-        .tracks()
-        .iter()
-        .find(|t| t.id == track.id)
-        .and_then(|t| match &t.codec_params {
-            Some(CodecParameters::Audio(p)) => Some(p.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| reasons::unrecognised_track(codec))?;
+    let params = match track.pcm {
+        // symphonia's MP4 reader does not know ISO/IEC 23003-5 entries; its PCM decoder
+        // does the decoding once told the format.
+        Some(pcm) => iso_pcm_params(&pcm),
+        None => demuxer
+            .tracks()
+            .iter()
+            .find(|t| t.id == track.id)
+            .and_then(|t| match &t.codec_params {
+                Some(CodecParameters::Audio(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| reasons::unrecognised_track(codec))?,
+    };
     let channels = params.channels.as_ref().map_or(0, |c| c.count());
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| reasons::setup_error(codec, channels, &e))?;
 
     let mut run = Run::new(sink, options, observer, &movie, &track, params.sample_rate);
-    let mut consecutive_errors = 0u32;
+    let mut errors = ErrorRun {
+        codec,
+        rate: params.sample_rate,
+        consecutive: 0,
+    };
+    // MP3 samples are cut into frames first (see `mpa`).
+    let mut reframer = (codec == "mp3").then(Reframer::default);
     let mut truncated = false;
     loop {
         let packet = match demuxer.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
+            Ok(p) => p,
             Err(e) => {
                 if let Some(failure) = host_failure() {
                     return Err(failure);
@@ -113,32 +130,33 @@ pub fn convert_observed(
                 // A cut-off file ends the audio where the data ends.
                 truncated = true;
                 run.observer.warn(&format!("demuxing stopped: {e}"));
-                break;
+                None
             }
+        };
+        let Some(packet) = packet else {
+            if let Some(frames) = reframer.as_mut() {
+                while let Some(frame) = frames.next_frame(true) {
+                    let frame = Packet::new(track.id, packet_ts(), mp3_dur(), frame);
+                    errors.decode(decoder.as_mut(), &frame, &mut run)?;
+                }
+            }
+            break;
         };
         if packet.track_id != track.id {
             continue;
         }
-        match decoder.decode(&packet) {
-            Ok(buf) => {
-                consecutive_errors = 0;
-                run.take(&buf)?;
-            }
-            Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
-                consecutive_errors += 1;
-                run.decode_errors += 1;
-                if consecutive_errors >= MAX_CONSECUTIVE_DECODE_ERRORS {
-                    let rate = run.decoded_rate().or(params.sample_rate);
-                    return Err(reasons::undecodable(
-                        codec,
-                        consecutive_errors,
-                        run.decoded,
-                        rate,
-                        &e,
-                    ));
+        match reframer.as_mut() {
+            Some(frames) => {
+                frames.push(&packet.data);
+                while let Some(frame) = frames.next_frame(false) {
+                    let frame = Packet::new(track.id, packet_ts(), mp3_dur(), frame);
+                    errors.decode(decoder.as_mut(), &frame, &mut run)?;
+                    if run.past_end() {
+                        break;
+                    }
                 }
             }
-            Err(e) => return Err(reasons::decode_error(codec, &e)),
+            None => errors.decode(decoder.as_mut(), &packet, &mut run)?,
         }
         if run.past_end() {
             break;
@@ -149,6 +167,17 @@ pub fn convert_observed(
             high_water.load(Ordering::Relaxed) as f32 / size as f32
         };
         run.report(fraction);
+    }
+    if let Some(frames) = &reframer {
+        if frames.skipped > 0 {
+            run.observer.warn(&format!(
+                "{} bytes of the MP3 track were not whole MP3 frames and were skipped",
+                frames.skipped
+            ));
+        }
+        if let Some(what) = frames.unsupported.filter(|_| run.decoded == 0) {
+            return Err(ConvertError::UnsupportedCodec(what.name().into()));
+        }
     }
     if run.decode_errors > 0 {
         run.observer.warn(&format!(
@@ -165,6 +194,88 @@ pub fn convert_observed(
         return Err(ConvertError::CorruptInput(why.into()));
     }
     run.finish(codec)
+}
+
+/// Counts undecodable packets in a row: a few are skipped (damage), a long run is the
+/// end of the conversion.
+struct ErrorRun<'c> {
+    codec: &'c str,
+    /// The rate from the codec parameters, until the decoder says otherwise.
+    rate: Option<u32>,
+    consecutive: u32,
+}
+
+impl ErrorRun<'_> {
+    /// Decodes one packet into `run`.
+    fn decode(
+        &mut self,
+        decoder: &mut dyn AudioDecoder,
+        packet: &Packet,
+        run: &mut Run<'_>,
+    ) -> Result<(), ConvertError> {
+        match decoder.decode(packet) {
+            Ok(buf) => {
+                self.consecutive = 0;
+                run.take(&buf)
+            }
+            Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
+                self.consecutive += 1;
+                run.decode_errors += 1;
+                if self.consecutive >= MAX_CONSECUTIVE_DECODE_ERRORS {
+                    let rate = run.decoded_rate().or(self.rate);
+                    return Err(reasons::undecodable(
+                        self.codec,
+                        self.consecutive,
+                        run.decoded,
+                        rate,
+                        &e,
+                    ));
+                }
+                Ok(())
+            }
+            Err(e) => Err(reasons::decode_error(self.codec, &e)),
+        }
+    }
+}
+
+fn packet_ts() -> Timestamp {
+    Timestamp::from(0i64)
+}
+
+/// The decoder reads a frame's length from its header; the packet's is not used.
+fn mp3_dur() -> Duration {
+    Duration::from(1152u64)
+}
+
+/// symphonia's PCM decoder parameters for an ISO/IEC 23003-5 track ([`mp4::IsoPcm`]; the
+/// combinations were checked by `TrackBox::codec`).
+fn iso_pcm_params(pcm: &mp4::IsoPcm) -> AudioCodecParameters {
+    use symphonia::core::codecs::audio::well_known::*;
+    let codec = match (pcm.float, pcm.bits, pcm.little_endian) {
+        (true, 64, true) => CODEC_ID_PCM_F64LE,
+        (true, 64, false) => CODEC_ID_PCM_F64BE,
+        (true, _, true) => CODEC_ID_PCM_F32LE,
+        (true, _, false) => CODEC_ID_PCM_F32BE,
+        (false, 16, true) => CODEC_ID_PCM_S16LE,
+        (false, 16, false) => CODEC_ID_PCM_S16BE,
+        (false, 24, true) => CODEC_ID_PCM_S24LE,
+        (false, 24, false) => CODEC_ID_PCM_S24BE,
+        (false, _, true) => CODEC_ID_PCM_S32LE,
+        (false, _, false) => CODEC_ID_PCM_S32BE,
+    };
+    let channels = match pcm.channels {
+        1 => Channels::Positioned(Position::FRONT_LEFT),
+        2 => Channels::Positioned(Position::FRONT_LEFT | Position::FRONT_RIGHT),
+        n => Channels::Discrete(n),
+    };
+    let mut params = AudioCodecParameters::new();
+    params
+        .for_codec(codec)
+        .with_sample_rate(pcm.rate)
+        .with_channels(channels)
+        .with_bits_per_sample(pcm.bits as u32)
+        .with_bits_per_coded_sample(pcm.bits as u32);
+    params
 }
 
 /// Picks the first audio track we can decode; failing that, says why none qualifies.
@@ -246,6 +357,8 @@ struct Stage {
     in_rate: u32,
     in_channels: usize,
     out_rate: u32,
+    /// The CBR bitrate, kbit/s; `None` with VBR.
+    cbr: Option<u16>,
 }
 
 /// What the container says about the presented range, in its own units.
@@ -271,7 +384,7 @@ impl<'a> Run<'a> {
             sink: BatchedSink::new(sink, WRITE_BATCH),
             options,
             observer,
-            id3: id3::encode(&movie.tags),
+            id3: id3::encode(&movie.tags, options.id3_version),
             audio_start: 0,
             decoded: 0,
             keep_start: 0,
@@ -421,6 +534,9 @@ impl<'a> Run<'a> {
             )));
         }
         buf.copy_to_vecs_planar::<f32>(&mut self.planes);
+        for plane in &mut self.planes {
+            tame(&mut plane[range.clone()]);
+        }
         let n = range.len();
         self.mp3.clear();
         self.mp3.reserve(n * 5 / 4 + 7200);
@@ -463,10 +579,7 @@ impl<'a> Run<'a> {
             )));
         }
         let mix = Downmix::new(channels, count, self.options.mono);
-        let out_rate = self
-            .options
-            .sample_rate
-            .unwrap_or_else(|| options::default_output_rate(in_rate));
+        let out_rate = options::output_rate(self.options.sample_rate, in_rate);
         let setup = |e: mp3lame_encoder::BuildError| {
             ConvertError::InvalidOptions(format!("LAME rejected the settings: {e}"))
         };
@@ -484,14 +597,11 @@ impl<'a> Run<'a> {
         .map_err(setup)?;
         // LAME's own default, and ffmpeg's libmp3lame default: benchmarks compare like with like.
         b.set_quality(Quality::VeryNice).map_err(setup)?;
-        match self.options.mode {
-            Mode::Cbr(kbps) => {
-                let (kbps, note) = options::effective_bitrate(kbps, out_rate);
-                if let Some(note) = note {
-                    self.observer.warn(&note);
-                }
+        let cbr = self.options.cbr_bitrate(out_rate, mix.out_channels as u8)?;
+        match (cbr, self.options.mode) {
+            (Some(kbps), _) => {
                 b.set_vbr_mode(VbrMode::Off).map_err(setup)?;
-                // The crate's Bitrate enum lacks 56 and 144 kbps: set it directly.
+                // The crate's Bitrate enum lacks 8, 16, 24, 56 and 144 kbps: set it directly.
                 // SAFETY: the pointer is the builder's live LAME handle, used on this thread only.
                 let rc = unsafe { mp3lame_encoder::ffi::lame_set_brate(b.as_ptr(), kbps as i32) };
                 if rc != 0 {
@@ -500,7 +610,11 @@ impl<'a> Run<'a> {
                     )));
                 }
             }
-            Mode::Vbr(q) => {
+            (None, mode) => {
+                let q = match mode {
+                    Mode::Vbr(q) => q,
+                    _ => unreachable!("cbr_bitrate gives a bitrate for every CBR mode"),
+                };
                 b.set_vbr_mode(VbrMode::Mtrh).map_err(setup)?;
                 b.set_vbr_quality(vbr_quality(q)).map_err(setup)?;
             }
@@ -513,6 +627,7 @@ impl<'a> Run<'a> {
             in_rate,
             in_channels: count,
             out_rate,
+            cbr,
         });
         Ok(())
     }
@@ -562,6 +677,11 @@ impl<'a> Run<'a> {
         }
         let output_frames =
             (self.kept as u128 * stage.out_rate as u128 / stage.in_rate as u128) as u64;
+        let audio_bytes = self.sink.len() - self.audio_start;
+        let bitrate_kbps = stage.cbr.unwrap_or_else(|| {
+            let bits = audio_bytes as u128 * 8 * stage.out_rate as u128;
+            (bits / (output_frames.max(1) as u128 * 1000)).min(u16::MAX as u128) as u16
+        });
         self.observer.progress(1.0);
         Ok(Summary {
             input_codec: codec.to_string(),
@@ -572,7 +692,25 @@ impl<'a> Run<'a> {
             output_frames,
             duration_ms: output_frames * 1000 / stage.out_rate as u64,
             output_bytes: self.sink.len(),
+            bitrate_kbps,
         })
+    }
+}
+
+/// The largest magnitude handed to LAME: +18 dBFS, far above any decoder's overshoot.
+const MAX_SAMPLE: f32 = 8.0;
+
+/// Makes samples safe for LAME: NaN becomes silence, infinities and absurd magnitudes
+/// (float PCM can hold 1e38) become ±[`MAX_SAMPLE`]. LAME's psychoacoustic model
+/// asserts on the NaN energies such samples cause (found by the `convert` fuzzer: an
+/// abort natively, a trap in the component). Audio within ±8 is left as it is.
+fn tame(samples: &mut [f32]) {
+    for s in samples {
+        if s.is_nan() {
+            *s = 0.0;
+        } else if s.abs() > MAX_SAMPLE {
+            *s = MAX_SAMPLE.copysign(*s);
+        }
     }
 }
 

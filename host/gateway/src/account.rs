@@ -37,11 +37,10 @@ pub async fn register(
             "this tenant does not allow self-registration".into(),
         ));
     }
-    state
-        .auth
-        .register(&tenant.name, &body.email, &body.password)
+    let auth = state.auth.for_tenant(&tenant.name).stage.clone();
+    auth.register(&tenant.name, &body.email, &body.password)
         .await?;
-    let email = state.auth.normalize_email(&body.email)?;
+    let email = auth.normalize_email(&body.email)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"tenant": tenant.name, "email": email})),
@@ -70,8 +69,8 @@ pub async fn guarded_login(
     if !valid_tenant_name(tenant) {
         return Err(AuthError::InvalidCredentials.into());
     }
-    let email = state
-        .auth
+    let auth = state.auth.for_tenant(tenant).stage.clone();
+    let email = auth
         .normalize_email(email)
         .map_err(|_| AuthError::InvalidCredentials)?;
     state.guard.check(tenant, &email, addr).await?;
@@ -79,7 +78,7 @@ pub async fn guarded_login(
         .await?
         .is_some();
     let outcome = if known_tenant {
-        state.auth.login(tenant, &email, password).await
+        auth.login(tenant, &email, password).await
     } else {
         Err(AuthError::InvalidCredentials)
     };

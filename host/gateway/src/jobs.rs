@@ -141,8 +141,16 @@ pub async fn retry(
             ));
         }
     }
-    // Read back: the script reset attempts, progress, error and finished_at.
-    let job = state.queue.get(&id).await?.ok_or(ApiError::NotFound)?;
+    // The job as the retry left it (the script reset these). Not read back: an idle
+    // worker may already have started it.
+    let job = JobRecord {
+        status: JobStatus::Queued,
+        attempts: 0,
+        progress: 0.0,
+        error: None,
+        finished_at: None,
+        ..job
+    };
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 

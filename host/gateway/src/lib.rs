@@ -38,6 +38,7 @@ use login_guard::LoginGuard;
 use tapedeck_blobs::BlobStore;
 use tapedeck_model::auth::{Authenticator, Claims};
 use tapedeck_model::net::IpNet;
+use tapedeck_model::stage::Stage;
 use tapedeck_store::links::LinkSigner;
 use tapedeck_store::queue::JobQueue;
 
@@ -53,7 +54,7 @@ pub struct AppState {
     /// Uploads and MP3s.
     pub blobs: BlobStore,
     /// Register, login, verify.
-    pub auth: Arc<dyn Authenticator>,
+    pub auth: Stage<dyn Authenticator>,
     /// Failed-login throttling.
     pub guard: LoginGuard,
     /// Server-wide upload limit (a tenant's may only be lower).
@@ -86,7 +87,8 @@ impl FromRequestParts<AppState> for Caller {
                 "invalid_token",
                 "missing, invalid or expired token",
             ))?;
-        Ok(Caller(state.auth.verify(token).await?))
+        let auth = state.auth.current().stage.clone();
+        Ok(Caller(auth.verify(token).await?))
     }
 }
 

@@ -10,6 +10,8 @@
 //!   it returns and the policy that bounds them.
 //! - `limits`: [`limits::RunLimits`] and [`limits::LimitPolicy`].
 //! - `net`: which addresses webhooks may reach.
+//! - `stage`: [`stage::Stage`], the replaceable handle through which every call finds the
+//!   component that runs its stage (the registry seam).
 
 pub mod auth;
 pub mod convert;
@@ -17,5 +19,6 @@ pub mod job;
 pub mod limits;
 pub mod net;
 pub mod notify;
+pub mod stage;
 
 pub use job::{JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms};

@@ -35,6 +35,7 @@ use super::webhook::WebhookClient;
 use super::{DeliveryError, NotifierConfig, NotifyError};
 use tapedeck_model::net::AddressPolicy;
 use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
+use tapedeck_model::stage::Stage;
 use tapedeck_store::keys::{NOTIFY, job_key};
 use tapedeck_store::links::LinkSigner;
 use tapedeck_store::notify_settings::{self as settings, TenantNotifySettings};
@@ -113,7 +114,8 @@ struct Inner {
     pool: Pool,
     /// The download links' key, read from Redis on first use.
     signer: tokio::sync::OnceCell<LinkSigner>,
-    composer: Arc<dyn Composer>,
+    /// Resolved per notification: the component composing for its tenant now.
+    composer: Stage<dyn Composer>,
     config: NotifierConfig,
     mailer: Mailer,
     webhooks: WebhookClient,
@@ -152,7 +154,7 @@ impl From<deadpool_redis::PoolError> for Interrupted {
 impl NotifyConsumer {
     pub fn new(
         pool: Pool,
-        composer: Arc<dyn Composer>,
+        composer: impl Into<Stage<dyn Composer>>,
         config: NotifierConfig,
     ) -> Result<Self, NotifyError> {
         let mailer = match &config.smtp_url {
@@ -167,7 +169,7 @@ impl NotifyConsumer {
             inner: Arc::new(Inner {
                 pool,
                 signer: tokio::sync::OnceCell::new(),
-                composer,
+                composer: composer.into(),
                 config,
                 mailer,
                 webhooks,
@@ -484,7 +486,7 @@ impl NotifyConsumer {
             webhook_enabled: webhook_url.is_some(),
             webhook_url,
         };
-        let composer = inner.composer.clone();
+        let composer = inner.composer.for_tenant(&tenant).stage.clone();
         let run = tokio::task::spawn_blocking(move || composer.compose(&event, &channels, &policy))
             .await
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));

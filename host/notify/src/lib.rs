@@ -27,7 +27,6 @@ mod mail;
 mod webhook;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -149,7 +148,7 @@ pub fn parse_allow_list(list: &str) -> Result<Vec<IpNet>, NotifyError> {
 /// or this one after a restart, takes them over).
 pub async fn run_notifier(
     pool: deadpool_redis::Pool,
-    composer: Arc<dyn Composer>,
+    composer: impl Into<tapedeck_model::stage::Stage<dyn Composer>>,
     config: NotifierConfig,
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {

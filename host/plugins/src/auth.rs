@@ -149,8 +149,8 @@ fn prepare(engine: &Engine, component: &Component) -> Result<AuthPre<AuthState>,
         .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
     let pre = linker
         .instantiate_pre(component)
-        .map_err(|e| LoadError::WrongWorld(format!("auth world: {e:#}")))?;
-    AuthPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("auth world: {e:#}")))
+        .map_err(|e| LoadError::wrong_world("auth", e))?;
+    AuthPre::new(pre).map_err(|e| LoadError::wrong_world("auth", e))
 }
 
 /// An auth component, compiled and type-checked, ready for any number of calls.
@@ -319,11 +319,9 @@ impl AuthPlugin {
                 }
                 Ok(value)
             }
-            Err((error, instantiating)) => Err(super::converter::classify_failure(
-                error,
-                instantiating,
-                limits,
-            )),
+            Err((error, instantiating)) => {
+                Err(super::error::classify_failure(error, instantiating, limits))
+            }
         }
     }
 

@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::epoch_ticks;
-use super::error::{LoadError, RunError};
+use super::error::{LoadError, RunError, classify_failure};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
 
@@ -88,8 +88,8 @@ pub(crate) fn prepare(
         .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
     let pre = linker
         .instantiate_pre(component)
-        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-    ConverterPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))
+        .map_err(|e| LoadError::wrong_world("converter", e))?;
+    ConverterPre::new(pre).map_err(|e| LoadError::wrong_world("converter", e))
 }
 
 /// Runs `convert` once in a fresh store, writing the MP3 to `output` from offset 0.
@@ -211,31 +211,6 @@ pub(crate) fn observe<R: Send>(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-/// Names the limit or fault behind an error from instantiating or calling a guest (any
-/// world: the notifier uses it too).
-pub(crate) fn classify_failure(
-    error: wasmtime::Error,
-    instantiating: bool,
-    limits: &RunLimits,
-) -> RunError {
-    tracing::debug!("plugin run failed: {error:?}");
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RunError::CpuLimit {
-            limit: limits.cpu_time,
-        },
-        Some(Trap::StackOverflow) => RunError::StackOverflow,
-        Some(trap) => RunError::Trap {
-            message: trap.to_string(),
-        },
-        None if instantiating => RunError::Instantiate {
-            message: format!("{error:#}"),
-        },
-        None => RunError::Trap {
-            message: format!("{error:#}"),
-        },
-    }
 }
 
 /// Everything one run's `Store` holds.

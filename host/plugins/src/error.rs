@@ -5,15 +5,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use wasmtime::Trap;
+
 use super::converter::wit;
+use super::limits::RunLimits;
 
 /// Why a component could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("the plugin is not a valid component: {0}")]
     Compile(String),
-    #[error("the plugin does not implement the converter world: {0}")]
-    WrongWorld(String),
+    #[error("the plugin does not implement the {world} world: {reason}")]
+    WrongWorld { world: &'static str, reason: String },
     /// The cause is the error's `source` (shown once by `{:#}`, not twice).
     #[error("cannot write the compiled plugin to {}", path.display())]
     Cache {
@@ -55,6 +58,41 @@ pub enum RunError {
     /// Host-side I/O around the run failed (input, output, the runner process).
     #[error("{message}")]
     Io { message: String },
+}
+
+/// Names the limit or fault behind an error from instantiating or calling a guest (any
+/// world: the notifier uses it too).
+pub(crate) fn classify_failure(
+    error: wasmtime::Error,
+    instantiating: bool,
+    limits: &RunLimits,
+) -> RunError {
+    tracing::debug!("plugin run failed: {error:?}");
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunError::CpuLimit {
+            limit: limits.cpu_time,
+        },
+        Some(Trap::StackOverflow) => RunError::StackOverflow,
+        Some(trap) => RunError::Trap {
+            message: trap.to_string(),
+        },
+        None if instantiating => RunError::Instantiate {
+            message: format!("{error:#}"),
+        },
+        None => RunError::Trap {
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+impl LoadError {
+    /// The component does not fit `world` (an import it lacks, an export missing).
+    pub(crate) fn wrong_world(world: &'static str, error: wasmtime::Error) -> Self {
+        LoadError::WrongWorld {
+            world,
+            reason: format!("{error:#}"),
+        }
+    }
 }
 
 impl RunError {
@@ -128,6 +166,15 @@ mod tests {
         assert_eq!(output.to_string(), "output limit of 1000 bytes exceeded");
         let convert = RunError::Convert(ConvertError::NoAudioTrack);
         assert_eq!(convert.to_string(), "input has no audio track");
+    }
+
+    #[test]
+    fn wrong_world_names_the_world() {
+        let error = LoadError::wrong_world("auth", wasmtime::Error::msg("no export `login`"));
+        assert_eq!(
+            error.to_string(),
+            "the plugin does not implement the auth world: no export `login`"
+        );
     }
 
     #[test]

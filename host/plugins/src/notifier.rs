@@ -114,8 +114,8 @@ fn prepare(
         .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
     let pre = linker
         .instantiate_pre(component)
-        .map_err(|e| LoadError::WrongWorld(format!("notifier world: {e:#}")))?;
-    NotifierPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("notifier world: {e:#}")))
+        .map_err(|e| LoadError::wrong_world("notifier", e))?;
+    NotifierPre::new(pre).map_err(|e| LoadError::wrong_world("notifier", e))
 }
 
 /// A notifier component, compiled and type-checked, ready for any number of runs.
@@ -189,7 +189,7 @@ impl NotifierPlugin {
                 Err(NotifyRunError::Declined(why))
             }
             Err((error, instantiating)) => Err(NotifyRunError::Plugin(
-                super::converter::classify_failure(error, instantiating, limits),
+                super::error::classify_failure(error, instantiating, limits),
             )),
         }
     }

@@ -23,6 +23,7 @@ pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn,
 };
 use tapedeck_model::limits::LimitPolicy;
+use tapedeck_model::stage::Stage;
 use tapedeck_store::queue::{AttemptStart, Delivery, JobOutput, JobQueue, Orphan, consumer_name};
 
 /// Settings of one worker process.
@@ -46,7 +47,8 @@ pub struct WorkerSettings {
 pub struct Worker {
     queue: JobQueue,
     blobs: BlobStore,
-    converter: Arc<dyn Converter>,
+    /// Resolved per job: the component running the converter stage for its tenant now.
+    converter: Stage<dyn Converter>,
     settings: WorkerSettings,
     /// Round-robin position across tenants, shared by the slots.
     cursor: Arc<AtomicUsize>,
@@ -100,13 +102,13 @@ impl Worker {
     pub fn new(
         queue: JobQueue,
         blobs: BlobStore,
-        converter: Arc<dyn Converter>,
+        converter: impl Into<Stage<dyn Converter>>,
         settings: WorkerSettings,
     ) -> Self {
         Self {
             queue,
             blobs,
-            converter,
+            converter: converter.into(),
             settings,
             cursor: Arc::new(AtomicUsize::new(0)),
             known_tenants: Arc::new(Mutex::new(Vec::new())),
@@ -292,7 +294,9 @@ impl Worker {
                 }
             })
         };
-        let converter = self.converter.clone();
+        let installed = self.converter.for_tenant(&job.tenant);
+        tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
+        let converter = installed.stage.clone();
         let limits = self.settings.limits.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
         let converted = tokio::task::spawn_blocking(move || {

@@ -18,13 +18,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, ServiceConfig, Settings};
-use auth::{ComponentAuthenticator, load_auth};
+use auth::ComponentAuthenticator;
 use managed_redis::ManagedRedis;
 use tapedeck_blobs::BlobStore;
 use tapedeck_gateway::health::Health;
 use tapedeck_gateway::login_guard::LoginGuard;
 use tapedeck_gateway::{AppState, app};
 use tapedeck_model::notify::Composer;
+use tapedeck_model::stage::Stage;
 use tapedeck_notify::{self as notify, NotifierConfig};
 use tapedeck_plugins::adapters::ComponentConverter;
 use tapedeck_plugins::{Isolation, PluginRuntime, RuntimeConfig};
@@ -51,7 +52,7 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
     log_start(&config);
     prepare_data_dir(&config.data_dir)?;
-    let converter: Option<Arc<dyn Converter>> = if config.role.runs_workers() {
+    let converter: Option<Stage<dyn Converter>> = if config.role.runs_workers() {
         Some(load_converter(&config, embedded)?)
     } else {
         None
@@ -96,7 +97,7 @@ pub async fn shutdown_signal() {
 /// `converter` is needed when the role runs workers.
 pub async fn serve(
     config: ServiceConfig,
-    converter: Option<Arc<dyn Converter>>,
+    converter: Option<Stage<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
@@ -151,7 +152,7 @@ fn redacted(url: &str) -> String {
 async fn serve_with_redis(
     config: &ServiceConfig,
     managed_url: Option<&str>,
-    converter: Option<Arc<dyn Converter>>,
+    converter: Option<Stage<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let url = managed_url
@@ -182,12 +183,21 @@ async fn serve_with_redis(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let cache_dir = config.data_dir.join("plugin-cache");
+    // One in-process runtime (one engine, one epoch ticker, one compile cache) for the
+    // stages that run in this process: auth and the notifier. The converter runs in
+    // child processes, compiled for them by its own runtime (`load_converter`).
+    let mut in_process =
+        RuntimeConfig::new(&cache_dir).context("finding this executable to run plugins with")?;
+    in_process.isolation = Isolation::InProcess;
+    let in_process = PluginRuntime::new(in_process)?;
     if config.role.runs_workers() {
         let bytes = component_bytes(
             config.notifier.as_deref(),
             crate::components::DEFAULT_NOTIFIER,
         )?;
-        let plugin = load_notifier(&cache_dir, &bytes)?;
+        let plugin = in_process.load_notifier(&bytes)?;
+        tracing::info!(digest = plugin.digest(), "notifier loaded");
+        let composer: Stage<dyn Composer> = Stage::new(plugin.digest().to_owned(), plugin);
         let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
         notifier.public_base_url = config.public_url.clone().or_else(|| {
             // In one process the gateway is right here; split, a gateway publishes its URL.
@@ -201,7 +211,7 @@ async fn serve_with_redis(
         notifier.webhook_allow = config.webhook_allow.clone();
         let (pool, stopped) = (pool.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) = notify::run_notifier(pool, plugin, notifier, stopped).await {
+            if let Err(e) = notify::run_notifier(pool, composer, notifier, stopped).await {
                 tracing::error!(error = %e, "the notifier stopped");
             }
         });
@@ -239,18 +249,23 @@ async fn serve_with_redis(
             config.auth_plugin.as_deref(),
             crate::components::DEFAULT_AUTH,
         )?;
-        let auth_plugin = load_auth(&cache_dir, &bytes)?;
+        let auth_plugin = in_process.load_auth(&bytes)?;
+        tracing::info!(digest = auth_plugin.digest(), "auth stage loaded");
+        let auth_digest = auth_plugin.digest().to_owned();
         let state = AppState {
             pool: pool.clone(),
             redis,
             queue,
             blobs,
-            auth: ComponentAuthenticator::new(
-                auth_plugin,
-                UserStore::new(pool.clone()),
-                key,
-                config.token_ttl,
-            )?,
+            auth: Stage::new(
+                auth_digest,
+                ComponentAuthenticator::new(
+                    auth_plugin,
+                    UserStore::new(pool.clone()),
+                    key,
+                    config.token_ttl,
+                )?,
+            ),
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
             health,
@@ -301,13 +316,17 @@ async fn serve_with_redis(
 pub fn load_converter(
     config: &ServiceConfig,
     embedded: &'static [u8],
-) -> anyhow::Result<Arc<dyn Converter>> {
+) -> anyhow::Result<Stage<dyn Converter>> {
     let bytes = component_bytes(config.converter.as_deref(), embedded)?;
     let runtime_config = RuntimeConfig::new(config.data_dir.join("plugin-cache"))
         .context("finding this executable to run plugins with")?;
     let plugin = PluginRuntime::new(runtime_config)?.load_converter(&bytes)?;
     tracing::info!(digest = plugin.digest(), "converter loaded");
-    Ok(Arc::new(ComponentConverter::new(plugin)))
+    let digest = plugin.digest().to_owned();
+    Ok(Stage::new(
+        digest,
+        Arc::new(ComponentConverter::new(plugin)),
+    ))
 }
 
 /// Compiles (or loads from `cache_dir`) a notifier component in an in-process runtime

@@ -253,6 +253,33 @@ IsVbrTag(const unsigned char *buf)
 
 #define SHIFT_IN_BITS_VALUE(x,n,v) ( x = (x << (n)) | ( (v) & ~(-1 << (n)) ) )
 
+/* Tapedeck: the bitrate of the frame that carries the LAME tag. LAME 3.100 puts a CBR
+ * stream's tag in a frame of the stream's own bitrate and drops the tag when that frame
+ * is too small to hold it (below 24 kbps at 8 kHz ... 64 kbps at 48 kHz stereo); without
+ * the tag's delay and padding, decoders return 1105 or more samples too many. Such a
+ * stream's tag now goes into a frame of the bitrate LAME uses for VBR streams' tags,
+ * which always fits; the audio frames keep the stream's bitrate. */
+static int
+TagFrameBitrate(SessionConfig_t const *cfg)
+{
+    int     kbps;
+    if (1 == cfg->version) {
+        kbps = XING_BITRATE1;
+    }
+    else {
+        if (cfg->samplerate_out < 16000)
+            kbps = XING_BITRATE25;
+        else
+            kbps = XING_BITRATE2;
+    }
+    if (cfg->vbr == vbr_off) {
+        int     size = ((cfg->version + 1) * 72000 * cfg->avg_bitrate) / cfg->samplerate_out;
+        if (size >= cfg->sideinfo_len + LAMEHEADERSIZE)
+            kbps = cfg->avg_bitrate;
+    }
+    return kbps;
+}
+
 static void
 setLameTagFrameHeader(lame_internal_flags const *gfc, unsigned char *buffer)
 {
@@ -285,19 +312,7 @@ setLameTagFrameHeader(lame_internal_flags const *gfc, unsigned char *buffer)
     buffer[0] = (uint8_t) 0xff;
     abyte = (buffer[1] & (unsigned char) 0xf1);
     {
-        int     bitrate;
-        if (1 == cfg->version) {
-            bitrate = XING_BITRATE1;
-        }
-        else {
-            if (cfg->samplerate_out < 16000)
-                bitrate = XING_BITRATE25;
-            else
-                bitrate = XING_BITRATE2;
-        }
-
-        if (cfg->vbr == vbr_off)
-            bitrate = cfg->avg_bitrate;
+        int     bitrate = TagFrameBitrate(cfg); /* Tapedeck */
 
         if (cfg->free_format)
             bbyte = 0x00;
@@ -513,18 +528,7 @@ InitVbrTag(lame_global_flags * gfp)
      */
 
 
-    if (1 == cfg->version) {
-        kbps_header = XING_BITRATE1;
-    }
-    else {
-        if (cfg->samplerate_out < 16000)
-            kbps_header = XING_BITRATE25;
-        else
-            kbps_header = XING_BITRATE2;
-    }
-
-    if (cfg->vbr == vbr_off)
-        kbps_header = cfg->avg_bitrate;
+    kbps_header = TagFrameBitrate(cfg); /* Tapedeck */
 
     /** make sure LAME Header fits into Frame
      */
