@@ -75,39 +75,22 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
             }
         },
     };
-    const BITRATES: &[u16] = &[
-        8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320,
-    ];
-    const RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
     if bitrate.is_some() && vbr.is_some() {
         return Err(ApiError::BadRequest(
             "invalid_options",
             "give bitrate or vbr, not both".into(),
         ));
     }
-    if let Some(b) = bitrate
-        && !BITRATES.contains(&b)
-    {
-        return Err(ApiError::BadRequest(
-            "invalid_options",
-            format!("bitrate {b} is not an MP3 bitrate"),
-        ));
+    // The converter's own rules (tapedeck-mp3-rules): what it would refuse is a 400 now.
+    let invalid = |why: String| ApiError::BadRequest("invalid_options", why);
+    if let Some(rate) = sample_rate {
+        tapedeck_mp3_rules::check_sample_rate(rate).map_err(invalid)?;
     }
-    if let Some(q) = vbr
-        && q > 9
-    {
-        return Err(ApiError::BadRequest(
-            "invalid_options",
-            "vbr is a quality from 0 to 9".into(),
-        ));
+    if let Some(kbps) = bitrate {
+        tapedeck_mp3_rules::check_bitrate(kbps, sample_rate).map_err(invalid)?;
     }
-    if let Some(r) = sample_rate
-        && !RATES.contains(&r)
-    {
-        return Err(ApiError::BadRequest(
-            "invalid_options",
-            format!("sample_rate {r} is not an MP3 rate"),
-        ));
+    if let Some(quality) = vbr {
+        tapedeck_mp3_rules::check_vbr_quality(quality).map_err(invalid)?;
     }
     Ok(JobOptions {
         bitrate,
@@ -533,6 +516,17 @@ mod tests {
         assert!(parse_options(&f(&[("vbr", "10")])).is_err());
         assert!(parse_options(&f(&[("sample_rate", "96000")])).is_err());
         assert!(parse_options(&f(&[("mono", "maybe")])).is_err());
+        // The converter's rules: 144 exists only at MPEG-2 rates, 8..24 only below 32 kHz.
+        assert!(parse_options(&f(&[("bitrate", "144")])).is_ok());
+        assert!(parse_options(&f(&[("bitrate", "144"), ("sample_rate", "44100")])).is_err());
+        assert!(parse_options(&f(&[("bitrate", "16"), ("sample_rate", "44100")])).is_err());
+        assert!(parse_options(&f(&[("bitrate", "16"), ("sample_rate", "8000")])).is_ok());
+        assert!(parse_options(&f(&[("bitrate", "320"), ("sample_rate", "22050")])).is_err());
+        let why = match parse_options(&f(&[("bitrate", "100")])) {
+            Err(ApiError::BadRequest(_, why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why.contains("valid: 32, 40"), "{why}");
     }
 
     #[test]

@@ -50,8 +50,9 @@ struct ConvertArgs {
     /// Where to write the MP3; written only if the conversion succeeds.
     #[arg(short, long)]
     output: PathBuf,
-    /// Constant bitrate in kbit/s (32..=320; default 192).
-    #[arg(long, conflicts_with = "vbr", value_parser = clap::value_parser!(u16).range(32..=320))]
+    /// Constant bitrate in kbit/s: 32..=320 at 32-48 kHz, 8..=160 at 16-24 kHz, 8..=64 at
+    /// 8-12 kHz [default: by output rate and channels, 192 for 44.1 kHz stereo].
+    #[arg(long, conflicts_with = "vbr")]
     bitrate: Option<u16>,
     /// Variable bitrate quality, 0 (best) ..= 9 (smallest).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
@@ -122,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn convert(args: ConvertArgs) -> Result<()> {
+    args.check()?;
     let options = args.options();
     let limits = args.limits()?;
     let bytes = match &args.plugin {
@@ -186,6 +188,21 @@ fn convert(args: ConvertArgs) -> Result<()> {
 }
 
 impl ConvertArgs {
+    /// The converter's own rules (tapedeck-mp3-rules), before anything runs.
+    fn check(&self) -> Result<()> {
+        if let Some(rate) = self.sample_rate {
+            tapedeck_mp3_rules::check_sample_rate(rate).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(kbps) = self.bitrate {
+            tapedeck_mp3_rules::check_bitrate(kbps, self.sample_rate)
+                .map_err(anyhow::Error::msg)?;
+        }
+        if let Some(quality) = self.vbr {
+            tapedeck_mp3_rules::check_vbr_quality(quality).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     fn options(&self) -> ConvertOptions {
         let defaults = ConvertOptions::default();
         let mode = match (self.bitrate, self.vbr) {
@@ -297,7 +314,17 @@ mod tests {
         assert!(
             Cli::try_parse_from([&base[..], &["--bitrate", "192", "--vbr", "2"]].concat()).is_err()
         );
-        assert!(Cli::try_parse_from([&base[..], &["--bitrate", "16"]].concat()).is_err());
+        assert!(
+            parse(&["--bitrate", "16"]).check().is_ok(),
+            "16 kbps exists at 8-24 kHz"
+        );
+        assert!(
+            parse(&["--bitrate", "16", "--sample-rate", "44100"])
+                .check()
+                .is_err()
+        );
+        assert!(parse(&["--bitrate", "100"]).check().is_err());
+        assert!(parse(&["--sample-rate", "96000"]).check().is_err());
         assert!(Cli::try_parse_from([&base[..], &["--vbr", "10"]].concat()).is_err());
     }
 

@@ -198,6 +198,23 @@ async fn request_bodies_are_bounded_in_every_part() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "field_too_large", "{v}");
 
+    // Options the converter would refuse are refused at once, by the converter's rules.
+    let short = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
+    for fields in [
+        &[("bitrate", "100")][..],
+        &[("bitrate", "16"), ("sample_rate", "44100")],
+        &[("sample_rate", "96000")],
+    ] {
+        let r = me.upload_raw(&short, fields).await;
+        assert_eq!(r.status(), 400, "{fields:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_options", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("valid:"),
+            "{v}"
+        );
+    }
+
     // And an honest upload still works.
     let job = me
         .upload(
