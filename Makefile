@@ -39,8 +39,8 @@ lint: setup
 ## after review.
 bench: build setup-bench
 	$(CARGO) run --release --locked -p tapedeck-bench -- $(BENCH_ARGS)
-	NOTIFY_BENCH_N=$${NOTIFY_BENCH_N:-500} $(CARGO) test --release --locked -p tapedeck --test notify \
-		bench_notifications_per_second -- --ignored --nocapture
+	NOTIFY_BENCH_N=$${NOTIFY_BENCH_N:-500} $(CARGO) test --release --locked -p tapedeck-tests --test host \
+		notify::bench_notifications_per_second -- --ignored --nocapture
 	bench/service.sh
 
 ## Fuzz the converter's native core (cargo-fuzz, nightly): each target for FUZZ_SECONDS

@@ -3,6 +3,7 @@
 
 pub mod probe;
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +87,13 @@ impl RedisServer {
             signal(child.id(), libc::SIGTERM);
             let _ = child.wait();
         }
+    }
+
+    /// A connection pool on this server, as the service's crates take one.
+    pub fn pool(&self) -> deadpool_redis::Pool {
+        deadpool_redis::Config::from_url(self.url())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap()
     }
 
     pub fn conn(&self) -> redis::Connection {
@@ -177,21 +185,30 @@ pub struct Received {
     pub body: String,
 }
 
-/// An HTTP server on 127.0.0.1 that records the POSTs to `/hook` (answers 204).
+/// An HTTP server on 127.0.0.1 that records the POSTs to `/hook` (answers 204); answers
+/// 500 to the first `fail_first` requests.
 pub struct Receiver {
     pub port: u16,
     got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Requests still to fail with 500.
+    pub fail_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
+        use std::sync::atomic::Ordering;
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let g = got.clone();
+        let fail_first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, f) = (got.clone(), fail_first.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                let g = g.clone();
+                let (g, f) = (g.clone(), f.clone());
                 async move {
+                    if f.load(Ordering::SeqCst) > 0 {
+                        f.fetch_sub(1, Ordering::SeqCst);
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
                     g.lock().unwrap().push(Received { headers, body });
                     axum::http::StatusCode::NO_CONTENT
                 }
@@ -200,7 +217,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { port, got }
+        Self {
+            port,
+            got,
+            fail_first,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -218,6 +239,118 @@ fn unfold_qp(mail: &str) -> String {
     mail.replace("=\r\n", "")
         .replace("=\n", "")
         .replace("=3D", "=")
+}
+
+/// Polls an async `check` until it holds, panicking after `limit`.
+pub async fn wait_for(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, limit: Duration, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn maildev_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TAPEDECK_MAILDEV") {
+        return path.into();
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/node_modules/.bin/maildev");
+    assert!(
+        path.exists(),
+        "maildev is missing: run `make setup` (or set TAPEDECK_MAILDEV)"
+    );
+    path
+}
+
+/// A maildev SMTP server (+ its JSON API), started on demand.
+pub struct Maildev {
+    pub smtp: u16,
+    pub web: u16,
+    dir: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Maildev {
+    /// Ports reserved, server not started.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            smtp: free_port(),
+            web: free_port(),
+            dir: dir.join("maildev"),
+            child: None,
+        }
+    }
+
+    pub fn started(dir: &Path) -> Self {
+        let mut m = Self::new(dir);
+        m.start();
+        m
+    }
+
+    pub fn start(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let child = Command::new(maildev_bin())
+            .args([
+                "--smtp",
+                &self.smtp.to_string(),
+                "--web",
+                &self.web.to_string(),
+                "--ip",
+                "127.0.0.1",
+            ])
+            .arg("--mail-directory")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting maildev");
+        self.child = Some(ChildGuard(child));
+        wait_port(self.smtp, Duration::from_secs(60), "maildev SMTP");
+        wait_port(self.web, Duration::from_secs(60), "maildev web");
+    }
+
+    pub fn smtp_url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.smtp)
+    }
+
+    pub async fn emails(&self) -> Vec<Value> {
+        let url = format!("http://127.0.0.1:{}/api/email", self.web);
+        match reqwest::get(url).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// One `tapedeck serve` process; killed on drop.

@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::StreamId;
 use redis::{AsyncCommands, Script};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -40,6 +40,7 @@ use tapedeck_store::keys::{NOTIFY, job_key};
 use tapedeck_store::links::LinkSigner;
 use tapedeck_store::notify_settings::{self as settings, TenantNotifySettings};
 use tapedeck_store::queue::now_ms;
+use tapedeck_store::streams::Group;
 
 /// The consumer group of notifier processes on `td:notify`.
 pub const GROUP: &str = "notifiers";
@@ -74,18 +75,11 @@ return admit
     )
 });
 
-/// Resets an entry's idle time if `consumer` still owns it. KEYS: stream.
-/// ARGV: group, consumer, entry id. Returns 1 if still ours.
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"#,
-    )
-});
+/// The `notifiers` group on `td:notify`.
+const NOTIFIERS: Group<'static> = Group {
+    stream: NOTIFY,
+    name: GROUP,
+};
 
 /// Where the time goes, for benchmarks and metrics. All counters only grow.
 #[derive(Debug, Default)]
@@ -185,18 +179,7 @@ impl NotifyConsumer {
     /// Creates the consumer group (reading `td:notify` from its start) if missing.
     pub async fn ensure_group(&self) -> Result<(), NotifyError> {
         let mut conn = self.inner.pool.get().await?;
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(NOTIFY)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => Ok(other?),
-        }
+        Ok(NOTIFIERS.ensure(&mut conn, "0").await?)
     }
 
     /// Reads and handles entries until `shutdown` is cancelled, then waits for the
@@ -249,38 +232,21 @@ impl NotifyConsumer {
     async fn next_entries(&self, count: usize) -> Result<Vec<StreamId>, NotifyError> {
         let mut conn = self.inner.pool.get().await?;
         let config = &self.inner.config;
-        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(NOTIFY)
-            .arg(GROUP)
-            .arg(&config.consumer)
-            .arg(config.visibility_timeout.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
+        let (entries, taken_over) = NOTIFIERS
+            .claim_or_read(
+                &mut conn,
+                &config.consumer,
+                config.visibility_timeout,
+                count,
+            )
             .await?;
-        if !claimed.claimed.is_empty() {
+        if taken_over {
             tracing::info!(
-                n = claimed.claimed.len(),
+                n = entries.len(),
                 "notifier: took over abandoned notifications"
             );
-            return Ok(claimed.claimed);
         }
-        let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&config.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(NOTIFY)
-            .arg(">")
-            .query_async(&mut conn)
-            .await?;
-        Ok(read
-            .and_then(|r| r.keys.into_iter().next())
-            .map(|k| k.ids)
-            .unwrap_or_default())
+        Ok(entries)
     }
 
     /// Handles one entry while heart-beating it; logs instead of failing (the entry stays
@@ -317,14 +283,10 @@ impl NotifyConsumer {
             tokio::time::sleep(every).await;
             let ours = async {
                 let mut conn = self.inner.pool.get().await?;
-                let ours: i64 = HEARTBEAT
-                    .key(NOTIFY)
-                    .arg(GROUP)
-                    .arg(&self.inner.config.consumer)
-                    .arg(entry_id)
-                    .invoke_async(&mut conn)
+                let ours = NOTIFIERS
+                    .heartbeat(&mut conn, &self.inner.config.consumer, entry_id)
                     .await?;
-                Ok::<_, NotifyError>(ours == 1)
+                Ok::<_, NotifyError>(ours)
             }
             .await;
             match ours {
@@ -637,8 +599,7 @@ impl NotifyConsumer {
 
 /// base * 2^(attempt-1), at most `max`, plus up to 50% jitter.
 fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
-    exp.min(max).mul_f64(1.0 + rand::random_range(0.0..0.5))
+    tapedeck_store::streams::backoff(base, attempt, max)
 }
 
 /// What a notification's download link is made of.
@@ -751,16 +712,5 @@ mod tests {
         assert_eq!(failed.status, FinalStatus::Failed);
         assert_eq!(failed.failure_reason.as_deref(), Some("no audio"));
         assert_eq!(failed.download_url, None);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        let first = backoff(base, max, 1);
-        assert!(first >= base && first <= base.mul_f64(1.5));
-        let third = backoff(base, max, 3);
-        assert!(third >= base * 4 && third <= (base * 4).mul_f64(1.5));
-        assert!(backoff(base, max, 30) <= max.mul_f64(1.5));
     }
 }

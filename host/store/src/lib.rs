@@ -6,12 +6,14 @@
 //! # Layout
 //! - `keys`: every `td:*` key and channel.
 //! - `queue`: job records, per-tenant convert streams, retries, dead letters, events.
+//! - `streams`: the consumer-group protocol both pipelines use.
 //! - `tenants`, `users`, `notify_settings`, `links`.
 
 pub mod keys;
 pub mod links;
 pub mod notify_settings;
 pub mod queue;
+pub mod streams;
 pub mod tenants;
 pub mod users;
 

@@ -4,16 +4,17 @@
 //! real HTTP receiver on 127.0.0.1.
 //!
 //! `bench_notifications_per_second` (ignored) measures throughput and splits the time
-//! into wasm and SMTP: `cargo test --release -p tapedeck --test notify -- --ignored --nocapture`.
+//! into wasm and SMTP: `cargo test --release -p tapedeck-tests --test host --
+//! notify::bench_notifications_per_second --ignored --nocapture`.
+//!
+//! Servers (redis-server, maildev, the webhook receiver) come from the testkit
+//! (`tests/src/lib.rs`).
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tapedeck::model::notify::Composer;
 use tapedeck::notify::{
@@ -23,218 +24,9 @@ use tapedeck::notify::{
 use tapedeck::queue::{
     JobInput, JobOutput, JobQueue, JobRecord, JobStatus, PipelinePolicy, now_ms,
 };
+use tapedeck_tests::{Maildev, Receiver, RedisServer, free_port, wait_for};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding an ephemeral loopback port")
-        .port()
-}
-
-async fn wait_for(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A child process killed on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16, limit: Duration, what: &str) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A redis-server without persistence on a free port.
-struct Redis {
-    url: String,
-    _child: ChildGuard,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (make setup)");
-        let guard = ChildGuard(child);
-        wait_port(port, Duration::from_secs(10), "redis-server");
-        Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            _child: guard,
-        }
-    }
-
-    fn pool(&self) -> deadpool_redis::Pool {
-        deadpool_redis::Config::from_url(&self.url)
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .unwrap()
-    }
-}
-
-fn maildev_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("TAPEDECK_MAILDEV") {
-        return path.into();
-    }
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/node_modules/.bin/maildev");
-    assert!(
-        path.exists(),
-        "maildev is missing: run `make setup` (or set TAPEDECK_MAILDEV)"
-    );
-    path
-}
-
-/// A maildev SMTP server (+ its JSON API), started on demand.
-struct Maildev {
-    smtp: u16,
-    web: u16,
-    dir: PathBuf,
-    child: Option<ChildGuard>,
-}
-
-impl Maildev {
-    /// Ports reserved, server not started.
-    fn new(dir: &Path) -> Self {
-        Self {
-            smtp: free_port(),
-            web: free_port(),
-            dir: dir.join("maildev"),
-            child: None,
-        }
-    }
-
-    fn started(dir: &Path) -> Self {
-        let mut m = Self::new(dir);
-        m.start();
-        m
-    }
-
-    fn start(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let child = Command::new(maildev_bin())
-            .args([
-                "--smtp",
-                &self.smtp.to_string(),
-                "--web",
-                &self.web.to_string(),
-                "--ip",
-                "127.0.0.1",
-            ])
-            .arg("--mail-directory")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting maildev");
-        self.child = Some(ChildGuard(child));
-        wait_port(self.smtp, Duration::from_secs(60), "maildev SMTP");
-        wait_port(self.web, Duration::from_secs(60), "maildev web");
-    }
-
-    fn smtp_url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.smtp)
-    }
-
-    async fn emails(&self) -> Vec<Value> {
-        let url = format!("http://127.0.0.1:{}/api/email", self.web);
-        match reqwest::get(url).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-/// One request the webhook receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: String,
-}
-
-/// An HTTP server on 127.0.0.1 that records webhook POSTs; answers 500 to the first
-/// `fail_first` requests.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<Received>>>,
-    fail_first: Arc<AtomicUsize>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let fail_first = Arc::new(AtomicUsize::new(0));
-        let (g, f) = (got.clone(), fail_first.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let (g, f) = (g.clone(), f.clone());
-                async move {
-                    if f.load(Ordering::SeqCst) > 0 {
-                        f.fetch_sub(1, Ordering::SeqCst);
-                        return StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    g.lock().unwrap().push(Received { headers, body });
-                    StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            port,
-            got,
-            fail_first,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
 
 /// The default component, compiled once per test binary.
 fn plugin() -> Arc<dyn Composer> {
@@ -426,7 +218,7 @@ async fn pending(pool: &deadpool_redis::Pool) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn finished_job_sends_one_mail_with_link_and_one_signed_webhook() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let receiver = Receiver::start().await;
     let pool = redis.pool();
@@ -495,7 +287,7 @@ async fn finished_job_sends_one_mail_with_link_and_one_signed_webhook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_job_mail_says_why_and_what_to_do() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
     let running = Running::with_defaults(&pool, dir.path(), &maildev);
@@ -527,7 +319,7 @@ async fn failed_job_mail_says_why_and_what_to_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smtp_down_then_back_delivers_every_mail_once() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let mut maildev = Maildev::new(dir.path());
     let pool = redis.pool();
     let consumer = NotifyConsumer::new(
@@ -588,7 +380,7 @@ async fn smtp_down_then_back_delivers_every_mail_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhooks_to_loopback_and_metadata_are_refused_unless_allow_listed() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let receiver = Receiver::start().await;
     let pool = redis.pool();
     enable_webhook(&pool, "loop", &receiver.url()).await;
@@ -650,7 +442,7 @@ async fn webhooks_to_loopback_and_metadata_are_refused_unless_allow_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crlf_and_header_text_in_a_file_name_inject_no_header() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
     let running = Running::with_defaults(&pool, dir.path(), &maildev);
@@ -689,7 +481,7 @@ async fn crlf_and_header_text_in_a_file_name_inject_no_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_taken_over_notification_sends_nothing_twice() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let receiver = Receiver::start().await;
     receiver.fail_first.store(usize::MAX / 2, Ordering::SeqCst);
@@ -744,7 +536,7 @@ async fn bench_notifications_per_second() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
     let q = queue(&pool);
@@ -790,7 +582,7 @@ async fn bench_notifications_per_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hourly_cap_dead_letters_the_excess() {
     let dir = TempDir::new().unwrap();
-    let redis = Redis::start(dir.path());
+    let redis = RedisServer::start(&dir.path().join("redis"));
     let maildev = Maildev::started(dir.path());
     let pool = redis.pool();
     notify::settings::update(

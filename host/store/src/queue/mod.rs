@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::streams::StreamReadReply;
 
 pub use tapedeck_model::job::{
     JobChange, JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms,
@@ -58,9 +58,15 @@ pub struct PipelinePolicy {
 impl PipelinePolicy {
     /// Delay before attempt `attempts + 1`: base * 2^(attempts-1), plus jitter.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let exp = self.retry_base * 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
-        let jitter = rand::random_range(0.0..0.5);
-        exp.mul_f64(1.0 + jitter)
+        crate::streams::backoff(self.retry_base, attempts, Duration::from_secs(24 * 3600))
+    }
+}
+
+/// The `workers` group of a convert stream.
+fn group(stream: &str) -> crate::streams::Group<'_> {
+    crate::streams::Group {
+        stream,
+        name: GROUP,
     }
 }
 
@@ -180,18 +186,8 @@ impl JobQueue {
     /// Creates the group of `tenant`'s convert stream (and the stream) if missing.
     pub async fn ensure_stream(&self, tenant: &str) -> Result<()> {
         let mut conn = self.conn().await?;
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(convert_stream(tenant))
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            other => other?,
-        }
+        let stream = convert_stream(tenant);
+        group(&stream).ensure(&mut conn, "0").await?;
         let _: () = conn.sadd(TENANTS_WITH_STREAMS, tenant).await?;
         Ok(())
     }
@@ -360,41 +356,16 @@ impl JobQueue {
                 .push(t);
         }
         let start = cursor.fetch_add(1, Ordering::Relaxed);
-        let min_idle = self.policy.visibility_timeout.as_millis() as u64;
         for i in 0..tenants.len() {
             let tenant = &tenants[(start + i) % tenants.len()];
             let stream = convert_stream(tenant);
-            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(min_idle)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
+            let (entries, taken_over) = group(&stream)
+                .claim_or_read(&mut conn, consumer, self.policy.visibility_timeout, 1)
                 .await?;
-            let entry = match claimed.claimed.into_iter().next() {
-                Some(entry) => {
-                    tracing::info!(tenant, entry = %entry.id, "claimed an abandoned entry");
-                    Some(entry)
-                }
-                None => {
-                    let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(GROUP)
-                        .arg(consumer)
-                        .arg("COUNT")
-                        .arg(1)
-                        .arg("STREAMS")
-                        .arg(&stream)
-                        .arg(">")
-                        .query_async(&mut conn)
-                        .await?;
-                    read.and_then(|r| r.keys.into_iter().next())
-                        .and_then(|k| k.ids.into_iter().next())
-                }
-            };
+            let entry = entries.into_iter().next();
+            if taken_over && let Some(entry) = &entry {
+                tracing::info!(tenant, entry = %entry.id, "claimed an abandoned entry");
+            }
             if let Some(entry) = entry {
                 let job_id: String = entry.get("job").unwrap_or_default();
                 return Ok(Some(Delivery {
@@ -531,14 +502,9 @@ impl JobQueue {
     /// claimed it meanwhile.
     pub async fn heartbeat(&self, d: &Delivery, consumer: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let ours: i64 = scripts::HEARTBEAT
-            .key(&d.stream)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(&d.entry_id)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(ours == 1)
+        Ok(group(&d.stream)
+            .heartbeat(&mut conn, consumer, &d.entry_id)
+            .await?)
     }
 
     pub async fn report_progress(&self, job_id: &str, progress: f32) -> Result<()> {

@@ -142,19 +142,6 @@ return #due
     )
 });
 
-/// Extends our hold on an entry (resets its idle time) only if we still own it.
-/// KEYS: stream. ARGV: group, consumer, entry id. Returns 1 if still ours.
-pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"#,
-    )
-});
-
 /// Trims a stream below the oldest entry any consumer group still needs: the smallest
 /// pending id, or the last delivered id when nothing is pending. Never drops an
 /// unacknowledged or undelivered entry. A stream without groups is capped at ARGV[1].

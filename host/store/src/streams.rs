@@ -1,0 +1,159 @@
+//! The consumer-group protocol both pipelines speak (the per-tenant convert streams and
+//! `td:notify`), written once: ensure the group, take over entries a stopped consumer
+//! left past the visibility timeout (`XAUTOCLAIM`) before reading new ones, heart-beat
+//! an entry while working on it, and back off between attempts.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{RedisResult, Script};
+
+/// Extends our hold on an entry (resets its idle time) only if we still own it.
+/// KEYS: stream. ARGV: group, consumer, entry id. Returns 1 if still ours.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"#,
+    )
+});
+
+/// One consumer group on one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    pub stream: &'a str,
+    pub name: &'a str,
+}
+
+impl Group<'_> {
+    /// Creates the group (and the stream) if missing, reading from `start` (`0`: the
+    /// whole stream).
+    pub async fn ensure(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        start: &str,
+    ) -> RedisResult<()> {
+        let created: RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream)
+            .arg(self.name)
+            .arg(start)
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Up to `count` entries idle for `min_idle` (their consumer stopped heart-beating),
+    /// now `consumer`'s.
+    pub async fn claim_abandoned(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> RedisResult<Vec<StreamId>> {
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.stream)
+            .arg(self.name)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(conn)
+            .await?;
+        Ok(claimed.claimed)
+    }
+
+    /// Up to `count` entries never delivered to the group, now `consumer`'s.
+    pub async fn read_new(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        consumer: &str,
+        count: usize,
+    ) -> RedisResult<Vec<StreamId>> {
+        let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(self.name)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(self.stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        Ok(read
+            .and_then(|r| r.keys.into_iter().next())
+            .map(|k| k.ids)
+            .unwrap_or_default())
+    }
+
+    /// Abandoned entries first, else new ones; says which it returned (`true`: taken
+    /// over).
+    pub async fn claim_or_read(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> RedisResult<(Vec<StreamId>, bool)> {
+        let claimed = self
+            .claim_abandoned(conn, consumer, min_idle, count)
+            .await?;
+        if !claimed.is_empty() {
+            return Ok((claimed, true));
+        }
+        Ok((self.read_new(conn, consumer, count).await?, false))
+    }
+
+    /// Resets `entry_id`'s idle time while `consumer` works on it; false if another
+    /// consumer has taken it over meanwhile.
+    pub async fn heartbeat(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        consumer: &str,
+        entry_id: &str,
+    ) -> RedisResult<bool> {
+        let ours: i64 = HEARTBEAT
+            .key(self.stream)
+            .arg(self.name)
+            .arg(consumer)
+            .arg(entry_id)
+            .invoke_async(conn)
+            .await?;
+        Ok(ours == 1)
+    }
+}
+
+/// The delay before attempt `attempts + 1`: `base` doubled per attempt so far, at most
+/// `max`, plus up to 50% jitter so retries of many entries spread out.
+pub fn backoff(base: Duration, attempts: u32, max: Duration) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(20)));
+    exp.min(max).mul_f64(1.0 + rand::random_range(0.0..0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        let first = backoff(base, 1, max);
+        assert!(first >= base && first <= base.mul_f64(1.5));
+        let third = backoff(base, 3, max);
+        assert!(third >= base * 4 && third <= (base * 4).mul_f64(1.5));
+        assert!(backoff(base, 30, max) <= max.mul_f64(1.5));
+    }
+}
