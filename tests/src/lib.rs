@@ -356,7 +356,7 @@ impl Maildev {
 /// One `tapedeck serve` process; killed on drop.
 pub struct Service {
     pub child: Child,
-    /// `http://127.0.0.1:PORT` (meaningless for workers).
+    /// `http://127.0.0.1:PORT`: the API, or a worker's health routes.
     pub base: String,
 }
 
@@ -370,8 +370,9 @@ pub struct ServiceOptions<'a> {
 }
 
 impl Service {
+    /// Starts the process on port 0 (no free-port race: the kernel picks, the service
+    /// prints `listening on http://ADDR` on stdout) and waits until it is ready.
     pub fn start(opts: ServiceOptions<'_>) -> Self {
-        let port = free_port();
         let role = match opts.role {
             Role::All => "all",
             Role::Gateway => "gateway",
@@ -380,13 +381,13 @@ impl Service {
         let blobs = opts.data_dir.join("blobs");
         let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
-            .args(["--role", role, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--role", role, "--listen", "127.0.0.1:0"])
             .args(["--redis-url", opts.redis_url])
             .arg("--data-dir")
             .arg(opts.data_dir)
             .env("RUST_LOG", "warn")
             .env_remove("TAPEDECK_CONFIG")
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         if !opts.extra.iter().any(|(flag, _)| *flag == "blob-url") {
             cmd.arg("--blob-url").arg(&blobs);
         }
@@ -396,18 +397,11 @@ impl Service {
                 None => cmd.arg(format!("--{flag}")).arg(value),
             };
         }
-        let child = cmd.spawn().expect("spawning tapedeck-test-serve");
-        let service = Service {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        if opts.role != Role::Worker {
-            let url = format!("{}/readyz", service.base);
-            wait_until(Duration::from_secs(30), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && reqwest_blocking_ok(&url)
-            });
-        }
+        let mut child = cmd.spawn().expect("spawning tapedeck-test-serve");
+        let base = listening_on(&mut child);
+        let service = Service { child, base };
+        let url = format!("{}/readyz", service.base);
+        wait_until(Duration::from_secs(30), || reqwest_blocking_ok(&url));
         service
     }
 
@@ -495,6 +489,27 @@ impl Drop for Service {
         }
         self.kill();
     }
+}
+
+/// Reads the child's `listening on http://ADDR` line (its first on stdout); the rest of
+/// its stdout is drained in the background.
+pub fn listening_on(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tapedeck serve printed its address");
+    line.strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned()
 }
 
 /// A plain `GET` over a raw socket (no async runtime needed): true on a 200.

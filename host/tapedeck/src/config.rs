@@ -227,7 +227,8 @@ pub struct ServiceConfig {
     /// `None`: the embedded notifier component.
     pub notifier: Option<PathBuf>,
     /// Prefix of the links notifications carry, without a trailing `/`, as configured;
-    /// see [`ServiceConfig::gateway_public_url`].
+    /// unset: a gateway uses `http://{the address it bound}`, a worker what a gateway
+    /// published.
     pub public_url: Option<String>,
     /// Validity of signed download links.
     pub download_link_ttl: Duration,
@@ -283,14 +284,6 @@ fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
 }
 
 impl ServiceConfig {
-    /// The base URL of links when this process is a gateway: the configured one, or
-    /// `http://{listen}`.
-    pub fn gateway_public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-    }
-
     /// Resolves `given` (flags/env) over the TOML file at `file`, if any, over defaults.
     pub fn resolve(given: Settings, file: Option<&Path>) -> anyhow::Result<Self> {
         let from_file = match file {

@@ -320,7 +320,7 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
         data_dir: dir.path(),
         extra: vec![],
     });
-    // Service::start gives every role its own `--listen`.
+    // Service::start gives every role its own `--listen` and waits for `/readyz`.
     let worker = Service::start(ServiceOptions {
         role: Role::Worker,
         redis_url: &url,
@@ -329,10 +329,6 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
     });
     let http = reqwest::Client::new();
     let worker_base = worker.base.clone();
-    let worker_addr = worker_base.strip_prefix("http://").unwrap().to_owned();
-    wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(&worker_addr).is_ok()
-    });
     for path in ["/healthz", "/readyz"] {
         let r = http
             .get(format!("{worker_base}{path}"))
@@ -437,28 +433,26 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let start = |log: &Path| {
-        let port = free_port();
-        let child = Command::new(serve_exe())
+        let mut child = Command::new(serve_exe())
             .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--workers", "1"])
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
             .args(["--visibility-timeout-secs", "300"])
             .arg("--data-dir")
             .arg(&data)
             .env_remove("RUST_LOG")
             .env_remove("REDIS_URL")
             .env_remove("TAPEDECK_CONFIG")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let base = listening_on(&mut child);
         let ready = format!("{base}/readyz");
         wait_until(Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && std::process::Command::new("curl")
-                    .args(["-sf", "-o", "/dev/null", &ready])
-                    .status()
-                    .is_ok_and(|s| s.success())
+            std::process::Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &ready])
+                .status()
+                .is_ok_and(|s| s.success())
         });
         Service { child, base }
     };

@@ -180,6 +180,18 @@ async fn serve_with_redis(
         components_ready: Arc::new(AtomicBool::new(false)),
     };
 
+    // Bound first: with `--listen …:0` the port is the kernel's choice, and links need it.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    // One line on stdout, for whoever started us (tests bind port 0 and read it).
+    println!("listening on http://{bound}");
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let cache_dir = config.data_dir.join("plugin-cache");
@@ -201,7 +213,7 @@ async fn serve_with_redis(
         let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
         notifier.public_base_url = config.public_url.clone().or_else(|| {
             // In one process the gateway is right here; split, a gateway publishes its URL.
-            (config.role == Role::All).then(|| config.gateway_public_url())
+            (config.role == Role::All).then(|| public_url.clone())
         });
         notifier.link_ttl = config.download_link_ttl;
         notifier.smtp_url = config.smtp_url.clone();
@@ -237,12 +249,8 @@ async fn serve_with_redis(
     }
     health.components_ready.store(true, Ordering::Release);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let router = if config.role != Role::Worker {
         ensure_default_tenant(&pool).await?;
-        let public_url = config.gateway_public_url();
         tapedeck_store::links::publish_public_url(&pool, &public_url).await?;
         let key = load_or_create_signing_key(&pool).await?;
         let bytes = component_bytes(
