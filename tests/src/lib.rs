@@ -665,6 +665,16 @@ impl Api {
         r.json().await.unwrap()
     }
 
+    /// Uploads a file (multipart) and waits until its job is done or failed; returns the
+    /// final job.
+    pub async fn upload_and_wait(&self, path: &Path, fields: &[(&str, &str)]) -> Value {
+        let id = self.upload(path, fields).await["id"]
+            .as_str()
+            .expect("a job id")
+            .to_owned();
+        self.wait_final(&id, Duration::from_secs(180)).await
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         self.get_json(&format!("/v1/jobs/{id}")).await
     }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -142,14 +142,9 @@ impl PluginRuntime {
 }
 
 fn prepare(engine: &Engine, component: &Component) -> Result<AuthPre<AuthState>, LoadError> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    Auth::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| LoadError::wrong_world("auth", e))?;
+    let pre = sandbox::instantiate_pre(engine, component, "auth", |linker| {
+        Auth::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+    })?;
     AuthPre::new(pre).map_err(|e| LoadError::wrong_world("auth", e))
 }
 
@@ -300,11 +295,7 @@ impl AuthPlugin {
                 Ok(value) => Ok((value, auth)),
                 Err(e) => Err((e, false)),
             });
-        let captured = store.data().stderr.take();
-        if !captured.is_empty() {
-            let plugin = &self.digest[..self.digest.len().min(12)];
-            tracing::info!(target: "tapedeck::guest", plugin, "stderr: {}", captured.trim_end());
-        }
+        super::guest_log::emit_stderr(&self.digest, &store.data().stderr.take());
         if store.data().limiter.memory_denied {
             return Err(RunError::MemoryLimit {
                 limit: limits.max_memory_bytes,

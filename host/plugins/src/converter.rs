@@ -12,15 +12,15 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Resource, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError, classify_failure};
+use super::guest_log::{GuestLog, LogPolicy};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
 
@@ -49,10 +49,13 @@ use tapedeck::plugin::{io, logging, progress};
 /// The most bytes one `read-at` may return and one `write`/`write-at` may carry.
 pub const MAX_READ: u32 = 1 << 20;
 /// Longer guest log lines are cut to this many bytes.
-const MAX_LOG_LINE: usize = 4 * 1024;
+/// Converter guests may log a burst of 100 lines, then 10 a second, 4 KiB each.
+const CONVERTER_LOG: LogPolicy = LogPolicy {
+    burst: 100.0,
+    per_second: 10.0,
+    max_line: 4 * 1024,
+};
 /// Log lines a guest may send in a burst, and then per second.
-const LOG_BURST: f64 = 100.0;
-const LOG_PER_SECOND: f64 = 10.0;
 /// Host-side resources (WASI streams, our source and sink) a guest may hold at once.
 const MAX_RESOURCES: usize = 1024;
 
@@ -81,14 +84,9 @@ pub(crate) fn prepare(
     engine: &Engine,
     component: &Component,
 ) -> Result<ConverterPre<RunState>, LoadError> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    Converter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| LoadError::wrong_world("converter", e))?;
+    let pre = sandbox::instantiate_pre(engine, component, "converter", |linker| {
+        Converter::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+    })?;
     ConverterPre::new(pre).map_err(|e| LoadError::wrong_world("converter", e))
 }
 
@@ -114,7 +112,7 @@ pub(crate) fn run_converter(
         table,
         limiter: RunLimiter::new(limits.clone()),
         events: events.clone(),
-        log_budget: LogBudget::new(),
+        log: GuestLog::new(CONVERTER_LOG),
         last_progress: None,
     };
     let mut store = Store::new(pre.engine(), state);
@@ -177,7 +175,7 @@ pub(crate) fn run_converter(
 /// Sends what the guest said outside `logging`: its stderr and how many lines the rate
 /// limit dropped.
 fn forward_diagnostics(state: &RunState, stderr: &StderrCapture, events: &mpsc::Sender<RunEvent>) {
-    let dropped = state.log_budget.dropped;
+    let dropped = state.log.dropped;
     if dropped > 0 {
         let _ = events.send(RunEvent::Log {
             level: wit::Level::Warn,
@@ -224,7 +222,7 @@ pub(crate) struct RunState {
     /// Where progress and log lines go.
     events: mpsc::Sender<RunEvent>,
     /// Rate limit of guest log lines.
-    log_budget: LogBudget,
+    log: GuestLog,
     /// Last progress sent, in thousandths.
     last_progress: Option<u16>,
 }
@@ -394,77 +392,15 @@ impl progress::Host for RunState {
 }
 
 impl logging::Host for RunState {
-    fn log(&mut self, level: wit::Level, mut message: String) -> wasmtime::Result<()> {
-        if !self.log_budget.take() {
-            return Ok(());
+    fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        if let Some(message) = self.log.admit(message) {
+            let _ = self.events.send(RunEvent::Log { level, message });
         }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [truncated]");
-        }
-        let _ = self.events.send(RunEvent::Log { level, message });
         Ok(())
-    }
-}
-
-/// A token bucket for guest log lines.
-struct LogBudget {
-    tokens: f64,
-    refilled: Instant,
-    /// Lines refused so far.
-    dropped: u64,
-}
-
-impl LogBudget {
-    fn new() -> Self {
-        Self {
-            tokens: LOG_BURST,
-            refilled: Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * LOG_PER_SECOND;
-        self.tokens = (self.tokens + earned).min(LOG_BURST);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped += 1;
-            false
-        }
     }
 }
 
 /// Writes a guest's log line to the host log.
 pub(crate) fn log_guest_line(plugin: &str, level: wit::Level, message: &str) {
-    use wit::Level;
-    let plugin = &plugin[..plugin.len().min(12)];
-    match level {
-        Level::Trace => tracing::trace!(target: "tapedeck::guest", plugin, "{message}"),
-        Level::Debug => tracing::debug!(target: "tapedeck::guest", plugin, "{message}"),
-        Level::Info => tracing::info!(target: "tapedeck::guest", plugin, "{message}"),
-        Level::Warn => tracing::warn!(target: "tapedeck::guest", plugin, "{message}"),
-        Level::Error => tracing::error!(target: "tapedeck::guest", plugin, "{message}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_budget_allows_a_burst_then_drops() {
-        let mut budget = LogBudget::new();
-        let allowed = (0..1000).filter(|_| budget.take()).count();
-        assert!((100..=101).contains(&allowed), "{allowed}");
-        assert!(budget.dropped >= 899);
-    }
+    super::guest_log::emit(plugin, level, message);
 }

@@ -11,7 +11,9 @@
 //!   logging: they only queue, checked against a `SendPolicy`), one in-process run.
 //! - `auth.rs`: the auth world's bindings, its host imports (user store, clock, token
 //!   settings), one in-process call per register/login/verify.
-//! - `sandbox.rs`: the (empty) WASI context guests get.
+//! - `sandbox.rs`: the (empty) WASI context guests get, and the one load path
+//!   (`instantiate_pre`) of every world.
+//! - `guest_log.rs`: the one `logging` policy (budget, line length) and sink.
 //! - `subprocess.rs`: running a conversion in a `tapedeck plugin-run` child process.
 //! - `error.rs`: [`LoadError`], [`RunError`], [`ConvertError`].
 //! - `media.rs`: an upload's audio length from its container (sizes CPU limits).
@@ -34,6 +36,7 @@ mod auth;
 mod converter;
 mod engine;
 mod error;
+mod guest_log;
 mod limits;
 pub mod media;
 mod notifier;

@@ -15,12 +15,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
+use super::guest_log::{GuestLog, LogPolicy};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture};
 use super::{Isolation, PluginRuntime};
@@ -30,6 +31,8 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "notifier",
     imports: { default: trappable },
+    // One `logging` interface for every world: the converter's bindings (its `Level`).
+    with: { "tapedeck:plugin/logging": super::converter::tapedeck::plugin::logging },
 });
 
 /// The WIT types of the notifier world, under short names.
@@ -45,11 +48,12 @@ use tapedeck::plugin::{logging, mail, webhook};
 pub const MAX_MESSAGES_PER_RUN: usize = 4;
 /// Largest body (text + HTML of a mail, or a webhook's JSON) a guest may queue, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// Subjects are cut to this many characters.
-/// Log lines one run may send; the rest are dropped.
-const MAX_LOG_LINES: usize = 20;
-/// Longer guest log lines are cut to this many bytes.
-const MAX_LOG_LINE: usize = 1024;
+/// A notifier run may log 20 lines of at most 1 KiB; the rest are dropped.
+const NOTIFIER_LOG: LogPolicy = LogPolicy {
+    burst: 20.0,
+    per_second: 0.0,
+    max_line: 1024,
+};
 /// Host-side resources (WASI streams) a guest may hold at once.
 const MAX_RESOURCES: usize = 64;
 
@@ -107,14 +111,9 @@ fn prepare(
     engine: &Engine,
     component: &Component,
 ) -> Result<NotifierPre<NotifierState>, LoadError> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    Notifier::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| LoadError::wrong_world("notifier", e))?;
+    let pre = sandbox::instantiate_pre(engine, component, "notifier", |linker| {
+        Notifier::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+    })?;
     NotifierPre::new(pre).map_err(|e| LoadError::wrong_world("notifier", e))
 }
 
@@ -151,7 +150,7 @@ impl NotifierPlugin {
             limiter: RunLimiter::new(limits.clone()),
             policy: policy.clone(),
             queued: Vec::new(),
-            log_lines: 0,
+            log: GuestLog::new(NOTIFIER_LOG),
             digest: self.digest.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
@@ -170,10 +169,7 @@ impl NotifierPlugin {
                     .map_err(|e| (e, false))
             });
         let wasm_time = started.elapsed();
-        let captured = stderr.contents();
-        if !captured.is_empty() {
-            tracing::info!(target: "tapedeck::guest", plugin = short(&self.digest), "stderr: {}", captured.trim_end());
-        }
+        super::guest_log::emit_stderr(&self.digest, &stderr.contents());
         let state = store.into_data();
         if state.limiter.memory_denied {
             return Err(NotifyRunError::Plugin(RunError::MemoryLimit {
@@ -195,10 +191,6 @@ impl NotifierPlugin {
     }
 }
 
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
-}
-
 /// Everything one notifier run's `Store` holds.
 pub(crate) struct NotifierState {
     /// The (empty) WASI world std-based guests expect; see `sandbox.rs`.
@@ -212,7 +204,7 @@ pub(crate) struct NotifierState {
     /// What the guest asked to send, in order.
     queued: Vec<Outgoing>,
     /// Log lines received so far.
-    log_lines: usize,
+    log: GuestLog,
     /// The plugin's digest, for log lines.
     digest: String,
 }
@@ -299,26 +291,9 @@ impl webhook::Host for NotifierState {
 }
 
 impl logging::Host for NotifierState {
-    fn log(&mut self, level: logging::Level, mut message: String) -> wasmtime::Result<()> {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            return Ok(());
-        }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        let plugin = short(&self.digest);
-        use logging::Level;
-        match level {
-            Level::Trace => tracing::trace!(target: "tapedeck::guest", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "tapedeck::guest", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "tapedeck::guest", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "tapedeck::guest", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "tapedeck::guest", plugin, "{message}"),
+    fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+        if let Some(message) = self.log.admit(message) {
+            super::guest_log::emit(&self.digest, level, &message);
         }
         Ok(())
     }

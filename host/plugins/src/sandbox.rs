@@ -151,6 +151,25 @@ impl tokio::io::AsyncWrite for StderrCapture {
     }
 }
 
+/// The one load path of every world: links the (empty) WASI sandbox and the world's host
+/// imports (`add`), then type-checks `component` against `world`, naming it if the
+/// component does not fit.
+pub(crate) fn instantiate_pre<T: wasmtime_wasi::WasiView + 'static>(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+    world: &'static str,
+    add: impl FnOnce(&mut wasmtime::component::Linker<T>) -> wasmtime::Result<()>,
+) -> Result<wasmtime::component::InstancePre<T>, super::error::LoadError> {
+    use super::error::LoadError;
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    add(&mut linker).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+    linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::wrong_world(world, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,11 +239,7 @@ async fn run_limits_are_settings_sized_to_the_audio_and_fail_at_once() {
         ("retry-base-ms", "100".into()),
     ]);
     let me = tight.api.signed_up("default", "limits@example.com").await;
-    let id = me.upload(&long, &[]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = me.wait_final(&id, SLOW).await;
+    let job = me.upload_and_wait(&long, &[]).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["attempts"], 1, "a limit is not retried: {job}");
     let error = job["error"].as_str().unwrap();
@@ -262,11 +258,7 @@ async fn run_limits_are_settings_sized_to_the_audio_and_fail_at_once() {
         ("run-cpu-secs-per-minute", "20".into()),
     ]);
     let me = sized.api.signed_up("default", "limits@example.com").await;
-    let id = me.upload(&long, &[]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = me.wait_final(&id, SLOW).await;
+    let job = me.upload_and_wait(&long, &[]).await;
     assert_eq!(job["status"], "done", "{job}");
 
     // A plugin that loops is stopped by the base on a short input, and not retried.
@@ -281,11 +273,7 @@ async fn run_limits_are_settings_sized_to_the_audio_and_fail_at_once() {
     spin.resize(4096, 0);
     let path = dir.path().join("spin.mp4");
     std::fs::write(&path, &spin).unwrap();
-    let id = me.upload(&path, &[]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = me.wait_final(&id, SLOW).await;
+    let job = me.upload_and_wait(&path, &[]).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["attempts"], 1, "{job}");
     let error = job["error"].as_str().unwrap();
@@ -522,6 +510,58 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
     let mails = outbox_mails(&data, 1, SLOW, Duration::from_secs(1));
     assert_eq!(mails.len(), 1, "exactly one completion: {mails:?}");
     assert_eq!(blob_count(&data, "out/default"), 1);
+}
+
+/// Item 5: a managed redis-server left running on the data dir (by a crash before
+/// children died with their parent) is stopped before a new one starts on that dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_managed_redis_of_the_data_dir_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let redis_dir = data.join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis_dir = std::fs::canonicalize(&redis_dir).unwrap();
+    let stale = Command::new("redis-server")
+        .args(["--port", &free_port().to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(&redis_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stale_pid = stale.id();
+    std::fs::write(redis_dir.join("managed.pid"), stale_pid.to_string()).unwrap();
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_link(format!("/proc/{stale_pid}/cwd")).is_ok_and(|cwd| cwd == redis_dir)
+    });
+    let mut child = Command::new(serve_exe())
+        .args(["serve", "--listen", "127.0.0.1:0", "--role", "gateway"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("REDIS_URL")
+        .env_remove("TAPEDECK_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = listening_on(&mut child);
+    let service = Service { child, base };
+    let mut stale = stale;
+    wait_until(Duration::from_secs(20), || {
+        matches!(stale.try_wait(), Ok(Some(_)))
+    });
+    let ready = format!("{}/readyz", service.base);
+    let since = Instant::now();
+    while !reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
+        assert!(since.elapsed() < SLOW, "the new managed Redis never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid: u32 = std::fs::read_to_string(redis_dir.join("managed.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, stale_pid);
+    assert!(process_running(pid));
 }
 
 /// Item 6: the framework's rejections, unknown routes and wrong methods answer in the
