@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
 use super::limits::{RunLimiter, RunLimits};
-use super::sandbox::{self, StderrCapture};
+use super::sandbox::{self, StderrCapture, StoreParts};
 use super::{Isolation, PluginRuntime};
 
 wasmtime::component::bindgen!({
@@ -317,19 +317,16 @@ impl AuthPlugin {
     }
 
     fn new_store(&self, cx: &AuthContext) -> Store<AuthState> {
-        let stderr = StderrCapture::default();
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        let parts = StoreParts::new(&self.limits, MAX_RESOURCES);
         let state = AuthState {
-            wasi: sandbox::wasi_context(stderr.clone()),
-            table,
-            limiter: RunLimiter::new(self.limits.clone()),
+            wasi: parts.wasi,
+            table: parts.table,
+            limiter: parts.limiter,
             cx: cx.clone(),
-            stderr,
+            stderr: parts.stderr,
         };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        store
+        // The epoch deadline is set per call (`call`): warm instances are reused.
+        sandbox::limited_store(self.pre.engine(), state, |s| &mut s.limiter, None)
     }
 
     /// A warm instance made with the same key and lifetime as `cx` (the guest reads them

@@ -14,15 +14,14 @@ use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Resource, ResourceTable};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError, classify_failure};
 use super::guest_log::{GuestLog, LogPolicy};
 use super::limits::{RunLimiter, RunLimits};
-use super::sandbox::{self, StderrCapture};
+use super::sandbox::{self, StderrCapture, StoreParts};
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -104,23 +103,18 @@ pub(crate) fn run_converter(
         .metadata()
         .map_err(|e| RunError::io("cannot read the input", e))?
         .len();
-    let stderr = StderrCapture::default();
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(MAX_RESOURCES);
+    let parts = StoreParts::new(limits, MAX_RESOURCES);
+    let stderr = parts.stderr;
     let state = RunState {
-        wasi: sandbox::wasi_context(stderr.clone()),
-        table,
-        limiter: RunLimiter::new(limits.clone()),
+        wasi: parts.wasi,
+        table: parts.table,
+        limiter: parts.limiter,
         events: events.clone(),
         log: GuestLog::new(CONVERTER_LOG),
         last_progress: None,
     };
-    let mut store = Store::new(pre.engine(), state);
-    store.limiter(|state| &mut state.limiter);
-    if cpu == CpuGuard::Epoch {
-        store.set_epoch_deadline(epoch_ticks(limits.cpu_time));
-        store.epoch_deadline_trap();
-    }
+    let deadline = (cpu == CpuGuard::Epoch).then_some(limits.cpu_time);
+    let mut store = sandbox::limited_store(pre.engine(), state, |s| &mut s.limiter, deadline);
 
     let instance = pre.instantiate(&mut store);
     let result = instance.and_then(|converter| {

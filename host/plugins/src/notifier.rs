@@ -15,15 +15,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, ResourceTable};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::epoch_ticks;
 use super::error::{LoadError, RunError};
 use super::guest_log::{GuestLog, LogPolicy};
 use super::limits::{RunLimiter, RunLimits};
-use super::sandbox::{self, StderrCapture};
+use super::sandbox::{self, StoreParts};
 use super::{Isolation, PluginRuntime};
 use tapedeck_model::notify::{Outgoing, OutgoingMail, OutgoingWebhook, SendPolicy, clean_subject};
 
@@ -141,22 +140,23 @@ impl NotifierPlugin {
         limits: &RunLimits,
     ) -> Result<NotifierOutput, NotifyRunError> {
         let started = Instant::now();
-        let stderr = StderrCapture::default();
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        let parts = StoreParts::new(limits, MAX_RESOURCES);
+        let stderr = parts.stderr;
         let state = NotifierState {
-            wasi: sandbox::wasi_context(stderr.clone()),
-            table,
-            limiter: RunLimiter::new(limits.clone()),
+            wasi: parts.wasi,
+            table: parts.table,
+            limiter: parts.limiter,
             policy: policy.clone(),
             queued: Vec::new(),
             log: GuestLog::new(NOTIFIER_LOG),
             digest: self.digest.clone(),
         };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(epoch_ticks(limits.cpu_time));
-        store.epoch_deadline_trap();
+        let mut store = sandbox::limited_store(
+            self.pre.engine(),
+            state,
+            |s| &mut s.limiter,
+            Some(limits.cpu_time),
+        );
 
         let result = self
             .pre

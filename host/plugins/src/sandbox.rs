@@ -170,6 +170,47 @@ pub(crate) fn instantiate_pre<T: wasmtime_wasi::WasiView + 'static>(
         .map_err(|e| LoadError::wrong_world(world, e))
 }
 
+/// What every run's store starts from, whatever the world: the (empty) WASI context
+/// with its stderr captured, a resource table capped at `max_resources`, and the limiter
+/// of `limits`. Each world's state holds these next to its own fields.
+pub(crate) struct StoreParts {
+    pub wasi: wasmtime_wasi::WasiCtx,
+    pub table: wasmtime::component::ResourceTable,
+    pub limiter: super::limits::RunLimiter,
+    pub stderr: StderrCapture,
+}
+
+impl StoreParts {
+    pub fn new(limits: &super::limits::RunLimits, max_resources: usize) -> Self {
+        let stderr = StderrCapture::default();
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(max_resources);
+        Self {
+            wasi: wasi_context(stderr.clone()),
+            table,
+            limiter: super::limits::RunLimiter::new(limits.clone()),
+            stderr,
+        }
+    }
+}
+
+/// The store of one run: the limiter installed, and an epoch deadline of `cpu` when the
+/// run is bounded in process (`None`: the subprocess's `RLIMIT_CPU` bounds it).
+pub(crate) fn limited_store<T: 'static>(
+    engine: &wasmtime::Engine,
+    state: T,
+    limiter: fn(&mut T) -> &mut super::limits::RunLimiter,
+    cpu: Option<std::time::Duration>,
+) -> wasmtime::Store<T> {
+    let mut store = wasmtime::Store::new(engine, state);
+    store.limiter(move |state| limiter(state));
+    if let Some(cpu) = cpu {
+        store.set_epoch_deadline(super::engine::epoch_ticks(cpu));
+        store.epoch_deadline_trap();
+    }
+    store
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
