@@ -155,6 +155,7 @@ fn into_wit_summary(s: crate::Summary) -> wit::Summary {
         output_frames: s.output_frames,
         duration_ms: s.duration_ms,
         output_bytes: s.output_bytes,
+        bitrate_kbps: s.bitrate_kbps,
     }
 }
 

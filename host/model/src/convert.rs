@@ -28,6 +28,8 @@ pub struct ConvertJob<'a> {
 pub struct ConvertSummary {
     /// Decoded length of the MP3.
     pub duration_ms: u64,
+    /// The bitrate produced, kbit/s.
+    pub bitrate_kbps: u16,
 }
 
 /// Why a conversion failed.

@@ -120,6 +120,10 @@ pub struct JobOutput {
     pub bytes: u64,
     /// Decoded length of the MP3.
     pub duration_ms: u64,
+    /// The bitrate produced, kbit/s (CBR: as asked or the default for the output rate;
+    /// VBR: the average). Absent on records from before it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u16>,
     /// Blob key of the MP3.
     #[serde(skip)]
     pub key: String,
@@ -162,6 +166,7 @@ impl JobRecord {
             key,
             bytes: num("output_bytes").unwrap_or(0),
             duration_ms: num("duration_ms").unwrap_or(0),
+            bitrate_kbps: get("output_bitrate_kbps").and_then(|v| v.parse().ok()),
         });
         Some(JobRecord {
             id: get("id")?,

@@ -340,6 +340,7 @@ impl Worker {
             key: key.clone(),
             bytes,
             duration_ms: summary.duration_ms,
+            bitrate_kbps: Some(summary.bitrate_kbps).filter(|&k| k > 0),
         };
         match self.queue.complete(d, &out).await {
             Ok(true) => {

@@ -216,14 +216,16 @@ async fn request_bodies_are_bounded_in_every_part() {
         );
     }
 
-    // And an honest upload still works.
+    // Honest uploads still work, and the record says what was produced: the default for
+    // the output rate when no bitrate was asked for (8 kHz stereo: 40 kbit/s).
+    let job = me.upload_and_wait(&short, &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["output"]["bitrate_kbps"], 40, "{job}");
     let job = me
-        .upload(
-            &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
-            &[("bitrate", "128")],
-        )
+        .upload_and_wait(&short, &[("bitrate", "32"), ("mono", "true")])
         .await;
-    assert_eq!(job["options"]["bitrate"], 128, "{job}");
+    assert_eq!(job["options"]["bitrate"], 32, "{job}");
+    assert_eq!(job["output"]["bitrate_kbps"], 32, "{job}");
 }
 
 /// Item 2: CPU time is sized to the input's audio, a limit fails the job at once (no

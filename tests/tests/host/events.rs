@@ -75,6 +75,7 @@ async fn every_published_change_parses_as_a_job_change() {
         key: "out/ev/ok1.mp3".into(),
         bytes: 10,
         duration_ms: 5,
+        bitrate_kbps: Some(192),
     };
     assert!(queue.complete(&d, &out).await.unwrap());
     // bad1: converting, retried (queued with an error), then failed, then deleted.

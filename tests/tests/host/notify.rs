@@ -140,6 +140,7 @@ async fn finish_job(
             let output = JobOutput {
                 bytes: 3 << 20,
                 duration_ms: 185_000,
+                bitrate_kbps: Some(192),
                 key: format!("out/{tenant}/{id}"),
             };
             assert!(queue.complete(&delivery, &output).await.unwrap());

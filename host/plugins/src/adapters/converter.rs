@@ -154,6 +154,7 @@ impl Converter for ComponentConverter {
             .map_err(|e| classify(e, job.limits, &limits, audio))?;
         Ok(ConvertSummary {
             duration_ms: summary.duration_ms,
+            bitrate_kbps: summary.bitrate_kbps,
         })
     }
 }

@@ -535,6 +535,12 @@ impl JobQueue {
             .arg(&d.job_id)
             .arg(&d.tenant)
             .arg(events_channel(&d.job_id))
+            .arg(
+                output
+                    .bitrate_kbps
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut conn)
             .await?;
         self.trim(&d.stream).await?;

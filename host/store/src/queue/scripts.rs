@@ -43,7 +43,8 @@ return 0
 /// and adds a notify entry (with what the notifier needs: owner, input name, output).
 /// KEYS: job, convert stream, notify stream.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
-/// tenant, channel. Returns 0 when the job no longer exists (the caller drops the MP3).
+/// tenant, channel, bitrate kbps (empty: unknown). Returns 0 when the job no longer exists
+/// (the caller drops the MP3).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -53,7 +54,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
-    'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
+    'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6],
+    'output_bitrate_kbps', ARGV[10])
   local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done',
     'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',

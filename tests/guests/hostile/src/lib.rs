@@ -151,6 +151,7 @@ fn summary(output_bytes: u64) -> Summary {
         output_frames: 0,
         duration_ms: 0,
         output_bytes,
+        bitrate_kbps: 128,
     }
 }
 
