@@ -668,11 +668,34 @@ impl Api {
     /// Uploads a file (multipart) and waits until its job is done or failed; returns the
     /// final job.
     pub async fn upload_and_wait(&self, path: &Path, fields: &[(&str, &str)]) -> Value {
-        let id = self.upload(path, fields).await["id"]
+        let id = self.upload_id(path, fields).await;
+        self.wait_final(&id, Duration::from_secs(180)).await
+    }
+
+    /// Uploads a file (multipart) and returns the new job's id.
+    pub async fn upload_id(&self, path: &Path, fields: &[(&str, &str)]) -> String {
+        self.upload(path, fields).await["id"]
             .as_str()
             .expect("a job id")
-            .to_owned();
-        self.wait_final(&id, Duration::from_secs(180)).await
+            .to_owned()
+    }
+
+    /// Polls the job until a worker is converting it (with `progress` above 0 when
+    /// `started` is set).
+    pub async fn wait_converting(&self, id: &str, started: bool) -> Value {
+        let since = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            let progress = job["progress"].as_f64().unwrap_or(0.0);
+            if job["status"] == "converting" && (!started || progress > 0.0) {
+                return job;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(180),
+                "never started: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn job(&self, id: &str) -> Value {

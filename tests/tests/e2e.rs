@@ -723,23 +723,12 @@ mod resilience {
         let api = Api::new(&gateway.base);
         let me = api.signed_up("default", "crash@example.com").await;
         let id = me
-            .upload(
+            .upload_id(
                 &media("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a"),
                 &[],
             )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let start = Instant::now();
-        loop {
-            let job = me.job(&id).await;
-            if job["status"] == "converting" {
-                break;
-            }
-            assert!(start.elapsed() < SLOW, "never started: {job}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            .await;
+        me.wait_converting(&id, false).await;
         doomed.kill();
         let _rescuer = Service::start(opts(Role::Worker));
         let job = me.wait_final(&id, SLOW).await;

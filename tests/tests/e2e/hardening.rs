@@ -399,14 +399,11 @@ async fn signed_links_expire() {
     let s = stack(vec![("download-link-ttl-secs", "6".into())]);
     let me = s.api.signed_up("default", "expiry@example.com").await;
     let id = me
-        .upload(
+        .upload_id(
             &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
             &[],
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     assert_eq!(me.wait_final(&id, SLOW).await["status"], "done");
     let link = mail_link(&outbox_mails(s._dir.path(), 1, SLOW, Duration::ZERO)[0]);
     let http = reqwest::Client::new();
@@ -467,23 +464,12 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
     let api = Api::new(&first.base);
     let me = api.signed_up("default", "kill9@example.com").await;
     let id = me
-        .upload(
+        .upload_id(
             &media("aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a"),
             &[],
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let since = Instant::now();
-    loop {
-        let job = me.job(&id).await;
-        if job["status"] == "converting" && job["progress"].as_f64().unwrap() > 0.0 {
-            break;
-        }
-        assert!(since.elapsed() < SLOW, "never started: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .await;
+    me.wait_converting(&id, true).await;
     let children = children_of(first.pid());
     assert!(
         children.len() >= 2,
@@ -612,14 +598,11 @@ async fn http_details_follow_the_rfcs_and_users() {
     let me = s.api.signed_up("default", "rfc@example.com").await;
     let token = me.token.clone().unwrap();
     let id = me
-        .upload(
+        .upload_id(
             &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
             &[],
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     assert_eq!(me.wait_final(&id, SLOW).await["status"], "done");
     let path = format!("/v1/jobs/{id}/output");
     let whole = me.get(&path).send().await.unwrap().bytes().await.unwrap();
@@ -728,14 +711,11 @@ async fn sse_followers_get_a_final_event_on_delete() {
         .signed_up("default", "sse@example.com")
         .await;
     let id = me
-        .upload(
+        .upload_id(
             &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
             &[],
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let follower = {
         let me = me.clone();
         let id = id.clone();
