@@ -216,6 +216,15 @@ impl BlobStore {
     }
 
     /// Streams `range` of blob `key` (the whole blob when `None`).
+    /// `len` bytes of blob `key` from `offset` (the caller keeps within its size): for
+    /// reading a container's box headers without fetching the blob.
+    pub async fn read_at(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StorageError> {
+        self.store
+            .get_range(&ObjectPath::from(key), offset..offset.saturating_add(len))
+            .await
+            .map_err(|e| not_found(key, e))
+    }
+
     pub async fn get_range(
         &self,
         key: &str,

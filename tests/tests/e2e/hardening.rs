@@ -215,6 +215,35 @@ async fn request_bodies_are_bounded_in_every_part() {
             "{v}"
         );
     }
+    // A bitrate the source's own rate lacks (8 kHz: MPEG-2.5, at most 64 kbit/s), with no
+    // sample rate asked for: the gateway reads the file's rate and refuses at once.
+    let r = me.upload_raw(&short, &[("bitrate", "128")]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(why.contains("taken from the source"), "{why}");
+    assert!(
+        why.contains("valid: 8, 16, 24, 32, 40, 48, 56, 64 kbps"),
+        "{why}"
+    );
+    assert_eq!(
+        blob_count(s._dir.path(), "in/default"),
+        0,
+        "refused uploads leave no blob"
+    );
+    // The same from a file whose moov comes last and whose first track is video (22 kHz
+    // audio: MPEG-2, at most 160 kbit/s).
+    let moov_last = media("aac-lc_22k_mono_video_moovend__bento4_video-h264-001.mp4");
+    let r = me.upload_raw(&moov_last, &[("bitrate", "192")]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at 22050 Hz"),
+        "{v}"
+    );
 
     // Honest uploads still work, and the record says what was produced: the default for
     // the output rate when no bitrate was asked for (8 kHz stereo: 40 kbit/s).
