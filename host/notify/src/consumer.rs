@@ -544,7 +544,11 @@ impl NotifyConsumer {
                 }
                 Err(DeliveryError::Transient(reason)) => {
                     inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff(inner.config.retry_base, inner.config.retry_max, attempt);
+                    let delay = tapedeck_store::streams::backoff(
+                        inner.config.retry_base,
+                        attempt,
+                        inner.config.retry_max,
+                    );
                     tracing::info!(
                         message = message_id,
                         attempt,
@@ -595,11 +599,6 @@ impl NotifyConsumer {
         self.inner.stats.dead.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// base * 2^(attempt-1), at most `max`, plus up to 50% jitter.
-fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    tapedeck_store::streams::backoff(base, attempt, max)
 }
 
 /// What a notification's download link is made of.

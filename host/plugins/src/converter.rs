@@ -393,8 +393,3 @@ impl logging::Host for RunState {
         Ok(())
     }
 }
-
-/// Writes a guest's log line to the host log.
-pub(crate) fn log_guest_line(plugin: &str, level: wit::Level, message: &str) {
-    super::guest_log::emit(plugin, level, message);
-}

@@ -219,9 +219,7 @@ impl ConverterPlugin {
         let mut usage = RunUsage::default();
         let mut on_event = |event| match event {
             RunEvent::Progress(fraction) => progress(fraction),
-            RunEvent::Log { level, message } => {
-                converter::log_guest_line(&self.digest, level, &message)
-            }
+            RunEvent::Log { level, message } => guest_log::emit(&self.digest, level, &message),
             RunEvent::Usage { peak_memory_bytes } => usage.peak_memory_bytes = peak_memory_bytes,
         };
         let summary = match self.isolation {

@@ -6,80 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::*;
-
-/// Sends `head` (request line and headers, without the blank line), then a chunked body:
-/// `prefix`, `filler` bytes of `fill`, `suffix`; reads the answer concurrently and stops
-/// sending once it arrives. Returns the status and the body bytes written.
-fn chunked_post(
-    base: &str,
-    head: &str,
-    prefix: &[u8],
-    fill: u8,
-    filler: u64,
-    suffix: &[u8],
-) -> (u16, u64) {
-    let addr = base.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let answered = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let mut s = s.try_clone().unwrap();
-        let answered = answered.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            let n = s.read(&mut buf).unwrap_or(0);
-            answered.store(true, Ordering::Release);
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        })
-    };
-    let sent = AtomicU64::new(0);
-    let mut w = s.try_clone().unwrap();
-    let mut chunk = |bytes: &[u8]| -> bool {
-        if answered.load(Ordering::Acquire) {
-            return false;
-        }
-        let ok = w
-            .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
-            .and_then(|_| w.write_all(bytes))
-            .and_then(|_| w.write_all(b"\r\n"))
-            .is_ok();
-        if ok {
-            sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-        ok
-    };
-    let go = s
-        .write_all(
-            format!("{head}\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes(),
-        )
-        .is_ok()
-        && chunk(prefix);
-    if go {
-        let block = vec![fill; 1 << 20];
-        let mut left = filler;
-        while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
-            if !chunk(&block[..n]) {
-                break;
-            }
-            left -= n as u64;
-        }
-        if left == 0 && chunk(suffix) {
-            let _ = s.write_all(b"0\r\n\r\n");
-        }
-    }
-    let text = reader.join().unwrap();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, sent.load(Ordering::Relaxed))
-}
 
 const BOUNDARY: &str = "tapedeckBOUNDARY";
 
