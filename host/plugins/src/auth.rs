@@ -23,11 +23,7 @@ use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture, StoreParts};
 use super::{Isolation, PluginRuntime};
 
-wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "auth",
-    imports: { default: trappable },
-});
+use crate::bindings::auth::*;
 
 /// The WIT types of the auth world, under short names.
 pub mod wit {

@@ -23,16 +23,7 @@ use super::guest_log::{GuestLog, LogPolicy};
 use super::limits::{RunLimiter, RunLimits};
 use super::sandbox::{self, StderrCapture, StoreParts};
 
-wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "converter",
-    imports: { default: trappable },
-    with: {
-        "tapedeck:plugin/io.source": InputSource,
-        "tapedeck:plugin/io.sink": OutputSink,
-    },
-    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
-});
+use crate::bindings::converter::*;
 
 /// The WIT types of the converter world, under short names.
 pub(crate) mod wit {

@@ -33,6 +33,7 @@
 
 pub mod adapters;
 mod auth;
+mod bindings;
 mod converter;
 mod engine;
 mod error;
@@ -67,7 +68,8 @@ pub use tapedeck_model::notify::{
     Outgoing, OutgoingMail, OutgoingWebhook, SendPolicy, clean_subject,
 };
 
-use converter::{ConverterPre, CpuGuard, RunEvent, RunState};
+use bindings::converter::ConverterPre;
+use converter::{CpuGuard, RunEvent, RunState};
 use engine::CompileCache;
 
 /// Where a plugin's code runs.

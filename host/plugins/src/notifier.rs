@@ -26,13 +26,7 @@ use super::sandbox::{self, StoreParts};
 use super::{Isolation, PluginRuntime};
 use tapedeck_model::notify::{Outgoing, OutgoingMail, OutgoingWebhook, SendPolicy, clean_subject};
 
-wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "notifier",
-    imports: { default: trappable },
-    // One `logging` interface for every world: the converter's bindings (its `Level`).
-    with: { "tapedeck:plugin/logging": super::converter::tapedeck::plugin::logging },
-});
+use crate::bindings::notifier::*;
 
 /// The WIT types of the notifier world, under short names.
 pub mod wit {
