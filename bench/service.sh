@@ -144,8 +144,8 @@ for i in $(seq "$RUNS"); do
   # Download the same bytes through the job's output route: point the finished job at
   # the uploaded blob (the 500 MB "MP3"), then stream it with Range support as usual.
   sleep 0.5
-  redis-cli -p "$REDIS_PORT" HSET "td:job:$BIG_JOB" status done \
-    output_key "$(redis-cli -p "$REDIS_PORT" HGET "td:job:$BIG_JOB" input_key)" \
+  redis-cli -p "$REDIS_PORT" HSET "td:{default}:job:$BIG_JOB" status done \
+    output_key "$(redis-cli -p "$REDIS_PORT" HGET "td:{default}:job:$BIG_JOB" input_key)" \
     output_bytes "$SIZE" duration_ms 1000 >/dev/null
   TD+=("$(curl -sf -o /dev/null -w '%{time_total}' -H "$AUTH" "$API/v1/jobs/$BIG_JOB/output")")
   ND+=("$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$NGINX_PORT/up/big-$i.mp4")")

@@ -678,7 +678,7 @@ impl Api {
     pub async fn signed_up_admin(&self, redis: &RedisServer, tenant: &str, email: &str) -> Api {
         let _ = self.signed_up(tenant, email).await;
         let _: () = redis::cmd("HSET")
-            .arg(format!("td:user:{tenant}:{email}"))
+            .arg(tapedeck::store::keys::user_key(tenant, email))
             .arg("role")
             .arg("admin")
             .query(&mut redis.conn())

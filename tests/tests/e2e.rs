@@ -152,7 +152,7 @@ mod convert_flow {
         }
         let mut redis = s.redis.conn();
         let dead: Vec<redis::Value> = redis::cmd("XRANGE")
-            .arg("td:deadletter")
+            .arg(tapedeck::store::keys::dead_letter_key("default"))
             .arg("-")
             .arg("+")
             .query(&mut redis)
@@ -368,7 +368,7 @@ mod security {
         let s = stack(vec![]);
         let mut redis = s.redis.conn();
         let _: () = redis::cmd("HSET")
-            .arg("td:tenant:beta")
+            .arg(tapedeck::store::keys::tenant_key("beta"))
             .arg("self_register")
             .arg("1")
             .query(&mut redis)
@@ -412,7 +412,7 @@ mod security {
         }
         // A tenant admin sees the whole tenant, never another tenant.
         let _: () = redis::cmd("HSET")
-            .arg("td:user:default:a2@example.com")
+            .arg(tapedeck::store::keys::user_key("default", "a2@example.com"))
             .arg("role")
             .arg("admin")
             .query(&mut redis)
@@ -465,7 +465,7 @@ mod security {
         let token = me.token.clone().unwrap();
         let mut redis = s.redis.conn();
         let key: String = redis::cmd("GET")
-            .arg("td:auth:signing-key")
+            .arg(tapedeck::store::keys::SIGNING_KEY)
             .query(&mut redis)
             .unwrap();
         let key = hex_decode(&key);
@@ -654,13 +654,13 @@ mod limits {
         // Everything acknowledged, and the stream trimmed.
         let mut redis = s.redis.conn();
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg("td:convert:default")
+            .arg(tapedeck::store::keys::convert_stream("default"))
             .arg("workers")
             .query(&mut redis)
             .unwrap();
         assert_eq!(pending[0], redis::Value::Int(0));
         let len: u64 = redis::cmd("XLEN")
-            .arg("td:convert:default")
+            .arg(tapedeck::store::keys::convert_stream("default"))
             .query(&mut redis)
             .unwrap();
         assert!(len <= 2, "stream holds {len} entries");
@@ -725,7 +725,7 @@ mod resilience {
             mails[0]
         );
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg("td:convert:default")
+            .arg(tapedeck::store::keys::convert_stream("default"))
             .arg("workers")
             .query(&mut conn)
             .unwrap();
@@ -774,7 +774,7 @@ mod resilience {
         let s = stack(vec![("workers", "1".into())]);
         let mut redis = s.redis.conn();
         let _: () = redis::cmd("HSET")
-            .arg("td:tenant:small")
+            .arg(tapedeck::store::keys::tenant_key("small"))
             .arg("self_register")
             .arg("1")
             .query(&mut redis)
@@ -857,7 +857,7 @@ mod retries {
         // The dead-letter stream's entries, as field maps.
         let dead_letters = |redis: &mut redis::Connection| {
             let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg("td:deadletter")
+                .arg(tapedeck::store::keys::dead_letter_key("default"))
                 .arg("-")
                 .arg("+")
                 .query(redis)
@@ -878,7 +878,7 @@ mod retries {
         assert!(fields.contains_key("reason"), "{fields:?}");
         // Nothing is left pending or scheduled for another try.
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg("td:convert:default")
+            .arg(tapedeck::store::keys::convert_stream("default"))
             .arg("workers")
             .query(&mut redis)
             .unwrap();

@@ -33,7 +33,11 @@ pub async fn visible_job(
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::NotFound);
     }
-    let job = state.queue.get(id).await?.ok_or(ApiError::NotFound)?;
+    let job = state
+        .queue
+        .get(&caller.tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let visible =
         job.tenant == caller.tenant && (job.user_id == caller.user_id || caller.is_admin());
     if visible {
@@ -100,12 +104,20 @@ pub async fn show(
     Ok(Json(visible_job(&state, &caller, &id).await?))
 }
 
-/// `GET /v1/jobs/{id}` without authentication, for the benchmark only (`bench_routes`).
+/// `GET /v1/jobs/{id}` (of the default tenant) without authentication, for the benchmark
+/// only (`bench_routes`).
 pub async fn show_unauthenticated(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    Ok(Json(state.queue.get(&id).await?.ok_or(ApiError::NotFound)?))
+    let tenant = tapedeck_store::tenants::DEFAULT_TENANT;
+    Ok(Json(
+        state
+            .queue
+            .get(tenant, &id)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+    ))
 }
 
 pub async fn remove(
@@ -199,7 +211,7 @@ pub async fn events(
                     continue;
                 }
             }
-            match state.queue.get(&id).await {
+            match state.queue.get(&caller.tenant, &id).await {
                 Ok(Some(job)) => snapshot = Some(job),
                 Ok(None) => {
                     // Deleted: one last event, so the client knows why the stream ends.
@@ -228,6 +240,7 @@ fn status_event(job: &JobRecord) -> Event {
 /// `?expires=..&sig=..` of a signed download link (see `tapedeck_store::links`).
 #[derive(Debug, Deserialize)]
 pub struct LinkQuery {
+    tenant: Option<String>,
     expires: Option<u64>,
     sig: Option<String>,
 }
@@ -244,7 +257,10 @@ pub async fn output(
 ) -> Result<Response, ApiError> {
     let job = match (link.expires, link.sig) {
         (None, None) => visible_job(&state, &caller?.0, &id).await?,
-        (Some(expires), Some(sig)) => linked_job(&state, &id, expires, &sig).await?,
+        (Some(expires), Some(sig)) => {
+            let tenant = link.tenant.unwrap_or_default();
+            linked_job(&state, &tenant, &id, expires, &sig).await?
+        }
         _ => return Err(invalid_link()),
     };
     serve_output(&state, &job, &headers).await
@@ -261,14 +277,22 @@ fn invalid_link() -> ApiError {
 /// that output. Every failure looks the same (403).
 async fn linked_job(
     state: &AppState,
+    tenant: &str,
     id: &str,
     expires: u64,
     sig: &str,
 ) -> Result<JobRecord, ApiError> {
-    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if id.len() > 64
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+        || !tapedeck_store::tenants::valid_tenant_name(tenant)
+    {
         return Err(invalid_link());
     }
-    let job = state.queue.get(id).await?.ok_or_else(invalid_link)?;
+    let job = state
+        .queue
+        .get(tenant, id)
+        .await?
+        .ok_or_else(invalid_link)?;
     let output = job.output.as_ref().ok_or_else(invalid_link)?;
     let now = tapedeck_store::queue::now_ms() / 1000;
     if state.links.verify(id, &output.key, expires, sig, now) {

@@ -20,5 +20,6 @@ pub mod limits;
 pub mod net;
 pub mod notify;
 pub mod stage;
+pub mod tenant;
 
 pub use job::{JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms};

@@ -1,4 +1,8 @@
-//! The consumer group `notifiers` on `td:notify`: one notification per finished job.
+//! The consumer group `notifiers` on each tenant's notify stream (`td:{T}:notify`): one
+//! notification per finished job. Workers add a tenant to `NOTIFY_READY` (and leave a
+//! wake-up token) when they write an entry; a notifier reads the ready tenants in turn
+//! and drops a tenant from the set once its stream has nothing new or pending, looking
+//! once more afterwards so an entry written meanwhile is not stranded.
 //!
 //! For each entry:
 //! 1. The *plan* — the messages the component queued — is computed once and stored in
@@ -36,7 +40,7 @@ use super::{DeliveryError, NotifierConfig, NotifyError};
 use tapedeck_model::net::AddressPolicy;
 use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
 use tapedeck_model::stage::Stage;
-use tapedeck_store::keys::{NOTIFY, job_key};
+use tapedeck_store::keys::{NOTIFY_READY, NOTIFY_WAKE, TENANTS, job_key, notify_stream};
 use tapedeck_store::links::LinkSigner;
 use tapedeck_store::notify_settings::{self as settings, TenantNotifySettings};
 use tapedeck_store::queue::now_ms;
@@ -44,14 +48,15 @@ use tapedeck_store::streams::Group;
 
 /// The consumer group of notifier processes on `td:notify`.
 pub const GROUP: &str = "notifiers";
-/// Notifications (or single messages) that could not be delivered, with the reason.
-pub use tapedeck_store::keys::NOTIFY_DEAD as DEAD_LETTER;
+/// A tenant's notifications (or single messages) that could not be delivered, with the
+/// reason.
+pub use tapedeck_store::keys::notify_dead_key as dead_letter_key;
 /// How long a delivery record outlives its notification.
 const RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Entries read or claimed per round.
 const BATCH: usize = 16;
 
-/// The delivery record of one `td:notify` entry.
+/// The delivery record of one notify entry.
 pub use tapedeck_store::keys::delivery_key;
 use tapedeck_store::keys::rate_key;
 
@@ -75,11 +80,13 @@ return admit
     )
 });
 
-/// The `notifiers` group on `td:notify`.
-const NOTIFIERS: Group<'static> = Group {
-    stream: NOTIFY,
-    name: GROUP,
-};
+/// The `notifiers` group on a tenant's notify stream.
+fn notifiers(stream: &str) -> Group<'_> {
+    Group {
+        stream,
+        name: GROUP,
+    }
+}
 
 /// Where the time goes, for benchmarks and metrics. All counters only grow.
 #[derive(Debug, Default)]
@@ -114,6 +121,10 @@ struct Inner {
     mailer: Mailer,
     webhooks: WebhookClient,
     stats: Arc<NotifierStats>,
+    /// Streams whose group this process has created.
+    ensured: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Where the next round over the ready tenants starts.
+    cursor: AtomicU64,
 }
 
 /// Why work on one entry stopped before it was acknowledged.
@@ -168,6 +179,8 @@ impl NotifyConsumer {
                 mailer,
                 webhooks,
                 stats: Arc::default(),
+                ensured: Default::default(),
+                cursor: AtomicU64::new(0),
             }),
         })
     }
@@ -176,16 +189,43 @@ impl NotifyConsumer {
         self.inner.stats.clone()
     }
 
-    /// Creates the consumer group (reading `td:notify` from its start) if missing.
-    pub async fn ensure_group(&self) -> Result<(), NotifyError> {
+    /// Creates the consumer group on `tenant`'s notify stream (reading it from its start)
+    /// if this process has not yet.
+    async fn ensure_group(&self, tenant: &str) -> Result<(), NotifyError> {
+        let stream = notify_stream(tenant);
+        let known = self
+            .inner
+            .ensured
+            .lock()
+            .expect("lock is never poisoned")
+            .contains(&stream);
+        if !known {
+            let mut conn = self.inner.pool.get().await?;
+            notifiers(&stream).ensure(&mut conn, "0").await?;
+            self.inner
+                .ensured
+                .lock()
+                .expect("lock is never poisoned")
+                .insert(stream);
+        }
+        Ok(())
+    }
+
+    /// Marks every tenant as possibly having notifications (a start: heals a tenant
+    /// left out by a crash between a worker's two steps).
+    pub async fn seed_ready(&self) -> Result<(), NotifyError> {
         let mut conn = self.inner.pool.get().await?;
-        Ok(NOTIFIERS.ensure(&mut conn, "0").await?)
+        let tenants: Vec<String> = conn.smembers(TENANTS).await?;
+        if !tenants.is_empty() {
+            let _: () = conn.sadd(NOTIFY_READY, &tenants).await?;
+        }
+        Ok(())
     }
 
     /// Reads and handles entries until `shutdown` is cancelled, then waits for the
     /// entries in hand to stop.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), NotifyError> {
-        self.ensure_group().await?;
+        self.seed_ready().await?;
         let slots = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         tracing::info!(consumer = %self.inner.config.consumer, "notifier started");
@@ -198,18 +238,40 @@ impl NotifyConsumer {
                 match self.next_entries(free).await {
                     Ok(entries) => entries,
                     Err(e) => {
-                        tracing::warn!("notifier: reading td:notify failed: {e}");
+                        tracing::warn!("notifier: reading the notify streams failed: {e}");
                         Vec::new()
                     }
                 }
             };
             if entries.is_empty() {
+                let wait = self
+                    .inner
+                    .config
+                    .poll_interval
+                    .min(Duration::from_millis(400));
+                let woken = async {
+                    if free == 0 {
+                        tokio::time::sleep(wait).await;
+                        return;
+                    }
+                    let got = async {
+                        let mut conn = self.inner.pool.get().await?;
+                        let got: Option<(String, String)> =
+                            conn.blpop(NOTIFY_WAKE, wait.as_secs_f64()).await?;
+                        Ok::<_, NotifyError>(got)
+                    }
+                    .await;
+                    if let Err(e) = got {
+                        tracing::warn!("notifier: waiting for work failed: {e}");
+                        tokio::time::sleep(wait).await;
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.inner.config.poll_interval) => continue,
+                    _ = woken => continue,
                 }
             }
-            for entry in entries {
+            for (tenant, entry) in entries {
                 let permit = slots
                     .clone()
                     .acquire_owned()
@@ -218,7 +280,7 @@ impl NotifyConsumer {
                 let this = self.clone();
                 let stop = shutdown.child_token();
                 tasks.spawn(async move {
-                    this.handle(entry, stop).await;
+                    this.handle(&tenant, entry, stop).await;
                     drop(permit);
                 });
             }
@@ -228,32 +290,72 @@ impl NotifyConsumer {
         Ok(())
     }
 
-    /// Entries abandoned by a dead consumer first, then new ones.
-    async fn next_entries(&self, count: usize) -> Result<Vec<StreamId>, NotifyError> {
-        let mut conn = self.inner.pool.get().await?;
+    /// Up to `count` entries of the ready tenants, taken in turn: for each, entries
+    /// abandoned by a dead consumer first, then new ones. A tenant with nothing new and
+    /// nothing pending leaves the ready set (and is read once more, in case a worker
+    /// added an entry in between).
+    async fn next_entries(&self, count: usize) -> Result<Vec<(String, StreamId)>, NotifyError> {
         let config = &self.inner.config;
-        let (entries, taken_over) = NOTIFIERS
-            .claim_or_read(
-                &mut conn,
-                &config.consumer,
-                config.visibility_timeout,
-                count,
-            )
-            .await?;
-        if taken_over {
-            tracing::info!(
-                n = entries.len(),
-                "notifier: took over abandoned notifications"
-            );
+        let mut tenants: Vec<String> = self.inner.pool.get().await?.smembers(NOTIFY_READY).await?;
+        tenants.sort();
+        if tenants.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(entries)
+        let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut found = Vec::new();
+        for i in 0..tenants.len() {
+            if found.len() >= count {
+                break;
+            }
+            let tenant = &tenants[(start + i) % tenants.len()];
+            self.ensure_group(tenant).await?;
+            let stream = notify_stream(tenant);
+            let group = notifiers(&stream);
+            let mut conn = self.inner.pool.get().await?;
+            let (entries, taken_over) = group
+                .claim_or_read(
+                    &mut conn,
+                    &config.consumer,
+                    config.visibility_timeout,
+                    count - found.len(),
+                )
+                .await?;
+            if taken_over {
+                tracing::info!(
+                    tenant,
+                    n = entries.len(),
+                    "notifier: took over abandoned notifications"
+                );
+            }
+            if entries.is_empty() {
+                let pending: (u64,) = redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
+                    .await
+                    .map(|p| (p.0,))?;
+                if pending.0 == 0 {
+                    let _: () = conn.srem(NOTIFY_READY, tenant).await?;
+                    let again = group
+                        .read_new(&mut conn, &config.consumer, count - found.len())
+                        .await?;
+                    if !again.is_empty() {
+                        let _: () = conn.sadd(NOTIFY_READY, tenant).await?;
+                    }
+                    found.extend(again.into_iter().map(|e| (tenant.clone(), e)));
+                }
+                continue;
+            }
+            found.extend(entries.into_iter().map(|e| (tenant.clone(), e)));
+        }
+        Ok(found)
     }
 
     /// Handles one entry while heart-beating it; logs instead of failing (the entry stays
     /// pending and comes back).
-    async fn handle(&self, entry: StreamId, stop: CancellationToken) {
+    async fn handle(&self, tenant: &str, entry: StreamId, stop: CancellationToken) {
         let id = entry.id.clone();
-        let fields: HashMap<String, String> = entry
+        let mut fields: HashMap<String, String> = entry
             .map
             .iter()
             .filter_map(|(k, v)| {
@@ -262,10 +364,12 @@ impl NotifyConsumer {
                     .map(|v| (k.clone(), v))
             })
             .collect();
-        let work = self.deliver_entry(&id, &fields, &stop);
+        // The stream says whose notification this is, whatever the entry claims.
+        fields.insert("tenant".into(), tenant.to_owned());
+        let work = self.deliver_entry(tenant, &id, &fields, &stop);
         let result = tokio::select! {
             result = work => result,
-            () = self.keep_alive(&id) => Err(Interrupted::Stopped),
+            () = self.keep_alive(tenant, &id) => Err(Interrupted::Stopped),
         };
         match result {
             Ok(()) => {}
@@ -277,13 +381,14 @@ impl NotifyConsumer {
     }
 
     /// Returns when the entry is no longer ours (or Redis keeps failing).
-    async fn keep_alive(&self, entry_id: &str) {
+    async fn keep_alive(&self, tenant: &str, entry_id: &str) {
+        let stream = notify_stream(tenant);
         let every = self.inner.config.visibility_timeout / 3;
         loop {
             tokio::time::sleep(every).await;
             let ours = async {
                 let mut conn = self.inner.pool.get().await?;
-                let ours = NOTIFIERS
+                let ours = notifiers(&stream)
                     .heartbeat(&mut conn, &self.inner.config.consumer, entry_id)
                     .await?;
                 Ok::<_, NotifyError>(ours)
@@ -306,16 +411,18 @@ impl NotifyConsumer {
     /// Steps 1–4 of the module doc for one entry.
     async fn deliver_entry(
         &self,
+        tenant: &str,
         entry_id: &str,
         fields: &HashMap<String, String>,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let inner = &self.inner;
-        let record = delivery_key(entry_id);
+        let record = delivery_key(tenant, entry_id);
+        let stream = notify_stream(tenant);
         // Connections are taken per step, never held across a delivery: a slow SMTP
         // server must not starve the pool.
         let mut conn = inner.pool.get().await?;
-        let tenant = fields.get("tenant").cloned().unwrap_or_default();
+        let tenant = tenant.to_owned();
         let job = fields.get("job").cloned().unwrap_or_default();
         let mut state: HashMap<String, String> = conn.hgetall(&record).await?;
         let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok())
@@ -360,7 +467,7 @@ impl NotifyConsumer {
             if state.contains_key(&field) {
                 continue;
             }
-            let message_id = format!("{entry_id}:{i}");
+            let message_id = format!("{tenant}.{entry_id}.{i}");
             let outcome = if i >= admitted {
                 Err((
                     format!("over the tenant's cap of {cap} messages per hour"),
@@ -396,14 +503,14 @@ impl NotifyConsumer {
         }
         let mut conn = inner.pool.get().await?;
         let _: () = redis::cmd("XACK")
-            .arg(NOTIFY)
+            .arg(&stream)
             .arg(GROUP)
             .arg(entry_id)
             .query_async(&mut conn)
             .await?;
         // The group `notifiers` exists (run() made it), so this never drops an entry
         // that is pending or not yet read.
-        tapedeck_store::queue::trim_stream(&mut conn, NOTIFY).await?;
+        tapedeck_store::queue::trim_stream(&mut conn, &stream).await?;
         inner.stats.notifications.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -420,8 +527,12 @@ impl NotifyConsumer {
         let job_id = fields.get("job").cloned().unwrap_or_default();
         let tenant = fields.get("tenant").cloned().unwrap_or_default();
         // Entries from before the pipeline copied everything fall back to the job hash.
-        let job: HashMap<String, String> =
-            inner.pool.get().await?.hgetall(job_key(&job_id)).await?;
+        let job: HashMap<String, String> = inner
+            .pool
+            .get()
+            .await?
+            .hgetall(job_key(&tenant, &job_id))
+            .await?;
         let links = self.download_links().await?;
         let event = build_event(fields, &job, &links);
         let mail_to =
@@ -577,7 +688,7 @@ impl NotifyConsumer {
         message: Option<&str>,
     ) -> Result<(), Interrupted> {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(DEAD_LETTER)
+        cmd.arg(dead_letter_key(tenant))
             .arg("MAXLEN")
             .arg("~")
             .arg(100_000)
@@ -611,9 +722,10 @@ struct DownloadLinks {
 }
 
 impl DownloadLinks {
-    fn url(&self, job_id: &str, output_key: &str) -> String {
+    fn url(&self, tenant: &str, job_id: &str, output_key: &str) -> String {
         let expires = self.now.saturating_add(self.ttl.as_secs());
-        self.signer.url(&self.base, job_id, output_key, expires)
+        self.signer
+            .url(&self.base, tenant, job_id, output_key, expires)
     }
 }
 
@@ -633,6 +745,7 @@ fn build_event(
     };
     let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
     let job_id = get("job").or_else(|| get("id")).unwrap_or_default();
+    let tenant = get("tenant").unwrap_or_default();
     let done = get("status").as_deref() == Some("done");
     JobEvent {
         owner_email: get("owner_email").unwrap_or_default(),
@@ -653,7 +766,7 @@ fn build_event(
         download_url: done
             .then(|| get("output_key"))
             .flatten()
-            .map(|key| links.url(&job_id, &key)),
+            .map(|key| links.url(&tenant, &job_id, &key)),
         finished_at: num("finished_at").unwrap_or_else(|| now_ms() / 1000),
         job_id,
     }
@@ -699,7 +812,7 @@ mod tests {
         assert_eq!(
             e.download_url,
             Some(format!(
-                "https://td.example/v1/jobs/j1/output?expires=1100&sig={sig}"
+                "https://td.example/v1/jobs/j1/output?tenant=t&expires=1100&sig={sig}"
             ))
         );
         assert_eq!(e.failure_reason, None);

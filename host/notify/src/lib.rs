@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::{DEAD_LETTER, GROUP, NotifierStats, NotifyConsumer, delivery_key};
+pub use consumer::{GROUP, NotifierStats, NotifyConsumer, dead_letter_key, delivery_key};
 pub use mail::{MailConfigError, Mailer};
 pub use tapedeck_model::net::{AddressPolicy, IpNet, is_public};
 pub use tapedeck_model::notify::Composer;

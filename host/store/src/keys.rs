@@ -1,69 +1,108 @@
 //! Every Redis key and channel Tapedeck uses, in one place; `redis/README.md` is the same
 //! map in prose (what each holds, who writes it). Nothing outside this module spells a
 //! `td:` key.
+//!
+//! Keys are named for Redis Cluster (and Valkey cluster mode): everything of one tenant
+//! carries the hash tag `{TENANT}` (`td:{acme}:job:…`), so every script that changes a
+//! job, its stream, its retry set, dead letters and notify entries touches one slot.
+//! The scheduler's keys share the tag `{~sched}` (`~` is not allowed in tenant names) and
+//! its scripts touch only those. Singletons and login counters are one key per command.
 
 use std::net::IpAddr;
 
-// Jobs and the convert pipeline.
+/// `td:{tenant}:` — the prefix of every key of one tenant.
+fn tenant_prefix(tenant: &str) -> String {
+    format!("td:{{{tenant}}}:")
+}
+
+// Jobs and the convert pipeline (per tenant).
 
 /// A job's record (hash).
-pub fn job_key(id: &str) -> String {
-    format!("td:job:{id}")
+pub fn job_key(tenant: &str, id: &str) -> String {
+    format!("{}job:{id}", tenant_prefix(tenant))
 }
 /// A user's job ids (zset, score = created ms).
 pub fn user_jobs_key(tenant: &str, user_id: &str) -> String {
-    format!("td:jobs:{tenant}:{user_id}")
+    format!("{}jobs:{user_id}", tenant_prefix(tenant))
 }
 /// A tenant's job ids (zset), for admins.
 pub fn tenant_jobs_key(tenant: &str) -> String {
-    format!("td:jobs:{tenant}")
+    format!("{}jobs", tenant_prefix(tenant))
 }
-/// Prefix of the per-tenant convert streams (the retry promoter's Lua derives stream
-/// keys with it).
-pub const CONVERT_PREFIX: &str = "td:convert:";
 /// A tenant's convert stream.
 pub fn convert_stream(tenant: &str) -> String {
-    format!("{CONVERT_PREFIX}{tenant}")
+    format!("{}convert", tenant_prefix(tenant))
 }
-/// Set of tenants that have a convert stream.
-pub const TENANTS_WITH_STREAMS: &str = "td:convert:tenants";
-/// Retries waiting for their backoff to pass (zset).
-pub const RETRY_ZSET: &str = "td:convert:retry";
-/// Jobs that failed for good (stream).
-pub const DEAD_LETTER: &str = "td:deadletter";
-/// Finished jobs for the notifier (stream).
-pub const NOTIFY: &str = "td:notify";
+/// A tenant's jobs that failed for good (stream).
+pub fn dead_letter_key(tenant: &str) -> String {
+    format!("{}deadletter", tenant_prefix(tenant))
+}
+/// A tenant's finished jobs for the notifier (stream).
+pub fn notify_stream(tenant: &str) -> String {
+    format!("{}notify", tenant_prefix(tenant))
+}
+/// Conversions of a tenant running now (zset: entry id, score = lease expiry ms).
+pub fn running_key(tenant: &str) -> String {
+    format!("{}running", tenant_prefix(tenant))
+}
 /// Pub/sub channel of a job's progress and status changes (JSON).
 pub fn events_channel(id: &str) -> String {
     format!("td:events:{id}")
 }
 
-// Notifications.
+// The scheduler (one slot: `{~sched}`).
 
-/// Notifications that could not be delivered (stream).
-pub const NOTIFY_DEAD: &str = "td:notify:dead";
+/// Tenants with work to dispatch (zset: tenant, score = its pass in stride scheduling).
+pub const SCHED_READY: &str = "td:{~sched}:ready";
+/// The pass a tenant had when it left `SCHED_READY` (hash: tenant → pass).
+pub const SCHED_PASS: &str = "td:{~sched}:pass";
+/// The virtual time: the pass of the last dispatch (string).
+pub const SCHED_VTIME: &str = "td:{~sched}:vtime";
+/// Tenants' strides, `STRIDE_ONE / weight` (hash: tenant → stride); absent = weight 1.
+pub const SCHED_STRIDE: &str = "td:{~sched}:stride";
+/// Wake-up tokens for idle workers (list, capped).
+pub const SCHED_WAKE: &str = "td:{~sched}:wake";
+/// Every running conversion's lease (zset: `tenant entry`, score = expiry ms): finds
+/// the leases of workers that died without scanning tenants.
+pub const SCHED_LEASES: &str = "td:{~sched}:leases";
+/// Retries waiting for their backoff (zset: `tenant job`, score = due ms). Promotion is
+/// one tenant-slot script per job, which checks the job still waits for it.
+pub const SCHED_RETRIES: &str = "td:{~sched}:retries";
+/// Tenants that may have notify entries to deliver (set).
+pub const NOTIFY_READY: &str = "td:{~sched}:notify";
+/// Wake-up tokens for idle notifiers (list, capped).
+pub const NOTIFY_WAKE: &str = "td:{~sched}:notify-wake";
+
+// Notifications (per tenant).
+
 /// What a notify entry's delivery planned and has sent (hash, TTL).
-pub fn delivery_key(entry_id: &str) -> String {
-    format!("td:notify:delivery:{entry_id}")
+pub fn delivery_key(tenant: &str, entry_id: &str) -> String {
+    format!("{}notify:delivery:{entry_id}", tenant_prefix(tenant))
 }
 /// Messages admitted for a tenant in one hour (counter, TTL).
 pub fn rate_key(tenant: &str, hour: u64) -> String {
-    format!("td:notify:rate:{tenant}:{hour}")
+    format!("{}notify:rate:{hour}", tenant_prefix(tenant))
+}
+/// A tenant's notifications that could not be delivered (stream).
+pub fn notify_dead_key(tenant: &str) -> String {
+    format!("{}notify:dead", tenant_prefix(tenant))
 }
 /// A tenant's notification settings (hash).
 pub fn notify_settings_key(tenant: &str) -> String {
-    format!("td:tenant:{tenant}:notify")
+    format!("{}notify:settings", tenant_prefix(tenant))
 }
 
 // Tenants, users, login.
 
-/// A tenant (hash).
+/// Every tenant's name (set).
+pub const TENANTS: &str = "td:tenants";
+/// A tenant's settings and limits (hash).
 pub fn tenant_key(name: &str) -> String {
-    format!("td:tenant:{name}")
+    format!("{}tenant", tenant_prefix(name))
 }
 /// A user (hash), by tenant and normalized email.
 pub fn user_key(tenant: &str, email: &str) -> String {
-    format!("td:user:{tenant}:{email}")
+    format!("{}user:{email}", tenant_prefix(tenant))
 }
 /// The HMAC key of login tokens (hex string).
 pub const SIGNING_KEY: &str = "td:auth:signing-key";
@@ -86,3 +125,50 @@ pub fn login_fail_address_key(addr: IpAddr) -> String {
 pub const LINK_KEY: &str = "td:linkkey";
 /// The public base URL gateways publish for workers' links.
 pub const PUBLIC_URL_KEY: &str = "td:public_url";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The part of a key Redis Cluster hashes.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("tagged");
+        let close = key[open..].find('}').expect("closed") + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn a_tenants_keys_share_one_slot() {
+        let t = "acme";
+        for key in [
+            job_key(t, "j1"),
+            user_jobs_key(t, "u1"),
+            tenant_jobs_key(t),
+            convert_stream(t),
+            dead_letter_key(t),
+            notify_stream(t),
+            running_key(t),
+            delivery_key(t, "1-0"),
+            rate_key(t, 7),
+            notify_dead_key(t),
+            notify_settings_key(t),
+            tenant_key(t),
+            user_key(t, "a@b.c"),
+        ] {
+            assert_eq!(hash_tag(&key), t, "{key}");
+        }
+        for key in [
+            SCHED_READY,
+            SCHED_PASS,
+            SCHED_VTIME,
+            SCHED_STRIDE,
+            SCHED_WAKE,
+            SCHED_LEASES,
+            SCHED_RETRIES,
+            NOTIFY_READY,
+            NOTIFY_WAKE,
+        ] {
+            assert_eq!(hash_tag(key), "~sched", "{key}");
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod links;
 pub mod notify_settings;
 pub mod queue;
+pub mod sched;
 pub mod streams;
 pub mod tenants;
 pub mod users;

@@ -87,10 +87,19 @@ impl LinkSigner {
                 .is_ok()
     }
 
-    /// The whole link: `{base}/v1/jobs/{job_id}/output?expires=..&sig=..`.
-    pub fn url(&self, base: &str, job_id: &str, output_key: &str, expires: u64) -> String {
+    /// The whole link: `{base}/v1/jobs/{job_id}/output?tenant=..&expires=..&sig=..`. The
+    /// tenant only says where to look the job up; the output key it signs is the
+    /// tenant's own.
+    pub fn url(
+        &self,
+        base: &str,
+        tenant: &str,
+        job_id: &str,
+        output_key: &str,
+        expires: u64,
+    ) -> String {
         format!(
-            "{}/v1/jobs/{job_id}/output?expires={expires}&sig={}",
+            "{}/v1/jobs/{job_id}/output?tenant={tenant}&expires={expires}&sig={}",
             base.trim_end_matches('/'),
             self.sign(job_id, output_key, expires)
         )
@@ -143,8 +152,8 @@ mod tests {
             "other key"
         );
         assert_eq!(
-            signer.url("https://a.example/", "j1", "out/t/j1.mp3", 1000),
-            format!("https://a.example/v1/jobs/j1/output?expires=1000&sig={sig}")
+            signer.url("https://a.example/", "t", "j1", "out/t/j1.mp3", 1000),
+            format!("https://a.example/v1/jobs/j1/output?tenant=t&expires=1000&sig={sig}")
         );
     }
 }

@@ -35,6 +35,7 @@ pub async fn ensure_default_tenant(pool: &Pool) -> anyhow::Result<()> {
     let _: bool = conn
         .hset_nx(tenant_key(DEFAULT_TENANT), "self_register", "1")
         .await?;
+    let _: () = conn.sadd(crate::keys::TENANTS, DEFAULT_TENANT).await?;
     Ok(())
 }
 

@@ -31,6 +31,8 @@
 //! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to `{data_dir}/outbox` as .eml files |
 //! | `mail_from`                | `TAPEDECK_MAIL_FROM`             | `Tapedeck <noreply@tapedeck.localhost>` |
 //! | `webhook_allow`            | `TAPEDECK_WEBHOOK_ALLOW`         | none: webhooks reach public addresses only |
+//! | `tenant_defaults`          | `TAPEDECK_TENANT_DEFAULTS`       | none: `name=value,...` server defaults of the tenant limits (`jobs_per_minute=60,max_running=4`; names as `tapedeck admin tenant limits`) |
+//! | `admin_token`              | `TAPEDECK_ADMIN_TOKEN`           | generated on first start, stored hashed in Redis, printed once |
 //! | `bench_routes`             | `TAPEDECK_BENCH_ROUTES`          | false (benchmarks only: an unauthenticated job lookup) |
 
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ use serde::Deserialize;
 use tapedeck_model::net::IpNet;
 
 use tapedeck_model::limits::LimitPolicy;
+use tapedeck_model::tenant::TenantLimits;
 
 /// Which parts of the service a process runs. Any number of either role may share one
 /// Redis and one blob store.
@@ -153,6 +156,14 @@ pub struct Settings {
     /// (e.g. `10.0.0.0/8,127.0.0.1`).
     #[arg(long, env = "TAPEDECK_WEBHOOK_ALLOW")]
     pub webhook_allow: Option<String>,
+    /// Server defaults of the tenant limits, `name=value,...` (e.g.
+    /// `jobs_per_minute=60,max_running=4`); a tenant's own limits can only be lower.
+    #[arg(long, env = "TAPEDECK_TENANT_DEFAULTS")]
+    pub tenant_defaults: Option<String>,
+    /// The operator credential for `/v1/admin/...` (at least 16 characters). Unset: one
+    /// is generated on first start, stored hashed in Redis and printed once.
+    #[arg(long, env = "TAPEDECK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Benchmarks only: also serve `GET /bench/unauthenticated/jobs/{id}`, the job lookup
     /// without a token, to measure what authentication costs. Never in production.
     #[arg(long, env = "TAPEDECK_BENCH_ROUTES", num_args = 0..=1, default_missing_value = "true")]
@@ -198,6 +209,8 @@ impl Settings {
             smtp_url: self.smtp_url.or(fallback.smtp_url),
             mail_from: self.mail_from.or(fallback.mail_from),
             webhook_allow: self.webhook_allow.or(fallback.webhook_allow),
+            tenant_defaults: self.tenant_defaults.or(fallback.tenant_defaults),
+            admin_token: self.admin_token.or(fallback.admin_token),
             bench_routes: self.bench_routes.or(fallback.bench_routes),
         }
     }
@@ -240,6 +253,10 @@ pub struct ServiceConfig {
     pub mail_from: Option<String>,
     /// Non-public networks webhooks may reach anyway.
     pub webhook_allow: Vec<IpNet>,
+    /// Server defaults of the tenant limits.
+    pub tenant_defaults: TenantLimits,
+    /// The operator credential, if configured.
+    pub admin_token: Option<String>,
     pub bench_routes: bool,
 }
 
@@ -342,6 +359,14 @@ impl ServiceConfig {
                     .map_err(anyhow::Error::msg)
                     .context("parsing webhook_allow")?,
                 None => Vec::new(),
+            },
+            tenant_defaults: TenantLimits::parse_list(s.tenant_defaults.as_deref().unwrap_or(""))
+                .map_err(|e| anyhow::anyhow!("tenant_defaults: {e}"))?,
+            admin_token: match s.admin_token.filter(|t| !t.is_empty()) {
+                Some(t) if t.len() < 16 => {
+                    anyhow::bail!("admin_token must be at least 16 characters")
+                }
+                other => other,
             },
             bench_routes: s.bench_routes.unwrap_or(false),
             data_dir,

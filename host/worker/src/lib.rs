@@ -11,7 +11,6 @@
 //! slow worker whose entry was claimed by another) stores one output.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,10 +49,6 @@ pub struct Worker {
     /// Resolved per job: the component running the converter stage for its tenant now.
     converter: Stage<dyn Converter>,
     settings: WorkerSettings,
-    /// Round-robin position across tenants, shared by the slots.
-    cursor: Arc<AtomicUsize>,
-    /// Tenants whose consumer group this process has ensured.
-    known_tenants: Arc<Mutex<Vec<String>>>,
     /// Entries of dead predecessors on this host, taken before new work.
     orphans: Mutex<Vec<Orphan>>,
 }
@@ -110,8 +105,6 @@ impl Worker {
             blobs,
             converter: converter.into(),
             settings,
-            cursor: Arc::new(AtomicUsize::new(0)),
-            known_tenants: Arc::new(Mutex::new(Vec::new())),
             orphans: Mutex::new(Vec::new()),
         }
     }
@@ -142,6 +135,9 @@ impl Worker {
             }
             Err(e) => tracing::warn!(error = %e, "could not look for entries of stopped workers"),
         }
+        if let Err(e) = self.queue.seed_ready().await {
+            tracing::warn!(error = %e, "could not seed the scheduler");
+        }
         let mut slots = tokio::task::JoinSet::new();
         for slot in 0..self.settings.slots.max(1) {
             let worker = self.clone();
@@ -160,6 +156,9 @@ impl Worker {
                 if let Err(e) = self.queue.promote_due_retries().await {
                     tracing::warn!(error = %e, "could not promote retries");
                 }
+                if let Err(e) = self.queue.sweep_leases().await {
+                    tracing::warn!(error = %e, "could not sweep expired leases");
+                }
             }
             let orphan = self
                 .orphans
@@ -173,12 +172,7 @@ impl Worker {
                 },
                 None => {
                     self.queue
-                        .next_delivery(
-                            &consumer,
-                            &self.cursor,
-                            &self.known_tenants,
-                            self.settings.idle_poll,
-                        )
+                        .next_delivery(&consumer, self.settings.idle_poll)
                         .await
                 }
             };
@@ -248,7 +242,7 @@ impl Worker {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("{what}: {e}"))
         };
-        let job = match self.queue.get(&d.job_id).await {
+        let job = match self.queue.get(&d.tenant, &d.job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return Ok(()),
             Err(e) => return Err(retry("reading the job", &e)),
@@ -267,10 +261,10 @@ impl Worker {
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<f32>();
         let forwarder = {
             let queue = self.queue.clone();
-            let job_id = d.job_id.clone();
+            let (tenant, job_id) = (d.tenant.clone(), d.job_id.clone());
             tokio::spawn(async move {
                 while let Some(p) = progress_rx.recv().await {
-                    if let Err(e) = queue.report_progress(&job_id, p).await {
+                    if let Err(e) = queue.report_progress(&tenant, &job_id, p).await {
                         tracing::debug!(job = %job_id, error = %e, "progress not recorded");
                     }
                 }

@@ -243,7 +243,7 @@ async fn run_limits_are_settings_sized_to_the_audio_and_fail_at_once() {
     assert!(error.contains("estimated from the file size"), "{error}");
 }
 
-/// The signed link in a mail: `http://.../v1/jobs/{id}/output?expires=..&sig=..`.
+/// The signed link in a mail: `http://.../v1/jobs/{id}/output?tenant=..&expires=..&sig=..`.
 fn mail_link(mail: &str) -> String {
     let start = mail.find("http://").expect("the mail has a link");
     mail[start..]
@@ -304,7 +304,10 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
     let mails = outbox_mails(dir.path(), 1, SLOW, Duration::ZERO);
     let link = mail_link(&mails[0]);
     assert!(
-        link.starts_with(&format!("{}/v1/jobs/{id}/output?expires=", gateway.base)),
+        link.starts_with(&format!(
+            "{}/v1/jobs/{id}/output?tenant=default&expires=",
+            gateway.base
+        )),
         "{link}"
     );
     assert!(!mails[0].contains("signed in to your"), "{}", mails[0]);
@@ -338,7 +341,14 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
     let (before_expiry, _) = prefix.split_once("expires=").unwrap();
     let longer = format!("{before_expiry}expires=99999999999&sig={sig}");
     let other_job = link.replace(&id, &"0".repeat(32));
-    for bad in [flipped, longer, other_job, format!("{prefix}&sig=")] {
+    let other_tenant = link.replace("tenant=default", "tenant=other");
+    for bad in [
+        flipped,
+        longer,
+        other_job,
+        other_tenant,
+        format!("{prefix}&sig="),
+    ] {
         let r = http.get(&bad).send().await.unwrap();
         assert_eq!(r.status(), 403, "{bad}");
         let v: Value = r.json().await.unwrap();

@@ -2,14 +2,14 @@
 //! (and the delete) publish on a job's channel parses into it, with the status each
 //! transition promises.
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tapedeck::model::job::{ChangeStatus, JobChange, JobInput, JobOutput, JobRecord, JobStatus};
 use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy, events_channel, now_ms};
 use tapedeck_tests::RedisServer;
+
+const TENANT: &str = "ev";
 
 fn job(id: &str) -> JobRecord {
     JobRecord {
@@ -46,6 +46,7 @@ async fn every_published_change_parses_as_a_job_change() {
             max_attempts: 3,
             visibility_timeout: Duration::from_secs(60),
             retry_base: Duration::from_millis(1),
+            max_running_per_tenant: 0,
         },
     );
     let client = redis::Client::open(redis.url()).unwrap();
@@ -54,10 +55,9 @@ async fn every_published_change_parses_as_a_job_change() {
         pubsub.subscribe(events_channel(id)).await.unwrap();
         queue.enqueue(&job(id)).await.unwrap();
     }
-    let (cursor, known) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
     let next = || async {
         queue
-            .next_delivery("host-1-0", &cursor, &known, Duration::ZERO)
+            .next_delivery("host-1-0", Duration::ZERO)
             .await
             .unwrap()
             .expect("an entry is waiting")
@@ -70,7 +70,7 @@ async fn every_published_change_parses_as_a_job_change() {
         queue.start_attempt(&d).await.unwrap(),
         AttemptStart::Convert(1)
     );
-    queue.report_progress("ok1", 0.5).await.unwrap();
+    queue.report_progress(TENANT, "ok1", 0.5).await.unwrap();
     let out = JobOutput {
         key: "out/ev/ok1.mp3".into(),
         bytes: 10,
@@ -91,7 +91,7 @@ async fn every_published_change_parses_as_a_job_change() {
     let d = next().await;
     queue.start_attempt(&d).await.unwrap();
     queue.fail(&d, "broken", 2).await.unwrap();
-    let failed = queue.get("bad1").await.unwrap().unwrap();
+    let failed = queue.get(TENANT, "bad1").await.unwrap().unwrap();
     queue.delete(&failed).await.unwrap();
 
     let mut messages = pubsub.into_on_message();

@@ -11,15 +11,14 @@
 //! (`tests/src/lib.rs`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapedeck::model::notify::Composer;
 use tapedeck::notify::{
-    self, DEAD_LETTER, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate,
-    TIMESTAMP_HEADER,
+    self, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate, TIMESTAMP_HEADER,
 };
 use tapedeck::queue::{
     JobInput, JobOutput, JobQueue, JobRecord, JobStatus, PipelinePolicy, now_ms,
@@ -122,11 +121,9 @@ async fn finish_job(
         attempts: 0,
     };
     queue.enqueue(&job).await.unwrap();
-    let cursor = AtomicUsize::new(0);
-    let known = Mutex::new(Vec::new());
     let delivery = loop {
         let d = queue
-            .next_delivery("w1", &cursor, &known, Duration::ZERO)
+            .next_delivery("w1", Duration::ZERO)
             .await
             .unwrap()
             .unwrap();
@@ -157,6 +154,7 @@ fn queue(pool: &deadpool_redis::Pool) -> JobQueue {
             max_attempts: 3,
             visibility_timeout: Duration::from_secs(30),
             retry_base: Duration::from_millis(100),
+            max_running_per_tenant: 0,
         },
     )
 }
@@ -182,38 +180,54 @@ async fn enable_webhook(pool: &deadpool_redis::Pool, tenant: &str, url: &str) ->
     secret.expect("a secret is generated when webhooks are turned on")
 }
 
+/// Every tenant that has (had) a stream.
+async fn tenants(conn: &mut deadpool_redis::Connection) -> Vec<String> {
+    redis::cmd("SMEMBERS")
+        .arg(tapedeck::store::keys::TENANTS)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// The notification dead letters of every tenant.
 async fn dead_letters(
     pool: &deadpool_redis::Pool,
 ) -> Vec<std::collections::HashMap<String, String>> {
     let mut conn = pool.get().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(DEAD_LETTER)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|e| {
+    let mut all = Vec::new();
+    for tenant in tenants(&mut conn).await {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(notify::dead_letter_key(&tenant))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        all.extend(reply.ids.into_iter().map(|e| {
             e.map
                 .into_iter()
                 .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
                 .collect()
-        })
-        .collect()
+        }));
+    }
+    all
 }
 
+/// Notify entries delivered to a notifier and not yet acknowledged, over all tenants.
 async fn pending(pool: &deadpool_redis::Pool) -> i64 {
     let mut conn = pool.get().await.unwrap();
-    let summary: Vec<redis::Value> = redis::cmd("XPENDING")
-        .arg("td:notify")
-        .arg(notify::GROUP)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    redis::from_redis_value(summary[0].clone()).unwrap()
+    let mut total = 0;
+    for tenant in tenants(&mut conn).await {
+        let summary: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XPENDING")
+            .arg(tapedeck::store::keys::notify_stream(&tenant))
+            .arg(notify::GROUP)
+            .query_async(&mut conn)
+            .await;
+        if let Ok(summary) = summary {
+            total += redis::from_redis_value::<i64>(summary[0].clone()).unwrap();
+        }
+    }
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -280,7 +294,10 @@ async fn finished_job_sends_one_mail_with_link_and_one_signed_webhook() {
     assert_eq!(body["job_id"], id.as_str());
     assert_eq!(body["status"], "done");
     let signed = body["download_url"].as_str().unwrap();
-    assert!(signed.starts_with(&format!("{link}?expires=")), "{signed}");
+    assert!(
+        signed.starts_with(&format!("{link}?tenant=acme&expires=")),
+        "{signed}"
+    );
     assert_eq!(body["output_bytes"], 3 << 20);
     assert!(dead_letters(&pool).await.is_empty());
 }

@@ -1,6 +1,7 @@
 //! The job pipeline in Redis: job records, per-tenant convert streams with one consumer
-//! group, fair consumption, visibility timeouts, retries with backoff, dead letters,
-//! notify entries, progress events and safe trimming.
+//! group, weighted fair dispatch under per-tenant running caps (`crate::sched`),
+//! visibility timeouts, retries with backoff, dead letters, notify entries, progress
+//! events and safe trimming.
 //!
 //! Every key is listed in `redis/README.md`. State transitions are Lua scripts
 //! (`scripts.rs`) so the job hash and the stream never disagree.
@@ -12,13 +13,12 @@
 mod scripts;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
-use redis::streams::StreamReadReply;
+
+use crate::sched::Scheduler;
 
 pub use tapedeck_model::job::{
     JobChange, JobInput, JobOptions, JobOutput, JobRecord, JobStatus, now_ms,
@@ -30,8 +30,8 @@ pub const GROUP: &str = "workers";
 const UNREAD_STREAM_CAP: u64 = 100_000;
 
 pub use crate::keys::{
-    CONVERT_PREFIX, DEAD_LETTER, NOTIFY, RETRY_ZSET, TENANTS_WITH_STREAMS, convert_stream,
-    events_channel, job_key, tenant_jobs_key, user_jobs_key,
+    NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key, events_channel, job_key,
+    notify_stream, running_key, tenant_jobs_key, tenant_key, user_jobs_key,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub struct PipelinePolicy {
     pub visibility_timeout: Duration,
     /// First retry delay; doubles per attempt, with up to 50% jitter added.
     pub retry_base: Duration,
+    /// Conversions one tenant may run at once across all workers unless its own limit is
+    /// lower (0: no server-wide cap).
+    pub max_running_per_tenant: u64,
 }
 
 impl PipelinePolicy {
@@ -168,11 +171,29 @@ pub enum Requeue {
 pub struct JobQueue {
     pool: Pool,
     policy: PipelinePolicy,
+    sched: Scheduler,
+}
+
+/// What one `TAKE` on a tenant's stream found.
+enum Take {
+    Entry(Delivery),
+    /// Nothing to take now (or the tenant is at its running-jobs cap).
+    Nothing,
 }
 
 impl JobQueue {
     pub fn new(pool: Pool, policy: PipelinePolicy) -> Self {
-        Self { pool, policy }
+        let sched = Scheduler::new(pool.clone());
+        Self {
+            pool,
+            policy,
+            sched,
+        }
+    }
+
+    /// The dispatcher this queue feeds.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
     }
 
     pub fn policy(&self) -> &PipelinePolicy {
@@ -188,7 +209,18 @@ impl JobQueue {
         let mut conn = self.conn().await?;
         let stream = convert_stream(tenant);
         group(&stream).ensure(&mut conn, "0").await?;
-        let _: () = conn.sadd(TENANTS_WITH_STREAMS, tenant).await?;
+        let _: () = conn.sadd(TENANTS, tenant).await?;
+        Ok(())
+    }
+
+    /// Puts every tenant that may have work in the ready set (a worker's start: heals
+    /// any tenant left out by a crash between two steps).
+    pub async fn seed_ready(&self) -> Result<()> {
+        let tenants: Vec<String> = self.conn().await?.smembers(TENANTS).await?;
+        for t in tenants {
+            self.ensure_stream(&t).await?;
+            self.sched.add(&t, false).await?;
+        }
         Ok(())
     }
 
@@ -201,7 +233,7 @@ impl JobQueue {
         let created_ms = now_ms().max(job.created_at * 1000);
         redis::pipe()
             .atomic()
-            .hset_multiple(job_key(&job.id), &job.to_fields())
+            .hset_multiple(job_key(&job.tenant, &job.id), &job.to_fields())
             .ignore()
             .zadd(
                 user_jobs_key(&job.tenant, &job.user_id),
@@ -219,13 +251,16 @@ impl JobQueue {
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
+        drop(conn);
+        self.sched.add(&job.tenant, true).await?;
         Ok(())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+    /// A job of `tenant` by id; `None` if it does not exist (or is another tenant's).
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>> {
         let mut conn = self.conn().await?;
-        let h: HashMap<String, String> = conn.hgetall(job_key(id)).await?;
-        Ok(JobRecord::from_hash(&h))
+        let h: HashMap<String, String> = conn.hgetall(job_key(tenant, id)).await?;
+        Ok(JobRecord::from_hash(&h).filter(|j| j.tenant == tenant))
     }
 
     /// Jobs newest first: a user's own (`user_id`), or the whole tenant's, from just after
@@ -281,7 +316,7 @@ impl JobQueue {
         }
         let mut pipe = redis::pipe();
         for (id, _) in &page {
-            pipe.hgetall(job_key(id));
+            pipe.hgetall(job_key(tenant, id));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         let jobs = hashes.iter().filter_map(JobRecord::from_hash).collect();
@@ -298,13 +333,11 @@ impl JobQueue {
         let mut conn = self.conn().await?;
         redis::pipe()
             .atomic()
-            .del(job_key(&job.id))
+            .del(job_key(&job.tenant, &job.id))
             .ignore()
             .zrem(user_jobs_key(&job.tenant, &job.user_id), &job.id)
             .ignore()
             .zrem(tenant_jobs_key(&job.tenant), &job.id)
-            .ignore()
-            .zrem(RETRY_ZSET, format!("{} {}", job.tenant, job.id))
             .ignore()
             // Wakes the job's SSE followers, which then find it gone.
             .publish(
@@ -314,102 +347,137 @@ impl JobQueue {
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
+        drop(conn);
+        self.sched.drop_retry(&job.tenant, &job.id).await?;
         Ok(())
     }
 
-    /// Next entry for `consumer`, taking tenants round-robin from `cursor` so one
-    /// tenant's backlog cannot starve another: for each tenant in turn, first an entry
-    /// abandoned past the visibility timeout (XAUTOCLAIM), then a new one.
+    /// Next entry for `consumer`: the tenant the scheduler picks (weighted fair, see
+    /// `crate::sched`), first an entry of it abandoned past the visibility timeout, else
+    /// a new one, under the tenant's running-jobs cap. A tenant with nothing to take (or
+    /// at its cap) is parked and looked at once more, so work added meanwhile is not
+    /// stranded.
     ///
-    /// When no tenant has work, waits up to `block` for a new entry on any known stream
-    /// (one blocking `XREADGROUP` over all of them), so a job uploaded to an idle service
-    /// starts at once rather than at the next poll. `block` must stay below the Redis
-    /// client's response timeout (500 ms).
-    pub async fn next_delivery(
-        &self,
-        consumer: &str,
-        cursor: &AtomicUsize,
-        known: &Mutex<Vec<String>>,
-        block: Duration,
-    ) -> Result<Option<Delivery>> {
+    /// When no tenant is ready, waits up to `block` for a wake-up token (left by every
+    /// enqueue), so a job uploaded to an idle service starts at once rather than at the
+    /// next poll. `block` must stay below the Redis client's response timeout (500 ms).
+    pub async fn next_delivery(&self, consumer: &str, block: Duration) -> Result<Option<Delivery>> {
+        for _ in 0..16 {
+            let Some(tenant) = self.sched.pick().await? else {
+                if !block.is_zero() {
+                    self.sched.wait(block).await?;
+                }
+                return Ok(None);
+            };
+            if let Take::Entry(d) = self.take(&tenant, consumer).await? {
+                return Ok(Some(d));
+            }
+            self.sched.park(&tenant).await?;
+            if let Take::Entry(d) = self.take(&tenant, consumer).await? {
+                self.sched.add(&tenant, false).await?;
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One `TAKE` on `tenant`'s stream (see `scripts::TAKE`), recording the lease.
+    async fn take(&self, tenant: &str, consumer: &str) -> Result<Take> {
         let mut conn = self.conn().await?;
-        let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
-        tenants.sort();
-        if tenants.is_empty() {
-            // Nothing to block on yet: wait as long as a blocking read would have.
-            tokio::time::sleep(block).await;
-            return Ok(None);
-        }
-        let fresh: Vec<String> = {
-            let known = known.lock().expect("tenant list lock is never poisoned");
-            tenants
-                .iter()
-                .filter(|t| !known.contains(t))
-                .cloned()
-                .collect()
-        };
-        for t in fresh {
-            self.ensure_stream(&t).await?;
-            known
-                .lock()
-                .expect("tenant list lock is never poisoned")
-                .push(t);
-        }
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
-        for i in 0..tenants.len() {
-            let tenant = &tenants[(start + i) % tenants.len()];
-            let stream = convert_stream(tenant);
-            let (entries, taken_over) = group(&stream)
-                .claim_or_read(&mut conn, consumer, self.policy.visibility_timeout, 1)
-                .await?;
-            let entry = entries.into_iter().next();
-            if taken_over && let Some(entry) = &entry {
-                tracing::info!(tenant, entry = %entry.id, "claimed an abandoned entry");
-            }
-            if let Some(entry) = entry {
-                let job_id: String = entry.get("job").unwrap_or_default();
-                return Ok(Some(Delivery {
-                    tenant: tenant.clone(),
-                    stream,
-                    entry_id: entry.id,
-                    job_id,
-                }));
-            }
-        }
-        if block.is_zero() {
-            return Ok(None);
-        }
-        let mut wait = redis::cmd("XREADGROUP");
-        wait.arg("GROUP")
+        let now = now_ms();
+        let lease_ms = self.policy.visibility_timeout.as_millis() as u64;
+        let stream = convert_stream(tenant);
+        let reply: redis::RedisResult<Vec<String>> = scripts::TAKE
+            .key(&stream)
+            .key(running_key(tenant))
+            .key(tenant_key(tenant))
             .arg(GROUP)
             .arg(consumer)
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS");
-        for tenant in &tenants {
-            wait.arg(convert_stream(tenant));
-        }
-        for _ in &tenants {
-            wait.arg(">");
-        }
-        let read: Option<StreamReadReply> = wait.query_async(&mut conn).await?;
-        let Some(key) = read.and_then(|r| r.keys.into_iter().find(|k| !k.ids.is_empty())) else {
-            return Ok(None);
+            .arg(now)
+            .arg(lease_ms)
+            .arg(lease_ms)
+            .arg(self.policy.max_running_per_tenant)
+            .invoke_async(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            // A tenant whose stream or group is gone (deleted meanwhile): nothing to take.
+            Err(e) if e.to_string().contains("NOGROUP") => return Ok(Take::Nothing),
+            Err(e) => return Err(e.into()),
         };
-        let tenant = key
-            .key
-            .strip_prefix(CONVERT_PREFIX)
-            .unwrap_or_default()
-            .to_owned();
-        let entry = key.ids.into_iter().next().expect("found non-empty");
-        Ok(Some(Delivery {
-            tenant,
-            stream: key.key,
-            job_id: entry.get("job").unwrap_or_default(),
-            entry_id: entry.id,
-        }))
+        match reply.first().map(String::as_str) {
+            Some("entry") if reply.len() >= 4 => {
+                let d = Delivery {
+                    tenant: tenant.to_owned(),
+                    stream,
+                    entry_id: reply[1].clone(),
+                    job_id: reply[2].clone(),
+                };
+                if reply[3] == "1" {
+                    tracing::info!(tenant, entry = %d.entry_id, "claimed an abandoned entry");
+                }
+                drop(conn);
+                self.sched
+                    .lease(tenant, &d.entry_id, now + lease_ms)
+                    .await?;
+                Ok(Take::Entry(d))
+            }
+            _ => Ok(Take::Nothing),
+        }
+    }
+
+    /// How many conversions of `tenant` hold a lease now.
+    pub async fn running(&self, tenant: &str) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(conn.zcount(running_key(tenant), now_ms(), "+inf").await?)
+    }
+
+    /// Ends the leases of workers that died: each expired lease whose entry is still
+    /// pending puts its tenant back in the ready set (the next `TAKE` claims the entry
+    /// once it is idle past the visibility timeout); a lease of a finished entry goes.
+    pub async fn sweep_leases(&self) -> Result<usize> {
+        let now = now_ms();
+        let expired = self.sched.expired_leases(now, 100).await?;
+        let n = expired.len();
+        for (tenant, entry) in expired {
+            let mut conn = self.conn().await?;
+            let pending: i64 = scripts::PENDING
+                .key(convert_stream(&tenant))
+                .arg(GROUP)
+                .arg(&entry)
+                .invoke_async(&mut conn)
+                .await?;
+            drop(conn);
+            if pending > 0 {
+                let again = now + (self.policy.visibility_timeout / 2).as_millis() as u64;
+                self.sched.lease(&tenant, &entry, again).await?;
+                self.sched.add(&tenant, true).await?;
+            } else {
+                self.sched.forget_lease(&tenant, &entry).await?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends this delivery's lease in the scheduler and lets its tenant run again.
+    async fn release(&self, d: &Delivery) -> Result<()> {
+        self.sched.release(&d.tenant, &d.entry_id).await?;
+        Ok(())
+    }
+
+    /// Tells notifiers that `tenant` has a notify entry.
+    async fn wake_notifiers(&self, tenant: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .sadd(NOTIFY_READY, tenant)
+            .ignore()
+            .lpush(NOTIFY_WAKE, "1")
+            .ignore()
+            .ltrim(NOTIFY_WAKE, 0, 63)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Entries pending for worker consumers of this `host` whose process is gone
@@ -417,7 +485,7 @@ impl JobQueue {
     /// out the visibility timeout.
     pub async fn orphans(&self, host: &str, alive: impl Fn(u32) -> bool) -> Result<Vec<Orphan>> {
         let mut conn = self.conn().await?;
-        let mut tenants: Vec<String> = conn.smembers(TENANTS_WITH_STREAMS).await?;
+        let mut tenants: Vec<String> = conn.smembers(TENANTS).await?;
         tenants.sort();
         let mut found = Vec::new();
         for tenant in tenants {
@@ -462,18 +530,26 @@ impl JobQueue {
             .arg(&orphan.entry_id)
             .query_async(&mut conn)
             .await?;
-        Ok(claimed.ids.into_iter().next().map(|entry| {
-            tracing::info!(
-                tenant = %orphan.tenant,
-                entry = %entry.id,
-                "took over an entry of a worker that stopped on this host"
-            );
-            Delivery {
-                tenant: orphan.tenant.clone(),
-                stream,
-                job_id: entry.get("job").unwrap_or_default(),
-                entry_id: entry.id,
-            }
+        let Some(entry) = claimed.ids.into_iter().next() else {
+            return Ok(None);
+        };
+        tracing::info!(
+            tenant = %orphan.tenant,
+            entry = %entry.id,
+            "took over an entry of a worker that stopped on this host"
+        );
+        // The dead worker's lease on this entry becomes ours (same member, new expiry).
+        let expires = now_ms() + self.policy.visibility_timeout.as_millis() as u64;
+        let _: () = conn
+            .zadd(running_key(&orphan.tenant), &entry.id, expires)
+            .await?;
+        drop(conn);
+        self.sched.lease(&orphan.tenant, &entry.id, expires).await?;
+        Ok(Some(Delivery {
+            tenant: orphan.tenant.clone(),
+            stream,
+            job_id: entry.get("job").unwrap_or_default(),
+            entry_id: entry.id,
         }))
     }
 
@@ -482,19 +558,26 @@ impl JobQueue {
     pub async fn start_attempt(&self, d: &Delivery) -> Result<AttemptStart> {
         let mut conn = self.conn().await?;
         let (status, attempts): (String, u32) = scripts::START_ATTEMPT
-            .key(job_key(&d.job_id))
+            .key(job_key(&d.tenant, &d.job_id))
             .arg(events_channel(&d.job_id))
             .invoke_async(&mut conn)
             .await?;
         if status == "converting" {
             return Ok(AttemptStart::Convert(attempts));
         }
-        let _: () = redis::cmd("XACK")
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
             .arg(&d.stream)
             .arg(GROUP)
             .arg(&d.entry_id)
-            .query_async(&mut conn)
+            .ignore()
+            .zrem(running_key(&d.tenant), &d.entry_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
             .await?;
+        drop(conn);
+        self.release(d).await?;
         Ok(AttemptStart::Skip)
     }
 
@@ -502,15 +585,28 @@ impl JobQueue {
     /// claimed it meanwhile.
     pub async fn heartbeat(&self, d: &Delivery, consumer: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
-        Ok(group(&d.stream)
+        let ours = group(&d.stream)
             .heartbeat(&mut conn, consumer, &d.entry_id)
-            .await?)
+            .await?;
+        if ours {
+            let expires = now_ms() + self.policy.visibility_timeout.as_millis() as u64;
+            let _: () = redis::cmd("ZADD")
+                .arg(running_key(&d.tenant))
+                .arg("XX")
+                .arg(expires)
+                .arg(&d.entry_id)
+                .query_async(&mut conn)
+                .await?;
+            drop(conn);
+            self.sched.lease(&d.tenant, &d.entry_id, expires).await?;
+        }
+        Ok(ours)
     }
 
-    pub async fn report_progress(&self, job_id: &str, progress: f32) -> Result<()> {
+    pub async fn report_progress(&self, tenant: &str, job_id: &str, progress: f32) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = scripts::PROGRESS
-            .key(job_key(job_id))
+            .key(job_key(tenant, job_id))
             .arg(format!("{progress:.3}"))
             .arg(events_channel(job_id))
             .invoke_async(&mut conn)
@@ -523,9 +619,10 @@ impl JobQueue {
     pub async fn complete(&self, d: &Delivery, output: &JobOutput) -> Result<bool> {
         let mut conn = self.conn().await?;
         let kept: i64 = scripts::COMPLETE
-            .key(job_key(&d.job_id))
+            .key(job_key(&d.tenant, &d.job_id))
             .key(&d.stream)
-            .key(NOTIFY)
+            .key(notify_stream(&d.tenant))
+            .key(running_key(&d.tenant))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(&output.key)
@@ -543,6 +640,11 @@ impl JobQueue {
             )
             .invoke_async(&mut conn)
             .await?;
+        drop(conn);
+        self.release(d).await?;
+        if kept == 1 {
+            self.wake_notifiers(&d.tenant).await?;
+        }
         self.trim(&d.stream).await?;
         Ok(kept == 1)
     }
@@ -551,10 +653,11 @@ impl JobQueue {
     pub async fn fail(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = scripts::FAIL
-            .key(job_key(&d.job_id))
+            .key(job_key(&d.tenant, &d.job_id))
             .key(&d.stream)
-            .key(DEAD_LETTER)
-            .key(NOTIFY)
+            .key(dead_letter_key(&d.tenant))
+            .key(notify_stream(&d.tenant))
+            .key(running_key(&d.tenant))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(reason)
@@ -565,6 +668,9 @@ impl JobQueue {
             .arg(events_channel(&d.job_id))
             .invoke_async(&mut conn)
             .await?;
+        drop(conn);
+        self.release(d).await?;
+        self.wake_notifiers(&d.tenant).await?;
         self.trim(&d.stream).await?;
         Ok(())
     }
@@ -574,13 +680,17 @@ impl JobQueue {
         self.ensure_stream(&job.tenant).await?;
         let mut conn = self.conn().await?;
         let before: String = scripts::REQUEUE_FAILED
-            .key(job_key(&job.id))
+            .key(job_key(&job.tenant, &job.id))
             .key(convert_stream(&job.tenant))
-            .key(DEAD_LETTER)
+            .key(dead_letter_key(&job.tenant))
             .arg(&job.id)
             .arg(events_channel(&job.id))
             .invoke_async(&mut conn)
             .await?;
+        drop(conn);
+        if before == "failed" {
+            self.sched.add(&job.tenant, true).await?;
+        }
         Ok(match before.as_str() {
             "failed" => Requeue::Queued,
             "missing" => Requeue::Missing,
@@ -590,32 +700,45 @@ impl JobQueue {
 
     /// Requeues the job after `delay` and acknowledges this entry.
     pub async fn retry_later(&self, d: &Delivery, reason: &str, delay: Duration) -> Result<()> {
+        let due = now_ms() + delay.as_millis() as u64;
+        // The retry entry first: a crash before the script leaves one the promoter drops.
+        self.sched.add_retry(&d.tenant, &d.job_id, due).await?;
         let mut conn = self.conn().await?;
         let _: i64 = scripts::RETRY_LATER
-            .key(job_key(&d.job_id))
+            .key(job_key(&d.tenant, &d.job_id))
             .key(&d.stream)
-            .key(RETRY_ZSET)
+            .key(running_key(&d.tenant))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(reason)
-            .arg(now_ms() + delay.as_millis() as u64)
-            .arg(format!("{} {}", d.tenant, d.job_id))
+            .arg(due)
             .arg(events_channel(&d.job_id))
             .invoke_async(&mut conn)
             .await?;
+        drop(conn);
+        self.release(d).await?;
         self.trim(&d.stream).await?;
         Ok(())
     }
 
     /// Moves retries whose backoff has passed back onto their streams.
     pub async fn promote_due_retries(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        let moved: u64 = scripts::PROMOTE_RETRIES
-            .key(RETRY_ZSET)
-            .arg(now_ms())
-            .arg(CONVERT_PREFIX)
-            .invoke_async(&mut conn)
-            .await?;
+        let due = self.sched.take_due_retries(now_ms(), 100).await?;
+        let mut moved = 0;
+        for (tenant, job) in due {
+            let mut conn = self.conn().await?;
+            let queued: i64 = scripts::PROMOTE_RETRY
+                .key(job_key(&tenant, &job))
+                .key(convert_stream(&tenant))
+                .arg(&job)
+                .invoke_async(&mut conn)
+                .await?;
+            drop(conn);
+            if queued == 1 {
+                moved += 1;
+                self.sched.add(&tenant, true).await?;
+            }
+        }
         Ok(moved)
     }
 

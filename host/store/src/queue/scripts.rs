@@ -1,8 +1,8 @@
 //! Lua scripts that make each pipeline transition atomic in Redis.
 //!
 //! Each runs as one script so that a crash between "mark the job" and "acknowledge the
-//! entry" cannot leave the two disagreeing. Stream keys derived inside a script (retry
-//! promotion) assume a single Redis, not Cluster.
+//! entry" cannot leave the two disagreeing. Every script touches the keys of one tenant
+//! (one hash tag, one Cluster slot); the scheduler's are in `sched.rs`.
 
 use std::sync::LazyLock;
 
@@ -41,7 +41,8 @@ return 0
 
 /// Marks the job done once (a second delivery changes nothing), acknowledges the entry
 /// and adds a notify entry (with what the notifier needs: owner, input name, output).
-/// KEYS: job, convert stream, notify stream.
+/// Releases the entry's running lease.
+/// KEYS: job, convert stream, notify stream, running leases.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
 /// tenant, channel, bitrate kbps (empty: unknown). Returns 0 when the job no longer exists
 /// (the caller drops the MP3).
@@ -50,6 +51,7 @@ pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('ZREM', KEYS[4], ARGV[2])
   return 0
 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
@@ -63,14 +65,15 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
   redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
 "#,
     )
 });
 
 /// Fails the job for good: dead-letter entry with the reason (its id kept in the job as
-/// `dead_letter`), notify entry, ack.
-/// KEYS: job, convert stream, dead-letter stream, notify stream.
+/// `dead_letter`), notify entry, ack, running lease released.
+/// KEYS: job, convert stream, dead-letter stream, notify stream, running leases.
 /// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -86,6 +89,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') 
   redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
 return 1
 "#,
     )
@@ -112,34 +116,85 @@ return 'failed'
     )
 });
 
-/// Schedules another attempt: back to `queued`, a retry entry due at ARGV[4], ack.
-/// KEYS: job, convert stream, retry zset. ARGV: group, entry id, reason, due ms, member, channel.
+/// Schedules another attempt: back to `queued` with `retry_due` set (the worker has
+/// already added the job to the scheduler's retry set, so a crash between the two leaves
+/// a retry entry the promoter drops, never a job nobody requeues), ack, lease released.
+/// KEYS: job, convert stream, running leases. ARGV: group, entry id, reason, due ms, channel.
 pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') == 'converting' then
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0')
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-  redis.call('PUBLISH', ARGV[6], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0', 'retry_due', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 "#,
     )
 });
 
-/// Moves due retries (`"{tenant} {job}"` members) onto their tenant's convert stream.
-/// KEYS: retry zset. ARGV: now ms, convert stream prefix. Returns how many moved.
-pub static PROMOTE_RETRIES: LazyLock<Script> = LazyLock::new(|| {
+/// Puts one due retry back on its tenant's convert stream, if the job still waits for
+/// it (`queued` with `retry_due` set); a stale retry entry changes nothing.
+/// KEYS: job, convert stream. ARGV: job id. Returns 1 if queued.
+pub static PROMOTE_RETRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, m in ipairs(due) do
-  redis.call('ZREM', KEYS[1], m)
-  local tenant, job = string.match(m, '^(%S+) (%S+)$')
-  if tenant then redis.call('XADD', ARGV[2] .. tenant, '*', 'job', job) end
+local f = redis.call('HMGET', KEYS[1], 'status', 'retry_due')
+if f[1] ~= 'queued' or not f[2] or f[2] == '' then return 0 end
+redis.call('HDEL', KEYS[1], 'retry_due')
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Takes the next entry of a tenant's convert stream for a consumer, under the tenant's
+/// running-jobs cap: expired leases (of workers that died) are dropped first; then an
+/// entry idle past the visibility timeout (`XAUTOCLAIM`), else a new one; the entry gets
+/// a lease until ARGV[3] + ARGV[4].
+/// KEYS: convert stream, running leases, tenant hash.
+/// ARGV: group, consumer, now ms, lease ms, visibility ms, server cap (0: none).
+/// Returns `{'entry', id, job, taken_over}`, `{'capped', running, cap}` or `{'empty'}`.
+pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local cap = tonumber(redis.call('HGET', KEYS[3], 'max_running') or '0') or 0
+local server = tonumber(ARGV[6])
+if server > 0 and (cap <= 0 or server < cap) then cap = server end
+if cap > 0 then
+  local running = redis.call('ZCARD', KEYS[2])
+  if running >= cap then return {'capped', running, cap} end
 end
-return #due
+local taken = 0
+local e = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)[2][1]
+if e then
+  taken = 1
+else
+  local n = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if n then e = n[1][2][1] end
+end
+if not e then return {'empty'} end
+local job = ''
+for i = 1, #e[2], 2 do
+  if e[2][i] == 'job' then job = e[2][i + 1] end
+end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[4]), e[1])
+return {'entry', e[1], job, taken}
+"#,
+    )
+});
+
+/// Whether an entry is still pending in a group (a lease's holder may have died).
+/// KEYS: stream. ARGV: group, entry id. Returns 1 if pending.
+pub static PENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not ok then return 0 end
+return #p
 "#,
     )
 });

@@ -172,6 +172,7 @@ async fn serve_with_redis(
             max_attempts: config.max_attempts,
             visibility_timeout: config.visibility_timeout,
             retry_base: config.retry_base,
+            max_running_per_tenant: config.tenant_defaults.max_running.unwrap_or(0),
         },
     );
     let health = Health {

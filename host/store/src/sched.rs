@@ -1,0 +1,273 @@
+//! Weighted fair dispatch across tenants (stride scheduling), in Redis.
+//!
+//! Every tenant with work to dispatch is in `SCHED_READY` with a *pass*; a dispatch takes
+//! the tenant with the smallest pass and advances it by the tenant's *stride*
+//! (`STRIDE_ONE / weight`). With every tenant saturating, tenant shares are proportional
+//! to weights; a tenant that arrives (or comes back from idle) starts at the current
+//! virtual time, so a new tenant's first job waits at most one dispatch round behind the
+//! others, whatever backlog they hold. Choosing costs `O(log n)` in the number of ready
+//! tenants (one `ZRANGE 0 0` and one `ZADD`), not a scan.
+//!
+//! A tenant leaves the ready set (`park`) when its stream has nothing to take or it is
+//! at its running-jobs cap; whoever changes that puts it back (`add`): the gateway on
+//! enqueue, a worker when it releases a lease or promotes a retry. To close the window
+//! between "nothing to take" and "park", the worker that parks looks once more
+//! afterwards (see `JobQueue::next_delivery`).
+//!
+//! Leases: each running conversion holds one in its tenant's `running` zset (the cap
+//! counts them) and one in `SCHED_LEASES`, both with an expiry the worker's heartbeat
+//! pushes forward. A worker that dies stops pushing: `sweep_leases` finds expired leases
+//! in `O(log n + k)` and puts their tenants back in the ready set, where the next `TAKE`
+//! drops the dead lease and claims the entry.
+//!
+//! All keys here share the hash tag `{~sched}`: each script touches one Cluster slot.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::{AsyncCommands, Script};
+
+use crate::keys::{
+    SCHED_LEASES, SCHED_PASS, SCHED_READY, SCHED_RETRIES, SCHED_STRIDE, SCHED_VTIME, SCHED_WAKE,
+};
+
+/// The stride of weight 1.
+pub const STRIDE_ONE: u64 = 1 << 20;
+/// Highest weight a tenant may have.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Wake-up tokens kept for idle workers.
+const WAKE_CAP: i64 = 64;
+
+/// Puts a tenant in the ready set (at the virtual time, or where it left off if later).
+/// KEYS: ready, pass, vtime, wake. ARGV: tenant, wake (`1`: always leave a wake token).
+/// Returns 1 if it was added.
+static ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local added = 0
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local p = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  local v = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if v > p then p = v end
+  redis.call('ZADD', KEYS[1], p, ARGV[1])
+  added = 1
+end
+if added == 1 or ARGV[2] == '1' then
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+end
+return added
+"#,
+    )
+});
+
+/// Takes the ready tenant with the smallest pass and advances it by its stride.
+/// KEYS: ready, vtime, stride. ARGV: default stride. Returns the tenant or nil.
+static PICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then return false end
+local t, p = top[1], tonumber(top[2])
+local s = tonumber(redis.call('HGET', KEYS[3], t) or ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', p + s, t)
+redis.call('SET', KEYS[2], p)
+return t
+"#,
+    )
+});
+
+/// Takes a tenant out of the ready set, remembering its pass. KEYS: ready, pass. ARGV: tenant.
+static PARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s then
+  redis.call('HSET', KEYS[2], ARGV[1], s)
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"#,
+    )
+});
+
+/// A lease in `SCHED_LEASES`: which tenant, which entry.
+pub fn lease_member(tenant: &str, entry_id: &str) -> String {
+    format!("{tenant} {entry_id}")
+}
+
+/// The dispatcher's Redis state; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    pool: Pool,
+}
+
+impl Scheduler {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn conn(&self) -> redis::RedisResult<deadpool_redis::Connection> {
+        self.pool.get().await.map_err(crate::pool_error)
+    }
+
+    /// Makes `tenant` ready; `wake` leaves a token for an idle worker even if it already
+    /// was (a new job: one more worker may start).
+    pub async fn add(&self, tenant: &str, wake: bool) -> redis::RedisResult<bool> {
+        let mut conn = self.conn().await?;
+        let added: i64 = ADD
+            .key(SCHED_READY)
+            .key(SCHED_PASS)
+            .key(SCHED_VTIME)
+            .key(SCHED_WAKE)
+            .arg(tenant)
+            .arg(if wake { "1" } else { "0" })
+            .arg(WAKE_CAP)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// The next tenant to dispatch from, if any is ready.
+    pub async fn pick(&self) -> redis::RedisResult<Option<String>> {
+        let mut conn = self.conn().await?;
+        PICK.key(SCHED_READY)
+            .key(SCHED_VTIME)
+            .key(SCHED_STRIDE)
+            .arg(STRIDE_ONE)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Takes `tenant` out of the ready set (nothing to take, or at its cap).
+    pub async fn park(&self, tenant: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = PARK
+            .key(SCHED_READY)
+            .key(SCHED_PASS)
+            .arg(tenant)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a wake-up token (new work somewhere). `timeout` must
+    /// stay below the Redis client's response timeout.
+    pub async fn wait(&self, timeout: Duration) -> redis::RedisResult<bool> {
+        let mut conn = self.conn().await?;
+        let got: Option<(String, String)> = conn.blpop(SCHED_WAKE, timeout.as_secs_f64()).await?;
+        Ok(got.is_some())
+    }
+
+    /// Sets a tenant's weight (1..=`MAX_WEIGHT`).
+    pub async fn set_weight(&self, tenant: &str, weight: u32) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let stride = STRIDE_ONE / u64::from(weight.clamp(1, MAX_WEIGHT));
+        let _: () = conn.hset(SCHED_STRIDE, tenant, stride).await?;
+        Ok(())
+    }
+
+    /// Records (or extends) a running conversion's lease until `expires_ms`.
+    pub async fn lease(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+        expires_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .zadd(SCHED_LEASES, lease_member(tenant, entry_id), expires_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops a lease (the conversion ended) and lets the tenant be dispatched again.
+    pub async fn release(&self, tenant: &str, entry_id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .zrem(SCHED_LEASES, lease_member(tenant, entry_id))
+            .await?;
+        drop(conn);
+        self.add(tenant, false).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` leases that expired before `now_ms`: `(tenant, entry id)`.
+    pub async fn expired_leases(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut conn = self.conn().await?;
+        let members: Vec<String> = conn
+            .zrangebyscore_limit(SCHED_LEASES, "-inf", now_ms, 0, limit as isize)
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| m.split_once(' '))
+            .map(|(t, e)| (t.to_owned(), e.to_owned()))
+            .collect())
+    }
+
+    /// Forgets a lease without touching the ready set.
+    pub async fn forget_lease(&self, tenant: &str, entry_id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .zrem(SCHED_LEASES, lease_member(tenant, entry_id))
+            .await?;
+        Ok(())
+    }
+
+    /// Schedules a retry of `job` at `due_ms`.
+    pub async fn add_retry(&self, tenant: &str, job: &str, due_ms: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .zadd(SCHED_RETRIES, format!("{tenant} {job}"), due_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops a scheduled retry (the job was deleted).
+    pub async fn drop_retry(&self, tenant: &str, job: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn.zrem(SCHED_RETRIES, format!("{tenant} {job}")).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` retries due by `now_ms`, removed from the set: `(tenant, job)`.
+    pub async fn take_due_retries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut conn = self.conn().await?;
+        let members: Vec<String> = conn
+            .zrangebyscore_limit(SCHED_RETRIES, "-inf", now_ms, 0, limit as isize)
+            .await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _: () = conn.zrem(SCHED_RETRIES, &members).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| m.split_once(' '))
+            .map(|(t, j)| (t.to_owned(), j.to_owned()))
+            .collect())
+    }
+
+    /// Removes every trace of a tenant from the scheduler.
+    pub async fn forget_tenant(&self, tenant: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .zrem(SCHED_READY, tenant)
+            .ignore()
+            .hdel(SCHED_PASS, tenant)
+            .ignore()
+            .hdel(SCHED_STRIDE, tenant)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+}
