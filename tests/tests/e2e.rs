@@ -41,6 +41,14 @@ const SLOW: Duration = Duration::from_secs(180);
 #[path = "e2e/hardening.rs"]
 mod hardening;
 
+/// Issue 12: tenants, the operator API and layered limits.
+#[path = "e2e/tenants.rs"]
+mod tenants;
+
+/// Issue 12: `tapedeck admin`, the operator CLI over the HTTP API.
+#[path = "e2e/admin_cli.rs"]
+mod admin_cli;
+
 mod convert_flow {
     use super::*;
 

@@ -276,6 +276,28 @@ impl BlobStore {
         }
     }
 
+    /// Removes every blob under `prefix` (a folder, e.g. `in/acme`); returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
+        use futures::StreamExt;
+        let prefix = ObjectPath::from(prefix);
+        let mut listing = self.store.list(Some(&prefix));
+        let mut n = 0;
+        while let Some(meta) = listing.next().await {
+            match self.store.delete(&meta?.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            // The local store leaves the emptied folders behind.
+            let dir = root.join(prefix.as_ref());
+            if dir.is_dir() {
+                std::fs::remove_dir_all(&dir).ok();
+            }
+        }
+        Ok(n)
+    }
+
     /// Writes and reads back a small probe blob (readiness check).
     pub async fn probe(&self) -> Result<(), StorageError> {
         let key = ObjectPath::from("probe/readyz");

@@ -28,7 +28,7 @@ pub async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant_name = body.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
-    let tenant = load_tenant(&state.pool, tenant_name, state.max_upload_bytes)
+    let tenant = load_tenant(&state.pool, tenant_name)
         .await?
         .ok_or(ApiError::NotFound)?;
     if !tenant.self_register {
@@ -74,9 +74,7 @@ pub async fn guarded_login(
         .normalize_email(email)
         .map_err(|_| AuthError::InvalidCredentials)?;
     state.guard.check(tenant, &email, addr).await?;
-    let known_tenant = load_tenant(&state.pool, tenant, state.max_upload_bytes)
-        .await?
-        .is_some();
+    let known_tenant = load_tenant(&state.pool, tenant).await?.is_some();
     let outcome = if known_tenant {
         auth.login(tenant, &email, password).await
     } else {

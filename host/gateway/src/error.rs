@@ -28,6 +28,18 @@ pub enum ApiError {
     Conflict(&'static str, String),
     #[error("upload exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
+    /// A tenant or server limit refused the request: `{"error": {"code":
+    /// "limit_exceeded", "limit", "value", "layer", "message"}}`, with the status the
+    /// limit calls for (413 sizes, 429 rates and backlog with `Retry-After`, 403 quota).
+    #[error("{message}")]
+    LimitExceeded {
+        status: StatusCode,
+        limit: String,
+        value: u64,
+        layer: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// A part of a request body over its own limit (a form field, a JSON body).
     #[error("{what} exceeds the limit of {limit} bytes")]
     FieldTooLarge { what: String, limit: u64 },
@@ -60,6 +72,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::LimitExceeded { status, .. } => (*status, "limit_exceeded"),
             ApiError::FieldTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "field_too_large"),
             ApiError::Rejected(status, code, _) => (*status, code),
             ApiError::UnsupportedMediaType => {
@@ -89,17 +102,29 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let ApiError::LimitExceeded {
+            limit,
+            value,
+            layer,
+            ..
+        } = &self
+        {
+            body["error"]["limit"] = json!(limit);
+            body["error"]["value"] = json!(value);
+            body["error"]["layer"] = json!(layer);
+        }
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
             ApiError::Unauthorized(..) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyRequests(secs) => {
+            ApiError::TooManyRequests(secs)
+            | ApiError::LimitExceeded {
+                retry_after: Some(secs),
+                ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             ApiError::RangeNotSatisfiable(total) => {
@@ -107,13 +132,78 @@ impl IntoResponse for ApiError {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
             }
-            ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge { .. } => {
+            ApiError::PayloadTooLarge(_)
+            | ApiError::FieldTooLarge { .. }
+            | ApiError::LimitExceeded {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..
+            } => {
                 // The rest of the body is never read: the connection cannot be reused.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
         response
+    }
+}
+
+impl ApiError {
+    /// The refusal of `limit` (effective `value`, set at `layer`), with the status and
+    /// message it calls for. `current` is what was in use.
+    pub fn limit(limit: &str, value: u64, layer: &'static str, current: u64) -> Self {
+        let who = match layer {
+            "tenant" => "the tenant's limit (the operator can raise it)",
+            _ => "the server's default (the operator can raise it)",
+        };
+        let (status, message, retry_after) = match limit {
+            "max_upload_bytes" => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("upload exceeds the limit of {value} bytes (max_upload_bytes, {who})"),
+                None,
+            ),
+            "jobs_per_minute" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "{current} jobs created this minute, the limit is {value} per minute \
+                         (jobs_per_minute, {who})"
+                    ),
+                    Some(60 - now % 60),
+                )
+            }
+            "max_queued" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{current} jobs are not finished yet, the limit is {value} (max_queued, \
+                     {who}); retry when some are done"
+                ),
+                Some(10),
+            ),
+            "quota_bytes" => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{current} bytes stored, the quota is {value} bytes (quota_bytes, {who}); \
+                     delete jobs to make room"
+                ),
+                None,
+            ),
+            other => (
+                StatusCode::FORBIDDEN,
+                format!("limit {other} of {value} reached ({who})"),
+                None,
+            ),
+        };
+        ApiError::LimitExceeded {
+            status,
+            limit: limit.to_owned(),
+            value,
+            layer,
+            message,
+            retry_after,
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! the `Authenticator` seam of `tapedeck_model`; this crate does not link wasmtime.
 
 pub mod account;
+pub mod admin;
 pub mod compat;
 pub mod error;
 pub mod extract;
@@ -27,7 +28,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use deadpool_redis::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub guard: LoginGuard,
     /// Server-wide upload limit (a tenant's may only be lower).
     pub max_upload_bytes: u64,
+    /// The server defaults of the tenant limits (settings).
+    pub tenant_defaults: Arc<tapedeck_model::tenant::TenantLimits>,
     /// What `/healthz` and `/readyz` check.
     pub health: Health,
     /// Mount `GET /bench/unauthenticated/jobs/{id}` (benchmarks only, see `config`).
@@ -113,7 +116,32 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/tenant/notifications",
             get(tenants::get_notifications).put(tenants::put_notifications),
-        );
+        )
+        .route("/tenant/usage", get(admin::own_usage))
+        .route(
+            "/tenant/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route(
+            "/tenant/users/{email}",
+            patch(admin::update_user).delete(admin::remove_user),
+        )
+        .route(
+            "/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/admin/tenants/{tenant}",
+            get(admin::show_tenant)
+                .patch(admin::update_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route(
+            "/admin/tenants/{tenant}/limits",
+            get(admin::get_limits).patch(admin::patch_limits),
+        )
+        .route("/admin/tenants/{tenant}/usage", get(admin::tenant_usage))
+        .route("/admin/usage", get(admin::all_usage));
     let mut root = Router::new();
     if state.bench_routes {
         // The same lookup as `GET /v1/jobs/{id}` without the token check: what the bench

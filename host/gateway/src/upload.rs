@@ -167,21 +167,18 @@ fn clean_name(name: Option<&str>) -> String {
 }
 
 /// Reads until 8 bytes are known, checks them, and gives back the whole stream.
-async fn sniffed<S, E>(mut body: S) -> Result<impl Stream<Item = Result<Bytes, E>>, ApiError>
+async fn sniffed<S, E>(
+    mut body: S,
+    source_error: impl FnOnce(E) -> ApiError,
+) -> Result<impl Stream<Item = Result<Bytes, E>>, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
 {
     let mut head = BytesMut::new();
     while head.len() < 8 {
         match body.next().await {
             Some(Ok(chunk)) => head.extend_from_slice(&chunk),
-            Some(Err(e)) => {
-                return Err(ApiError::BadRequest(
-                    "bad_body",
-                    format!("reading the upload: {e}"),
-                ));
-            }
+            Some(Err(e)) => return Err(source_error(e)),
             None => break,
         }
     }
@@ -205,13 +202,64 @@ pub async fn accept(
     query: HashMap<String, String>,
     request: Request<Body>,
 ) -> Result<JobRecord, ApiError> {
-    let tenant = load_tenant(&state.pool, &caller.tenant, state.max_upload_bytes)
+    let tenant = load_tenant(&state.pool, &caller.tenant)
         .await?
         .ok_or(ApiError::Unauthorized(
             "invalid_token",
             "missing, invalid or expired token",
         ))?;
-    let limit = tenant.max_upload_bytes;
+    let limits = tenant.effective(&state.tenant_defaults);
+    let layer = |name: &str| tenant.limits.layer_of(name, &state.tenant_defaults);
+    // The upload limit: the server's setting, tightened by the tenant layers.
+    let (limit, upload_layer) = match limits.max_upload_bytes {
+        Some(t) if t < state.max_upload_bytes => (t, layer("max_upload_bytes")),
+        _ => (state.max_upload_bytes, "server"),
+    };
+    let too_large = |e: ApiError| match e {
+        ApiError::PayloadTooLarge(v) => ApiError::limit("max_upload_bytes", v, upload_layer, 0),
+        other => other,
+    };
+    // Rate, backlog and quota refuse before a byte of the body is read.
+    if let Some(r) = state.queue.admission(&tenant.name, &limits, 0).await? {
+        return Err(ApiError::limit(
+            &r.limit,
+            r.value,
+            layer(&r.limit),
+            r.current,
+        ));
+    }
+    accept_within(state, caller, query, request, &tenant.name, &limits, limit)
+        .await
+        .map_err(too_large)
+        .map_err(|e| match e {
+            ApiError::LimitExceeded {
+                limit: name,
+                value,
+                message,
+                status,
+                retry_after,
+                ..
+            } if name != "max_upload_bytes" => ApiError::LimitExceeded {
+                layer: layer(&name),
+                limit: name,
+                value,
+                message,
+                status,
+                retry_after,
+            },
+            other => other,
+        })
+}
+
+async fn accept_within(
+    state: &AppState,
+    caller: &Claims,
+    query: HashMap<String, String>,
+    request: Request<Body>,
+    tenant_name: &str,
+    limits: &tapedeck_model::tenant::TenantLimits,
+    limit: u64,
+) -> Result<JobRecord, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -232,7 +280,7 @@ pub async fn accept(
     }
 
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let key = format!("in/{}/{id}", tenant.name);
+    let key = format!("in/{tenant_name}/{id}");
     let mut fields = query;
     // Options in the query are checked before any of the body is read.
     parse_options(&fields)?;
@@ -256,7 +304,7 @@ pub async fn accept(
                 .or(fields.get("filename"))
                 .map(String::as_str),
         );
-        match sniffed(body).await {
+        match sniffed(body, |e| body_error(&e)).await {
             Ok(body) => store(state, &key, body, limit, |e| body_error(&e))
                 .await
                 .map(|size| stored = Some((name, size))),
@@ -299,7 +347,7 @@ pub async fn accept(
 
     let job = JobRecord {
         id,
-        tenant: tenant.name,
+        tenant: tenant_name.to_owned(),
         user_id: caller.user_id.clone(),
         owner_email: caller.email.clone(),
         status: JobStatus::Queued,
@@ -316,9 +364,17 @@ pub async fn accept(
         options,
         attempts: 0,
     };
-    if let Err(e) = state.queue.enqueue(&job).await {
-        state.blobs.delete(&key).await?;
-        return Err(e.into());
+    match state.queue.enqueue_within(&job, limits).await {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            state.blobs.delete(&key).await?;
+            // The layer is filled in by `accept`.
+            return Err(ApiError::limit(&r.limit, r.value, "server", r.current));
+        }
+        Err(e) => {
+            state.blobs.delete(&key).await?;
+            return Err(e.into());
+        }
     }
     tracing::info!(job = %job.id, tenant = %job.tenant, bytes, "job queued");
     Ok(job)
@@ -468,7 +524,7 @@ async fn read_form(
             let name = clean_name(field.file_name());
             let counted = meter.clone();
             let data = Box::pin(field.inspect_ok(move |chunk| counted.consumed(chunk.len())));
-            let body = sniffed(data).await?;
+            let body = sniffed(data, |e| form_error(&meter, e)).await?;
             let size = store(state, key, body, limit, |e| form_error(&meter, e)).await?;
             *stored = Some((name, size));
         } else {

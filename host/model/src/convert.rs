@@ -18,9 +18,12 @@ pub struct ConvertJob<'a> {
     /// Where the MP3 goes (created by the converter).
     pub output: &'a Path,
     pub options: &'a JobOptions,
-    /// How this run's limits are sized to its input (the service's settings; tenant
-    /// values will be layered over them).
+    /// How this run's limits are sized to its input: the service's settings tightened by
+    /// the tenant's limits.
     pub limits: &'a LimitPolicy,
+    /// Where the converter adds the CPU time the run used, in milliseconds, whether it
+    /// succeeded or not (the tenant's CPU budget counts both).
+    pub cpu_ms: &'a std::sync::atomic::AtomicU64,
 }
 
 /// What a successful conversion reports.

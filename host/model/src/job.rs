@@ -13,6 +13,8 @@ pub enum JobStatus {
     Converting,
     Done,
     Failed,
+    /// Finished, then its input and output were removed by the tenant's retention.
+    Expired,
 }
 
 impl JobStatus {
@@ -22,6 +24,7 @@ impl JobStatus {
             JobStatus::Converting => "converting",
             JobStatus::Done => "done",
             JobStatus::Failed => "failed",
+            JobStatus::Expired => "expired",
         }
     }
 
@@ -31,13 +34,17 @@ impl JobStatus {
             "converting" => JobStatus::Converting,
             "done" => JobStatus::Done,
             "failed" => JobStatus::Failed,
+            "expired" => JobStatus::Expired,
             _ => return None,
         })
     }
 
     /// Done and failed never change again.
     pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Done | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Expired
+        )
     }
 }
 

@@ -58,6 +58,30 @@ pub struct LimitPolicy {
     pub cpu_max: Duration,
     pub max_memory_bytes: u64,
     pub max_output_bytes: u64,
+    /// Longest input, in audio (a tenant limit; `None`: any length).
+    pub max_input: Option<Duration>,
+    /// Which limits a tenant's own value tightened, so a refusal says who can raise it.
+    pub set_by_tenant: TenantSet,
+}
+
+/// The tenant whose limits tightened a [`LimitPolicy`], and which ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSet {
+    pub tenant: String,
+    pub memory: bool,
+    pub cpu_per_audio_minute: bool,
+    pub output: bool,
+    pub input: bool,
+}
+
+impl TenantSet {
+    /// How the operator raises a tenant's limit: the admin CLI call.
+    pub fn raise(&self, flag: &str) -> String {
+        format!(
+            "the tenant's limit; the operator can raise it with `tapedeck admin tenant limits {} --{flag} N`",
+            self.tenant
+        )
+    }
 }
 
 impl Default for LimitPolicy {
@@ -71,11 +95,49 @@ impl Default for LimitPolicy {
             cpu_max: Duration::from_secs(3600),
             max_memory_bytes: run.max_memory_bytes,
             max_output_bytes: run.max_output_bytes,
+            max_input: None,
+            set_by_tenant: TenantSet::default(),
         }
     }
 }
 
 impl LimitPolicy {
+    /// These (server) limits tightened by `tenant`'s effective limits: a tenant value only
+    /// counts where it is lower.
+    pub fn for_tenant(&self, tenant: &str, limits: &crate::tenant::TenantLimits) -> LimitPolicy {
+        let mut out = self.clone();
+        out.set_by_tenant.tenant = tenant.to_owned();
+        if let Some(mib) = limits.max_memory_mib {
+            let bytes = mib.saturating_mul(1 << 20);
+            if bytes < out.max_memory_bytes {
+                out.max_memory_bytes = bytes;
+                out.set_by_tenant.memory = true;
+            }
+        }
+        if let Some(mib) = limits.max_output_mib {
+            let bytes = mib.saturating_mul(1 << 20);
+            if bytes < out.max_output_bytes {
+                out.max_output_bytes = bytes;
+                out.set_by_tenant.output = true;
+            }
+        }
+        if let Some(secs) = limits.cpu_per_audio_minute {
+            let per_minute = Duration::from_secs(secs);
+            if per_minute < out.cpu_per_audio_minute {
+                out.cpu_per_audio_minute = per_minute;
+                out.set_by_tenant.cpu_per_audio_minute = true;
+            }
+        }
+        if let Some(minutes) = limits.max_input_minutes {
+            let max = Duration::from_secs(minutes.saturating_mul(60));
+            if out.max_input.is_none_or(|m| max < m) {
+                out.max_input = Some(max);
+                out.set_by_tenant.input = true;
+            }
+        }
+        out
+    }
+
     /// The CPU time allowed for `audio` of input (`None`: unknown, the ceiling), in
     /// whole seconds (rounded up), the unit `RLIMIT_CPU` enforces.
     pub fn cpu_time_for(&self, audio: Option<Duration>) -> Duration {

@@ -190,8 +190,9 @@ impl NotifyConsumer {
     }
 
     /// Creates the consumer group on `tenant`'s notify stream (reading it from its start)
-    /// if this process has not yet.
-    async fn ensure_group(&self, tenant: &str) -> Result<(), NotifyError> {
+    /// if this process has not yet. False when the stream does not exist (nothing was
+    /// ever written, or the tenant was deleted): never creates it.
+    async fn ensure_group(&self, tenant: &str) -> Result<bool, NotifyError> {
         let stream = notify_stream(tenant);
         let known = self
             .inner
@@ -201,14 +202,25 @@ impl NotifyConsumer {
             .contains(&stream);
         if !known {
             let mut conn = self.inner.pool.get().await?;
-            notifiers(&stream).ensure(&mut conn, "0").await?;
+            if !notifiers(&stream).ensure_existing(&mut conn, "0").await? {
+                return Ok(false);
+            }
             self.inner
                 .ensured
                 .lock()
                 .expect("lock is never poisoned")
                 .insert(stream);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Forgets that `tenant`'s group exists (its stream was deleted).
+    fn forget_group(&self, tenant: &str) {
+        self.inner
+            .ensured
+            .lock()
+            .expect("lock is never poisoned")
+            .remove(&notify_stream(tenant));
     }
 
     /// Marks every tenant as possibly having notifications (a start: heals a tenant
@@ -308,18 +320,30 @@ impl NotifyConsumer {
                 break;
             }
             let tenant = &tenants[(start + i) % tenants.len()];
-            self.ensure_group(tenant).await?;
+            let mut conn = self.inner.pool.get().await?;
+            if !self.ensure_group(tenant).await? {
+                let _: () = conn.srem(NOTIFY_READY, tenant).await?;
+                continue;
+            }
             let stream = notify_stream(tenant);
             let group = notifiers(&stream);
-            let mut conn = self.inner.pool.get().await?;
-            let (entries, taken_over) = group
+            let read = group
                 .claim_or_read(
                     &mut conn,
                     &config.consumer,
                     config.visibility_timeout,
                     count - found.len(),
                 )
-                .await?;
+                .await;
+            let (entries, taken_over) = match read {
+                Ok(read) => read,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // Deleted since (a tenant deletion): look again next round.
+                    self.forget_group(tenant);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if taken_over {
                 tracing::info!(
                     tenant,
@@ -448,10 +472,18 @@ impl NotifyConsumer {
         };
         drop(conn);
         let settings = settings::load(&inner.pool, &tenant).await?;
+        // Layered: the server default, the operator's tenant limit
+        // (`notifications_per_hour`), the tenant admin's own setting; the smallest wins.
+        let operator_cap = tapedeck_store::tenants::load_any(&inner.pool, &tenant)
+            .await?
+            .and_then(|t| t.limits.notifications_per_hour)
+            .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX));
         let mut conn = inner.pool.get().await?;
         let cap = settings
             .max_per_hour
-            .unwrap_or(inner.config.default_max_per_hour);
+            .unwrap_or(inner.config.default_max_per_hour)
+            .min(inner.config.default_max_per_hour)
+            .min(operator_cap);
         let hour = now_ms() / 3_600_000;
         let admitted: usize = ADMIT
             .key(&record)

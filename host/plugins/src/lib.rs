@@ -218,13 +218,28 @@ impl ConverterPlugin {
         limits: &RunLimits,
         progress: &mut dyn FnMut(f32),
     ) -> Result<(Summary, RunUsage), RunError> {
+        let (result, usage) = self.convert_accounted(input, output, options, limits, progress);
+        result.map(|summary| (summary, usage))
+    }
+
+    /// [`convert`](Self::convert), also telling what the run used, whether it succeeded
+    /// or not (a run stopped by a limit used its CPU time too).
+    pub fn convert_accounted(
+        &self,
+        input: &File,
+        output: &File,
+        options: &ConvertOptions,
+        limits: &RunLimits,
+        progress: &mut dyn FnMut(f32),
+    ) -> (Result<Summary, RunError>, RunUsage) {
         let mut usage = RunUsage::default();
+        let mut cpu = None;
         let mut on_event = |event| match event {
             RunEvent::Progress(fraction) => progress(fraction),
             RunEvent::Log { level, message } => guest_log::emit(&self.digest, level, &message),
             RunEvent::Usage { peak_memory_bytes } => usage.peak_memory_bytes = peak_memory_bytes,
         };
-        let summary = match self.isolation {
+        let result = match self.isolation {
             Isolation::Subprocess => subprocess::run_in_child(
                 &self.runner_exe,
                 &self.artifact,
@@ -233,17 +248,20 @@ impl ConverterPlugin {
                 options,
                 limits,
                 &mut on_event,
+                &mut cpu,
             ),
-            Isolation::InProcess => {
+            Isolation::InProcess => (|| {
                 let input = input
                     .try_clone()
                     .map_err(|e| RunError::io("cannot use the input", e))?;
                 let output = output
                     .try_clone()
                     .map_err(|e| RunError::io("cannot use the output", e))?;
-                converter::observe(
+                let spent = std::sync::Mutex::new(None);
+                let result = converter::observe(
                     |events| {
-                        converter::run_converter(
+                        let start = thread_cpu_time();
+                        let result = converter::run_converter(
                             &self.pre,
                             input,
                             output,
@@ -251,14 +269,32 @@ impl ConverterPlugin {
                             limits,
                             CpuGuard::Epoch,
                             events,
-                        )
+                        );
+                        *spent.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(thread_cpu_time().saturating_sub(start));
+                        result
                     },
                     on_event,
-                )
-            }
-        }?;
-        Ok((summary, usage))
+                );
+                cpu = spent.into_inner().unwrap_or_else(|p| p.into_inner());
+                result
+            })(),
+        };
+        usage.cpu_time = cpu;
+        (result, usage)
     }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> std::time::Duration {
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What one run used.
@@ -266,6 +302,9 @@ impl ConverterPlugin {
 pub struct RunUsage {
     /// Peak linear memory of the guest, all memories together, in bytes.
     pub peak_memory_bytes: u64,
+    /// CPU time of the run (the runner process's, or the in-process thread's); `None`
+    /// when it could not be measured.
+    pub cpu_time: Option<std::time::Duration>,
 }
 
 impl Default for ConvertOptions {

@@ -79,6 +79,7 @@ pub(crate) fn run_in_child(
     options: &wit::Options,
     limits: &RunLimits,
     on_event: &mut dyn FnMut(RunEvent),
+    cpu_used: &mut Option<Duration>,
 ) -> Result<Summary, RunError> {
     let stdin = input
         .try_clone()
@@ -148,7 +149,10 @@ pub(crate) fn run_in_child(
             },
         }
     }
-    let status = wait(&child);
+    let status = wait(&child).map(|(status, cpu)| {
+        *cpu_used = cpu;
+        status
+    });
     let killed = watchdog.stop();
     let stderr_tail = stderr_tail.join().unwrap_or_default();
     let status = status.map_err(|e| RunError::io("cannot wait for the plugin runner", e))?;
@@ -200,15 +204,56 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Waits for the child without holding its lock, so the watchdog can still kill it.
-fn wait(child: &Mutex<Child>) -> std::io::Result<ExitStatus> {
+/// Waits for the child without holding its lock, so the watchdog can still kill it, and
+/// measures the CPU time it used (user + system, all its threads): read from
+/// `/proc/{pid}/stat` while it is a zombie (exited, not yet reaped, so its pid cannot be
+/// reused), then reaped.
+fn wait(child: &Mutex<Child>) -> std::io::Result<(ExitStatus, Option<Duration>)> {
+    let pid = lock(child).id();
+    let mut cpu = None;
     loop {
-        if let Some(status) = lock(child).try_wait()? {
-            return Ok(status);
+        // SAFETY: an all-zero siginfo_t is a valid value; waitid only writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid siginfo_t; WNOWAIT leaves the child waitable, so the
+        // `try_wait` below still reaps it and `Child` knows it is gone.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled `info` (or left it zeroed: pid 0 means still running).
+        if r != 0 || unsafe { info.si_pid() } != 0 {
+            if r == 0 {
+                cpu = process_cpu_time(pid);
+            }
+            break;
         }
         // Reached only after stdout closed, i.e. while the child is exiting.
         thread::sleep(Duration::from_millis(1));
     }
+    loop {
+        if let Some(status) = lock(child).try_wait()? {
+            return Ok((status, cpu));
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// User + system CPU time of process `pid` (fields 14 and 15 of `/proc/{pid}/stat`).
+fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(Duration::from_millis(ticks.saturating_mul(1000) / hz))
 }
 
 fn lock(child: &Mutex<Child>) -> std::sync::MutexGuard<'_, Child> {

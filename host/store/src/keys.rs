@@ -45,6 +45,24 @@ pub fn notify_stream(tenant: &str) -> String {
 pub fn running_key(tenant: &str) -> String {
     format!("{}running", tenant_prefix(tenant))
 }
+/// A tenant's running totals (hash): jobs by state (`queued`, `converting`, `done`,
+/// `failed`, `expired`) and `stored_bytes`, changed by the scripts that change a job.
+pub fn usage_key(tenant: &str) -> String {
+    format!("{}usage", tenant_prefix(tenant))
+}
+/// A tenant's activity in the hour starting at `start` (unix s; hash: `jobs`, `done`,
+/// `failed`, `cpu_ms`, `bytes_in`, `bytes_out`; TTL 8 days).
+pub fn usage_hour_key(tenant: &str, start: u64) -> String {
+    format!("{}usage:h:{start}", tenant_prefix(tenant))
+}
+/// A tenant's activity in the day starting at `start` (unix s; as the hour; TTL 400 days).
+pub fn usage_day_key(tenant: &str, start: u64) -> String {
+    format!("{}usage:d:{start}", tenant_prefix(tenant))
+}
+/// Jobs a tenant created in the minute starting at `start` (counter, TTL 2 min).
+pub fn job_rate_key(tenant: &str, start: u64) -> String {
+    format!("{}rate:jobs:{start}", tenant_prefix(tenant))
+}
 /// Pub/sub channel of a job's progress and status changes (JSON).
 pub fn events_channel(id: &str) -> String {
     format!("td:events:{id}")
@@ -104,6 +122,10 @@ pub fn tenant_key(name: &str) -> String {
 pub fn user_key(tenant: &str, email: &str) -> String {
     format!("{}user:{email}", tenant_prefix(tenant))
 }
+/// SHA-256 (hex) of the operator token (string).
+pub const ADMIN_TOKEN_HASH: &str = "td:admin:token-sha256";
+/// Held by the process doing a janitor pass (string with a TTL).
+pub const JANITOR_LOCK: &str = "td:janitor:lock";
 /// The HMAC key of login tokens (hex string).
 pub const SIGNING_KEY: &str = "td:auth:signing-key";
 /// Failed logins for an account from anywhere (counter, TTL).
@@ -148,6 +170,10 @@ mod tests {
             dead_letter_key(t),
             notify_stream(t),
             running_key(t),
+            usage_key(t),
+            usage_hour_key(t, 3600),
+            usage_day_key(t, 86400),
+            job_rate_key(t, 60),
             delivery_key(t, "1-0"),
             rate_key(t, 7),
             notify_dead_key(t),

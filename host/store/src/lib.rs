@@ -16,6 +16,7 @@ pub mod queue;
 pub mod sched;
 pub mod streams;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 /// A pool failure as a Redis error, for functions that answer `RedisResult`.

@@ -267,6 +267,8 @@ impl Scheduler {
             .ignore()
             .hdel(SCHED_STRIDE, tenant)
             .ignore()
+            .srem(crate::keys::NOTIFY_READY, tenant)
+            .ignore()
             .query_async::<()>(&mut conn)
             .await
     }

@@ -52,6 +52,28 @@ impl Group<'_> {
         }
     }
 
+    /// Creates the group if missing on an existing stream; false if the stream does not
+    /// exist (it is not created).
+    pub async fn ensure_existing(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        start: &str,
+    ) -> RedisResult<bool> {
+        let created: RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream)
+            .arg(self.name)
+            .arg(start)
+            .query_async(conn)
+            .await;
+        match created {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(true),
+            Err(e) if e.to_string().contains("requires the key to exist") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Up to `count` entries idle for `min_idle` (their consumer stopped heart-beating),
     /// now `consumer`'s.
     pub async fn claim_abandoned(

@@ -1,24 +1,36 @@
-//! Tenants as the service needs them: existence, self-registration, upload limit
-//! (`td:tenant:{name}`). The default tenant is created at startup.
+//! Tenants: existence, self-registration, limits (`td:{T}:tenant`), the set of every
+//! tenant (`td:tenants`), and deleting one with everything it owns. The default tenant is
+//! created at startup.
 
 use std::collections::HashMap;
 
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
 
-use crate::keys::tenant_key;
+use crate::keys::{TENANTS, tenant_key};
+use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
 
 /// The tenant every install has; allows self-registration.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// A tenant's settings, with server defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A tenant as stored: its own limits, before the server defaults are layered under them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tenant {
     pub name: String,
     /// Anyone may register an account.
     pub self_register: bool,
-    /// Largest accepted upload; never above the server's limit.
-    pub max_upload_bytes: u64,
+    /// The tenant's own limits (the operator's).
+    pub limits: TenantLimits,
+    /// Being deleted: refuses new work.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+impl Tenant {
+    /// Its limits over the server's defaults.
+    pub fn effective(&self, server: &TenantLimits) -> TenantLimits {
+        self.limits.over(server)
+    }
 }
 
 /// Tenant names are safe in keys and URLs: 1..=64 of `[a-z0-9_-]`.
@@ -35,16 +47,33 @@ pub async fn ensure_default_tenant(pool: &Pool) -> anyhow::Result<()> {
     let _: bool = conn
         .hset_nx(tenant_key(DEFAULT_TENANT), "self_register", "1")
         .await?;
-    let _: () = conn.sadd(crate::keys::TENANTS, DEFAULT_TENANT).await?;
+    let _: () = conn.sadd(TENANTS, DEFAULT_TENANT).await?;
     Ok(())
 }
 
-/// Loads a tenant; `None` if it does not exist. `server_max_upload` caps its limit.
-pub async fn load_tenant(
-    pool: &Pool,
-    name: &str,
-    server_max_upload: u64,
-) -> redis::RedisResult<Option<Tenant>> {
+fn from_hash(name: &str, h: &HashMap<String, String>) -> Tenant {
+    let mut limits = TenantLimits::default();
+    for limit in LIMIT_NAMES {
+        if let Some(v) = h.get(*limit).and_then(|v| v.parse::<u64>().ok()) {
+            limits.set(limit, Some(v));
+        }
+    }
+    Tenant {
+        name: name.to_owned(),
+        self_register: h.get("self_register").is_some_and(|v| v == "1"),
+        limits,
+        deleting: h.get("deleting").is_some_and(|v| v == "1"),
+    }
+}
+
+/// Loads a tenant; `None` if it does not exist (or is being deleted).
+pub async fn load_tenant(pool: &Pool, name: &str) -> redis::RedisResult<Option<Tenant>> {
+    let tenant = load_any(pool, name).await?;
+    Ok(tenant.filter(|t| !t.deleting))
+}
+
+/// Loads a tenant, also one being deleted.
+pub async fn load_any(pool: &Pool, name: &str) -> redis::RedisResult<Option<Tenant>> {
     if !valid_tenant_name(name) {
         return Ok(None);
     }
@@ -53,15 +82,140 @@ pub async fn load_tenant(
     if h.is_empty() {
         return Ok(None);
     }
-    let max_upload_bytes = h
-        .get("max_upload_bytes")
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(server_max_upload, |v| v.min(server_max_upload));
-    Ok(Some(Tenant {
-        name: name.to_owned(),
-        self_register: h.get("self_register").is_some_and(|v| v == "1"),
-        max_upload_bytes,
-    }))
+    Ok(Some(from_hash(name, &h)))
+}
+
+/// Every tenant, by name.
+pub async fn list(pool: &Pool) -> redis::RedisResult<Vec<Tenant>> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let mut names: Vec<String> = conn.smembers(TENANTS).await?;
+    names.sort();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for n in &names {
+        pipe.hgetall(tenant_key(n));
+    }
+    let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+    Ok(names
+        .iter()
+        .zip(hashes)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(n, h)| from_hash(n, &h))
+        .collect())
+}
+
+/// Creates a tenant; false if one of that name exists.
+pub async fn create(
+    pool: &Pool,
+    name: &str,
+    self_register: bool,
+    limits: &TenantLimits,
+) -> redis::RedisResult<bool> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let created: bool = conn
+        .hset_nx(
+            tenant_key(name),
+            "self_register",
+            if self_register { "1" } else { "0" },
+        )
+        .await?;
+    if !created {
+        return Ok(false);
+    }
+    let fields: Vec<(&str, u64)> = limits.iter().collect();
+    if !fields.is_empty() {
+        let _: () = conn.hset_multiple(tenant_key(name), &fields).await?;
+    }
+    let _: () = conn.sadd(TENANTS, name).await?;
+    Ok(true)
+}
+
+/// Turns self-registration on or off.
+pub async fn set_self_register(pool: &Pool, name: &str, on: bool) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = conn
+        .hset(
+            tenant_key(name),
+            "self_register",
+            if on { "1" } else { "0" },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sets (`Some`) or clears (`None`) some of a tenant's limits.
+pub async fn update_limits(
+    pool: &Pool,
+    name: &str,
+    changes: &[(&str, Option<u64>)],
+) -> redis::RedisResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (limit, value) in changes {
+        match value {
+            Some(v) => pipe.hset(tenant_key(name), *limit, *v).ignore(),
+            None => pipe.hdel(tenant_key(name), *limit).ignore(),
+        };
+    }
+    pipe.query_async::<()>(&mut conn).await
+}
+
+/// Marks a tenant as being deleted: it refuses logins, uploads and dispatch from now on.
+pub async fn mark_deleting(pool: &Pool, name: &str) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = conn.hset(tenant_key(name), "deleting", "1").await?;
+    Ok(())
+}
+
+/// Deletes every key of a tenant (they all carry its hash tag: one `SCAN MATCH`) and
+/// forgets it; the caller removes its blobs first. Returns keys deleted.
+pub async fn purge_keys(pool: &Pool, name: &str) -> redis::RedisResult<u64> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let pattern = format!("td:{{{name}}}:*");
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        // The tenant hash goes last: while it exists, the tenant shows as deleting.
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| *k != tenant_key(name))
+            .collect();
+        if !keys.is_empty() {
+            let n: u64 = conn.unlink(&keys).await?;
+            deleted += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let _: () = conn.srem(TENANTS, name).await?;
+    let n: u64 = conn.unlink(tenant_key(name)).await?;
+    Ok(deleted + n)
+}
+
+/// Tenants marked as being deleted (a restarted process finishes what another began).
+pub async fn deleting(pool: &Pool) -> redis::RedisResult<Vec<String>> {
+    Ok(list(pool)
+        .await?
+        .into_iter()
+        .filter(|t| t.deleting)
+        .map(|t| t.name)
+        .collect())
 }
 
 #[cfg(test)]
@@ -76,5 +230,7 @@ mod tests {
         assert!(!valid_tenant_name("Acme"));
         assert!(!valid_tenant_name("a b"));
         assert!(!valid_tenant_name("a:b"));
+        assert!(!valid_tenant_name("a{b}"));
+        assert!(!valid_tenant_name("~sched"));
     }
 }

@@ -1,4 +1,5 @@
-//! Users (`td:user:{tenant}:{email}`) and the token signing key (`td:auth:signing-key`).
+//! Users (`td:{tenant}:user:{email}`), the token signing key (`td:auth:signing-key`) and
+//! the operator token's hash (`td:admin:token-sha256`).
 //! The auth component reads and writes users through the host's `user-store` import,
 //! which the `tapedeck` binary implements with [`UserStore`].
 
@@ -78,6 +79,101 @@ impl UserStore {
             .map_err(backend)?;
         Ok(true)
     }
+}
+
+impl UserStore {
+    /// Every user of `tenant`, by email (one `SCAN` of the tenant's user keys).
+    pub async fn list(&self, tenant: &str) -> Result<Vec<UserRecord>, AuthError> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        let pattern = user_key(tenant, "*");
+        let mut emails = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let prefix = user_key(tenant, "");
+            emails.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)),
+            );
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        drop(conn);
+        emails.sort();
+        emails.dedup();
+        let mut users = Vec::new();
+        for email in emails {
+            if let Some(u) = self.get(tenant, &email).await? {
+                users.push(u);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Sets a user's role; false if there is no such user.
+    pub async fn set_role(&self, tenant: &str, email: &str, role: &str) -> Result<bool, AuthError> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        let key = user_key(tenant, email);
+        let exists: bool = conn.exists(&key).await.map_err(backend)?;
+        if exists {
+            let _: () = conn.hset(&key, "role", role).await.map_err(backend)?;
+        }
+        Ok(exists)
+    }
+
+    /// Removes a user; false if there was none.
+    pub async fn remove(&self, tenant: &str, email: &str) -> Result<bool, AuthError> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        let n: u64 = conn.del(user_key(tenant, email)).await.map_err(backend)?;
+        Ok(n > 0)
+    }
+}
+
+/// Makes sure an operator token exists: the configured one (its hash is stored, replacing
+/// any other), or a generated one on the first start of a deployment. Returns the token
+/// when it was just generated, for the caller to print once.
+pub async fn ensure_operator_token(
+    pool: &Pool,
+    configured: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    use sha2::Digest;
+    let mut conn = pool.get().await?;
+    if let Some(token) = configured {
+        let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        let _: () = conn.set(crate::keys::ADMIN_TOKEN_HASH, hash).await?;
+        return Ok(None);
+    }
+    let fresh = format!("tdop_{}", hex::encode(rand::random::<[u8; 24]>()));
+    let hash = hex::encode(sha2::Sha256::digest(fresh.as_bytes()));
+    let created: bool = conn.set_nx(crate::keys::ADMIN_TOKEN_HASH, hash).await?;
+    Ok(created.then_some(fresh))
+}
+
+/// Whether `token` is the operator token (compares SHA-256 digests in constant time).
+pub async fn is_operator_token(pool: &Pool, token: &str) -> redis::RedisResult<bool> {
+    use sha2::Digest;
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let stored: Option<String> = conn.get(crate::keys::ADMIN_TOKEN_HASH).await?;
+    let Some(stored) = stored.and_then(|s| hex::decode(s).ok()) else {
+        return Ok(false);
+    };
+    let given = sha2::Sha256::digest(token.as_bytes());
+    Ok(stored.len() == given.len()
+        && stored
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0)
 }
 
 fn backend(e: impl std::fmt::Display) -> AuthError {

@@ -33,6 +33,8 @@ enum Command {
     Convert(ConvertArgs),
     /// Run the HTTP service.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Manage the tenants of a running deployment over its operator API.
+    Admin(crate::admin::AdminArgs),
     /// Run one plugin call for a parent tapedeck process (internal).
     #[command(hide = true)]
     PluginRun {
@@ -112,6 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
             return tapedeck_plugins::run_runner_child(&artifact, &request);
         }
         Command::Serve(args) => crate::serve::run(*args, crate::components::DEFAULT_CONVERTER),
+        Command::Admin(args) => return crate::admin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -276,6 +276,8 @@ fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
             .ok_or_else(|| anyhow::anyhow!("{name} is too large")),
     };
     let policy = LimitPolicy {
+        max_input: None,
+        set_by_tenant: Default::default(),
         cpu_base: seconds(s.run_cpu_base_secs, "run_cpu_base_secs", defaults.cpu_base)?,
         cpu_per_audio_minute: seconds(
             s.run_cpu_secs_per_minute,

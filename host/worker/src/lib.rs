@@ -10,6 +10,8 @@
 //! and only the first completion marks the job done, so a job converted twice (e.g. a
 //! slow worker whose entry was claimed by another) stores one output.
 
+pub mod janitor;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +42,8 @@ pub struct WorkerSettings {
     pub idle_poll: Duration,
     /// How each conversion's limits are sized (the service's `--run-*` settings).
     pub limits: LimitPolicy,
+    /// The server defaults of the tenant limits (`--tenant-defaults`).
+    pub tenant_defaults: tapedeck_model::tenant::TenantLimits,
 }
 
 /// Runs conversion slots until `shutdown` is cancelled.
@@ -94,6 +98,23 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 impl Worker {
+    /// The run limits of a job of `tenant`: the `--run-*` settings, tightened by the
+    /// server defaults of the tenant limits, then by the tenant's own.
+    async fn run_limits(&self, tenant: &str) -> Result<LimitPolicy, ConvertFailure> {
+        let own = tapedeck_store::tenants::load_any(self.queue.pool(), tenant)
+            .await
+            .map_err(|e| ConvertFailure::Retryable(format!("reading the tenant: {e}")))?
+            .map(|t| t.limits)
+            .unwrap_or_default();
+        let mut server = self
+            .settings
+            .limits
+            .for_tenant(tenant, &self.settings.tenant_defaults);
+        // What the server defaults set is the operator's setting, not the tenant's.
+        server.set_by_tenant = Default::default();
+        Ok(server.for_tenant(tenant, &own))
+    }
+
     pub fn new(
         queue: JobQueue,
         blobs: BlobStore,
@@ -288,11 +309,13 @@ impl Worker {
                 }
             })
         };
+        let limits = self.run_limits(&job.tenant).await?;
         let installed = self.converter.for_tenant(&job.tenant);
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
         let converter = installed.stage.clone();
-        let limits = self.settings.limits.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
+        let cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cpu_used = cpu_ms.clone();
         let converted = tokio::task::spawn_blocking(move || {
             let throttle = Mutex::new((Instant::now(), 0.0f32));
             let progress = move |p: f32| {
@@ -310,6 +333,7 @@ impl Worker {
                 output: &output_path,
                 options: &job.options,
                 limits: &limits,
+                cpu_ms: &cpu_used,
             };
             converter.convert(&run, &progress)
         })
@@ -322,6 +346,12 @@ impl Worker {
         heartbeat.abort();
         // The progress sender was dropped with the closure: wait for the last updates.
         let _ = forwarder.await;
+        let spent = cpu_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if spent > 0
+            && let Err(e) = self.queue.record_cpu(&d.tenant, spent).await
+        {
+            tracing::warn!(job = %d.job_id, error = %e, "CPU time not recorded");
+        }
         let summary = converted?;
 
         let key = format!("out/{}/{}.mp3", d.tenant, d.job_id);

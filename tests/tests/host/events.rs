@@ -47,6 +47,7 @@ async fn every_published_change_parses_as_a_job_change() {
             visibility_timeout: Duration::from_secs(60),
             retry_base: Duration::from_millis(1),
             max_running_per_tenant: 0,
+            cpu_seconds_per_hour_per_tenant: 0,
         },
     );
     let client = redis::Client::open(redis.url()).unwrap();

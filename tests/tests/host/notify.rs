@@ -155,6 +155,7 @@ fn queue(pool: &deadpool_redis::Pool) -> JobQueue {
             visibility_timeout: Duration::from_secs(30),
             retry_base: Duration::from_millis(100),
             max_running_per_tenant: 0,
+            cpu_seconds_per_hour_per_tenant: 0,
         },
     )
 }

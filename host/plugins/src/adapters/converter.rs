@@ -84,6 +84,7 @@ pub fn classify(
     audio: AudioLength,
 ) -> ConvertFailure {
     let raise = |flags: &str| format!("{error}; the operator can raise it with {flags}");
+    let tenant = &policy.set_by_tenant;
     match &error {
         RunError::Convert(ConvertError::Io(_)) => ConvertFailure::Retryable(error.to_string()),
         RunError::Convert(_) => ConvertFailure::Permanent(error.to_string()),
@@ -96,7 +97,14 @@ pub fn classify(
                      file does not say"
                 ),
             };
-            let sizing = if limits.cpu_time >= policy.cpu_max {
+            let sizing = if tenant.cpu_per_audio_minute && limits.cpu_time < policy.cpu_max {
+                format!(
+                    "{} + {} per minute of audio for {length}: {}",
+                    secs(policy.cpu_base),
+                    secs(policy.cpu_per_audio_minute),
+                    tenant.raise("cpu-per-audio-minute")
+                )
+            } else if limits.cpu_time >= policy.cpu_max {
                 format!(
                     "the ceiling of {} for {length}; the operator can raise it with \
                      --run-cpu-max-secs",
@@ -121,6 +129,12 @@ pub fn classify(
             };
             ConvertFailure::Permanent(format!("{what} ({sizing})"))
         }
+        RunError::MemoryLimit { .. } if tenant.memory => {
+            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-memory-mb")))
+        }
+        RunError::OutputLimit { .. } if tenant.output => {
+            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-output-mb")))
+        }
         RunError::MemoryLimit { .. } => ConvertFailure::Permanent(raise("--run-max-memory-mib")),
         RunError::OutputLimit { .. } => ConvertFailure::Permanent(raise("--run-max-output-mib")),
         RunError::TableLimit { .. } | RunError::StackOverflow => ConvertFailure::Permanent(
@@ -140,18 +154,31 @@ impl Converter for ComponentConverter {
         let input = File::open(job.input).map_err(|e| io("opening the input", e))?;
         let output = File::create(job.output).map_err(|e| io("creating the output", e))?;
         let audio = AudioLength::of(&input);
+        if let (AudioLength::Declared(length), Some(max)) = (audio, job.limits.max_input) {
+            if length > max {
+                return Err(ConvertFailure::Permanent(format!(
+                    "input length limit exceeded: the file holds {:.1} minutes of audio, over \
+                     the limit of {} minutes (max_input_minutes: {})",
+                    length.as_secs_f64() / 60.0,
+                    max.as_secs() / 60,
+                    job.limits.set_by_tenant.raise("max-input-minutes")
+                )));
+            }
+        }
         let limits = job.limits.limits_for(Some(audio.duration()));
         tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, "conversion limits");
-        let summary = self
-            .plugin
-            .convert(
-                &input,
-                &output,
-                &convert_options(job.options),
-                &limits,
-                &mut |p| progress(p),
-            )
-            .map_err(|e| classify(e, job.limits, &limits, audio))?;
+        let (result, usage) = self.plugin.convert_accounted(
+            &input,
+            &output,
+            &convert_options(job.options),
+            &limits,
+            &mut |p| progress(p),
+        );
+        if let Some(cpu) = usage.cpu_time {
+            job.cpu_ms
+                .fetch_add(cpu.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let summary = result.map_err(|e| classify(e, job.limits, &limits, audio))?;
         Ok(ConvertSummary {
             duration_ms: summary.duration_ms,
             bitrate_kbps: summary.bitrate_kbps,

@@ -31,8 +31,28 @@ const UNREAD_STREAM_CAP: u64 = 100_000;
 
 pub use crate::keys::{
     NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key, events_channel, job_key,
-    notify_stream, running_key, tenant_jobs_key, tenant_key, user_jobs_key,
+    job_rate_key, notify_stream, running_key, tenant_jobs_key, tenant_key, usage_day_key,
+    usage_hour_key, usage_key, user_jobs_key,
 };
+use tapedeck_model::tenant::TenantLimits;
+
+/// How long hourly usage is kept.
+pub const HOUR_TTL_SECS: u64 = 8 * 24 * 3600;
+/// How long daily usage is kept.
+pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
+
+/// The hour and day (unix seconds of their start) `now_s` falls in.
+pub fn periods(now_s: u64) -> (u64, u64) {
+    (now_s / 3600 * 3600, now_s / 86_400 * 86_400)
+}
+
+/// A limit that refused something: its name, its effective value, what was in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub limit: String,
+    pub value: u64,
+    pub current: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -56,6 +76,9 @@ pub struct PipelinePolicy {
     /// Conversions one tenant may run at once across all workers unless its own limit is
     /// lower (0: no server-wide cap).
     pub max_running_per_tenant: u64,
+    /// CPU seconds of conversions one tenant may use per hour unless its own limit is
+    /// lower (0: no server-wide cap).
+    pub cpu_seconds_per_hour_per_tenant: u64,
 }
 
 impl PipelinePolicy {
@@ -196,6 +219,11 @@ impl JobQueue {
         &self.sched
     }
 
+    /// The Redis pool this queue uses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     pub fn policy(&self) -> &PipelinePolicy {
         &self.policy
     }
@@ -224,36 +252,109 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Stores a new job and queues it on its tenant's stream, atomically.
+    /// Stores a new job and queues it on its tenant's stream, atomically, with no tenant
+    /// limits (tests and tools).
     pub async fn enqueue(&self, job: &JobRecord) -> Result<()> {
+        self.enqueue_within(job, &TenantLimits::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a new job and queues it on its tenant's stream, atomically, if `limits`
+    /// (the tenant's effective ones) allow: jobs per minute, jobs not finished, stored
+    /// bytes. `Ok(Some(refusal))` when one does not.
+    pub async fn enqueue_within(
+        &self,
+        job: &JobRecord,
+        limits: &TenantLimits,
+    ) -> Result<Option<Refusal>> {
         self.ensure_stream(&job.tenant).await?;
         let mut conn = self.conn().await?;
         // Listing order ("newest first") needs more than `created_at`'s whole seconds:
         // jobs uploaded within one second would tie and come back in id order.
-        let created_ms = now_ms().max(job.created_at * 1000);
-        redis::pipe()
-            .atomic()
-            .hset_multiple(job_key(&job.tenant, &job.id), &job.to_fields())
-            .ignore()
-            .zadd(
-                user_jobs_key(&job.tenant, &job.user_id),
-                &job.id,
-                created_ms,
-            )
-            .ignore()
-            .zadd(tenant_jobs_key(&job.tenant), &job.id, created_ms)
-            .ignore()
-            .cmd("XADD")
-            .arg(convert_stream(&job.tenant))
-            .arg("*")
-            .arg("job")
+        let now = now_ms();
+        let created_ms = now.max(job.created_at * 1000);
+        let (hour, day) = periods(now / 1000);
+        let t = &job.tenant;
+        let mut call = scripts::ENQUEUE.prepare_invoke();
+        call.key(job_key(t, &job.id))
+            .key(user_jobs_key(t, &job.user_id))
+            .key(tenant_jobs_key(t))
+            .key(convert_stream(t))
+            .key(usage_key(t))
+            .key(usage_hour_key(t, hour))
+            .key(usage_day_key(t, day))
+            .key(job_rate_key(t, now / 60_000 * 60))
+            .arg(created_ms)
             .arg(&job.id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+            .arg(job.input.bytes)
+            .arg(limits.jobs_per_minute.unwrap_or(0))
+            .arg(limits.max_queued.unwrap_or(0))
+            .arg(limits.quota_bytes.unwrap_or(0))
+            .arg(HOUR_TTL_SECS)
+            .arg(DAY_TTL_SECS);
+        for (field, value) in job.to_fields() {
+            call.arg(field).arg(value);
+        }
+        let reply: Vec<String> = call.invoke_async(&mut conn).await?;
         drop(conn);
+        if reply.first().map(String::as_str) != Some("ok") {
+            let num = |i: usize| reply.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Ok(Some(Refusal {
+                limit: reply.first().cloned().unwrap_or_default(),
+                value: num(1),
+                current: num(2),
+            }));
+        }
         self.sched.add(&job.tenant, true).await?;
-        Ok(())
+        Ok(None)
+    }
+
+    /// What `enqueue_within` would refuse now for a job of `bytes` (0: before the size is
+    /// known), without changing anything: lets the gateway refuse before reading a body.
+    pub async fn admission(
+        &self,
+        tenant: &str,
+        limits: &TenantLimits,
+        bytes: u64,
+    ) -> Result<Option<Refusal>> {
+        let mut conn = self.conn().await?;
+        let now = now_ms();
+        let (rate, usage): (Option<u64>, (Option<u64>, Option<u64>, Option<u64>)) = redis::pipe()
+            .get(job_rate_key(tenant, now / 60_000 * 60))
+            .cmd("HMGET")
+            .arg(usage_key(tenant))
+            .arg("queued")
+            .arg("converting")
+            .arg("stored_bytes")
+            .query_async(&mut conn)
+            .await?;
+        let refuse = |limit: &str, value: u64, current: u64| {
+            Some(Refusal {
+                limit: limit.to_owned(),
+                value,
+                current,
+            })
+        };
+        let rate = rate.unwrap_or(0);
+        if let Some(max) = limits.jobs_per_minute
+            && rate >= max
+        {
+            return Ok(refuse("jobs_per_minute", max, rate));
+        }
+        let unfinished = usage.0.unwrap_or(0) + usage.1.unwrap_or(0);
+        if let Some(max) = limits.max_queued
+            && unfinished >= max
+        {
+            return Ok(refuse("max_queued", max, unfinished));
+        }
+        let stored = usage.2.unwrap_or(0);
+        if let Some(max) = limits.quota_bytes
+            && stored.saturating_add(bytes) > max
+        {
+            return Ok(refuse("quota_bytes", max, stored));
+        }
+        Ok(None)
     }
 
     /// A job of `tenant` by id; `None` if it does not exist (or is another tenant's).
@@ -327,28 +428,83 @@ impl JobQueue {
         Ok((jobs, next))
     }
 
-    /// Removes a job's record and index entries. A queued entry left on the stream is
-    /// acknowledged and skipped by the worker that reads it.
+    /// Removes a job's record and index entries and its share of the tenant's totals.
+    /// A queued entry left on the stream is acknowledged and skipped by the worker that
+    /// reads it.
     pub async fn delete(&self, job: &JobRecord) -> Result<()> {
         let mut conn = self.conn().await?;
-        redis::pipe()
-            .atomic()
-            .del(job_key(&job.tenant, &job.id))
-            .ignore()
-            .zrem(user_jobs_key(&job.tenant, &job.user_id), &job.id)
-            .ignore()
-            .zrem(tenant_jobs_key(&job.tenant), &job.id)
-            .ignore()
+        let _: String = scripts::DELETE
+            .key(job_key(&job.tenant, &job.id))
+            .key(user_jobs_key(&job.tenant, &job.user_id))
+            .key(tenant_jobs_key(&job.tenant))
+            .key(usage_key(&job.tenant))
+            .arg(&job.id)
             // Wakes the job's SSE followers, which then find it gone.
-            .publish(
-                events_channel(&job.id),
-                serde_json::to_string(&JobChange::deleted()).expect("a change serializes"),
-            )
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .arg(events_channel(&job.id))
+            .arg(serde_json::to_string(&JobChange::deleted()).expect("a change serializes"))
+            .invoke_async(&mut conn)
             .await?;
         drop(conn);
         self.sched.drop_retry(&job.tenant, &job.id).await?;
+        Ok(())
+    }
+
+    /// Marks a finished job `expired` once the retention sweeper removed its blobs.
+    pub async fn expire(&self, job: &JobRecord) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let n: i64 = scripts::EXPIRE_JOB
+            .key(job_key(&job.tenant, &job.id))
+            .key(usage_key(&job.tenant))
+            .arg(now_ms() / 1000)
+            .arg(events_channel(&job.id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Jobs of `tenant` created before `before_ms`, oldest first (at most `limit`).
+    pub async fn created_before(
+        &self,
+        tenant: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(
+                tenant_jobs_key(tenant),
+                "-inf",
+                before_ms,
+                0,
+                limit as isize,
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(job_key(tenant, id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(hashes.iter().filter_map(JobRecord::from_hash).collect())
+    }
+
+    /// Adds CPU time a conversion of `tenant` used to its hourly and daily usage.
+    pub async fn record_cpu(&self, tenant: &str, cpu_ms: u64) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let (hour, day) = periods(now_ms() / 1000);
+        redis::pipe()
+            .hincr(usage_hour_key(tenant, hour), "cpu_ms", cpu_ms)
+            .ignore()
+            .expire(usage_hour_key(tenant, hour), HOUR_TTL_SECS as i64)
+            .ignore()
+            .hincr(usage_day_key(tenant, day), "cpu_ms", cpu_ms)
+            .ignore()
+            .expire(usage_day_key(tenant, day), DAY_TTL_SECS as i64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -387,16 +543,19 @@ impl JobQueue {
         let now = now_ms();
         let lease_ms = self.policy.visibility_timeout.as_millis() as u64;
         let stream = convert_stream(tenant);
+        let (hour, _) = periods(now / 1000);
         let reply: redis::RedisResult<Vec<String>> = scripts::TAKE
             .key(&stream)
             .key(running_key(tenant))
             .key(tenant_key(tenant))
+            .key(usage_hour_key(tenant, hour))
             .arg(GROUP)
             .arg(consumer)
             .arg(now)
             .arg(lease_ms)
             .arg(lease_ms)
             .arg(self.policy.max_running_per_tenant)
+            .arg(self.policy.cpu_seconds_per_hour_per_tenant)
             .invoke_async(&mut conn)
             .await;
         let reply = match reply {
@@ -421,6 +580,13 @@ impl JobQueue {
                     .lease(tenant, &d.entry_id, now + lease_ms)
                     .await?;
                 Ok(Take::Entry(d))
+            }
+            Some("capped") if reply.get(1).map(String::as_str) == Some("cpu_seconds_per_hour") => {
+                // Out of CPU for this hour: look again when the next one starts.
+                let next_hour = (now / 3_600_000 + 1) * 3_600_000;
+                drop(conn);
+                self.sched.add_retry(tenant, "*", next_hour).await?;
+                Ok(Take::Nothing)
             }
             _ => Ok(Take::Nothing),
         }
@@ -559,6 +725,7 @@ impl JobQueue {
         let mut conn = self.conn().await?;
         let (status, attempts): (String, u32) = scripts::START_ATTEMPT
             .key(job_key(&d.tenant, &d.job_id))
+            .key(usage_key(&d.tenant))
             .arg(events_channel(&d.job_id))
             .invoke_async(&mut conn)
             .await?;
@@ -623,6 +790,9 @@ impl JobQueue {
             .key(&d.stream)
             .key(notify_stream(&d.tenant))
             .key(running_key(&d.tenant))
+            .key(usage_key(&d.tenant))
+            .key(usage_hour_key(&d.tenant, periods(now_ms() / 1000).0))
+            .key(usage_day_key(&d.tenant, periods(now_ms() / 1000).1))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(&output.key)
@@ -638,6 +808,8 @@ impl JobQueue {
                     .map(|k| k.to_string())
                     .unwrap_or_default(),
             )
+            .arg(HOUR_TTL_SECS)
+            .arg(DAY_TTL_SECS)
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -658,6 +830,9 @@ impl JobQueue {
             .key(dead_letter_key(&d.tenant))
             .key(notify_stream(&d.tenant))
             .key(running_key(&d.tenant))
+            .key(usage_key(&d.tenant))
+            .key(usage_hour_key(&d.tenant, periods(now_ms() / 1000).0))
+            .key(usage_day_key(&d.tenant, periods(now_ms() / 1000).1))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(reason)
@@ -666,6 +841,8 @@ impl JobQueue {
             .arg(&d.tenant)
             .arg(attempts)
             .arg(events_channel(&d.job_id))
+            .arg(HOUR_TTL_SECS)
+            .arg(DAY_TTL_SECS)
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -683,6 +860,7 @@ impl JobQueue {
             .key(job_key(&job.tenant, &job.id))
             .key(convert_stream(&job.tenant))
             .key(dead_letter_key(&job.tenant))
+            .key(usage_key(&job.tenant))
             .arg(&job.id)
             .arg(events_channel(&job.id))
             .invoke_async(&mut conn)
@@ -708,6 +886,7 @@ impl JobQueue {
             .key(job_key(&d.tenant, &d.job_id))
             .key(&d.stream)
             .key(running_key(&d.tenant))
+            .key(usage_key(&d.tenant))
             .arg(GROUP)
             .arg(&d.entry_id)
             .arg(reason)
@@ -726,6 +905,11 @@ impl JobQueue {
         let due = self.sched.take_due_retries(now_ms(), 100).await?;
         let mut moved = 0;
         for (tenant, job) in due {
+            if job == "*" {
+                // A tenant's CPU hour is over: it may run again.
+                self.sched.add(&tenant, true).await?;
+                continue;
+            }
             let mut conn = self.conn().await?;
             let queued: i64 = scripts::PROMOTE_RETRY
                 .key(job_key(&tenant, &job))

@@ -8,22 +8,118 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Starts an attempt. KEYS: job. ARGV: channel.
+/// Lua shared by the scripts that change a job's state: `moved(usage, from, to)` keeps
+/// the tenant's jobs-by-state totals (`usage_key`) in step with the job hash.
+macro_rules! usage_lua {
+    () => {
+        r#"
+local function moved(usage, from, to)
+  if from == 'queued' or from == 'converting' or from == 'done' or from == 'failed' or from == 'expired' then
+    redis.call('HINCRBY', usage, from, -1)
+  end
+  if to then redis.call('HINCRBY', usage, to, 1) end
+end
+"#
+    };
+}
+
+/// Stores a new job and queues it, if the tenant's limits allow: jobs per minute, jobs
+/// not yet finished, stored bytes. Counts it in the tenant's usage.
+/// KEYS: job, user's jobs, tenant's jobs, convert stream, usage, usage hour, usage day,
+/// job rate (this minute).
+/// ARGV: created ms, job id, input bytes, jobs per minute, max queued, quota bytes (each
+/// 0: none), hour TTL, day TTL, then the job hash's field/value pairs.
+/// Returns `{'ok'}` or `{limit, value, current}`.
+pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local jpm, mq, quota = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local bytes = tonumber(ARGV[3])
+if jpm > 0 then
+  local n = tonumber(redis.call('GET', KEYS[8]) or '0')
+  if n >= jpm then return {'jobs_per_minute', jpm, n} end
+end
+local u = redis.call('HMGET', KEYS[5], 'queued', 'converting', 'stored_bytes')
+local unfinished = tonumber(u[1] or '0') + tonumber(u[2] or '0')
+if mq > 0 and unfinished >= mq then return {'max_queued', mq, unfinished} end
+local stored = tonumber(u[3] or '0')
+if quota > 0 and stored + bytes > quota then return {'quota_bytes', quota, stored} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[4], '*', 'job', ARGV[2])
+redis.call('HINCRBY', KEYS[5], 'queued', 1)
+redis.call('HINCRBY', KEYS[5], 'stored_bytes', bytes)
+for i, key in ipairs({KEYS[6], KEYS[7]}) do
+  redis.call('HINCRBY', key, 'jobs', 1)
+  redis.call('HINCRBY', key, 'bytes_in', bytes)
+  redis.call('EXPIRE', key, ARGV[6 + i])
+end
+redis.call('INCR', KEYS[8])
+redis.call('EXPIRE', KEYS[8], 120)
+return {'ok'}
+"#,
+    )
+});
+
+/// Deletes a job: its record and listings, its share of the tenant's totals (state and
+/// stored bytes), and tells its followers. KEYS: job, user's jobs, tenant's jobs, usage.
+/// ARGV: job id, channel, the `deleted` event. Returns the job's status before (`missing`).
+pub static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        usage_lua!(),
+        r#"
+local f = redis.call('HMGET', KEYS[1], 'status', 'input_bytes', 'output_bytes')
+if not f[1] then return 'missing' end
+moved(KEYS[4], f[1], nil)
+if f[1] ~= 'expired' then
+  redis.call('HINCRBY', KEYS[4], 'stored_bytes', -(tonumber(f[2] or '0') + tonumber(f[3] or '0')))
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return f[1]
+"#
+    ))
+});
+
+/// Marks a finished job `expired` (its blobs are gone: the retention sweeper deleted
+/// them first) and takes its bytes off the tenant's stored total.
+/// KEYS: job, usage. ARGV: now (unix s), channel. Returns 1 if it expired the job.
+pub static EXPIRE_JOB: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        usage_lua!(),
+        r#"
+local f = redis.call('HMGET', KEYS[1], 'status', 'input_bytes', 'output_bytes')
+if f[1] ~= 'done' and f[1] ~= 'failed' then return 0 end
+moved(KEYS[2], f[1], 'expired')
+redis.call('HINCRBY', KEYS[2], 'stored_bytes', -(tonumber(f[2] or '0') + tonumber(f[3] or '0')))
+redis.call('HSET', KEYS[1], 'status', 'expired', 'expired_at', ARGV[1])
+redis.call('PUBLISH', ARGV[2], cjson.encode({status = 'expired'}))
+return 1
+"#
+    ))
+});
+
+/// Starts an attempt. KEYS: job, usage. ARGV: channel.
 /// Returns `{status, attempts}`; status `missing` when the job was deleted.
 pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0} end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'done' or status == 'failed' then
+if status == 'queued' then moved(KEYS[2], 'queued', 'converting') end
+if status == 'done' or status == 'failed' or status == 'expired' then
   return {status, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'converting', 'progress', '0')
 redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
 return {'converting', attempts}
-"#,
-    )
+"#
+    ))
 });
 
 /// Records progress while converting. KEYS: job. ARGV: progress, channel.
@@ -42,19 +138,28 @@ return 0
 /// Marks the job done once (a second delivery changes nothing), acknowledges the entry
 /// and adds a notify entry (with what the notifier needs: owner, input name, output).
 /// Releases the entry's running lease.
-/// KEYS: job, convert stream, notify stream, running leases.
+/// KEYS: job, convert stream, notify stream, running leases, usage, usage hour, usage day.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
-/// tenant, channel, bitrate kbps (empty: unknown). Returns 0 when the job no longer exists
-/// (the caller drops the MP3).
+/// tenant, channel, bitrate kbps (empty: unknown), hour TTL, day TTL. Returns 0 when the
+/// job no longer exists (the caller drops the MP3).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('ZREM', KEYS[4], ARGV[2])
   return 0
 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
+local before = redis.call('HGET', KEYS[1], 'status')
+if before ~= 'done' then
+  moved(KEYS[5], before, 'done')
+  redis.call('HINCRBY', KEYS[5], 'stored_bytes', ARGV[4])
+  for i, key in ipairs({KEYS[6], KEYS[7]}) do
+    redis.call('HINCRBY', key, 'done', 1)
+    redis.call('HINCRBY', key, 'bytes_out', ARGV[4])
+    redis.call('EXPIRE', key, ARGV[10 + i])
+  end
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6],
     'output_bitrate_kbps', ARGV[10])
@@ -67,18 +172,27 @@ end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Fails the job for good: dead-letter entry with the reason (its id kept in the job as
 /// `dead_letter`), notify entry, ack, running lease released.
-/// KEYS: job, convert stream, dead-letter stream, notify stream, running leases.
-/// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel.
+/// KEYS: job, convert stream, dead-letter stream, notify stream, running leases, usage,
+/// usage hour, usage day.
+/// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel, hour
+/// TTL, day TTL.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') ~= 'done' then
+local before = redis.call('HGET', KEYS[1], 'status')
+if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' then
+  moved(KEYS[6], before, 'failed')
+  for i, key in ipairs({KEYS[7], KEYS[8]}) do
+    redis.call('HINCRBY', key, 'failed', 1)
+    redis.call('EXPIRE', key, ARGV[8 + i])
+  end
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
   local dead = redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
   redis.call('HSET', KEYS[1], 'dead_letter', dead)
@@ -91,20 +205,22 @@ end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Queues a failed job again (a replay of its dead letter): attempts start over, the
 /// error and the dead-letter entry go, a new convert entry is added.
-/// KEYS: job, convert stream, dead-letter stream. ARGV: job id, channel.
+/// KEYS: job, convert stream, dead-letter stream, usage. ARGV: job id, channel.
 /// Returns the job's status before: `failed` when it was queued again, else unchanged.
 pub static REQUEUE_FAILED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'failed' then return status end
+moved(KEYS[4], 'failed', 'queued')
 local dead = redis.call('HGET', KEYS[1], 'dead_letter')
 if dead and dead ~= '' then redis.call('XDEL', KEYS[3], dead) end
 redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'dead_letter')
@@ -112,26 +228,29 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'progress', '0'
 redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('PUBLISH', ARGV[2], cjson.encode({status = 'queued', progress = 0}))
 return 'failed'
-"#,
-    )
+"#
+    ))
 });
 
 /// Schedules another attempt: back to `queued` with `retry_due` set (the worker has
 /// already added the job to the scheduler's retry set, so a crash between the two leaves
 /// a retry entry the promoter drops, never a job nobody requeues), ack, lease released.
-/// KEYS: job, convert stream, running leases. ARGV: group, entry id, reason, due ms, channel.
+/// KEYS: job, convert stream, running leases, usage. ARGV: group, entry id, reason, due
+/// ms, channel.
 pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') == 'converting' then
+  moved(KEYS[4], 'converting', 'queued')
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0', 'retry_due', ARGV[4])
   redis.call('PUBLISH', ARGV[5], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Puts one due retry back on its tenant's convert stream, if the job still waits for
@@ -153,9 +272,12 @@ return 1
 /// running-jobs cap: expired leases (of workers that died) are dropped first; then an
 /// entry idle past the visibility timeout (`XAUTOCLAIM`), else a new one; the entry gets
 /// a lease until ARGV[3] + ARGV[4].
-/// KEYS: convert stream, running leases, tenant hash.
-/// ARGV: group, consumer, now ms, lease ms, visibility ms, server cap (0: none).
-/// Returns `{'entry', id, job, taken_over}`, `{'capped', running, cap}` or `{'empty'}`.
+/// A tenant over its CPU seconds this hour (`cpu_seconds_per_hour`, the smaller of the
+/// tenant's and the server's) gets nothing until the hour is over.
+/// KEYS: convert stream, running leases, tenant hash, usage hour.
+/// ARGV: group, consumer, now ms, lease ms, visibility ms, server cap (0: none), server
+/// CPU seconds per hour (0: none).
+/// Returns `{'entry', id, job, taken_over}`, `{'capped', limit, value}` or `{'empty'}`.
 pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -165,7 +287,13 @@ local server = tonumber(ARGV[6])
 if server > 0 and (cap <= 0 or server < cap) then cap = server end
 if cap > 0 then
   local running = redis.call('ZCARD', KEYS[2])
-  if running >= cap then return {'capped', running, cap} end
+  if running >= cap then return {'capped', 'max_running', cap} end
+end
+local cpu = tonumber(redis.call('HGET', KEYS[3], 'cpu_seconds_per_hour') or '0') or 0
+local server_cpu = tonumber(ARGV[7])
+if server_cpu > 0 and (cpu <= 0 or server_cpu < cpu) then cpu = server_cpu end
+if cpu > 0 and tonumber(redis.call('HGET', KEYS[4], 'cpu_ms') or '0') >= cpu * 1000 then
+  return {'capped', 'cpu_seconds_per_hour', cpu}
 end
 local taken = 0
 local e = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)[2][1]

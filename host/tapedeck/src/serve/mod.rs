@@ -173,6 +173,10 @@ async fn serve_with_redis(
             visibility_timeout: config.visibility_timeout,
             retry_base: config.retry_base,
             max_running_per_tenant: config.tenant_defaults.max_running.unwrap_or(0),
+            cpu_seconds_per_hour_per_tenant: config
+                .tenant_defaults
+                .cpu_seconds_per_hour
+                .unwrap_or(0),
         },
     );
     let health = Health {
@@ -222,6 +226,12 @@ async fn serve_with_redis(
             notifier.mail_from = from.clone();
         }
         notifier.webhook_allow = config.webhook_allow.clone();
+        if let Some(n) = config.tenant_defaults.notifications_per_hour {
+            notifier.default_max_per_hour = u32::try_from(n)
+                .map_or(notifier.default_max_per_hour, |n| {
+                    n.min(notifier.default_max_per_hour)
+                });
+        }
         let (pool, stopped) = (pool.clone(), stop.clone());
         tasks.spawn(async move {
             if let Err(e) = notify::run_notifier(pool, composer, notifier, stopped).await {
@@ -239,6 +249,7 @@ async fn serve_with_redis(
             scratch_dir: scratch_root.join(std::process::id().to_string()),
             idle_poll: Duration::from_millis(200),
             limits: config.limits.clone(),
+            tenant_defaults: config.tenant_defaults.clone(),
         };
         let worker = Arc::new(Worker::new(
             queue.clone(),
@@ -249,9 +260,36 @@ async fn serve_with_redis(
         tasks.spawn(worker.run(stop.clone()));
     }
     health.components_ready.store(true, Ordering::Release);
+    // Every process deletes tenants marked for deletion and expires jobs past retention
+    // (one at a time: the passes take a lock in Redis).
+    tasks.spawn(tapedeck_worker::janitor::run(
+        queue.clone(),
+        blobs.clone(),
+        tapedeck_worker::janitor::JanitorSettings {
+            every: Duration::from_secs(2),
+            tenant_defaults: config.tenant_defaults.clone(),
+            // Tests only: judge retention as if this much later.
+            clock_skew: Duration::from_secs(
+                std::env::var("TAPEDECK_TEST_CLOCK_SKEW_SECS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
+        },
+        stop.clone(),
+    ));
 
     let router = if config.role != Role::Worker {
         ensure_default_tenant(&pool).await?;
+        if let Some(token) =
+            tapedeck_store::users::ensure_operator_token(&pool, config.admin_token.as_deref())
+                .await?
+        {
+            // Shown once: only its hash is stored.
+            eprintln!(
+                "operator token (shown once; set TAPEDECK_ADMIN_TOKEN to choose your own): {token}"
+            );
+        }
         tapedeck_store::links::publish_public_url(&pool, &public_url).await?;
         let key = load_or_create_signing_key(&pool).await?;
         let bytes = component_bytes(
@@ -277,6 +315,7 @@ async fn serve_with_redis(
             ),
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
+            tenant_defaults: Arc::new(config.tenant_defaults.clone()),
             health,
             bench_routes: config.bench_routes,
             links: LinkSigner::load_or_create(&mut pool.get().await?).await?,

@@ -1,0 +1,1459 @@
+//! `tapedeck admin`: the operator's command line over the HTTP API of a running deployment
+//! (docs/admin-api.md), so it works from wherever the API is reachable. Tenants and their
+//! limits, and usage; tables for people, the server's own JSON with `--json` for scripts.
+//!
+//! Errors: what the server refused is printed as `error: MESSAGE (CODE)` and exits 1;
+//! usage errors exit 2, as clap's do.
+
+use std::fmt;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Subcommand};
+use comfy_table::{CellAlignment, Table, presets};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Map, Value, json};
+use url::Url;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the deployment's API.
+    #[arg(
+        long,
+        global = true,
+        env = "TAPEDECK_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL",
+        value_parser = parse_server
+    )]
+    server: Url,
+    /// The operator token: `--admin-token` of the server, or the `operator token: tdop_...`
+    /// it printed on its first start.
+    #[arg(
+        long,
+        global = true,
+        env = "TAPEDECK_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Print the server's JSON answer instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create, list, show, change and delete tenants; show and set their limits.
+    #[command(subcommand)]
+    Tenant(Box<TenantCommand>),
+    /// Jobs, stored bytes and recent activity of one tenant, or of every tenant.
+    Usage {
+        /// The tenant (default: every tenant).
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant, with limits of its own.
+    Create {
+        /// The tenant's name.
+        name: String,
+        /// Let people register accounts in this tenant themselves.
+        #[arg(long)]
+        self_register: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+    /// List the tenants with their effective limits.
+    List,
+    /// Show a tenant and its limits.
+    Show {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Change a tenant's settings.
+    Update {
+        /// The tenant's name.
+        name: String,
+        /// Let people register accounts in this tenant themselves.
+        #[arg(long, required = true, action = ArgAction::Set, value_name = "true|false")]
+        self_register: bool,
+    },
+    /// Delete a tenant: its users, jobs and files are removed in the background.
+    Delete {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Show a tenant's limits (tenant, server default, effective); with flags, set them
+    /// first.
+    Limits {
+        /// The tenant's name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+}
+
+/// A limit flag's value: a number, or `none` (JSON `null`: the tenant has no limit of
+/// its own, the server's default applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LimitValue(Option<u64>);
+
+/// The limits a tenant can be given, each a number or `none` to clear it.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Limits (a number, or `none` to clear)")]
+struct LimitFlags {
+    /// Largest upload, in MB (1 MB = 1,000,000 bytes).
+    #[arg(long, value_name = "MB", value_parser = parse_mb)]
+    max_upload_mb: Option<LimitValue>,
+    /// New jobs per minute.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    jobs_per_minute: Option<LimitValue>,
+    /// Unfinished jobs (queued, waiting for a retry, or converting).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    max_queued: Option<LimitValue>,
+    /// Conversions running at once, across all workers.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    max_running: Option<LimitValue>,
+    /// Bytes stored (uploads and MP3s), in GB (1 GB = 1,000,000,000 bytes).
+    #[arg(long, value_name = "GB", value_parser = parse_gb)]
+    quota_gb: Option<LimitValue>,
+    /// Days a job's input and output are kept.
+    #[arg(long, value_name = "DAYS", value_parser = parse_count)]
+    retention_days: Option<LimitValue>,
+    /// Memory of one conversion, in MiB.
+    #[arg(long, value_name = "MIB", value_parser = parse_count)]
+    max_memory_mb: Option<LimitValue>,
+    /// CPU seconds a conversion may use per minute of input audio.
+    #[arg(long, value_name = "S", value_parser = parse_count)]
+    cpu_per_audio_minute: Option<LimitValue>,
+    /// MP3 size of one conversion, in MiB.
+    #[arg(long, value_name = "MIB", value_parser = parse_count)]
+    max_output_mb: Option<LimitValue>,
+    /// Longest input, in minutes of audio.
+    #[arg(long, value_name = "MIN", value_parser = parse_count)]
+    max_input_minutes: Option<LimitValue>,
+    /// CPU seconds of conversions per hour.
+    #[arg(long, value_name = "S", value_parser = parse_count)]
+    cpu_seconds_per_hour: Option<LimitValue>,
+    /// Notification messages per hour.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    notifications_per_hour: Option<LimitValue>,
+    /// Share of the workers when tenants compete (1..=1000).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    weight: Option<LimitValue>,
+}
+
+impl LimitFlags {
+    /// `(JSON field, value)` of every flag, in [`LIMITS`] order; values in the API's units.
+    fn values(&self) -> [(&'static str, Option<LimitValue>); 13] {
+        [
+            ("max_upload_bytes", self.max_upload_mb),
+            ("jobs_per_minute", self.jobs_per_minute),
+            ("max_queued", self.max_queued),
+            ("max_running", self.max_running),
+            ("quota_bytes", self.quota_gb),
+            ("retention_days", self.retention_days),
+            ("max_memory_mib", self.max_memory_mb),
+            ("cpu_per_audio_minute", self.cpu_per_audio_minute),
+            ("max_output_mib", self.max_output_mb),
+            ("max_input_minutes", self.max_input_minutes),
+            ("cpu_seconds_per_hour", self.cpu_seconds_per_hour),
+            ("notifications_per_hour", self.notifications_per_hour),
+            ("weight", self.weight),
+        ]
+    }
+
+    /// The LIMITS object of the flags given: a number, or `null` for `none`.
+    fn body(&self) -> Map<String, Value> {
+        self.values()
+            .into_iter()
+            .filter_map(|(field, value)| {
+                value.map(|LimitValue(v)| (field.to_owned(), v.map_or(Value::Null, Value::from)))
+            })
+            .collect()
+    }
+}
+
+/// How a limit's values read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Count,
+    Bytes,
+    Mib,
+}
+
+/// A limit as shown: its JSON field, the flag that sets it, its unit.
+struct Limit {
+    field: &'static str,
+    flag: &'static str,
+    unit: Unit,
+}
+
+const fn limit(field: &'static str, flag: &'static str, unit: Unit) -> Limit {
+    Limit { field, flag, unit }
+}
+
+/// Every limit, in display order (the API's order).
+const LIMITS: [Limit; 13] = [
+    limit("max_upload_bytes", "--max-upload-mb", Unit::Bytes),
+    limit("jobs_per_minute", "--jobs-per-minute", Unit::Count),
+    limit("max_queued", "--max-queued", Unit::Count),
+    limit("max_running", "--max-running", Unit::Count),
+    limit("quota_bytes", "--quota-gb", Unit::Bytes),
+    limit("retention_days", "--retention-days", Unit::Count),
+    limit("max_memory_mib", "--max-memory-mb", Unit::Mib),
+    limit(
+        "cpu_per_audio_minute",
+        "--cpu-per-audio-minute",
+        Unit::Count,
+    ),
+    limit("max_output_mib", "--max-output-mb", Unit::Mib),
+    limit("max_input_minutes", "--max-input-minutes", Unit::Count),
+    limit(
+        "cpu_seconds_per_hour",
+        "--cpu-seconds-per-hour",
+        Unit::Count,
+    ),
+    limit(
+        "notifications_per_hour",
+        "--notifications-per-hour",
+        Unit::Count,
+    ),
+    limit("weight", "--weight", Unit::Count),
+];
+
+fn parse_server(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the server URL must start with http:// or https://".into());
+    }
+    Ok(url)
+}
+
+fn parse_count(s: &str) -> Result<LimitValue, String> {
+    scaled(s, 0)
+}
+
+fn parse_mb(s: &str) -> Result<LimitValue, String> {
+    scaled(s, 6)
+}
+
+fn parse_gb(s: &str) -> Result<LimitValue, String> {
+    scaled(s, 9)
+}
+
+/// `none`, or a decimal number times 10^`exponent` that comes out whole (`1.5` MB is
+/// 1,500,000 bytes; a count takes whole numbers only).
+fn scaled(s: &str, exponent: u32) -> Result<LimitValue, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(LimitValue(None));
+    }
+    let invalid = || {
+        if exponent == 0 {
+            format!("`{s}` is neither a whole number nor `none`")
+        } else {
+            format!("`{s}` is neither a number nor `none`")
+        }
+    };
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return Err(invalid());
+    }
+    let too_large = || format!("`{s}` is too large");
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > exponent as usize {
+        return Err(if exponent == 0 {
+            invalid()
+        } else {
+            format!("`{s}` has more decimals than whole bytes allow")
+        });
+    }
+    let fraction: u64 = if fraction.is_empty() {
+        0
+    } else {
+        // At most 9 digits: fits.
+        fraction.parse::<u64>().map_err(|_| invalid())?
+            * 10u64.pow(exponent - fraction.len() as u32)
+    };
+    whole
+        .checked_mul(10u64.pow(exponent))
+        .and_then(|v| v.checked_add(fraction))
+        .map(|v| LimitValue(Some(v)))
+        .ok_or_else(too_large)
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+enum Failure {
+    /// The server refused: `{"error":{"code","message"}}`.
+    Api { code: String, message: String },
+    /// Anything else: no connection, no answer in time, an answer that is not the API's.
+    Other(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Api { code, message } => write!(f, "{message} ({code})"),
+            Failure::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+/// The operator API of one deployment.
+struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl Client {
+    fn new(base: Url, token: String) -> Result<Self, Failure> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("tapedeck-admin/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Failure::Other(format!("cannot set up an HTTP client: {}", cause(&e))))?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The server as the operator named it (for messages).
+    fn server(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded (a tenant's name
+    /// cannot leave its path segment).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let url = self.url(segments);
+        let mut request = self
+            .http
+            .request(method, url.clone())
+            .bearer_auth(&self.token)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| self.transport(&e))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
+        answer(status, &bytes, &url)
+    }
+
+    fn transport(&self, error: &reqwest::Error) -> Failure {
+        let server = self.server();
+        Failure::Other(if error.is_connect() {
+            format!(
+                "cannot connect to the server at {server}: {} (set --server or TAPEDECK_SERVER)",
+                cause(error)
+            )
+        } else if error.is_timeout() {
+            format!("the server at {server} did not answer in time")
+        } else {
+            format!("the request to {server} failed: {}", cause(error))
+        })
+    }
+}
+
+/// The innermost cause of an error (reqwest's own message only names the URL).
+fn cause(error: &dyn std::error::Error) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+/// The JSON of a successful answer, or why it failed.
+fn answer(status: u16, body: &[u8], url: &Url) -> Result<Value, Failure> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if (200..300).contains(&status) {
+        return match parsed {
+            Some(value) => Ok(value),
+            None if body.is_empty() => Ok(Value::Null),
+            None => Err(Failure::Other(format!(
+                "the server answered {status} with something other than JSON ({url})"
+            ))),
+        };
+    }
+    if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")) {
+        let code = error["code"].as_str().unwrap_or("unknown").to_owned();
+        let message = error["message"].as_str().unwrap_or(&code).to_owned();
+        return Err(Failure::Api { code, message });
+    }
+    let text = String::from_utf8_lossy(body);
+    let first: String = text
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    Err(Failure::Other(if first.is_empty() {
+        format!("HTTP {status} from {url}")
+    } else {
+        format!("HTTP {status} from {url}: {first}")
+    }))
+}
+
+/// What an answer is, to show it as a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// `{"tenant": TENANT}`
+    Tenant,
+    /// `{"tenants": [TENANT...]}`
+    Tenants,
+    /// `{"limits", "server", "effective"}`
+    Limits,
+    /// `{"deleting": NAME}`
+    Deleted,
+    /// USAGE
+    Usage,
+    /// `{"tenants": [USAGE...]}`
+    UsageAll,
+}
+
+/// Runs `tapedeck admin`; the exit code says whether it worked.
+pub fn run(args: AdminArgs) -> ExitCode {
+    let Some(token) = args.token.clone().filter(|t| !t.trim().is_empty()) else {
+        eprintln!("error: no operator token: pass --token or set TAPEDECK_ADMIN_TOKEN");
+        return ExitCode::from(2);
+    };
+    let outcome = Client::new(args.server.clone(), token).and_then(|client| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))?;
+        runtime.block_on(execute(&client, &args.command))
+    });
+    match outcome {
+        Ok((kind, value)) => {
+            let text = if args.json {
+                serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+            } else {
+                render(kind, &value)
+            };
+            // A closed pipe (`| head`) is not an error of the command.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The body of `POST /v1/admin/tenants`.
+fn create_body(name: &str, self_register: bool, limits: &LimitFlags) -> Value {
+    let mut body = json!({"name": name, "self_register": self_register});
+    let limits = limits.body();
+    if !limits.is_empty() {
+        body["limits"] = Value::Object(limits);
+    }
+    body
+}
+
+/// A command's request: method, path segments, body; and how to show the answer.
+struct Request {
+    method: Method,
+    path: Vec<String>,
+    body: Option<Value>,
+    render: Render,
+}
+
+fn request(command: &AdminCommand) -> Request {
+    let path = |parts: &[&str]| -> Vec<String> {
+        ["v1", "admin"]
+            .iter()
+            .chain(parts)
+            .map(|p| (*p).to_owned())
+            .collect()
+    };
+    let (method, path, body, render) = match command {
+        AdminCommand::Tenant(command) => match command.as_ref() {
+            TenantCommand::Create {
+                name,
+                self_register,
+                limits,
+            } => (
+                Method::POST,
+                path(&["tenants"]),
+                Some(create_body(name, *self_register, limits)),
+                Render::Tenant,
+            ),
+            TenantCommand::List => (Method::GET, path(&["tenants"]), None, Render::Tenants),
+            TenantCommand::Show { name } => {
+                (Method::GET, path(&["tenants", name]), None, Render::Tenant)
+            }
+            TenantCommand::Update {
+                name,
+                self_register,
+            } => (
+                Method::PATCH,
+                path(&["tenants", name]),
+                Some(json!({"self_register": self_register})),
+                Render::Tenant,
+            ),
+            TenantCommand::Delete { name } => (
+                Method::DELETE,
+                path(&["tenants", name]),
+                None,
+                Render::Deleted,
+            ),
+            TenantCommand::Limits { name, limits } => {
+                let body = limits.body();
+                let (method, body) = if body.is_empty() {
+                    (Method::GET, None)
+                } else {
+                    (Method::PATCH, Some(Value::Object(body)))
+                };
+                (
+                    method,
+                    path(&["tenants", name, "limits"]),
+                    body,
+                    Render::Limits,
+                )
+            }
+        },
+        AdminCommand::Usage { name: Some(name) } => (
+            Method::GET,
+            path(&["tenants", name, "usage"]),
+            None,
+            Render::Usage,
+        ),
+        AdminCommand::Usage { name: None } => {
+            (Method::GET, path(&["usage"]), None, Render::UsageAll)
+        }
+    };
+    Request {
+        method,
+        path,
+        body,
+        render,
+    }
+}
+
+async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Value), Failure> {
+    let Request {
+        method,
+        path,
+        body,
+        render,
+    } = request(command);
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let value = client.call(method, &path, body.as_ref()).await?;
+    Ok((render, value))
+}
+
+/// An answer as people read it.
+fn render(kind: Render, value: &Value) -> String {
+    match kind {
+        Render::Tenant => render_tenant(&value["tenant"]),
+        Render::Tenants => render_tenants(value),
+        Render::Limits => limits_table(
+            &value["limits"],
+            Some(&value["server"]),
+            &value["effective"],
+        )
+        .to_string(),
+        Render::Deleted => format!(
+            "deleting tenant {}: its users, jobs and files are removed in the background",
+            value["deleting"].as_str().unwrap_or("?")
+        ),
+        Render::Usage => render_usage(value),
+        Render::UsageAll => {
+            let tenants = array(&value["tenants"]);
+            if tenants.is_empty() {
+                "no tenants".to_owned()
+            } else {
+                usage_table(tenants).to_string()
+            }
+        }
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
+    table.set_header(header.to_vec());
+    table
+}
+
+fn align_right(table: &mut Table, columns: impl IntoIterator<Item = usize>) {
+    for index in columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// The elements of a JSON array; none if it is not one.
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn yes_no(value: &Value) -> &'static str {
+    match value.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
+}
+
+fn render_tenant(tenant: &Value) -> String {
+    format!(
+        "tenant {} (self-register: {})\n{}",
+        tenant["name"].as_str().unwrap_or("?"),
+        yes_no(&tenant["self_register"]),
+        limits_table(&tenant["limits"], None, &tenant["effective"])
+    )
+}
+
+fn render_tenants(value: &Value) -> String {
+    let tenants = array(&value["tenants"]);
+    if tenants.is_empty() {
+        return "no tenants".to_owned();
+    }
+    let mut table = table(&["tenant", "self-register", "effective limits"]);
+    for tenant in tenants {
+        table.add_row(vec![
+            tenant["name"].as_str().unwrap_or("?").to_owned(),
+            yes_no(&tenant["self_register"]).to_owned(),
+            compact_limits(&tenant["effective"]),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `jobs_per_minute=60 max_running=2 quota_bytes=10GB`: the limits that are set.
+fn compact_limits(limits: &Value) -> String {
+    let set: Vec<String> = LIMITS
+        .iter()
+        .filter_map(|limit| {
+            let value = limits.get(limit.field).filter(|v| !v.is_null())?;
+            Some(format!(
+                "{}={}",
+                limit.field,
+                show_limit(limit.unit, Some(value)).replace(' ', "")
+            ))
+        })
+        .collect();
+    if set.is_empty() {
+        "-".to_owned()
+    } else {
+        set.join(" ")
+    }
+}
+
+/// One row per limit: the tenant's value, the server's default (when known), the
+/// effective one.
+fn limits_table(tenant: &Value, server: Option<&Value>, effective: &Value) -> Table {
+    let mut header = vec!["limit", "flag", "tenant"];
+    if server.is_some() {
+        header.push("server default");
+    }
+    header.push("effective");
+    let mut table = table(&header);
+    for limit in &LIMITS {
+        let mut row = vec![
+            limit.field.to_owned(),
+            limit.flag.to_owned(),
+            show_limit(limit.unit, tenant.get(limit.field)),
+        ];
+        if let Some(server) = server {
+            row.push(show_limit(limit.unit, server.get(limit.field)));
+        }
+        row.push(show_limit(limit.unit, effective.get(limit.field)));
+        table.add_row(row);
+    }
+    align_right(&mut table, 2..header.len());
+    table
+}
+
+/// A limit's value in its unit; `-` when not set.
+fn show_limit(unit: Unit, value: Option<&Value>) -> String {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return "-".to_owned();
+    };
+    match (value.as_u64(), unit) {
+        (Some(n), Unit::Count) => n.to_string(),
+        (Some(n), Unit::Bytes) => human_bytes(n),
+        (Some(n), Unit::Mib) => format!("{n} MiB"),
+        (None, _) => value.to_string(),
+    }
+}
+
+/// Bytes in decimal units, as the flags take them: `1.5 MB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 999.95 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    format!(
+        "{} {}",
+        text.strip_suffix(".0").unwrap_or(&text),
+        UNITS[unit]
+    )
+}
+
+/// The job states in the order a job goes through them; others the server adds follow.
+const STATES: [&str; 5] = ["queued", "converting", "done", "failed", "expired"];
+
+fn count(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn total_jobs(periods: &Value) -> u64 {
+    array(periods)
+        .iter()
+        .filter_map(|p| p["jobs"].as_u64())
+        .sum()
+}
+
+fn total_cpu(periods: &Value) -> f64 {
+    // Not `sum()`: an empty f64 sum is -0.0.
+    array(periods)
+        .iter()
+        .filter_map(|p| p["cpu_seconds"].as_f64())
+        .fold(0.0, |total, s| total + s)
+}
+
+fn seconds(value: f64) -> String {
+    format!("{value:.2}")
+}
+
+/// One row per tenant: jobs by state, running, stored, and the last 24 hours and 30 days.
+fn usage_table(usages: &[Value]) -> Table {
+    let mut states: Vec<String> = STATES.iter().map(|s| (*s).to_owned()).collect();
+    for usage in usages {
+        if let Some(jobs) = usage["jobs"].as_object() {
+            for state in jobs.keys() {
+                if !states.contains(state) {
+                    states.push(state.clone());
+                }
+            }
+        }
+    }
+    let mut header = vec!["tenant"];
+    header.extend(states.iter().map(String::as_str));
+    header.extend([
+        "running",
+        "stored",
+        "jobs 24h",
+        "CPU s 24h",
+        "jobs 30d",
+        "CPU s 30d",
+    ]);
+    let mut table = table(&header);
+    for usage in usages {
+        let mut row = vec![usage["tenant"].as_str().unwrap_or("?").to_owned()];
+        row.extend(states.iter().map(|s| count(&usage["jobs"][s.as_str()])));
+        row.push(count(&usage["running"]));
+        row.push(
+            usage["stored_bytes"]
+                .as_u64()
+                .map_or_else(|| count(&usage["stored_bytes"]), human_bytes),
+        );
+        row.push(total_jobs(&usage["hours"]).to_string());
+        row.push(seconds(total_cpu(&usage["hours"])));
+        row.push(total_jobs(&usage["days"]).to_string());
+        row.push(seconds(total_cpu(&usage["days"])));
+        table.add_row(row);
+    }
+    align_right(&mut table, 1..header.len());
+    table
+}
+
+/// One tenant's usage: the totals, then one row per active hour and day.
+fn render_usage(usage: &Value) -> String {
+    let totals = usage_table(std::slice::from_ref(usage));
+    let mut periods = table(&[
+        "period",
+        "start (UTC)",
+        "jobs",
+        "done",
+        "failed",
+        "CPU s",
+        "in",
+        "out",
+    ]);
+    for (kind, field) in [("hour", "hours"), ("day", "days")] {
+        for period in array(&usage[field]) {
+            let start = period["start"]
+                .as_u64()
+                .map_or_else(|| count(&period["start"]), |s| utc(s, kind == "hour"));
+            let bytes = |field: &str| {
+                period[field]
+                    .as_u64()
+                    .map_or_else(|| count(&period[field]), human_bytes)
+            };
+            periods.add_row(vec![
+                kind.to_owned(),
+                start,
+                count(&period["jobs"]),
+                count(&period["done"]),
+                count(&period["failed"]),
+                period["cpu_seconds"]
+                    .as_f64()
+                    .map_or_else(|| count(&period["cpu_seconds"]), seconds),
+                bytes("bytes_in"),
+                bytes("bytes_out"),
+            ]);
+        }
+    }
+    if periods.row_count() == 0 {
+        return format!("{totals}\nno activity in the last 30 days");
+    }
+    align_right(&mut periods, 2..8);
+    format!("{totals}\n{periods}")
+}
+
+/// Unix seconds as a UTC date (`2026-11-29`), with the time of day (`2026-11-29 20:00`).
+fn utc(secs: u64, with_time: bool) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    if with_time {
+        let rem = secs % 86_400;
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60
+        )
+    } else {
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AdminArgs, clap::Error> {
+        let command = AdminArgs::augment_args(clap::Command::new("admin"));
+        let matches = command.try_get_matches_from([&["admin"], args].concat())?;
+        AdminArgs::from_arg_matches(&matches)
+    }
+
+    fn tenant_command(args: &[&str]) -> TenantCommand {
+        match parse(&[&["tenant"], args].concat()).unwrap().command {
+            AdminCommand::Tenant(command) => *command,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    fn limit_flags(args: &[&str]) -> LimitFlags {
+        match tenant_command(&[&["limits", "acme"], args].concat()) {
+            TenantCommand::Limits { limits, .. } => limits,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_admin_command_is_part_of_the_cli() {
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "tapedeck", "admin", "--token", "t", "tenant", "list", "--json",
+        ]);
+        assert!(cli.is_ok(), "{cli:?}");
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        let args = parse(&[
+            "tenant",
+            "list",
+            "--json",
+            "--server",
+            "https://tapedeck.example/api/",
+            "--token",
+            "tok",
+        ])
+        .unwrap();
+        assert!(args.json);
+        assert_eq!(args.token.as_deref(), Some("tok"));
+        assert_eq!(args.server.as_str(), "https://tapedeck.example/api/");
+        let args = parse(&["--json", "usage"]).unwrap();
+        assert!(args.json);
+        assert!(matches!(args.command, AdminCommand::Usage { name: None }));
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        for args in [
+            &["tenant", "update", "acme"][..],
+            &["tenant", "update", "acme", "--self-register", "maybe"],
+            &["tenant", "limits", "acme", "--max-queued", "lots"],
+            &["tenant", "limits", "acme", "--max-queued", "1.5"],
+            &["tenant", "create", "acme", "--quota-gb", "99999999999"],
+            &["--server", "ftp://host", "tenant", "list"],
+            &["tenant", "frobnicate"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?}"));
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn limit_flags_map_to_the_api_fields_and_units() {
+        let flags = limit_flags(&[
+            "--max-upload-mb",
+            "1",
+            "--jobs-per-minute",
+            "60",
+            "--max-queued",
+            "none",
+            "--max-running",
+            "2",
+            "--quota-gb",
+            "1.5",
+            "--retention-days",
+            "7",
+            "--max-memory-mb",
+            "256",
+            "--cpu-per-audio-minute",
+            "5",
+            "--max-output-mb",
+            "50",
+            "--max-input-minutes",
+            "90",
+            "--cpu-seconds-per-hour",
+            "3600",
+            "--notifications-per-hour",
+            "100",
+            "--weight",
+            "3",
+        ]);
+        assert_eq!(
+            Value::Object(flags.body()),
+            json!({
+                "max_upload_bytes": 1_000_000,
+                "jobs_per_minute": 60,
+                "max_queued": null,
+                "max_running": 2,
+                "quota_bytes": 1_500_000_000u64,
+                "retention_days": 7,
+                "max_memory_mib": 256,
+                "cpu_per_audio_minute": 5,
+                "max_output_mib": 50,
+                "max_input_minutes": 90,
+                "cpu_seconds_per_hour": 3600,
+                "notifications_per_hour": 100,
+                "weight": 3,
+            })
+        );
+        assert!(limit_flags(&[]).body().is_empty());
+        assert_eq!(
+            Value::Object(limit_flags(&["--weight", "NONE"]).body()),
+            json!({"weight": null})
+        );
+    }
+
+    #[test]
+    fn every_limit_has_one_flag_and_one_row() {
+        let fields: Vec<_> = LimitFlags::default()
+            .values()
+            .iter()
+            .map(|(f, _)| *f)
+            .collect();
+        let shown: Vec<_> = LIMITS.iter().map(|l| l.field).collect();
+        assert_eq!(fields, shown);
+        let command = LimitFlags::augment_args(clap::Command::new("limits"));
+        for limit in &LIMITS {
+            let long = limit.flag.strip_prefix("--").unwrap();
+            assert!(
+                command.get_arguments().any(|a| a.get_long() == Some(long)),
+                "{}",
+                limit.flag
+            );
+        }
+        assert_eq!(command.get_arguments().count(), LIMITS.len());
+    }
+
+    #[test]
+    fn numbers_scale_exactly_to_whole_units() {
+        assert_eq!(parse_mb("1"), Ok(LimitValue(Some(1_000_000))));
+        assert_eq!(parse_mb("1.5"), Ok(LimitValue(Some(1_500_000))));
+        assert_eq!(parse_mb(".25"), Ok(LimitValue(Some(250_000))));
+        assert_eq!(parse_mb("2."), Ok(LimitValue(Some(2_000_000))));
+        assert_eq!(parse_mb("0.000001"), Ok(LimitValue(Some(1))));
+        assert!(parse_mb("0.0000001").is_err(), "a tenth of a byte");
+        assert_eq!(parse_gb("10"), Ok(LimitValue(Some(10_000_000_000))));
+        assert_eq!(parse_gb("0.1"), Ok(LimitValue(Some(100_000_000))));
+        assert_eq!(parse_count("42"), Ok(LimitValue(Some(42))));
+        assert_eq!(parse_count("42.0"), Ok(LimitValue(Some(42))));
+        assert_eq!(parse_count("none"), Ok(LimitValue(None)));
+        assert_eq!(parse_gb("None"), Ok(LimitValue(None)));
+        for bad in ["", ".", "-1", "+1", "1e3", "1,5", "one", " 1", "0x10"] {
+            assert!(parse_count(bad).is_err(), "{bad:?}");
+            assert!(parse_mb(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_count("1.5").is_err());
+        assert!(parse_count("18446744073709551615").is_ok());
+        assert!(parse_count("18446744073709551616").is_err());
+        assert!(parse_gb("18446744074").is_err(), "overflows u64 bytes");
+        assert!(parse_gb("18446744073").is_ok());
+    }
+
+    #[test]
+    fn create_sends_name_self_register_and_limits() {
+        let TenantCommand::Create {
+            name,
+            self_register,
+            limits,
+        } = tenant_command(&[
+            "create",
+            "acme",
+            "--self-register",
+            "--jobs-per-minute",
+            "2",
+            "--max-upload-mb",
+            "1",
+        ])
+        else {
+            panic!("not a create")
+        };
+        assert_eq!(
+            create_body(&name, self_register, &limits),
+            json!({
+                "name": "acme",
+                "self_register": true,
+                "limits": {"jobs_per_minute": 2, "max_upload_bytes": 1_000_000},
+            })
+        );
+        assert_eq!(
+            create_body("solo", false, &LimitFlags::default()),
+            json!({"name": "solo", "self_register": false})
+        );
+    }
+
+    #[test]
+    fn update_takes_true_or_false() {
+        assert!(matches!(
+            tenant_command(&["update", "acme", "--self-register", "false"]),
+            TenantCommand::Update {
+                self_register: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            tenant_command(&["update", "acme", "--self-register", "true"]),
+            TenantCommand::Update {
+                self_register: true,
+                ..
+            }
+        ));
+    }
+
+    /// Arguments, and the request they make: method, path under `/v1/admin/`, body, and
+    /// how the answer is shown.
+    type Case<'a> = (&'a [&'a str], Method, &'a str, Option<Value>, Render);
+
+    #[test]
+    fn commands_map_to_the_contracts_requests() {
+        let cases: [Case; 9] = [
+            (
+                &["tenant", "create", "acme"],
+                Method::POST,
+                "tenants",
+                Some(json!({"name": "acme", "self_register": false})),
+                Render::Tenant,
+            ),
+            (
+                &["tenant", "list"],
+                Method::GET,
+                "tenants",
+                None,
+                Render::Tenants,
+            ),
+            (
+                &["tenant", "show", "acme"],
+                Method::GET,
+                "tenants/acme",
+                None,
+                Render::Tenant,
+            ),
+            (
+                &["tenant", "update", "acme", "--self-register", "true"],
+                Method::PATCH,
+                "tenants/acme",
+                Some(json!({"self_register": true})),
+                Render::Tenant,
+            ),
+            (
+                &["tenant", "delete", "acme"],
+                Method::DELETE,
+                "tenants/acme",
+                None,
+                Render::Deleted,
+            ),
+            (
+                &["tenant", "limits", "acme"],
+                Method::GET,
+                "tenants/acme/limits",
+                None,
+                Render::Limits,
+            ),
+            (
+                &["tenant", "limits", "acme", "--max-queued", "none"],
+                Method::PATCH,
+                "tenants/acme/limits",
+                Some(json!({"max_queued": null})),
+                Render::Limits,
+            ),
+            (
+                &["usage", "acme"],
+                Method::GET,
+                "tenants/acme/usage",
+                None,
+                Render::Usage,
+            ),
+            (&["usage"], Method::GET, "usage", None, Render::UsageAll),
+        ];
+        for (args, method, path, body, render) in cases {
+            let request = request(&parse(args).unwrap().command);
+            assert_eq!(request.method, method, "{args:?}");
+            assert_eq!(
+                request.path.join("/"),
+                format!("v1/admin/{path}"),
+                "{args:?}"
+            );
+            assert_eq!(request.body, body, "{args:?}");
+            assert_eq!(request.render, render, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_encode_names() {
+        let client = Client::new(
+            Url::parse("http://tapedeck.example:8080/prefix/?q=1").unwrap(),
+            "t".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            client
+                .url(&["v1", "admin", "tenants", "a b/../c", "limits"])
+                .as_str(),
+            "http://tapedeck.example:8080/prefix/v1/admin/tenants/a%20b%2F..%2Fc/limits"
+        );
+        let client = Client::new(Url::parse("http://127.0.0.1:8080").unwrap(), "t".into()).unwrap();
+        assert_eq!(
+            client.url(&["v1", "admin", "usage"]).as_str(),
+            "http://127.0.0.1:8080/v1/admin/usage"
+        );
+        assert_eq!(client.server(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn answers_become_json_or_the_servers_error() {
+        let url = Url::parse("http://h/v1/admin/tenants/acme").unwrap();
+        assert_eq!(
+            answer(200, br#"{"tenant":{"name":"acme"}}"#, &url).unwrap(),
+            json!({"tenant": {"name": "acme"}})
+        );
+        assert_eq!(answer(204, b"", &url).unwrap(), Value::Null);
+        let error = answer(
+            404,
+            br#"{"error":{"code":"not_found","message":"no tenant acme"}}"#,
+            &url,
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "no tenant acme (not_found)");
+        let error = answer(
+            429,
+            br#"{"error":{"code":"limit_exceeded","message":"too many","limit":"max_queued","value":5,"layer":"tenant"}}"#,
+            &url,
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "too many (limit_exceeded)");
+        let error = answer(502, b"<html>Bad Gateway</html>\n", &url).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "HTTP 502 from http://h/v1/admin/tenants/acme: <html>Bad Gateway</html>"
+        );
+        assert!(answer(200, b"not json", &url).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_named() {
+        // Nothing listens on a port just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let server = format!("http://127.0.0.1:{port}");
+        let client = Client::new(Url::parse(&server).unwrap(), "t".into()).unwrap();
+        let error = client
+            .call(Method::GET, &["v1", "admin", "tenants"], None)
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("cannot connect to the server at {server}: ")),
+            "{message}"
+        );
+    }
+
+    fn sample_limits() -> Value {
+        json!({
+            "limits": {"jobs_per_minute": 2, "max_upload_bytes": 1_000_000},
+            "server": {"jobs_per_minute": 60, "max_running": 4, "quota_bytes": 10_000_000_000u64,
+                       "max_memory_mib": 256, "weight": 1},
+            "effective": {"jobs_per_minute": 2, "max_upload_bytes": 1_000_000, "max_running": 4,
+                          "quota_bytes": 10_000_000_000u64, "max_memory_mib": 256, "weight": 1},
+        })
+    }
+
+    fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start_matches('│').trim_start().starts_with(first))
+            .unwrap_or_else(|| panic!("no row {first} in\n{text}"));
+        line.split(['│', '┆'])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_limits_table_has_a_row_per_limit() {
+        let text = render(Render::Limits, &sample_limits());
+        assert!(
+            row(&text, "limit").ends_with(&["tenant", "server default", "effective"]),
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "jobs_per_minute"),
+            ["jobs_per_minute", "--jobs-per-minute", "2", "60", "2"]
+        );
+        assert_eq!(
+            row(&text, "max_upload_bytes"),
+            ["max_upload_bytes", "--max-upload-mb", "1 MB", "-", "1 MB"]
+        );
+        assert_eq!(
+            row(&text, "quota_bytes"),
+            ["quota_bytes", "--quota-gb", "-", "10 GB", "10 GB"]
+        );
+        assert_eq!(
+            row(&text, "max_memory_mib"),
+            [
+                "max_memory_mib",
+                "--max-memory-mb",
+                "-",
+                "256 MiB",
+                "256 MiB"
+            ]
+        );
+        assert_eq!(
+            row(&text, "max_queued"),
+            ["max_queued", "--max-queued", "-", "-", "-"]
+        );
+        for limit in &LIMITS {
+            row(&text, limit.field);
+        }
+    }
+
+    #[test]
+    fn tenants_list_compactly_and_show_in_full() {
+        let sample = sample_limits();
+        let tenant = json!({"name": "acme", "self_register": false,
+                            "limits": sample["limits"], "effective": sample["effective"]});
+        let list = render(
+            Render::Tenants,
+            &json!({"tenants": [tenant, {"name": "open", "self_register": true,
+                                          "limits": {}, "effective": {}}]}),
+        );
+        assert_eq!(
+            row(&list, "acme"),
+            [
+                "acme",
+                "no",
+                "max_upload_bytes=1MB jobs_per_minute=2 max_running=4 quota_bytes=10GB \
+                 max_memory_mib=256MiB weight=1"
+            ],
+            "{list}"
+        );
+        assert_eq!(row(&list, "open"), ["open", "yes", "-"]);
+        assert_eq!(
+            render(Render::Tenants, &json!({"tenants": []})),
+            "no tenants"
+        );
+
+        let shown = render(Render::Tenant, &json!({ "tenant": tenant }));
+        assert!(
+            shown.starts_with("tenant acme (self-register: no)\n"),
+            "{shown}"
+        );
+        assert_eq!(
+            row(&shown, "limit"),
+            ["limit", "flag", "tenant", "effective"]
+        );
+        assert_eq!(
+            row(&shown, "max_running"),
+            ["max_running", "--max-running", "-", "4"]
+        );
+        assert_eq!(
+            render(Render::Deleted, &json!({"deleting": "acme"})),
+            "deleting tenant acme: its users, jobs and files are removed in the background"
+        );
+    }
+
+    fn sample_usage() -> Value {
+        json!({"tenant": "acme",
+         "jobs": {"queued": 1, "converting": 0, "done": 5, "failed": 1, "expired": 0},
+         "running": 0, "stored_bytes": 123_456,
+         "hours": [{"start": 1_795_982_400u64, "jobs": 3, "done": 3, "failed": 0,
+                    "cpu_seconds": 1.25, "bytes_in": 1000, "bytes_out": 900}],
+         "days": [{"start": 1_795_910_400u64, "jobs": 7, "done": 6, "failed": 1,
+                   "cpu_seconds": 2.5, "bytes_in": 5000, "bytes_out": 4000}]})
+    }
+
+    #[test]
+    fn usage_shows_states_storage_and_periods() {
+        let text = render(Render::Usage, &sample_usage());
+        assert_eq!(
+            row(&text, "tenant"),
+            [
+                "tenant",
+                "queued",
+                "converting",
+                "done",
+                "failed",
+                "expired",
+                "running",
+                "stored",
+                "jobs 24h",
+                "CPU s 24h",
+                "jobs 30d",
+                "CPU s 30d"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "acme"),
+            [
+                "acme", "1", "0", "5", "1", "0", "0", "123.5 kB", "3", "1.25", "7", "2.50"
+            ]
+        );
+        assert_eq!(
+            row(&text, "hour"),
+            [
+                "hour",
+                "2026-11-29 20:00",
+                "3",
+                "3",
+                "0",
+                "1.25",
+                "1 kB",
+                "900 B"
+            ]
+        );
+        assert_eq!(
+            row(&text, "day"),
+            ["day", "2026-11-29", "7", "6", "1", "2.50", "5 kB", "4 kB"]
+        );
+
+        let mut quiet = sample_usage();
+        quiet["tenant"] = json!("quiet");
+        quiet["hours"] = json!([]);
+        quiet["days"] = json!([]);
+        quiet["jobs"]["waiting"] = json!(2);
+        let text = render(Render::Usage, &quiet);
+        assert!(
+            text.ends_with("\nno activity in the last 30 days"),
+            "{text}"
+        );
+        assert!(row(&text, "tenant").contains(&"waiting"), "{text}");
+
+        let all = render(
+            Render::UsageAll,
+            &json!({"tenants": [sample_usage(), quiet]}),
+        );
+        assert_eq!(row(&all, "acme")[1..5], ["1", "0", "5", "1"]);
+        let quiet = row(&all, "quiet");
+        assert_eq!(
+            quiet[quiet.len() - 4..],
+            ["0", "0.00", "0", "0.00"],
+            "{all}"
+        );
+        assert_eq!(
+            render(Render::UsageAll, &json!({"tenants": []})),
+            "no tenants"
+        );
+    }
+
+    #[test]
+    fn sizes_and_dates_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1000), "1 kB");
+        assert_eq!(human_bytes(123_456), "123.5 kB");
+        assert_eq!(human_bytes(999_960), "1 MB");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+        assert_eq!(human_bytes(10_000_000_000), "10 GB");
+        assert_eq!(human_bytes(u64::MAX), "18.4 EB");
+        assert_eq!(utc(0, true), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400, false), "2000-02-29");
+        assert_eq!(utc(1_795_982_400 + 59 * 60 + 59, true), "2026-11-29 20:59");
+        assert_eq!(utc(4_102_444_800, false), "2100-01-01");
+    }
+}

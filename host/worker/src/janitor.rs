@@ -1,0 +1,131 @@
+//! Background housekeeping every `tapedeck serve` process runs: deleting tenants marked
+//! for deletion (blobs, then every key with the tenant's hash tag, then the scheduler's
+//! entries), and expiring jobs past their tenant's retention (blobs first, then the job
+//! is marked `expired` and its bytes leave the quota). Work is idempotent, so two
+//! processes doing the same pass is harmless; a lock keeps them from doing it at once.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use tapedeck_blobs::BlobStore;
+use tapedeck_model::tenant::TenantLimits;
+use tapedeck_store::queue::{JobQueue, now_ms};
+use tapedeck_store::tenants;
+
+/// How the janitor runs.
+#[derive(Debug, Clone)]
+pub struct JanitorSettings {
+    /// Time between passes.
+    pub every: Duration,
+    /// Server defaults of the tenant limits (`retention_days`).
+    pub tenant_defaults: TenantLimits,
+    /// Added to the clock when judging retention (tests; 0 in production).
+    pub clock_skew: Duration,
+}
+
+/// Runs passes until `shutdown`.
+pub async fn run(
+    queue: JobQueue,
+    blobs: BlobStore,
+    settings: JanitorSettings,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(e) = pass(&queue, &blobs, &settings).await {
+            tracing::warn!(error = %e, "janitor pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One pass, under a short lock shared by every process.
+pub async fn pass(
+    queue: &JobQueue,
+    blobs: &BlobStore,
+    settings: &JanitorSettings,
+) -> anyhow::Result<()> {
+    let pool = queue.pool();
+    let lock_ttl = (settings.every * 5).max(Duration::from_secs(5));
+    let token = format!("{}-{}", std::process::id(), now_ms());
+    {
+        let mut conn = pool.get().await?;
+        let locked: bool = redis::cmd("SET")
+            .arg(tapedeck_store::keys::JANITOR_LOCK)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(lock_ttl.as_millis() as u64)
+            .query_async::<Option<String>>(&mut conn)
+            .await?
+            .is_some();
+        if !locked {
+            return Ok(());
+        }
+    }
+    let result = async {
+        for tenant in tenants::deleting(pool).await? {
+            purge(pool, blobs, queue, &tenant).await?;
+        }
+        expire(queue, blobs, settings).await
+    }
+    .await;
+    let mut conn = pool.get().await?;
+    let holder: Option<String> = conn.get(tapedeck_store::keys::JANITOR_LOCK).await?;
+    if holder.as_deref() == Some(token.as_str()) {
+        let _: () = conn.del(tapedeck_store::keys::JANITOR_LOCK).await?;
+    }
+    result
+}
+
+/// Removes everything of a tenant marked as being deleted.
+pub async fn purge(
+    pool: &Pool,
+    blobs: &BlobStore,
+    queue: &JobQueue,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    blobs.delete_prefix(&format!("in/{tenant}")).await?;
+    blobs.delete_prefix(&format!("out/{tenant}")).await?;
+    queue.scheduler().forget_tenant(tenant).await?;
+    let keys = tenants::purge_keys(pool, tenant).await?;
+    tracing::info!(tenant, keys, "tenant deleted");
+    Ok(())
+}
+
+/// Expires finished jobs older than their tenant's retention.
+async fn expire(
+    queue: &JobQueue,
+    blobs: &BlobStore,
+    settings: &JanitorSettings,
+) -> anyhow::Result<()> {
+    let now_ms = now_ms() + settings.clock_skew.as_millis() as u64;
+    for tenant in tenants::list(queue.pool()).await? {
+        let Some(days) = tenant.effective(&settings.tenant_defaults).retention_days else {
+            continue;
+        };
+        let cutoff = now_ms.saturating_sub(days.saturating_mul(86_400_000));
+        // Oldest first, a bounded batch per pass: a big backlog drains over passes.
+        for job in queue.created_before(&tenant.name, cutoff, 500).await? {
+            if !matches!(
+                job.status,
+                tapedeck_store::queue::JobStatus::Done | tapedeck_store::queue::JobStatus::Failed
+            ) {
+                continue;
+            }
+            blobs.delete(&job.input.key).await?;
+            if let Some(out) = &job.output {
+                blobs.delete(&out.key).await?;
+            }
+            if queue.expire(&job).await? {
+                tracing::info!(tenant = %tenant.name, job = %job.id, "job expired (retention)");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The operator's command line, `tapedeck admin`, against a real service: the operator API
+//! of docs/admin-api.md driven over HTTP from another process, as an operator would.
+
+use std::process::{Command, Output};
+
+use super::*;
+
+/// The service's operator token (`--admin-token`), 32 characters.
+const TOKEN: &str = "e2e-operator-token-0123456789abc";
+
+/// Runs `tapedeck admin --server BASE --token TOKEN ARGS...` (this package's build of the
+/// command line), with neither of its environment variables set.
+fn admin(base: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(serve_exe())
+        .arg("admin")
+        .args(["--server", base, "--token", token])
+        .args(args)
+        .env_remove("TAPEDECK_SERVER")
+        .env_remove("TAPEDECK_ADMIN_TOKEN")
+        .output()
+        .expect("running tapedeck admin")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs an admin command that must succeed; returns what it printed.
+fn ok(base: &str, args: &[&str]) -> String {
+    let out = admin(base, TOKEN, args);
+    assert!(
+        out.status.success(),
+        "tapedeck admin {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs an admin command with `--json`; returns the server's answer it printed.
+fn ok_json(base: &str, args: &[&str]) -> Value {
+    let stdout = ok(base, &[args, &["--json"]].concat());
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+}
+
+/// Runs an admin command that must fail with exit code 1; returns its stderr.
+fn fails(base: &str, token: &str, args: &[&str]) -> String {
+    let out = admin(base, token, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "tapedeck admin {args:?}: stdout {} stderr {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    text(&out.stderr)
+}
+
+/// Create a tenant with limits, list it, set and clear a limit, read its usage, delete it;
+/// a wrong token is refused without being echoed.
+#[test]
+fn an_operator_manages_a_tenant_from_the_command_line() {
+    let s = stack(vec![("admin-token", TOKEN.into())]);
+    let base = s.service.base.as_str();
+
+    // Limits in the flags' units: MB are 1,000,000 bytes.
+    let created = ok(
+        base,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--jobs-per-minute",
+            "2",
+            "--max-upload-mb",
+            "1",
+        ],
+    );
+    assert!(created.contains("acme"), "{created}");
+    let shown = ok_json(base, &["tenant", "show", "acme"]);
+    assert_eq!(shown["tenant"]["name"], "acme", "{shown}");
+    assert_eq!(shown["tenant"]["self_register"], false, "{shown}");
+    assert_eq!(shown["tenant"]["limits"]["jobs_per_minute"], 2, "{shown}");
+    assert_eq!(
+        shown["tenant"]["limits"]["max_upload_bytes"], 1_000_000,
+        "{shown}"
+    );
+    let again = fails(base, TOKEN, &["tenant", "create", "acme"]);
+    assert!(
+        again.starts_with("error: ") && again.contains("(tenant_exists)"),
+        "{again}"
+    );
+
+    let list = ok_json(base, &["tenant", "list"]);
+    let names: Vec<&str> = list["tenants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"acme"), "{list}");
+    let table = ok(base, &["tenant", "list"]);
+    assert!(table.contains("acme"), "{table}");
+
+    let updated = ok_json(
+        base,
+        &["tenant", "update", "acme", "--self-register", "true"],
+    );
+    assert_eq!(updated["tenant"]["self_register"], true, "{updated}");
+
+    // Set a limit (a table), see it in JSON, clear it with `none`.
+    let table = ok(base, &["tenant", "limits", "acme", "--max-queued", "5"]);
+    assert!(
+        table.contains("max_queued") && table.contains("server default"),
+        "{table}"
+    );
+    let limits = ok_json(base, &["tenant", "limits", "acme"]);
+    assert_eq!(limits["limits"]["max_queued"], 5, "{limits}");
+    assert!(
+        limits["effective"]["max_queued"]
+            .as_u64()
+            .is_some_and(|v| v <= 5),
+        "{limits}"
+    );
+    assert!(limits["server"].is_object(), "{limits}");
+    let cleared = ok_json(base, &["tenant", "limits", "acme", "--max-queued", "none"]);
+    assert!(
+        cleared["limits"]
+            .get("max_queued")
+            .is_none_or(Value::is_null),
+        "{cleared}"
+    );
+    assert_eq!(
+        cleared["limits"]["jobs_per_minute"], 2,
+        "only the named limit changes: {cleared}"
+    );
+    let limits = ok_json(base, &["tenant", "limits", "acme"]);
+    assert!(
+        limits["limits"]
+            .get("max_queued")
+            .is_none_or(Value::is_null),
+        "{limits}"
+    );
+
+    // A wrong token: refused, named by its code, never printed.
+    let wrong = "wrong-operator-token-0123456789a";
+    let refused = fails(base, wrong, &["tenant", "list"]);
+    assert!(
+        refused.starts_with("error: ") && refused.contains("(invalid_token)"),
+        "{refused}"
+    );
+    assert!(!refused.contains(wrong), "{refused}");
+
+    let usage = ok_json(base, &["usage", "acme"]);
+    assert_eq!(usage["tenant"], "acme", "{usage}");
+    assert!(usage["jobs"].is_object(), "{usage}");
+    let all = ok_json(base, &["usage"]);
+    assert!(all["tenants"].is_array(), "{all}");
+    let table = ok(base, &["usage", "acme"]);
+    assert!(
+        table.contains("acme") && table.contains("stored"),
+        "{table}"
+    );
+
+    // Deleting answers at once; the tenant is gone for the API.
+    let deleting = ok_json(base, &["tenant", "delete", "acme"]);
+    assert_eq!(deleting["deleting"], "acme", "{deleting}");
+    wait_until(Duration::from_secs(10), || {
+        !admin(base, TOKEN, &["tenant", "show", "acme"])
+            .status
+            .success()
+    });
+    let gone = fails(base, TOKEN, &["tenant", "show", "acme"]);
+    assert!(
+        gone.starts_with("error: ") && gone.contains("(not_found)"),
+        "{gone}"
+    );
+}
+
+/// No server: the message names the URL. No token: a usage error (exit code 2).
+#[test]
+fn an_unreachable_server_is_named_and_a_missing_token_is_a_usage_error() {
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let err = fails(&base, TOKEN, &["tenant", "list"]);
+    assert!(
+        err.contains(&format!("cannot connect to the server at {base}")),
+        "{err}"
+    );
+
+    let out = Command::new(serve_exe())
+        .args(["admin", "--server", &base, "tenant", "list"])
+        .env_remove("TAPEDECK_SERVER")
+        .env_remove("TAPEDECK_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("TAPEDECK_ADMIN_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+}
