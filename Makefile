@@ -42,6 +42,7 @@ bench: build setup-bench
 	NOTIFY_BENCH_N=$${NOTIFY_BENCH_N:-500} $(CARGO) test --release --locked -p tapedeck-tests --test host \
 		notify::bench_notifications_per_second -- --ignored --nocapture
 	bench/service.sh
+	bench/limits.sh
 
 ## Fuzz the converter's native core (cargo-fuzz, nightly): each target for FUZZ_SECONDS
 ## (default 600), seeded with ../shared/media and generated inputs; findings go to

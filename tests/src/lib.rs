@@ -38,23 +38,32 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts redis-server on a free port. Redis cannot bind port 0 and report it, so
+    /// a port taken between the probe and the bind (another test's server) is detected
+    /// — the server answering must be our child, by pid — and another port is tried.
     pub fn start(dir: &Path) -> Self {
         let mut server = RedisServer {
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
         };
-        server.launch();
-        server
+        for _ in 0..10 {
+            if server.launch() {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("redis-server did not start on any of 10 ports");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts the child on `self.port`; false (child gone) if the port was taken.
+    fn launch(&mut self) -> bool {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--appendonly",
@@ -69,20 +78,46 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        self.child = Some(child);
+        let pid = child.id();
         let client = redis::Client::open(self.url()).unwrap();
-        wait_until(Duration::from_secs(10), || {
-            client
+        let since = Instant::now();
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            let ours = client
                 .get_connection()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+            if let Ok(info) = ours {
+                if info.contains(&format!("process_id:{pid}\r\n")) {
+                    self.child = Some(child);
+                    return true;
+                }
+                // Another test's server holds the port: ours will exit.
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "redis-server did not answer within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Stops Redis (SIGTERM: it flushes the AOF) and starts it again on the same port.
     pub fn restart(&mut self) {
         self.terminate();
-        self.launch();
+        let since = Instant::now();
+        while !self.launch() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "port {} stayed taken",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn terminate(&mut self) {

@@ -336,8 +336,28 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&caller)?;
+    add_user(&state, &caller.0.tenant, body).await
+}
+
+/// `POST /v1/admin/tenants/{t}/users` (operator): creates an account in a tenant, e.g.
+/// its first admin.
+pub async fn operator_create_user(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    existing(&state, &tenant).await?;
+    add_user(&state, &tenant, body).await
+}
+
+async fn add_user(
+    state: &AppState,
+    tenant: &str,
+    body: NewUser,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_role(&body.role)?;
-    let tenant = caller.0.tenant.clone();
+    let tenant = tenant.to_owned();
     let auth = state.auth.for_tenant(&tenant).stage.clone();
     auth.register(&tenant, &body.email, &body.password).await?;
     let email = auth.normalize_email(&body.email)?;

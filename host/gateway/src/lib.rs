@@ -141,6 +141,10 @@ pub fn app(state: AppState) -> Router {
             get(admin::get_limits).patch(admin::patch_limits),
         )
         .route("/admin/tenants/{tenant}/usage", get(admin::tenant_usage))
+        .route(
+            "/admin/tenants/{tenant}/users",
+            post(admin::operator_create_user),
+        )
         .route("/admin/usage", get(admin::all_usage));
     let mut root = Router::new();
     if state.bench_routes {

@@ -1,10 +1,13 @@
-//! A tenant's limits and how they layer: server defaults (settings) → tenant (operator)
-//! → per job. A lower layer can only tighten: the effective value of a cap is the
-//! smallest one set. The weight is not a cap: the tenant's value replaces the default.
+//! A tenant's limits and how they layer: server defaults (the `--tenant-defaults`
+//! setting) → tenant (set by the operator). A lower layer can only tighten: the effective
+//! value of a cap is the smallest one set. Jobs carry no limit options of their own (their
+//! options are bitrate, VBR, rate, mono), so a job can never loosen a limit. The weight is
+//! not a cap and is per tenant only (1 unless the operator sets one).
 //!
-//! Every limit has one name, used for its TOML/`--tenant-defaults` key, its admin CLI
-//! flag (`--jobs-per-minute`, with `-` for `_`), its JSON field and the `limit` of a
-//! `limit_exceeded` error.
+//! Every limit has one name, used for its `--tenant-defaults` key, its JSON field and the
+//! `limit` of a `limit_exceeded` error. The admin CLI's flag is the name with `-` for `_`,
+//! except four that take friendlier units: `--max-upload-mb` (10^6 bytes),
+//! `--quota-gb` (10^9 bytes), `--max-memory-mb` and `--max-output-mb` (MiB, as stored).
 
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +145,17 @@ impl TenantLimits {
         Ok(())
     }
 
-    /// Parses `name=value,name=value` (the `--tenant-defaults` setting).
+    /// Parses `name=value,name=value` (the `--tenant-defaults` setting; `weight` is per
+    /// tenant only and refused here).
+    pub fn parse_defaults(text: &str) -> Result<Self, String> {
+        let limits = Self::parse_list(text)?;
+        if limits.weight.is_some() {
+            return Err("weight is set per tenant, not as a server default".into());
+        }
+        Ok(limits)
+    }
+
+    /// Parses `name=value,name=value`.
     pub fn parse_list(text: &str) -> Result<Self, String> {
         let mut limits = Self::default();
         for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -223,6 +236,11 @@ mod tests {
         assert!(TenantLimits::parse_list("max_queued=x").is_err());
         assert!(TenantLimits::parse_list("max_queued=0").is_err());
         assert!(TenantLimits::parse_list("weight=1001").is_err());
+        assert!(TenantLimits::parse_list("weight=3").is_ok());
+        assert!(
+            TenantLimits::parse_defaults("weight=3").is_err(),
+            "weight is per tenant"
+        );
         for name in LIMIT_NAMES {
             let mut l = TenantLimits::default();
             assert!(l.set(name, Some(7)));

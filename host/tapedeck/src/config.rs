@@ -362,8 +362,10 @@ impl ServiceConfig {
                     .context("parsing webhook_allow")?,
                 None => Vec::new(),
             },
-            tenant_defaults: TenantLimits::parse_list(s.tenant_defaults.as_deref().unwrap_or(""))
-                .map_err(|e| anyhow::anyhow!("tenant_defaults: {e}"))?,
+            tenant_defaults: TenantLimits::parse_defaults(
+                s.tenant_defaults.as_deref().unwrap_or(""),
+            )
+            .map_err(|e| anyhow::anyhow!("tenant_defaults: {e}"))?,
             admin_token: match s.admin_token.filter(|t| !t.is_empty()) {
                 Some(t) if t.len() < 16 => {
                     anyhow::bail!("admin_token must be at least 16 characters")

@@ -425,11 +425,19 @@ async fn deleting_a_tenant_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_admins_manage_their_users() {
-    let (_dir, redis, _service, api) = gateway_only(vec![]);
+    let (_dir, _redis, _service, api) = gateway_only(vec![]);
     create_tenant(&api, "team", json!({})).await;
-    let admin = api
-        .signed_up_admin(&redis, "team", "lead@example.com")
-        .await;
+    // The operator makes the tenant's first admin.
+    let r = operator(&api)
+        .post("/v1/admin/tenants/team/users")
+        .json(&json!({"email": "lead@example.com", "password": "correct horse battery", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["user"]["role"], "admin");
+    let admin = api.clone().login("team", "lead@example.com").await;
     let r = admin
         .post("/v1/tenant/users")
         .json(&json!({"email": "New@Example.com", "password": "correct horse battery", "role": "user"}))
