@@ -49,6 +49,14 @@ mod tenants;
 #[path = "e2e/admin_cli.rs"]
 mod admin_cli;
 
+/// Issue 13 (first part): the plugin registry and hot swap.
+#[path = "e2e/registry.rs"]
+mod registry;
+
+/// `tapedeck admin plugin ...` over the registry API.
+#[path = "e2e/plugin_cli.rs"]
+mod plugin_cli;
+
 mod convert_flow {
     use super::*;
 

@@ -428,3 +428,225 @@ pub async fn remove_user(
         Err(ApiError::NotFound)
     }
 }
+
+/// Largest component the registry accepts.
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+fn plugin_error(why: impl Into<String>) -> ApiError {
+    ApiError::BadRequest("invalid_plugin", why.into())
+}
+
+fn check_stage(stage: &str) -> Result<(), ApiError> {
+    if tapedeck_model::plugins::REGISTRY_STAGES.contains(&stage) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "invalid_input",
+            format!(
+                "stage must be one of: {}",
+                tapedeck_model::plugins::REGISTRY_STAGES.join(", ")
+            ),
+        ))
+    }
+}
+
+/// `POST /v1/admin/plugins` (multipart `stage`, `file`): checks a component off the
+/// request's thread (compile, world, imports; bounded in time) and stores it by digest.
+pub async fn publish_plugin(
+    State(state): State<AppState>,
+    _: Operator,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use futures::TryStreamExt;
+    use sha2::Digest;
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let boundary = multer::parse_boundary(&content_type)
+        .map_err(|e| ApiError::BadRequest("bad_multipart", e.to_string()))?;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(MAX_PLUGIN_BYTES + 64 * 1024)
+            .per_field(MAX_PLUGIN_BYTES)
+            .for_field("stage", 64),
+    );
+    let body = request.into_body().into_data_stream();
+    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
+    let (mut stage, mut bytes) = (None, None);
+    let too_large = |e: multer::Error| match e {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            ApiError::FieldTooLarge {
+                what: "the component".into(),
+                limit: MAX_PLUGIN_BYTES,
+            }
+        }
+        other => ApiError::BadRequest("bad_multipart", other.to_string()),
+    };
+    while let Some(field) = form.next_field().await.map_err(too_large)? {
+        match field.name() {
+            Some("stage") => stage = Some(field.text().await.map_err(too_large)?),
+            Some("file") => {
+                let chunks: Vec<bytes::Bytes> = field.try_collect().await.map_err(too_large)?;
+                bytes = Some(chunks.concat());
+            }
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "bad_multipart",
+                    "unknown field".into(),
+                ));
+            }
+        }
+    }
+    let stage = stage.ok_or(ApiError::BadRequest("invalid_input", "no stage".into()))?;
+    check_stage(&stage)?;
+    let bytes = bytes.ok_or(ApiError::BadRequest("missing_file", "no file".into()))?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    if let Some(known) = tapedeck_store::plugins::get(&state.pool, &digest).await? {
+        if known.stage != stage {
+            return Err(plugin_error(format!(
+                "this component was published for the {} stage",
+                known.stage
+            )));
+        }
+        return Ok((StatusCode::OK, Json(json!({ "plugin": known }))));
+    }
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        state.plugin_check.check(&stage, &bytes),
+    )
+    .await
+    .map_err(|_| plugin_error("checking the component took more than 120 s"))?
+    .map_err(plugin_error)?;
+    let size = bytes.len() as u64;
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    state
+        .blobs
+        .put_stream(
+            &tapedeck_store::plugins::blob_key(&digest),
+            body,
+            MAX_PLUGIN_BYTES,
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("storing the component: {e}")))?;
+    let plugin = tapedeck_store::plugins::Plugin {
+        digest,
+        stage,
+        bytes: size,
+        published_at: tapedeck_store::queue::now_ms() / 1000,
+        compile_ms: report.compile_ms,
+    };
+    let created = tapedeck_store::plugins::publish(&state.pool, &plugin).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "plugin": plugin }))))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StageQuery {
+    stage: Option<String>,
+}
+
+/// `GET /v1/admin/plugins[?stage=S]`
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    _: Operator,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for stage in tapedeck_model::plugins::REGISTRY_STAGES {
+        if q.stage.as_deref().is_none_or(|s| s == *stage) {
+            out.extend(tapedeck_store::plugins::list(&state.pool, stage).await?);
+        }
+    }
+    out.sort_by(|a, b| b.published_at.cmp(&a.published_at));
+    Ok(Json(json!({ "plugins": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    stage: String,
+    tenant: Option<String>,
+}
+
+async fn check_activation(state: &AppState, a: &Activation) -> Result<(), ApiError> {
+    check_stage(&a.stage)?;
+    if let Some(t) = &a.tenant {
+        existing(state, t).await?;
+    }
+    Ok(())
+}
+
+/// `POST /v1/admin/plugins/{digest}/activate`
+pub async fn activate_plugin(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(digest): Path<String>,
+    ApiJson(a): ApiJson<Activation>,
+) -> Result<Json<Value>, ApiError> {
+    check_activation(&state, &a).await?;
+    let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if plugin.stage != a.stage {
+        return Err(ApiError::BadRequest(
+            "invalid_input",
+            format!("{digest} is a {} component", plugin.stage),
+        ));
+    }
+    let active = tapedeck_store::plugins::activate(
+        &state.pool,
+        &a.stage,
+        a.tenant.as_deref(),
+        Some(&digest),
+        "activate",
+    )
+    .await?;
+    Ok(Json(json!({ "active": active })))
+}
+
+/// `POST /v1/admin/plugins/rollback`
+pub async fn rollback_plugin(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiJson(a): ApiJson<Activation>,
+) -> Result<Json<Value>, ApiError> {
+    check_activation(&state, &a).await?;
+    let previous =
+        tapedeck_store::plugins::previous(&state.pool, &a.stage, a.tenant.as_deref()).await?;
+    let active = tapedeck_store::plugins::activate(
+        &state.pool,
+        &a.stage,
+        a.tenant.as_deref(),
+        previous.as_deref(),
+        "rollback",
+    )
+    .await?;
+    Ok(Json(json!({ "active": active })))
+}
+
+/// `GET /v1/admin/plugins/active`
+pub async fn active_plugins(
+    State(state): State<AppState>,
+    _: Operator,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "active": tapedeck_store::plugins::active(&state.pool).await? }),
+    ))
+}
+
+/// `GET /v1/admin/plugins/history[?stage=S]`
+pub async fn plugin_history(
+    State(state): State<AppState>,
+    _: Operator,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let history = tapedeck_store::plugins::history(&state.pool, q.stage.as_deref(), 1000).await?;
+    Ok(Json(json!({ "history": history })))
+}

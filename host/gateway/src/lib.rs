@@ -68,6 +68,8 @@ pub struct AppState {
     pub bench_routes: bool,
     /// Checks the signed download links of notifications.
     pub links: LinkSigner,
+    /// Checks components published to the registry.
+    pub plugin_check: Arc<dyn tapedeck_model::plugins::PluginCheck>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// Non-public webhook destinations the operator allows.
@@ -145,7 +147,20 @@ pub fn app(state: AppState) -> Router {
             "/admin/tenants/{tenant}/users",
             post(admin::operator_create_user),
         )
-        .route("/admin/usage", get(admin::all_usage));
+        .route("/admin/usage", get(admin::all_usage))
+        .route(
+            "/admin/plugins",
+            get(admin::list_plugins)
+                .post(admin::publish_plugin)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/admin/plugins/active", get(admin::active_plugins))
+        .route("/admin/plugins/history", get(admin::plugin_history))
+        .route("/admin/plugins/rollback", post(admin::rollback_plugin))
+        .route(
+            "/admin/plugins/{digest}/activate",
+            post(admin::activate_plugin),
+        );
     let mut root = Router::new();
     if state.bench_routes {
         // The same lookup as `GET /v1/jobs/{id}` without the token check: what the bench

@@ -363,6 +363,7 @@ async fn accept_within(
         output: None,
         options,
         attempts: 0,
+        converters: Vec::new(),
     };
     match state.queue.enqueue_within(&job, limits).await {
         Ok(None) => {}

@@ -162,6 +162,10 @@ pub struct JobRecord {
     pub options: JobOptions,
     /// Conversion attempts started so far.
     pub attempts: u32,
+    /// Digests of the converter components that ran its attempts, in order (one entry
+    /// per change: a retry after a hot swap adds the new one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub converters: Vec<String>,
 }
 
 impl JobRecord {
@@ -195,6 +199,9 @@ impl JobRecord {
                 .and_then(|o| serde_json::from_str(&o).ok())
                 .unwrap_or_default(),
             attempts: num("attempts").unwrap_or(0) as u32,
+            converters: get("converters")
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -256,6 +263,7 @@ mod tests {
                 ..Default::default()
             },
             attempts: 0,
+            converters: Vec::new(),
         };
         let h: HashMap<String, String> = job
             .to_fields()

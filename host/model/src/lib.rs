@@ -19,6 +19,7 @@ pub mod job;
 pub mod limits;
 pub mod net;
 pub mod notify;
+pub mod plugins;
 pub mod stage;
 pub mod tenant;
 

@@ -2,9 +2,11 @@
 //! through a [`Stage`] handle whose component can be replaced while the service runs.
 //! Calls in flight keep the component they started with; the next call gets the new one.
 //!
-//! Today each stage holds the built-in component or the one named by `--converter`,
-//! `--auth-plugin` or `--notifier`; the registry (hot swap, per tenant) fills it.
+//! Each stage starts with the built-in component or the one named by `--converter`,
+//! `--auth-plugin` or `--notifier`; the plugin registry replaces it for everyone
+//! ([`Stage::replace`]) or for one tenant ([`Stage::set_tenant`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,38 +20,84 @@ pub struct Installed<T: ?Sized> {
     pub stage: Arc<T>,
 }
 
+/// Per-tenant installs, replaced as a whole.
+type Overrides<T> = HashMap<String, Arc<Installed<T>>>;
+
 /// A replaceable handle on one stage; cheap to clone, shared by every caller.
-pub struct Stage<T: ?Sized>(Arc<ArcSwap<Installed<T>>>);
+pub struct Stage<T: ?Sized> {
+    everyone: Arc<ArcSwap<Installed<T>>>,
+    tenants: Arc<ArcSwap<Overrides<T>>>,
+}
 
 impl<T: ?Sized> Clone for Stage<T> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            everyone: self.everyone.clone(),
+            tenants: self.tenants.clone(),
+        }
     }
 }
 
 impl<T: ?Sized> Stage<T> {
     pub fn new(digest: impl Into<String>, stage: Arc<T>) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(Installed {
-            digest: digest.into(),
-            stage,
-        })))
+        Self {
+            everyone: Arc::new(ArcSwap::from_pointee(Installed {
+                digest: digest.into(),
+                stage,
+            })),
+            tenants: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+        }
     }
 
-    /// The component that runs this stage for `tenant` now. (Every tenant gets the
-    /// same one until per-tenant installs exist.)
-    pub fn for_tenant(&self, _tenant: &str) -> Arc<Installed<T>> {
-        self.0.load_full()
+    /// The component that runs this stage for `tenant` now: its own install if it has
+    /// one, else everyone's.
+    pub fn for_tenant(&self, tenant: &str) -> Arc<Installed<T>> {
+        match self.tenants.load().get(tenant) {
+            Some(own) => own.clone(),
+            None => self.everyone.load_full(),
+        }
     }
 
     /// The component installed for everyone.
     pub fn current(&self) -> Arc<Installed<T>> {
-        self.0.load_full()
+        self.everyone.load_full()
+    }
+
+    /// Installs a component for one tenant (`None`: back to everyone's).
+    pub fn set_tenant(&self, tenant: &str, installed: Option<(String, Arc<T>)>) {
+        self.tenants.rcu(|old| {
+            let mut next: Overrides<T> = (**old).clone();
+            match &installed {
+                Some((digest, stage)) => {
+                    next.insert(
+                        tenant.to_owned(),
+                        Arc::new(Installed {
+                            digest: digest.clone(),
+                            stage: stage.clone(),
+                        }),
+                    );
+                }
+                None => {
+                    next.remove(tenant);
+                }
+            }
+            next
+        });
+    }
+
+    /// Tenants with their own install, and its digest.
+    pub fn tenant_digests(&self) -> Vec<(String, String)> {
+        self.tenants
+            .load()
+            .iter()
+            .map(|(t, i)| (t.clone(), i.digest.clone()))
+            .collect()
     }
 
     /// Installs another component; returns the one it replaces. Calls that already
     /// hold the old one finish with it.
     pub fn replace(&self, digest: impl Into<String>, stage: Arc<T>) -> Arc<Installed<T>> {
-        self.0.swap(Arc::new(Installed {
+        self.everyone.swap(Arc::new(Installed {
             digest: digest.into(),
             stage,
         }))
@@ -95,5 +143,19 @@ mod tests {
         );
         let now = stage.clone().for_tenant("t1");
         assert_eq!((now.digest.as_str(), now.stage.word()), ("sha-b", "b"));
+    }
+
+    #[test]
+    fn a_tenant_install_affects_that_tenant_only() {
+        let stage: Stage<dyn Speak> = Stage::new("sha-a", Arc::new(A));
+        stage.set_tenant("t2", Some(("sha-b".into(), Arc::new(B))));
+        assert_eq!(stage.for_tenant("t1").stage.word(), "a");
+        assert_eq!(stage.for_tenant("t2").stage.word(), "b");
+        assert_eq!(
+            stage.tenant_digests(),
+            [("t2".to_string(), "sha-b".to_string())]
+        );
+        stage.set_tenant("t2", None);
+        assert_eq!(stage.for_tenant("t2").stage.word(), "a");
     }
 }

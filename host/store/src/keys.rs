@@ -141,6 +141,25 @@ pub fn login_fail_address_key(addr: IpAddr) -> String {
     format!("td:loginfail:addr:{addr}")
 }
 
+// The plugin registry (global; one key per command).
+
+/// A published component (hash: `stage`, `bytes`, `published_at`, `compile_ms`).
+pub fn plugin_key(digest: &str) -> String {
+    format!("td:plugin:{digest}")
+}
+/// Published components of a stage (zset: digest, score = published at).
+pub fn plugins_of_stage(stage: &str) -> String {
+    format!("td:plugins:{stage}")
+}
+/// What runs each stage (hash: `{stage}` or `{stage}:{tenant}` → digest).
+pub const PLUGIN_ACTIVE: &str = "td:plugins:active";
+/// Every publish, activation and rollback (stream).
+pub const PLUGIN_HISTORY: &str = "td:plugins:history";
+/// Bumped on every activation (counter); processes poll it.
+pub const PLUGIN_VERSION: &str = "td:plugins:version";
+/// Pub/sub channel announcing a new registry version.
+pub const PLUGIN_CHANNEL: &str = "td:plugins:changed";
+
 // Links.
 
 /// The HMAC key of signed download links (hex string).

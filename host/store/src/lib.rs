@@ -12,6 +12,7 @@
 pub mod keys;
 pub mod links;
 pub mod notify_settings;
+pub mod plugins;
 pub mod queue;
 pub mod sched;
 pub mod streams;

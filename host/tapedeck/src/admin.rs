@@ -1,16 +1,19 @@
 //! `tapedeck admin`: the operator's command line over the HTTP API of a running deployment
 //! (docs/admin-api.md), so it works from wherever the API is reachable. Tenants and their
-//! limits, and usage; tables for people, the server's own JSON with `--json` for scripts.
+//! limits, usage, and the plugin registry; tables for people, the server's own JSON with
+//! `--json` for scripts.
 //!
 //! Errors: what the server refused is printed as `error: MESSAGE (CODE)` and exits 1;
 //! usage errors exit 2, as clap's do.
 
 use std::fmt;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Subcommand};
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use comfy_table::{CellAlignment, Table, presets};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -56,7 +59,92 @@ enum AdminCommand {
         /// The tenant (default: every tenant).
         name: Option<String>,
     },
+    /// Publish plugin components, and choose which one a stage runs, for everyone or for
+    /// one tenant.
+    #[command(subcommand)]
+    Plugin(Box<PluginCommand>),
 }
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Upload a component (`.wasm`, at most 64 MiB); the server checks it before it is
+    /// accepted. Publishing does not activate it.
+    Publish {
+        /// The component file.
+        file: PathBuf,
+        /// The stage it is for.
+        #[arg(long)]
+        stage: Stage,
+    },
+    /// List the published plugins, newest first.
+    List {
+        /// Only this stage's.
+        #[arg(long)]
+        stage: Option<Stage>,
+    },
+    /// Make a published plugin the one a stage runs, for every tenant or for one.
+    Activate {
+        /// The plugin's digest: all 64 hex digits, or the start of it as tables show it.
+        #[arg(value_parser = parse_digest)]
+        digest: String,
+        /// The stage.
+        #[arg(long)]
+        stage: Stage,
+        /// Only for this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Go back to the activation before the current one (possibly the component the
+    /// service was started with).
+    Rollback {
+        /// The stage.
+        #[arg(long)]
+        stage: Stage,
+        /// The tenant whose activation is undone (default: the one for every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Which plugin each stage runs, for every tenant and per tenant.
+    Active,
+    /// Publications, activations and rollbacks, newest first.
+    History {
+        /// Only this stage's.
+        #[arg(long)]
+        stage: Option<Stage>,
+    },
+}
+
+/// A stage a plugin can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    Converter,
+    Notifier,
+}
+
+impl Stage {
+    /// The stage as the API names it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Converter => "converter",
+            Stage::Notifier => "notifier",
+        }
+    }
+}
+
+/// Hex digits of a SHA-256 digest.
+const DIGEST_LEN: usize = 64;
+
+/// The fewest digits a digest may be abbreviated to on the command line.
+const MIN_DIGEST_PREFIX: usize = 4;
+
+/// Digits of a digest that tables show.
+const SHORT_DIGEST: usize = 12;
+
+/// The largest component the server takes (docs/admin-api.md), refused before uploading.
+const MAX_PLUGIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long an upload may take: up to 64 MiB, then the server compiles it.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Subcommand)]
 enum TenantCommand {
@@ -237,6 +325,24 @@ fn parse_server(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A digest, or the start of one (at least [`MIN_DIGEST_PREFIX`] hex digits); lowercased.
+fn parse_digest(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{s}` is not a digest: it has hex digits only"));
+    }
+    if s.len() > DIGEST_LEN {
+        return Err(format!(
+            "`{s}` is not a digest: a SHA-256 digest has {DIGEST_LEN} hex digits"
+        ));
+    }
+    if s.len() < MIN_DIGEST_PREFIX {
+        return Err(format!(
+            "`{s}` is too short: give at least {MIN_DIGEST_PREFIX} digits of the digest"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
 fn parse_count(s: &str) -> Result<LimitValue, String> {
     scaled(s, 0)
 }
@@ -348,27 +454,31 @@ impl Client {
         url
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        segments: &[&str],
-        body: Option<&Value>,
-    ) -> Result<Value, Failure> {
-        let url = self.url(segments);
-        let mut request = self
+    /// Sends `request`; the answer's status and JSON.
+    async fn send(&self, request: &Request) -> Result<(u16, Value), Failure> {
+        let segments: Vec<&str> = request.path.iter().map(String::as_str).collect();
+        let mut url = self.url(&segments);
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&request.query);
+        }
+        let mut builder = self
             .http
-            .request(method, url.clone())
+            .request(request.method.clone(), url.clone())
             .bearer_auth(&self.token)
             .header(ACCEPT, "application/json");
-        if let Some(body) = body {
-            request = request
+        if let Some(file) = &request.upload {
+            builder = builder
+                .multipart(upload_form(file, request.body.as_ref())?)
+                .timeout(UPLOAD_TIMEOUT);
+        } else if let Some(body) = &request.body {
+            builder = builder
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request.send().await.map_err(|e| self.transport(&e))?;
+        let response = builder.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
-        answer(status, &bytes, &url)
+        answer(status, &bytes, &url).map(|value| (status, value))
     }
 
     fn transport(&self, error: &reqwest::Error) -> Failure {
@@ -384,6 +494,62 @@ impl Client {
             format!("the request to {server} failed: {}", cause(error))
         })
     }
+}
+
+/// A component file's bytes, refused before anything is sent when it is larger than the
+/// server takes. Read through a bound: a file that grows meanwhile cannot exhaust memory.
+fn read_plugin(path: &Path) -> Result<Vec<u8>, Failure> {
+    let shown = path.display();
+    let cannot = |e: std::io::Error| Failure::Other(format!("cannot read {shown}: {e}"));
+    let file = File::open(path).map_err(cannot)?;
+    let metadata = file.metadata().map_err(cannot)?;
+    if metadata.is_dir() {
+        return Err(Failure::Other(format!(
+            "{shown} is a directory, not a component file"
+        )));
+    }
+    let too_large = |len: u64| {
+        Failure::Other(format!(
+            "{shown} is {} ({len} bytes): the server takes components of at most 64 MiB \
+             ({MAX_PLUGIN_BYTES} bytes)",
+            human_bytes(len)
+        ))
+    };
+    if metadata.len() > MAX_PLUGIN_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The `multipart/form-data` of a publication: the text fields of `fields` (`stage`)
+/// first, then the component as `file`.
+fn upload_form(path: &Path, fields: Option<&Value>) -> Result<reqwest::multipart::Form, Failure> {
+    let bytes = read_plugin(path)?;
+    let mut form = reqwest::multipart::Form::new();
+    if let Some(fields) = fields.and_then(Value::as_object) {
+        for (name, value) in fields {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            form = form.text(name.clone(), text);
+        }
+    }
+    let name = path.file_name().map_or_else(
+        || "plugin.wasm".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name)
+        .mime_str("application/wasm")
+        .map_err(|e| Failure::Other(format!("cannot build the upload: {}", cause(&e))))?;
+    Ok(form.part("file", part))
 }
 
 /// The innermost cause of an error (reqwest's own message only names the URL).
@@ -443,6 +609,18 @@ enum Render {
     Usage,
     /// `{"tenants": [USAGE...]}`
     UsageAll,
+    /// `{"plugin": PLUGIN}`, answered 201: newly published.
+    Published,
+    /// `{"plugin": PLUGIN}`, answered 200: that digest was published before.
+    AlreadyPublished,
+    /// `{"plugins": [PLUGIN...]}`
+    Plugins,
+    /// `{"active": ACTIVE}`: after an activation or a rollback.
+    Active,
+    /// `{"active": [ACTIVE...]}`
+    ActiveAll,
+    /// `{"history": [EVENT...]}`
+    History,
 }
 
 /// Runs `tapedeck admin`; the exit code says whether it worked.
@@ -486,53 +664,93 @@ fn create_body(name: &str, self_register: bool, limits: &LimitFlags) -> Value {
     body
 }
 
-/// A command's request: method, path segments, body; and how to show the answer.
+/// A command's request: method, path segments, query, body; and how to show the answer.
+#[derive(Debug)]
 struct Request {
     method: Method,
     path: Vec<String>,
+    query: Vec<(&'static str, String)>,
     body: Option<Value>,
+    /// A file to upload: the request is then `multipart/form-data`, with the body's
+    /// fields as its text fields and the file as its `file` part.
+    upload: Option<PathBuf>,
     render: Render,
 }
 
+impl Request {
+    /// A request to `/v1/admin/{parts...}`.
+    fn new(method: Method, parts: &[&str], body: Option<Value>, render: Render) -> Self {
+        Request {
+            method,
+            path: ["v1", "admin"]
+                .iter()
+                .chain(parts)
+                .map(|p| (*p).to_owned())
+                .collect(),
+            query: Vec::new(),
+            body,
+            upload: None,
+            render,
+        }
+    }
+
+    /// With `?stage=S` when a stage is given.
+    fn stage_filter(mut self, stage: Option<Stage>) -> Self {
+        if let Some(stage) = stage {
+            self.query.push(("stage", stage.as_str().to_owned()));
+        }
+        self
+    }
+}
+
+/// The body of an activation or a rollback: the stage, and the tenant when one is named.
+fn activation_body(stage: Stage, tenant: Option<&str>) -> Value {
+    let mut body = json!({"stage": stage.as_str()});
+    if let Some(tenant) = tenant {
+        body["tenant"] = json!(tenant);
+    }
+    body
+}
+
+/// `POST /v1/admin/plugins/{digest}/activate` (`digest` in full).
+fn activate_request(digest: &str, stage: Stage, tenant: Option<&str>) -> Request {
+    Request::new(
+        Method::POST,
+        &["plugins", digest, "activate"],
+        Some(activation_body(stage, tenant)),
+        Render::Active,
+    )
+}
+
 fn request(command: &AdminCommand) -> Request {
-    let path = |parts: &[&str]| -> Vec<String> {
-        ["v1", "admin"]
-            .iter()
-            .chain(parts)
-            .map(|p| (*p).to_owned())
-            .collect()
-    };
-    let (method, path, body, render) = match command {
+    match command {
         AdminCommand::Tenant(command) => match command.as_ref() {
             TenantCommand::Create {
                 name,
                 self_register,
                 limits,
-            } => (
+            } => Request::new(
                 Method::POST,
-                path(&["tenants"]),
+                &["tenants"],
                 Some(create_body(name, *self_register, limits)),
                 Render::Tenant,
             ),
-            TenantCommand::List => (Method::GET, path(&["tenants"]), None, Render::Tenants),
+            TenantCommand::List => Request::new(Method::GET, &["tenants"], None, Render::Tenants),
             TenantCommand::Show { name } => {
-                (Method::GET, path(&["tenants", name]), None, Render::Tenant)
+                Request::new(Method::GET, &["tenants", name], None, Render::Tenant)
             }
             TenantCommand::Update {
                 name,
                 self_register,
-            } => (
+            } => Request::new(
                 Method::PATCH,
-                path(&["tenants", name]),
+                &["tenants", name],
                 Some(json!({"self_register": self_register})),
                 Render::Tenant,
             ),
-            TenantCommand::Delete { name } => (
-                Method::DELETE,
-                path(&["tenants", name]),
-                None,
-                Render::Deleted,
-            ),
+            TenantCommand::Delete { name } => {
+                Request::new(Method::DELETE, &["tenants", name], None, Render::Deleted)
+            }
             TenantCommand::Limits { name, limits } => {
                 let body = limits.body();
                 let (method, body) = if body.is_empty() {
@@ -540,41 +758,101 @@ fn request(command: &AdminCommand) -> Request {
                 } else {
                     (Method::PATCH, Some(Value::Object(body)))
                 };
-                (
-                    method,
-                    path(&["tenants", name, "limits"]),
-                    body,
-                    Render::Limits,
-                )
+                Request::new(method, &["tenants", name, "limits"], body, Render::Limits)
             }
         },
-        AdminCommand::Usage { name: Some(name) } => (
+        AdminCommand::Usage { name: Some(name) } => Request::new(
             Method::GET,
-            path(&["tenants", name, "usage"]),
+            &["tenants", name, "usage"],
             None,
             Render::Usage,
         ),
         AdminCommand::Usage { name: None } => {
-            (Method::GET, path(&["usage"]), None, Render::UsageAll)
+            Request::new(Method::GET, &["usage"], None, Render::UsageAll)
         }
-    };
-    Request {
-        method,
-        path,
-        body,
-        render,
+        AdminCommand::Plugin(command) => match command.as_ref() {
+            PluginCommand::Publish { file, stage } => Request {
+                upload: Some(file.clone()),
+                ..Request::new(
+                    Method::POST,
+                    &["plugins"],
+                    Some(json!({"stage": stage.as_str()})),
+                    Render::Published,
+                )
+            },
+            PluginCommand::List { stage } => {
+                Request::new(Method::GET, &["plugins"], None, Render::Plugins).stage_filter(*stage)
+            }
+            PluginCommand::Activate {
+                digest,
+                stage,
+                tenant,
+            } => activate_request(digest, *stage, tenant.as_deref()),
+            PluginCommand::Rollback { stage, tenant } => Request::new(
+                Method::POST,
+                &["plugins", "rollback"],
+                Some(activation_body(*stage, tenant.as_deref())),
+                Render::Active,
+            ),
+            PluginCommand::Active => {
+                Request::new(Method::GET, &["plugins", "active"], None, Render::ActiveAll)
+            }
+            PluginCommand::History { stage } => {
+                Request::new(Method::GET, &["plugins", "history"], None, Render::History)
+                    .stage_filter(*stage)
+            }
+        },
+    }
+}
+
+/// The full digest of the one published plugin of `stage` whose digest starts with
+/// `prefix`, from a `{"plugins": [...]}` answer.
+fn resolve_digest(prefix: &str, stage: Stage, plugins: &Value) -> Result<String, Failure> {
+    let matches: Vec<&str> = array(&plugins["plugins"])
+        .iter()
+        .filter(|p| p["stage"].as_str().is_none_or(|s| s == stage.as_str()))
+        .filter_map(|p| p["digest"].as_str())
+        .filter(|d| d.starts_with(prefix))
+        .collect();
+    match matches.as_slice() {
+        [digest] => Ok((*digest).to_owned()),
+        [] => Err(Failure::Other(format!(
+            "no published {} plugin has a digest starting with {prefix} \
+             (see tapedeck admin plugin list --stage {})",
+            stage.as_str(),
+            stage.as_str()
+        ))),
+        several => Err(Failure::Other(format!(
+            "{prefix} is the start of {} {} plugins' digests: give more of the digest",
+            several.len(),
+            stage.as_str()
+        ))),
     }
 }
 
 async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Value), Failure> {
-    let Request {
-        method,
-        path,
-        body,
-        render,
-    } = request(command);
-    let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    let value = client.call(method, &path, body.as_ref()).await?;
+    let mut request = request(command);
+    // An abbreviated digest (as tables show it) is looked up among the stage's plugins.
+    if let AdminCommand::Plugin(plugin) = command
+        && let PluginCommand::Activate {
+            digest,
+            stage,
+            tenant,
+        } = plugin.as_ref()
+        && digest.len() < DIGEST_LEN
+    {
+        let list = Request::new(Method::GET, &["plugins"], None, Render::Plugins)
+            .stage_filter(Some(*stage));
+        let (_, plugins) = client.send(&list).await?;
+        let digest = resolve_digest(digest, *stage, &plugins)?;
+        request = activate_request(&digest, *stage, tenant.as_deref());
+    }
+    let (status, value) = client.send(&request).await?;
+    let render = match request.render {
+        // 201 is a new publication; 200 names one that was there already.
+        Render::Published if status != 201 => Render::AlreadyPublished,
+        render => render,
+    };
     Ok((render, value))
 }
 
@@ -602,6 +880,12 @@ fn render(kind: Render, value: &Value) -> String {
                 usage_table(tenants).to_string()
             }
         }
+        Render::Published => render_published(&value["plugin"], false),
+        Render::AlreadyPublished => render_published(&value["plugin"], true),
+        Render::Plugins => render_plugins(value),
+        Render::Active => render_activation(&value["active"]),
+        Render::ActiveAll => render_active(value),
+        Render::History => render_history(value),
     }
 }
 
@@ -850,6 +1134,156 @@ fn render_usage(usage: &Value) -> String {
     }
     align_right(&mut periods, 2..8);
     format!("{totals}\n{periods}")
+}
+
+/// The text of a JSON string; `?` when it is none.
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+/// A digest as tables show it: its first [`SHORT_DIGEST`] digits; `default` for `null`
+/// (the component the service was started with).
+fn short_digest(value: &Value) -> String {
+    match value {
+        Value::Null => "default".to_owned(),
+        Value::String(digest) => digest.chars().take(SHORT_DIGEST).collect(),
+        other => other.to_string(),
+    }
+}
+
+/// Unix seconds as a UTC time to the second; `-` when not a number.
+fn utc_seconds(value: &Value) -> String {
+    value.as_u64().map_or_else(
+        || count(value),
+        |s| format!("{}:{:02}", utc(s, true), s % 60),
+    )
+}
+
+/// A plugin's size in decimal units.
+fn plugin_size(value: &Value) -> String {
+    value.as_u64().map_or_else(|| count(value), human_bytes)
+}
+
+/// A published plugin, in full (its whole digest, to activate it by).
+fn render_published(plugin: &Value, already: bool) -> String {
+    let stage = text(&plugin["stage"]);
+    let digest = text(&plugin["digest"]);
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
+    let bytes = plugin["bytes"].as_u64().map_or_else(
+        || count(&plugin["bytes"]),
+        |n| format!("{} ({n} bytes)", human_bytes(n)),
+    );
+    let compile = plugin["compile_ms"]
+        .as_u64()
+        .map_or_else(|| count(&plugin["compile_ms"]), |ms| format!("{ms} ms"));
+    for (field, value) in [
+        ("digest", digest.to_owned()),
+        ("stage", stage.to_owned()),
+        ("size", bytes),
+        ("published (UTC)", utc_seconds(&plugin["published_at"])),
+        ("compile", compile),
+    ] {
+        table.add_row(vec![field.to_owned(), value]);
+    }
+    let headline = if already {
+        format!("already published: the registry has this {stage} plugin (nothing changed)")
+    } else {
+        format!("published {stage} plugin")
+    };
+    format!(
+        "{headline}\n{table}\nactivate it: tapedeck admin plugin activate {digest} --stage {stage} \
+         [--tenant NAME]"
+    )
+}
+
+fn render_plugins(value: &Value) -> String {
+    let plugins = array(&value["plugins"]);
+    if plugins.is_empty() {
+        return "no plugins published".to_owned();
+    }
+    let mut table = table(&["digest", "stage", "size", "published (UTC)", "compile ms"]);
+    for plugin in plugins {
+        table.add_row(vec![
+            short_digest(&plugin["digest"]),
+            text(&plugin["stage"]).to_owned(),
+            plugin_size(&plugin["bytes"]),
+            utc_seconds(&plugin["published_at"]),
+            count(&plugin["compile_ms"]),
+        ]);
+    }
+    align_right(&mut table, [2, 4]);
+    table.to_string()
+}
+
+/// Whom an activation is for: a tenant's name, or `all` (`null`).
+fn tenant_cell(value: &Value) -> String {
+    match value {
+        Value::Null => "all".to_owned(),
+        Value::String(name) => name.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What a stage runs now, after an activation or a rollback (the digest in full).
+fn render_activation(active: &Value) -> String {
+    let stage = text(&active["stage"]);
+    let whom = match &active["tenant"] {
+        Value::String(tenant) => format!("tenant {tenant}"),
+        _ => "all tenants".to_owned(),
+    };
+    let what = match &active["digest"] {
+        Value::String(digest) => format!("plugin {digest}"),
+        Value::Null => "the default component (the one the service was started with)".to_owned(),
+        other => other.to_string(),
+    };
+    format!("{stage} for {whom}: {what}")
+}
+
+fn render_active(value: &Value) -> String {
+    let active = array(&value["active"]);
+    if active.is_empty() {
+        return "nothing activated: every stage runs the component the service was started with"
+            .to_owned();
+    }
+    let mut table = table(&["stage", "tenant", "digest"]);
+    for entry in active {
+        table.add_row(vec![
+            text(&entry["stage"]).to_owned(),
+            tenant_cell(&entry["tenant"]),
+            short_digest(&entry["digest"]),
+        ]);
+    }
+    if active.iter().any(|entry| entry["digest"].is_null()) {
+        format!("{table}\ndefault: the component the service was started with")
+    } else {
+        table.to_string()
+    }
+}
+
+fn render_history(value: &Value) -> String {
+    let history = array(&value["history"]);
+    if history.is_empty() {
+        return "no plugin history".to_owned();
+    }
+    let mut table = table(&["at (UTC)", "action", "stage", "tenant", "digest"]);
+    for event in history {
+        let action = text(&event["action"]);
+        // A publication is for no tenant; an activation for `null` is for all.
+        let tenant = if action == "publish" && event["tenant"].is_null() {
+            "-".to_owned()
+        } else {
+            tenant_cell(&event["tenant"])
+        };
+        table.add_row(vec![
+            utc_seconds(&event["at"]),
+            action.to_owned(),
+            text(&event["stage"]).to_owned(),
+            tenant,
+            short_digest(&event["digest"]),
+        ]);
+    }
+    table.to_string()
 }
 
 /// Unix seconds as a UTC date (`2026-11-29`), with the time of day (`2026-11-29 20:00`).
@@ -1179,7 +1613,518 @@ mod tests {
             );
             assert_eq!(request.body, body, "{args:?}");
             assert_eq!(request.render, render, "{args:?}");
+            assert!(request.query.is_empty() && request.upload.is_none());
         }
+    }
+
+    /// The request's path under `/v1/admin/`, with its query.
+    fn target(request: &Request) -> String {
+        let path = request.path.join("/");
+        let path = path.strip_prefix("v1/admin/").unwrap_or(&path).to_owned();
+        let query: Vec<String> = request
+            .query
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", query.join("&"))
+        }
+    }
+
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn plugin_commands_map_to_the_contracts_requests() {
+        let cases: [Case; 10] = [
+            (
+                &["plugin", "list"],
+                Method::GET,
+                "plugins",
+                None,
+                Render::Plugins,
+            ),
+            (
+                &["plugin", "list", "--stage", "notifier"],
+                Method::GET,
+                "plugins?stage=notifier",
+                None,
+                Render::Plugins,
+            ),
+            (
+                &["plugin", "activate", DIGEST, "--stage", "converter"],
+                Method::POST,
+                &format!("plugins/{DIGEST}/activate"),
+                Some(json!({"stage": "converter"})),
+                Render::Active,
+            ),
+            (
+                &[
+                    "plugin",
+                    "activate",
+                    &DIGEST.to_uppercase(),
+                    "--stage",
+                    "converter",
+                    "--tenant",
+                    "acme",
+                ],
+                Method::POST,
+                &format!("plugins/{DIGEST}/activate"),
+                Some(json!({"stage": "converter", "tenant": "acme"})),
+                Render::Active,
+            ),
+            (
+                &["plugin", "rollback", "--stage", "converter"],
+                Method::POST,
+                "plugins/rollback",
+                Some(json!({"stage": "converter"})),
+                Render::Active,
+            ),
+            (
+                &[
+                    "plugin", "rollback", "--stage", "notifier", "--tenant", "acme",
+                ],
+                Method::POST,
+                "plugins/rollback",
+                Some(json!({"stage": "notifier", "tenant": "acme"})),
+                Render::Active,
+            ),
+            (
+                &["plugin", "active"],
+                Method::GET,
+                "plugins/active",
+                None,
+                Render::ActiveAll,
+            ),
+            (
+                &["plugin", "history"],
+                Method::GET,
+                "plugins/history",
+                None,
+                Render::History,
+            ),
+            (
+                &["plugin", "history", "--stage", "converter"],
+                Method::GET,
+                "plugins/history?stage=converter",
+                None,
+                Render::History,
+            ),
+            (
+                &["plugin", "publish", "conv.wasm", "--stage", "converter"],
+                Method::POST,
+                "plugins",
+                Some(json!({"stage": "converter"})),
+                Render::Published,
+            ),
+        ];
+        for (args, method, path, body, render) in cases {
+            let request = request(&parse(args).unwrap().command);
+            assert_eq!(request.method, method, "{args:?}");
+            assert_eq!(target(&request), path, "{args:?}");
+            assert_eq!(request.body, body, "{args:?}");
+            assert_eq!(request.render, render, "{args:?}");
+            let upload = (args[1] == "publish").then(|| PathBuf::from("conv.wasm"));
+            assert_eq!(request.upload, upload, "{args:?}");
+        }
+        // An abbreviated digest is kept as given (it is looked up before the request).
+        let request = request(
+            &parse(&["plugin", "activate", "0123456789AB", "--stage", "converter"])
+                .unwrap()
+                .command,
+        );
+        assert_eq!(target(&request), "plugins/0123456789ab/activate");
+    }
+
+    #[test]
+    fn plugin_usage_errors_are_clap_errors() {
+        let long = format!("{DIGEST}0");
+        for args in [
+            &["plugin", "publish", "conv.wasm"][..],
+            &["plugin", "publish", "conv.wasm", "--stage", "auth"],
+            &["plugin", "publish", "--stage", "converter"],
+            &["plugin", "activate", DIGEST],
+            &["plugin", "activate", "--stage", "converter"],
+            &["plugin", "activate", "xyz0123", "--stage", "converter"],
+            &["plugin", "activate", "abc", "--stage", "converter"],
+            &["plugin", "activate", &long, "--stage", "converter"],
+            &["plugin", "rollback"],
+            &["plugin", "rollback", "--stage", "converter", "--tenant"],
+            &["plugin", "list", "--stage", "everything"],
+            &["plugin", "active", "extra"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?}"));
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+        assert_eq!(parse_digest("ABCD"), Ok("abcd".to_owned()));
+        assert_eq!(parse_digest(DIGEST), Ok(DIGEST.to_owned()));
+    }
+
+    #[test]
+    fn abbreviated_digests_resolve_among_the_stages_plugins() {
+        let other = format!("0123{}", &DIGEST[4..].replace('a', "f"));
+        let plugins = json!({"plugins": [
+            {"digest": DIGEST, "stage": "converter"},
+            {"digest": other, "stage": "converter"},
+            {"digest": "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+             "stage": "notifier"},
+        ]});
+        assert_eq!(
+            resolve_digest("0123456789a", Stage::Converter, &plugins).unwrap(),
+            DIGEST
+        );
+        let several = resolve_digest("0123", Stage::Converter, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(several.contains("give more of the digest"), "{several}");
+        let none = resolve_digest("fedc", Stage::Converter, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            none.starts_with("no published converter plugin has a digest starting with fedc"),
+            "{none}"
+        );
+        assert!(resolve_digest("fedc", Stage::Notifier, &plugins).is_ok());
+    }
+
+    #[test]
+    fn component_files_are_read_within_the_servers_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.wasm");
+        std::fs::write(&small, b"\0asm\x0d\0\x01\0").unwrap();
+        assert_eq!(read_plugin(&small).unwrap(), b"\0asm\x0d\0\x01\0");
+
+        // Sparse: nothing is written, the size alone is refused.
+        let large = dir.path().join("large.wasm");
+        File::create(&large)
+            .unwrap()
+            .set_len(MAX_PLUGIN_BYTES + 1)
+            .unwrap();
+        let error = read_plugin(&large).unwrap_err().to_string();
+        assert!(
+            error.contains("large.wasm is 67.1 MB (67108865 bytes)")
+                && error.contains("at most 64 MiB"),
+            "{error}"
+        );
+        let exact = dir.path().join("exact.wasm");
+        File::create(&exact)
+            .unwrap()
+            .set_len(MAX_PLUGIN_BYTES)
+            .unwrap();
+        assert_eq!(read_plugin(&exact).unwrap().len() as u64, MAX_PLUGIN_BYTES);
+
+        let missing = read_plugin(&dir.path().join("missing.wasm"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("cannot read ") && missing.contains("missing.wasm"),
+            "{missing}"
+        );
+        let directory = read_plugin(dir.path()).unwrap_err().to_string();
+        assert!(directory.contains("is a directory"), "{directory}");
+    }
+
+    /// A one-shot HTTP server on loopback: answers `status` with `body` and hands back the
+    /// request it read (head and body).
+    fn one_shot_server(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 64 * 1024];
+            let head_end = loop {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client closed before its request was complete");
+                received.extend_from_slice(&chunk[..n]);
+                if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("the upload has a content-length");
+            while received.len() < head_end + length {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client closed before its body was complete");
+                received.extend_from_slice(&chunk[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+            (head, received[head_end..].to_vec())
+        });
+        (base, server)
+    }
+
+    #[tokio::test]
+    async fn publish_uploads_the_stage_and_the_file_as_multipart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conv.wasm");
+        let component = b"\0asm\x0d\0\x01\0component bytes";
+        std::fs::write(&file, component).unwrap();
+        let command = parse(&[
+            "plugin",
+            "publish",
+            file.to_str().unwrap(),
+            "--stage",
+            "converter",
+        ])
+        .unwrap()
+        .command;
+        for (status, render) in [
+            ("201 Created", Render::Published),
+            ("200 OK", Render::AlreadyPublished),
+        ] {
+            let (base, server) = one_shot_server(status, r#"{"plugin":{"stage":"converter"}}"#);
+            let client = Client::new(Url::parse(&base).unwrap(), "tok".into()).unwrap();
+            let (shown, value) = execute(&client, &command).await.unwrap();
+            assert_eq!(shown, render, "{status}");
+            assert_eq!(value, json!({"plugin": {"stage": "converter"}}));
+            let (head, body) = server.join().unwrap();
+            let head = head.to_ascii_lowercase();
+            assert!(
+                head.starts_with("post /v1/admin/plugins http/1.1\r\n"),
+                "{head}"
+            );
+            assert!(head.contains("authorization: bearer tok\r\n"), "{head}");
+            let boundary = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-type: multipart/form-data; boundary="))
+                .unwrap_or_else(|| panic!("not multipart: {head}"))
+                .to_owned();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let stage = body
+                .find("content-disposition: form-data; name=\"stage\"\r\n\r\nconverter\r\n")
+                .or_else(|| {
+                    body.to_ascii_lowercase()
+                        .find("content-disposition: form-data; name=\"stage\"\r\n\r\nconverter\r\n")
+                })
+                .unwrap_or_else(|| panic!("no stage field: {body}"));
+            let lower = body.to_ascii_lowercase();
+            let part = lower
+                .find("content-disposition: form-data; name=\"file\"; filename=\"conv.wasm\"")
+                .unwrap_or_else(|| panic!("no file part: {body}"));
+            assert!(stage < part, "the stage comes before the file: {body}");
+            assert!(
+                lower[part..].contains("content-type: application/wasm\r\n"),
+                "{body}"
+            );
+            assert!(
+                body.contains(&format!(
+                    "\r\n\r\n{}\r\n--{boundary}--",
+                    String::from_utf8_lossy(component)
+                )),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_too_large_is_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("huge.wasm");
+        File::create(&file)
+            .unwrap()
+            .set_len(MAX_PLUGIN_BYTES + 1)
+            .unwrap();
+        // Nothing listens there: a connection attempt would say so instead.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let client = Client::new(
+            Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            "t".into(),
+        )
+        .unwrap();
+        let command = parse(&[
+            "plugin",
+            "publish",
+            file.to_str().unwrap(),
+            "--stage",
+            "notifier",
+        ])
+        .unwrap()
+        .command;
+        let error = execute(&client, &command).await.unwrap_err().to_string();
+        assert!(error.contains("at most 64 MiB"), "{error}");
+    }
+
+    fn sample_plugin() -> Value {
+        json!({"digest": DIGEST, "stage": "converter", "bytes": 1_234_567,
+               "published_at": 1_795_990_000u64, "compile_ms": 812})
+    }
+
+    #[test]
+    fn a_publication_shows_the_whole_digest() {
+        let text = render(Render::Published, &json!({ "plugin": sample_plugin() }));
+        assert!(text.starts_with("published converter plugin\n"), "{text}");
+        assert_eq!(row(&text, "digest"), ["digest", DIGEST], "{text}");
+        assert_eq!(row(&text, "stage"), ["stage", "converter"]);
+        assert_eq!(row(&text, "size"), ["size", "1.2 MB (1234567 bytes)"]);
+        assert_eq!(
+            row(&text, "published (UTC)"),
+            ["published (UTC)", "2026-11-29 22:06:40"]
+        );
+        assert_eq!(row(&text, "compile"), ["compile", "812 ms"]);
+        assert!(
+            text.ends_with(&format!(
+                "activate it: tapedeck admin plugin activate {DIGEST} --stage converter \
+                 [--tenant NAME]"
+            )),
+            "{text}"
+        );
+        let again = render(
+            Render::AlreadyPublished,
+            &json!({ "plugin": sample_plugin() }),
+        );
+        assert!(again.starts_with("already published: "), "{again}");
+        assert_eq!(row(&again, "digest"), ["digest", DIGEST]);
+    }
+
+    #[test]
+    fn plugin_lists_abbreviate_digests() {
+        let mut notifier = sample_plugin();
+        notifier["digest"] =
+            json!("fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210");
+        notifier["stage"] = json!("notifier");
+        notifier["compile_ms"] = json!(40);
+        let text = render(
+            Render::Plugins,
+            &json!({"plugins": [sample_plugin(), notifier]}),
+        );
+        assert_eq!(
+            row(&text, "digest"),
+            ["digest", "stage", "size", "published (UTC)", "compile ms"],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "0123456789ab"),
+            [
+                "0123456789ab",
+                "converter",
+                "1.2 MB",
+                "2026-11-29 22:06:40",
+                "812"
+            ]
+        );
+        assert_eq!(row(&text, "fedcba987654")[1], "notifier");
+        assert!(!text.contains(DIGEST), "{text}");
+        assert_eq!(
+            render(Render::Plugins, &json!({"plugins": []})),
+            "no plugins published"
+        );
+    }
+
+    #[test]
+    fn activations_say_what_a_stage_runs() {
+        assert_eq!(
+            render(
+                Render::Active,
+                &json!({"active": {"stage": "converter", "tenant": "acme", "digest": DIGEST}})
+            ),
+            format!("converter for tenant acme: plugin {DIGEST}")
+        );
+        assert_eq!(
+            render(
+                Render::Active,
+                &json!({"active": {"stage": "notifier", "tenant": null, "digest": null}})
+            ),
+            "notifier for all tenants: the default component (the one the service was started \
+             with)"
+        );
+
+        let text = render(
+            Render::ActiveAll,
+            &json!({"active": [
+                {"stage": "converter", "tenant": null, "digest": DIGEST},
+                {"stage": "converter", "tenant": "acme", "digest": null},
+            ]}),
+        );
+        assert_eq!(row(&text, "stage"), ["stage", "tenant", "digest"], "{text}");
+        assert_eq!(
+            row(&text, "converter"),
+            ["converter", "all", "0123456789ab"]
+        );
+        assert!(text.contains(" acme "), "{text}");
+        assert!(
+            text.ends_with("\ndefault: the component the service was started with"),
+            "{text}"
+        );
+        let only = render(
+            Render::ActiveAll,
+            &json!({"active": [{"stage": "converter", "tenant": null, "digest": DIGEST}]}),
+        );
+        assert!(!only.contains("default"), "{only}");
+        assert!(render(Render::ActiveAll, &json!({"active": []})).starts_with("nothing activated"));
+    }
+
+    #[test]
+    fn history_lists_every_action() {
+        let text = render(
+            Render::History,
+            &json!({"history": [
+                {"at": 1_795_990_060u64, "action": "rollback", "stage": "converter",
+                 "tenant": "acme", "digest": null},
+                {"at": 1_795_990_030u64, "action": "activate", "stage": "converter",
+                 "tenant": null, "digest": DIGEST},
+                {"at": 1_795_990_000u64, "action": "publish", "stage": "converter",
+                 "tenant": null, "digest": DIGEST},
+            ]}),
+        );
+        assert_eq!(
+            row(&text, "at"),
+            ["at (UTC)", "action", "stage", "tenant", "digest"],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "2026-11-29 22:07:40"),
+            [
+                "2026-11-29 22:07:40",
+                "rollback",
+                "converter",
+                "acme",
+                "default"
+            ]
+        );
+        assert_eq!(
+            row(&text, "2026-11-29 22:07:10"),
+            [
+                "2026-11-29 22:07:10",
+                "activate",
+                "converter",
+                "all",
+                "0123456789ab"
+            ]
+        );
+        assert_eq!(
+            row(&text, "2026-11-29 22:06:40"),
+            [
+                "2026-11-29 22:06:40",
+                "publish",
+                "converter",
+                "-",
+                "0123456789ab"
+            ]
+        );
+        assert_eq!(
+            render(Render::History, &json!({"history": []})),
+            "no plugin history"
+        );
     }
 
     #[test]
@@ -1243,7 +2188,12 @@ mod tests {
         let server = format!("http://127.0.0.1:{port}");
         let client = Client::new(Url::parse(&server).unwrap(), "t".into()).unwrap();
         let error = client
-            .call(Method::GET, &["v1", "admin", "tenants"], None)
+            .send(&Request::new(
+                Method::GET,
+                &["tenants"],
+                None,
+                Render::Tenants,
+            ))
             .await
             .unwrap_err();
         let message = error.to_string();

@@ -310,8 +310,18 @@ impl Worker {
             })
         };
         let limits = self.run_limits(&job.tenant).await?;
+        // The component is pinned for this attempt: a hot swap from here on affects the
+        // next job (or the next attempt), not this one.
         let installed = self.converter.for_tenant(&job.tenant);
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
+        if !installed.digest.is_empty()
+            && let Err(e) = self
+                .queue
+                .record_converter(&job.tenant, &job.id, &installed.digest)
+                .await
+        {
+            tracing::warn!(job = %job.id, error = %e, "converter digest not recorded");
+        }
         let converter = installed.stage.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
         let cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -30,6 +30,7 @@ fn job(id: &str) -> JobRecord {
         output: None,
         options: Default::default(),
         attempts: 0,
+        converters: Vec::new(),
     }
 }
 

@@ -119,6 +119,7 @@ async fn finish_job(
         output: None,
         options: Default::default(),
         attempts: 0,
+        converters: Vec::new(),
     };
     queue.enqueue(&job).await.unwrap();
     let delivery = loop {

@@ -490,6 +490,18 @@ impl JobQueue {
         Ok(hashes.iter().filter_map(JobRecord::from_hash).collect())
     }
 
+    /// Records that `digest` (a converter component) runs this attempt of the job: its
+    /// `converters` list gets it unless it is already the last one.
+    pub async fn record_converter(&self, tenant: &str, job_id: &str, digest: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = scripts::RECORD_CONVERTER
+            .key(job_key(tenant, job_id))
+            .arg(digest)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Adds CPU time a conversion of `tenant` used to its hourly and daily usage.
     pub async fn record_cpu(&self, tenant: &str, cpu_ms: u64) -> Result<()> {
         let mut conn = self.conn().await?;

@@ -253,6 +253,22 @@ return 1
     ))
 });
 
+/// Appends a converter digest to a job's `converters` (comma-separated) unless it is the
+/// last one already. KEYS: job. ARGV: digest.
+pub static RECORD_CONVERTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local list = redis.call('HGET', KEYS[1], 'converters') or ''
+local last = string.match(list, '([^,]*)$')
+if last == ARGV[1] then return 0 end
+if list == '' then list = ARGV[1] else list = list .. ',' .. ARGV[1] end
+redis.call('HSET', KEYS[1], 'converters', list)
+return 1
+"#,
+    )
+});
+
 /// Puts one due retry back on its tenant's convert stream, if the job still waits for
 /// it (`queued` with `retry_due` set); a stale retry entry changes nothing.
 /// KEYS: job, convert stream. ARGV: job id. Returns 1 if queued.

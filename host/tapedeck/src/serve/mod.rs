@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod managed_redis;
+pub mod registry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -207,6 +208,10 @@ async fn serve_with_redis(
         RuntimeConfig::new(&cache_dir).context("finding this executable to run plugins with")?;
     in_process.isolation = Isolation::InProcess;
     let in_process = PluginRuntime::new(in_process)?;
+    let mut watched = registry::Watched {
+        converter: None,
+        composer: None,
+    };
     if config.role.runs_workers() {
         let bytes = component_bytes(
             config.notifier.as_deref(),
@@ -215,6 +220,7 @@ async fn serve_with_redis(
         let plugin = in_process.load_notifier(&bytes)?;
         tracing::info!(digest = plugin.digest(), "notifier loaded");
         let composer: Stage<dyn Composer> = Stage::new(plugin.digest().to_owned(), plugin);
+        watched.composer = Some(composer.clone());
         let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
         notifier.public_base_url = config.public_url.clone().or_else(|| {
             // In one process the gateway is right here; split, a gateway publishes its URL.
@@ -241,6 +247,7 @@ async fn serve_with_redis(
     }
     if config.role.runs_workers() {
         let converter = converter.context("a worker role needs a converter")?;
+        watched.converter = Some(converter.clone());
         let scratch_root = config.data_dir.join("scratch");
         tapedeck_worker::clean_stale_scratch(&scratch_root);
         let settings = WorkerSettings {
@@ -260,6 +267,17 @@ async fn serve_with_redis(
         tasks.spawn(worker.run(stop.clone()));
     }
     health.components_ready.store(true, Ordering::Release);
+    if config.role.runs_workers() {
+        // Hot swap: this process's stages follow what the operator activates.
+        tasks.spawn(registry::watch(
+            pool.clone(),
+            redis.clone(),
+            blobs.clone(),
+            cache_dir.clone(),
+            watched,
+            stop.clone(),
+        ));
+    }
     // Every process deletes tenants marked for deletion and expires jobs past retention
     // (one at a time: the passes take a lock in Redis).
     tasks.spawn(tapedeck_worker::janitor::run(
@@ -316,6 +334,9 @@ async fn serve_with_redis(
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
             tenant_defaults: Arc::new(config.tenant_defaults.clone()),
+            plugin_check: Arc::new(registry::RuntimeCheck {
+                cache_dir: cache_dir.clone(),
+            }),
             health,
             bench_routes: config.bench_routes,
             links: LinkSigner::load_or_create(&mut pool.get().await?).await?,

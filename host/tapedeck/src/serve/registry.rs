@@ -1,0 +1,235 @@
+//! The plugin registry's host side: checking a published component
+//! ([`RuntimeCheck`], the gateway's `PluginCheck`), and keeping this process's stages in
+//! step with what the operator activated ([`watch`]): Redis pub/sub for speed, and the
+//! version counter polled every second so a missed message heals itself.
+//!
+//! A swap is `Stage::replace` / `Stage::set_tenant`: a conversion in flight keeps the
+//! component it started with (the worker pins it per attempt and records its digest on
+//! the job); the next one gets the new component. A component no stage holds any more
+//! is dropped from the cache here and unloaded when its last run ends (it is an `Arc`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use tapedeck_blobs::BlobStore;
+use tapedeck_model::convert::Converter;
+use tapedeck_model::notify::Composer;
+use tapedeck_model::plugins::{CheckReport, PluginCheck};
+use tapedeck_model::stage::Stage;
+use tapedeck_plugins::adapters::ComponentConverter;
+use tapedeck_plugins::{Isolation, PluginRuntime, RuntimeConfig};
+use tapedeck_store::keys::PLUGIN_CHANNEL;
+use tapedeck_store::plugins;
+
+/// Checks components with a fresh runtime of the stage's kind, on a blocking thread.
+pub struct RuntimeCheck {
+    pub cache_dir: PathBuf,
+}
+
+impl PluginCheck for RuntimeCheck {
+    fn check<'a>(
+        &'a self,
+        stage: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, Result<CheckReport, String>> {
+        let (stage, bytes, cache_dir) = (stage.to_owned(), bytes.to_vec(), self.cache_dir.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let start = Instant::now();
+                let mut config = RuntimeConfig::new(&cache_dir).map_err(|e| e.to_string())?;
+                if stage == "notifier" {
+                    config.isolation = Isolation::InProcess;
+                }
+                let runtime = PluginRuntime::new(config).map_err(|e| e.to_string())?;
+                match stage.as_str() {
+                    "converter" => runtime.load_converter(&bytes).map(|_| ()),
+                    "notifier" => runtime.load_notifier(&bytes).map(|_| ()),
+                    other => return Err(format!("no registry for the {other} stage")),
+                }
+                .map_err(|e| e.to_string())?;
+                Ok(CheckReport {
+                    compile_ms: start.elapsed().as_millis() as u64,
+                })
+            })
+            .await
+            .map_err(|e| format!("the check panicked: {e}"))?
+        })
+    }
+}
+
+/// One stage this process runs, and what it started with.
+struct Swappable<T: ?Sized> {
+    stage: Stage<T>,
+    starting: (String, Arc<T>),
+    /// Loaded registry components by digest.
+    loaded: HashMap<String, Arc<T>>,
+}
+
+impl<T: ?Sized> Swappable<T> {
+    fn new(stage: Stage<T>) -> Self {
+        let now = stage.current();
+        Self {
+            starting: (now.digest.clone(), now.stage.clone()),
+            stage,
+            loaded: HashMap::new(),
+        }
+    }
+}
+
+/// What `watch` keeps in step.
+pub struct Watched {
+    pub converter: Option<Stage<dyn Converter>>,
+    pub composer: Option<Stage<dyn Composer>>,
+}
+
+/// Keeps the stages in step with the registry until `stop`.
+pub async fn watch(
+    pool: deadpool_redis::Pool,
+    redis: redis::Client,
+    blobs: BlobStore,
+    cache_dir: PathBuf,
+    stages: Watched,
+    stop: CancellationToken,
+) {
+    let mut converter = stages.converter.map(Swappable::new);
+    let mut composer = stages.composer.map(Swappable::new);
+    let mut seen = u64::MAX;
+    let mut messages = match redis.get_async_pubsub().await {
+        Ok(mut pubsub) => match pubsub.subscribe(PLUGIN_CHANNEL).await {
+            Ok(()) => Some(pubsub.into_on_message()),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    loop {
+        match plugins::version(&pool).await {
+            Ok(v) if v != seen => {
+                match reconcile(&pool, &blobs, &cache_dir, &mut converter, &mut composer).await {
+                    Ok(()) => seen = v,
+                    Err(e) => tracing::warn!(error = %e, "could not apply the plugin registry"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the plugin registry"),
+        }
+        let tick = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick => {}
+            _ = async {
+                match messages.as_mut() {
+                    Some(m) => { m.next().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+}
+
+async fn fetch(blobs: &BlobStore, digest: &str) -> anyhow::Result<Vec<u8>> {
+    let key = plugins::blob_key(digest);
+    let size = blobs.size(&key).await?;
+    Ok(blobs.read_at(&key, 0, size).await?.to_vec())
+}
+
+async fn reconcile(
+    pool: &deadpool_redis::Pool,
+    blobs: &BlobStore,
+    cache_dir: &std::path::Path,
+    converter: &mut Option<Swappable<dyn Converter>>,
+    composer: &mut Option<Swappable<dyn Composer>>,
+) -> anyhow::Result<()> {
+    let active = plugins::active(pool).await?;
+    if let Some(s) = converter {
+        let cache = cache_dir.to_path_buf();
+        apply(s, "converter", &active, blobs, move |bytes: Vec<u8>| {
+            let runtime = PluginRuntime::new(RuntimeConfig::new(&cache)?)?;
+            let plugin = runtime.load_converter(&bytes)?;
+            Ok(Arc::new(ComponentConverter::new(plugin)) as Arc<dyn Converter>)
+        })
+        .await?;
+    }
+    if let Some(s) = composer {
+        let cache = cache_dir.to_path_buf();
+        apply(s, "notifier", &active, blobs, move |bytes: Vec<u8>| {
+            let mut config = RuntimeConfig::new(&cache)?;
+            config.isolation = Isolation::InProcess;
+            let plugin = PluginRuntime::new(config)?.load_notifier(&bytes)?;
+            Ok(plugin as Arc<dyn Composer>)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Makes `s` match the activations of `stage_name`: everyone's, then each tenant's.
+async fn apply<T: ?Sized + Send + Sync + 'static>(
+    s: &mut Swappable<T>,
+    stage_name: &str,
+    active: &[plugins::Active],
+    blobs: &BlobStore,
+    load: impl Fn(Vec<u8>) -> anyhow::Result<Arc<T>> + Send + Sync + Clone + 'static,
+) -> anyhow::Result<()> {
+    let mine: Vec<&plugins::Active> = active.iter().filter(|a| a.stage == stage_name).collect();
+    let mut wanted: Vec<String> = mine.iter().filter_map(|a| a.digest.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
+    for digest in &wanted {
+        if !s.loaded.contains_key(digest) {
+            let bytes = fetch(blobs, digest).await?;
+            let load = load.clone();
+            let component = tokio::task::spawn_blocking(move || load(bytes)).await??;
+            s.loaded.insert(digest.clone(), component);
+        }
+    }
+    let everyone = mine
+        .iter()
+        .find(|a| a.tenant.is_none())
+        .and_then(|a| a.digest.clone());
+    let target = match &everyone {
+        Some(d) => (d.clone(), s.loaded[d].clone()),
+        None => s.starting.clone(),
+    };
+    if s.stage.current().digest != target.0 {
+        tracing::info!(stage = stage_name, digest = %target.0, "component swapped for everyone");
+        s.stage.replace(target.0, target.1);
+    }
+    let per_tenant: HashMap<&str, &str> = mine
+        .iter()
+        .filter_map(|a| Some((a.tenant.as_deref()?, a.digest.as_deref()?)))
+        .collect();
+    for (tenant, digest) in &per_tenant {
+        let has = s.stage.tenant_digests();
+        if !has.iter().any(|(t, d)| t == tenant && d == digest) {
+            tracing::info!(
+                stage = stage_name,
+                tenant,
+                digest,
+                "component swapped for a tenant"
+            );
+            s.stage.set_tenant(
+                tenant,
+                Some((digest.to_string(), s.loaded[*digest].clone())),
+            );
+        }
+    }
+    for (tenant, _) in s.stage.tenant_digests() {
+        if !per_tenant.contains_key(tenant.as_str()) {
+            tracing::info!(
+                stage = stage_name,
+                tenant,
+                "tenant back on everyone's component"
+            );
+            s.stage.set_tenant(&tenant, None);
+        }
+    }
+    // Unload what no activation names (runs in flight still hold their own `Arc`).
+    s.loaded.retain(|d, _| wanted.contains(d));
+    Ok(())
+}

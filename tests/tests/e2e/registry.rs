@@ -1,0 +1,169 @@
+//! The plugin registry (issue 13, first part), end to end: publish (checked, content
+//! addressed), activate for one tenant or everyone, roll back; the worker swaps within a
+//! second and each job records the converter digest it ran with.
+
+use super::*;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+const OPERATOR: &str = "op-token-0123456789abcdef0123456789";
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn publish(op: &Api, stage: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .text("stage", stage.to_owned())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
+        );
+    op.post("/v1/admin/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn activate(op: &Api, digest: &str, body: Value) -> Value {
+    let r = op
+        .post(&format!("/v1/admin/plugins/{digest}/activate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// A file the hostile test converter turns into an "MP3", and the built-in one refuses
+/// (it is no audio at all): tells the two apart from the outside.
+fn not_audio(dir: &Path) -> PathBuf {
+    let mut fine = b"\0\0\0\x20ftypisom".to_vec();
+    fine.resize(4096, 7);
+    let path = dir.join("fine.mp4");
+    std::fs::write(&path, &fine).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "1".into()),
+    ]);
+    let op = Api {
+        token: Some(OPERATOR.into()),
+        ..s.api.clone()
+    };
+    let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
+    let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let hostile = sha256(&hostile_bytes);
+
+    // Refused with the reason: not a component; another stage's world.
+    let r = publish(&op, "converter", vec![7u8; 100]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_plugin", "{v}");
+    let r = publish(
+        &op,
+        "converter",
+        tapedeck::components::DEFAULT_NOTIFIER.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(why.contains("converter"), "names the world it lacks: {why}");
+    // Accepted, content-addressed; a second publish is a no-op.
+    let r = publish(&op, "converter", hostile_bytes.clone()).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["plugin"]["digest"], hostile.as_str());
+    assert_eq!(v["plugin"]["bytes"], hostile_bytes.len());
+    let r = publish(&op, "converter", hostile_bytes.clone()).await;
+    assert_eq!(r.status(), 200);
+
+    create_canary(&op).await;
+    let canary = s.api.signed_up("canary", "c@example.com").await;
+    let me = s.api.signed_up("default", "d@example.com").await;
+    let input = not_audio(s._dir.path());
+
+    // One tenant on the published converter; the others keep the built-in one.
+    activate(
+        &op,
+        &hostile,
+        json!({"stage": "converter", "tenant": "canary"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let job = canary.upload_and_wait(&input, &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["converters"], json!([hostile]), "{job}");
+    let job = me.upload_and_wait(&input, &[]).await;
+    assert_eq!(
+        job["status"], "failed",
+        "the built-in converter refuses it: {job}"
+    );
+    assert_eq!(job["converters"], json!([builtin]), "{job}");
+
+    // Everyone on it, then rolled back: the built-in converter again.
+    activate(&op, &hostile, json!({"stage": "converter"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let job = me.upload_and_wait(&input, &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["converters"], json!([hostile]), "{job}");
+    let r = op
+        .post("/v1/admin/plugins/rollback")
+        .json(&json!({"stage": "converter"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["active"]["digest"], Value::Null, "{v}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let job = me
+        .upload_and_wait(
+            &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
+            &[],
+        )
+        .await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["converters"], json!([builtin]), "{job}");
+
+    let active = op.get_json("/v1/admin/plugins/active").await;
+    assert_eq!(
+        active["active"],
+        json!([{"stage": "converter", "tenant": "canary", "digest": hostile}]),
+        "{active}"
+    );
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    let actions: Vec<&str> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["rollback", "activate", "activate", "publish"]);
+    let r = op
+        .post(&format!("/v1/admin/plugins/{}/activate", "0".repeat(64)))
+        .json(&json!({"stage": "converter"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+async fn create_canary(op: &Api) {
+    let r = op
+        .post("/v1/admin/tenants")
+        .json(&json!({"name": "canary", "self_register": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
