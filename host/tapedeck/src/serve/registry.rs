@@ -99,6 +99,14 @@ pub async fn watch(
 ) {
     let mut converter = stages.converter.map(Swappable::new);
     let mut composer = stages.composer.map(Swappable::new);
+    // One runtime per kind for everything the registry loads in this process.
+    let runtimes = match Runtimes::new(&cache_dir) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!(error = %e, "no plugin runtime for the registry; hot swap is off");
+            return;
+        }
+    };
     let mut seen = u64::MAX;
     let mut messages = match redis.get_async_pubsub().await {
         Ok(mut pubsub) => match pubsub.subscribe(PLUGIN_CHANNEL).await {
@@ -110,7 +118,7 @@ pub async fn watch(
     loop {
         match plugins::version(&pool).await {
             Ok(v) if v != seen => {
-                match reconcile(&pool, &blobs, &cache_dir, &mut converter, &mut composer).await {
+                match reconcile(&pool, &blobs, &runtimes, &mut converter, &mut composer).await {
                     Ok(()) => seen = v,
                     Err(e) => tracing::warn!(error = %e, "could not apply the plugin registry"),
                 }
@@ -138,29 +146,44 @@ async fn fetch(blobs: &BlobStore, digest: &str) -> anyhow::Result<Vec<u8>> {
     Ok(blobs.read_at(&key, 0, size).await?.to_vec())
 }
 
+/// The runtimes registry components load into: converters run in child processes (no
+/// epoch checks in their code), notifiers in-process with an epoch deadline.
+struct Runtimes {
+    converter: PluginRuntime,
+    notifier: PluginRuntime,
+}
+
+impl Runtimes {
+    fn new(cache_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut in_process = RuntimeConfig::new(cache_dir)?;
+        in_process.isolation = Isolation::InProcess;
+        Ok(Self {
+            converter: PluginRuntime::new(RuntimeConfig::new(cache_dir)?)?,
+            notifier: PluginRuntime::new(in_process)?,
+        })
+    }
+}
+
 async fn reconcile(
     pool: &deadpool_redis::Pool,
     blobs: &BlobStore,
-    cache_dir: &std::path::Path,
+    runtimes: &Arc<Runtimes>,
     converter: &mut Option<Swappable<dyn Converter>>,
     composer: &mut Option<Swappable<dyn Composer>>,
 ) -> anyhow::Result<()> {
     let active = plugins::active(pool).await?;
     if let Some(s) = converter {
-        let cache = cache_dir.to_path_buf();
+        let runtimes = runtimes.clone();
         apply(s, "converter", &active, blobs, move |bytes: Vec<u8>| {
-            let runtime = PluginRuntime::new(RuntimeConfig::new(&cache)?)?;
-            let plugin = runtime.load_converter(&bytes)?;
+            let plugin = runtimes.converter.load_converter(&bytes)?;
             Ok(Arc::new(ComponentConverter::new(plugin)) as Arc<dyn Converter>)
         })
         .await?;
     }
     if let Some(s) = composer {
-        let cache = cache_dir.to_path_buf();
+        let runtimes = runtimes.clone();
         apply(s, "notifier", &active, blobs, move |bytes: Vec<u8>| {
-            let mut config = RuntimeConfig::new(&cache)?;
-            config.isolation = Isolation::InProcess;
-            let plugin = PluginRuntime::new(config)?.load_notifier(&bytes)?;
+            let plugin = runtimes.notifier.load_notifier(&bytes)?;
             Ok(plugin as Arc<dyn Composer>)
         })
         .await?;
