@@ -6,6 +6,8 @@
 //! idle machine; ratios divide medians measured in this same run, so a slower or faster
 //! machine changes the seconds but not (much) the ratios.
 
+mod dispatch;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,6 +30,10 @@ struct Args {
     /// Skip the 60-minute memory measurement (it converts an hour of audio).
     #[arg(long)]
     skip_long: bool,
+    /// Measure the cost of a dispatch through the fair scheduler instead (a
+    /// redis-server of its own; see `dispatch.rs`).
+    #[arg(long)]
+    dispatch: bool,
 }
 
 /// The reference music: a real 213 s AAC-LC 44.1 kHz stereo song, looped to length.
@@ -36,6 +42,9 @@ const MUSIC: &str = "../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleO
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.runs >= 1, "--runs must be at least 1");
+    if args.dispatch {
+        return dispatch::run(args.runs);
+    }
     std::fs::create_dir_all(&args.work_dir)?;
     let ten = prepare_input(&args.work_dir, 10)?;
     let runner = runner_exe()?;

@@ -7,6 +7,8 @@ mod auth;
 mod cli;
 #[path = "host/events.rs"]
 mod events;
+#[path = "host/fairness.rs"]
+mod fairness;
 #[path = "host/media.rs"]
 mod media;
 #[path = "host/notify.rs"]
