@@ -564,7 +564,7 @@ pub async fn list_plugins(
             out.extend(tapedeck_store::plugins::list(&state.pool, stage).await?);
         }
     }
-    out.sort_by(|a, b| b.published_at.cmp(&a.published_at));
+    out.sort_by_key(|p| std::cmp::Reverse(p.published_at));
     Ok(Json(json!({ "plugins": out })))
 }
 

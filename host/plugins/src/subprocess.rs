@@ -71,6 +71,7 @@ pub unsafe fn die_with_parent(parent: libc::pid_t, signal: libc::c_int) -> std::
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // the run's parts, each borrowed from the caller
 pub(crate) fn run_in_child(
     runner_exe: &Path,
     artifact: &Path,

@@ -154,16 +154,16 @@ impl Converter for ComponentConverter {
         let input = File::open(job.input).map_err(|e| io("opening the input", e))?;
         let output = File::create(job.output).map_err(|e| io("creating the output", e))?;
         let audio = AudioLength::of(&input);
-        if let (AudioLength::Declared(length), Some(max)) = (audio, job.limits.max_input) {
-            if length > max {
-                return Err(ConvertFailure::Permanent(format!(
-                    "input length limit exceeded: the file holds {:.1} minutes of audio, over \
-                     the limit of {} minutes (max_input_minutes: {})",
-                    length.as_secs_f64() / 60.0,
-                    max.as_secs() / 60,
-                    job.limits.set_by_tenant.raise("max-input-minutes")
-                )));
-            }
+        if let (AudioLength::Declared(length), Some(max)) = (audio, job.limits.max_input)
+            && length > max
+        {
+            return Err(ConvertFailure::Permanent(format!(
+                "input length limit exceeded: the file holds {:.1} minutes of audio, over \
+                 the limit of {} minutes (max_input_minutes: {})",
+                length.as_secs_f64() / 60.0,
+                max.as_secs() / 60,
+                job.limits.set_by_tenant.raise("max-input-minutes")
+            )));
         }
         let limits = job.limits.limits_for(Some(audio.duration()));
         tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, "conversion limits");

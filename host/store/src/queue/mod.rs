@@ -320,7 +320,8 @@ impl JobQueue {
     ) -> Result<Option<Refusal>> {
         let mut conn = self.conn().await?;
         let now = now_ms();
-        let (rate, usage): (Option<u64>, (Option<u64>, Option<u64>, Option<u64>)) = redis::pipe()
+        type Counts = (Option<u64>, Option<u64>, Option<u64>);
+        let (rate, usage): (Option<u64>, Counts) = redis::pipe()
             .get(job_rate_key(tenant, now / 60_000 * 60))
             .cmd("HMGET")
             .arg(usage_key(tenant))
