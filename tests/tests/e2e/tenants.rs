@@ -526,3 +526,111 @@ async fn a_backlog_does_not_starve_another_tenants_job() {
         "the newcomer's job ran next, not after the backlog ({unfinished} of 12 left)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_memory_and_notification_limits_apply() {
+    let s = operated(vec![]);
+    create_tenant(
+        &s.api,
+        "frugal",
+        json!({"max_memory_mib": 1, "notifications_per_hour": 1}),
+    )
+    .await;
+    let me = s.api.signed_up("frugal", "f@example.com").await;
+    let job = me.upload_and_wait(&media(SMALL), &[]).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("tapedeck admin tenant limits frugal --max-memory-mb"),
+        "{error}"
+    );
+    // Raised by the operator: it converts; one notification an hour goes out, the
+    // second is dead-lettered with the limit.
+    let r = operator(&s.api)
+        .http
+        .patch(s.api.url("/v1/admin/tenants/frugal/limits"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"max_memory_mib": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        me.upload_and_wait(&media(SMALL), &[]).await["status"],
+        "done"
+    );
+    let redis = s.redis.url();
+    wait_for(Duration::from_secs(30), "the capped message", async || {
+        let mut conn = redis::Client::open(redis.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(tapedeck::store::keys::notify_dead_key("frugal"))
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .unwrap();
+        dead.iter().any(|(_, fields)| {
+            fields
+                .iter()
+                .any(|(k, v)| k == "reason" && v.contains("cap of 1 messages per hour"))
+        })
+    })
+    .await;
+    let mails = outbox_mails(s._dir.path(), 1, SLOW, Duration::from_secs(1));
+    assert_eq!(mails.len(), 1, "one mail an hour: {mails:?}");
+}
+
+/// A worker killed with SIGKILL while it holds a capped tenant's only running slot: its
+/// lease expires, another worker (already running: no start-up takeover) claims the
+/// entry, and the count returns to zero — the tenant is not stuck at its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_workers_lease_frees_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let url = redis.url();
+    let gateway = Service::start(ServiceOptions {
+        role: Role::Gateway,
+        redis_url: &url,
+        data_dir: dir.path(),
+        extra: vec![("admin-token", OPERATOR.to_string())],
+    });
+    let worker = || {
+        Service::start(ServiceOptions {
+            role: Role::Worker,
+            redis_url: &url,
+            data_dir: dir.path(),
+            extra: vec![
+                ("workers", "2".into()),
+                ("visibility-timeout-secs", "3".into()),
+            ],
+        })
+    };
+    let api = Api::new(&gateway.base);
+    create_tenant(&api, "one", json!({"max_running": 1})).await;
+    let me = api.signed_up("one", "one@example.com").await;
+    let mut doomed = worker();
+    let first = me.upload_id(&media(LONG), &[]).await;
+    me.wait_converting(&first, true).await;
+    let _survivor = worker();
+    let second = me.upload_id(&media(SMALL), &[]).await;
+    let running = |redis: &RedisServer| -> u64 {
+        redis::cmd("ZCARD")
+            .arg(tapedeck::store::keys::running_key("one"))
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    assert_eq!(running(&redis), 1, "the cap holds the second job back");
+    assert_eq!(me.job(&second).await["status"], "queued");
+    doomed.kill();
+    let job = me.wait_final(&first, SLOW).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(me.wait_final(&second, SLOW).await["status"], "done");
+    assert_eq!(running(&redis), 0, "no lease left behind");
+    let usage = operator(&api).get_json("/v1/admin/tenants/one/usage").await;
+    assert_eq!(usage["running"], 0, "{usage}");
+    assert_eq!(usage["jobs"]["done"], 2, "{usage}");
+}
