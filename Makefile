@@ -43,6 +43,7 @@ bench: build setup-bench
 		notify::bench_notifications_per_second -- --ignored --nocapture
 	bench/service.sh
 	bench/limits.sh
+	bench/swap.sh
 
 ## Fuzz the converter's native core (cargo-fuzz, nightly): each target for FUZZ_SECONDS
 ## (default 600), seeded with ../shared/media and generated inputs; findings go to

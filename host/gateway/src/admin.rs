@@ -631,14 +631,17 @@ pub async fn rollback_plugin(
     Ok(Json(json!({ "active": active })))
 }
 
-/// `GET /v1/admin/plugins/active`
+/// `GET /v1/admin/plugins/active`: the activations, the registry's version, and the
+/// version each live worker process has applied.
 pub async fn active_plugins(
     State(state): State<AppState>,
     _: Operator,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "active": tapedeck_store::plugins::active(&state.pool).await? }),
-    ))
+    Ok(Json(json!({
+        "active": tapedeck_store::plugins::active(&state.pool).await?,
+        "version": tapedeck_store::plugins::version(&state.pool).await?,
+        "processes": tapedeck_store::plugins::applied_by(&state.pool, 15_000).await?,
+    })))
 }
 
 /// `GET /v1/admin/plugins/history[?stage=S]`

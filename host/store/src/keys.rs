@@ -157,6 +157,9 @@ pub const PLUGIN_ACTIVE: &str = "td:plugins:active";
 pub const PLUGIN_HISTORY: &str = "td:plugins:history";
 /// Bumped on every activation (counter); processes poll it.
 pub const PLUGIN_VERSION: &str = "td:plugins:version";
+/// The registry version each process has applied (hash: `{host}-{pid}` →
+/// `{version}:{unix ms}`, refreshed every few seconds; stale entries are old processes).
+pub const PLUGIN_APPLIED: &str = "td:plugins:applied";
 /// Pub/sub channel announcing a new registry version.
 pub const PLUGIN_CHANNEL: &str = "td:plugins:changed";
 

@@ -10,7 +10,8 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::keys::{
-    PLUGIN_ACTIVE, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_VERSION, plugin_key, plugins_of_stage,
+    PLUGIN_ACTIVE, PLUGIN_APPLIED, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_VERSION, plugin_key,
+    plugins_of_stage,
 };
 
 /// The blob of a published component.
@@ -243,6 +244,54 @@ pub async fn history(
         .filter(|c| stage.is_none_or(|s| c.stage == s))
         .take(limit)
         .collect())
+}
+
+/// Records that process `process` runs registry version `version` now.
+pub async fn applied(pool: &Pool, process: &str, version: u64) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = conn
+        .hset(
+            PLUGIN_APPLIED,
+            process,
+            format!("{version}:{}", crate::queue::now_ms()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A process's applied registry version, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub process: String,
+    pub version: u64,
+    /// When it last reported, unix ms.
+    pub seen_ms: u64,
+}
+
+/// Processes that reported within `fresh_ms`, and their versions; older entries (stopped
+/// processes) are removed.
+pub async fn applied_by(pool: &Pool, fresh_ms: u64) -> redis::RedisResult<Vec<Applied>> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let h: HashMap<String, String> = conn.hgetall(PLUGIN_APPLIED).await?;
+    let now = crate::queue::now_ms();
+    let mut out = Vec::new();
+    for (process, value) in h {
+        let (v, seen) = value.split_once(':').unwrap_or(("0", "0"));
+        let seen_ms: u64 = seen.parse().unwrap_or(0);
+        if now.saturating_sub(seen_ms) > fresh_ms.saturating_mul(10) {
+            let _: () = conn.hdel(PLUGIN_APPLIED, &process).await?;
+            continue;
+        }
+        if now.saturating_sub(seen_ms) <= fresh_ms {
+            out.push(Applied {
+                process,
+                version: v.parse().unwrap_or(0),
+                seen_ms,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.process.cmp(&b.process));
+    Ok(out)
 }
 
 /// The registry's version (bumped on every activation).

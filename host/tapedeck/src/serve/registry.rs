@@ -108,6 +108,12 @@ pub async fn watch(
         }
     };
     let mut seen = u64::MAX;
+    let me = format!(
+        "{}-{}",
+        tapedeck_store::queue::hostname(),
+        std::process::id()
+    );
+    let mut reported = Instant::now() - Duration::from_secs(60);
     let mut messages = match redis.get_async_pubsub().await {
         Ok(mut pubsub) => match pubsub.subscribe(PLUGIN_CHANNEL).await {
             Ok(()) => Some(pubsub.into_on_message()),
@@ -119,12 +125,22 @@ pub async fn watch(
         match plugins::version(&pool).await {
             Ok(v) if v != seen => {
                 match reconcile(&pool, &blobs, &runtimes, &mut converter, &mut composer).await {
-                    Ok(()) => seen = v,
+                    Ok(()) => {
+                        seen = v;
+                        reported = Instant::now() - Duration::from_secs(60);
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not apply the plugin registry"),
                 }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not read the plugin registry"),
+        }
+        // Tell operators which version this process runs (and that it is alive).
+        if seen != u64::MAX && reported.elapsed() >= Duration::from_secs(5) {
+            match plugins::applied(&pool, &me, seen).await {
+                Ok(()) => reported = Instant::now(),
+                Err(e) => tracing::debug!(error = %e, "could not report the applied version"),
+            }
         }
         let tick = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Hot swap latency (issue 13): a gateway and 3 worker processes on one Redis; 20 times,
+# activate another converter (the built-in one under alternating digests: a custom section
+# appended) and time until every worker process reports the new registry version
+# (`GET /v1/admin/plugins/active` → `processes[].version`, written right after a process
+# has loaded and installed the component). Also: cold start of `tapedeck serve` to ready
+# with its compiled components cached, the managed Redis's start shown apart.
+# Usage: bench/swap.sh   (from the repository root; `make bench` runs it)
+#        TAPEDECK=path/to/tapedeck SWAPS=20 bench/swap.sh
+set -euo pipefail
+
+TAPEDECK=${TAPEDECK:-target/release/tapedeck}
+WORK=${WORK:-bench/work/swap}
+SWAPS=${SWAPS:-20}
+CONVERTER=${CONVERTER:-target/components/wasm32-wasip2/release/tapedeck_converter.wasm}
+TOKEN=bench-operator-token-0123456789
+for tool in redis-server curl python3; do
+  command -v "$tool" >/dev/null || { echo "bench/swap.sh: $tool is missing (make setup-bench)" >&2; exit 1; }
+done
+[ -x "$TAPEDECK" ] || { echo "bench/swap.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
+[ -f "$CONVERTER" ] || { echo "bench/swap.sh: $CONVERTER is missing (make build)" >&2; exit 1; }
+rm -rf "$WORK"; mkdir -p "$WORK/data"; WORK=$(cd "$WORK" && pwd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/data" \
+  --logfile "$WORK/redis.log" &
+PIDS+=($!)
+serve() { # role port
+  RUST_LOG=warn "$TAPEDECK" serve --role "$1" --listen "127.0.0.1:$2" --data-dir "$WORK/data" \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --admin-token "$TOKEN" --workers 1 \
+    >>"$WORK/serve.out" 2>>"$WORK/serve.log" &
+  PIDS+=($!)
+}
+API_PORT=$(free_port); API=http://127.0.0.1:$API_PORT
+serve gateway "$API_PORT"
+for _ in 1 2 3; do serve worker "$(free_port)"; done
+for _ in $(seq 200); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.05; done
+AUTH="Authorization: Bearer $TOKEN"
+
+# Two digests of the same converter.
+for v in a b; do
+  python3 - "$CONVERTER" "$WORK/$v.wasm" "$v" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+name = sys.argv[3].encode()
+payload = bytes([len(name)]) + name + b"swap bench"
+open(sys.argv[2], "wb").write(data + bytes([0, len(payload)]) + payload)
+PY
+  curl -sf -H "$AUTH" -F stage=converter -F "file=@$WORK/$v.wasm" "$API/v1/admin/plugins" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["plugin"]["digest"])' >"$WORK/$v.digest"
+done
+DA=$(cat "$WORK/a.digest"); DB=$(cat "$WORK/b.digest")
+# Wait until the three workers report (they do every 5 s, and at once after a change).
+until [ "$(curl -sf -H "$AUTH" "$API/v1/admin/plugins/active" \
+  | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["processes"]))')" = 3 ]; do sleep 0.2; done
+
+python3 - "$API" "$TOKEN" "$DA" "$DB" "$SWAPS" <<'PY'
+import json, sys, time, urllib.request
+api, token, da, db, swaps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def call(method, path, body=None):
+    req = urllib.request.Request(api + path, method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+times = []
+for i in range(swaps):
+    digest = da if i % 2 == 0 else db
+    start = time.monotonic()
+    call("POST", f"/v1/admin/plugins/{digest}/activate", {"stage": "converter"})
+    want = call("GET", "/v1/admin/plugins/active")["version"]
+    while True:
+        procs = call("GET", "/v1/admin/plugins/active")["processes"]
+        if len(procs) >= 3 and all(p["version"] >= want for p in procs):
+            break
+        time.sleep(0.005)
+    times.append(time.monotonic() - start)
+    time.sleep(0.3)
+times.sort()
+p = lambda q: times[min(len(times) - 1, int(q * len(times)))]
+print(f"## Hot swap: activate -> all 3 worker processes run it, {swaps} swaps\n")
+print("| p50 | p99 | max |")
+print("|---|---|---|")
+print(f"| {1000*p(.5):.0f} ms | {1000*p(.99):.0f} ms | {1000*times[-1]:.0f} ms |")
+print("\n(target < 1 s)")
+PY
+
+# Cold start: a second gateway on the same data dir (compiled components cached), and a
+# managed-Redis start apart.
+cold() {
+  local port start end
+  port=$(free_port)
+  start=$(date +%s.%N)
+  RUST_LOG=warn "$TAPEDECK" serve --role all --listen "127.0.0.1:$port" --data-dir "$WORK/data" \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --admin-token "$TOKEN" \
+    >>"$WORK/serve.out" 2>>"$WORK/serve.log" &
+  local pid=$!
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.005; done
+  end=$(date +%s.%N)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 -c "print(f'{1000*($end-$start):.0f}')"
+}
+COLD=(); for _ in 1 2 3 4 5; do COLD+=("$(cold)"); done
+rport=$(free_port); mkdir -p "$WORK/r2"
+start=$(date +%s.%N)
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes --dir "$WORK/r2" \
+  --logfile "$WORK/r2.log" &
+rpid=$!
+until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.002; done
+end=$(date +%s.%N)
+kill "$rpid"; wait "$rpid" 2>/dev/null || true
+echo
+echo "## Cold start of \`tapedeck serve --role all\` to /readyz, compiled components cached"
+echo
+echo "runs: ${COLD[*]} ms (median $(printf '%s\n' "${COLD[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms; target < 300 ms); a redis-server start to PING on its own: $(python3 -c "print(f'{1000*($end-$start):.0f}')") ms"
