@@ -20,6 +20,7 @@
 //! | `shutdown_timeout_secs`    | `TAPEDECK_SHUTDOWN_TIMEOUT_SECS` | 20                 |
 //! | `auth_plugin`              | `TAPEDECK_AUTH_PLUGIN`           | the embedded auth component |
 //! | `notifier`                 | `TAPEDECK_NOTIFIER`              | the embedded notifier component |
+//! | `watch`                    | `TAPEDECK_WATCH`                 | none: reload `converter.wasm`/`notifier.wasm` from this folder when they change (plugin development) |
 //! | `public_url`               | `TAPEDECK_PUBLIC_URL`            | gateways: `http://{listen}`; workers: what a gateway published in Redis |
 //! | `download_link_ttl_secs`   | `TAPEDECK_DOWNLOAD_LINK_TTL_SECS` | 604800 (7 days: signed download links in notifications) |
 //! | `run_cpu_base_secs`        | `TAPEDECK_RUN_CPU_BASE_SECS`     | 30 (CPU time of a conversion: base ...) |
@@ -117,6 +118,10 @@ pub struct Settings {
     /// Notifier component (.wasm) instead of the embedded one.
     #[arg(long, env = "TAPEDECK_NOTIFIER")]
     pub notifier: Option<PathBuf>,
+    /// Local plugin development: reload `converter.wasm` / `notifier.wasm` from this folder
+    /// whenever they change, through the same swap path as the registry (no restart).
+    #[arg(long, env = "TAPEDECK_WATCH")]
+    pub watch: Option<PathBuf>,
     /// Base URL clients reach the API at, for links in notifications. Gateways publish
     /// theirs in Redis, and workers without one use it [default: gateways http://{listen}].
     #[arg(long, env = "TAPEDECK_PUBLIC_URL")]
@@ -194,6 +199,7 @@ impl Settings {
                 .or(fallback.shutdown_timeout_secs),
             auth_plugin: self.auth_plugin.or(fallback.auth_plugin),
             notifier: self.notifier.or(fallback.notifier),
+            watch: self.watch.or(fallback.watch),
             public_url: self.public_url.or(fallback.public_url),
             download_link_ttl_secs: self
                 .download_link_ttl_secs
@@ -239,6 +245,8 @@ pub struct ServiceConfig {
     pub auth_plugin: Option<PathBuf>,
     /// `None`: the embedded notifier component.
     pub notifier: Option<PathBuf>,
+    /// Folder whose `converter.wasm` / `notifier.wasm` are reloaded when they change.
+    pub watch: Option<PathBuf>,
     /// Prefix of the links notifications carry, without a trailing `/`, as configured;
     /// unset: a gateway uses `http://{the address it bound}`, a worker what a gateway
     /// published.
@@ -340,6 +348,7 @@ impl ServiceConfig {
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs.unwrap_or(20)),
             auth_plugin: s.auth_plugin,
             notifier: s.notifier,
+            watch: s.watch,
             public_url: s
                 .public_url
                 .filter(|u| !u.is_empty())

@@ -270,3 +270,52 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
         "both swaps took effect under load: {seen:?}"
     );
 }
+
+/// `serve --watch DIR`: a rebuilt `converter.wasm` is picked up without a restart; one
+/// that does not load leaves the running converter in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_a_rebuilt_converter_from_a_folder() {
+    let plugins = tempfile::tempdir().unwrap();
+    let s = stack(vec![("watch", plugins.path().display().to_string())]);
+    let me = s.api.signed_up("default", "dev@example.com").await;
+    let input = not_audio(s._dir.path());
+    let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let hostile = sha256(&hostile_bytes);
+    let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
+    let target = plugins.path().join("converter.wasm");
+
+    std::fs::write(&target, &hostile_bytes).unwrap();
+    let mut job = Value::Null;
+    wait_for(
+        Duration::from_secs(30),
+        "the watched converter",
+        async || {
+            job = me.upload_and_wait(&input, &[]).await;
+            job["converters"] == json!([hostile])
+        },
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+
+    // A broken build: reported, and the running converter stays.
+    std::fs::write(&target, b"not a component").unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let job = me.upload_and_wait(&input, &[]).await;
+    assert_eq!(job["converters"], json!([hostile]), "{job}");
+
+    std::fs::write(&target, tapedeck::components::DEFAULT_CONVERTER).unwrap();
+    let mut job = Value::Null;
+    wait_for(
+        Duration::from_secs(30),
+        "the rebuilt converter",
+        async || {
+            job = me.upload_and_wait(&input, &[]).await;
+            job["converters"] == json!([builtin])
+        },
+    )
+    .await;
+    assert_eq!(
+        job["status"], "failed",
+        "the built-in converter refuses it: {job}"
+    );
+}

@@ -267,6 +267,17 @@ async fn serve_with_redis(
         tasks.spawn(worker.run(stop.clone()));
     }
     health.components_ready.store(true, Ordering::Release);
+    if let (true, Some(dir)) = (config.role.runs_workers(), config.watch.clone()) {
+        tasks.spawn(registry::watch_folder(
+            dir,
+            cache_dir.clone(),
+            registry::Watched {
+                converter: watched.converter.clone(),
+                composer: watched.composer.clone(),
+            },
+            stop.clone(),
+        ));
+    }
     if config.role.runs_workers() {
         // Hot swap: this process's stages follow what the operator activates.
         tasks.spawn(registry::watch(

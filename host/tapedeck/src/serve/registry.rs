@@ -88,6 +88,85 @@ pub struct Watched {
     pub composer: Option<Stage<dyn Composer>>,
 }
 
+/// Local plugin development (`serve --watch DIR`): reloads `DIR/converter.wasm` and
+/// `DIR/notifier.wasm` when their size or modification time changes, and swaps them in
+/// through the same path as the registry. A file that does not load is reported and the
+/// running component stays.
+pub async fn watch_folder(
+    dir: PathBuf,
+    cache_dir: PathBuf,
+    stages: Watched,
+    stop: CancellationToken,
+) {
+    let runtimes = match Runtimes::new(&cache_dir) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!(error = %e, "no plugin runtime for --watch");
+            return;
+        }
+    };
+    let stamp = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let (converter_path, notifier_path) = (dir.join("converter.wasm"), dir.join("notifier.wasm"));
+    let (mut converter_seen, mut notifier_seen) = (None, None);
+    tracing::info!(dir = %dir.display(), "watching for converter.wasm and notifier.wasm");
+    loop {
+        if let Some(stage) = &stages.converter {
+            let now = stamp(&converter_path);
+            if now.is_some() && now != converter_seen {
+                converter_seen = now;
+                let (path, runtimes, stage) =
+                    (converter_path.clone(), runtimes.clone(), stage.clone());
+                let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                    let bytes = std::fs::read(&path)?;
+                    let plugin = runtimes.converter.load_converter(&bytes)?;
+                    let digest = plugin.digest().to_owned();
+                    stage.replace(digest.clone(), Arc::new(ComponentConverter::new(plugin)));
+                    Ok(digest)
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(digest)) => tracing::info!(%digest, "converter reloaded from --watch"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "converter.wasm did not load; the running one stays")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reloading converter.wasm panicked"),
+                }
+            }
+        }
+        if let Some(stage) = &stages.composer {
+            let now = stamp(&notifier_path);
+            if now.is_some() && now != notifier_seen {
+                notifier_seen = now;
+                let (path, runtimes, stage) =
+                    (notifier_path.clone(), runtimes.clone(), stage.clone());
+                let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                    let bytes = std::fs::read(&path)?;
+                    let plugin = runtimes.notifier.load_notifier(&bytes)?;
+                    let digest = plugin.digest().to_owned();
+                    stage.replace(digest.clone(), plugin);
+                    Ok(digest)
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(digest)) => tracing::info!(%digest, "notifier reloaded from --watch"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "notifier.wasm did not load; the running one stays")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reloading notifier.wasm panicked"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+}
+
 /// Keeps the stages in step with the registry until `stop`.
 pub async fn watch(
     pool: deadpool_redis::Pool,
