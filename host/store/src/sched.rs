@@ -78,13 +78,18 @@ return t
     )
 });
 
-/// Takes a tenant out of the ready set, remembering its pass. KEYS: ready, pass. ARGV: tenant.
+/// Takes a tenant out of the ready set, remembering its pass minus the stride the pick
+/// that found nothing to take charged it (no dispatch happened).
+/// KEYS: ready, pass, stride. ARGV: tenant, default stride.
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s then
-  redis.call('HSET', KEYS[2], ARGV[1], s)
+  local stride = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[2])
+  local pass = tonumber(s) - stride
+  if pass < 0 then pass = 0 end
+  redis.call('HSET', KEYS[2], ARGV[1], pass)
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 0
@@ -146,7 +151,9 @@ impl Scheduler {
         let _: i64 = PARK
             .key(SCHED_READY)
             .key(SCHED_PASS)
+            .key(SCHED_STRIDE)
             .arg(tenant)
+            .arg(STRIDE_ONE)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
