@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tapedeck::model::job::{JobInput, JobOutput, JobRecord, JobStatus};
-use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy, now_ms};
+use tapedeck::model::job::{JobInput, JobOutput, JobRecord};
+use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -318,26 +318,18 @@ async fn enqueue_all(
 
 fn job(tenant: &str, i: usize) -> JobRecord {
     let id = format!("{tenant}j{i}");
-    JobRecord {
-        tenant: tenant.into(),
-        user_id: "u1".into(),
-        owner_email: "u@example.com".into(),
-        status: JobStatus::Queued,
-        progress: 0.0,
-        error: None,
-        created_at: now_ms() / 1000,
-        finished_at: None,
-        input: JobInput {
-            name: "x.m4a".into(),
-            bytes: 1,
-            key: format!("in/{tenant}/{id}"),
-        },
-        output: None,
-        options: Default::default(),
-        attempts: 0,
-        converters: Vec::new(),
+    let input = JobInput {
+        name: "x.m4a".into(),
+        bytes: 1,
+        key: format!("in/{tenant}/{id}"),
+    };
+    JobRecord::queued(
         id,
-    }
+        tenant,
+        ("u1", "u@example.com"),
+        input,
+        Default::default(),
+    )
 }
 
 fn policy() -> PipelinePolicy {

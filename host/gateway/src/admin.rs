@@ -5,14 +5,14 @@
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::{AppState, Caller, bearer_token};
+use crate::tenants::require_admin;
+use crate::{AppState, Caller, bearer_of};
 use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
 use tapedeck_store::tenants::{self, Tenant, valid_tenant_name};
 use tapedeck_store::usage;
@@ -26,12 +26,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token);
-        match token {
+        match bearer_of(parts) {
             Some(t) if t.len() <= 256 && is_operator_token(&state.pool, t).await? => Ok(Operator),
             _ => Err(ApiError::Unauthorized(
                 "invalid_token",
@@ -265,17 +260,6 @@ pub async fn tenant_usage(
 ) -> Result<Json<usage::Usage>, ApiError> {
     existing(&state, &name).await?;
     Ok(Json(usage::load(&state.pool, &name).await?))
-}
-
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.0.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "admin_only",
-            "only a tenant admin may do this".into(),
-        ))
-    }
 }
 
 /// `GET /v1/tenant/usage` (tenant admin)

@@ -83,18 +83,22 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or(ApiError::Unauthorized(
-                "invalid_token",
-                "missing, invalid or expired token",
-            ))?;
+        let token = bearer_of(parts).ok_or(ApiError::Unauthorized(
+            "invalid_token",
+            "missing, invalid or expired token",
+        ))?;
         let auth = state.auth.current().stage.clone();
         Ok(Caller(auth.verify(token).await?))
     }
+}
+
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer_of(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is

@@ -11,7 +11,8 @@ use crate::{AppState, Caller};
 use tapedeck_model::net::AddressPolicy;
 use tapedeck_store::notify_settings::{self as notify_settings, SettingsUpdate};
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+/// Refuses a caller who is not an admin of their tenant (403 `admin_only`).
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.0.is_admin() {
         Ok(())
     } else {

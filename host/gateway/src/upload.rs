@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use tapedeck_blobs::BlobStore;
 use tapedeck_blobs::PutStreamError;
 use tapedeck_model::auth::Claims;
-use tapedeck_store::queue::{JobInput, JobOptions, JobRecord, JobStatus, now_ms};
+use tapedeck_store::queue::{JobInput, JobOptions, JobRecord};
 use tapedeck_store::tenants::load_tenant;
 
 /// Multipart framing and option fields allowed on top of the file itself.
@@ -345,26 +345,17 @@ async fn accept_within(
         }
     };
 
-    let job = JobRecord {
+    let job = JobRecord::queued(
         id,
-        tenant: tenant_name.to_owned(),
-        user_id: caller.user_id.clone(),
-        owner_email: caller.email.clone(),
-        status: JobStatus::Queued,
-        progress: 0.0,
-        error: None,
-        created_at: now_ms() / 1000,
-        finished_at: None,
-        input: JobInput {
+        tenant_name,
+        (&caller.user_id, &caller.email),
+        JobInput {
             name,
             bytes,
             key: key.clone(),
         },
-        output: None,
         options,
-        attempts: 0,
-        converters: Vec::new(),
-    };
+    );
     match state.queue.enqueue_within(&job, limits).await {
         Ok(None) => {}
         Ok(Some(r)) => {

@@ -169,6 +169,32 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A new job, queued now: `owner` is `(user id, e-mail)`, `input` the stored upload.
+    pub fn queued(
+        id: impl Into<String>,
+        tenant: impl Into<String>,
+        owner: (&str, &str),
+        input: JobInput,
+        options: JobOptions,
+    ) -> Self {
+        JobRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            user_id: owner.0.to_owned(),
+            owner_email: owner.1.to_owned(),
+            status: JobStatus::Queued,
+            progress: 0.0,
+            error: None,
+            created_at: now_ms() / 1000,
+            finished_at: None,
+            input,
+            output: None,
+            options,
+            attempts: 0,
+            converters: Vec::new(),
+        }
+    }
+
     /// Parses a `td:job:{id}` hash; `None` for an empty (missing) or malformed one.
     pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();

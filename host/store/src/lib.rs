@@ -5,9 +5,12 @@
 //!
 //! # Layout
 //! - `keys`: every `td:*` key and channel.
-//! - `queue`: job records, per-tenant convert streams, retries, dead letters, events.
+//! - `queue`: job records, per-tenant convert streams, retries, dead letters, events,
+//!   usage counters, enqueue-time limits.
+//! - `sched`: weighted fair dispatch across tenants (stride scheduling), leases, retries.
 //! - `streams`: the consumer-group protocol both pipelines use.
-//! - `tenants`, `users`, `notify_settings`, `links`.
+//! - `tenants` (and their limits), `usage`, `users` (and the operator token),
+//!   `notify_settings`, `links`, `plugins` (the plugin registry).
 
 pub mod keys;
 pub mod links;
@@ -19,6 +22,30 @@ pub mod streams;
 pub mod tenants;
 pub mod usage;
 pub mod users;
+
+/// Every key matching `pattern` (`SCAN MATCH`, in batches: never blocks Redis).
+pub async fn scan_keys(
+    conn: &mut impl redis::aio::ConnectionLike,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        found.extend(keys);
+        cursor = next;
+        if cursor == 0 {
+            return Ok(found);
+        }
+    }
+}
 
 /// A pool failure as a Redis error, for functions that answer `RedisResult`.
 pub fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {

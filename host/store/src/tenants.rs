@@ -177,31 +177,17 @@ pub async fn mark_deleting(pool: &Pool, name: &str) -> redis::RedisResult<()> {
 /// forgets it; the caller removes its blobs first. Returns keys deleted.
 pub async fn purge_keys(pool: &Pool, name: &str) -> redis::RedisResult<u64> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let pattern = format!("td:{{{name}}}:*");
-    let mut cursor: u64 = 0;
+    let keys = crate::scan_keys(&mut conn, &format!("td:{{{name}}}:*")).await?;
+    // The tenant hash goes last: while it exists, the tenant shows as deleting.
     let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut conn)
-            .await?;
-        // The tenant hash goes last: while it exists, the tenant shows as deleting.
-        let keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| *k != tenant_key(name))
-            .collect();
-        if !keys.is_empty() {
-            let n: u64 = conn.unlink(&keys).await?;
-            deleted += n;
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
+    for batch in keys
+        .iter()
+        .filter(|k| **k != tenant_key(name))
+        .collect::<Vec<_>>()
+        .chunks(500)
+    {
+        let n: u64 = conn.unlink(batch).await?;
+        deleted += n;
     }
     let _: () = conn.srem(TENANTS, name).await?;
     let n: u64 = conn.unlink(tenant_key(name)).await?;

@@ -85,29 +85,14 @@ impl UserStore {
     /// Every user of `tenant`, by email (one `SCAN` of the tenant's user keys).
     pub async fn list(&self, tenant: &str) -> Result<Vec<UserRecord>, AuthError> {
         let mut conn = self.pool.get().await.map_err(backend)?;
-        let pattern = user_key(tenant, "*");
-        let mut emails = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            let prefix = user_key(tenant, "");
-            emails.extend(
-                keys.iter()
-                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)),
-            );
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let keys = crate::scan_keys(&mut conn, &user_key(tenant, "*"))
+            .await
+            .map_err(backend)?;
+        let prefix = user_key(tenant, "");
+        let mut emails: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
         drop(conn);
         emails.sort();
         emails.dedup();

@@ -5,33 +5,25 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tapedeck::model::job::{ChangeStatus, JobChange, JobInput, JobOutput, JobRecord, JobStatus};
-use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy, events_channel, now_ms};
+use tapedeck::model::job::{ChangeStatus, JobChange, JobInput, JobOutput, JobRecord};
+use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy, events_channel};
 use tapedeck_tests::RedisServer;
 
 const TENANT: &str = "ev";
 
 fn job(id: &str) -> JobRecord {
-    JobRecord {
-        id: id.into(),
-        tenant: "ev".into(),
-        user_id: "u1".into(),
-        owner_email: "u@example.com".into(),
-        status: JobStatus::Queued,
-        progress: 0.0,
-        error: None,
-        created_at: now_ms() / 1000,
-        finished_at: None,
-        input: JobInput {
-            name: "x.m4a".into(),
-            bytes: 1,
-            key: format!("in/ev/{id}"),
-        },
-        output: None,
-        options: Default::default(),
-        attempts: 0,
-        converters: Vec::new(),
-    }
+    let input = JobInput {
+        name: "x.m4a".into(),
+        bytes: 1,
+        key: format!("in/{TENANT}/{id}"),
+    };
+    JobRecord::queued(
+        id,
+        TENANT,
+        ("u1", "u@example.com"),
+        input,
+        Default::default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

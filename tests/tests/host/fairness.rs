@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tapedeck::model::job::{JobInput, JobOutput, JobRecord, JobStatus};
 use tapedeck::queue::{
-    AttemptStart, Delivery, GROUP, JobQueue, PipelinePolicy, convert_stream, now_ms, tenant_key,
+    AttemptStart, Delivery, GROUP, JobQueue, PipelinePolicy, convert_stream, tenant_key,
 };
 use tapedeck::store::keys::SCHED_LEASES;
 use tapedeck::store::sched::{STRIDE_ONE, Scheduler};
@@ -31,26 +31,18 @@ const IDLE_BLOCK: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn job(tenant: &str, id: &str) -> JobRecord {
-    JobRecord {
-        id: id.into(),
-        tenant: tenant.into(),
-        user_id: "u1".into(),
-        owner_email: "u@example.com".into(),
-        status: JobStatus::Queued,
-        progress: 0.0,
-        error: None,
-        created_at: now_ms() / 1000,
-        finished_at: None,
-        input: JobInput {
-            name: "x.m4a".into(),
-            bytes: 1,
-            key: format!("in/{tenant}/{id}"),
-        },
-        output: None,
-        options: Default::default(),
-        attempts: 0,
-        converters: Vec::new(),
-    }
+    let input = JobInput {
+        name: "x.m4a".into(),
+        bytes: 1,
+        key: format!("in/{tenant}/{id}"),
+    };
+    JobRecord::queued(
+        id,
+        tenant,
+        ("u1", "u@example.com"),
+        input,
+        Default::default(),
+    )
 }
 
 fn output(d: &Delivery) -> JobOutput {

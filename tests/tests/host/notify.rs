@@ -20,9 +20,7 @@ use tapedeck::model::notify::Composer;
 use tapedeck::notify::{
     self, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate, TIMESTAMP_HEADER,
 };
-use tapedeck::queue::{
-    JobInput, JobOutput, JobQueue, JobRecord, JobStatus, PipelinePolicy, now_ms,
-};
+use tapedeck::queue::{JobInput, JobOutput, JobQueue, JobRecord, PipelinePolicy, now_ms};
 use tapedeck_tests::{Maildev, Receiver, RedisServer, free_port, wait_for};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -101,26 +99,13 @@ async fn finish_job(
     failure: Option<&str>,
 ) -> String {
     let id = format!("job{}", rand::random::<u32>());
-    let job = JobRecord {
-        id: id.clone(),
-        tenant: tenant.into(),
-        user_id: format!("u-{owner}"),
-        owner_email: owner.into(),
-        status: JobStatus::Queued,
-        progress: 0.0,
-        error: None,
-        created_at: now_ms() / 1000,
-        finished_at: None,
-        input: JobInput {
-            name: name.into(),
-            bytes: 1000,
-            key: format!("in/{tenant}/{id}"),
-        },
-        output: None,
-        options: Default::default(),
-        attempts: 0,
-        converters: Vec::new(),
+    let input = JobInput {
+        name: name.into(),
+        bytes: 1000,
+        key: format!("in/{tenant}/{id}"),
     };
+    let user = format!("u-{owner}");
+    let job = JobRecord::queued(&id, tenant, (&user, owner), input, Default::default());
     queue.enqueue(&job).await.unwrap();
     let delivery = loop {
         let d = queue
