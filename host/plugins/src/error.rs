@@ -25,6 +25,13 @@ pub enum LoadError {
     },
     #[error("cannot set up the plugin runtime: {0}")]
     Runtime(String),
+    /// The component was built against a `tapedeck:plugin` version this host does not
+    /// provide.
+    #[error(
+        "the plugin uses {found}, but this host provides tapedeck:plugin@{} (rebuild it against the WIT the host ships: `wit/`)",
+        crate::WIT_VERSION
+    )]
+    UnsupportedVersion { found: String },
 }
 
 /// Why one run of a plugin failed. Each limit has its own case, so callers can tell a

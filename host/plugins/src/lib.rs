@@ -32,6 +32,10 @@
 //! the same [`RunError`] for the same misbehaviour.
 
 pub mod adapters;
+
+/// The `tapedeck:plugin` WIT version every stage of this host accepts (frozen: see the
+/// compatibility policy in `wit/README.md`).
+pub const WIT_VERSION: &str = "0.1.0";
 mod auth;
 mod bindings;
 mod converter;

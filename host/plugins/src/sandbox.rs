@@ -161,6 +161,7 @@ pub(crate) fn instantiate_pre<T: wasmtime_wasi::WasiView + 'static>(
     add: impl FnOnce(&mut wasmtime::component::Linker<T>) -> wasmtime::Result<()>,
 ) -> Result<wasmtime::component::InstancePre<T>, super::error::LoadError> {
     use super::error::LoadError;
+    check_wit_version(engine, component)?;
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
@@ -168,6 +169,34 @@ pub(crate) fn instantiate_pre<T: wasmtime_wasi::WasiView + 'static>(
     linker
         .instantiate_pre(component)
         .map_err(|e| LoadError::wrong_world(world, e))
+}
+
+/// Refuses a component whose `tapedeck:plugin` imports or exports carry another version
+/// than [`crate::WIT_VERSION`], with that reason (rather than a linker error).
+fn check_wit_version(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<(), super::error::LoadError> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n));
+    for name in names {
+        let Some(rest) = name.strip_prefix("tapedeck:plugin/") else {
+            continue;
+        };
+        let version = rest.split_once('@').map(|(_, v)| v);
+        if version != Some(crate::WIT_VERSION) {
+            return Err(super::error::LoadError::UnsupportedVersion {
+                found: match version {
+                    Some(v) => format!("tapedeck:plugin@{v}"),
+                    None => "an unversioned tapedeck:plugin".into(),
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What every run's store starts from, whatever the world: the (empty) WASI context

@@ -76,6 +76,25 @@ async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() 
     let v: Value = r.json().await.unwrap();
     let why = v["error"]["message"].as_str().unwrap();
     assert!(why.contains("converter"), "names the world it lacks: {why}");
+    // Built against another WIT version (the same guest with its `@0.1.0` names patched
+    // to `@0.2.0`): refused with the version it uses and the one the host provides.
+    let patched = replace_all(
+        &hostile_bytes,
+        b"tapedeck:plugin/io@0.1.0",
+        b"tapedeck:plugin/io@0.2.0",
+    );
+    assert_ne!(
+        patched, hostile_bytes,
+        "the guest names its imports with the version"
+    );
+    let r = publish(&op, "converter", patched).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("tapedeck:plugin@0.2.0") && why.contains("tapedeck:plugin@0.1.0"),
+        "{why}"
+    );
     // Accepted, content-addressed; a second publish is a no-op.
     let r = publish(&op, "converter", hostile_bytes.clone()).await;
     assert_eq!(r.status(), 201);
@@ -318,4 +337,20 @@ async fn watch_reloads_a_rebuilt_converter_from_a_folder() {
         job["status"], "failed",
         "the built-in converter refuses it: {job}"
     );
+}
+
+/// `haystack` with every `from` replaced by `to` (of the same length).
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
