@@ -114,6 +114,8 @@ pub fn notify_settings_key(tenant: &str) -> String {
 
 /// Every tenant's name (set).
 pub const TENANTS: &str = "td:tenants";
+/// Tenants marked for deletion that the janitor has not finished (set).
+pub const TENANTS_DELETING: &str = "td:tenants:deleting";
 /// A tenant's settings and limits (hash).
 pub fn tenant_key(name: &str) -> String {
     format!("{}tenant", tenant_prefix(name))

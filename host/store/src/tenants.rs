@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use deadpool_redis::Pool;
 use redis::AsyncCommands;
 
-use crate::keys::{TENANTS, tenant_key};
+use crate::keys::{TENANTS, TENANTS_DELETING, tenant_key};
 use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
 
 /// The tenant every install has; allows self-registration.
@@ -169,7 +169,13 @@ pub async fn update_limits(
 /// Marks a tenant as being deleted: it refuses logins, uploads and dispatch from now on.
 pub async fn mark_deleting(pool: &Pool, name: &str) -> redis::RedisResult<()> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let _: () = conn.hset(tenant_key(name), "deleting", "1").await?;
+    redis::pipe()
+        .hset(tenant_key(name), "deleting", "1")
+        .ignore()
+        .sadd(TENANTS_DELETING, name)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await?;
     Ok(())
 }
 
@@ -190,18 +196,16 @@ pub async fn purge_keys(pool: &Pool, name: &str) -> redis::RedisResult<u64> {
         deleted += n;
     }
     let _: () = conn.srem(TENANTS, name).await?;
+    let _: () = conn.srem(TENANTS_DELETING, name).await?;
     let n: u64 = conn.unlink(tenant_key(name)).await?;
     Ok(deleted + n)
 }
 
-/// Tenants marked as being deleted (a restarted process finishes what another began).
+/// Tenants marked as being deleted (a restarted process finishes what another began):
+/// one set read, whatever the number of tenants.
 pub async fn deleting(pool: &Pool) -> redis::RedisResult<Vec<String>> {
-    Ok(list(pool)
-        .await?
-        .into_iter()
-        .filter(|t| t.deleting)
-        .map(|t| t.name)
-        .collect())
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    conn.smembers(TENANTS_DELETING).await
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub struct JanitorSettings {
     pub tenant_defaults: TenantLimits,
     /// Added to the clock when judging retention (tests; 0 in production).
     pub clock_skew: Duration,
+    /// Time between retention scans (they read every tenant); deletions are looked for
+    /// every pass.
+    pub retention_every: Duration,
 }
 
 /// Runs passes until `shutdown`.
@@ -33,9 +36,13 @@ pub async fn run(
     settings: JanitorSettings,
     shutdown: CancellationToken,
 ) {
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
-        if let Err(e) = pass(&queue, &blobs, &settings).await {
-            tracing::warn!(error = %e, "janitor pass failed");
+        let retention = last_retention.is_none_or(|t| t.elapsed() >= settings.retention_every);
+        match pass(&queue, &blobs, &settings, retention).await {
+            Ok(true) if retention => last_retention = Some(std::time::Instant::now()),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(settings.every) => {}
@@ -44,12 +51,14 @@ pub async fn run(
     }
 }
 
-/// One pass, under a short lock shared by every process.
+/// One pass, under a short lock shared by every process: deletions, and the retention
+/// scan if `retention`. Ok(false) when another process holds the lock.
 pub async fn pass(
     queue: &JobQueue,
     blobs: &BlobStore,
     settings: &JanitorSettings,
-) -> anyhow::Result<()> {
+    retention: bool,
+) -> anyhow::Result<bool> {
     let pool = queue.pool();
     let lock_ttl = (settings.every * 5).max(Duration::from_secs(5));
     let token = format!("{}-{}", std::process::id(), now_ms());
@@ -65,14 +74,17 @@ pub async fn pass(
             .await?
             .is_some();
         if !locked {
-            return Ok(());
+            return Ok(false);
         }
     }
     let result = async {
         for tenant in tenants::deleting(pool).await? {
             purge(pool, blobs, queue, &tenant).await?;
         }
-        expire(queue, blobs, settings).await
+        if retention {
+            expire(queue, blobs, settings).await?;
+        }
+        Ok::<_, anyhow::Error>(true)
     }
     .await;
     let mut conn = pool.get().await?;

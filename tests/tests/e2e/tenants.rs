@@ -311,10 +311,13 @@ async fn cpu_seconds_per_hour_are_measured_and_stop_dispatch_for_the_hour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_expires_finished_jobs_and_frees_their_bytes() {
     // The janitor judges retention two days ahead of the real clock.
-    let s = operated(vec![(
-        "env:TAPEDECK_TEST_CLOCK_SKEW_SECS",
-        (2 * 86_400).to_string(),
-    )]);
+    let s = operated(vec![
+        (
+            "env:TAPEDECK_TEST_CLOCK_SKEW_SECS",
+            (2 * 86_400).to_string(),
+        ),
+        ("env:TAPEDECK_TEST_RETENTION_SCAN_SECS", "1".to_string()),
+    ]);
     create_tenant(&s.api, "keep", json!({"retention_days": 1})).await;
     let admin = s
         .api

@@ -298,11 +298,10 @@ async fn serve_with_redis(
             every: Duration::from_secs(2),
             tenant_defaults: config.tenant_defaults.clone(),
             // Tests only: judge retention as if this much later.
-            clock_skew: Duration::from_secs(
-                std::env::var("TAPEDECK_TEST_CLOCK_SKEW_SECS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
+            clock_skew: Duration::from_secs(env_secs("TAPEDECK_TEST_CLOCK_SKEW_SECS").unwrap_or(0)),
+            // Retention reads every tenant: once a minute unless tests ask for more.
+            retention_every: Duration::from_secs(
+                env_secs("TAPEDECK_TEST_RETENTION_SCAN_SECS").unwrap_or(60),
             ),
         },
         stop.clone(),
@@ -418,6 +417,11 @@ pub fn load_notifier(cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<Arc<dyn C
     let plugin = PluginRuntime::new(config)?.load_notifier(bytes)?;
     tracing::info!(digest = plugin.digest(), "notifier loaded");
     Ok(plugin)
+}
+
+/// A whole number of seconds from an environment variable (test knobs).
+fn env_secs(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// The component at `path`, or the embedded one.
