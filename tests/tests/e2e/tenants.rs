@@ -637,3 +637,31 @@ async fn a_sigkilled_workers_lease_frees_itself() {
     assert_eq!(usage["running"], 0, "{usage}");
     assert_eq!(usage["jobs"]["done"], 2, "{usage}");
 }
+
+/// A tenant's CPU per minute of audio: a converter that loops is stopped at the tenant's
+/// (lower) sizing, and the reason names the tenant limit and how to raise it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_cpu_per_audio_minute_sizes_the_run() {
+    let s = operated(vec![
+        ("converter", env!("TAPEDECK_HOSTILE_WASM").into()),
+        ("run-cpu-base-secs", "1".into()),
+    ]);
+    create_tenant(&s.api, "slowcpu", json!({"cpu_per_audio_minute": 1})).await;
+    let me = s.api.signed_up("slowcpu", "cpu@example.com").await;
+    let mut spin = b"loopftyp".to_vec();
+    spin.resize(4096, 0);
+    let path = s._dir.path().join("spin.mp4");
+    std::fs::write(&path, &spin).unwrap();
+    let job = me.upload_and_wait(&path, &[]).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("CPU time limit of 2 s exceeded"),
+        "{error}"
+    );
+    assert!(
+        error.contains("tapedeck admin tenant limits slowcpu --cpu-per-audio-minute"),
+        "{error}"
+    );
+}
