@@ -40,6 +40,7 @@ fn tenant_json(t: &Tenant, server: &TenantLimits) -> Value {
     json!({
         "name": t.name,
         "self_register": t.self_register,
+        "allow_plugins": t.allow_plugins,
         "limits": t.limits,
         "effective": t.effective(server),
         "deleting": t.deleting,
@@ -137,6 +138,7 @@ pub async fn show_tenant(
 #[serde(deny_unknown_fields)]
 pub struct TenantChange {
     self_register: Option<bool>,
+    allow_plugins: Option<bool>,
 }
 
 /// `PATCH /v1/admin/tenants/{t}`
@@ -149,6 +151,9 @@ pub async fn update_tenant(
     existing(&state, &name).await?;
     if let Some(on) = change.self_register {
         tenants::set_self_register(&state.pool, &name, on).await?;
+    }
+    if let Some(on) = change.allow_plugins {
+        tenants::set_allow_plugins(&state.pool, &name, on).await?;
     }
     let t = existing(&state, &name).await?;
     Ok(Json(
@@ -441,6 +446,69 @@ pub async fn publish_plugin(
     _: Operator,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    publish(&state, request, None).await
+}
+
+/// `POST /v1/tenant/plugins` (tenant admin, if the operator allowed it): publishes a
+/// component that only the admin's tenant can run (under its limits).
+pub async fn tenant_publish_plugin(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = plugin_tenant(&state, &caller).await?;
+    publish(&state, request, Some(tenant)).await
+}
+
+/// The caller's tenant, if they are its admin and the operator lets it publish.
+async fn plugin_tenant(state: &AppState, caller: &Caller) -> Result<String, ApiError> {
+    require_admin(caller)?;
+    let tenant = existing(state, &caller.0.tenant).await?;
+    if !tenant.allow_plugins {
+        return Err(ApiError::Forbidden(
+            "plugins_not_allowed",
+            "the operator has not allowed this tenant to publish plugins".into(),
+        ));
+    }
+    Ok(tenant.name)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantActivation {
+    stage: String,
+}
+
+/// `POST /v1/tenant/plugins/{digest}/activate` (tenant admin, if allowed): runs one of
+/// the tenant's own components for the tenant.
+pub async fn tenant_activate_plugin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    ApiJson(a): ApiJson<TenantActivation>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = plugin_tenant(&state, &caller).await?;
+    check_stage(&a.stage)?;
+    let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
+        .await?
+        .filter(|p| p.owner.as_deref() == Some(tenant.as_str()) && p.stage == a.stage)
+        .ok_or(ApiError::NotFound)?;
+    let active = tapedeck_store::plugins::activate(
+        &state.pool,
+        &plugin.stage,
+        Some(&tenant),
+        Some(&plugin.digest),
+        "activate",
+    )
+    .await?;
+    Ok(Json(json!({ "active": active })))
+}
+
+async fn publish(
+    state: &AppState,
+    request: axum::extract::Request,
+    owner: Option<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     use futures::TryStreamExt;
     use sha2::Digest;
     let content_type = request
@@ -489,6 +557,12 @@ pub async fn publish_plugin(
     let bytes = bytes.ok_or(ApiError::BadRequest("missing_file", "no file".into()))?;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
     if let Some(known) = tapedeck_store::plugins::get(&state.pool, &digest).await? {
+        if known.owner.is_some() && known.owner != owner {
+            // Another tenant's component: not visible to this publisher.
+            return Err(plugin_error(
+                "this component is registered to another tenant; publish a build of your own",
+            ));
+        }
         if known.stage != stage {
             return Err(plugin_error(format!(
                 "this component was published for the {} stage",
@@ -521,6 +595,7 @@ pub async fn publish_plugin(
         bytes: size,
         published_at: tapedeck_store::queue::now_ms() / 1000,
         compile_ms: report.compile_ms,
+        owner,
     };
     let created = tapedeck_store::plugins::publish(&state.pool, &plugin).await?;
     let status = if created {
@@ -582,6 +657,14 @@ pub async fn activate_plugin(
         return Err(ApiError::BadRequest(
             "invalid_input",
             format!("{digest} is a {} component", plugin.stage),
+        ));
+    }
+    if let Some(owner) = &plugin.owner
+        && a.tenant.as_deref() != Some(owner.as_str())
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_input",
+            format!("{digest} belongs to tenant {owner} and runs only for it"),
         ));
     }
     let active = tapedeck_store::plugins::activate(

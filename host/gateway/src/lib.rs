@@ -124,6 +124,11 @@ pub fn app(state: AppState) -> Router {
             get(tenants::get_notifications).put(tenants::put_notifications),
         )
         .route("/tenant/usage", get(admin::own_usage))
+        .route("/tenant/plugins", post(admin::tenant_publish_plugin))
+        .route(
+            "/tenant/plugins/{digest}/activate",
+            post(admin::tenant_activate_plugin),
+        )
         .route(
             "/tenant/users",
             get(admin::list_users).post(admin::create_user),

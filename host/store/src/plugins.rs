@@ -27,6 +27,10 @@ pub struct Plugin {
     pub bytes: u64,
     pub published_at: u64,
     pub compile_ms: u64,
+    /// The tenant whose admin published it (only that tenant may run it); `None`: the
+    /// operator's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
@@ -78,6 +82,11 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
             ],
         )
         .await?;
+    if let Some(owner) = &plugin.owner {
+        let _: () = conn
+            .hset(plugin_key(&plugin.digest), "owner", owner)
+            .await?;
+    }
     let _: () = conn
         .zadd(
             plugins_of_stage(&plugin.stage),
@@ -104,6 +113,7 @@ pub async fn get(pool: &Pool, digest: &str) -> redis::RedisResult<Option<Plugin>
         bytes: num("bytes"),
         published_at: num("published_at"),
         compile_ms: num("compile_ms"),
+        owner: h.get("owner").cloned(),
     }))
 }
 

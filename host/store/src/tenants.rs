@@ -19,6 +19,8 @@ pub struct Tenant {
     pub name: String,
     /// Anyone may register an account.
     pub self_register: bool,
+    /// Its admins may publish and activate components for this tenant only.
+    pub allow_plugins: bool,
     /// The tenant's own limits (the operator's).
     pub limits: TenantLimits,
     /// Being deleted: refuses new work.
@@ -61,6 +63,7 @@ fn from_hash(name: &str, h: &HashMap<String, String>) -> Tenant {
     Tenant {
         name: name.to_owned(),
         self_register: h.get("self_register").is_some_and(|v| v == "1"),
+        allow_plugins: h.get("allow_plugins").is_some_and(|v| v == "1"),
         limits,
         deleting: h.get("deleting").is_some_and(|v| v == "1"),
     }
@@ -139,6 +142,19 @@ pub async fn set_self_register(pool: &Pool, name: &str, on: bool) -> redis::Redi
         .hset(
             tenant_key(name),
             "self_register",
+            if on { "1" } else { "0" },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Lets (or stops letting) a tenant's admins publish components for the tenant.
+pub async fn set_allow_plugins(pool: &Pool, name: &str, on: bool) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = conn
+        .hset(
+            tenant_key(name),
+            "allow_plugins",
             if on { "1" } else { "0" },
         )
         .await?;

@@ -354,3 +354,98 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Tenant admins publish their own converter when the operator allows it: it runs for
+/// their tenant only, nobody else can activate it, and without the permission: 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_publish_components_for_their_tenant_only() {
+    let s = stack(vec![("admin-token", OPERATOR.to_string())]);
+    let op = Api {
+        token: Some(OPERATOR.into()),
+        ..s.api.clone()
+    };
+    let admin_of = async |tenant: &str, allow: bool| -> Api {
+        let r = op
+            .post("/v1/admin/tenants")
+            .json(&json!({"name": tenant}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = op
+            .http
+            .patch(op.url(&format!("/v1/admin/tenants/{tenant}")))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"allow_plugins": allow}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let email = format!("admin@{tenant}.example");
+        let r = op
+            .post(&format!("/v1/admin/tenants/{tenant}/users"))
+            .json(&json!({"email": email, "password": "correct horse battery", "role": "admin"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        s.api.clone().login(tenant, &email).await
+    };
+    let own = admin_of("own", true).await;
+    let other = admin_of("other", true).await;
+    let closed = admin_of("closed", false).await;
+    let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let hostile = sha256(&hostile_bytes);
+
+    let tenant_publish = async |api: &Api| {
+        let form = reqwest::multipart::Form::new()
+            .text("stage", "converter")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(hostile_bytes.clone()).file_name("mine.wasm"),
+            );
+        api.post("/v1/tenant/plugins")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = tenant_publish(&closed).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "plugins_not_allowed");
+    let r = tenant_publish(&own).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["plugin"]["owner"], "own", "{v}");
+
+    let activate_own = async |api: &Api| {
+        api.post(&format!("/v1/tenant/plugins/{hostile}/activate"))
+            .json(&json!({"stage": "converter"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        activate_own(&other).await,
+        404,
+        "another tenant's component"
+    );
+    assert_eq!(activate_own(&own).await, 200);
+    let r = op
+        .post(&format!("/v1/admin/plugins/{hostile}/activate"))
+        .json(&json!({"stage": "converter"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a tenant's component runs only for it");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let input = not_audio(s._dir.path());
+    let job = own.upload_and_wait(&input, &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["converters"], json!([hostile]), "{job}");
+    let job = other.upload_and_wait(&input, &[]).await;
+    assert_eq!(job["status"], "failed", "the built-in converter: {job}");
+}
