@@ -659,6 +659,14 @@ impl Api {
         }
     }
 
+    /// The same client with another bearer token (e.g. the operator's).
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
     /// The same client (and token) against another service, e.g. after a restart.
     pub fn rebased(&self, base: &str) -> Api {
         Api {
@@ -681,6 +689,10 @@ impl Api {
 
     pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
         self.authed(self.http.put(self.url(path)))
+    }
+
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.patch(self.url(path)))
     }
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {

@@ -97,6 +97,15 @@ return 0
     )
 });
 
+/// `"{tenant} {x}"` members as `(tenant, x)`.
+fn split_members(members: &[String]) -> Vec<(String, String)> {
+    members
+        .iter()
+        .filter_map(|m| m.split_once(' '))
+        .map(|(t, x)| (t.to_owned(), x.to_owned()))
+        .collect()
+}
+
 /// A lease in `SCHED_LEASES`: which tenant, which entry.
 pub fn lease_member(tenant: &str, entry_id: &str) -> String {
     format!("{tenant} {entry_id}")
@@ -206,15 +215,14 @@ impl Scheduler {
         now_ms: u64,
         limit: usize,
     ) -> redis::RedisResult<Vec<(String, String)>> {
+        Ok(split_members(&self.due(SCHED_LEASES, now_ms, limit).await?))
+    }
+
+    /// Members of the `"{tenant} {x}"` zset `key` scored up to `now_ms`, at most `limit`.
+    async fn due(&self, key: &str, now_ms: u64, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut conn = self.conn().await?;
-        let members: Vec<String> = conn
-            .zrangebyscore_limit(SCHED_LEASES, "-inf", now_ms, 0, limit as isize)
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| m.split_once(' '))
-            .map(|(t, e)| (t.to_owned(), e.to_owned()))
-            .collect())
+        conn.zrangebyscore_limit(key, "-inf", now_ms, 0, limit as isize)
+            .await
     }
 
     /// Forgets a lease without touching the ready set.
@@ -248,19 +256,11 @@ impl Scheduler {
         now_ms: u64,
         limit: usize,
     ) -> redis::RedisResult<Vec<(String, String)>> {
-        let mut conn = self.conn().await?;
-        let members: Vec<String> = conn
-            .zrangebyscore_limit(SCHED_RETRIES, "-inf", now_ms, 0, limit as isize)
-            .await?;
-        if members.is_empty() {
-            return Ok(Vec::new());
+        let members = self.due(SCHED_RETRIES, now_ms, limit).await?;
+        if !members.is_empty() {
+            let _: () = self.conn().await?.zrem(SCHED_RETRIES, &members).await?;
         }
-        let _: () = conn.zrem(SCHED_RETRIES, &members).await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| m.split_once(' '))
-            .map(|(t, j)| (t.to_owned(), j.to_owned()))
-            .collect())
+        Ok(split_members(&members))
     }
 
     /// Removes every trace of a tenant from the scheduler.

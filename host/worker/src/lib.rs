@@ -24,7 +24,7 @@ pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn,
 };
 use tapedeck_model::limits::LimitPolicy;
-use tapedeck_model::stage::Stage;
+use tapedeck_model::stage::{Installed, Stage};
 use tapedeck_store::queue::{AttemptStart, Delivery, JobOutput, JobQueue, Orphan, consumer_name};
 
 /// Settings of one worker process.
@@ -217,7 +217,10 @@ impl Worker {
     }
 
     async fn process(&self, consumer: &str, d: Delivery) {
-        let attempt = match self.queue.start_attempt(&d).await {
+        // The component is pinned for this attempt (and recorded on the job by the script
+        // that starts it): a hot swap from here on affects the next job or attempt.
+        let installed = self.converter.for_tenant(&d.tenant);
+        let attempt = match self.queue.start_attempt_with(&d, &installed.digest).await {
             Ok(AttemptStart::Convert(n)) => n,
             Ok(AttemptStart::Skip) => return,
             Err(e) => {
@@ -233,7 +236,7 @@ impl Worker {
             )))
         } else {
             tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, "converting");
-            self.attempt(consumer, &d).await
+            self.attempt(consumer, &d, &installed).await
         };
         let recorded = match outcome {
             Ok(()) => Ok(()),
@@ -259,7 +262,12 @@ impl Worker {
     }
 
     /// One attempt: fetch, convert (heart-beating and forwarding progress), store, mark done.
-    async fn attempt(&self, consumer: &str, d: &Delivery) -> Result<(), ConvertFailure> {
+    async fn attempt(
+        &self,
+        consumer: &str,
+        d: &Delivery,
+        installed: &Installed<dyn Converter>,
+    ) -> Result<(), ConvertFailure> {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("{what}: {e}"))
         };
@@ -310,18 +318,7 @@ impl Worker {
             })
         };
         let limits = self.run_limits(&job.tenant).await?;
-        // The component is pinned for this attempt: a hot swap from here on affects the
-        // next job (or the next attempt), not this one.
-        let installed = self.converter.for_tenant(&job.tenant);
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
-        if !installed.digest.is_empty()
-            && let Err(e) = self
-                .queue
-                .record_converter(&job.tenant, &job.id, &installed.digest)
-                .await
-        {
-            tracing::warn!(job = %job.id, error = %e, "converter digest not recorded");
-        }
         let converter = installed.stage.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
         let cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));

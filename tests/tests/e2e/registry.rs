@@ -53,10 +53,7 @@ async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() 
         ("admin-token", OPERATOR.to_string()),
         ("workers", "1".into()),
     ]);
-    let op = Api {
-        token: Some(OPERATOR.into()),
-        ..s.api.clone()
-    };
+    let op = s.api.with_token(OPERATOR);
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
     let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
     let hostile = sha256(&hostile_bytes);
@@ -225,10 +222,7 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
         })
         .collect();
     let api = Api::new(&gateway.base);
-    let op = Api {
-        token: Some(OPERATOR.into()),
-        ..api.clone()
-    };
+    let op = api.with_token(OPERATOR);
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
     let (a, b) = (variant("a"), variant("b"));
     let (da, db) = (sha256(&a), sha256(&b));
@@ -258,6 +252,18 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
         da.as_str(),
         "back to the one before: {v}"
     );
+    // Both worker processes report that they run the registry's latest version.
+    let mut active = Value::Null;
+    wait_for(
+        Duration::from_secs(10),
+        "both workers on the new version",
+        async || {
+            active = op.get_json("/v1/admin/plugins/active").await;
+            let procs = active["processes"].as_array().unwrap();
+            procs.len() == 2 && procs.iter().all(|p| p["version"] == active["version"])
+        },
+    )
+    .await;
 
     let known = [builtin.as_str(), da.as_str(), db.as_str()];
     let mut seen = std::collections::HashSet::new();
@@ -360,10 +366,7 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_admins_publish_components_for_their_tenant_only() {
     let s = stack(vec![("admin-token", OPERATOR.to_string())]);
-    let op = Api {
-        token: Some(OPERATOR.into()),
-        ..s.api.clone()
-    };
+    let op = s.api.with_token(OPERATOR);
     let admin_of = async |tenant: &str, allow: bool| -> Api {
         let r = op
             .post("/v1/admin/tenants")
@@ -373,9 +376,7 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
             .unwrap();
         assert_eq!(r.status(), 201);
         let r = op
-            .http
-            .patch(op.url(&format!("/v1/admin/tenants/{tenant}")))
-            .bearer_auth(OPERATOR)
+            .patch(&format!("/v1/admin/tenants/{tenant}"))
             .json(&json!({"allow_plugins": allow}))
             .send()
             .await
@@ -397,12 +398,12 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
     let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
     let hostile = sha256(&hostile_bytes);
 
-    let tenant_publish = async |api: &Api| {
+    let tenant_publish = async |api: &Api, bytes: Vec<u8>| {
         let form = reqwest::multipart::Form::new()
             .text("stage", "converter")
             .part(
                 "file",
-                reqwest::multipart::Part::bytes(hostile_bytes.clone()).file_name("mine.wasm"),
+                reqwest::multipart::Part::bytes(bytes).file_name("mine.wasm"),
             );
         api.post("/v1/tenant/plugins")
             .multipart(form)
@@ -410,11 +411,13 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
             .await
             .unwrap()
     };
-    let r = tenant_publish(&closed).await;
+    // Refused before the body is read: a small body, so the refusal is what the client
+    // sees rather than a connection closed mid-upload.
+    let r = tenant_publish(&closed, vec![0u8; 64]).await;
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "plugins_not_allowed");
-    let r = tenant_publish(&own).await;
+    let r = tenant_publish(&own, hostile_bytes.clone()).await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["plugin"]["owner"], "own", "{v}");

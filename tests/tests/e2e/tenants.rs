@@ -31,10 +31,7 @@ fn gateway_only(extra: Vec<(&str, String)>) -> (tempfile::TempDir, RedisServer, 
 
 /// The operator's client.
 fn operator(api: &Api) -> Api {
-    Api {
-        token: Some(OPERATOR.into()),
-        ..api.clone()
-    }
+    api.with_token(OPERATOR)
 }
 
 /// Creates tenant `name` (self-registration on) with `limits`; returns the answer.
@@ -84,10 +81,7 @@ async fn operators_manage_tenants_and_limits_with_their_token_only() {
     for client in [
         api.clone(),
         user.clone(),
-        Api {
-            token: Some("op-token-0123456789abcdef0123456788".into()),
-            ..api.clone()
-        },
+        api.with_token("op-token-0123456789abcdef0123456788"),
     ] {
         let r = client.get("/v1/admin/tenants").send().await.unwrap();
         assert_eq!(r.status(), 401);
@@ -143,9 +137,7 @@ async fn operators_manage_tenants_and_limits_with_their_token_only() {
     assert_eq!(names, ["acme", "default"]);
 
     let r = op
-        .http
-        .patch(op.url("/v1/admin/tenants/acme/limits"))
-        .bearer_auth(OPERATOR)
+        .patch("/v1/admin/tenants/acme/limits")
         .json(&json!({"max_queued": null, "max_running": 2, "weight": 3}))
         .send()
         .await
@@ -157,9 +149,7 @@ async fn operators_manage_tenants_and_limits_with_their_token_only() {
     assert_eq!(v["server"]["jobs_per_minute"], 50);
     assert_eq!(v["effective"]["weight"], 3);
     let r = op
-        .http
-        .patch(op.url("/v1/admin/tenants/acme/limits"))
-        .bearer_auth(OPERATOR)
+        .patch("/v1/admin/tenants/acme/limits")
         .json(&json!({"nonsense": 1}))
         .send()
         .await
@@ -241,6 +231,14 @@ async fn quota_counts_uploads_and_returns_to_zero_after_deletes() {
         .get_json("/v1/admin/tenants/quota/usage")
         .await;
     assert_eq!(v["stored_bytes"], size);
+    let all = operator(&api).get_json("/v1/admin/usage").await;
+    let quota = all["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["tenant"] == "quota")
+        .expect("every tenant's usage");
+    assert_eq!(quota["stored_bytes"], size, "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,9 +461,7 @@ async fn tenant_admins_manage_their_users() {
         .collect();
     assert_eq!(emails, ["lead@example.com", "new@example.com"]);
     let r = admin
-        .http
-        .patch(admin.url("/v1/tenant/users/new@example.com"))
-        .bearer_auth(admin.token.as_ref().unwrap())
+        .patch("/v1/tenant/users/new@example.com")
         .json(&json!({"role": "admin"}))
         .send()
         .await
@@ -551,9 +547,7 @@ async fn a_tenants_memory_and_notification_limits_apply() {
     // Raised by the operator: it converts; one notification an hour goes out, the
     // second is dead-lettered with the limit.
     let r = operator(&s.api)
-        .http
-        .patch(s.api.url("/v1/admin/tenants/frugal/limits"))
-        .bearer_auth(OPERATOR)
+        .patch("/v1/admin/tenants/frugal/limits")
         .json(&json!({"max_memory_mib": null}))
         .send()
         .await

@@ -491,18 +491,6 @@ impl JobQueue {
         Ok(hashes.iter().filter_map(JobRecord::from_hash).collect())
     }
 
-    /// Records that `digest` (a converter component) runs this attempt of the job: its
-    /// `converters` list gets it unless it is already the last one.
-    pub async fn record_converter(&self, tenant: &str, job_id: &str, digest: &str) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let _: i64 = scripts::RECORD_CONVERTER
-            .key(job_key(tenant, job_id))
-            .arg(digest)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
     /// Adds CPU time a conversion of `tenant` used to its hourly and daily usage.
     pub async fn record_cpu(&self, tenant: &str, cpu_ms: u64) -> Result<()> {
         let mut conn = self.conn().await?;
@@ -735,11 +723,18 @@ impl JobQueue {
     /// Marks the job `converting` and counts the attempt; acknowledges entries whose job
     /// is gone or already finished.
     pub async fn start_attempt(&self, d: &Delivery) -> Result<AttemptStart> {
+        self.start_attempt_with(d, "").await
+    }
+
+    /// [`start_attempt`](Self::start_attempt), recording in the same script that the
+    /// converter `digest` runs this attempt (the job's `converters`).
+    pub async fn start_attempt_with(&self, d: &Delivery, digest: &str) -> Result<AttemptStart> {
         let mut conn = self.conn().await?;
         let (status, attempts): (String, u32) = scripts::START_ATTEMPT
             .key(job_key(&d.tenant, &d.job_id))
             .key(usage_key(&d.tenant))
             .arg(events_channel(&d.job_id))
+            .arg(digest)
             .invoke_async(&mut conn)
             .await?;
         if status == "converting" {

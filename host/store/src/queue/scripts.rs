@@ -102,7 +102,9 @@ return 1
     ))
 });
 
-/// Starts an attempt. KEYS: job, usage. ARGV: channel.
+/// Starts an attempt, recording the converter that runs it (appended to `converters`
+/// unless it is the last one already; empty: not recorded). KEYS: job, usage.
+/// ARGV: channel, converter digest.
 /// Returns `{status, attempts}`; status `missing` when the job was deleted.
 pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -116,6 +118,13 @@ if status == 'done' or status == 'failed' or status == 'expired' then
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'converting', 'progress', '0')
+if ARGV[2] ~= '' then
+  local list = redis.call('HGET', KEYS[1], 'converters') or ''
+  if string.match(list, '([^,]*)$') ~= ARGV[2] then
+    if list == '' then list = ARGV[2] else list = list .. ',' .. ARGV[2] end
+    redis.call('HSET', KEYS[1], 'converters', list)
+  end
+end
 redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
 return {'converting', attempts}
 "#
@@ -251,22 +260,6 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 "#
     ))
-});
-
-/// Appends a converter digest to a job's `converters` (comma-separated) unless it is the
-/// last one already. KEYS: job. ARGV: digest.
-pub static RECORD_CONVERTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local list = redis.call('HGET', KEYS[1], 'converters') or ''
-local last = string.match(list, '([^,]*)$')
-if last == ARGV[1] then return 0 end
-if list == '' then list = ARGV[1] else list = list .. ',' .. ARGV[1] end
-redis.call('HSET', KEYS[1], 'converters', list)
-return 1
-"#,
-    )
 });
 
 /// Puts one due retry back on its tenant's convert stream, if the job still waits for
