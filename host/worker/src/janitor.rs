@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use deadpool_redis::Pool;
-use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;
@@ -87,11 +86,16 @@ pub async fn pass(
         Ok::<_, anyhow::Error>(true)
     }
     .await;
+    // Release only our own lock (it may have expired and been taken meanwhile): compare
+    // and delete in one script.
     let mut conn = pool.get().await?;
-    let holder: Option<String> = conn.get(tapedeck_store::keys::JANITOR_LOCK).await?;
-    if holder.as_deref() == Some(token.as_str()) {
-        let _: () = conn.del(tapedeck_store::keys::JANITOR_LOCK).await?;
-    }
+    let _: i64 = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(tapedeck_store::keys::JANITOR_LOCK)
+    .arg(&token)
+    .invoke_async(&mut conn)
+    .await?;
     result
 }
 
