@@ -446,7 +446,7 @@ pub async fn publish_plugin(
     _: Operator,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    publish(&state, request, None).await
+    publish(&state, request, None, "operator".into()).await
 }
 
 /// `POST /v1/tenant/plugins` (tenant admin, if the operator allowed it): publishes a
@@ -457,7 +457,8 @@ pub async fn tenant_publish_plugin(
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = plugin_tenant(&state, &caller).await?;
-    publish(&state, request, Some(tenant)).await
+    let by = format!("{tenant}/{}", caller.0.email);
+    publish(&state, request, Some(tenant), by).await
 }
 
 /// The caller's tenant, if they are its admin and the operator lets it publish.
@@ -508,6 +509,7 @@ async fn publish(
     state: &AppState,
     request: axum::extract::Request,
     owner: Option<String>,
+    by: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     use futures::TryStreamExt;
     use sha2::Digest;
@@ -595,6 +597,10 @@ async fn publish(
         bytes: size,
         published_at: tapedeck_store::queue::now_ms() / 1000,
         compile_ms: report.compile_ms,
+        by,
+        world: report.world,
+        smoke: report.smoke,
+        smoke_ms: report.smoke_ms,
         owner,
     };
     let created = tapedeck_store::plugins::publish(&state.pool, &plugin).await?;

@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod login_guard;
 pub mod tenants;
 pub mod upload;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -184,6 +185,7 @@ pub fn app(state: AppState) -> Router {
         .route("/upload", post(compat::upload))
         .route("/download", get(compat::download))
         .merge(health::routes(state.health.clone()))
+        .merge(web::routes())
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
         // JSON bodies (credentials, settings) are small. Uploads read the raw body, which

@@ -33,6 +33,22 @@ pub struct ConvertSummary {
     pub duration_ms: u64,
     /// The bitrate produced, kbit/s.
     pub bitrate_kbps: u16,
+    /// The input's audio length as its container declares it, if it does.
+    pub input_ms: Option<u64>,
+    /// The MP3's length counted by the host from its frames (`None`: not an MP3).
+    pub decoded_ms: Option<u64>,
+}
+
+impl ConvertSummary {
+    /// Whether the output is a faithful conversion: an MP3 (the host could count its
+    /// frames) whose length agrees with the input's declared one, within 1 s or 5 %.
+    pub fn output_valid(&self) -> bool {
+        match (self.input_ms, self.decoded_ms) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(i), Some(d)) => (i as f64 - d as f64).abs() <= (i as f64 * 0.05).max(1000.0),
+        }
+    }
 }
 
 /// Why a conversion failed.
@@ -42,6 +58,11 @@ pub enum ConvertFailure {
     /// the job fails at once with this reason.
     #[error("{0}")]
     Permanent(String),
+    /// The converter's own verdict on the input (no audio, unsupported codec, corrupt,
+    /// invalid options): final like `Permanent`, and not the component's fault — a
+    /// canary's analysis does not count it as a plugin failure.
+    #[error("{0}")]
+    Refused(String),
     /// May succeed on another attempt (limits, traps, host I/O).
     #[error("{0}")]
     Retryable(String),

@@ -14,6 +14,7 @@
 //!   component that runs its stage (the registry seam).
 
 pub mod auth;
+pub mod canary;
 pub mod convert;
 pub mod job;
 pub mod limits;

@@ -11,10 +11,17 @@ pub const REGISTRY_STAGES: &[&str] = &["converter", "notifier"];
 pub struct CheckReport {
     /// Time to compile it, milliseconds.
     pub compile_ms: u64,
+    /// The world it implements, e.g. `tapedeck:plugin/converter@0.1.0`.
+    pub world: String,
+    /// What the smoke run did and found.
+    pub smoke: String,
+    /// How long the smoke run took, milliseconds.
+    pub smoke_ms: u64,
 }
 
 /// Checks a component before the registry accepts it: it compiles, its exports match
-/// the stage's world, its imports are within what the host provides for that stage.
+/// the stage's world, its imports are within what the host provides for that stage, and
+/// a smoke run passes.
 pub trait PluginCheck: Send + Sync + 'static {
     /// `Err` carries the reason, for the operator.
     fn check<'a>(

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::canary::CanarySettings;
+
 /// A stage's component as installed: what it is (content address) and the seam it
 /// implements (`dyn Converter`, `dyn Composer`, `dyn Authenticator`).
 pub struct Installed<T: ?Sized> {
@@ -23,10 +25,20 @@ pub struct Installed<T: ?Sized> {
 /// Per-tenant installs, replaced as a whole.
 type Overrides<T> = HashMap<String, Arc<Installed<T>>>;
 
+/// A canary installed beside a scope's component (see `crate::canary`).
+pub struct CanaryInstall<T: ?Sized> {
+    pub settings: CanarySettings,
+    pub installed: Arc<Installed<T>>,
+}
+
+/// Canaries by scope (`None`: everyone's).
+type Canaries<T> = HashMap<Option<String>, Arc<CanaryInstall<T>>>;
+
 /// A replaceable handle on one stage; cheap to clone, shared by every caller.
 pub struct Stage<T: ?Sized> {
     everyone: Arc<ArcSwap<Installed<T>>>,
     tenants: Arc<ArcSwap<Overrides<T>>>,
+    canaries: Arc<ArcSwap<Canaries<T>>>,
 }
 
 impl<T: ?Sized> Clone for Stage<T> {
@@ -34,6 +46,7 @@ impl<T: ?Sized> Clone for Stage<T> {
         Self {
             everyone: self.everyone.clone(),
             tenants: self.tenants.clone(),
+            canaries: self.canaries.clone(),
         }
     }
 }
@@ -46,7 +59,58 @@ impl<T: ?Sized> Stage<T> {
                 stage,
             })),
             tenants: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            canaries: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         }
+    }
+
+    /// What runs a job of `tenant`: the component of its scope, and the canary running
+    /// beside it if any (whether this job takes it is `settings.takes`). A tenant with
+    /// its own component sees only a canary of its own.
+    pub fn for_job(&self, tenant: &str) -> (Arc<Installed<T>>, Option<Arc<CanaryInstall<T>>>) {
+        let canaries = self.canaries.load();
+        let own = canaries.get(&Some(tenant.to_owned())).cloned();
+        match self.tenants.load().get(tenant) {
+            Some(installed) => (installed.clone(), own),
+            None => (
+                self.everyone.load_full(),
+                own.or_else(|| canaries.get(&None).cloned()),
+            ),
+        }
+    }
+
+    /// Installs (or with `None` removes) the canary of a scope.
+    pub fn set_canary(&self, tenant: Option<&str>, canary: Option<(CanarySettings, Arc<T>)>) {
+        let scope = tenant.map(str::to_owned);
+        self.canaries.rcu(|old| {
+            let mut next: Canaries<T> = (**old).clone();
+            match &canary {
+                Some((settings, stage)) => {
+                    next.insert(
+                        scope.clone(),
+                        Arc::new(CanaryInstall {
+                            settings: settings.clone(),
+                            installed: Arc::new(Installed {
+                                digest: settings.digest.clone(),
+                                stage: stage.clone(),
+                            }),
+                        }),
+                    );
+                }
+                None => {
+                    next.remove(&scope);
+                }
+            }
+            next
+        });
+    }
+
+    /// The canaries installed: scope and settings.
+    pub fn canaries(&self) -> Vec<(Option<String>, CanarySettings)> {
+        self.canaries
+            .load()
+            .iter()
+            .map(|(scope, c)| (scope.clone(), c.settings.clone()))
+            .collect()
     }
 
     /// The component that runs this stage for `tenant` now: its own install if it has
@@ -157,5 +221,25 @@ mod tests {
         );
         stage.set_tenant("t2", None);
         assert_eq!(stage.for_tenant("t2").stage.word(), "a");
+    }
+
+    #[test]
+    fn canaries_apply_to_their_scope() {
+        let stage: Stage<dyn Speak> = Stage::new("sha-a", Arc::new(A));
+        let everyone = CanarySettings::new("converter", None, "sha-b", 50.0);
+        stage.set_canary(None, Some((everyone, Arc::new(B))));
+        let (stable, canary) = stage.for_job("t1");
+        assert_eq!(stable.digest, "sha-a");
+        assert_eq!(canary.unwrap().installed.stage.word(), "b");
+        // A tenant on its own component is not in everyone's canary.
+        stage.set_tenant("t2", Some(("sha-c".into(), Arc::new(A))));
+        assert!(stage.for_job("t2").1.is_none());
+        let own = CanarySettings::new("converter", Some("t2"), "sha-d", 10.0);
+        stage.set_canary(Some("t2"), Some((own, Arc::new(B))));
+        assert_eq!(stage.for_job("t2").1.unwrap().settings.digest, "sha-d");
+        assert_eq!(stage.for_job("t1").1.unwrap().settings.digest, "sha-b");
+        stage.set_canary(None, None);
+        assert!(stage.for_job("t1").1.is_none());
+        assert_eq!(stage.canaries().len(), 1);
     }
 }

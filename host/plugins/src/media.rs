@@ -104,10 +104,132 @@ pub fn iso_bmff_duration(file: &File) -> Option<Duration> {
     Duration::try_from_secs_f64(duration as f64 / timescale as f64).ok()
 }
 
+/// One MPEG audio Layer III frame header: its length in bytes and in samples per channel.
+fn mp3_frame(h: [u8; 4]) -> Option<(u64, u64, u32)> {
+    if h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3; // 0: 2.5, 2: 2, 3: 1
+    let layer = (h[1] >> 1) & 3; // 1: Layer III
+    if version == 1 || layer != 1 {
+        return None;
+    }
+    let (bitrate_idx, rate_idx, padding) = (
+        (h[2] >> 4) as usize,
+        ((h[2] >> 2) & 3) as usize,
+        (h[2] >> 1) & 1,
+    );
+    if bitrate_idx == 0 || bitrate_idx == 15 || rate_idx == 3 {
+        return None;
+    }
+    const V1: [u32; 15] = [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    const V2: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+    let (kbps, rate, samples) = match version {
+        3 => (V1[bitrate_idx], [44_100, 48_000, 32_000][rate_idx], 1152u64),
+        2 => (V2[bitrate_idx], [22_050, 24_000, 16_000][rate_idx], 576),
+        _ => (V2[bitrate_idx], [11_025, 12_000, 8_000][rate_idx], 576),
+    };
+    let bytes = samples / 8 * kbps as u64 * 1000 / rate as u64 + padding as u64;
+    Some((bytes, samples, rate))
+}
+
+/// Frames a file may have before the walk gives up (a day of 8 kHz audio is ~1.2 M).
+pub const MAX_MP3_FRAMES: u64 = 4_000_000;
+
+/// The length of an MP3 file, counted from its frame headers by the host — the
+/// converter's summary is the guest's word. Skips an ID3v2 tag and the Xing/Info frame
+/// an encoder puts first; stops at the first thing that is not a frame (an ID3v1 tag,
+/// garbage). `None` if there is no frame at all. Every read is bounded; at most
+/// [`MAX_MP3_FRAMES`] frames are visited.
+pub fn mp3_duration(file: &File) -> Option<Duration> {
+    let len = file.metadata().ok()?.len();
+    let mut offset = 0u64;
+    let mut head = [0u8; 10];
+    if read_exact_at(file, &mut head, 0).is_some() && &head[..3] == b"ID3" {
+        let size = head[6..10]
+            .iter()
+            .fold(0u64, |n, b| (n << 7) | (*b & 0x7F) as u64);
+        let footer = if head[5] & 0x10 != 0 { 10 } else { 0 };
+        offset = 10 + size + footer;
+    }
+    let (mut samples_total, mut rate, mut frames) = (0u64, 0u32, 0u64);
+    while offset + 4 <= len && frames < MAX_MP3_FRAMES {
+        let mut h = [0u8; 4];
+        read_exact_at(file, &mut h, offset)?;
+        let Some((bytes, samples, r)) = mp3_frame(h) else {
+            break;
+        };
+        if rate != 0 && r != rate {
+            break;
+        }
+        rate = r;
+        // The first frame may be the encoder's Xing/Info frame (no audio).
+        let info = frames == 0 && {
+            let mut body = vec![0u8; bytes.min(64) as usize];
+            read_exact_at(file, &mut body, offset).is_some()
+                && body.windows(4).any(|w| w == b"Xing" || w == b"Info")
+        };
+        if !info {
+            samples_total += samples;
+        }
+        frames += 1;
+        offset += bytes.max(1);
+    }
+    if rate == 0 || samples_total == 0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(samples_total as f64 / rate as f64))
+}
+
+/// Whether an MP3 of `decoded` length is a faithful conversion of audio `input` long:
+/// within 1 s or 5 %, whichever is more (encoder delay and padding, priming, a video
+/// track longer than the audio in the container's header).
+pub fn lengths_agree(input: Duration, decoded: Duration) -> bool {
+    let (i, d) = (input.as_secs_f64(), decoded.as_secs_f64());
+    (i - d).abs() <= (i * 0.05).max(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A silent MPEG-1 Layer III frame, 128 kbit/s, 44.1 kHz, stereo: 417 bytes.
+    fn silent_frame() -> Vec<u8> {
+        let mut f = vec![0xFF, 0xFB, 0x90, 0x00];
+        f.resize(417, 0);
+        f
+    }
+
+    #[test]
+    fn mp3_length_is_counted_from_frames() {
+        let mut bytes = b"ID3\x03\0\0\0\0\0\x05hello".to_vec();
+        let mut info = silent_frame();
+        info[36..40].copy_from_slice(b"Info");
+        bytes.extend(info);
+        for _ in 0..100 {
+            bytes.extend(silent_frame());
+        }
+        bytes.extend(b"TAG".iter().copied().chain(std::iter::repeat_n(0, 125)));
+        let d = mp3_duration(file_of(&bytes).as_file()).unwrap();
+        assert!(
+            (d.as_secs_f64() - 100.0 * 1152.0 / 44100.0).abs() < 1e-6,
+            "{d:?}"
+        );
+        assert_eq!(mp3_duration(file_of(b"not an mp3 at all").as_file()), None);
+        assert_eq!(mp3_duration(file_of(&[0xFF, 0xFB]).as_file()), None);
+    }
+
+    #[test]
+    fn lengths_agree_within_a_second_or_five_percent() {
+        let s = Duration::from_secs_f64;
+        assert!(lengths_agree(s(2.0), s(2.9)));
+        assert!(!lengths_agree(s(2.0), s(3.1)));
+        assert!(lengths_agree(s(100.0), s(104.0)));
+        assert!(!lengths_agree(s(100.0), s(94.0)));
+    }
 
     fn boxed(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
         let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();

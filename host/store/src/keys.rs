@@ -164,6 +164,17 @@ pub const PLUGIN_VERSION: &str = "td:plugins:version";
 pub const PLUGIN_APPLIED: &str = "td:plugins:applied";
 /// Pub/sub channel announcing a new registry version.
 pub const PLUGIN_CHANNEL: &str = "td:plugins:changed";
+/// Canaries running (hash: `{stage}` or `{stage}:{tenant}` → JSON settings).
+pub const PLUGIN_CANARIES: &str = "td:plugins:canaries";
+/// The recent outcomes of one arm (`canary` or `stable`) of a canary (list, newest
+/// first, trimmed to the canary's window; `ok|fail|invalid:{run ms}`).
+pub fn canary_outcomes(scope: &str, arm: &str) -> String {
+    format!("td:plugins:canary:{scope}:{arm}")
+}
+/// Totals of a canary's arms since it started (hash: `{arm}:{outcome}` → count).
+pub fn canary_totals(scope: &str) -> String {
+    format!("td:plugins:canary:{scope}:totals")
+}
 
 // Links.
 

@@ -12,6 +12,7 @@
 //! - `tenants` (and their limits), `usage`, `users` (and the operator token),
 //!   `notify_settings`, `links`, `plugins` (the plugin registry).
 
+pub mod canary;
 pub mod keys;
 pub mod links;
 pub mod notify_settings;

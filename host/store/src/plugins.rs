@@ -31,6 +31,18 @@ pub struct Plugin {
     /// operator's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Who published it: `operator`, or the tenant admin's `{tenant}/{email}`.
+    #[serde(default)]
+    pub by: String,
+    /// The WIT world version it implements.
+    #[serde(default)]
+    pub world: String,
+    /// The smoke run at publish: what ran and what it took.
+    #[serde(default)]
+    pub smoke: String,
+    /// Milliseconds the smoke run took.
+    #[serde(default)]
+    pub smoke_ms: u64,
 }
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
@@ -50,6 +62,9 @@ pub struct Change {
     pub stage: String,
     pub tenant: Option<String>,
     pub digest: Option<String>,
+    /// Why (a canary's settings, or what ended it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn active_field(stage: &str, tenant: Option<&str>) -> String {
@@ -79,6 +94,17 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
                 ("bytes", plugin.bytes),
                 ("published_at", plugin.published_at),
                 ("compile_ms", plugin.compile_ms),
+                ("smoke_ms", plugin.smoke_ms),
+            ],
+        )
+        .await?;
+    let _: () = conn
+        .hset_multiple(
+            plugin_key(&plugin.digest),
+            &[
+                ("by", plugin.by.as_str()),
+                ("world", plugin.world.as_str()),
+                ("smoke", plugin.smoke.as_str()),
             ],
         )
         .await?;
@@ -114,6 +140,10 @@ pub async fn get(pool: &Pool, digest: &str) -> redis::RedisResult<Option<Plugin>
         published_at: num("published_at"),
         compile_ms: num("compile_ms"),
         owner: h.get("owner").cloned(),
+        by: h.get("by").cloned().unwrap_or_default(),
+        world: h.get("world").cloned().unwrap_or_default(),
+        smoke: h.get("smoke").cloned().unwrap_or_default(),
+        smoke_ms: num("smoke_ms"),
     }))
 }
 
@@ -162,6 +192,18 @@ pub async fn activate(
     digest: Option<&str>,
     action: &str,
 ) -> redis::RedisResult<Active> {
+    activate_why(pool, stage, tenant, digest, action, None).await
+}
+
+/// [`activate`], recording why.
+pub async fn activate_why(
+    pool: &Pool,
+    stage: &str,
+    tenant: Option<&str>,
+    digest: Option<&str>,
+    action: &str,
+    why: Option<&str>,
+) -> redis::RedisResult<Active> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let field = active_field(stage, tenant);
     let _: () = match digest {
@@ -169,10 +211,8 @@ pub async fn activate(
         None => conn.hdel(PLUGIN_ACTIVE, &field).await?,
     };
     drop(conn);
-    record(pool, action, stage, tenant, digest).await?;
-    let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let version: u64 = conn.incr(PLUGIN_VERSION, 1).await?;
-    let _: () = conn.publish(PLUGIN_CHANNEL, version).await?;
+    record_with(pool, action, stage, tenant, digest, why).await?;
+    bump(pool).await?;
     Ok(Active {
         stage: stage.to_owned(),
         tenant: tenant.map(str::to_owned),
@@ -190,10 +230,21 @@ pub async fn previous(
     let changes = history(pool, Some(stage), 10_000).await?;
     let mut activations = changes
         .iter()
-        .filter(|c| c.action != "publish" && c.tenant.as_deref() == tenant);
+        .filter(|c| ACTIVATIONS.contains(&c.action.as_str()) && c.tenant.as_deref() == tenant);
     // Newest first: skip the one in force.
     activations.next();
     Ok(activations.next().and_then(|c| c.digest.clone()))
+}
+
+/// History actions that change what runs a stage.
+const ACTIVATIONS: &[&str] = &["activate", "rollback", "canary-promote"];
+
+/// Bumps the registry version and tells every process.
+pub async fn bump(pool: &Pool) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let version: u64 = conn.incr(PLUGIN_VERSION, 1).await?;
+    let _: () = conn.publish(PLUGIN_CHANNEL, version).await?;
+    Ok(())
 }
 
 async fn record(
@@ -202,6 +253,18 @@ async fn record(
     stage: &str,
     tenant: Option<&str>,
     digest: Option<&str>,
+) -> redis::RedisResult<()> {
+    record_with(pool, action, stage, tenant, digest, None).await
+}
+
+/// Adds a change to the history, with why.
+pub async fn record_with(
+    pool: &Pool,
+    action: &str,
+    stage: &str,
+    tenant: Option<&str>,
+    digest: Option<&str>,
+    why: Option<&str>,
 ) -> redis::RedisResult<()> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let _: String = redis::cmd("XADD")
@@ -220,6 +283,8 @@ async fn record(
         .arg(tenant.unwrap_or(""))
         .arg("digest")
         .arg(digest.unwrap_or(""))
+        .arg("reason")
+        .arg(why.unwrap_or(""))
         .query_async(&mut conn)
         .await?;
     Ok(())
@@ -250,6 +315,7 @@ pub async fn history(
             stage: field(e, "stage"),
             tenant: Some(field(e, "tenant")).filter(|t| !t.is_empty()),
             digest: Some(field(e, "digest")).filter(|d| !d.is_empty()),
+            reason: Some(field(e, "reason")).filter(|r| !r.is_empty()),
         })
         .filter(|c| stage.is_none_or(|s| c.stage == s))
         .take(limit)

@@ -20,11 +20,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;
+use tapedeck_model::canary::CanarySettings;
 pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn,
 };
 use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::stage::{Installed, Stage};
+use tapedeck_store::canary;
 use tapedeck_store::queue::{AttemptStart, Delivery, JobOutput, JobQueue, Orphan, consumer_name};
 
 /// Settings of one worker process.
@@ -218,15 +220,37 @@ impl Worker {
 
     async fn process(&self, consumer: &str, d: Delivery) {
         // The component is pinned for this attempt (and recorded on the job by the script
-        // that starts it): a hot swap from here on affects the next job or attempt.
-        let installed = self.converter.for_tenant(&d.tenant);
-        let attempt = match self.queue.start_attempt_with(&d, &installed.digest).await {
-            Ok(AttemptStart::Convert(n)) => n,
-            Ok(AttemptStart::Skip) => return,
+        // that starts it): a hot swap from here on affects the next job or attempt. A
+        // canary running in the job's scope may take the job's first attempt.
+        let (stable, canary) = self.converter.for_job(&d.tenant);
+        let owner = match &canary {
+            Some(c) if c.settings.sticky == tapedeck_model::canary::Sticky::User => {
+                match self.queue.get(&d.tenant, &d.job_id).await {
+                    Ok(Some(job)) => job.user_id,
+                    _ => String::new(),
+                }
+            }
+            _ => String::new(),
+        };
+        let offered = canary
+            .as_ref()
+            .filter(|c| c.settings.takes(&d.tenant, &owner, &d.job_id))
+            .map(|c| c.settings.digest.as_str());
+        let (attempt, on_canary) = match self
+            .queue
+            .start_attempt_pinned(&d, &stable.digest, offered)
+            .await
+        {
+            Ok((AttemptStart::Convert(n), on_canary)) => (n, on_canary),
+            Ok((AttemptStart::Skip, _)) => return,
             Err(e) => {
                 tracing::warn!(job = %d.job_id, error = %e, "could not start an attempt");
                 return;
             }
+        };
+        let installed = match (&canary, on_canary) {
+            (Some(c), true) => c.installed.clone(),
+            _ => stable,
         };
         let max = self.queue.policy().max_attempts;
         let outcome = if attempt > max {
@@ -235,12 +259,23 @@ impl Worker {
                 "gave up after {max} attempts (the conversion did not finish)"
             )))
         } else {
-            tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, "converting");
-            self.attempt(consumer, &d, &installed).await
+            tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, canary = on_canary, "converting");
+            let arm = canary.as_ref().map(|c| (&c.settings, on_canary));
+            self.attempt(consumer, &d, &installed, arm).await
         };
         let recorded = match outcome {
             Ok(()) => Ok(()),
-            Err(ConvertFailure::Permanent(reason)) => {
+            Err(failure) if on_canary => {
+                // A canary's failure is the canary's problem, not the user's: the job
+                // goes straight back for the stable component.
+                let reason = format!(
+                    "the canary converter {} failed ({failure}); retrying on the stable one",
+                    short(&installed.digest)
+                );
+                tracing::info!(job = %d.job_id, %reason, "canary attempt failed");
+                self.queue.retry_on_stable(&d, &reason).await
+            }
+            Err(ConvertFailure::Permanent(reason) | ConvertFailure::Refused(reason)) => {
                 tracing::info!(job = %d.job_id, %reason, "job failed");
                 self.queue.fail(&d, &reason, attempt).await
             }
@@ -261,12 +296,41 @@ impl Worker {
         }
     }
 
+    /// Records one run in its canary's analysis (`arm`: the canary's settings, and
+    /// whether this run was the canary's), and acts on the verdict.
+    async fn record_arm(
+        &self,
+        arm: Option<(&CanarySettings, bool)>,
+        result: canary::RunResult,
+        ms: u64,
+    ) {
+        let Some((settings, on_canary)) = arm else {
+            return;
+        };
+        let pool = self.queue.pool();
+        let side = if on_canary { "canary" } else { "stable" };
+        let outcome = canary::Outcome { result, ms };
+        if let Err(e) = canary::record(pool, settings, side, outcome).await {
+            tracing::warn!(error = %e, "canary outcome not recorded");
+            return;
+        }
+        if on_canary {
+            match canary::evaluate(pool, settings).await {
+                Ok(Some(verdict)) => {
+                    tracing::warn!(digest = %settings.digest, ?verdict, "canary ended by its analysis")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "canary analysis failed"),
+            }
+        }
+    }
     /// One attempt: fetch, convert (heart-beating and forwarding progress), store, mark done.
     async fn attempt(
         &self,
         consumer: &str,
         d: &Delivery,
         installed: &Installed<dyn Converter>,
+        arm: Option<(&CanarySettings, bool)>,
     ) -> Result<(), ConvertFailure> {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("{what}: {e}"))
@@ -323,6 +387,7 @@ impl Worker {
         let (input_path, output_path) = (input.clone(), output.clone());
         let cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let cpu_used = cpu_ms.clone();
+        let started = Instant::now();
         let converted = tokio::task::spawn_blocking(move || {
             let throttle = Mutex::new((Instant::now(), 0.0f32));
             let progress = move |p: f32| {
@@ -359,7 +424,27 @@ impl Worker {
         {
             tracing::warn!(job = %d.job_id, error = %e, "CPU time not recorded");
         }
+        let ms = started.elapsed().as_millis() as u64;
+        let result = match &converted {
+            Ok(summary) if summary.output_valid() => Some(canary::RunResult::Ok),
+            Ok(_) => Some(canary::RunResult::Invalid),
+            // The input's fault, whichever component ran: not counted.
+            Err(ConvertFailure::Refused(_)) => None,
+            Err(_) => Some(canary::RunResult::Fail),
+        };
+        if let Some(result) = result {
+            self.record_arm(arm, result, ms).await;
+        }
         let summary = converted?;
+        if arm.is_some_and(|(_, on_canary)| on_canary) && !summary.output_valid() {
+            return Err(ConvertFailure::Retryable(format!(
+                "its MP3 is {} ms long by the host's count, the input {} ms",
+                summary
+                    .decoded_ms
+                    .map_or("not decodable".into(), |d| d.to_string()),
+                summary.input_ms.map_or("unknown".into(), |d| d.to_string())
+            )));
+        }
 
         let key = format!("out/{}/{}.mp3", d.tenant, d.job_id);
         let bytes = self
@@ -386,6 +471,11 @@ impl Worker {
             Err(e) => Err(retry("marking the job done", &e)),
         }
     }
+}
+
+/// The first 12 characters of a digest, for messages.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 #[cfg(test)]

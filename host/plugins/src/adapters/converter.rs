@@ -87,7 +87,7 @@ pub fn classify(
     let tenant = &policy.set_by_tenant;
     match &error {
         RunError::Convert(ConvertError::Io(_)) => ConvertFailure::Retryable(error.to_string()),
-        RunError::Convert(_) => ConvertFailure::Permanent(error.to_string()),
+        RunError::Convert(_) => ConvertFailure::Refused(error.to_string()),
         RunError::CpuLimit { .. } | RunError::WallClockLimit { .. } => {
             let minutes = audio.duration().as_secs_f64() / 60.0;
             let length = match audio {
@@ -179,9 +179,31 @@ impl Converter for ComponentConverter {
                 .fetch_add(cpu.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let summary = result.map_err(|e| classify(e, job.limits, &limits, audio))?;
+        let decoded = File::open(job.output)
+            .ok()
+            .and_then(|f| crate::media::mp3_duration(&f));
+        let decoded_ms = decoded.map(|d| d.as_millis() as u64);
         Ok(ConvertSummary {
-            duration_ms: summary.duration_ms,
+            // The guest's figure (exact: it knows the encoder's delay and padding) when
+            // the host's frame count agrees with it, else the host's: never trust the
+            // guest's word alone.
+            duration_ms: match decoded {
+                Some(d)
+                    if !crate::media::lengths_agree(
+                        d,
+                        std::time::Duration::from_millis(summary.duration_ms),
+                    ) =>
+                {
+                    d.as_millis() as u64
+                }
+                _ => summary.duration_ms,
+            },
             bitrate_kbps: summary.bitrate_kbps,
+            input_ms: match audio {
+                AudioLength::Declared(d) => Some(d.as_millis() as u64),
+                AudioLength::AtMost(_) => None,
+            },
+            decoded_ms,
         })
     }
 }
@@ -281,7 +303,7 @@ mod tests {
                 &limits,
                 audio
             ),
-            ConvertFailure::Permanent(_)
+            ConvertFailure::Refused(_)
         ));
     }
 }

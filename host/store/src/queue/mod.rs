@@ -729,16 +729,28 @@ impl JobQueue {
     /// [`start_attempt`](Self::start_attempt), recording in the same script that the
     /// converter `digest` runs this attempt (the job's `converters`).
     pub async fn start_attempt_with(&self, d: &Delivery, digest: &str) -> Result<AttemptStart> {
+        Ok(self.start_attempt_pinned(d, digest, None).await?.0)
+    }
+
+    /// [`start_attempt_with`](Self::start_attempt_with), with the digest of a canary the
+    /// job may run instead: true when this attempt runs it (a job's first attempt, once).
+    pub async fn start_attempt_pinned(
+        &self,
+        d: &Delivery,
+        digest: &str,
+        canary: Option<&str>,
+    ) -> Result<(AttemptStart, bool)> {
         let mut conn = self.conn().await?;
-        let (status, attempts): (String, u32) = scripts::START_ATTEMPT
+        let (status, attempts, on_canary): (String, u32, u32) = scripts::START_ATTEMPT
             .key(job_key(&d.tenant, &d.job_id))
             .key(usage_key(&d.tenant))
             .arg(events_channel(&d.job_id))
             .arg(digest)
+            .arg(canary.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         if status == "converting" {
-            return Ok(AttemptStart::Convert(attempts));
+            return Ok((AttemptStart::Convert(attempts), on_canary == 1));
         }
         redis::pipe()
             .atomic()
@@ -753,7 +765,7 @@ impl JobQueue {
             .await?;
         drop(conn);
         self.release(d).await?;
-        Ok(AttemptStart::Skip)
+        Ok((AttemptStart::Skip, false))
     }
 
     /// Resets the entry's idle time while we work on it. False if another worker has
@@ -886,6 +898,22 @@ impl JobQueue {
 
     /// Requeues the job after `delay` and acknowledges this entry.
     pub async fn retry_later(&self, d: &Delivery, reason: &str, delay: Duration) -> Result<()> {
+        self.requeue_attempt(d, reason, delay, false).await
+    }
+
+    /// Requeues a job a canary failed at once, for the stable converter; the canary's
+    /// attempt does not count against `max_attempts`.
+    pub async fn retry_on_stable(&self, d: &Delivery, reason: &str) -> Result<()> {
+        self.requeue_attempt(d, reason, Duration::ZERO, true).await
+    }
+
+    async fn requeue_attempt(
+        &self,
+        d: &Delivery,
+        reason: &str,
+        delay: Duration,
+        refund: bool,
+    ) -> Result<()> {
         let due = now_ms() + delay.as_millis() as u64;
         // The retry entry first: a crash before the script leaves one the promoter drops.
         self.sched.add_retry(&d.tenant, &d.job_id, due).await?;
@@ -900,6 +928,7 @@ impl JobQueue {
             .arg(reason)
             .arg(due)
             .arg(events_channel(&d.job_id))
+            .arg(if refund { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         drop(conn);

@@ -104,29 +104,37 @@ return 1
 
 /// Starts an attempt, recording the converter that runs it (appended to `converters`
 /// unless it is the last one already; empty: not recorded). KEYS: job, usage.
-/// ARGV: channel, converter digest.
-/// Returns `{status, attempts}`; status `missing` when the job was deleted.
+/// ARGV: channel, converter digest, canary digest (empty: none). The canary runs a job's
+/// first attempt only, once (`canary_tried`): a retry, or a job requeued by hand, runs
+/// the stable converter.
+/// Returns `{status, attempts, canary}`; status `missing` when the job was deleted;
+/// canary 1 when this attempt runs the canary.
 pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then moved(KEYS[2], 'queued', 'converting') end
 if status == 'done' or status == 'failed' or status == 'expired' then
-  return {status, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+  return {status, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), 0}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'converting', 'progress', '0')
-if ARGV[2] ~= '' then
+local digest, canary = ARGV[2], 0
+if ARGV[3] ~= '' and attempts == 1 and redis.call('HGET', KEYS[1], 'canary_tried') ~= '1' then
+  digest, canary = ARGV[3], 1
+  redis.call('HSET', KEYS[1], 'canary_tried', '1')
+end
+if digest ~= '' then
   local list = redis.call('HGET', KEYS[1], 'converters') or ''
-  if string.match(list, '([^,]*)$') ~= ARGV[2] then
-    if list == '' then list = ARGV[2] else list = list .. ',' .. ARGV[2] end
+  if string.match(list, '([^,]*)$') ~= digest then
+    if list == '' then list = digest else list = list .. ',' .. digest end
     redis.call('HSET', KEYS[1], 'converters', list)
   end
 end
 redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
-return {'converting', attempts}
+return {'converting', attempts, canary}
 "#
     ))
 });
@@ -245,7 +253,7 @@ return 'failed'
 /// already added the job to the scheduler's retry set, so a crash between the two leaves
 /// a retry entry the promoter drops, never a job nobody requeues), ack, lease released.
 /// KEYS: job, convert stream, running leases, usage. ARGV: group, entry id, reason, due
-/// ms, channel.
+/// ms, channel, refund (`1`: the attempt does not count — a canary's, retried on stable).
 pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
@@ -253,6 +261,7 @@ pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') == 'converting' then
   moved(KEYS[4], 'converting', 'queued')
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0', 'retry_due', ARGV[4])
+  if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
   redis.call('PUBLISH', ARGV[5], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
