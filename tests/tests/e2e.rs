@@ -53,6 +53,10 @@ mod admin_cli;
 #[path = "e2e/registry.rs"]
 mod registry;
 
+/// Issue 13: canary rollouts with automatic rollback.
+#[path = "e2e/canary.rs"]
+mod canary;
+
 /// `tapedeck admin plugin ...` over the registry API.
 #[path = "e2e/plugin_cli.rs"]
 mod plugin_cli;

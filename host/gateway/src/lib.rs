@@ -19,6 +19,7 @@ pub mod extract;
 pub mod health;
 pub mod jobs;
 pub mod login_guard;
+pub mod ops;
 pub mod tenants;
 pub mod upload;
 pub mod web;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// Non-public webhook destinations the operator allows.
     pub webhook_allow: Arc<Vec<IpNet>>,
+    /// The folder mail is written to when no SMTP server is set (`None`: SMTP).
+    pub outbox: Option<std::path::PathBuf>,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).
@@ -167,6 +170,14 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/plugins/active", get(admin::active_plugins))
         .route("/admin/plugins/history", get(admin::plugin_history))
         .route("/admin/plugins/rollback", post(admin::rollback_plugin))
+        .route("/admin/plugins/canaries", get(ops::list_canaries))
+        .route("/admin/plugins/canary/promote", post(ops::promote_canary))
+        .route("/admin/plugins/canary/abort", post(ops::abort_canary))
+        .route("/admin/plugins/{digest}/canary", post(ops::start_canary))
+        .route("/admin/dead", get(ops::dead_letters))
+        .route("/admin/dead/replay", post(ops::replay))
+        .route("/admin/outbox", get(ops::outbox))
+        .route("/admin/outbox/{name}", get(ops::outbox_message))
         .route(
             "/admin/plugins/{digest}/activate",
             post(admin::activate_plugin),

@@ -112,6 +112,64 @@ enum PluginCommand {
         #[arg(long)]
         stage: Option<Stage>,
     },
+    /// Run a published converter on a share of new jobs beside the active one; its
+    /// analysis rolls it back by itself on a breach (thresholds: README, "Canaries").
+    Canary(Box<CanaryArgs>),
+    /// Make the running canary the active component of its scope.
+    Promote {
+        #[arg(long)]
+        stage: Stage,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Stop the running canary of a scope; nothing else changes.
+    Abort {
+        #[arg(long)]
+        stage: Stage,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The running canaries and their analysis so far.
+    Canaries,
+}
+
+#[derive(Debug, clap::Args)]
+struct CanaryArgs {
+    /// The plugin's digest (or its start, as tables show it).
+    #[arg(value_parser = parse_digest)]
+    digest: String,
+    #[arg(long)]
+    stage: Stage,
+    /// Only this tenant's jobs (default: every tenant without its own component).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Share of new jobs that run the canary, more than 0 and at most 100.
+    #[arg(long)]
+    percent: f64,
+    /// What keeps a job on the same side: tenant, user or job.
+    #[arg(long, default_value = "job")]
+    sticky: String,
+    /// Promote by itself after this many canary runs with no breach.
+    #[arg(long)]
+    promote_after: Option<u32>,
+    /// Canary runs before any verdict [default: 10].
+    #[arg(long)]
+    min_jobs: Option<u32>,
+    /// Runs per side the analysis looks at [default: 50].
+    #[arg(long)]
+    window: Option<u32>,
+    /// How much the canary's failure share may exceed stable's, 0..1 [default: 0.10].
+    #[arg(long)]
+    max_failure_delta: Option<f64>,
+    /// Same for invalid outputs [default: 0.10].
+    #[arg(long)]
+    max_invalid_delta: Option<f64>,
+    /// The canary's p95 run time may be this many times stable's... [default: 1.5]
+    #[arg(long)]
+    max_p95_ratio: Option<f64>,
+    /// ...plus this many milliseconds [default: 500].
+    #[arg(long)]
+    p95_slack_ms: Option<u64>,
 }
 
 /// A stage a plugin can serve.
@@ -621,6 +679,10 @@ enum Render {
     ActiveAll,
     /// `{"history": [EVENT...]}`
     History,
+    /// `{"canary": STATUS}` or `{"canaries": [STATUS...]}`
+    Canaries,
+    /// `{"ended", "digest", "stage", "tenant"}`
+    CanaryEnded,
 }
 
 /// Runs `tapedeck admin`; the exit code says whether it worked.
@@ -722,6 +784,33 @@ fn activate_request(digest: &str, stage: Stage, tenant: Option<&str>) -> Request
     )
 }
 
+/// `POST /v1/admin/plugins/{digest}/canary` (`digest` in full).
+fn canary_request(digest: &str, a: &CanaryArgs) -> Request {
+    let mut body = activation_body(a.stage, a.tenant.as_deref());
+    body["percent"] = json!(a.percent);
+    body["sticky"] = json!(a.sticky);
+    let optional = [
+        ("promote_after", a.promote_after.map(|v| json!(v))),
+        ("min_jobs", a.min_jobs.map(|v| json!(v))),
+        ("window", a.window.map(|v| json!(v))),
+        ("max_failure_delta", a.max_failure_delta.map(|v| json!(v))),
+        ("max_invalid_delta", a.max_invalid_delta.map(|v| json!(v))),
+        ("max_p95_ratio", a.max_p95_ratio.map(|v| json!(v))),
+        ("p95_slack_ms", a.p95_slack_ms.map(|v| json!(v))),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            body[name] = v;
+        }
+    }
+    Request::new(
+        Method::POST,
+        &["plugins", digest, "canary"],
+        Some(body),
+        Render::Canaries,
+    )
+}
+
 fn request(command: &AdminCommand) -> Request {
     match command {
         AdminCommand::Tenant(command) => match command.as_ref() {
@@ -801,6 +890,25 @@ fn request(command: &AdminCommand) -> Request {
                 Request::new(Method::GET, &["plugins", "history"], None, Render::History)
                     .stage_filter(*stage)
             }
+            PluginCommand::Canary(args) => canary_request(&args.digest, args),
+            PluginCommand::Promote { stage, tenant } => Request::new(
+                Method::POST,
+                &["plugins", "canary", "promote"],
+                Some(activation_body(*stage, tenant.as_deref())),
+                Render::CanaryEnded,
+            ),
+            PluginCommand::Abort { stage, tenant } => Request::new(
+                Method::POST,
+                &["plugins", "canary", "abort"],
+                Some(activation_body(*stage, tenant.as_deref())),
+                Render::CanaryEnded,
+            ),
+            PluginCommand::Canaries => Request::new(
+                Method::GET,
+                &["plugins", "canaries"],
+                None,
+                Render::Canaries,
+            ),
         },
     }
 }
@@ -833,19 +941,25 @@ fn resolve_digest(prefix: &str, stage: Stage, plugins: &Value) -> Result<String,
 async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Value), Failure> {
     let mut request = request(command);
     // An abbreviated digest (as tables show it) is looked up among the stage's plugins.
-    if let AdminCommand::Plugin(plugin) = command
-        && let PluginCommand::Activate {
-            digest,
-            stage,
-            tenant,
-        } = plugin.as_ref()
-        && digest.len() < DIGEST_LEN
-    {
-        let list = Request::new(Method::GET, &["plugins"], None, Render::Plugins)
-            .stage_filter(Some(*stage));
-        let (_, plugins) = client.send(&list).await?;
-        let digest = resolve_digest(digest, *stage, &plugins)?;
-        request = activate_request(&digest, *stage, tenant.as_deref());
+    if let AdminCommand::Plugin(plugin) = command {
+        let short = match plugin.as_ref() {
+            PluginCommand::Activate { digest, stage, .. } => Some((digest, *stage)),
+            PluginCommand::Canary(a) => Some((&a.digest, a.stage)),
+            _ => None,
+        };
+        if let Some((digest, stage)) = short.filter(|(d, _)| d.len() < DIGEST_LEN) {
+            let list = Request::new(Method::GET, &["plugins"], None, Render::Plugins)
+                .stage_filter(Some(stage));
+            let (_, plugins) = client.send(&list).await?;
+            let digest = resolve_digest(digest, stage, &plugins)?;
+            request = match plugin.as_ref() {
+                PluginCommand::Canary(a) => canary_request(&digest, a),
+                PluginCommand::Activate { tenant, .. } => {
+                    activate_request(&digest, stage, tenant.as_deref())
+                }
+                _ => request,
+            };
+        }
     }
     let (status, value) = client.send(&request).await?;
     let render = match request.render {
@@ -883,6 +997,14 @@ fn render(kind: Render, value: &Value) -> String {
         Render::Published => render_published(&value["plugin"], false),
         Render::AlreadyPublished => render_published(&value["plugin"], true),
         Render::Plugins => render_plugins(value),
+        Render::Canaries => render_canaries(value),
+        Render::CanaryEnded => format!(
+            "{}: {} {} for {}",
+            text(&value["ended"]).replace("canary-", "canary "),
+            text(&value["stage"]),
+            short_digest(&value["digest"]),
+            tenant_cell(&value["tenant"])
+        ),
         Render::Active => render_activation(&value["active"]),
         Render::ActiveAll => render_active(value),
         Render::History => render_history(value),
@@ -1261,12 +1383,56 @@ fn render_active(value: &Value) -> String {
     }
 }
 
+fn render_canaries(value: &Value) -> String {
+    let list: Vec<&Value> = match value.get("canary") {
+        Some(one) => vec![one],
+        None => array(&value["canaries"]).iter().collect(),
+    };
+    if list.is_empty() {
+        return "no canary running".to_owned();
+    }
+    let mut table = table(&[
+        "stage",
+        "tenant",
+        "digest",
+        "share",
+        "state",
+        "canary runs",
+        "fail",
+        "invalid",
+        "p95 ms",
+        "stable runs",
+        "fail",
+        "invalid",
+        "p95 ms",
+    ]);
+    for c in list {
+        let arm = |side: &str, field: &str| c[side][field].to_string();
+        table.add_row(vec![
+            text(&c["stage"]).to_owned(),
+            tenant_cell(&c["tenant"]),
+            short_digest(&c["digest"]),
+            format!("{}% by {}", c["percent"], text(&c["sticky"])),
+            text(&c["state"]).to_owned(),
+            arm("canary", "jobs"),
+            arm("canary", "failures"),
+            arm("canary", "invalid"),
+            arm("canary", "p95_ms"),
+            arm("stable", "jobs"),
+            arm("stable", "failures"),
+            arm("stable", "invalid"),
+            arm("stable", "p95_ms"),
+        ]);
+    }
+    table.to_string()
+}
+
 fn render_history(value: &Value) -> String {
     let history = array(&value["history"]);
     if history.is_empty() {
         return "no plugin history".to_owned();
     }
-    let mut table = table(&["at (UTC)", "action", "stage", "tenant", "digest"]);
+    let mut table = table(&["at (UTC)", "action", "stage", "tenant", "digest", "why"]);
     for event in history {
         let action = text(&event["action"]);
         // A publication is for no tenant; an activation for `null` is for all.
@@ -1281,6 +1447,7 @@ fn render_history(value: &Value) -> String {
             text(&event["stage"]).to_owned(),
             tenant,
             short_digest(&event["digest"]),
+            event["reason"].as_str().unwrap_or("").to_owned(),
         ]);
     }
     table.to_string()

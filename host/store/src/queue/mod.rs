@@ -169,6 +169,19 @@ pub struct Delivery {
     pub job_id: String,
 }
 
+/// A conversion that failed for good, as its tenant's dead-letter stream has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// The stream entry's id.
+    pub id: String,
+    pub tenant: String,
+    pub job_id: String,
+    pub reason: String,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub at: u64,
+}
+
 /// What `start_attempt` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptStart {
@@ -870,6 +883,40 @@ impl JobQueue {
         self.wake_notifiers(&d.tenant).await?;
         self.trim(&d.stream).await?;
         Ok(())
+    }
+
+    /// The newest `count` dead letters of a tenant's conversions.
+    pub async fn dead_letters(&self, tenant: &str, count: usize) -> Result<Vec<DeadLetter>> {
+        let mut conn = self.conn().await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(dead_letter_key(tenant))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|e| DeadLetter {
+                at: e
+                    .id
+                    .split('-')
+                    .next()
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    / 1000,
+                id: e.id.clone(),
+                tenant: tenant.to_owned(),
+                job_id: e.get("job").unwrap_or_default(),
+                reason: e.get("reason").unwrap_or_default(),
+                attempts: e
+                    .get::<String>("attempts")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Queues a failed job again, attempts starting over, and drops its dead letter.

@@ -352,6 +352,10 @@ async fn serve_with_redis(
             links: LinkSigner::load_or_create(&mut pool.get().await?).await?,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             webhook_allow: Arc::new(config.webhook_allow.clone()),
+            outbox: config
+                .smtp_url
+                .is_none()
+                .then(|| config.data_dir.join("outbox")),
         };
         tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
         app(state)

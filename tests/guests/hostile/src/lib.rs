@@ -9,6 +9,10 @@
 //! - `recurse`: recurses without bound (wasm call stack exhaustion).
 //! - `probe`: writes, as the output, what the sandbox lets it see (env, args, files,
 //!   clocks, network), so the host can assert that it sees nothing.
+//! - an ISO-BMFF file whose movie header says how long it is: writes that long an MP3 of
+//!   silence (valid frames, so the host's checks of an output pass) — except that it
+//!   traps when the file ends with a `free` box holding `tapedeck-flaky:{n}` with
+//!   `n % 10 < 3`: the flaky canary of the canary tests.
 //! - anything else (`echo`): copies the input to the output and returns a summary.
 //!
 //! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
@@ -49,10 +53,93 @@ impl Guest for Hostile {
             let report = probe();
             output.write(report.as_bytes()).map_err(io_error)?;
             Ok(summary(report.len() as u64))
+        } else if let Some(ms) = movie_ms(input) {
+            if flaky_trap(input) {
+                core::arch::wasm32::unreachable()
+            }
+            silence(output, ms)
         } else {
             echo(input, output)
         }
     }
+}
+
+/// Reads `len` bytes at `offset`, if the source has them.
+fn read(input: &Source, offset: u64, len: u32) -> Option<Vec<u8>> {
+    let bytes = input.read_at(offset, len).ok()?;
+    (bytes.len() == len as usize).then_some(bytes)
+}
+
+fn be32(b: &[u8]) -> u64 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64
+}
+
+/// The box of type `kind` among the boxes in `start..end`: (payload start, end).
+fn find_box(input: &Source, kind: &[u8], start: u64, end: u64) -> Option<(u64, u64)> {
+    let mut offset = start;
+    for _ in 0..64 {
+        if offset + 8 > end {
+            return None;
+        }
+        let head = read(input, offset, 8)?;
+        let size = be32(&head);
+        if size < 8 {
+            return None;
+        }
+        if &head[4..8] == kind {
+            return Some((offset + 8, offset + size));
+        }
+        offset += size;
+    }
+    None
+}
+
+/// The movie's length from `moov/mvhd` (version 0 only), in milliseconds.
+fn movie_ms(input: &Source) -> Option<u64> {
+    let (moov, moov_end) = find_box(input, b"moov", 0, input.size())?;
+    let (mvhd, _) = find_box(input, b"mvhd", moov, moov_end)?;
+    let rec = read(input, mvhd, 20)?;
+    let (timescale, duration) = (be32(&rec[12..16]), be32(&rec[16..20]));
+    (rec[0] == 0 && timescale > 0 && duration > 0).then(|| duration * 1000 / timescale)
+}
+
+/// Whether the file ends with the flaky marker that asks for a trap.
+fn flaky_trap(input: &Source) -> bool {
+    let size = input.size();
+    let tail = match read(input, size.saturating_sub(64), size.min(64) as u32) {
+        Some(t) => t,
+        None => return false,
+    };
+    let text = String::from_utf8_lossy(&tail);
+    text.rsplit_once("tapedeck-flaky:")
+        .and_then(|(_, n)| n.trim_end_matches('\0').trim().parse::<u64>().ok())
+        .is_some_and(|n| n % 10 < 3)
+}
+
+/// `ms` of silence as MPEG-1 Layer III frames (128 kbit/s, 44.1 kHz, stereo; all-zero
+/// side information decodes to silence).
+fn silence(output: &Sink, ms: u64) -> Result<Summary, ConvertError> {
+    let frames = (ms * 44_100).div_ceil(1000 * 1152);
+    let mut frame = vec![0u8; 417];
+    frame[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x00]);
+    let mut block = Vec::with_capacity(417 * 64);
+    let mut written = 0u64;
+    for i in 0..frames {
+        block.extend_from_slice(&frame);
+        if block.len() >= 417 * 64 || i + 1 == frames {
+            output.write(&block).map_err(io_error)?;
+            written += block.len() as u64;
+            block.clear();
+            progress::report((i + 1) as f32 / frames as f32);
+        }
+    }
+    Ok(Summary {
+        input_codec: "silence".into(),
+        output_frames: frames * 1152,
+        duration_ms: frames * 1152 * 1000 / 44_100,
+        output_bytes: written,
+        ..summary(written)
+    })
 }
 
 fn spin() -> ! {

@@ -1,0 +1,327 @@
+//! Canary rollouts (issue 13), end to end: a flaky canary converter (the hostile test
+//! guest, which traps on ~30% of inputs) is rolled back by its analysis, the jobs it
+//! failed finish on the stable converter, the other tenant's jobs never see it; a clean
+//! canary is promoted after N runs; the operator's promote and abort.
+
+use super::*;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+const OPERATOR: &str = "op-token-canary-0123456789abcdef012345";
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn publish(op: &Api, bytes: Vec<u8>) -> Value {
+    let form = reqwest::multipart::Form::new()
+        .text("stage", "converter")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
+        );
+    let r = op
+        .post("/v1/admin/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn post(op: &Api, path: &str, body: Value) -> (u16, Value) {
+    let r = op.post(path).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_tenant(op: &Api, name: &str) {
+    let (status, v) = post(
+        op,
+        "/v1/admin/tenants",
+        json!({"name": name, "self_register": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+}
+
+/// A short real clip with a trailing `free` box naming `n`: the hostile guest traps on
+/// it when `n % 10 < 3`; the built-in converter ignores the box.
+fn marked_clip(dir: &Path, n: usize) -> PathBuf {
+    let mut bytes =
+        std::fs::read(media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a")).unwrap();
+    let payload = format!("tapedeck-flaky:{n}");
+    bytes.extend_from_slice(&((payload.len() + 8) as u32).to_be_bytes());
+    bytes.extend_from_slice(b"free");
+    bytes.extend_from_slice(payload.as_bytes());
+    let path = dir.join(format!("clip-{n}.m4a"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Two tenant names on either side of a tenant-sticky canary of `digest` at 50%.
+fn tenants_either_side(digest: &str) -> (String, String) {
+    let name = |i: usize| format!("t{i}");
+    let inside = (0..)
+        .map(name)
+        .find(|t| tapedeck_model::canary::bucket(digest, t) < 5000)
+        .unwrap();
+    let outside = (0..)
+        .map(name)
+        .find(|t| tapedeck_model::canary::bucket(digest, t) >= 5000)
+        .unwrap();
+    (inside, outside)
+}
+
+fn converters(job: &Value) -> Vec<String> {
+    job["converters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until every process runs the registry's latest version.
+async fn all_applied(op: &Api) {
+    wait_for(
+        Duration::from_secs(10),
+        "every process on the registry's version",
+        async || {
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            let procs = active["processes"].as_array().unwrap();
+            !procs.is_empty() && procs.iter().all(|p| p["version"] == active["version"])
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "2".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
+    let flaky_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let flaky = sha256(&flaky_bytes);
+
+    // Publishing records who, the world, and the smoke run's figures.
+    let v = publish(&op, flaky_bytes).await;
+    assert_eq!(v["plugin"]["by"], "operator", "{v}");
+    assert_eq!(
+        v["plugin"]["world"], "tapedeck:plugin/converter@0.1.0",
+        "{v}"
+    );
+    let smoke = v["plugin"]["smoke"].as_str().unwrap();
+    assert!(smoke.starts_with("2000 ms AAC clip to a "), "{v}");
+
+    let (inside, outside) = tenants_either_side(&flaky);
+    create_tenant(&op, &inside).await;
+    create_tenant(&op, &outside).await;
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{flaky}/canary"),
+        json!({"stage": "converter", "percent": 50, "sticky": "tenant", "min_jobs": 10}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["canary"]["state"], "collecting", "{v}");
+    all_applied(&op).await;
+
+    let a = s.api.signed_up(&inside, "a@example.com").await;
+    let b = s.api.signed_up(&outside, "b@example.com").await;
+    let mut in_ids = Vec::new();
+    let mut out_ids = Vec::new();
+    for n in 0..30 {
+        in_ids.push(a.upload_id(&marked_clip(s._dir.path(), n), &[]).await);
+        if n % 3 == 0 {
+            out_ids.push(b.upload_id(&marked_clip(s._dir.path(), n), &[]).await);
+        }
+    }
+    // Every job finishes, whatever the canary did to it.
+    let (mut on_canary, mut retried) = (0, 0);
+    for id in &in_ids {
+        let job = a.wait_final(id, SLOW).await;
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(
+            job["attempts"], 1,
+            "a canary's attempt does not count: {job}"
+        );
+        let used = converters(&job);
+        match used.as_slice() {
+            [one] if *one == flaky => on_canary += 1,
+            [first, then] if *first == flaky && *then == builtin => retried += 1,
+            [one] if *one == builtin => {}
+            other => panic!("unexpected converters {other:?}: {job}"),
+        }
+    }
+    assert!(on_canary > 0, "some jobs ran the canary to the end");
+    assert!(
+        retried >= 2,
+        "the canary's failures were retried on stable: {retried}"
+    );
+    // The other tenant never saw the canary.
+    for id in &out_ids {
+        let job = b.wait_final(id, SLOW).await;
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(converters(&job), [builtin.clone()], "{job}");
+    }
+    // Its analysis rolled it back, saying why.
+    let canaries = op.get_json("/v1/admin/plugins/canaries").await;
+    assert_eq!(canaries["canaries"], json!([]), "{canaries}");
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    let rollback = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "canary-rollback")
+        .unwrap_or_else(|| panic!("no rollback in {history}"))
+        .clone();
+    assert_eq!(rollback["digest"], flaky.as_str());
+    let why = rollback["reason"].as_str().unwrap();
+    assert!(why.starts_with("plugin failures: "), "{why}");
+    // New jobs of the canary's tenant run the stable converter only.
+    all_applied(&op).await;
+    let job = a.upload_and_wait(&marked_clip(s._dir.path(), 0), &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(converters(&job), [builtin], "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "2".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
+    // The built-in converter under other digests (a custom section appended).
+    let variant = |name: &str| {
+        let mut bytes = tapedeck::components::DEFAULT_CONVERTER.to_vec();
+        let mut section = vec![name.len() as u8];
+        section.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.push(section.len() as u8);
+        bytes.extend_from_slice(&section);
+        bytes
+    };
+    let (clean, other) = (variant("clean"), variant("other"));
+    let (dc, dother) = (sha256(&clean), sha256(&other));
+    publish(&op, clean).await;
+    publish(&op, other).await;
+
+    // Refusals: unknown digest, bad share, the stage's own component.
+    let (status, _) = post(
+        &op,
+        &format!("/v1/admin/plugins/{}/canary", "0".repeat(64)),
+        json!({"stage": "converter", "percent": 10}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{dc}/canary"),
+        json!({"stage": "converter", "percent": 0}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("percent"),
+        "{v}"
+    );
+
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{dc}/canary"),
+        json!({"stage": "converter", "percent": 100, "min_jobs": 3, "promote_after": 5}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    all_applied(&op).await;
+    let me = s.api.signed_up("default", "c@example.com").await;
+    let clip = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
+    for _ in 0..5 {
+        let job = me.upload_and_wait(&clip, &[]).await;
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(converters(&job), [dc.clone()], "{job}");
+    }
+    // Promoted after 5 clean runs: it is the active converter now.
+    wait_for(Duration::from_secs(10), "the canary promoted", async || {
+        let active = op.get_json("/v1/admin/plugins/active").await;
+        active["active"] == json!([{"stage": "converter", "tenant": null, "digest": dc}])
+    })
+    .await;
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    assert_eq!(
+        history["history"][0]["action"], "canary-promote",
+        "{history}"
+    );
+    all_applied(&op).await;
+    let job = me.upload_and_wait(&clip, &[]).await;
+    assert_eq!(converters(&job), [dc.clone()], "{job}");
+
+    // By hand: a canary promoted by the operator, another aborted.
+    let (status, _) = post(
+        &op,
+        &format!("/v1/admin/plugins/{dother}/canary"),
+        json!({"stage": "converter", "percent": 100}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, v) = post(
+        &op,
+        "/v1/admin/plugins/canary/abort",
+        json!({"stage": "converter"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ended"], "canary-abort", "{v}");
+    let (status, _) = post(
+        &op,
+        "/v1/admin/plugins/canary/promote",
+        json!({"stage": "converter"}),
+    )
+    .await;
+    assert_eq!(status, 404, "no canary left to promote");
+    all_applied(&op).await;
+    let job = me.upload_and_wait(&clip, &[]).await;
+    assert_eq!(
+        converters(&job),
+        [dc.clone()],
+        "aborted: nothing changed: {job}"
+    );
+
+    let (status, _) = post(
+        &op,
+        &format!("/v1/admin/plugins/{builtin}/canary"),
+        json!({"stage": "converter", "percent": 100}),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "the built-in converter is not a published plugin"
+    );
+    let (status, _) = post(
+        &op,
+        &format!("/v1/admin/plugins/{dother}/canary"),
+        json!({"stage": "converter", "percent": 100}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, v) = post(
+        &op,
+        "/v1/admin/plugins/canary/promote",
+        json!({"stage": "converter"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let active = op.get_json("/v1/admin/plugins/active").await;
+    assert_eq!(active["active"][0]["digest"], dother.as_str(), "{active}");
+}
