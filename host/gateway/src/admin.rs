@@ -3,17 +3,23 @@
 //! `docs/admin-api.md`; `tapedeck admin` is its CLI.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::openapi::{
+    Active as ActiveSchema, Applied as AppliedSchema, Binary, Change as ChangeSchema,
+    Plugin as PluginSchema, TenantLimits as LimitsSchema, Usage as UsageSchema,
+};
 use crate::tenants::require_admin;
 use crate::{AppState, Caller, bearer_of};
 use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
+use tapedeck_store::plugins::{Active, Applied, Change, Plugin};
 use tapedeck_store::tenants::{self, Tenant, valid_tenant_name};
 use tapedeck_store::usage;
 use tapedeck_store::users::{UserStore, is_operator_token};
@@ -36,14 +42,52 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-fn tenant_json(t: &Tenant, server: &TenantLimits) -> Value {
-    json!({
-        "name": t.name,
-        "self_register": t.self_register,
-        "allow_plugins": t.allow_plugins,
-        "limits": t.limits,
-        "effective": t.effective(server),
-        "deleting": t.deleting,
+/// A tenant as the operator sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    pub name: String,
+    /// Anyone may register an account.
+    pub self_register: bool,
+    /// Its admins may publish and activate components for it.
+    pub allow_plugins: bool,
+    /// The tenant's own limits.
+    #[schema(value_type = LimitsSchema)]
+    pub limits: TenantLimits,
+    /// Its limits over the server's defaults: what applies.
+    #[schema(value_type = LimitsSchema)]
+    pub effective: TenantLimits,
+    /// Being deleted (its data goes in the background).
+    pub deleting: bool,
+}
+
+impl TenantView {
+    pub(crate) fn of(t: &Tenant, server: &TenantLimits) -> Self {
+        TenantView {
+            name: t.name.clone(),
+            self_register: t.self_register,
+            allow_plugins: t.allow_plugins,
+            limits: t.limits.clone(),
+            effective: t.effective(server),
+            deleting: t.deleting,
+        }
+    }
+}
+
+/// `{"tenant": ...}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantEnvelope {
+    pub tenant: TenantView,
+}
+
+/// `{"tenants": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+}
+
+fn tenant_json(t: &Tenant, server: &TenantLimits) -> Json<TenantEnvelope> {
+    Json(TenantEnvelope {
+        tenant: TenantView::of(t, server),
     })
 }
 
@@ -53,35 +97,56 @@ async fn existing(state: &AppState, name: &str) -> Result<Tenant, ApiError> {
         .ok_or(ApiError::NotFound)
 }
 
-/// `GET /v1/admin/tenants`
+/// Every tenant, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants",
+    tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, description = "The tenants", body = TenantList)),
+)]
 pub async fn list_tenants(
     State(state): State<AppState>,
     _: Operator,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantList>, ApiError> {
     let all = tenants::list(&state.pool).await?;
-    let list: Vec<Value> = all
+    let tenants = all
         .iter()
-        .map(|t| tenant_json(t, &state.tenant_defaults))
+        .map(|t| TenantView::of(t, &state.tenant_defaults))
         .collect();
-    Ok(Json(json!({ "tenants": list })))
+    Ok(Json(TenantList { tenants }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    /// 1 to 64 of `a-z`, `0-9`, `-`, `_`.
     name: String,
     #[serde(default)]
     self_register: bool,
     #[serde(default)]
+    #[schema(value_type = LimitsSchema)]
     limits: TenantLimits,
 }
 
-/// `POST /v1/admin/tenants`
+/// Creates a tenant.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "Created", body = TenantEnvelope),
+        (status = 400, description = "`invalid_input`: a bad name or limit", body = ErrorBody),
+        (status = 409, description = "`tenant_exists`, `tenant_deleting`", body = ErrorBody),
+    ),
+)]
 pub async fn create_tenant(
     State(state): State<AppState>,
     _: Operator,
     ApiJson(body): ApiJson<NewTenant>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TenantEnvelope>), ApiError> {
     if !valid_tenant_name(&body.name) {
         return Err(ApiError::BadRequest(
             "invalid_input",
@@ -116,38 +181,58 @@ pub async fn create_tenant(
             .await?;
     }
     let t = existing(&state, &body.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "tenant": tenant_json(&t, &state.tenant_defaults) })),
-    ))
+    Ok((StatusCode::CREATED, tenant_json(&t, &state.tenant_defaults)))
 }
 
-/// `GET /v1/admin/tenants/{t}`
+/// One tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantEnvelope),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn show_tenant(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<TenantEnvelope>, ApiError> {
     let t = existing(&state, &name).await?;
-    Ok(Json(
-        json!({ "tenant": tenant_json(&t, &state.tenant_defaults) }),
-    ))
+    Ok(tenant_json(&t, &state.tenant_defaults))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantChange {
+    #[schema(nullable = false)]
     self_register: Option<bool>,
+    #[schema(nullable = false)]
     allow_plugins: Option<bool>,
 }
 
-/// `PATCH /v1/admin/tenants/{t}`
+/// Changes a tenant's switches.
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/tenants/{tenant}",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = TenantChange,
+    responses(
+        (status = 200, description = "The tenant now", body = TenantEnvelope),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn update_tenant(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(change): ApiJson<TenantChange>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantEnvelope>, ApiError> {
     existing(&state, &name).await?;
     if let Some(on) = change.self_register {
         tenants::set_self_register(&state.pool, &name, on).await?;
@@ -156,49 +241,102 @@ pub async fn update_tenant(
         tenants::set_allow_plugins(&state.pool, &name, on).await?;
     }
     let t = existing(&state, &name).await?;
-    Ok(Json(
-        json!({ "tenant": tenant_json(&t, &state.tenant_defaults) }),
-    ))
+    Ok(tenant_json(&t, &state.tenant_defaults))
 }
 
-/// `DELETE /v1/admin/tenants/{t}`: marks it (logins, uploads and dispatch stop at once)
-/// and its jobs, blobs, users and streams are removed in the background.
+/// `{"deleting": name}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleting {
+    /// The tenant being deleted.
+    pub deleting: String,
+}
+
+/// Deletes a tenant: marks it (logins, uploads and dispatch stop at once); its jobs,
+/// blobs, users and streams are removed in the background.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tenants/{tenant}",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 202, description = "Being deleted", body = Deleting),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiPath(name): ApiPath<String>,
+) -> Result<(StatusCode, Json<Deleting>), ApiError> {
     existing(&state, &name).await?;
     tenants::mark_deleting(&state.pool, &name).await?;
     // Every process's janitor (`tapedeck_worker::janitor`) finishes what is marked.
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deleting": name }))))
+    Ok((StatusCode::ACCEPTED, Json(Deleting { deleting: name })))
 }
 
-fn limits_json(t: &Tenant, server: &TenantLimits) -> Value {
-    json!({
-        "limits": t.limits,
-        "server": server,
-        "effective": t.effective(server),
+/// A tenant's limits: its own, the server's defaults, and what applies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsView {
+    #[schema(value_type = LimitsSchema)]
+    pub limits: TenantLimits,
+    #[schema(value_type = LimitsSchema)]
+    pub server: TenantLimits,
+    #[schema(value_type = LimitsSchema)]
+    pub effective: TenantLimits,
+}
+
+fn limits_json(t: &Tenant, server: &TenantLimits) -> Json<LimitsView> {
+    Json(LimitsView {
+        limits: t.limits.clone(),
+        server: server.clone(),
+        effective: t.effective(server),
     })
 }
 
-/// `GET /v1/admin/tenants/{t}/limits`
+/// A tenant's limits.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/limits",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 200, description = "The limits", body = LimitsView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn get_limits(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<LimitsView>, ApiError> {
     let t = existing(&state, &name).await?;
-    Ok(Json(limits_json(&t, &state.tenant_defaults)))
+    Ok(limits_json(&t, &state.tenant_defaults))
 }
 
-/// `PATCH /v1/admin/tenants/{t}/limits` with `{"limit": value | null, ...}`.
+/// Sets some of a tenant's limits (`{"jobs_per_minute": 60, "max_queued": null}`: `null`
+/// clears one).
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/tenants/{tenant}/limits",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = crate::openapi::LimitsPatch,
+    responses(
+        (status = 200, description = "The limits now", body = LimitsView),
+        (status = 400, description = "`invalid_input`: not a limit, not a whole number, 0",
+         body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn patch_limits(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LimitsView>, ApiError> {
     let t = existing(&state, &name).await?;
     let mut changes: Vec<(&str, Option<u64>)> = Vec::new();
     let mut next = t.limits.clone();
@@ -242,32 +380,67 @@ pub async fn patch_limits(
         state.queue.scheduler().add(&name, true).await?;
     }
     let t = existing(&state, &name).await?;
-    Ok(Json(limits_json(&t, &state.tenant_defaults)))
+    Ok(limits_json(&t, &state.tenant_defaults))
 }
 
-/// `GET /v1/admin/usage`
+/// `{"tenants": [usage]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageList {
+    #[schema(value_type = Vec<UsageSchema>)]
+    pub tenants: Vec<usage::Usage>,
+}
+
+/// Every tenant's usage.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/usage",
+    tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, description = "The usage of every tenant", body = UsageList)),
+)]
 pub async fn all_usage(
     State(state): State<AppState>,
     _: Operator,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsageList>, ApiError> {
     let mut out = Vec::new();
     for t in tenants::list(&state.pool).await? {
         out.push(usage::load(&state.pool, &t.name).await?);
     }
-    Ok(Json(json!({ "tenants": out })))
+    Ok(Json(UsageList { tenants: out }))
 }
 
-/// `GET /v1/admin/tenants/{t}/usage`
+/// One tenant's usage.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/usage",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 200, description = "The usage", body = UsageSchema),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn tenant_usage(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<usage::Usage>, ApiError> {
     existing(&state, &name).await?;
     Ok(Json(usage::load(&state.pool, &name).await?))
 }
 
-/// `GET /v1/tenant/usage` (tenant admin)
+/// The tenant's usage (tenant admin).
+#[utoipa::path(
+    get,
+    path = "/v1/tenant/usage",
+    tag = "tenant",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The usage", body = UsageSchema),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+    ),
+)]
 pub async fn own_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -276,29 +449,78 @@ pub async fn own_usage(
     Ok(Json(usage::load(&state.pool, &caller.0.tenant).await?))
 }
 
-fn user_json(u: &tapedeck_store::users::UserRecord) -> Value {
-    json!({"id": u.id, "email": u.email, "role": u.role, "created_at": u.created_at})
+/// An account (never its password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    #[schema(value_type = Role)]
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: u64,
 }
 
-/// `GET /v1/tenant/users` (tenant admin)
+/// A user's role: `admin` sees and manages the whole tenant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+fn user_json(u: &tapedeck_store::users::UserRecord) -> UserView {
+    UserView {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        role: u.role.clone(),
+        created_at: u.created_at,
+    }
+}
+
+/// `{"users": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+/// `{"user": ...}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    pub user: UserView,
+}
+
+/// The tenant's accounts (tenant admin).
+#[utoipa::path(
+    get,
+    path = "/v1/tenant/users",
+    tag = "tenant",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The accounts", body = UserList),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+    ),
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserList>, ApiError> {
     require_admin(&caller)?;
     let users = UserStore::new(state.pool.clone())
         .list(&caller.0.tenant)
         .await?;
-    let list: Vec<Value> = users.iter().map(user_json).collect();
-    Ok(Json(json!({ "users": list })))
+    Ok(Json(UserList {
+        users: users.iter().map(user_json).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     email: String,
     password: String,
+    /// Default `user`.
     #[serde(default = "user_role")]
+    #[schema(value_type = Role)]
     role: String,
 }
 
@@ -317,25 +539,51 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/tenant/users` (tenant admin): creates an account in the admin's tenant
-/// (also when self-registration is off).
+/// Creates an account in the admin's tenant (tenant admin; also when self-registration
+/// is off).
+#[utoipa::path(
+    post,
+    path = "/v1/tenant/users",
+    tag = "tenant",
+    security(("bearer" = [])),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserEnvelope),
+        (status = 400, description = "`invalid_input`", body = ErrorBody),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+    ),
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
     require_admin(&caller)?;
     add_user(&state, &caller.0.tenant, body).await
 }
 
-/// `POST /v1/admin/tenants/{t}/users` (operator): creates an account in a tenant, e.g.
-/// its first admin.
+/// Creates an account in a tenant, e.g. its first admin.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant}/users",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserEnvelope),
+        (status = 400, description = "`invalid_input`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+    ),
+)]
 pub async fn operator_create_user(
     State(state): State<AppState>,
     _: Operator,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<NewUser>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
     existing(&state, &tenant).await?;
     add_user(&state, &tenant, body).await
 }
@@ -344,7 +592,7 @@ async fn add_user(
     state: &AppState,
     tenant: &str,
     body: NewUser,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
     check_role(&body.role)?;
     let tenant = tenant.to_owned();
     let auth = state.auth.for_tenant(&tenant).stage.clone();
@@ -360,24 +608,43 @@ async fn add_user(
         .ok_or(ApiError::NotFound)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "user": user_json(&user) })),
+        Json(UserEnvelope {
+            user: user_json(&user),
+        }),
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleChange {
+    #[schema(value_type = Role)]
     role: String,
 }
 
-/// `PATCH /v1/tenant/users/{email}` (tenant admin). A changed role applies from the
-/// user's next login (tokens carry the role they were issued with).
+/// Changes an account's role (tenant admin).
+///
+/// A changed role applies from the user's next login (tokens carry the role they were
+/// issued with).
+#[utoipa::path(
+    patch,
+    path = "/v1/tenant/users/{email}",
+    tag = "tenant",
+    security(("bearer" = [])),
+    params(("email" = String, Path, description = "The account's e-mail address")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The account now", body = UserEnvelope),
+        (status = 400, description = "`invalid_input`: not a role", body = ErrorBody),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
     ApiJson(body): ApiJson<RoleChange>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEnvelope>, ApiError> {
     require_admin(&caller)?;
     check_role(&body.role)?;
     let tenant = caller.0.tenant.clone();
@@ -390,15 +657,32 @@ pub async fn update_user(
         .get(&tenant, &email)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({ "user": user_json(&user) })))
+    Ok(Json(UserEnvelope {
+        user: user_json(&user),
+    }))
 }
 
-/// `DELETE /v1/tenant/users/{email}` (tenant admin): the account goes (logins fail at
-/// once; a token already issued works until it expires); its jobs stay with the tenant.
+/// Removes an account (tenant admin).
+///
+/// Logins fail at once; a token already issued works until it expires; its jobs stay
+/// with the tenant.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenant/users/{email}",
+    tag = "tenant",
+    security(("bearer" = [])),
+    params(("email" = String, Path, description = "The account's e-mail address")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`cannot_remove_self`", body = ErrorBody),
+    ),
+)]
 pub async fn remove_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
     let email = email.trim().to_lowercase();
@@ -439,23 +723,73 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/admin/plugins` (multipart `stage`, `file`): checks a component off the
-/// request's thread (compile, world, imports; bounded in time) and stores it by digest.
+/// The form of a publish: the stage and the component.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct PublishForm {
+    /// `converter` or `notifier`.
+    stage: String,
+    /// A WebAssembly component (at most 64 MiB).
+    #[schema(value_type = Binary)]
+    file: Vec<u8>,
+}
+
+/// `{"plugin": ...}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginEnvelope {
+    #[schema(value_type = PluginSchema)]
+    pub plugin: Plugin,
+}
+
+/// Publishes a component (multipart `stage`, `file`).
+///
+/// The component is checked off the request's thread (compile, world, imports, a smoke
+/// run; bounded in time) and stored by digest. Publishing a known component again
+/// answers 200 with it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body(content = PublishForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Already published", body = PluginEnvelope),
+        (status = 201, description = "Published", body = PluginEnvelope),
+        (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
+                                      `invalid_plugin` (the check's verdict)", body = ErrorBody),
+        (status = 413, description = "`field_too_large`: over 64 MiB", body = ErrorBody),
+    ),
+)]
 pub async fn publish_plugin(
     State(state): State<AppState>,
     _: Operator,
     request: axum::extract::Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginEnvelope>), ApiError> {
     publish(&state, request, None, "operator".into()).await
 }
 
-/// `POST /v1/tenant/plugins` (tenant admin, if the operator allowed it): publishes a
-/// component that only the admin's tenant can run (under its limits).
+/// Publishes a component only the admin's tenant can run (tenant admin, if the operator
+/// allowed it; multipart `stage`, `file`).
+#[utoipa::path(
+    post,
+    path = "/v1/tenant/plugins",
+    tag = "tenant",
+    security(("bearer" = [])),
+    request_body(content = PublishForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Already published", body = PluginEnvelope),
+        (status = 201, description = "Published", body = PluginEnvelope),
+        (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
+                                      `invalid_plugin`", body = ErrorBody),
+        (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),
+        (status = 413, description = "`field_too_large`", body = ErrorBody),
+    ),
+)]
 pub async fn tenant_publish_plugin(
     State(state): State<AppState>,
     caller: Caller,
     request: axum::extract::Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginEnvelope>), ApiError> {
     let tenant = plugin_tenant(&state, &caller).await?;
     let by = format!("{tenant}/{}", caller.0.email);
     publish(&state, request, Some(tenant), by).await
@@ -474,20 +808,42 @@ async fn plugin_tenant(state: &AppState, caller: &Caller) -> Result<String, ApiE
     Ok(tenant.name)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantActivation {
+    /// `converter` or `notifier`.
     stage: String,
 }
 
-/// `POST /v1/tenant/plugins/{digest}/activate` (tenant admin, if allowed): runs one of
-/// the tenant's own components for the tenant.
+/// `{"active": ...}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveEnvelope {
+    #[schema(value_type = ActiveSchema)]
+    pub active: Active,
+}
+
+/// Runs one of the tenant's own components for the tenant (tenant admin, if allowed).
+#[utoipa::path(
+    post,
+    path = "/v1/tenant/plugins/{digest}/activate",
+    tag = "tenant",
+    security(("bearer" = [])),
+    params(("digest" = String, Path, description = "The component's SHA-256, hex")),
+    request_body = TenantActivation,
+    responses(
+        (status = 200, description = "Active", body = ActiveEnvelope),
+        (status = 400, description = "`invalid_input`: not a stage", body = ErrorBody),
+        (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such component of the tenant's",
+         body = ErrorBody),
+    ),
+)]
 pub async fn tenant_activate_plugin(
     State(state): State<AppState>,
     caller: Caller,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
     ApiJson(a): ApiJson<TenantActivation>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActiveEnvelope>, ApiError> {
     let tenant = plugin_tenant(&state, &caller).await?;
     check_stage(&a.stage)?;
     let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
@@ -502,7 +858,7 @@ pub async fn tenant_activate_plugin(
         "activate",
     )
     .await?;
-    Ok(Json(json!({ "active": active })))
+    Ok(Json(ActiveEnvelope { active }))
 }
 
 async fn publish(
@@ -510,7 +866,7 @@ async fn publish(
     request: axum::extract::Request,
     owner: Option<String>,
     by: String,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PluginEnvelope>), ApiError> {
     use futures::TryStreamExt;
     use sha2::Digest;
     let content_type = request
@@ -571,7 +927,7 @@ async fn publish(
                 known.stage
             )));
         }
-        return Ok((StatusCode::OK, Json(json!({ "plugin": known }))));
+        return Ok((StatusCode::OK, Json(PluginEnvelope { plugin: known })));
     }
     let report = tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -609,20 +965,37 @@ async fn publish(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "plugin": plugin }))))
+    Ok((status, Json(PluginEnvelope { plugin })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StageQuery {
+    /// Only this stage's (`converter`, `notifier`).
     stage: Option<String>,
 }
 
-/// `GET /v1/admin/plugins[?stage=S]`
+/// `{"plugins": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    #[schema(value_type = Vec<PluginSchema>)]
+    pub plugins: Vec<Plugin>,
+}
+
+/// The published components, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plugins",
+    tag = "operator",
+    security(("operator" = [])),
+    params(StageQuery),
+    responses((status = 200, description = "The components", body = PluginList)),
+)]
 pub async fn list_plugins(
     State(state): State<AppState>,
     _: Operator,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginList>, ApiError> {
     let mut out = Vec::new();
     for stage in tapedeck_model::plugins::REGISTRY_STAGES {
         if q.stage.as_deref().is_none_or(|s| s == *stage) {
@@ -630,13 +1003,15 @@ pub async fn list_plugins(
         }
     }
     out.sort_by_key(|p| std::cmp::Reverse(p.published_at));
-    Ok(Json(json!({ "plugins": out })))
+    Ok(Json(PluginList { plugins: out }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Activation {
+    /// `converter` or `notifier`.
     stage: String,
+    /// For this tenant only (absent or `null`: everyone).
     tenant: Option<String>,
 }
 
@@ -648,13 +1023,28 @@ async fn check_activation(state: &AppState, a: &Activation) -> Result<(), ApiErr
     Ok(())
 }
 
-/// `POST /v1/admin/plugins/{digest}/activate`
+/// Makes a published component run a stage (for everyone or one tenant).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/{digest}/activate",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("digest" = String, Path, description = "The component's SHA-256, hex")),
+    request_body = Activation,
+    responses(
+        (status = 200, description = "Active", body = ActiveEnvelope),
+        (status = 400, description = "`invalid_input`: not a stage, another stage's component, \
+                                      another tenant's", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such component or tenant",
+         body = ErrorBody),
+    ),
+)]
 pub async fn activate_plugin(
     State(state): State<AppState>,
     _: Operator,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
     ApiJson(a): ApiJson<Activation>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActiveEnvelope>, ApiError> {
     check_activation(&state, &a).await?;
     let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
         .await?
@@ -681,15 +1071,28 @@ pub async fn activate_plugin(
         "activate",
     )
     .await?;
-    Ok(Json(json!({ "active": active })))
+    Ok(Json(ActiveEnvelope { active }))
 }
 
-/// `POST /v1/admin/plugins/rollback`
+/// Activates the component that ran the scope before the current one.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/rollback",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body = Activation,
+    responses(
+        (status = 200, description = "Active now (`digest` null: the built-in component)",
+         body = ActiveEnvelope),
+        (status = 400, description = "`invalid_input`: not a stage", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+    ),
+)]
 pub async fn rollback_plugin(
     State(state): State<AppState>,
     _: Operator,
     ApiJson(a): ApiJson<Activation>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActiveEnvelope>, ApiError> {
     check_activation(&state, &a).await?;
     let previous =
         tapedeck_store::plugins::previous(&state.pool, &a.stage, a.tenant.as_deref()).await?;
@@ -701,28 +1104,63 @@ pub async fn rollback_plugin(
         "rollback",
     )
     .await?;
-    Ok(Json(json!({ "active": active })))
+    Ok(Json(ActiveEnvelope { active }))
 }
 
-/// `GET /v1/admin/plugins/active`: the activations, the registry's version, and the
-/// version each live worker process has applied.
+/// The activations, the registry's version, and what each live process applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivePlugins {
+    #[schema(value_type = Vec<ActiveSchema>)]
+    pub active: Vec<Active>,
+    /// Bumped at every change of the registry.
+    pub version: u64,
+    /// Processes that reported in the last 15 s.
+    #[schema(value_type = Vec<AppliedSchema>)]
+    pub processes: Vec<Applied>,
+}
+
+/// The activations, the registry's version, and the version each live worker process
+/// has applied.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plugins/active",
+    tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, description = "The activations", body = ActivePlugins)),
+)]
 pub async fn active_plugins(
     State(state): State<AppState>,
     _: Operator,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({
-        "active": tapedeck_store::plugins::active(&state.pool).await?,
-        "version": tapedeck_store::plugins::version(&state.pool).await?,
-        "processes": tapedeck_store::plugins::applied_by(&state.pool, 15_000).await?,
-    })))
+) -> Result<Json<ActivePlugins>, ApiError> {
+    Ok(Json(ActivePlugins {
+        active: tapedeck_store::plugins::active(&state.pool).await?,
+        version: tapedeck_store::plugins::version(&state.pool).await?,
+        processes: tapedeck_store::plugins::applied_by(&state.pool, 15_000).await?,
+    }))
 }
 
-/// `GET /v1/admin/plugins/history[?stage=S]`
+/// `{"history": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    /// Newest first, at most 1000.
+    #[schema(value_type = Vec<ChangeSchema>)]
+    pub history: Vec<Change>,
+}
+
+/// The registry's changes, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plugins/history",
+    tag = "operator",
+    security(("operator" = [])),
+    params(StageQuery),
+    responses((status = 200, description = "The changes", body = History)),
+)]
 pub async fn plugin_history(
     State(state): State<AppState>,
     _: Operator,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let history = tapedeck_store::plugins::history(&state.pool, q.stage.as_deref(), 1000).await?;
-    Ok(Json(json!({ "history": history })))
+    Ok(Json(History { history }))
 }

@@ -6,11 +6,49 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use tapedeck_blobs::StorageError;
 use tapedeck_model::auth::AuthError;
 use tapedeck_store::queue::QueueError;
+
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong. A `limit_exceeded` error also names the limit, its effective value
+/// and the layer that set it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[schema(value_type = crate::openapi::ErrorCode)]
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// `limit_exceeded`: the limit's name (`max_upload_bytes`, `jobs_per_minute`,
+    /// `max_queued`, `quota_bytes`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub limit: Option<String>,
+    /// `limit_exceeded`: the limit's effective value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub value: Option<u64>,
+    /// `limit_exceeded`: where the effective value was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<LimitLayer>, nullable = false)]
+    pub layer: Option<&'static str>,
+}
+
+/// The layer of a limit: the tenant's own, or the server's default.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitLayer {
+    Tenant,
+    Server,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -102,7 +140,13 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"error": {"code": code, "message": message}});
+        let mut detail = ErrorDetail {
+            code,
+            message,
+            limit: None,
+            value: None,
+            layer: None,
+        };
         if let ApiError::LimitExceeded {
             limit,
             value,
@@ -110,10 +154,11 @@ impl IntoResponse for ApiError {
             ..
         } = &self
         {
-            body["error"]["limit"] = json!(limit);
-            body["error"]["value"] = json!(value);
-            body["error"]["layer"] = json!(layer);
+            detail.limit = Some(limit.clone());
+            detail.value = Some(*value);
+            detail.layer = Some(layer);
         }
+        let body = ErrorBody { error: detail };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match self {

@@ -1,8 +1,8 @@
 //! Extractors whose rejections answer in the API's error shape (`ApiError`), not the
-//! framework's plain text: JSON bodies and query strings. Also the fallbacks for an
+//! framework's plain text: JSON bodies, query strings and path segments. Also the fallbacks for an
 //! unknown route (404) and a wrong method (405).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -78,6 +78,32 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
         "invalid_query",
         rejection.body_text(),
     )
+}
+
+/// `axum::extract::Path`, rejecting with an [`ApiError`]: a segment that is not UTF-8
+/// once percent-decoded names nothing, so it is a 404 like any unknown id.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(_) => ApiError::NotFound,
+        other => ApiError::internal(other.body_text()),
+    }
 }
 
 /// The answer for a path no route matches.

@@ -26,7 +26,7 @@ pub struct Health {
 /// The two routes, for any router state.
 pub fn routes<S: Clone + Send + Sync + 'static>(health: Health) -> Router<S> {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health)
 }
@@ -38,7 +38,28 @@ pub fn worker_app(health: Health) -> Router {
         .method_not_allowed_fallback(extract::wrong_method)
 }
 
-async fn readyz(State(health): State<Health>) -> Result<&'static str, ApiError> {
+/// The process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Redis answers, the blob store takes a write, the components are loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "`unavailable`", body = crate::error::ErrorBody),
+    ),
+)]
+pub async fn readyz(State(health): State<Health>) -> Result<&'static str, ApiError> {
     let mut conn = health.pool.get().await?;
     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
     health

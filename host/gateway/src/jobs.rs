@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use object_store::GetRange;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::openapi::{Binary, JobRecord as JobSchema};
 use crate::{AppState, Caller, upload};
 use tapedeck_model::auth::Claims;
 use tapedeck_store::queue::{JobChange, JobRecord, JobStatus, ListCursor, Requeue, events_channel};
@@ -47,6 +49,73 @@ pub async fn visible_job(
     }
 }
 
+/// The encoding options of an upload: query parameters of a raw upload, or form fields
+/// of a multipart one (the README's table gives the valid combinations).
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct UploadOptions {
+    /// Constant bitrate, kbit/s (MPEG-1/2 layer III rates); not with `vbr`.
+    pub bitrate: Option<u16>,
+    /// LAME VBR quality 0 (best) ..= 9; not with `bitrate`.
+    pub vbr: Option<u8>,
+    /// Output sample rate, Hz (8000 ..= 48000, the MP3 rates); default: the source's.
+    pub sample_rate: Option<u32>,
+    /// Downmix to one channel (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
+    pub mono: Option<bool>,
+    /// Raw uploads: the file's name (for the MP3's `Content-Disposition`).
+    pub name: Option<String>,
+    /// Raw uploads: same as `name`.
+    pub filename: Option<String>,
+}
+
+/// A multipart upload: the file and, optionally, the encoding options.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// An MP4/M4A/MOV file.
+    #[schema(value_type = Binary)]
+    pub file: Vec<u8>,
+    #[schema(nullable = false)]
+    pub bitrate: Option<u16>,
+    #[schema(nullable = false)]
+    pub vbr: Option<u8>,
+    #[schema(nullable = false)]
+    pub sample_rate: Option<u32>,
+    #[schema(nullable = false)]
+    pub mono: Option<bool>,
+}
+
+/// Uploads a file and queues its conversion.
+///
+/// The body is a `multipart/form-data` form with a `file` field (and the options as
+/// fields), or the file itself (any other content type) with the options as query
+/// parameters.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(UploadOptions),
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (Binary = "application/octet-stream"),
+    )),
+    responses(
+        (status = 202, description = "Queued", body = JobSchema,
+         headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 400, description = "`invalid_options`, `bad_multipart`, `missing_file`, \
+                                      `too_many_fields`, `bad_body`", body = ErrorBody),
+        (status = 403, description = "`limit_exceeded`: the quota (`quota_bytes`)",
+         body = ErrorBody),
+        (status = 413, description = "`limit_exceeded` (`max_upload_bytes`), \
+                                      `field_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not an MP4/M4A/MOV file",
+         body = ErrorBody),
+        (status = 429, description = "`limit_exceeded`: `jobs_per_minute` or `max_queued` \
+                                      (`Retry-After`)", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds"))),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -64,19 +133,42 @@ pub async fn create(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Page size, 1..=100 (default 20).
+    /// Page size, 1..=100 (default 20; others are clamped).
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    #[schema(value_type = Vec<JobSchema>)]
+    pub jobs: Vec<JobRecord>,
+    /// The `cursor` of the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's jobs (a tenant admin's: the tenant's), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page", body = JobPage),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
     let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -93,13 +185,28 @@ pub async fn list(
         .list(&caller.tenant, owner, after.as_ref(), limit)
         .await?;
     let next = next.map(|c| c.to_string());
-    Ok(Json(json!({"jobs": jobs, "next_cursor": next})))
+    Ok(Json(JobPage {
+        jobs,
+        next_cursor: next,
+    }))
 }
 
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobSchema),
+        (status = 404, description = "`not_found` (also another user's job)", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
     Ok(Json(visible_job(&state, &caller, &id).await?))
 }
@@ -108,7 +215,7 @@ pub async fn show(
 /// only (`bench_routes`).
 pub async fn show_unauthenticated(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
     let tenant = tapedeck_store::tenants::DEFAULT_TENANT;
     Ok(Json(
@@ -120,10 +227,22 @@ pub async fn show_unauthenticated(
     ))
 }
 
+/// Deletes a job and its files.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
     state.queue.delete(&job).await?;
@@ -137,10 +256,22 @@ pub async fn remove(
 /// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with its attempts
 /// starting over (after the operator fixed the cause, a swapped plugin for instance);
 /// its dead letter is dropped. 409 for a job that is not `failed`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Queued again", body = JobSchema),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_failed`", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
     match state.queue.requeue_failed(&job).await? {
@@ -166,14 +297,47 @@ pub async fn retry(
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
+/// One Server-Sent Event of `GET /v1/jobs/{id}/events`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct JobEvent {
+    pub event: JobEventName,
+    /// JSON: the job (`status`), `{"progress": p}` (`progress`), or
+    /// `{"id", "status": "deleted"}` (`deleted`).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// The kinds of [`JobEvent`].
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobEventName {
+    Status,
+    Progress,
+    Deleted,
+}
+
 /// Server-Sent Events: a `status` event with the whole job first, then `progress`
 /// (`{"progress": p}`) and `status` events as they happen; the stream ends after the
 /// job is done or failed, or after a final `deleted` event (`{"id", "status": "deleted"}`)
 /// when the job is deleted.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "`event: status` (data: the job), `event: progress` \
+                                      (data: `{\"progress\": p}`), `event: deleted`",
+         content_type = "text/event-stream", body = JobEvent),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
     // Subscribe before the snapshot, so no change between the two is missed.
@@ -238,20 +402,47 @@ fn status_event(job: &JobRecord) -> Event {
 }
 
 /// `?expires=..&sig=..` of a signed download link (see `tapedeck_store::links`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
+    /// Signed links: the job's tenant.
     tenant: Option<String>,
+    /// Signed links: expiry, unix seconds.
     expires: Option<u64>,
+    /// Signed links: the signature.
     sig: Option<String>,
 }
 
 /// The MP3, with `Range` support and the original file name: for the owner (or a tenant
 /// admin) with a bearer token, or for anyone with a signed link from a notification,
 /// which needs no token but only works for that job's output and until it expires.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/output",
+    tag = "jobs",
+    security(("bearer" = []), ()),
+    params(
+        ("id" = String, Path, description = "The job's id"),
+        LinkQuery,
+        ("Range" = Option<String>, Header, description = "One `bytes=` range"),
+    ),
+    responses(
+        (status = 200, description = "The MP3", content_type = "audio/mpeg", body = Binary,
+         headers(("Content-Disposition" = String), ("Accept-Ranges" = String))),
+        (status = 206, description = "A range of the MP3", content_type = "audio/mpeg",
+         body = Binary, headers(("Content-Range" = String))),
+        (status = 403, description = "`invalid_link`: a signed link that is invalid or expired",
+         body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_ready`: the job is not done", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`", body = ErrorBody,
+         headers(("Content-Range" = String))),
+    ),
+)]
 pub async fn output(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(link): ApiQuery<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -19,6 +19,8 @@ pub mod extract;
 pub mod health;
 pub mod jobs;
 pub mod login_guard;
+pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod tenants;
 pub mod upload;
@@ -33,6 +35,7 @@ use axum::http::request::Parts;
 use axum::routing::{get, patch, post};
 use deadpool_redis::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use error::ApiError;
@@ -78,6 +81,8 @@ pub struct AppState {
     pub webhook_allow: Arc<Vec<IpNet>>,
     /// The folder mail is written to when no SMTP server is set (`None`: SMTP).
     pub outbox: Option<std::path::PathBuf>,
+    /// Renders `/metrics` (`None`: not served).
+    pub metrics: Option<metrics::MetricsRender>,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).
@@ -191,20 +196,44 @@ pub fn app(state: AppState) -> Router {
             get(jobs::show_unauthenticated),
         );
     }
+    if let Some(render) = state.metrics.clone() {
+        root = root.merge(metrics::routes(render));
+    }
     root.nest("/v1", v1)
         .route("/login", post(compat::login))
         .route("/upload", post(compat::upload))
         .route("/download", get(compat::download))
         .merge(health::routes(state.health.clone()))
         .merge(web::routes())
+        .merge(openapi::routes())
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
         // JSON bodies (credentials, settings) are small. Uploads read the raw body, which
         // this does not limit: `upload` bounds it per tenant while it streams.
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BYTES))
         .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // A request id on every response and in every log line of the request: the
+        // client's `x-request-id` if it sent one, else a new UUID.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span of one request: method, path and request id, in every line it logs.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    )
 }
 
 #[cfg(test)]

@@ -5,18 +5,19 @@
 use std::path::PathBuf;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::admin::Operator;
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
-use tapedeck_store::canary::{self, CanarySettings, Sticky};
-use tapedeck_store::queue::Requeue;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::openapi::{CanaryStatus as CanarySchema, DeadLetter as DeadLetterSchema};
+use tapedeck_store::canary::{self, CanarySettings, CanaryStatus, Sticky};
+use tapedeck_store::queue::{DeadLetter, Requeue};
 
 fn invalid(why: impl Into<String>) -> ApiError {
     ApiError::BadRequest("invalid_input", why.into())
@@ -24,13 +25,19 @@ fn invalid(why: impl Into<String>) -> ApiError {
 
 /// `POST /v1/admin/plugins/{digest}/canary`: the body names the scope and the share;
 /// thresholds not given keep their defaults.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryRequest {
+    /// `converter` (the stage whose runs the analysis can judge).
     stage: String,
+    /// For this tenant's jobs only (absent or `null`: everyone's).
     tenant: Option<String>,
+    /// Share of new jobs that run the canary, 0 < percent ≤ 100.
     percent: f64,
+    /// Default `job`.
+    #[schema(value_type = Option<crate::openapi::Sticky>)]
     sticky: Option<Sticky>,
+    /// Promote by itself after this many canary outcomes with no breach.
     promote_after: Option<u32>,
     min_jobs: Option<u32>,
     window: Option<u32>,
@@ -40,13 +47,38 @@ pub struct CanaryRequest {
     p95_slack_ms: Option<u64>,
 }
 
-/// `POST /v1/admin/plugins/{digest}/canary`: starts (or replaces) the canary of a scope.
+/// `{"canary": ...}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CanaryEnvelope {
+    #[schema(value_type = CanarySchema)]
+    pub canary: CanaryStatus,
+}
+
+/// Starts (or replaces) the canary of a scope; thresholds not given keep their defaults.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/{digest}/canary",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("digest" = String, Path, description = "The component's SHA-256, hex")),
+    request_body = CanaryRequest,
+    responses(
+        (status = 201, description = "Started", body = CanaryEnvelope),
+        (status = 400, description = "`invalid_input`: not the converter stage, a bad \
+                                      threshold, another stage's or tenant's component",
+         body = ErrorBody),
+        (status = 404, description = "`not_found`: no such component or tenant",
+         body = ErrorBody),
+        (status = 409, description = "`already_active`: it already runs the scope",
+         body = ErrorBody),
+    ),
+)]
 pub async fn start_canary(
     State(state): State<AppState>,
     _: Operator,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
     ApiJson(r): ApiJson<CanaryRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CanaryEnvelope>), ApiError> {
     if r.stage != "converter" {
         return Err(invalid(
             "canaries run on the converter stage (the one whose runs the analysis can judge)",
@@ -93,29 +125,55 @@ pub async fn start_canary(
     }
     canary::start(&state.pool, &s).await?;
     let status = canary::status(&state.pool, &s).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "canary": status }))))
+    Ok((StatusCode::CREATED, Json(CanaryEnvelope { canary: status })))
 }
 
-/// `GET /v1/admin/plugins/canaries`: every running canary with its analysis so far.
+/// `{"canaries": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CanaryList {
+    #[schema(value_type = Vec<CanarySchema>)]
+    pub canaries: Vec<CanaryStatus>,
+}
+
+/// Every running canary with its analysis so far.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plugins/canaries",
+    tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, description = "The canaries", body = CanaryList)),
+)]
 pub async fn list_canaries(
     State(state): State<AppState>,
     _: Operator,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CanaryList>, ApiError> {
     let mut out = Vec::new();
     for s in canary::all(&state.pool).await? {
         out.push(canary::status(&state.pool, &s).await?);
     }
-    Ok(Json(json!({ "canaries": out })))
+    Ok(Json(CanaryList { canaries: out }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     stage: String,
+    /// Absent or `null`: the canary for everyone.
     tenant: Option<String>,
 }
 
-async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<Value, ApiError> {
+/// How a canary ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ended {
+    /// `canary-promote` or `canary-abort`.
+    pub ended: String,
+    pub digest: String,
+    pub stage: String,
+    #[schema(required = true)]
+    pub tenant: Option<String>,
+}
+
+async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<Ended, ApiError> {
     let s = canary::get(&state.pool, &scope.stage, scope.tenant.as_deref())
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -127,40 +185,84 @@ async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<Val
         // Ended meanwhile (by its analysis): nothing to end.
         return Err(ApiError::NotFound);
     }
-    Ok(json!({ "ended": action, "digest": s.digest, "stage": s.stage, "tenant": s.tenant }))
+    Ok(Ended {
+        ended: action.to_owned(),
+        digest: s.digest,
+        stage: s.stage,
+        tenant: s.tenant,
+    })
 }
 
-/// `POST /v1/admin/plugins/canary/promote`: the canary becomes the active component.
+/// Ends the scope's canary: it becomes the active component.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/canary/promote",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body = Scope,
+    responses(
+        (status = 200, description = "Promoted", body = Ended),
+        (status = 404, description = "`not_found`: no canary runs the scope", body = ErrorBody),
+    ),
+)]
 pub async fn promote_canary(
     State(state): State<AppState>,
     _: Operator,
     ApiJson(scope): ApiJson<Scope>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ended>, ApiError> {
     Ok(Json(end_canary(&state, &scope, "canary-promote").await?))
 }
 
-/// `POST /v1/admin/plugins/canary/abort`: the canary stops; nothing else changes.
+/// Ends the scope's canary: it stops; nothing else changes.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/canary/abort",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body = Scope,
+    responses(
+        (status = 200, description = "Aborted", body = Ended),
+        (status = 404, description = "`not_found`: no canary runs the scope", body = ErrorBody),
+    ),
+)]
 pub async fn abort_canary(
     State(state): State<AppState>,
     _: Operator,
     ApiJson(scope): ApiJson<Scope>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ended>, ApiError> {
     Ok(Json(end_canary(&state, &scope, "canary-abort").await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeadQuery {
+    /// Only this tenant's (default: every tenant's).
     tenant: Option<String>,
+    /// 1..=1000, default 100 (others are clamped).
     limit: Option<usize>,
 }
 
-/// `GET /v1/admin/dead[?tenant=T&limit=N]`: dead letters of conversions, newest first
-/// (per tenant; every tenant's when none is named).
+/// `{"entries": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetters {
+    #[schema(value_type = Vec<DeadLetterSchema>)]
+    pub entries: Vec<DeadLetter>,
+}
+
+/// Dead letters of conversions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dead",
+    tag = "operator",
+    security(("operator" = [])),
+    params(DeadQuery),
+    responses((status = 200, description = "The dead letters", body = DeadLetters)),
+)]
 pub async fn dead_letters(
     State(state): State<AppState>,
     _: Operator,
     ApiQuery(q): ApiQuery<DeadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetters>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let tenants = match q.tenant {
         Some(t) => vec![t],
@@ -176,33 +278,48 @@ pub async fn dead_letters(
     }
     entries.sort_by(|a, b| b.id.cmp(&a.id));
     entries.truncate(limit);
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(DeadLetters { entries }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     tenant: String,
     job_id: String,
 }
 
-/// `POST /v1/admin/dead/replay`: the failed job goes back on the queue (attempts start
-/// over, its dead letter goes), as a user's retry would.
+/// `{"replayed": {"tenant", "job_id"}}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    pub replayed: Replay,
+}
+
+/// The failed job goes back on the queue (attempts start over, its dead letter goes), as
+/// a user's retry would.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dead/replay",
+    tag = "operator",
+    security(("operator" = [])),
+    request_body = Replay,
+    responses(
+        (status = 202, description = "Queued again", body = Replayed),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_failed`", body = ErrorBody),
+    ),
+)]
 pub async fn replay(
     State(state): State<AppState>,
     _: Operator,
     ApiJson(r): ApiJson<Replay>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     let job = state
         .queue
         .get(&r.tenant, &r.job_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     match state.queue.requeue_failed(&job).await? {
-        Requeue::Queued => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "replayed": { "tenant": r.tenant, "job_id": r.job_id } })),
-        )),
+        Requeue::Queued => Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: r }))),
         Requeue::Missing => Err(ApiError::NotFound),
         Requeue::NotFailed(status) => Err(ApiError::Conflict(
             "not_failed",
@@ -232,8 +349,35 @@ fn header_of(head: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /v1/admin/outbox`: the newest 200 messages of the outbox folder.
-pub async fn outbox(State(state): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
+/// A message of the outbox folder.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxEntry {
+    /// The file's name (`GET /v1/admin/outbox/{name}`).
+    pub name: String,
+    pub to: String,
+    pub subject: String,
+    /// When it was written, unix seconds.
+    pub at: u64,
+}
+
+/// `{"messages": [...]}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Outbox {
+    pub messages: Vec<OutboxEntry>,
+}
+
+/// The newest 200 messages of the outbox folder (mail without an SMTP server).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/outbox",
+    tag = "operator",
+    security(("operator" = [])),
+    responses(
+        (status = 200, description = "The messages, newest first", body = Outbox),
+        (status = 409, description = "`no_outbox`: mail goes to an SMTP server", body = ErrorBody),
+    ),
+)]
+pub async fn outbox(State(state): State<AppState>, _: Operator) -> Result<Json<Outbox>, ApiError> {
     let dir = outbox_dir(&state)?.clone();
     let messages = tokio::task::spawn_blocking(move || {
         let mut found: Vec<(u64, String, PathBuf)> = std::fs::read_dir(&dir)
@@ -264,25 +408,37 @@ pub async fn outbox(State(state): State<AppState>, _: Operator) -> Result<Json<V
                     .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
                     .unwrap_or(0);
                 let head = String::from_utf8_lossy(&head[..n]).into_owned();
-                json!({
-                    "name": name,
-                    "to": header_of(&head, "To"),
-                    "subject": header_of(&head, "Subject"),
-                    "at": at,
-                })
+                OutboxEntry {
+                    to: header_of(&head, "To"),
+                    subject: header_of(&head, "Subject"),
+                    name,
+                    at,
+                }
             })
             .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| ApiError::internal(format!("reading the outbox: {e}")))?;
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(Outbox { messages }))
 }
 
-/// `GET /v1/admin/outbox/{name}`: one message, as written (`message/rfc822` text).
+/// One message of the outbox, as written (RFC 5322 text, at most 1 MiB).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/outbox/{name}",
+    tag = "operator",
+    security(("operator" = [])),
+    params(("name" = String, Path, description = "The message's file name (`*.eml`)")),
+    responses(
+        (status = 200, description = "The message", content_type = "text/plain", body = String),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`no_outbox`: mail goes to an SMTP server", body = ErrorBody),
+    ),
+)]
 pub async fn outbox_message(
     State(state): State<AppState>,
     _: Operator,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let dir = outbox_dir(&state)?;
     let plain = name

@@ -3,13 +3,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::{AppState, Caller};
 use tapedeck_model::net::AddressPolicy;
-use tapedeck_store::notify_settings::{self as notify_settings, SettingsUpdate};
+use tapedeck_store::notify_settings::{
+    self as notify_settings, SettingsUpdate, TenantNotifySettings,
+};
 
 /// Refuses a caller who is not an admin of their tenant (403 `admin_only`).
 pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
@@ -23,25 +26,63 @@ pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// `GET /v1/tenant/notifications`: the caller's tenant's settings (admin only; the
-/// webhook secret is never shown, only whether one is set).
+/// A tenant's notification settings; `webhook_secret` only once, when one was generated.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Notifications {
+    #[schema(value_type = crate::openapi::TenantNotifySettings)]
+    pub settings: TenantNotifySettings,
+    /// The secret generated because webhooks were turned on without one (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub webhook_secret: Option<String>,
+}
+
+/// The tenant's notification settings (tenant admin).
+///
+/// The webhook secret is never shown, only whether one is set.
+#[utoipa::path(
+    get,
+    path = "/v1/tenant/notifications",
+    tag = "tenant",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The settings", body = Notifications),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+    ),
+)]
 pub async fn get_notifications(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Notifications>, ApiError> {
     require_admin(&caller)?;
     let current = notify_settings::load(&state.pool, &caller.0.tenant).await?;
-    Ok(Json(json!({ "settings": current })))
+    Ok(Json(Notifications {
+        settings: current,
+        webhook_secret: None,
+    }))
 }
 
 /// `PUT /v1/tenant/notifications` with a JSON [`SettingsUpdate`] (absent fields stay):
 /// turns e-mail and webhooks on or off, sets the webhook URL, secret and hourly cap.
 /// A secret generated because webhooks were turned on without one is returned once.
+#[utoipa::path(
+    put,
+    path = "/v1/tenant/notifications",
+    tag = "tenant",
+    security(("bearer" = [])),
+    request_body = crate::openapi::SettingsUpdate,
+    responses(
+        (status = 200, description = "The settings now", body = Notifications),
+        (status = 400, description = "`invalid_settings`: e.g. a webhook URL that is not \
+                                      public, a short secret", body = ErrorBody),
+        (status = 403, description = "`admin_only`", body = ErrorBody),
+    ),
+)]
 pub async fn put_notifications(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(change): ApiJson<SettingsUpdate>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Notifications>, ApiError> {
     require_admin(&caller)?;
     let (settings, generated) = notify_settings::update(
         &state.pool,
@@ -50,9 +91,8 @@ pub async fn put_notifications(
         &AddressPolicy::new(state.webhook_allow.to_vec()),
     )
     .await?;
-    let mut body = json!({ "settings": settings });
-    if let Some(secret) = generated {
-        body["webhook_secret"] = Value::String(secret);
-    }
-    Ok(Json(body))
+    Ok(Json(Notifications {
+        settings,
+        webhook_secret: generated,
+    }))
 }

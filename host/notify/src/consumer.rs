@@ -510,6 +510,16 @@ impl NotifyConsumer {
                     .await?
             };
             let mut conn = inner.pool.get().await?;
+            let channel = match message {
+                Outgoing::Mail(_) => "mail",
+                Outgoing::Webhook(_) => "webhook",
+            };
+            metrics::counter!(
+                "tapedeck_notifications_total",
+                "channel" => channel,
+                "outcome" => if outcome.is_ok() { "delivered" } else { "failed" }
+            )
+            .increment(1);
             match outcome {
                 Ok(()) => {
                     inner.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -591,10 +601,19 @@ impl NotifyConsumer {
             webhook_enabled: webhook_url.is_some(),
             webhook_url,
         };
-        let composer = inner.composer.for_tenant(&tenant).stage.clone();
+        let installed = inner.composer.for_tenant(&tenant);
+        let composer = installed.stage.clone();
         let run = tokio::task::spawn_blocking(move || composer.compose(&event, &channels, &policy))
             .await
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        metrics::counter!(
+            "tapedeck_plugin_runs_total",
+            "stage" => "notifier",
+            "tenant" => tenant.clone(),
+            "digest" => installed.digest.clone(),
+            "outcome" => if run.is_ok() { "ok" } else { "trap" }
+        )
+        .increment(1);
         match run {
             Ok(output) => {
                 inner

@@ -105,7 +105,7 @@ pub fn iso_bmff_duration(file: &File) -> Option<Duration> {
 }
 
 /// One MPEG audio Layer III frame header: its length in bytes and in samples per channel.
-fn mp3_frame(h: [u8; 4]) -> Option<(u64, u64, u32)> {
+fn mp3_frame(h: [u8; 4]) -> Option<(u64, u64, u32, u32)> {
     if h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
         return None;
     }
@@ -132,7 +132,7 @@ fn mp3_frame(h: [u8; 4]) -> Option<(u64, u64, u32)> {
         _ => (V2[bitrate_idx], [11_025, 12_000, 8_000][rate_idx], 576),
     };
     let bytes = samples / 8 * kbps as u64 * 1000 / rate as u64 + padding as u64;
-    Some((bytes, samples, rate))
+    Some((bytes, samples, rate, kbps))
 }
 
 /// Frames a file may have before the walk gives up (a day of 8 kHz audio is ~1.2 M).
@@ -144,6 +144,28 @@ pub const MAX_MP3_FRAMES: u64 = 4_000_000;
 /// garbage). `None` if there is no frame at all. Every read is bounded; at most
 /// [`MAX_MP3_FRAMES`] frames are visited.
 pub fn mp3_duration(file: &File) -> Option<Duration> {
+    mp3_info(file).map(|i| i.duration)
+}
+
+/// What the host can tell of an MP3 from its frame headers and side information,
+/// without decoding it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mp3Info {
+    /// Audio frames × samples per frame ÷ rate (the Xing/Info frame not counted).
+    pub duration: Duration,
+    pub sample_rate: u32,
+    /// 1 (the frames' channel mode is mono) or 2.
+    pub channels: u8,
+    /// The bitrates the frames use, kbit/s, ascending (one for CBR, several for VBR).
+    pub bitrates: Vec<u32>,
+    /// The first frame is an encoder's Xing (VBR) or Info (CBR) header.
+    pub xing: Option<&'static str>,
+    /// Some granule codes data (`part2_3_length > 0`): the MP3 is not pure silence.
+    pub audible: bool,
+}
+
+/// [`mp3_duration`], with the rest of [`Mp3Info`]. Same bounds.
+pub fn mp3_info(file: &File) -> Option<Mp3Info> {
     let len = file.metadata().ok()?.len();
     let mut offset = 0u64;
     let mut head = [0u8; 10];
@@ -155,24 +177,45 @@ pub fn mp3_duration(file: &File) -> Option<Duration> {
         offset = 10 + size + footer;
     }
     let (mut samples_total, mut rate, mut frames) = (0u64, 0u32, 0u64);
+    let (mut channels, mut bitrates, mut xing, mut audible) = (2u8, Vec::new(), None, false);
+    let mut trim = 0u64;
     while offset + 4 <= len && frames < MAX_MP3_FRAMES {
         let mut h = [0u8; 4];
         read_exact_at(file, &mut h, offset)?;
-        let Some((bytes, samples, r)) = mp3_frame(h) else {
+        let Some((bytes, samples, r, kbps)) = mp3_frame(h) else {
             break;
         };
         if rate != 0 && r != rate {
             break;
         }
         rate = r;
+        let mono = h[3] >> 6 == 3;
+        channels = if mono { 1 } else { 2 };
+        let mut body = vec![0u8; bytes.min(if frames == 0 { 256 } else { 64 }) as usize];
+        let have_body = read_exact_at(file, &mut body, offset).is_some();
         // The first frame may be the encoder's Xing/Info frame (no audio).
-        let info = frames == 0 && {
-            let mut body = vec![0u8; bytes.min(64) as usize];
-            read_exact_at(file, &mut body, offset).is_some()
-                && body.windows(4).any(|w| w == b"Xing" || w == b"Info")
-        };
+        let info = frames == 0
+            && have_body
+            && match body.windows(4).position(|w| w == b"Xing" || w == b"Info") {
+                Some(at) => {
+                    xing = Some(if &body[at..at + 4] == b"Xing" {
+                        "Xing"
+                    } else {
+                        "Info"
+                    });
+                    trim = lame_trim(&body[at..]);
+                    true
+                }
+                None => false,
+            };
         if !info {
             samples_total += samples;
+            if !bitrates.contains(&kbps) {
+                bitrates.push(kbps);
+            }
+            if have_body && !audible {
+                audible = granule_codes_data(&body, h, mono);
+            }
         }
         frames += 1;
         offset += bytes.max(1);
@@ -180,7 +223,59 @@ pub fn mp3_duration(file: &File) -> Option<Duration> {
     if rate == 0 || samples_total == 0 {
         return None;
     }
-    Some(Duration::from_secs_f64(samples_total as f64 / rate as f64))
+    bitrates.sort_unstable();
+    // The encoder's delay and padding, when its LAME tag gives them, are not audio.
+    let samples = samples_total.saturating_sub(trim).max(1);
+    Some(Mp3Info {
+        duration: Duration::from_secs_f64(samples as f64 / rate as f64),
+        sample_rate: rate,
+        channels,
+        bitrates,
+        xing,
+        audible,
+    })
+}
+
+/// The encoder delay + padding of a LAME tag following a Xing/Info header (`xing`
+/// starts at the `Xing`/`Info` tag), in samples; 0 without one.
+fn lame_trim(xing: &[u8]) -> u64 {
+    let flags = match xing.get(4..8) {
+        Some(f) => u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+        None => return 0,
+    };
+    // Frames (4 bytes), bytes (4), TOC (100), quality (4), as the flags say.
+    let mut at = 8;
+    for (bit, len) in [(1, 4), (2, 4), (4, 100), (8, 4)] {
+        if flags & bit != 0 {
+            at += len;
+        }
+    }
+    match xing.get(at..at + 24) {
+        Some(tag) if tag.starts_with(b"LAME") || tag.starts_with(b"Lavc") => {
+            let d = &tag[21..24];
+            let delay = ((d[0] as u64) << 4) | (d[1] as u64 >> 4);
+            let padding = (((d[1] & 0x0F) as u64) << 8) | d[2] as u64;
+            delay + padding
+        }
+        _ => 0,
+    }
+}
+
+/// Whether the first granule of the first channel codes any data: its
+/// `part2_3_length` (12 bits in the side information) is not zero.
+fn granule_codes_data(frame: &[u8], h: [u8; 4], mono: bool) -> bool {
+    let mpeg1 = (h[1] >> 3) & 3 == 3;
+    let crc = if h[1] & 1 == 0 { 2 } else { 0 };
+    // main_data_begin, private bits, scfsi (MPEG-1 only).
+    let skip = match (mpeg1, mono) {
+        (true, true) => 9 + 5 + 4,
+        (true, false) => 9 + 3 + 8,
+        (false, true) => 8 + 1,
+        (false, false) => 8 + 2,
+    };
+    let start = (4 + crc) * 8 + skip;
+    let bit = |i: usize| frame.get(i / 8).is_some_and(|b| b >> (7 - i % 8) & 1 == 1);
+    (start..start + 12).any(bit)
 }
 
 /// Whether an MP3 of `decoded` length is a faithful conversion of audio `input` long:

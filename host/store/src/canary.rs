@@ -47,8 +47,9 @@ pub async fn start(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<()> {
     let scope = s.scope();
     let json = serde_json::to_string(s).expect("canary settings serialize");
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    // Not one MULTI: the keys live in different cluster slots. Clearing first, then the
+    // settings: a crash in between leaves old outcomes cleared and no canary, harmless.
     let _: () = redis::pipe()
-        .atomic()
         .del(canary_outcomes(&scope, "canary"))
         .del(canary_outcomes(&scope, "stable"))
         .del(canary_totals(&scope))

@@ -129,3 +129,55 @@ pub async fn load(pool: &Pool, tenant: &str) -> redis::RedisResult<Usage> {
             .collect(),
     })
 }
+
+/// One tenant's queue as metrics report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueGauge {
+    pub tenant: String,
+    pub jobs: JobCounts,
+    /// Age of the oldest entry of its convert stream, ms (`None`: empty).
+    pub oldest_entry_ms: Option<u64>,
+}
+
+/// Every listed tenant's job counts and oldest convert-stream entry, pipelined in
+/// batches of 500 tenants.
+pub async fn queue_gauges(pool: &Pool, tenants: &[String]) -> redis::RedisResult<Vec<QueueGauge>> {
+    let mut out = Vec::with_capacity(tenants.len());
+    let now = now_ms();
+    for batch in tenants.chunks(500) {
+        let mut conn = pool.get().await.map_err(crate::pool_error)?;
+        let mut pipe = redis::pipe();
+        for t in batch {
+            pipe.hgetall(usage_key(t));
+            pipe.cmd("XRANGE")
+                .arg(crate::keys::convert_stream(t))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        for (t, pair) in batch.iter().zip(values.chunks(2)) {
+            let h: HashMap<String, String> =
+                redis::from_redis_value(pair[0].clone()).map_err(redis::RedisError::from)?;
+            let first: redis::streams::StreamRangeReply =
+                redis::from_redis_value(pair[1].clone()).map_err(redis::RedisError::from)?;
+            let oldest_entry_ms = first.ids.first().and_then(|e| {
+                let ms: u64 = e.id.split('-').next()?.parse().ok()?;
+                Some(now.saturating_sub(ms))
+            });
+            out.push(QueueGauge {
+                tenant: t.clone(),
+                jobs: JobCounts {
+                    queued: number(&h, "queued"),
+                    converting: number(&h, "converting"),
+                    done: number(&h, "done"),
+                    failed: number(&h, "failed"),
+                    expired: number(&h, "expired"),
+                },
+                oldest_entry_ms,
+            });
+        }
+    }
+    Ok(out)
+}

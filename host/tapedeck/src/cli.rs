@@ -25,6 +25,23 @@ use tapedeck_plugins::{
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as JSON objects (one per line, with the span fields such as
+    /// `request_id` and `job`) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TAPEDECK_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +52,8 @@ enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Manage the tenants of a running deployment over its operator API.
     Admin(crate::admin::AdminArgs),
+    /// The plugin author's kit: the WIT, new projects, the conformance suite.
+    Plugin(crate::plugin::PluginArgs),
     /// Run one plugin call for a parent tapedeck process (internal).
     #[command(hide = true)]
     PluginRun {
@@ -100,14 +119,22 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(_) => "info,tower_http=warn",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+    }
     let result = match cli.command {
         Command::Convert(args) => convert(args),
         Command::PluginRun { artifact, request } => {
@@ -115,6 +142,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve(args) => crate::serve::run(*args, crate::components::DEFAULT_CONVERTER),
         Command::Admin(args) => return crate::admin::run(args),
+        Command::Plugin(args) => return crate::plugin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

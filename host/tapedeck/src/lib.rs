@@ -17,6 +17,7 @@ mod admin;
 pub mod cli;
 pub mod components;
 pub mod config;
+pub mod plugin;
 pub mod serve;
 
 pub use tapedeck_blobs as storage;

@@ -57,6 +57,9 @@ pub struct Worker {
     settings: WorkerSettings,
     /// Entries of dead predecessors on this host, taken before new work.
     orphans: Mutex<Vec<Orphan>>,
+    /// The deliveries being converted now, by entry id: what [`Worker::hand_back`]
+    /// returns to the queue when shutdown cannot wait for them.
+    in_flight: Mutex<std::collections::HashMap<String, Delivery>>,
 }
 
 /// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
@@ -129,7 +132,37 @@ impl Worker {
             converter: converter.into(),
             settings,
             orphans: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Returns every conversion still running to the queue at once, its attempt not
+    /// counted: what a shutdown does when its grace period is over, so a rolling update
+    /// or a scale-in loses nothing and no job waits out the visibility timeout. A run
+    /// that finishes after all is harmless: only the first completion marks a job done.
+    pub async fn hand_back(&self) -> usize {
+        let running: Vec<Delivery> = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        let mut handed = 0;
+        for d in &running {
+            let reason = "the worker shut down before the conversion finished; handed back";
+            match self.queue.hand_back(d, reason).await {
+                Ok(()) => handed += 1,
+                Err(e) => tracing::warn!(job = %d.job_id, error = %e, "could not hand back"),
+            }
+        }
+        if handed > 0 {
+            tracing::info!(
+                jobs = handed,
+                "handed unfinished conversions back to the queue"
+            );
+        }
+        handed
     }
 
     /// Runs every slot; returns when all have stopped after `shutdown`. A conversion in
@@ -201,7 +234,12 @@ impl Worker {
             };
             let pause = match next {
                 Ok(Some(delivery)) => {
-                    self.process(&consumer, delivery).await;
+                    let span = tracing::info_span!(
+                        "job",
+                        job = %delivery.job_id,
+                        tenant = %delivery.tenant
+                    );
+                    tracing::Instrument::instrument(self.process(&consumer, delivery), span).await;
                     continue;
                 }
                 // next_delivery already waited for work.
@@ -248,6 +286,10 @@ impl Worker {
                 return;
             }
         };
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .insert(d.entry_id.clone(), d.clone());
         let installed = match (&canary, on_canary) {
             (Some(c), true) => c.installed.clone(),
             _ => stable,
@@ -294,6 +336,10 @@ impl Worker {
             // The entry stays pending; another worker claims it after the timeout.
             tracing::warn!(job = %d.job_id, error = %e, "could not record the outcome");
         }
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .remove(&d.entry_id);
     }
 
     /// Records one run in its canary's analysis (`arm`: the canary's settings, and
@@ -382,6 +428,7 @@ impl Worker {
             })
         };
         let limits = self.run_limits(&job.tenant).await?;
+        let created_at = job.created_at;
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
         let converter = installed.stage.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
@@ -419,12 +466,32 @@ impl Worker {
         // The progress sender was dropped with the closure: wait for the last updates.
         let _ = forwarder.await;
         let spent = cpu_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if spent > 0 {
+            metrics::histogram!("tapedeck_conversion_cpu_seconds", "tenant" => d.tenant.clone())
+                .record(spent as f64 / 1000.0);
+        }
         if spent > 0
             && let Err(e) = self.queue.record_cpu(&d.tenant, spent).await
         {
             tracing::warn!(job = %d.job_id, error = %e, "CPU time not recorded");
         }
         let ms = started.elapsed().as_millis() as u64;
+        let outcome = match &converted {
+            Ok(_) => "ok",
+            Err(ConvertFailure::Refused(_)) => "refused",
+            Err(ConvertFailure::Permanent(_)) => "limit",
+            Err(ConvertFailure::Retryable(_)) => "trap",
+        };
+        metrics::counter!(
+            "tapedeck_plugin_runs_total",
+            "stage" => "converter",
+            "tenant" => d.tenant.clone(),
+            "digest" => installed.digest.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        metrics::histogram!("tapedeck_conversion_seconds", "outcome" => outcome)
+            .record(ms as f64 / 1000.0);
         let result = match &converted {
             Ok(summary) if summary.output_valid() => Some(canary::RunResult::Ok),
             Ok(_) => Some(canary::RunResult::Invalid),
@@ -461,6 +528,9 @@ impl Worker {
         match self.queue.complete(d, &out).await {
             Ok(true) => {
                 tracing::info!(job = %d.job_id, bytes, "job done");
+                let age_ms = tapedeck_store::queue::now_ms().saturating_sub(created_at * 1000);
+                metrics::histogram!("tapedeck_job_latency_seconds", "status" => "done")
+                    .record(age_ms as f64 / 1000.0);
                 Ok(())
             }
             Ok(false) => {

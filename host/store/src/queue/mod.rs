@@ -954,6 +954,12 @@ impl JobQueue {
         self.requeue_attempt(d, reason, Duration::ZERO, true).await
     }
 
+    /// Returns a delivery being converted to the queue now (a worker shutting down); the
+    /// attempt does not count.
+    pub async fn hand_back(&self, d: &Delivery, reason: &str) -> Result<()> {
+        self.requeue_attempt(d, reason, Duration::ZERO, true).await
+    }
+
     async fn requeue_attempt(
         &self,
         d: &Delivery,

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod managed_redis;
+pub mod metrics;
 pub mod registry;
 
 use std::future::Future;
@@ -212,6 +213,7 @@ async fn serve_with_redis(
         converter: None,
         composer: None,
     };
+    let mut running_worker: Option<Arc<Worker>> = None;
     if config.role.runs_workers() {
         let bytes = component_bytes(
             config.notifier.as_deref(),
@@ -264,7 +266,8 @@ async fn serve_with_redis(
             converter,
             settings,
         ));
-        tasks.spawn(worker.run(stop.clone()));
+        tasks.spawn(worker.clone().run(stop.clone()));
+        running_worker = Some(worker);
     }
     health.components_ready.store(true, Ordering::Release);
     if let (true, Some(dir)) = (config.role.runs_workers(), config.watch.clone()) {
@@ -356,6 +359,7 @@ async fn serve_with_redis(
                 .smtp_url
                 .is_none()
                 .then(|| config.data_dir.join("outbox")),
+            metrics: metrics::render(pool.clone()),
         };
         tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
         app(state)
@@ -365,7 +369,11 @@ async fn serve_with_redis(
             workers = config.workers,
             "worker running; serving /healthz and /readyz"
         );
-        tapedeck_gateway::health::worker_app(health)
+        let router = tapedeck_gateway::health::worker_app(health);
+        match metrics::render(pool.clone()) {
+            Some(render) => router.merge(tapedeck_gateway::metrics::routes(render)),
+            None => router,
+        }
     };
     let stopped = stop.clone();
     tasks.spawn(async move {
@@ -385,9 +393,10 @@ async fn serve_with_redis(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            "shutdown timed out; unfinished conversions will be claimed by other workers"
-        );
+        tracing::warn!("shutdown timed out; handing unfinished conversions back to the queue");
+        if let Some(worker) = &running_worker {
+            worker.hand_back().await;
+        }
         tasks.abort_all();
     }
     Ok(())

@@ -1,0 +1,723 @@
+//! `tapedeck plugin check`: the conformance suite a plugin author runs locally, and the
+//! registry runs at publish (its quick depth).
+//!
+//! A converter gets golden inputs made in-process (`tapedeck-mediagen`: PCM in MP4 and
+//! MOV, mono to 5.1, 8–96 kHz, 40 ms to an hour, moov at the end, fragmented, plus the
+//! built-in AAC clip), each checked by the host's own reading of the MP3's frames
+//! (length within one frame, not silent, the options honoured), the error cases (no
+//! audio, unsupported codec, damaged files) that must give the typed `convert-error`
+//! rather than a trap, the same output twice, all within the default run limits.
+//! A notifier gets sample events (done, failed, a hostile file name) and must queue
+//! well-formed messages only through the channels the settings allow.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use tapedeck_mediagen::{Damage, Layout, Signal, Spec};
+use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
+use tapedeck_plugins::media::{Mp3Info, mp3_info};
+use tapedeck_plugins::{
+    ConvertError, ConvertOptions, ConverterPlugin, Isolation, LimitPolicy, Mode, PluginRuntime,
+    RunError, RuntimeConfig,
+};
+
+/// How much of the suite runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// What publishing runs: everything but the hour-long input.
+    Quick,
+    /// Everything (`tapedeck plugin check`).
+    Full,
+}
+
+/// One case's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    pub name: String,
+    pub passed: bool,
+    /// Publishing refuses a component that fails this case (the others are recorded).
+    pub required: bool,
+    pub ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub stage: String,
+    pub digest: String,
+    pub world: String,
+    pub compile_ms: u64,
+    pub passed: bool,
+    pub cases: Vec<Case>,
+}
+
+impl Report {
+    /// Why publishing refuses this component: the required cases it failed.
+    pub fn refusal(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .cases
+            .iter()
+            .filter(|c| c.required && !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
+    /// The failed cases, one line each.
+    pub fn failures(&self) -> Vec<String> {
+        self.cases
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect()
+    }
+
+    /// A table for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{} component {} ({}), compiled in {} ms\n",
+            self.stage,
+            self.digest.get(..12).unwrap_or(&self.digest),
+            self.world,
+            self.compile_ms
+        );
+        for c in &self.cases {
+            let mem = c
+                .peak_memory_bytes
+                .map(|b| format!(" {:>6.1} MiB", b as f64 / (1 << 20) as f64))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{} {:<44} {:>6} ms{mem}  {}\n",
+                if c.passed { "pass" } else { "FAIL" },
+                c.name,
+                c.ms,
+                c.detail
+            ));
+        }
+        let failed = self.cases.iter().filter(|c| !c.passed).count();
+        out.push_str(&if failed == 0 {
+            format!("all {} cases passed\n", self.cases.len())
+        } else {
+            format!("{failed} of {} cases failed\n", self.cases.len())
+        });
+        out
+    }
+}
+
+/// Runs the suite for `stage` on `bytes`. `Err` only when the suite itself cannot run
+/// (no scratch space); a component that does not load is a failed first case.
+pub fn check(cache_dir: &Path, stage: &str, bytes: &[u8], depth: Depth) -> Result<Report, String> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(bytes));
+    let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_plugins::WIT_VERSION);
+    let mut config = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
+    if stage == "notifier" {
+        config.isolation = Isolation::InProcess;
+    }
+    let runtime = PluginRuntime::new(config).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut cases = Vec::new();
+    let load_case = |result: Result<(), String>, ms: u64| Case {
+        name: "loads: exports the world, imports only what the host provides".into(),
+        passed: result.is_ok(),
+        required: true,
+        ms,
+        peak_memory_bytes: None,
+        detail: result.err().unwrap_or_else(|| world.clone()),
+    };
+    match stage {
+        "converter" => match runtime.load_converter(bytes) {
+            Ok(plugin) => {
+                cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
+                converter_cases(&plugin, depth, &mut cases)?;
+            }
+            Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
+        },
+        "notifier" => match runtime.load_notifier(bytes) {
+            Ok(plugin) => {
+                cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
+                notifier_cases(plugin.as_ref(), &mut cases);
+            }
+            Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
+        },
+        other => return Err(format!("no conformance suite for the {other} stage")),
+    }
+    let compile_ms = cases.first().map_or(0, |c| c.ms);
+    Ok(Report {
+        stage: stage.to_owned(),
+        digest,
+        world,
+        compile_ms,
+        passed: cases.iter().all(|c| c.passed),
+        cases,
+    })
+}
+
+/// What a converter case expects.
+enum Expect {
+    /// An MP3 this long (ms), with these properties.
+    Mp3 {
+        ms: u64,
+        check: fn(&Mp3Info) -> Result<(), String>,
+    },
+    /// The typed `convert-error` (any case but `io`), not a trap.
+    Refused,
+}
+
+fn any_mp3(_: &Mp3Info) -> Result<(), String> {
+    Ok(())
+}
+
+fn default_options() -> ConvertOptions {
+    ConvertOptions::default()
+}
+
+fn generated(dir: &Path, name: &str, spec: &Spec, damage: Damage) -> Result<(), String> {
+    let mut f = std::io::BufWriter::new(
+        File::create(dir.join(name)).map_err(|e| format!("scratch file: {e}"))?,
+    );
+    tapedeck_mediagen::write(spec, damage, &mut f)
+        .map_err(|e| format!("generating {name}: {e}"))?;
+    Ok(())
+}
+
+fn spec(rate: u32, channels: u16, ms: u64, layout: Layout) -> Spec {
+    Spec {
+        sample_rate: rate,
+        channels,
+        duration_ms: ms,
+        layout,
+        signal: Signal::Sine {
+            hz: 440.0,
+            amplitude: 0.5,
+        },
+    }
+}
+
+fn converter_cases(
+    plugin: &ConverterPlugin,
+    depth: Depth,
+    cases: &mut Vec<Case>,
+) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("scratch dir: {e}"))?;
+    let d = dir.path();
+    std::fs::write(d.join("aac.m4a"), crate::serve::registry::SMOKE_CLIP)
+        .map_err(|e| format!("scratch file: {e}"))?;
+    let mut inputs: Vec<(&str, &str, ConvertOptions, Expect)> = vec![
+        (
+            "smoke: a 2 s AAC clip becomes an MP3 of its length",
+            "aac.m4a",
+            default_options(),
+            Expect::Mp3 {
+                ms: 2000,
+                check: any_mp3,
+            },
+        ),
+        (
+            "AAC stereo 44.1 kHz, 2 s, default options",
+            "aac.m4a",
+            default_options(),
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| stereo(i).and(audible(i)),
+            },
+        ),
+        (
+            "option: mono",
+            "aac.m4a",
+            ConvertOptions {
+                mono: true,
+                ..default_options()
+            },
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| match i.channels {
+                    1 => Ok(()),
+                    n => Err(format!("{n} channels, asked for mono")),
+                },
+            },
+        ),
+        (
+            "option: CBR 96 kbit/s",
+            "aac.m4a",
+            ConvertOptions {
+                mode: Mode::Cbr(96),
+                ..default_options()
+            },
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| match i.bitrates.as_slice() {
+                    [96] => Ok(()),
+                    other => Err(format!("frames at {other:?} kbit/s, asked for 96")),
+                },
+            },
+        ),
+        (
+            "option: VBR quality 4",
+            "aac.m4a",
+            ConvertOptions {
+                mode: Mode::Vbr(4),
+                ..default_options()
+            },
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| {
+                    if i.bitrates.len() > 1 || i.xing == Some("Xing") {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "one bitrate ({:?}) and no Xing header: not VBR",
+                            i.bitrates
+                        ))
+                    }
+                },
+            },
+        ),
+        (
+            "option: sample rate 22050 Hz",
+            "aac.m4a",
+            ConvertOptions {
+                sample_rate: Some(22_050),
+                ..default_options()
+            },
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| match i.sample_rate {
+                    22_050 => Ok(()),
+                    r => Err(format!("{r} Hz, asked for 22050")),
+                },
+            },
+        ),
+    ];
+    let mut generated_cases: Vec<(&str, &str, Spec, Damage, Expect)> = vec![
+        (
+            "PCM mono 8 kHz, 1 s",
+            "mono8k.mov",
+            spec(8_000, 1, 1000, Layout::MoovFirst),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 1000,
+                check: audible,
+            },
+        ),
+        (
+            "PCM stereo 44.1 kHz, 2 s, moov at the end",
+            "moovlast.mov",
+            spec(44_100, 2, 2000, Layout::MoovLast),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 2000,
+                check: |i| stereo(i).and(audible(i)),
+            },
+        ),
+        (
+            "PCM 5.1 48 kHz, 1.5 s",
+            "surround.mov",
+            spec(48_000, 6, 1500, Layout::MoovFirst),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 1500,
+                check: audible,
+            },
+        ),
+        (
+            "PCM stereo 96 kHz, 1 s",
+            "hires.mov",
+            spec(96_000, 2, 1000, Layout::MoovFirst),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 1000,
+                check: |i| match i.sample_rate {
+                    48_000 => Ok(()),
+                    r => Err(format!("{r} Hz: 96 kHz has no MP3 rate, expected 48000")),
+                },
+            },
+        ),
+        (
+            "PCM mono 22.05 kHz, 40 ms (very short)",
+            "short.mov",
+            spec(22_050, 1, 40, Layout::MoovFirst),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 40,
+                check: any_mp3,
+            },
+        ),
+        (
+            "PCM stereo 44.1 kHz, 3 s, fragmented",
+            "fragmented.mp4",
+            spec(44_100, 2, 3000, Layout::Fragmented),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 3000,
+                check: audible,
+            },
+        ),
+        (
+            "no audio track (video only)",
+            "noaudio.mp4",
+            spec(44_100, 2, 1000, Layout::MoovFirst),
+            Damage::NoAudioTrack,
+            Expect::Refused,
+        ),
+        (
+            "unsupported codec",
+            "unsupported.mp4",
+            spec(44_100, 2, 1000, Layout::MoovFirst),
+            Damage::UnsupportedCodec,
+            Expect::Refused,
+        ),
+        (
+            "truncated audio data",
+            "truncated.mov",
+            spec(44_100, 2, 2000, Layout::MoovFirst),
+            Damage::TruncatedMdat,
+            Expect::Refused,
+        ),
+        (
+            "garbage in the sample table",
+            "garbage.mov",
+            spec(44_100, 2, 2000, Layout::MoovFirst),
+            Damage::GarbageInSampleTable,
+            Expect::Refused,
+        ),
+    ];
+    if depth == Depth::Full {
+        generated_cases.push((
+            "PCM mono 8 kHz, an hour",
+            "hour.mov",
+            spec(8_000, 1, 3_600_000, Layout::MoovFirst),
+            Damage::None,
+            Expect::Mp3 {
+                ms: 3_600_000,
+                check: any_mp3,
+            },
+        ));
+    }
+    for (name, file, spec, damage, expect) in generated_cases {
+        generated(d, file, &spec, damage)?;
+        inputs.push((name, file, default_options(), expect));
+    }
+    for (name, file, options, expect) in inputs {
+        cases.push(run_case(plugin, d, name, file, &options, &expect));
+    }
+    // The same input, twice: the same bytes.
+    let start = Instant::now();
+    let first = convert_bytes(plugin, &d.join("moovlast.mov"), d, &default_options());
+    let second = convert_bytes(plugin, &d.join("moovlast.mov"), d, &default_options());
+    let (passed, detail) = match (first, second) {
+        (Ok(a), Ok(b)) if a == b => (true, format!("{} bytes both times", a.len())),
+        (Ok(a), Ok(b)) => (
+            false,
+            format!("{} bytes, then {} different bytes", a.len(), b.len()),
+        ),
+        (Err(e), _) | (_, Err(e)) => (false, e),
+    };
+    cases.push(Case {
+        name: "deterministic: the same output twice".into(),
+        passed,
+        required: false,
+        ms: start.elapsed().as_millis() as u64,
+        peak_memory_bytes: None,
+        detail,
+    });
+    Ok(())
+}
+
+fn stereo(i: &Mp3Info) -> Result<(), String> {
+    match i.channels {
+        2 => Ok(()),
+        n => Err(format!("{n} channel(s), the input is stereo")),
+    }
+}
+
+fn audible(i: &Mp3Info) -> Result<(), String> {
+    if i.audible {
+        Ok(())
+    } else {
+        Err("the MP3 is silent (no granule codes any data); the input is a tone".into())
+    }
+}
+
+fn convert_bytes(
+    plugin: &ConverterPlugin,
+    input: &Path,
+    dir: &Path,
+    options: &ConvertOptions,
+) -> Result<Vec<u8>, String> {
+    let out = dir.join("twice.mp3");
+    let input = File::open(input).map_err(|e| e.to_string())?;
+    let output = File::create(&out).map_err(|e| e.to_string())?;
+    let limits =
+        LimitPolicy::default().limits_for(tapedeck_plugins::media::iso_bmff_duration(&input));
+    plugin
+        .convert(&input, &output, options, &limits, &mut |_| {})
+        .map_err(|e| e.to_string())?;
+    std::fs::read(&out).map_err(|e| e.to_string())
+}
+
+fn run_case(
+    plugin: &ConverterPlugin,
+    dir: &Path,
+    name: &str,
+    file: &str,
+    options: &ConvertOptions,
+    expect: &Expect,
+) -> Case {
+    let out_path = dir.join(format!("{file}.mp3"));
+    let start = Instant::now();
+    let opened = File::open(dir.join(file)).and_then(|i| Ok((i, File::create(&out_path)?)));
+    let (input, output) = match opened {
+        Ok(files) => files,
+        Err(e) => {
+            return Case {
+                name: name.into(),
+                passed: false,
+                required: name.starts_with("smoke"),
+                ms: 0,
+                peak_memory_bytes: None,
+                detail: format!("scratch files: {e}"),
+            };
+        }
+    };
+    // The default limits a service gives a job of this length.
+    let limits =
+        LimitPolicy::default().limits_for(tapedeck_plugins::media::iso_bmff_duration(&input));
+    let (result, usage) = plugin.convert_accounted(&input, &output, options, &limits, &mut |_| {});
+    let ms = start.elapsed().as_millis() as u64;
+    let peak = Some(usage.peak_memory_bytes).filter(|&b| b > 0);
+    let verdict = match (expect, result) {
+        (Expect::Mp3 { ms: want, check }, Ok(_)) => {
+            match File::open(&out_path).ok().and_then(|f| mp3_info(&f)) {
+                None => Err("the output is not an MP3 (no MPEG audio frames)".to_owned()),
+                Some(info) => {
+                    let got = info.duration.as_millis() as u64;
+                    // One frame either way (1152 samples, 576 below 32 kHz), plus rounding.
+                    let frame_ms = if info.sample_rate >= 32_000 {
+                        1152
+                    } else {
+                        576
+                    } * 1000
+                        / info.sample_rate as u64;
+                    if got.abs_diff(*want) > frame_ms + 1 {
+                        Err(format!(
+                            "the MP3 lasts {got} ms by its frames, the input {want} ms (± one frame, {frame_ms} ms)"
+                        ))
+                    } else {
+                        check(&info).map(|()| {
+                            format!(
+                                "{got} ms, {} Hz, {} ch, {:?} kbit/s",
+                                info.sample_rate, info.channels, info.bitrates
+                            )
+                        })
+                    }
+                }
+            }
+        }
+        (Expect::Mp3 { .. }, Err(e)) => Err(format!("failed: {e}")),
+        (Expect::Refused, Err(RunError::Convert(ConvertError::Io(e)))) => Err(format!(
+            "an io error ({e}), expected the input's own error case"
+        )),
+        (Expect::Refused, Err(RunError::Convert(e))) => Ok(format!("refused: {e}")),
+        (Expect::Refused, Err(other)) => Err(format!(
+            "{other}: bad input must give the typed convert-error, not a trap or a limit"
+        )),
+        (Expect::Refused, Ok(_)) => Err("converted an input it should have refused".into()),
+    };
+    let (passed, detail) = match verdict {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    Case {
+        name: name.into(),
+        passed,
+        required: name.starts_with("smoke"),
+        ms,
+        peak_memory_bytes: peak,
+        detail,
+    }
+}
+
+fn event(status: FinalStatus, input_name: &str) -> JobEvent {
+    let done = status == FinalStatus::Done;
+    JobEvent {
+        job_id: "0a1b2c3d-check".into(),
+        tenant: "check".into(),
+        owner_email: "owner@example.com".into(),
+        status,
+        input_name: input_name.into(),
+        output_bytes: done.then_some(3_145_728),
+        duration_ms: done.then_some(185_000),
+        failure_reason: (!done).then(|| "no audio track in the file".into()),
+        download_url: done.then(|| "https://tapedeck.example/v1/jobs/0a1b2c3d-check/output".into()),
+        finished_at: 1_700_000_000,
+    }
+}
+
+const HOOK: &str = "https://hooks.example.com/tapedeck";
+
+fn channels(email: bool, webhook: bool) -> (Channels, SendPolicy) {
+    (
+        Channels {
+            email_enabled: email,
+            webhook_enabled: webhook,
+            webhook_url: webhook.then(|| HOOK.to_owned()),
+        },
+        SendPolicy {
+            mail_to: email.then(|| "owner@example.com".to_owned()),
+            webhook_url: webhook.then(|| HOOK.to_owned()),
+        },
+    )
+}
+
+/// The messages are well formed: mail to the owner, one-line subject, no markup from
+/// the file name in the HTML; webhooks to the tenant's URL with a JSON body.
+fn well_formed(messages: &[Outgoing], hostile: bool) -> Result<String, String> {
+    let (mut mails, mut hooks) = (0, 0);
+    for m in messages {
+        match m {
+            Outgoing::Mail(mail) => {
+                mails += 1;
+                if mail.to != "owner@example.com" {
+                    return Err(format!("mail to {}, not the job's owner", mail.to));
+                }
+                if mail.subject.trim().is_empty() || mail.subject.contains(['\r', '\n']) {
+                    return Err(format!(
+                        "subject {:?} is not one line of text",
+                        mail.subject
+                    ));
+                }
+                if hostile
+                    && mail
+                        .html_body
+                        .as_deref()
+                        .is_some_and(|h| h.contains("<script>"))
+                {
+                    return Err("the HTML body carries the file name's <script> unescaped".into());
+                }
+            }
+            Outgoing::Webhook(hook) => {
+                hooks += 1;
+                if hook.url != HOOK {
+                    return Err(format!("webhook to {}, not the tenant's URL", hook.url));
+                }
+                serde_json::from_str::<serde_json::Value>(&hook.body)
+                    .map_err(|e| format!("webhook body is not JSON: {e}"))?;
+            }
+        }
+    }
+    Ok(format!("{mails} mail(s), {hooks} webhook(s)"))
+}
+
+fn notifier_cases(composer: &dyn Composer, cases: &mut Vec<Case>) {
+    let hostile_name = "talk\r\nBcc: victim@example.com\r\n<script>alert(1)</script>.mp4";
+    let long_name = "ä".repeat(10_000);
+    let runs: Vec<(&str, JobEvent, (bool, bool), fn(usize, usize) -> bool, bool)> = vec![
+        (
+            "smoke: done, e-mail and webhook on",
+            event(FinalStatus::Done, "talk.mp4"),
+            (true, true),
+            |m, h| m == 1 && h == 1,
+            false,
+        ),
+        (
+            "failed, e-mail and webhook on",
+            event(FinalStatus::Failed, "talk.mp4"),
+            (true, true),
+            |m, h| m == 1 && h == 1,
+            false,
+        ),
+        (
+            "done, e-mail only",
+            event(FinalStatus::Done, "talk.mp4"),
+            (true, false),
+            |m, h| m == 1 && h == 0,
+            false,
+        ),
+        (
+            "done, both off: nothing queued",
+            event(FinalStatus::Done, "talk.mp4"),
+            (false, false),
+            |m, h| m == 0 && h == 0,
+            false,
+        ),
+        (
+            "hostile file name (CR, LF, header, <script>)",
+            event(FinalStatus::Done, hostile_name),
+            (true, true),
+            |m, h| m == 1 && h == 1,
+            true,
+        ),
+        (
+            "a 10,000-character file name",
+            event(FinalStatus::Done, &long_name),
+            (true, true),
+            |m, h| m == 1 && h == 1,
+            false,
+        ),
+    ];
+    let mut first_output = None;
+    for (name, ev, (email, webhook), counts, hostile) in runs {
+        let (ch, policy) = channels(email, webhook);
+        let start = Instant::now();
+        let result = composer.compose(&ev, &ch, &policy);
+        let ms = start.elapsed().as_millis() as u64;
+        let verdict = match result {
+            Err(e) => Err(format!("failed: {e}")),
+            Ok(composed) => {
+                let mails = composed
+                    .messages
+                    .iter()
+                    .filter(|m| matches!(m, Outgoing::Mail(_)))
+                    .count();
+                let hooks = composed.messages.len() - mails;
+                if first_output.is_none() {
+                    first_output = Some(format!("{:?}", composed.messages));
+                }
+                if !counts(mails, hooks) {
+                    Err(format!(
+                        "queued {mails} mail(s) and {hooks} webhook(s), which these settings do not call for"
+                    ))
+                } else {
+                    well_formed(&composed.messages, hostile)
+                }
+            }
+        };
+        let (passed, detail) = match verdict {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        cases.push(Case {
+            name: name.into(),
+            passed,
+            required: name.starts_with("smoke"),
+            ms,
+            peak_memory_bytes: None,
+            detail,
+        });
+    }
+    // Deterministic.
+    let (ch, policy) = channels(true, true);
+    let start = Instant::now();
+    let again = composer
+        .compose(&event(FinalStatus::Done, "talk.mp4"), &ch, &policy)
+        .map(|c| format!("{:?}", c.messages));
+    let same = matches!((&again, &first_output), (Ok(a), Some(b)) if a == b);
+    cases.push(Case {
+        name: "deterministic: the same messages twice".into(),
+        passed: same,
+        required: false,
+        ms: start.elapsed().as_millis() as u64,
+        peak_memory_bytes: None,
+        detail: if same {
+            "identical".into()
+        } else {
+            "the second run composed different messages".into()
+        },
+    });
+}

@@ -1,0 +1,329 @@
+//! `tapedeck plugin`: the plugin author's kit — the WIT this binary was built with
+//! (`wit`), a new project that builds out of the box (`new`), and the conformance suite
+//! (`check`, which `publish` runs too at its quick depth).
+
+pub mod check;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+/// The WIT of `tapedeck:plugin@0.1.0`, as built into this binary.
+pub const WIT: &[(&str, &str)] = &[
+    ("io.wit", include_str!("../../../../wit/io.wit")),
+    (
+        "converter.wit",
+        include_str!("../../../../wit/converter.wit"),
+    ),
+    ("notifier.wit", include_str!("../../../../wit/notifier.wit")),
+    ("auth.wit", include_str!("../../../../wit/auth.wit")),
+];
+
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print the WIT this binary was built with, or write it into a folder.
+    Wit {
+        /// Write io.wit, converter.wit, notifier.wit and auth.wit into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Start a plugin project that builds out of the box and passes `plugin check`.
+    New {
+        /// What it implements.
+        kind: Kind,
+        /// Its name: lowercase letters, digits and `-`, starting with a letter.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run the conformance suite on a component: exports and imports, golden cases,
+    /// limits, determinism. Exit status 1 if any case fails.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        stage: Kind,
+        /// The report as JSON (for CI).
+        #[arg(long)]
+        json: bool,
+        /// Skip the hour-long input (what publishing runs).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Converter,
+    Notifier,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Converter => "converter",
+            Kind::Notifier => "notifier",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// Runs `tapedeck plugin ...`.
+pub fn run(args: PluginArgs) -> ExitCode {
+    let result = match args.command {
+        PluginCommand::Wit { out } => wit(out.as_deref()),
+        PluginCommand::New {
+            kind,
+            name,
+            lang,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            new_project(kind, &name, lang, &dir)
+        }
+        PluginCommand::Check {
+            file,
+            stage,
+            json,
+            quick,
+        } => return check_file(&file, stage, json, quick),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wit(out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        Some(dir) => write_wit(dir),
+        None => {
+            for (name, text) in WIT {
+                println!("// ---- {name} ----\n{text}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_wit(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in WIT {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let cache = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: no scratch dir: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let depth = if quick {
+        check::Depth::Quick
+    } else {
+        check::Depth::Full
+    };
+    match check::check(cache.path(), stage.as_str(), &bytes, depth) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("reports serialize")
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The files of a new project: path within it, contents.
+fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, String)>> {
+    let snake = name.replace('-', "_");
+    let files: Vec<(&str, String)> = match (kind, lang) {
+        (Kind::Notifier, Lang::Python) => vec![
+            (
+                "app.py",
+                include_str!("../../../../examples/plugins/notifier-python/app.py").into(),
+            ),
+            (
+                "pyproject.toml",
+                include_str!("../../../../examples/plugins/notifier-python/pyproject.toml")
+                    .replace("name = \"notifier-python\"", &format!("name = \"{name}\"")),
+            ),
+            (
+                "requirements.txt",
+                include_str!("../../../../examples/plugins/notifier-python/requirements.txt")
+                    .into(),
+            ),
+            (
+                "build.sh",
+                include_str!("templates/python-build.sh").replace("NAME", name),
+            ),
+        ],
+        (Kind::Notifier, Lang::Js) => {
+            let relocate = |s: &str| {
+                s.replace("notifier-js", name)
+                    .replace("${OUT_DIR:-../../../target/plugins}", "${OUT_DIR:-.}")
+                    .replace("${WIT_DIR:-../../../wit}", "${WIT_DIR:-wit}")
+            };
+            vec![
+                (
+                    "notifier.js",
+                    include_str!("../../../../examples/plugins/notifier-js/notifier.js").into(),
+                ),
+                (
+                    "package.json",
+                    relocate(include_str!(
+                        "../../../../examples/plugins/notifier-js/package.json"
+                    )),
+                ),
+                (
+                    "package-lock.json",
+                    relocate(include_str!(
+                        "../../../../examples/plugins/notifier-js/package-lock.json"
+                    )),
+                ),
+                (
+                    "build.sh",
+                    include_str!("templates/js-build.sh").replace("NAME", name),
+                ),
+                (".gitignore", "node_modules/\n*.wasm\n".into()),
+            ]
+        }
+        (Kind::Notifier, Lang::Rust) => vec![
+            (
+                "Cargo.toml",
+                include_str!("templates/rust-notifier/Cargo.toml").replace("NAME", name),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("templates/rust-notifier/lib.rs").into(),
+            ),
+            (
+                "build.sh",
+                include_str!("templates/rust-build.sh")
+                    .replace("SNAKE", &snake)
+                    .replace("NAME", name),
+            ),
+            (".gitignore", "target/\n*.wasm\n".into()),
+        ],
+        (Kind::Converter, _) => anyhow::bail!(
+            "there is no converter template yet: start from the built-in converter's source \
+             (components/converter in the Tapedeck repository) or the hostile test guest \
+             (tests/guests/hostile), and check it with `tapedeck plugin check --stage converter`"
+        ),
+    };
+    let readme = include_str!("templates/README.md")
+        .replace("NAME", name)
+        .replace("KIND", kind.as_str());
+    let mut out: Vec<(String, String)> =
+        files.into_iter().map(|(p, s)| (p.to_owned(), s)).collect();
+    out.push(("README.md".into(), readme));
+    Ok(out)
+}
+
+fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        valid_name(name),
+        "{name:?} is not a plugin name: lowercase letters, digits and -, starting with a letter, at most 64"
+    );
+    let files = template(kind, name, lang)?;
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        anyhow::bail!("{} exists and is not empty", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text)?;
+        if path.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    write_wit(&dir.join("wit"))?;
+    println!(
+        "created {} ({} {}, {:?}); next:\n  cd {}\n  ./build.sh\n  tapedeck plugin check {name}.wasm --stage {}",
+        dir.display(),
+        kind.as_str(),
+        name,
+        lang,
+        dir.display(),
+        kind.as_str()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("speech-notes2"));
+        assert!(!valid_name("2fast"));
+        assert!(!valid_name("Upper"));
+        assert!(!valid_name("../etc"));
+    }
+
+    #[test]
+    fn templates_carry_the_name_and_nothing_of_the_example() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let files = template(Kind::Notifier, "my-notes", lang).unwrap();
+            let all: String = files.iter().map(|(_, s)| s.as_str()).collect();
+            assert!(all.contains("my-notes"), "{lang:?}");
+            assert!(!all.contains("notifier-js"), "{lang:?}");
+            assert!(!all.contains("../../../"), "{lang:?}: paths of the example");
+        }
+        assert!(template(Kind::Converter, "x", Lang::Rust).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# API test: starts `tapedeck serve` on a free port with a fresh data dir, makes some real
+# data (a user who is a tenant admin, a job converted from a real file), then runs
+# schemathesis against the server's own `/openapi.json`: once as that user (every route
+# but `/v1/admin/...`), once as the operator (`/v1/admin/...`). Always stops the server.
+#
+#   scripts/setup-api-test.sh         # once: the pinned schemathesis in target/api-venv
+#   tests/api/run.sh                  # TAPEDECK_BIN=... to test another binary
+#
+# SCHEMATHESIS_EXAMPLES (default 30) bounds the test cases per operation, so the default
+# run takes a few minutes at most; raise it for a long run. SCHEMATHESIS_SEED (default 1)
+# makes a run repeatable; `random` picks one. Reports (JUnit, and the cassette of every
+# request) go to target/api-report/. Exits non-zero on any failure; exits 0 with
+# "skipped: ..." when ../shared/media (the test inputs) is absent.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+BIN=${TAPEDECK_BIN:-target/release/tapedeck}
+case $BIN in /*) ;; *) BIN=$REPO/$BIN ;; esac
+MEDIA=$REPO/../shared/media
+VENV=${API_VENV:-$REPO/target/api-venv}
+EXAMPLES=${SCHEMATHESIS_EXAMPLES:-30}
+SEED=${SCHEMATHESIS_SEED:-1}
+REPORT=$REPO/target/api-report
+
+if [ ! -d "$MEDIA" ]; then
+    echo "skipped: ../shared/media absent ($MEDIA)"
+    exit 0
+fi
+fail() { echo "error: $*" >&2; exit 1; }
+[ -x "$BIN" ] || fail "no tapedeck binary at $BIN (make build, or set TAPEDECK_BIN)"
+[ -x "$VENV/bin/st" ] || fail "no schemathesis in $VENV: run scripts/setup-api-test.sh"
+command -v curl >/dev/null || fail "curl is needed"
+PY=$VENV/bin/python
+
+# A free port: bind port 0, read it back, release it (the server binds it right after).
+PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-api.XXXXXX")
+OPERATOR="api-test-operator-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+URL="http://127.0.0.1:$PORT"
+LOG=$DATA/server.log
+
+"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --admin-token "$OPERATOR" \
+    --max-attempts 1 --shutdown-timeout-secs 2 >"$LOG" 2>&1 &
+SERVER=$!
+
+stop() {
+    local rc=$?
+    if kill -0 "$SERVER" 2>/dev/null; then
+        kill -TERM "$SERVER" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+    fi
+    if [ "$rc" -ne 0 ]; then
+        echo "--- last lines of the server log ($LOG) ---" >&2
+        tail -n 40 "$LOG" >&2 || true
+        echo "(data dir kept: $DATA)" >&2
+    else
+        rm -rf "$DATA"
+    fi
+    exit "$rc"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+for _ in $(seq 300); do
+    curl -sf "$URL/readyz" >/dev/null 2>&1 && break
+    kill -0 "$SERVER" 2>/dev/null || fail "the server exited before it was ready"
+    sleep 0.1
+done
+curl -sf "$URL/readyz" >/dev/null || fail "the server was not ready within 30 s"
+
+json() { "$PY" -c 'import json, sys; print(json.load(sys.stdin)'"$1"')'; }
+
+# The description and the docs page are served.
+curl -sf "$URL/openapi.json" | json '["openapi"]' | grep -q '^3\.1\.' \
+    || fail "GET /openapi.json is not an OpenAPI 3.1 document"
+curl -sf "$URL/docs" | grep -q '/openapi.json' || fail "GET /docs does not load /openapi.json"
+
+# A user (registered, then made a tenant admin so the /v1/tenant routes do real work),
+# a token, and a job converted from a real file so that ids exist.
+EMAIL="api-test@example.com"
+PASSWORD="api-test-password-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+curl -sf -X POST "$URL/v1/auth/register" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"$EMAIL\", \"password\": \"$PASSWORD\"}" >/dev/null \
+    || fail "registering a user failed"
+curl -sf -X PATCH "$URL/v1/admin/tenants/default" -H "Authorization: Bearer $OPERATOR" \
+    -H 'Content-Type: application/json' -d '{"allow_plugins": true}' >/dev/null \
+    || fail "the operator could not change the default tenant"
+curl -sf -X POST "$URL/v1/admin/tenants/default/users" -H "Authorization: Bearer $OPERATOR" \
+    -H 'Content-Type: application/json' \
+    -d "{\"email\": \"api-admin@example.com\", \"password\": \"$PASSWORD\", \"role\": \"admin\"}" \
+    >/dev/null || fail "the operator could not create a tenant admin"
+TOKEN=$(curl -sf -X POST "$URL/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"api-admin@example.com\", \"password\": \"$PASSWORD\"}" | json '["token"]') \
+    || fail "logging in failed"
+INPUT=$(find "$MEDIA" -maxdepth 1 -name 'aac-lc_*.m4a' -size -400k | sort | head -n 1)
+[ -n "$INPUT" ] || fail "no small .m4a in $MEDIA"
+JOB=$(curl -sf -X POST "$URL/v1/jobs" -H "Authorization: Bearer $TOKEN" \
+    -F "file=@$INPUT" | json '["id"]') || fail "uploading $INPUT failed"
+STATUS=queued
+for _ in $(seq 120); do
+    STATUS=$(curl -sf "$URL/v1/jobs/$JOB" -H "Authorization: Bearer $TOKEN" | json '["status"]')
+    case $STATUS in done|failed) break ;; esac
+    sleep 0.5
+done
+[ "$STATUS" = done ] || fail "job $JOB from $(basename "$INPUT") is $STATUS, not done"
+echo "api test: server $URL, job $JOB done; schemathesis: $EXAMPLES examples per operation, seed $SEED"
+
+SEED_ARGS=()
+[ "$SEED" = random ] || SEED_ARGS=(--seed "$SEED")
+rm -rf "$REPORT"
+mkdir -p "$REPORT"
+# Run from the report dir: schemathesis and hypothesis write there, not in the repo.
+cd "$REPORT"
+schemathesis() {
+    local name=$1
+    shift
+    NO_COLOR=1 "$VENV/bin/st" run "$URL/openapi.json" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+        --max-examples "$EXAMPLES" "${SEED_ARGS[@]}" \
+        --workers 2 --request-timeout 20 --generation-database none \
+        --suppress-health-check all --no-color \
+        --report junit,vcr --report-dir "$REPORT" \
+        --report-junit-path "$REPORT/$name.xml" --report-vcr-path "$REPORT/$name.yaml" \
+        "$@"
+}
+
+rc=0
+echo "=== as a user (tenant admin) ==="
+schemathesis user -H "Authorization: Bearer $TOKEN" --exclude-path-regex '^/v1/admin/' \
+    || rc=1
+echo "=== as the operator ==="
+schemathesis operator -H "Authorization: Bearer $OPERATOR" --include-path-regex '^/v1/admin/' \
+    || rc=1
+# The server must have survived both runs.
+curl -sf "$URL/readyz" >/dev/null || fail "the server is not ready after the runs"
+[ "$rc" -eq 0 ] || fail "schemathesis found failures (reports in $REPORT)"
+echo "api test: passed"
