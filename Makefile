@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup setup-bench build run test lint bench fuzz clean
+.PHONY: setup setup-bench build run test test-long lint bench fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -25,10 +25,25 @@ CLIPPY_AS_RUSTC = RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" \
 	CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 ## Formatting, clippy -D warnings, then every test (real redis-server, ffmpeg,
-## ../shared/media).
+## ../shared/media): the deploy manifests validated offline, the example Python and
+## JavaScript plugins built (the Rust suite publishes them), the Rust suite, then the
+## short versions of the browser test (Chromium + axe) and the schemathesis run.
 test: setup
 	$(CARGO) fmt --all --check
-	$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets
+	scripts/setup-deploy.sh && deploy/validate.sh
+	scripts/setup-plugins.sh && examples/plugins/build.sh target/plugins
+	examples/plugins/harness/check.sh target/plugins/notifier-python.wasm
+	examples/plugins/harness/check.sh target/plugins/notifier-js.wasm
+	TAPEDECK_PLUGIN_EXAMPLES=$(CURDIR)/target/plugins \
+		$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets
+	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck tests/browser/run.sh
+	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
+
+## The long versions: schemathesis with 200 examples per operation, and the Rust plugin
+## template built and checked (cargo fetches wit-bindgen from crates.io).
+test-long: test
+	TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=random tests/api/run.sh
+	scripts/plugin-kit-test.sh target/ci/tapedeck
 
 ## Formatting and lints alone.
 lint: setup

@@ -57,6 +57,10 @@ mod registry;
 #[path = "e2e/canary.rs"]
 mod canary;
 
+/// Issue 14: the plugin author's kit, and notifiers in Python and JavaScript.
+#[path = "e2e/plugin_kit.rs"]
+mod plugin_kit;
+
 /// `tapedeck admin plugin ...` over the registry API.
 #[path = "e2e/plugin_cli.rs"]
 mod plugin_cli;

@@ -269,6 +269,13 @@ async fn accept_within(
     let is_multipart = content_type
         .to_ascii_lowercase()
         .starts_with("multipart/form-data");
+    // Set by the request-id layer: the job's log lines carry it too.
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_owned);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -345,7 +352,7 @@ async fn accept_within(
         }
     };
 
-    let job = JobRecord::queued(
+    let mut job = JobRecord::queued(
         id,
         tenant_name,
         (&caller.user_id, &caller.email),
@@ -356,6 +363,7 @@ async fn accept_within(
         },
         options,
     );
+    job.request_id = request_id;
     match state.queue.enqueue_within(&job, limits).await {
         Ok(None) => {}
         Ok(Some(r)) => {

@@ -166,6 +166,9 @@ pub struct JobRecord {
     /// per change: a retry after a hot swap adds the new one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub converters: Vec<String>,
+    /// The id of the request that created it (`x-request-id`), for its log lines.
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 impl JobRecord {
@@ -192,6 +195,7 @@ impl JobRecord {
             options,
             attempts: 0,
             converters: Vec::new(),
+            request_id: None,
         }
     }
 
@@ -228,12 +232,13 @@ impl JobRecord {
             converters: get("converters")
                 .map(|c| c.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            request_id: get("request_id"),
         })
     }
 
     /// The fields written when the job is created.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("id", self.id.clone()),
             ("tenant", self.tenant.clone()),
             ("user_id", self.user_id.clone()),
@@ -249,7 +254,11 @@ impl JobRecord {
                 serde_json::to_string(&self.options).expect("options serialize to JSON"),
             ),
             ("attempts", self.attempts.to_string()),
-        ]
+        ];
+        if let Some(id) = &self.request_id {
+            fields.push(("request_id", id.clone()));
+        }
+        fields
     }
 }
 
@@ -289,6 +298,7 @@ mod tests {
                 ..Default::default()
             },
             attempts: 0,
+            request_id: Some("req-1".into()),
             converters: Vec::new(),
         };
         let h: HashMap<String, String> = job

@@ -1432,7 +1432,13 @@ fn render_history(value: &Value) -> String {
     if history.is_empty() {
         return "no plugin history".to_owned();
     }
-    let mut table = table(&["at (UTC)", "action", "stage", "tenant", "digest", "why"]);
+    // The `why` column only when some change has a reason (canaries).
+    let why = history.iter().any(|e| e["reason"].is_string());
+    let mut headers = vec!["at (UTC)", "action", "stage", "tenant", "digest"];
+    if why {
+        headers.push("why");
+    }
+    let mut table = table(&headers);
     for event in history {
         let action = text(&event["action"]);
         // A publication is for no tenant; an activation for `null` is for all.
@@ -1441,14 +1447,17 @@ fn render_history(value: &Value) -> String {
         } else {
             tenant_cell(&event["tenant"])
         };
-        table.add_row(vec![
+        let mut row = vec![
             utc_seconds(&event["at"]),
             action.to_owned(),
             text(&event["stage"]).to_owned(),
             tenant,
             short_digest(&event["digest"]),
-            event["reason"].as_str().unwrap_or("").to_owned(),
-        ]);
+        ];
+        if why {
+            row.push(event["reason"].as_str().unwrap_or("").to_owned());
+        }
+        table.add_row(row);
     }
     table.to_string()
 }

@@ -237,7 +237,8 @@ impl Worker {
                     let span = tracing::info_span!(
                         "job",
                         job = %delivery.job_id,
-                        tenant = %delivery.tenant
+                        tenant = %delivery.tenant,
+                        request_id = tracing::field::Empty
                     );
                     tracing::Instrument::instrument(self.process(&consumer, delivery), span).await;
                     continue;
@@ -427,6 +428,9 @@ impl Worker {
                 }
             })
         };
+        if let Some(id) = &job.request_id {
+            tracing::Span::current().record("request_id", id.as_str());
+        }
         let limits = self.run_limits(&job.tenant).await?;
         let created_at = job.created_at;
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The plugin kit from the outside, as docs/plugins.md walks it: for each language, a new
+# notifier project (`tapedeck plugin new`), built with its own build.sh, passes
+# `tapedeck plugin check`. Prints the time each step took.
+#   scripts/plugin-kit-test.sh [path/to/tapedeck]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$(realpath "${1:-$root/target/release/tapedeck}")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+for lang in rust python js; do
+    start=$(date +%s%3N)
+    "$bin" plugin new notifier "kit-$lang" --lang "$lang" --dir "$work/kit-$lang" >/dev/null
+    (cd "$work/kit-$lang" && ./build.sh)
+    built=$(date +%s%3N)
+    "$bin" plugin check "$work/kit-$lang/kit-$lang.wasm" --stage notifier
+    done_ms=$(date +%s%3N)
+    echo "plugin kit: $lang: new + build $(( (built - start) / 1000 )) s, check $(( (done_ms - built) / 1000 )) s"
+done

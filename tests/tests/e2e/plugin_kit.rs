@@ -1,0 +1,282 @@
+//! Issue 14, end to end: the plugin author's kit (`tapedeck plugin wit|new|check`) and
+//! the example notifiers in Python (componentize-py) and JavaScript (componentize-js):
+//! built by `make test`'s setup (examples/plugins/build.sh into the folder named by
+//! `TAPEDECK_PLUGIN_EXAMPLES`), passing the conformance suite, published, activated for
+//! one tenant each, and composing that tenant's notification (the mail lands in the
+//! outbox; `/metrics` counts the run under the plugin's digest and the tenant).
+
+use super::*;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OPERATOR: &str = "op-token-kit-0123456789abcdef0123456789";
+
+fn tapedeck(args: &[&str]) -> std::process::Output {
+    Command::new(serve_exe()).args(args).output().unwrap()
+}
+
+/// The built example components, or `None` (with why) when the suite's setup did not
+/// build them (a plain `cargo test`; `make test` always does).
+fn examples() -> Option<PathBuf> {
+    match std::env::var_os("TAPEDECK_PLUGIN_EXAMPLES") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => {
+            eprintln!(
+                "skipped: TAPEDECK_PLUGIN_EXAMPLES is not set (make test builds the example \
+                 plugins with examples/plugins/build.sh and sets it)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn plugin_wit_prints_and_writes_the_wit_the_binary_was_built_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tapedeck(&["plugin", "wit", "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    for name in ["io.wit", "converter.wit", "notifier.wit", "auth.wit"] {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../wit")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(name)).unwrap(),
+            shipped,
+            "{name}"
+        );
+    }
+    let printed = tapedeck(&["plugin", "wit"]);
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(text.contains("package tapedeck:plugin@0.1.0;"), "{text}");
+    assert!(text.contains("world notifier"), "{text}");
+}
+
+#[test]
+fn plugin_new_writes_projects_and_refuses_bad_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["rust", "python", "js"] {
+        let project = dir.path().join(lang);
+        let out = tapedeck(&[
+            "plugin",
+            "new",
+            "notifier",
+            "my-notes",
+            "--lang",
+            lang,
+            "--dir",
+            project.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{lang}: {out:?}");
+        assert!(project.join("wit/notifier.wit").is_file(), "{lang}");
+        assert!(project.join("README.md").is_file(), "{lang}");
+        let build = std::fs::read_to_string(project.join("build.sh")).unwrap();
+        assert!(build.contains("my-notes.wasm"), "{lang}: {build}");
+    }
+    // Into a folder that is not empty: refused, nothing overwritten.
+    let again = tapedeck(&[
+        "plugin",
+        "new",
+        "notifier",
+        "my-notes",
+        "--lang",
+        "rust",
+        "--dir",
+        dir.path().join("rust").to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let bad = tapedeck(&["plugin", "new", "notifier", "../evil", "--lang", "rust"]);
+    assert!(!bad.status.success());
+    let converter = tapedeck(&["plugin", "new", "converter", "speech", "--lang", "js"]);
+    assert!(!converter.status.success());
+}
+
+#[test]
+fn plugin_check_passes_the_built_in_components_and_fails_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = dir.path().join("converter.wasm");
+    std::fs::write(&builtin, tapedeck::components::DEFAULT_CONVERTER).unwrap();
+    let out = tapedeck(&[
+        "plugin",
+        "check",
+        builtin.to_str().unwrap(),
+        "--stage",
+        "converter",
+        "--quick",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["passed"], true);
+    let names: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for must in [
+        "option: mono",
+        "PCM 5.1 48 kHz, 1.5 s",
+        "PCM stereo 44.1 kHz, 3 s, fragmented",
+        "no audio track (video only)",
+        "deterministic: the same output twice",
+    ] {
+        assert!(names.contains(&must), "{must}: {names:?}");
+    }
+    // The hostile test guest writes silence for real audio and converts what it should
+    // refuse: the suite says so, case by case, and exits 1.
+    let hostile = tapedeck(&[
+        "plugin",
+        "check",
+        env!("TAPEDECK_HOSTILE_WASM"),
+        "--stage",
+        "converter",
+        "--quick",
+        "--json",
+    ]);
+    assert_eq!(hostile.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&hostile.stdout).unwrap();
+    let failed: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed.iter().any(|d| d.contains("silent")),
+        "silence is caught: {failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|d| d.contains("converted an input it should have refused")),
+        "{failed:?}"
+    );
+    // Not a component for the stage: the first case fails with the reason.
+    let wrong = tapedeck(&[
+        "plugin",
+        "check",
+        env!("TAPEDECK_HOSTILE_WASM"),
+        "--stage",
+        "notifier",
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("FAIL loads"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
+    let Some(built) = examples() else { return };
+    let python = std::fs::read(built.join("notifier-python.wasm")).unwrap();
+    let js = std::fs::read(built.join("notifier-js.wasm")).unwrap();
+    for (name, path) in [
+        ("python", "notifier-python.wasm"),
+        ("js", "notifier-js.wasm"),
+    ] {
+        let out = tapedeck(&[
+            "plugin",
+            "check",
+            built.join(path).to_str().unwrap(),
+            "--stage",
+            "notifier",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "1".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let mut digests = Vec::new();
+    for (tenant, bytes) in [("py", python), ("js", js)] {
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        let form = reqwest::multipart::Form::new()
+            .text("stage", "notifier")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("n.wasm"),
+            );
+        let r = op
+            .post("/v1/admin/plugins")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{tenant}: {v}");
+        assert_eq!(v["plugin"]["world"], "tapedeck:plugin/notifier@0.1.0");
+        let r = op
+            .post("/v1/admin/tenants")
+            .json(&json!({"name": tenant, "self_register": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = op
+            .post(&format!("/v1/admin/plugins/{digest}/activate"))
+            .json(&json!({"stage": "notifier", "tenant": tenant}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        digests.push((tenant, digest));
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "the notifiers loaded",
+        async || {
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            let procs = active["processes"].as_array().unwrap();
+            !procs.is_empty() && procs.iter().all(|p| p["version"] == active["version"])
+        },
+    )
+    .await;
+    let clip = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
+    for (i, (tenant, _)) in digests.iter().enumerate() {
+        let user = s
+            .api
+            .signed_up(tenant, &format!("owner-{tenant}@example.com"))
+            .await;
+        let job = user.upload_and_wait(&clip, &[]).await;
+        assert_eq!(job["status"], "done", "{job}");
+        let mails = outbox_mails(s._dir.path(), i + 1, SLOW, Duration::from_millis(200));
+        let mine = mails
+            .iter()
+            .find(|m| m.contains(&format!("owner-{tenant}@example.com")))
+            .unwrap_or_else(|| panic!("no mail for {tenant}: {mails:?}"));
+        assert!(mine.contains("has been converted to MP3"), "{mine}");
+    }
+    // Composed by each tenant's own plugin: the run is counted under its digest.
+    let metrics = s
+        .api
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (tenant, digest) in &digests {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("tapedeck_plugin_runs_total")
+                    && l.contains("stage=\"notifier\"")
+                    && l.contains(&format!("tenant=\"{tenant}\""))
+                    && l.contains(&format!("digest=\"{digest}\""))
+                    && l.contains("outcome=\"ok\"")
+            })
+            .unwrap_or_else(|| panic!("no notifier run of {tenant}'s plugin in:\n{metrics}"));
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+}
