@@ -170,7 +170,7 @@ async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
     for id in &out_ids {
         let job = b.wait_final(id, SLOW).await;
         assert_eq!(job["status"], "done", "{job}");
-        assert_eq!(converters(&job), [builtin.clone()], "{job}");
+        assert_eq!(converters(&job), std::slice::from_ref(&builtin), "{job}");
     }
     // Its analysis rolled it back, saying why.
     let canaries = op.get_json("/v1/admin/plugins/canaries").await;
@@ -251,7 +251,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     for _ in 0..5 {
         let job = me.upload_and_wait(&clip, &[]).await;
         assert_eq!(job["status"], "done", "{job}");
-        assert_eq!(converters(&job), [dc.clone()], "{job}");
+        assert_eq!(converters(&job), std::slice::from_ref(&dc), "{job}");
     }
     // Promoted after 5 clean runs: it is the active converter now.
     wait_for(Duration::from_secs(10), "the canary promoted", async || {
@@ -268,7 +268,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     );
     all_applied(&op).await;
     let job = me.upload_and_wait(&clip, &[]).await;
-    assert_eq!(converters(&job), [dc.clone()], "{job}");
+    assert_eq!(converters(&job), std::slice::from_ref(&dc), "{job}");
 
     // By hand: a canary promoted by the operator, another aborted.
     let (status, _) = post(
@@ -297,7 +297,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     let job = me.upload_and_wait(&clip, &[]).await;
     assert_eq!(
         converters(&job),
-        [dc.clone()],
+        std::slice::from_ref(&dc),
         "aborted: nothing changed: {job}"
     );
 

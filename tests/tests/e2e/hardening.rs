@@ -787,3 +787,73 @@ fn an_unusable_data_dir_is_named() {
     );
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }
+
+/// Graceful shutdown (issue 15): a worker given SIGTERM mid-conversion lets it run for
+/// `--shutdown-timeout-secs`, then hands the job back to the queue at once (the attempt
+/// not counted, the reason on the job) and exits; another worker takes it right away
+/// (not after the 60 s visibility timeout) — here it converts with the same looping
+/// converter, so the job ends failed by its CPU limit with a single counted attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_hands_its_job_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let url = redis.url();
+    let gateway = Service::start(ServiceOptions {
+        role: Role::Gateway,
+        redis_url: &url,
+        data_dir: dir.path(),
+        extra: vec![],
+    });
+    let worker_options = || ServiceOptions {
+        role: Role::Worker,
+        redis_url: &url,
+        data_dir: dir.path(),
+        extra: vec![
+            ("converter", env!("TAPEDECK_HOSTILE_WASM").into()),
+            ("run-cpu-base-secs", "4".into()),
+            ("shutdown-timeout-secs", "1".into()),
+            ("workers", "1".into()),
+        ],
+    };
+    let mut first = Service::start(worker_options());
+    let api = Api::new(&gateway.base);
+    let me = api.signed_up("default", "handback@example.com").await;
+    let mut spin = b"loopftyp".to_vec();
+    spin.resize(4096, 0);
+    let path = dir.path().join("spin.mp4");
+    std::fs::write(&path, &spin).unwrap();
+    let id = me.upload_id(&path, &[]).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the conversion started",
+        async || me.job(&id).await["status"] == "converting",
+    )
+    .await;
+    let stopping = Instant::now();
+    signal(first.child.id(), libc::SIGTERM);
+    let status = first.child.wait().unwrap();
+    assert!(status.success(), "the worker exits cleanly: {status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "within the bound"
+    );
+    let job = me.job(&id).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(
+        job["attempts"], 0,
+        "the handed-back attempt does not count: {job}"
+    );
+    assert!(
+        job["error"].as_str().unwrap().contains("handed back"),
+        "{job}"
+    );
+    // Another worker takes it at once.
+    let _second = Service::start(worker_options());
+    let job = me.wait_final(&id, SLOW).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(
+        job["error"].as_str().unwrap().starts_with("CPU time limit"),
+        "{job}"
+    );
+}

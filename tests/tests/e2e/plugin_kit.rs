@@ -257,15 +257,33 @@ async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
         assert!(mine.contains("has been converted to MP3"), "{mine}");
     }
     // Composed by each tenant's own plugin: the run is counted under its digest.
-    let metrics = s
+    let r = s
         .api
         .get("/metrics")
+        .header("x-request-id", "kit-42")
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(
+        r.headers()["x-request-id"],
+        "kit-42",
+        "the client's request id comes back"
+    );
+    let fresh = s.api.get("/healthz").send().await.unwrap();
+    assert_eq!(
+        fresh.headers()["x-request-id"].len(),
+        36,
+        "a new UUID when the client sent none"
+    );
+    let metrics = r.text().await.unwrap();
+    assert!(
+        metrics.contains("tapedeck_queue_backlog{tenant=\"py\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tapedeck_http_requests_total{"),
+        "{metrics}"
+    );
     for (tenant, digest) in &digests {
         let line = metrics
             .lines()

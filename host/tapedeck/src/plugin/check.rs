@@ -614,10 +614,20 @@ fn well_formed(messages: &[Outgoing], hostile: bool) -> Result<String, String> {
     Ok(format!("{mails} mail(s), {hooks} webhook(s)"))
 }
 
+/// A notifier case: name, event, (e-mail on, webhook on), the (mails, webhooks) counts
+/// it must queue, whether the file name is hostile.
+type NotifierRun<'a> = (
+    &'a str,
+    JobEvent,
+    (bool, bool),
+    fn(usize, usize) -> bool,
+    bool,
+);
+
 fn notifier_cases(composer: &dyn Composer, cases: &mut Vec<Case>) {
     let hostile_name = "talk\r\nBcc: victim@example.com\r\n<script>alert(1)</script>.mp4";
     let long_name = "ä".repeat(10_000);
-    let runs: Vec<(&str, JobEvent, (bool, bool), fn(usize, usize) -> bool, bool)> = vec![
+    let runs: Vec<NotifierRun> = vec![
         (
             "smoke: done, e-mail and webhook on",
             event(FinalStatus::Done, "talk.mp4"),
