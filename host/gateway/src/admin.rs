@@ -912,6 +912,12 @@ async fn publish(
     }
     let stage = stage.ok_or(ApiError::BadRequest("invalid_input", "no stage".into()))?;
     check_stage(&stage)?;
+    if owner.is_some() && stage == "auth" {
+        return Err(ApiError::Forbidden(
+            "plugins_not_allowed",
+            "only the operator publishes auth components".into(),
+        ));
+    }
     let bytes = bytes.ok_or(ApiError::BadRequest("missing_file", "no file".into()))?;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
     if let Some(known) = tapedeck_store::plugins::get(&state.pool, &digest).await? {

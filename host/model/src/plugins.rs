@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 
 /// The stages the registry can swap.
-pub const REGISTRY_STAGES: &[&str] = &["converter", "notifier"];
+pub const REGISTRY_STAGES: &[&str] = &["converter", "notifier", "auth"];
 
 /// What checking a component found.
 #[derive(Debug, Clone, PartialEq, Eq)]

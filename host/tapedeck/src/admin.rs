@@ -177,6 +177,7 @@ struct CanaryArgs {
 enum Stage {
     Converter,
     Notifier,
+    Auth,
 }
 
 impl Stage {
@@ -185,6 +186,7 @@ impl Stage {
         match self {
             Stage::Converter => "converter",
             Stage::Notifier => "notifier",
+            Stage::Auth => "auth",
         }
     }
 }
@@ -1918,7 +1920,7 @@ mod tests {
         let long = format!("{DIGEST}0");
         for args in [
             &["plugin", "publish", "conv.wasm"][..],
-            &["plugin", "publish", "conv.wasm", "--stage", "auth"],
+            &["plugin", "publish", "conv.wasm", "--stage", "storage"],
             &["plugin", "publish", "--stage", "converter"],
             &["plugin", "activate", DIGEST],
             &["plugin", "activate", "--stage", "converter"],

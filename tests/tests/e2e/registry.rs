@@ -452,3 +452,97 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
     let job = other.upload_and_wait(&input, &[]).await;
     assert_eq!(job["status"], "failed", "the built-in converter: {job}");
 }
+
+/// The auth stage swaps in gateways (issue 13): a published auth component (the built-in
+/// one under another digest; publishing runs the register/login/verify contract) is
+/// activated for one tenant, whose users then log in through it and whose tokens it
+/// verifies; other tenants keep the built-in one; a rollback puts the tenant back. A
+/// component that is not an auth component is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_components_swap_per_tenant_in_the_gateway() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "1".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let builtin = sha256(tapedeck::components::DEFAULT_AUTH);
+    let mut variant = tapedeck::components::DEFAULT_AUTH.to_vec();
+    variant.extend_from_slice(&[0, 5, 4, b'a', b'u', b't', b'h']);
+    let own = sha256(&variant);
+
+    let r = publish(
+        &op,
+        "auth",
+        std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("loads: "),
+        "{v}"
+    );
+    let r = publish(&op, "auth", variant).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["plugin"]["world"], "tapedeck:plugin/auth@0.1.0", "{v}");
+    assert!(
+        v["plugin"]["smoke"]
+            .as_str()
+            .unwrap()
+            .contains("all 9 cases passed"),
+        "{v}"
+    );
+
+    create_canary(&op).await;
+    activate(&op, &own, json!({"stage": "auth", "tenant": "canary"})).await;
+    wait_for(
+        Duration::from_secs(10),
+        "the gateway on the new version",
+        async || {
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            let procs = active["processes"].as_array().unwrap();
+            !procs.is_empty() && procs.iter().all(|p| p["version"] == active["version"])
+        },
+    )
+    .await;
+    let mine = s.api.signed_up("canary", "a@example.com").await;
+    let r = mine.get("/v1/jobs").send().await.unwrap();
+    assert_eq!(r.status(), 200, "its own component verifies its tokens");
+    let other = s.api.signed_up("default", "b@example.com").await;
+    assert_eq!(other.get("/v1/jobs").send().await.unwrap().status(), 200);
+    let logins = |metrics: &str, tenant: &str, digest: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("tapedeck_plugin_runs_total")
+                && l.contains("stage=\"auth\"")
+                && l.contains(&format!("tenant=\"{tenant}\""))
+                && l.contains(&format!("digest=\"{digest}\""))
+        })
+    };
+    let metrics = s
+        .api
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(logins(&metrics, "canary", &own), "{metrics}");
+    assert!(logins(&metrics, "default", &builtin), "{metrics}");
+    assert!(!logins(&metrics, "canary", &builtin), "{metrics}");
+
+    // Back to the built-in one: the tenant's tokens (same key) still verify.
+    let r = op
+        .post("/v1/admin/plugins/rollback")
+        .json(&json!({"stage": "auth", "tenant": "canary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mine.get("/v1/jobs").send().await.unwrap().status(), 200);
+}

@@ -145,6 +145,18 @@ pub fn check(cache_dir: &Path, stage: &str, bytes: &[u8], depth: Depth) -> Resul
             }
             Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
         },
+        "auth" => {
+            let mut in_process = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
+            in_process.isolation = Isolation::InProcess;
+            let runtime = PluginRuntime::new(in_process).map_err(|e| e.to_string())?;
+            match runtime.load_auth(bytes) {
+                Ok(plugin) => {
+                    cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
+                    auth_cases(&plugin, &mut cases);
+                }
+                Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
+            }
+        }
         other => return Err(format!("no conformance suite for the {other} stage")),
     }
     let compile_ms = cases.first().map_or(0, |c| c.ms);
@@ -735,4 +747,164 @@ fn notifier_cases(composer: &dyn Composer, cases: &mut Vec<Case>) {
             "a later run composed different messages".into()
         },
     });
+}
+
+/// The auth contract: register, log in, verify a round trip; a wrong password, an
+/// expired token and a forged one are refused; a second account with the same address is
+/// refused.
+fn auth_cases(plugin: &tapedeck_plugins::AuthPlugin, cases: &mut Vec<Case>) {
+    use std::sync::Arc;
+    use tapedeck_plugins::auth_wit as wit;
+    let now = 1_700_000_000u64;
+    let users: Arc<dyn tapedeck_plugins::UserDirectory> =
+        Arc::new(tapedeck_plugins::MemoryDirectory::default());
+    let cx = |at: u64| tapedeck_plugins::AuthContext {
+        users: users.clone(),
+        signing_key: Arc::from(&b"conformance-signing-key-0123456789abcdef"[..]),
+        token_lifetime_seconds: 3600,
+        now_seconds: at,
+    };
+    let mut push = |name: &str, required: bool, ms: u64, verdict: Result<String, String>| {
+        let (passed, detail) = match verdict {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        cases.push(Case {
+            name: name.into(),
+            passed,
+            required,
+            ms,
+            peak_memory_bytes: None,
+            detail,
+        });
+    };
+    let timed = Instant::now();
+    let registered = plugin.register(
+        &cx(now),
+        "check",
+        "ann@example.com",
+        "correct horse battery",
+        wit::Role::User,
+    );
+    let ms = timed.elapsed().as_millis() as u64;
+    let verdict = match &registered {
+        Ok(Ok(a)) if a.tenant == "check" && a.email == "ann@example.com" => {
+            Ok(format!("user {}", a.user_id))
+        }
+        Ok(Ok(a)) => Err(format!(
+            "registered as {}/{}, asked for check/ann@example.com",
+            a.tenant, a.email
+        )),
+        Ok(Err(e)) => Err(format!("refused: {e:?}")),
+        Err(e) => Err(format!("failed: {e}")),
+    };
+    let registered_ok = verdict.is_ok();
+    push("smoke: register", true, ms, verdict);
+    let timed = Instant::now();
+    let session = plugin.login(
+        &cx(now),
+        "check",
+        "ann@example.com",
+        "correct horse battery",
+    );
+    let ms = timed.elapsed().as_millis() as u64;
+    let token = match &session {
+        Ok(Ok(s)) => Some(s.token.clone()),
+        _ => None,
+    };
+    push(
+        "smoke: log in with the right password",
+        true,
+        ms,
+        match (&session, registered_ok) {
+            (Ok(Ok(_)), _) => Ok("a token".into()),
+            (_, false) => Err("no account to log in to".into()),
+            (Ok(Err(e)), _) => Err(format!("refused: {e:?}")),
+            (Err(e), _) => Err(format!("failed: {e}")),
+        },
+    );
+    let timed = Instant::now();
+    let verified = token
+        .as_deref()
+        .map(|t| plugin.verify(&cx(now + 60), t, Some("check")));
+    push(
+        "smoke: verify the token",
+        true,
+        timed.elapsed().as_millis() as u64,
+        match verified {
+            Some(Ok(Ok(c))) if c.email == "ann@example.com" && c.tenant == "check" => {
+                Ok(format!("claims of {} until {}", c.email, c.expires_at))
+            }
+            Some(Ok(Ok(c))) => Err(format!("claims of {}/{}", c.tenant, c.email)),
+            Some(Ok(Err(e))) => Err(format!("refused: {e:?}")),
+            Some(Err(e)) => Err(format!("failed: {e}")),
+            None => Err("no token to verify".into()),
+        },
+    );
+    let refused = |r: tapedeck_plugins::AuthOutcome<wit::Claims>| match r {
+        Ok(Err(e)) => Ok(format!("refused: {e:?}")),
+        Ok(Ok(_)) => Err("accepted".to_owned()),
+        Err(e) => Err(format!("failed instead of refusing: {e}")),
+    };
+    let timed = Instant::now();
+    let wrong = plugin.login(&cx(now), "check", "ann@example.com", "wrong password");
+    push(
+        "a wrong password is refused",
+        false,
+        timed.elapsed().as_millis() as u64,
+        match wrong {
+            Ok(Err(e)) => Ok(format!("refused: {e:?}")),
+            Ok(Ok(_)) => Err("logged in with a wrong password".into()),
+            Err(e) => Err(format!("failed instead of refusing: {e}")),
+        },
+    );
+    if let Some(token) = token {
+        let timed = Instant::now();
+        let expired = plugin.verify(&cx(now + 3600 + 1), &token, Some("check"));
+        push(
+            "an expired token is refused",
+            false,
+            timed.elapsed().as_millis() as u64,
+            refused(expired),
+        );
+        let mut forged = token.clone().into_bytes();
+        if let Some(last) = forged.last_mut() {
+            *last = if *last == b'A' { b'B' } else { b'A' };
+        }
+        let forged = String::from_utf8_lossy(&forged).into_owned();
+        let timed = Instant::now();
+        let result = plugin.verify(&cx(now + 60), &forged, Some("check"));
+        push(
+            "a forged token is refused",
+            false,
+            timed.elapsed().as_millis() as u64,
+            refused(result),
+        );
+        let timed = Instant::now();
+        let other = plugin.verify(&cx(now + 60), &token, Some("other"));
+        push(
+            "another tenant's token is refused",
+            false,
+            timed.elapsed().as_millis() as u64,
+            refused(other),
+        );
+    }
+    let timed = Instant::now();
+    let again = plugin.register(
+        &cx(now),
+        "check",
+        "ann@example.com",
+        "another password",
+        wit::Role::User,
+    );
+    push(
+        "the same address twice is refused",
+        false,
+        timed.elapsed().as_millis() as u64,
+        match again {
+            Ok(Err(e)) => Ok(format!("refused: {e:?}")),
+            Ok(Ok(_)) => Err("registered the same address twice".into()),
+            Err(e) => Err(format!("failed instead of refusing: {e}")),
+        },
+    );
 }

@@ -66,6 +66,7 @@ enum PluginCommand {
 enum Kind {
     Converter,
     Notifier,
+    Auth,
 }
 
 impl Kind {
@@ -73,6 +74,7 @@ impl Kind {
         match self {
             Kind::Converter => "converter",
             Kind::Notifier => "notifier",
+            Kind::Auth => "auth",
         }
     }
 }
@@ -254,6 +256,10 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
             ),
             (".gitignore", "target/\n*.wasm\n".into()),
         ],
+        (Kind::Auth, _) => anyhow::bail!(
+            "there is no auth template: start from the built-in auth component's source \
+             (components/auth in the Tapedeck repository)"
+        ),
         (Kind::Converter, _) => anyhow::bail!(
             "there is no converter template yet: start from the built-in converter's source \
              (components/converter in the Tapedeck repository) or the hostile test guest \

@@ -201,9 +201,21 @@ impl Authenticator for ComponentAuthenticator {
     ) -> BoxFuture<'a, Result<IssuedToken, AuthError>> {
         let (tenant, email, password) = (tenant.to_owned(), email.to_owned(), password.to_owned());
         Box::pin(async move {
+            let (who, digest) = (tenant.clone(), self.plugin.digest().to_owned());
             let session = self
                 .blocking(move |plugin, cx| plugin.login(cx, &tenant, &email, &password))
-                .await?;
+                .await;
+            let outcome = if session.is_ok() { "ok" } else { "refused" };
+            // Logins only: verify runs on every request and is counted nowhere.
+            metrics::counter!(
+                "tapedeck_plugin_runs_total",
+                "stage" => "auth",
+                "tenant" => who,
+                "digest" => digest,
+                "outcome" => outcome
+            )
+            .increment(1);
+            let session = session?;
             Ok(IssuedToken {
                 token: session.token,
                 expires_at: session.claims.expires_at,

@@ -212,6 +212,7 @@ async fn serve_with_redis(
     let mut watched = registry::Watched {
         converter: None,
         composer: None,
+        auth: None,
     };
     let mut running_worker: Option<Arc<Worker>> = None;
     if config.role.runs_workers() {
@@ -277,18 +278,8 @@ async fn serve_with_redis(
             registry::Watched {
                 converter: watched.converter.clone(),
                 composer: watched.composer.clone(),
+                auth: None,
             },
-            stop.clone(),
-        ));
-    }
-    if config.role.runs_workers() {
-        // Hot swap: this process's stages follow what the operator activates.
-        tasks.spawn(registry::watch(
-            pool.clone(),
-            redis.clone(),
-            blobs.clone(),
-            cache_dir.clone(),
-            watched,
             stop.clone(),
         ));
     }
@@ -330,20 +321,33 @@ async fn serve_with_redis(
         let auth_plugin = in_process.load_auth(&bytes)?;
         tracing::info!(digest = auth_plugin.digest(), "auth stage loaded");
         let auth_digest = auth_plugin.digest().to_owned();
+        let auth_stage: Stage<dyn tapedeck_model::auth::Authenticator> = Stage::new(
+            auth_digest,
+            ComponentAuthenticator::new(
+                auth_plugin,
+                UserStore::new(pool.clone()),
+                key.clone(),
+                config.token_ttl,
+            )?,
+        );
+        // Hot swap of the auth stage: a published auth component becomes an
+        // authenticator over the same users, key and token lifetime.
+        let (users, token_ttl) = (UserStore::new(pool.clone()), config.token_ttl);
+        watched.auth = Some(registry::AuthSwap {
+            stage: auth_stage.clone(),
+            make: Arc::new(move |plugin| {
+                Ok(
+                    ComponentAuthenticator::new(plugin, users.clone(), key.clone(), token_ttl)?
+                        as Arc<dyn tapedeck_model::auth::Authenticator>,
+                )
+            }),
+        });
         let state = AppState {
             pool: pool.clone(),
-            redis,
+            redis: redis.clone(),
             queue,
-            blobs,
-            auth: Stage::new(
-                auth_digest,
-                ComponentAuthenticator::new(
-                    auth_plugin,
-                    UserStore::new(pool.clone()),
-                    key,
-                    config.token_ttl,
-                )?,
-            ),
+            blobs: blobs.clone(),
+            auth: auth_stage,
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
             tenant_defaults: Arc::new(config.tenant_defaults.clone()),
@@ -375,6 +379,16 @@ async fn serve_with_redis(
             None => router,
         }
     };
+    // Hot swap: this process's stages (auth in gateways, converter and notifier in
+    // workers) follow what the operator activates.
+    tasks.spawn(registry::watch(
+        pool.clone(),
+        redis.clone(),
+        blobs.clone(),
+        cache_dir.clone(),
+        watched,
+        stop.clone(),
+    ));
     let stopped = stop.clone();
     tasks.spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();

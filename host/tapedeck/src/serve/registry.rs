@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;
+use tapedeck_model::auth::Authenticator;
 use tapedeck_model::canary::CanarySettings;
 use tapedeck_model::convert::Converter;
 use tapedeck_model::notify::Composer;
@@ -117,6 +118,20 @@ impl<T: ?Sized> Swappable<T> {
 pub struct Watched {
     pub converter: Option<Stage<dyn Converter>>,
     pub composer: Option<Stage<dyn Composer>>,
+    pub auth: Option<AuthSwap>,
+}
+
+/// Turns a loaded auth component into the gateway's authenticator.
+pub type MakeAuthenticator = Arc<
+    dyn Fn(Arc<tapedeck_plugins::AuthPlugin>) -> anyhow::Result<Arc<dyn Authenticator>>
+        + Send
+        + Sync,
+>;
+
+/// A gateway's auth stage, and how to make an authenticator of a published component.
+pub struct AuthSwap {
+    pub stage: Stage<dyn Authenticator>,
+    pub make: MakeAuthenticator,
 }
 
 /// Local plugin development (`serve --watch DIR`): reloads `DIR/converter.wasm` and
@@ -209,6 +224,7 @@ pub async fn watch(
 ) {
     let mut converter = stages.converter.map(Swappable::new);
     let mut composer = stages.composer.map(Swappable::new);
+    let mut auth = stages.auth.map(|a| (Swappable::new(a.stage), a.make));
     // One runtime per kind for everything the registry loads in this process.
     let runtimes = match Runtimes::new(&cache_dir) {
         Ok(r) => Arc::new(r),
@@ -234,7 +250,16 @@ pub async fn watch(
     loop {
         match plugins::version(&pool).await {
             Ok(v) if v != seen => {
-                match reconcile(&pool, &blobs, &runtimes, &mut converter, &mut composer).await {
+                match reconcile(
+                    &pool,
+                    &blobs,
+                    &runtimes,
+                    &mut converter,
+                    &mut composer,
+                    &mut auth,
+                )
+                .await
+                {
                     Ok(()) => {
                         seen = v;
                         reported = Instant::now() - Duration::from_secs(60);
@@ -296,6 +321,7 @@ async fn reconcile(
     runtimes: &Arc<Runtimes>,
     converter: &mut Option<Swappable<dyn Converter>>,
     composer: &mut Option<Swappable<dyn Composer>>,
+    auth: &mut Option<(Swappable<dyn Authenticator>, MakeAuthenticator)>,
 ) -> anyhow::Result<()> {
     let active = plugins::active(pool).await?;
     let canaries = tapedeck_store::canary::all(pool).await?;
@@ -325,6 +351,22 @@ async fn reconcile(
             move |bytes: Vec<u8>| {
                 let plugin = runtimes.notifier.load_notifier(&bytes)?;
                 Ok(plugin as Arc<dyn Composer>)
+            },
+        )
+        .await?;
+    }
+    if let Some((s, make)) = auth {
+        let (runtimes, make) = (runtimes.clone(), make.clone());
+        apply(
+            s,
+            "auth",
+            &active,
+            &canaries,
+            blobs,
+            move |bytes: Vec<u8>| {
+                // Auth runs in-process under an epoch deadline, like the notifier.
+                let plugin = runtimes.notifier.load_auth(&bytes)?;
+                make(plugin)
             },
         )
         .await?;
