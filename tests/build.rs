@@ -4,10 +4,19 @@ include!("../host/build_components.rs");
 /// reaches them as `TAPEDECK_HOSTILE_WASM`.
 fn main() {
     let dir = build_components(
-        &["tapedeck-hostile-guest"],
-        &["tests/guests/hostile", "wit"],
+        &["tapedeck-hostile-guest", "tapedeck-converter-speech"],
+        &[
+            "tests/guests/hostile",
+            "wit",
+            "examples/plugins/converter-speech",
+            "components/converter/src",
+        ],
     );
     let hostile = component_path(&dir, "tapedeck-hostile-guest");
+    println!(
+        "cargo:rustc-env=TAPEDECK_SPEECH_WASM={}",
+        component_path(&dir, "tapedeck-converter-speech").display()
+    );
     println!(
         "cargo:rustc-env=TAPEDECK_HOSTILE_WASM={}",
         hostile.display()

@@ -27,7 +27,10 @@ pub mod options;
 mod pipeline;
 mod reasons;
 
-#[cfg(target_arch = "wasm32")]
+// Core paths in `host_glue.rs` read `tapedeck_converter::...`, here as in other crates.
+extern crate self as tapedeck_converter;
+
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 #[cfg(test)]

@@ -298,3 +298,50 @@ async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
         assert!(line.ends_with(" 1"), "{line}");
     }
 }
+
+/// The second converter (examples/plugins/converter-speech, built by tests/build.rs):
+/// the conformance suite passes it except where its preset overrides a default on
+/// purpose (mono where the input is stereo), and it converts with `convert --plugin`.
+#[test]
+fn the_speech_converter_is_checked_and_converts_to_mono() {
+    let out = tapedeck(&[
+        "plugin",
+        "check",
+        env!("TAPEDECK_SPEECH_WASM"),
+        "--stage",
+        "converter",
+        "--quick",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<(&str, &str)> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| (c["name"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(_, d)| *d == "1 channel(s), the input is stereo"),
+        "{failed:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mp3 = dir.path().join("talk.mp3");
+    let converted = tapedeck(&[
+        "convert",
+        media("aac-lc_44k_stereo_LRtest__rodio_RL.m4a")
+            .to_str()
+            .unwrap(),
+        "-o",
+        mp3.to_str().unwrap(),
+        "--plugin",
+        env!("TAPEDECK_SPEECH_WASM"),
+    ]);
+    assert!(converted.status.success(), "{converted:?}");
+    let info = tapedeck_plugins::media::mp3_info(&std::fs::File::open(&mp3).unwrap()).unwrap();
+    assert_eq!(info.channels, 1);
+    assert!(info.bitrates.len() > 1, "VBR: {:?}", info.bitrates);
+}

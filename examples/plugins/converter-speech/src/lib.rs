@@ -1,0 +1,60 @@
+//! A second converter: a speech preset on Tapedeck's converter core. What a job leaves
+//! to the converter it decides for speech — mono, variable bitrate at LAME quality 6
+//! (about 40–56 kbit/s for a voice) — and what a job asks for (a bitrate, VBR quality,
+//! sample rate, trim) it honours. Built by the test suite (tests/build.rs) and checked
+//! with `tapedeck plugin check`; README.md says how to build it by hand.
+//!
+//! It shows how a converter reuses the core: depend on `tapedeck-converter` without its
+//! `component` feature, generate the converter world's bindings, and include the host
+//! glue (`host_glue.rs`: the host's source/sink/progress as the core's traits).
+//!
+//! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
+#![cfg(target_arch = "wasm32")]
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "converter",
+});
+
+use exports::tapedeck::plugin::conversion::{self as wit, Guest};
+use tapedeck::plugin::io::{self as host_io, Sink, Source};
+use tapedeck::plugin::logging::{self, Level};
+use tapedeck::plugin::progress;
+
+use tapedeck_converter::{Id3Version, Mode, Options, Trim};
+
+/// `cbr(192)` is what hosts send when the job asked for no bitrate (wit/converter.wit).
+const WIT_DEFAULT_KBPS: u16 = 192;
+/// LAME's VBR quality for speech when the job leaves the bitrate to the converter.
+const SPEECH_VBR_QUALITY: u8 = 6;
+
+struct Speech;
+
+export!(Speech);
+
+impl Guest for Speech {
+    fn convert(
+        input: &Source,
+        output: &Sink,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::ConvertError> {
+        let options = Options {
+            mode: match options.mode {
+                wit::Mode::Cbr(WIT_DEFAULT_KBPS) => Mode::Vbr(SPEECH_VBR_QUALITY),
+                wit::Mode::Cbr(k) => Mode::Cbr(k),
+                wit::Mode::Vbr(q) => Mode::Vbr(q),
+            },
+            sample_rate: options.sample_rate,
+            // A voice needs one channel.
+            mono: true,
+            trim: options.trim.map(|t| Trim {
+                start_ms: t.start_ms,
+                end_ms: t.end_ms,
+            }),
+            id3_version: Id3Version::default(),
+        };
+        run(input, output, &options)
+    }
+}
+
+include!("../../../../components/converter/src/host_glue.rs");
