@@ -3,7 +3,8 @@
 # or ```console, are skipped), in order, as one script in one bash shell started at the
 # repository root with `set -euo pipefail`, as a reader following the guide would. The
 # binary under test is given as TAPEDECK and is `tapedeck` on PATH. Prints each block's
-# elapsed time (with the section it is in) and the total; exits with the script's status.
+# elapsed time (with the section it is in), each section's and the total; exits with the
+# script's status.
 #   scripts/docs-test.sh [path/to/tapedeck]       (default: target/release/tapedeck)
 # Environment: DOCS_TEST_DOC (another Markdown file), DOCS_TEST_KEEP=1 (keep the
 # generated script and its timings, under ${TMPDIR:-/tmp}/docs-test.*).
@@ -17,12 +18,15 @@ if [ ! -x "$bin" ]; then
     echo "docs-test: no tapedeck binary at $bin (make build, or give its path)" >&2
     exit 2
 fi
-bin="$(realpath "$bin")"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/docs-test.XXXXXX")"
 script="$tmp/walk.sh"
 times="$tmp/times"
+# A copy: a build that replaces the binary meanwhile does not pull it from under the
+# running server (its conversion runner re-executes its own binary).
 mkdir "$tmp/bin"
-ln -s "$bin" "$tmp/bin/tapedeck"
+cp "$bin" "$tmp/bin/tapedeck"
+given="$bin"
+bin="$tmp/bin/tapedeck"
 
 # The script: a marker before each block (its number, line and section) and one at the end.
 python3 - "$doc" "$script" <<'PY'
@@ -63,7 +67,7 @@ open(out, "w", encoding="utf-8").write("\n".join(parts) + "\n")
 open(out + ".labels", "w", encoding="utf-8").write("".join("%d\t%d\t%s\n" % l for l in labels))
 PY
 
-echo "docs-test: $(grep -c '^__docs_test_mark [0-9]' "$script") blocks of ${doc#"$root"/}, tapedeck = $bin"
+echo "docs-test: $(grep -c '^__docs_test_mark [0-9]' "$script") blocks of ${doc#"$root"/}, tapedeck = $given (copied to $bin)"
 # Its own process group, so whatever it leaves running can be stopped afterwards.
 status=0
 (

@@ -204,6 +204,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/plugins/canary/promote", post(ops::promote_canary))
         .route("/admin/plugins/canary/abort", post(ops::abort_canary))
         .route("/admin/plugins/{digest}/canary", post(ops::start_canary))
+        .route("/admin/jobs", get(ops::tenant_jobs))
+        .route("/admin/jobs/{tenant}/{id}", get(ops::tenant_job))
         .route("/admin/dead", get(ops::dead_letters))
         .route("/admin/dead/replay", post(ops::replay))
         .route("/admin/outbox", get(ops::outbox))

@@ -502,6 +502,8 @@ pub struct DeadLetter {
         crate::ops::promote_canary,
         crate::ops::abort_canary,
         crate::ops::start_canary,
+        crate::ops::tenant_jobs,
+        crate::ops::tenant_job,
         crate::ops::dead_letters,
         crate::ops::replay,
         crate::ops::outbox,

@@ -477,3 +477,87 @@ mod tests {
         assert_eq!(header_of(eml, "From"), "");
     }
 }
+
+/// `GET /v1/admin/jobs`: a tenant's jobs, newest first.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantJobsQuery {
+    /// The tenant.
+    tenant: String,
+    /// Page size, 1..=100 (default 20; others are clamped).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A tenant's jobs, newest first (every user's), as `GET /v1/jobs` pages them.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/jobs",
+    tag = "operator",
+    security(("operator" = [])),
+    params(TenantJobsQuery),
+    responses(
+        (status = 200, description = "A page", body = crate::jobs::JobPage),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+    ),
+)]
+pub async fn tenant_jobs(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiQuery(q): ApiQuery<TenantJobsQuery>,
+) -> Result<Json<crate::jobs::JobPage>, ApiError> {
+    tapedeck_store::tenants::load_tenant(&state.pool, &q.tenant)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            c.parse::<tapedeck_store::queue::ListCursor>()
+                .map_err(|()| {
+                    ApiError::BadRequest(
+                        "invalid_cursor",
+                        "cursor must be the next_cursor of a previous page".into(),
+                    )
+                })?,
+        ),
+    };
+    let (jobs, next) = state
+        .queue
+        .list(&q.tenant, None, after.as_ref(), limit)
+        .await?;
+    Ok(Json(crate::jobs::JobPage {
+        jobs,
+        next_cursor: next.map(|c| c.to_string()),
+    }))
+}
+
+/// Any tenant's job.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/jobs/{tenant}/{id}",
+    tag = "operator",
+    security(("operator" = [])),
+    params(
+        ("tenant" = String, Path, description = "The job's tenant"),
+        ("id" = String, Path, description = "The job's id"),
+    ),
+    responses(
+        (status = 200, description = "The job", body = crate::openapi::JobRecord),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
+pub async fn tenant_job(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath((tenant, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = state
+        .queue
+        .get(&tenant, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(job).into_response())
+}

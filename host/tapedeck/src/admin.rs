@@ -63,6 +63,35 @@ enum AdminCommand {
     /// one tenant.
     #[command(subcommand)]
     Plugin(Box<PluginCommand>),
+    /// Jobs of any tenant: list, show, retry a failed one, the dead letters.
+    #[command(subcommand)]
+    Jobs(Box<JobsCommand>),
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// A tenant's jobs, newest first.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// How many (1..=100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The `next` cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One job, whole.
+    Show { tenant: String, id: String },
+    /// Put a failed job back on the queue (attempts start over, its dead letter goes).
+    Retry { tenant: String, id: String },
+    /// Dead letters of conversions, newest first (one tenant's, or every tenant's).
+    Dlq {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -685,6 +714,14 @@ enum Render {
     Canaries,
     /// `{"ended", "digest", "stage", "tenant"}`
     CanaryEnded,
+    /// `{"jobs": [JOB...], "next_cursor"}`
+    Jobs,
+    /// JOB
+    Job,
+    /// `{"replayed": {"tenant", "job_id"}}`
+    Replayed,
+    /// `{"entries": [DEAD...]}`
+    Dead,
 }
 
 /// Runs `tapedeck admin`; the exit code says whether it worked.
@@ -815,6 +852,38 @@ fn canary_request(digest: &str, a: &CanaryArgs) -> Request {
 
 fn request(command: &AdminCommand) -> Request {
     match command {
+        AdminCommand::Jobs(command) => match command.as_ref() {
+            JobsCommand::List {
+                tenant,
+                limit,
+                cursor,
+            } => {
+                let mut r = Request::new(Method::GET, &["jobs"], None, Render::Jobs);
+                r.query.push(("tenant", tenant.clone()));
+                r.query.push(("limit", limit.to_string()));
+                if let Some(c) = cursor {
+                    r.query.push(("cursor", c.clone()));
+                }
+                r
+            }
+            JobsCommand::Show { tenant, id } => {
+                Request::new(Method::GET, &["jobs", tenant, id], None, Render::Job)
+            }
+            JobsCommand::Retry { tenant, id } => Request::new(
+                Method::POST,
+                &["dead", "replay"],
+                Some(json!({"tenant": tenant, "job_id": id})),
+                Render::Replayed,
+            ),
+            JobsCommand::Dlq { tenant, limit } => {
+                let mut r = Request::new(Method::GET, &["dead"], None, Render::Dead);
+                if let Some(t) = tenant {
+                    r.query.push(("tenant", t.clone()));
+                }
+                r.query.push(("limit", limit.to_string()));
+                r
+            }
+        },
         AdminCommand::Tenant(command) => match command.as_ref() {
             TenantCommand::Create {
                 name,
@@ -1000,6 +1069,14 @@ fn render(kind: Render, value: &Value) -> String {
         Render::AlreadyPublished => render_published(&value["plugin"], true),
         Render::Plugins => render_plugins(value),
         Render::Canaries => render_canaries(value),
+        Render::Jobs => render_jobs(value),
+        Render::Job => serde_json::to_string_pretty(value).unwrap_or_default(),
+        Render::Replayed => format!(
+            "job {} of {} is queued again",
+            text(&value["replayed"]["job_id"]),
+            text(&value["replayed"]["tenant"])
+        ),
+        Render::Dead => render_dead(value),
         Render::CanaryEnded => format!(
             "{}: {} {} for {}",
             text(&value["ended"]).replace("canary-", "canary "),
@@ -1383,6 +1460,63 @@ fn render_active(value: &Value) -> String {
     } else {
         table.to_string()
     }
+}
+
+fn render_jobs(value: &Value) -> String {
+    let jobs = array(&value["jobs"]);
+    if jobs.is_empty() {
+        return "no jobs".to_owned();
+    }
+    let mut table = table(&[
+        "id",
+        "status",
+        "created (UTC)",
+        "input",
+        "attempts",
+        "error",
+    ]);
+    for job in jobs {
+        table.add_row(vec![
+            text(&job["id"]).to_owned(),
+            text(&job["status"]).to_owned(),
+            utc_seconds(&job["created_at"]),
+            text(&job["input"]["name"]).to_owned(),
+            job["attempts"].to_string(),
+            job["error"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect(),
+        ]);
+    }
+    match value["next_cursor"].as_str() {
+        Some(next) => format!("{table}\nmore: --cursor {next}"),
+        None => table.to_string(),
+    }
+}
+
+fn render_dead(value: &Value) -> String {
+    let entries = array(&value["entries"]);
+    if entries.is_empty() {
+        return "no dead letters".to_owned();
+    }
+    let mut table = table(&["at (UTC)", "tenant", "job", "attempts", "reason"]);
+    for e in entries {
+        table.add_row(vec![
+            utc_seconds(&e["at"]),
+            text(&e["tenant"]).to_owned(),
+            text(&e["job_id"]).to_owned(),
+            e["attempts"].to_string(),
+            e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(80)
+                .collect(),
+        ]);
+    }
+    table.to_string()
 }
 
 fn render_canaries(value: &Value) -> String {

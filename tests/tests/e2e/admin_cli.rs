@@ -200,3 +200,52 @@ fn an_unreachable_server_is_named_and_a_missing_token_is_a_usage_error() {
         text(&out.stderr)
     );
 }
+
+/// `tapedeck admin jobs list|show|retry|dlq` (issue 15): the operator finds a tenant's
+/// failed job, its dead letter, and puts it back on the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_listed_shown_retried_and_dead_letters_listed() {
+    let s = stack(vec![
+        ("admin-token", TOKEN.to_string()),
+        ("max-attempts", "1".into()),
+    ]);
+    let base = s.api.base.clone();
+    let me = s.api.signed_up("default", "jobs@example.com").await;
+    let mut not_audio = b"\0\0\0\x20ftypisom".to_vec();
+    not_audio.resize(4096, 7);
+    let path = s._dir.path().join("not-audio.mp4");
+    std::fs::write(&path, &not_audio).unwrap();
+    let job = me.upload_and_wait(&path, &[]).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    let listed = ok(&base, &["jobs", "list", "--tenant", "default"]);
+    assert!(
+        listed.contains(&id) && listed.contains("failed"),
+        "{listed}"
+    );
+    let page = ok_json(
+        &base,
+        &["jobs", "list", "--tenant", "default", "--limit", "1"],
+    );
+    assert_eq!(page["jobs"][0]["id"], id.as_str(), "{page}");
+    let shown = ok_json(&base, &["jobs", "show", "default", &id]);
+    assert_eq!(shown["status"], "failed", "{shown}");
+    let dead = ok(&base, &["jobs", "dlq", "--tenant", "default"]);
+    assert!(dead.contains(&id), "{dead}");
+    let retried = ok(&base, &["jobs", "retry", "default", &id]);
+    assert!(retried.contains("queued again"), "{retried}");
+    let dead = ok_json(&base, &["jobs", "dlq"]);
+    assert_eq!(
+        dead["entries"],
+        json!([]),
+        "the retry took its dead letter: {dead}"
+    );
+    let missing = fails(&base, TOKEN, &["jobs", "show", "default", "nope"]);
+    assert!(
+        missing.contains("404") || missing.contains("not found"),
+        "{missing}"
+    );
+    let unknown = fails(&base, TOKEN, &["jobs", "list", "--tenant", "ghost"]);
+    assert!(!unknown.is_empty());
+}
