@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The plugin kit from the outside, as docs/plugins.md walks it: for each language, a new
 # notifier project (`tapedeck plugin new`), built with its own build.sh, passes
-# `tapedeck plugin check`. Prints the time each step took.
+# `tapedeck plugin check`; so does a new Rust converter project. Prints the time each
+# step took.
 #   scripts/plugin-kit-test.sh [path/to/tapedeck]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,3 +18,10 @@ for lang in rust python js; do
     done_ms=$(date +%s%3N)
     echo "plugin kit: $lang: new + build $(( (built - start) / 1000 )) s, check $(( (done_ms - built) / 1000 )) s"
 done
+start=$(date +%s%3N)
+"$bin" plugin new converter kit-converter --lang rust --dir "$work/kit-converter" >/dev/null
+(cd "$work/kit-converter" && ./build.sh)
+built=$(date +%s%3N)
+"$bin" plugin check "$work/kit-converter/kit-converter.wasm" --stage converter
+done_ms=$(date +%s%3N)
+echo "plugin kit: converter (rust): new + build $(( (built - start) / 1000 )) s, check $(( (done_ms - built) / 1000 )) s"

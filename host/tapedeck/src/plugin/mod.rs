@@ -256,14 +256,35 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
             ),
             (".gitignore", "target/\n*.wasm\n".into()),
         ],
+        (Kind::Converter, Lang::Rust) => {
+            let src = tapedeck_source()?;
+            vec![
+                (
+                    "Cargo.toml",
+                    include_str!("templates/rust-converter/Cargo.toml")
+                        .replace("NAME", name)
+                        .replace("SRC", &src),
+                ),
+                (
+                    "src/lib.rs",
+                    include_str!("templates/rust-converter/lib.rs").replace("SRC", &src),
+                ),
+                (
+                    "build.sh",
+                    include_str!("templates/rust-converter-build.sh")
+                        .replace("SNAKE", &snake)
+                        .replace("NAME", name),
+                ),
+                (".gitignore", "target/\n*.wasm\n".into()),
+            ]
+        }
         (Kind::Auth, _) => anyhow::bail!(
             "there is no auth template: start from the built-in auth component's source \
              (components/auth in the Tapedeck repository)"
         ),
         (Kind::Converter, _) => anyhow::bail!(
-            "there is no converter template yet: start from the built-in converter's source \
-             (components/converter in the Tapedeck repository) or the hostile test guest \
-             (tests/guests/hostile), and check it with `tapedeck plugin check --stage converter`"
+            "converter templates are in Rust only (--lang rust): a converter is built on \
+             Tapedeck's converter core (symphonia and LAME), a Rust crate"
         ),
     };
     let readme = include_str!("templates/README.md")
@@ -273,6 +294,29 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
         files.into_iter().map(|(p, s)| (p.to_owned(), s)).collect();
     out.push(("README.md".into(), readme));
     Ok(out)
+}
+
+/// The Tapedeck source a Rust converter project builds the core from:
+/// `TAPEDECK_SRC`, or the checkout this binary was built from.
+fn tapedeck_source() -> anyhow::Result<String> {
+    let src = std::env::var_os("TAPEDECK_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    let src = src.canonicalize().map_err(|_| {
+        anyhow::anyhow!(
+            "a converter project builds on Tapedeck's converter core: set TAPEDECK_SRC to a \
+             Tapedeck source checkout ({} is not one)",
+            src.display()
+        )
+    })?;
+    anyhow::ensure!(
+        src.join("components/converter/src/host_glue.rs").is_file(),
+        "{} is not a Tapedeck source checkout (no components/converter); set TAPEDECK_SRC",
+        src.display()
+    );
+    src.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("the Tapedeck source path is not UTF-8"))
 }
 
 fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
@@ -330,6 +374,12 @@ mod tests {
             assert!(!all.contains("notifier-js"), "{lang:?}");
             assert!(!all.contains("../../../"), "{lang:?}: paths of the example");
         }
-        assert!(template(Kind::Converter, "x", Lang::Rust).is_err());
+        assert!(template(Kind::Converter, "x", Lang::Python).is_err());
+        let converter = template(Kind::Converter, "my-conv", Lang::Rust).unwrap();
+        let all: String = converter.iter().map(|(_, s)| s.as_str()).collect();
+        assert!(
+            all.contains("components/converter") && !all.contains("SRC/"),
+            "{all}"
+        );
     }
 }
