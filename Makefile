@@ -39,11 +39,13 @@ test: setup
 	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck tests/browser/run.sh
 	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
 
-## The long versions: schemathesis with 200 examples per operation, and the Rust plugin
-## template built and checked (cargo fetches wit-bindgen from crates.io).
+## The long versions: schemathesis with 200 examples per operation, the plugin kit's
+## templates built and checked in each language, and every command of docs/plugins.md
+## run in order (cargo, pip and npm fetch the plugin toolchains from their registries).
 test-long: test
 	TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=random tests/api/run.sh
 	scripts/plugin-kit-test.sh target/ci/tapedeck
+	scripts/docs-test.sh target/ci/tapedeck
 
 ## Formatting and lints alone.
 lint: setup
