@@ -252,7 +252,8 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
         da.as_str(),
         "back to the one before: {v}"
     );
-    // Both worker processes report that they run the registry's latest version.
+    // Every process (the two workers, and the gateway for the auth stage) reports that
+    // it runs the registry's latest version.
     let mut active = Value::Null;
     wait_for(
         Duration::from_secs(10),
@@ -260,7 +261,8 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
         async || {
             active = op.get_json("/v1/admin/plugins/active").await;
             let procs = active["processes"].as_array().unwrap();
-            procs.len() == 2 && procs.iter().all(|p| p["version"] == active["version"])
+            // The gateway (auth) and the two workers.
+            procs.len() == 3 && procs.iter().all(|p| p["version"] == active["version"])
         },
     )
     .await;
