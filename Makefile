@@ -27,7 +27,8 @@ CLIPPY_AS_RUSTC = RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" \
 ## Formatting, clippy -D warnings, then every test (real redis-server, ffmpeg,
 ## ../shared/media): the deploy manifests validated offline, the example Python and
 ## JavaScript plugins built (the Rust suite publishes them), the Rust suite, then the
-## short versions of the browser test (Chromium + axe) and the schemathesis run.
+## short versions of the browser test (Chromium + axe) and the schemathesis run, against
+## the suite's build of the CLI (tapedeck-test-serve: the same `tapedeck` command line).
 test: setup
 	$(CARGO) fmt --all --check
 	scripts/setup-deploy.sh && deploy/validate.sh
@@ -36,16 +37,16 @@ test: setup
 	examples/plugins/harness/check.sh target/plugins/notifier-js.wasm
 	TAPEDECK_PLUGIN_EXAMPLES=$(CURDIR)/target/plugins \
 		$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets
-	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck tests/browser/run.sh
-	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
+	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve tests/browser/run.sh
+	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
 
 ## The long versions: schemathesis with 200 examples per operation, the plugin kit's
 ## templates built and checked in each language, and every command of docs/plugins.md
 ## run in order (cargo, pip and npm fetch the plugin toolchains from their registries).
 test-long: test
-	TAPEDECK_BIN=target/ci/tapedeck SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=random tests/api/run.sh
-	scripts/plugin-kit-test.sh target/ci/tapedeck
-	scripts/docs-test.sh target/ci/tapedeck
+	TAPEDECK_BIN=target/ci/tapedeck-test-serve SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=random tests/api/run.sh
+	scripts/plugin-kit-test.sh target/ci/tapedeck-test-serve
+	scripts/docs-test.sh target/ci/tapedeck-test-serve
 
 ## Formatting and lints alone.
 lint: setup
