@@ -279,6 +279,21 @@ fn unfold_qp(mail: &str) -> String {
         .replace("=3D", "=")
 }
 
+/// Waits until every live process reports the plugin registry's latest version
+/// (`GET /v1/admin/plugins/active` with the operator's `op`).
+pub async fn wait_all_applied(op: &Api, limit: Duration) {
+    wait_for(
+        limit,
+        "every process on the registry's version",
+        async || {
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            let procs = active["processes"].as_array().unwrap();
+            !procs.is_empty() && procs.iter().all(|p| p["version"] == active["version"])
+        },
+    )
+    .await;
+}
+
 /// Polls an async `check` until it holds, panicking after `limit`.
 pub async fn wait_for(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();

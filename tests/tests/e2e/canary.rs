@@ -83,20 +83,6 @@ fn converters(job: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Waits until every process runs the registry's latest version.
-async fn all_applied(op: &Api) {
-    wait_for(
-        Duration::from_secs(10),
-        "every process on the registry's version",
-        async || {
-            let active = op.get_json("/v1/admin/plugins/active").await;
-            let procs = active["processes"].as_array().unwrap();
-            !procs.is_empty() && procs.iter().all(|p| p["version"] == active["version"])
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
     let s = stack(vec![
@@ -132,7 +118,7 @@ async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
     .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["canary"]["state"], "collecting", "{v}");
-    all_applied(&op).await;
+    wait_all_applied(&op, Duration::from_secs(10)).await;
 
     let a = s.api.signed_up(&inside, "a@example.com").await;
     let b = s.api.signed_up(&outside, "b@example.com").await;
@@ -189,7 +175,7 @@ async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
     let why = rollback["reason"].as_str().unwrap();
     assert!(why.starts_with("plugin failures: "), "{why}");
     // New jobs of the canary's tenant run the stable converter only.
-    all_applied(&op).await;
+    wait_all_applied(&op, Duration::from_secs(10)).await;
     let job = a.upload_and_wait(&marked_clip(s._dir.path(), 0), &[]).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(converters(&job), [builtin], "{job}");
@@ -245,7 +231,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     )
     .await;
     assert_eq!(status, 201, "{v}");
-    all_applied(&op).await;
+    wait_all_applied(&op, Duration::from_secs(10)).await;
     let me = s.api.signed_up("default", "c@example.com").await;
     let clip = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
     for _ in 0..5 {
@@ -266,7 +252,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
         history["history"][0]["action"], "canary-promote",
         "{history}"
     );
-    all_applied(&op).await;
+    wait_all_applied(&op, Duration::from_secs(10)).await;
     let job = me.upload_and_wait(&clip, &[]).await;
     assert_eq!(converters(&job), std::slice::from_ref(&dc), "{job}");
 
@@ -293,7 +279,7 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     )
     .await;
     assert_eq!(status, 404, "no canary left to promote");
-    all_applied(&op).await;
+    wait_all_applied(&op, Duration::from_secs(10)).await;
     let job = me.upload_and_wait(&clip, &[]).await;
     assert_eq!(
         converters(&job),
