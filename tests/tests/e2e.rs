@@ -65,6 +65,11 @@ mod plugin_kit;
 #[path = "e2e/plugin_cli.rs"]
 mod plugin_cli;
 
+/// Issue 20: plugin runs bounded in wall time, cancelled, stopped at shutdown, safe
+/// across binary upgrades, and their output counted against the quota.
+#[path = "e2e/runs.rs"]
+mod runs;
+
 mod convert_flow {
     use super::*;
 

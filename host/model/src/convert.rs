@@ -3,6 +3,8 @@
 //! says whether retrying can help.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::job::JobOptions;
 use crate::limits::LimitPolicy;
@@ -24,6 +26,30 @@ pub struct ConvertJob<'a> {
     /// Where the converter adds the CPU time the run used, in milliseconds, whether it
     /// succeeded or not (the tenant's CPU budget counts both).
     pub cpu_ms: &'a std::sync::atomic::AtomicU64,
+    /// Stops the run from outside (the job was deleted, the process shuts down): the
+    /// converter ends it within a fraction of a second and returns whatever failure.
+    pub cancel: &'a RunCancel,
+}
+
+/// A flag that asks a running conversion to stop; cheap to clone, all clones share it.
+/// The converter polls it (the subprocess watchdog kills its runner child once it is
+/// set); the caller, who set it, knows the run's result means nothing.
+#[derive(Debug, Clone, Default)]
+pub struct RunCancel(Arc<AtomicBool>);
+
+impl RunCancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// What a successful conversion reports.

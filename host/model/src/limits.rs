@@ -22,6 +22,17 @@ pub struct RunLimits {
     pub max_instances: usize,
     pub max_tables: usize,
     pub max_memories: usize,
+    /// The longest a run may take in real time, whatever its CPU allowance (see
+    /// [`RunLimits::wall_clock`]).
+    #[serde(default = "default_max_wall_time")]
+    pub max_wall_time: Duration,
+}
+
+/// Half an hour: a 3-hour recording converts in a few minutes of CPU.
+const DEFAULT_MAX_WALL_TIME: Duration = Duration::from_secs(30 * 60);
+
+fn default_max_wall_time() -> Duration {
+    DEFAULT_MAX_WALL_TIME
 }
 
 impl Default for RunLimits {
@@ -34,15 +45,18 @@ impl Default for RunLimits {
             max_instances: 32,
             max_tables: 32,
             max_memories: 8,
+            max_wall_time: DEFAULT_MAX_WALL_TIME,
         }
     }
 }
 
 impl RunLimits {
     /// How long a run may take in real time before it is killed, whatever it is doing:
-    /// covers a guest that blocks instead of computing.
+    /// covers a guest that blocks (sleeps, waits) instead of computing, which `RLIMIT_CPU`
+    /// never stops. Twice the CPU time plus 10 s (a loaded machine), at most
+    /// `max_wall_time`.
     pub fn wall_clock(&self) -> Duration {
-        self.cpu_time * 2 + Duration::from_secs(10)
+        (self.cpu_time.saturating_mul(2) + Duration::from_secs(10)).min(self.max_wall_time)
     }
 }
 
@@ -56,6 +70,8 @@ pub struct LimitPolicy {
     pub cpu_per_audio_minute: Duration,
     /// The ceiling, also used when the input does not say how long it is.
     pub cpu_max: Duration,
+    /// The longest any run may take in real time (`RunLimits::max_wall_time`).
+    pub wall_max: Duration,
     pub max_memory_bytes: u64,
     pub max_output_bytes: u64,
     /// Longest input, in audio (a tenant limit; `None`: any length).
@@ -72,6 +88,9 @@ pub struct TenantSet {
     pub cpu_per_audio_minute: bool,
     pub output: bool,
     pub input: bool,
+    /// The output cap is what is left of the tenant's `quota_bytes` (see
+    /// [`LimitPolicy::cap_output_at_quota`]).
+    pub quota: bool,
 }
 
 impl TenantSet {
@@ -93,6 +112,7 @@ impl Default for LimitPolicy {
             cpu_base: Duration::from_secs(30),
             cpu_per_audio_minute: Duration::from_secs(5),
             cpu_max: Duration::from_secs(3600),
+            wall_max: run.max_wall_time,
             max_memory_bytes: run.max_memory_bytes,
             max_output_bytes: run.max_output_bytes,
             max_input: None,
@@ -138,6 +158,16 @@ impl LimitPolicy {
         out
     }
 
+    /// Caps the output at `room`, the bytes left in the tenant's storage quota, when that
+    /// is tighter than the output limit: an MP3 the quota cannot hold stops being written
+    /// as soon as it outgrows the room, instead of being stored past the quota.
+    pub fn cap_output_at_quota(&mut self, room: u64) {
+        if room < self.max_output_bytes {
+            self.max_output_bytes = room;
+            self.set_by_tenant.quota = true;
+        }
+    }
+
     /// The CPU time allowed for `audio` of input (`None`: unknown, the ceiling), in
     /// whole seconds (rounded up), the unit `RLIMIT_CPU` enforces.
     pub fn cpu_time_for(&self, audio: Option<Duration>) -> Duration {
@@ -161,6 +191,7 @@ impl LimitPolicy {
             cpu_time: self.cpu_time_for(audio),
             max_memory_bytes: self.max_memory_bytes,
             max_output_bytes: self.max_output_bytes,
+            max_wall_time: self.wall_max,
             ..RunLimits::default()
         }
     }
@@ -207,5 +238,11 @@ mod tests {
             ..RunLimits::default()
         };
         assert_eq!(limits.wall_clock(), Duration::from_secs(14));
+        let capped = RunLimits {
+            cpu_time: Duration::from_secs(3030),
+            max_wall_time: Duration::from_secs(1800),
+            ..RunLimits::default()
+        };
+        assert_eq!(capped.wall_clock(), Duration::from_secs(1800));
     }
 }

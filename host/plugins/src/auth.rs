@@ -58,6 +58,7 @@ pub fn auth_limits() -> RunLimits {
         max_instances: 16,
         max_tables: 16,
         max_memories: 4,
+        ..RunLimits::default()
     }
 }
 

@@ -65,6 +65,9 @@ pub enum RunError {
     /// Host-side I/O around the run failed (input, output, the runner process).
     #[error("{message}")]
     Io { message: String },
+    /// The caller cancelled the run (a deleted job, a shutdown); its runner was killed.
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 /// Names the limit or fault behind an error from instantiating or calling a guest (any

@@ -14,7 +14,8 @@
 //! - `sandbox.rs`: the (empty) WASI context guests get, and the one load path
 //!   (`instantiate_pre`) of every world.
 //! - `guest_log.rs`: the one `logging` policy (budget, line length) and sink.
-//! - `subprocess.rs`: running a conversion in a `tapedeck plugin-run` child process.
+//! - `subprocess.rs`: running a conversion in a `tapedeck plugin-run` child process,
+//!   watched for its wall-clock limit and for cancelling ([`RunCancel`]).
 //! - `error.rs`: [`LoadError`], [`RunError`], [`ConvertError`].
 //! - `media.rs`: an upload's audio length from its container (sizes CPU limits).
 //! - `adapters/`: the components as the model's seams (`Converter`, `Composer`).
@@ -68,6 +69,7 @@ pub use notifier::{
     notifier_limits, wit as notifier_wit,
 };
 pub use subprocess::{die_with_parent, run_runner_child};
+pub use tapedeck_model::convert::RunCancel;
 pub use tapedeck_model::notify::{
     Outgoing, OutgoingMail, OutgoingWebhook, SendPolicy, clean_subject,
 };
@@ -117,19 +119,50 @@ pub struct RuntimeConfig {
     pub cache_dir: PathBuf,
     pub isolation: Isolation,
     /// The executable started as `<runner_exe> plugin-run ...` in subprocess mode: this
-    /// binary in production, `env!("CARGO_BIN_EXE_tapedeck")` in tests.
+    /// very binary in production ([`running_executable`]), `env!("CARGO_BIN_EXE_tapedeck")`
+    /// in tests.
     pub runner_exe: PathBuf,
 }
 
 impl RuntimeConfig {
-    /// Subprocess isolation, with the current executable as the runner.
+    /// Subprocess isolation, with the running executable as the runner.
     pub fn new(cache_dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         Ok(Self {
             cache_dir: cache_dir.into(),
             isolation: Isolation::default(),
-            runner_exe: std::env::current_exe()?,
+            runner_exe: running_executable()?,
         })
     }
+}
+
+/// The running executable, held open since the first call: `/proc/self/fd/N` of that
+/// handle, a path that always names this process's own binary.
+///
+/// Why not `current_exe()`: it reads the link `/proc/self/exe`, i.e. a path. A package
+/// upgrade replaces the file at that path while the service runs; the path then names
+/// the new binary (whose runner may not read the old one's compiled artifacts or
+/// protocol) or, once unlinked, nothing at all (`… (deleted)`: no plugin could run). The
+/// open handle keeps the old inode, and exec'ing `/proc/self/fd/N` in the forked child
+/// (which inherits the descriptor until the exec succeeds) starts exactly this binary.
+/// Call it at start-up, before anything could replace the file. A binary this process
+/// may execute but not read (mode 0711) cannot be held open: then its path, as before.
+pub fn running_executable() -> std::io::Result<PathBuf> {
+    static EXE: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    let file = match EXE.get() {
+        Some(file) => file,
+        None => match File::open("/proc/self/exe") {
+            Ok(opened) => EXE.get_or_init(|| opened),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hold this executable open; plugin runners \
+                    are started by its path, which an upgrade may replace");
+                return std::env::current_exe();
+            }
+        },
+    };
+    Ok(PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(file)
+    )))
 }
 
 /// One engine configuration, its compile cache, and the plugins loaded with it.
@@ -236,6 +269,22 @@ impl ConverterPlugin {
         limits: &RunLimits,
         progress: &mut dyn FnMut(f32),
     ) -> (Result<Summary, RunError>, RunUsage) {
+        self.convert_cancellable(input, output, options, limits, progress, &RunCancel::new())
+    }
+
+    /// [`convert_accounted`](Self::convert_accounted), stopped early when `cancel` is set:
+    /// the runner child is killed within a tick of its watchdog and the result is
+    /// [`RunError::Cancelled`]. In-process runs are not cancellable: they end at their
+    /// epoch deadline.
+    pub fn convert_cancellable(
+        &self,
+        input: &File,
+        output: &File,
+        options: &ConvertOptions,
+        limits: &RunLimits,
+        progress: &mut dyn FnMut(f32),
+        cancel: &RunCancel,
+    ) -> (Result<Summary, RunError>, RunUsage) {
         let mut usage = RunUsage::default();
         let mut cpu = None;
         let mut on_event = |event| match event {
@@ -253,6 +302,7 @@ impl ConverterPlugin {
                 limits,
                 &mut on_event,
                 &mut cpu,
+                cancel,
             ),
             Isolation::InProcess => (|| {
                 let input = input

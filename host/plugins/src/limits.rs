@@ -9,6 +9,10 @@
 //! - output bytes: the sink (`converter.rs`).
 //! - CPU time: `RLIMIT_CPU` of the runner process (`subprocess.rs`) or an epoch deadline
 //!   (`converter.rs`, in-process mode).
+//! - wall time ([`RunLimits::wall_clock`], capped by `max_wall_time`): the runner's
+//!   watchdog (`subprocess.rs`), which also ends a cancelled run.
+//! - the audio length a run is sized for: believed only if the file's size can carry it
+//!   (`adapters/converter.rs`, `MIN_BYTES_PER_AUDIO_SECOND`).
 
 pub use tapedeck_model::limits::{LimitPolicy, RunLimits};
 use wasmtime::ResourceLimiter;

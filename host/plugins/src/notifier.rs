@@ -63,6 +63,7 @@ pub fn notifier_limits() -> RunLimits {
         max_instances: 32,
         max_tables: 16,
         max_memories: 4,
+        ..RunLimits::default()
     }
 }
 

@@ -9,7 +9,9 @@
 //! descriptor named in the request. The child writes one JSON [`RunnerMessage`] per line
 //! to its stdout: events while it runs, then the result. The parent treats the child as
 //! untrusted: a line it cannot parse is ignored, a missing result becomes an error, and a
-//! watchdog kills a child that outlives [`RunLimits::wall_clock`].
+//! watchdog kills a child that outlives [`RunLimits::wall_clock`] (a guest that sleeps or
+//! waits uses no CPU, so `RLIMIT_CPU` alone never ends it) or whose run is cancelled
+//! ([`RunCancel`]: a deleted job, a shutdown), within [`WATCHDOG_TICK`] of either.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,12 +19,13 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use tapedeck_model::convert::RunCancel;
 
 use super::converter::{self, CpuGuard, RunEvent, wit};
 use super::engine;
@@ -34,6 +37,9 @@ use super::{Isolation, Summary};
 const MAX_MESSAGE: u64 = 64 * 1024;
 /// How much of the child's own stderr is kept to explain a crash.
 const STDERR_TAIL: usize = 4 * 1024;
+/// How often the watchdog looks at the run's cancel flag: a cancelled run's child is
+/// killed within this.
+const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 
 /// What the parent asks of the child, as the `--request` argument.
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,7 +87,11 @@ pub(crate) fn run_in_child(
     limits: &RunLimits,
     on_event: &mut dyn FnMut(RunEvent),
     cpu_used: &mut Option<Duration>,
+    cancel: &RunCancel,
 ) -> Result<Summary, RunError> {
+    if cancel.is_cancelled() {
+        return Err(RunError::Cancelled);
+    }
     let stdin = input
         .try_clone()
         .map_err(|e| RunError::io("cannot use the input", e))?;
@@ -134,7 +144,7 @@ pub(crate) fn run_in_child(
     let stderr = child.stderr.take().expect("stderr was piped");
     let stderr_tail = thread::spawn(move || read_tail(stderr));
     let child = Arc::new(Mutex::new(child));
-    let watchdog = Watchdog::start(Arc::clone(&child), limits.wall_clock());
+    let watchdog = Watchdog::start(Arc::clone(&child), limits.wall_clock(), cancel.clone());
 
     let mut finished = None;
     let mut reader = BufReader::new(stdout);
@@ -164,14 +174,17 @@ pub(crate) fn run_in_child(
 fn verdict(
     finished: Option<Result<Summary, RunError>>,
     status: ExitStatus,
-    killed_by_watchdog: bool,
+    killed: Option<Killed>,
     limits: &RunLimits,
     stderr_tail: &str,
 ) -> Result<Summary, RunError> {
+    if killed == Some(Killed::Cancelled) {
+        return Err(RunError::Cancelled);
+    }
     if let Some(result) = finished {
         return result;
     }
-    if killed_by_watchdog {
+    if killed == Some(Killed::WallClock) {
         return Err(RunError::WallClockLimit {
             limit: limits.wall_clock(),
         });
@@ -263,39 +276,53 @@ fn lock(child: &Mutex<Child>) -> std::sync::MutexGuard<'_, Child> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Kills the child if the run outlives its wall-clock allowance.
+/// Why the watchdog killed a runner child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Killed {
+    /// The run outlived its wall-clock allowance.
+    WallClock,
+    /// The run's [`RunCancel`] was set.
+    Cancelled,
+}
+
+/// Kills the child if the run outlives its wall-clock allowance or is cancelled.
 struct Watchdog {
     /// Dropped to tell the watchdog the run is over.
     done: mpsc::Sender<()>,
-    fired: Arc<AtomicBool>,
-    thread: thread::JoinHandle<()>,
+    thread: thread::JoinHandle<Option<Killed>>,
 }
 
 impl Watchdog {
-    fn start(child: Arc<Mutex<Child>>, allowance: Duration) -> Self {
+    fn start(child: Arc<Mutex<Child>>, allowance: Duration, cancel: RunCancel) -> Self {
         let (done, finished) = mpsc::channel::<()>();
-        let fired = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&fired);
         let thread = thread::spawn(move || {
-            if finished.recv_timeout(allowance) == Err(mpsc::RecvTimeoutError::Timeout) {
-                flag.store(true, Ordering::SeqCst);
-                // `Child::kill` does nothing once the child has been reaped, so this cannot
-                // hit a recycled pid.
-                let _ = lock(&child).kill();
-            }
+            let started = std::time::Instant::now();
+            let why = loop {
+                let left = allowance.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Killed::WallClock;
+                }
+                match finished.recv_timeout(left.min(WATCHDOG_TICK)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => {
+                        break Killed::Cancelled;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // The run is over (the sender was dropped).
+                    _ => return None,
+                }
+            };
+            // `Child::kill` does nothing once the child has been reaped, so this cannot
+            // hit a recycled pid.
+            let _ = lock(&child).kill();
+            Some(why)
         });
-        Self {
-            done,
-            fired,
-            thread,
-        }
+        Self { done, thread }
     }
 
-    /// Stops the watchdog; returns whether it killed the child.
-    fn stop(self) -> bool {
+    /// Stops the watchdog; returns why it killed the child, if it did.
+    fn stop(self) -> Option<Killed> {
         drop(self.done);
-        let _ = self.thread.join();
-        self.fired.load(Ordering::SeqCst)
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -374,21 +401,49 @@ mod tests {
     #[test]
     fn verdict_maps_child_deaths_to_limits() {
         let limits = RunLimits::default();
-        let cpu = verdict(None, signalled(libc::SIGXCPU), false, &limits, "");
+        let cpu = verdict(None, signalled(libc::SIGXCPU), None, &limits, "");
         assert_eq!(
             cpu,
             Err(RunError::CpuLimit {
                 limit: limits.cpu_time
             })
         );
-        let killed = verdict(None, signalled(libc::SIGKILL), true, &limits, "");
+        let killed = verdict(
+            None,
+            signalled(libc::SIGKILL),
+            Some(Killed::WallClock),
+            &limits,
+            "",
+        );
         assert!(matches!(killed, Err(RunError::WallClockLimit { .. })));
-        let segv = verdict(None, signalled(libc::SIGSEGV), false, &limits, "");
+        let cancelled = verdict(
+            Some(Ok(Summary {
+                input_codec: String::new(),
+                input_sample_rate: 0,
+                input_channels: 0,
+                output_sample_rate: 0,
+                output_channels: 0,
+                output_frames: 0,
+                duration_ms: 0,
+                output_bytes: 0,
+                bitrate_kbps: 0,
+            })),
+            signalled(libc::SIGKILL),
+            Some(Killed::Cancelled),
+            &limits,
+            "",
+        );
+        assert_eq!(
+            cancelled,
+            Err(RunError::Cancelled),
+            "a cancelled run never succeeds"
+        );
+        let segv = verdict(None, signalled(libc::SIGSEGV), None, &limits, "");
         assert!(matches!(segv, Err(RunError::Trap { message }) if message.contains("SIGSEGV")));
         let exited = verdict(
             None,
             ExitStatus::from_raw(1 << 8),
-            false,
+            None,
             &limits,
             "panic: boom\n",
         );
@@ -401,7 +456,7 @@ mod tests {
         let result = verdict(
             Some(reported.clone()),
             ExitStatus::from_raw(0),
-            false,
+            None,
             &RunLimits::default(),
             "",
         );

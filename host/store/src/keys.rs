@@ -67,6 +67,9 @@ pub fn job_rate_key(tenant: &str, start: u64) -> String {
 pub fn events_channel(id: &str) -> String {
     format!("td:events:{id}")
 }
+/// Pub/sub channel on which deleting a converting job asks the worker running it to stop
+/// (JSON `{"tenant", "job"}`); every worker process subscribes once.
+pub const JOB_CANCEL_CHANNEL: &str = "td:jobs:cancel";
 
 // The scheduler (one slot: `{~sched}`).
 

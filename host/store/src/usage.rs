@@ -130,6 +130,61 @@ pub async fn load(pool: &Pool, tenant: &str) -> redis::RedisResult<Usage> {
     })
 }
 
+/// The bytes a tenant stores now (uploads, MP3s, its own published components): what
+/// its `quota_bytes` is measured against.
+pub async fn stored_bytes(pool: &Pool, tenant: &str) -> redis::RedisResult<u64> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let v: Option<i64> = redis::cmd("HGET")
+        .arg(usage_key(tenant))
+        .arg("stored_bytes")
+        .query_async(&mut conn)
+        .await?;
+    Ok(v.map_or(0, |v| v.max(0) as u64))
+}
+
+/// Adds `bytes` to what a tenant stores if that stays within `quota` (`None`: no quota),
+/// atomically; `Ok(false)`, changing nothing, if it would not. For what a tenant stores
+/// besides jobs (a published component); [`release_stored`] gives it back.
+pub async fn charge_stored(
+    pool: &Pool,
+    tenant: &str,
+    bytes: u64,
+    quota: Option<u64>,
+) -> redis::RedisResult<bool> {
+    static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        // KEYS: usage. ARGV: bytes, quota (0: none). Returns 1 if charged.
+        redis::Script::new(
+            r#"
+local stored = tonumber(redis.call('HGET', KEYS[1], 'stored_bytes') or '0')
+local quota = tonumber(ARGV[2])
+if quota > 0 and stored + tonumber(ARGV[1]) > quota then return 0 end
+redis.call('HINCRBY', KEYS[1], 'stored_bytes', ARGV[1])
+return 1
+"#,
+        )
+    });
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let charged: i64 = CHARGE
+        .key(usage_key(tenant))
+        .arg(bytes)
+        .arg(quota.unwrap_or(0))
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(charged == 1)
+}
+
+/// Takes `bytes` charged by [`charge_stored`] off what a tenant stores.
+pub async fn release_stored(pool: &Pool, tenant: &str, bytes: u64) -> redis::RedisResult<()> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(usage_key(tenant))
+        .arg("stored_bytes")
+        .arg(-(bytes.min(i64::MAX as u64) as i64))
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
 /// One tenant's queue as metrics report it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueGauge {

@@ -26,6 +26,7 @@
 //! | `run_cpu_base_secs`        | `TAPEDECK_RUN_CPU_BASE_SECS`     | 30 (CPU time of a conversion: base ...) |
 //! | `run_cpu_secs_per_minute`  | `TAPEDECK_RUN_CPU_SECS_PER_MINUTE` | 5 (... plus this per minute of input audio ...) |
 //! | `run_cpu_max_secs`         | `TAPEDECK_RUN_CPU_MAX_SECS`      | 3600 (... at most this; also for inputs of unknown length) |
+//! | `run_wall_max_secs`        | `TAPEDECK_RUN_WALL_MAX_SECS`     | 1800 (real time any run may take: 2 × its CPU time + 10 s, at most this) |
 //! | `run_max_memory_mib`       | `TAPEDECK_RUN_MAX_MEMORY_MIB`    | 64 (linear memory of a converter run) |
 //! | `run_max_output_mib`       | `TAPEDECK_RUN_MAX_OUTPUT_MIB`    | 512 (MP3 bytes one conversion may write) |
 //! | `trusted_proxies`          | `TAPEDECK_TRUSTED_PROXIES`       | none: the peer address is the client (login throttling) |
@@ -140,6 +141,11 @@ pub struct Settings {
     /// [default: 3600].
     #[arg(long, env = "TAPEDECK_RUN_CPU_MAX_SECS")]
     pub run_cpu_max_secs: Option<f64>,
+    /// Most real (wall-clock) seconds any conversion may take, whatever its CPU time: a
+    /// converter that sleeps or waits is killed at 2 × its CPU time + 10 s, at most this
+    /// [default: 1800].
+    #[arg(long, env = "TAPEDECK_RUN_WALL_MAX_SECS")]
+    pub run_wall_max_secs: Option<f64>,
     /// Linear memory a converter run may use, in MiB [default: 64].
     #[arg(long, env = "TAPEDECK_RUN_MAX_MEMORY_MIB")]
     pub run_max_memory_mib: Option<u64>,
@@ -209,6 +215,7 @@ impl Settings {
                 .run_cpu_secs_per_minute
                 .or(fallback.run_cpu_secs_per_minute),
             run_cpu_max_secs: self.run_cpu_max_secs.or(fallback.run_cpu_max_secs),
+            run_wall_max_secs: self.run_wall_max_secs.or(fallback.run_wall_max_secs),
             run_max_memory_mib: self.run_max_memory_mib.or(fallback.run_max_memory_mib),
             run_max_output_mib: self.run_max_output_mib.or(fallback.run_max_output_mib),
             trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
@@ -293,6 +300,7 @@ fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
             defaults.cpu_per_audio_minute,
         )?,
         cpu_max: seconds(s.run_cpu_max_secs, "run_cpu_max_secs", defaults.cpu_max)?,
+        wall_max: seconds(s.run_wall_max_secs, "run_wall_max_secs", defaults.wall_max)?,
         max_memory_bytes: mib(
             s.run_max_memory_mib,
             "run_max_memory_mib",
@@ -306,6 +314,9 @@ fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
     };
     if policy.cpu_max.is_zero() || policy.cpu_base > policy.cpu_max {
         anyhow::bail!("run_cpu_max_secs must be above 0 and at least run_cpu_base_secs");
+    }
+    if policy.wall_max.is_zero() {
+        anyhow::bail!("run_wall_max_secs must be above 0");
     }
     Ok(policy)
 }

@@ -9,6 +9,16 @@
 //! Idempotency: the MP3 goes to a key derived from the job id (`out/{tenant}/{job}.mp3`),
 //! and only the first completion marks the job done, so a job converted twice (e.g. a
 //! slow worker whose entry was claimed by another) stores one output.
+//!
+//! Cancelling: every run gets a [`RunCancel`]. Deleting a converting job publishes on
+//! the cancel channel; one subscription per process ([`Worker::run`]) sets the flag of
+//! the run converting that job, whose runner is then killed at once; should the message
+//! be lost, the heartbeat finds the job gone. A shutdown past its grace period cancels
+//! every run after handing it back ([`Worker::hand_back`]).
+//!
+//! Quota: a run's output is capped at the room left in its tenant's `quota_bytes`, and
+//! completing checks the quota again atomically; an MP3 the quota cannot hold is
+//! deleted and the job fails with `limit_exceeded`.
 
 pub mod janitor;
 
@@ -22,12 +32,15 @@ use tokio_util::sync::CancellationToken;
 use tapedeck_blobs::BlobStore;
 use tapedeck_model::canary::CanarySettings;
 pub use tapedeck_model::convert::{
-    ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn,
+    ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn, RunCancel,
 };
 use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::stage::{Installed, Stage};
 use tapedeck_store::canary;
-use tapedeck_store::queue::{AttemptStart, Delivery, JobOutput, JobQueue, Orphan, consumer_name};
+use tapedeck_store::queue::{
+    AttemptStart, CancelRequest, Completion, Delivery, JOB_CANCEL_CHANNEL, JobOutput, JobQueue,
+    Orphan, consumer_name,
+};
 
 /// Settings of one worker process.
 #[derive(Debug, Clone)]
@@ -46,6 +59,19 @@ pub struct WorkerSettings {
     pub limits: LimitPolicy,
     /// The server defaults of the tenant limits (`--tenant-defaults`).
     pub tenant_defaults: tapedeck_model::tenant::TenantLimits,
+    /// The Redis the cancel subscription listens on (`None`: a deleted job's run goes on
+    /// until the heartbeat finds the job gone).
+    pub redis: Option<redis::Client>,
+}
+
+/// The conversions running now, by entry id.
+type InFlight = Arc<Mutex<std::collections::HashMap<String, Running>>>;
+
+/// One conversion running now.
+struct Running {
+    delivery: Delivery,
+    /// Stops its run (its runner child is killed).
+    cancel: RunCancel,
 }
 
 /// Runs conversion slots until `shutdown` is cancelled.
@@ -58,8 +84,9 @@ pub struct Worker {
     /// Entries of dead predecessors on this host, taken before new work.
     orphans: Mutex<Vec<Orphan>>,
     /// The deliveries being converted now, by entry id: what [`Worker::hand_back`]
-    /// returns to the queue when shutdown cannot wait for them.
-    in_flight: Mutex<std::collections::HashMap<String, Delivery>>,
+    /// returns to the queue when shutdown cannot wait for them, and what the cancel
+    /// subscription looks a deleted job up in.
+    in_flight: InFlight,
 }
 
 /// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
@@ -104,11 +131,15 @@ pub fn process_alive(pid: u32) -> bool {
 
 impl Worker {
     /// The run limits of a job of `tenant`: the `--run-*` settings, tightened by the
-    /// server defaults of the tenant limits, then by the tenant's own.
-    async fn run_limits(&self, tenant: &str) -> Result<LimitPolicy, ConvertFailure> {
+    /// server defaults of the tenant limits, then by the tenant's own, the output capped
+    /// at the room left in its storage quota; and that quota (`None`: none).
+    async fn run_limits(&self, tenant: &str) -> Result<(LimitPolicy, Option<u64>), ConvertFailure> {
+        let retry = |what: &str, e: &dyn std::fmt::Display| {
+            ConvertFailure::Retryable(format!("reading the {what}: {e}"))
+        };
         let own = tapedeck_store::tenants::load_any(self.queue.pool(), tenant)
             .await
-            .map_err(|e| ConvertFailure::Retryable(format!("reading the tenant: {e}")))?
+            .map_err(|e| retry("tenant", &e))?
             .map(|t| t.limits)
             .unwrap_or_default();
         let mut server = self
@@ -117,7 +148,15 @@ impl Worker {
             .for_tenant(tenant, &self.settings.tenant_defaults);
         // What the server defaults set is the operator's setting, not the tenant's.
         server.set_by_tenant = Default::default();
-        Ok(server.for_tenant(tenant, &own))
+        let mut policy = server.for_tenant(tenant, &own);
+        let quota = own.over(&self.settings.tenant_defaults).quota_bytes;
+        if let Some(quota) = quota {
+            let stored = tapedeck_store::usage::stored_bytes(self.queue.pool(), tenant)
+                .await
+                .map_err(|e| retry("tenant's usage", &e))?;
+            policy.cap_output_at_quota(quota.saturating_sub(stored));
+        }
+        Ok((policy, quota))
     }
 
     pub fn new(
@@ -132,24 +171,28 @@ impl Worker {
             converter: converter.into(),
             settings,
             orphans: Mutex::new(Vec::new()),
-            in_flight: Mutex::new(std::collections::HashMap::new()),
+            in_flight: Arc::default(),
         }
     }
 
     /// Returns every conversion still running to the queue at once, its attempt not
-    /// counted: what a shutdown does when its grace period is over, so a rolling update
-    /// or a scale-in loses nothing and no job waits out the visibility timeout. A run
-    /// that finishes after all is harmless: only the first completion marks a job done.
+    /// counted, and stops its run (the runner child is killed): what a shutdown does
+    /// when its grace period is over, so a rolling update or a scale-in loses nothing,
+    /// no job waits out the visibility timeout, and no runner outlives the process. The
+    /// slot that ran it records nothing more (its delivery is no longer in flight).
     pub async fn hand_back(&self) -> usize {
-        let running: Vec<Delivery> = self
+        let running: Vec<Running> = self
             .in_flight
             .lock()
             .expect("in-flight lock is never poisoned")
             .drain()
-            .map(|(_, d)| d)
+            .map(|(_, r)| r)
             .collect();
+        for r in &running {
+            r.cancel.cancel();
+        }
         let mut handed = 0;
-        for d in &running {
+        for d in running.iter().map(|r| &r.delivery) {
             let reason = "the worker shut down before the conversion finished; handed back";
             match self.queue.hand_back(d, reason).await {
                 Ok(()) => handed += 1,
@@ -169,6 +212,9 @@ impl Worker {
     /// progress is finished first (the caller bounds the wait).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         std::fs::create_dir_all(&self.settings.scratch_dir).ok();
+        if let Some(client) = &self.settings.redis {
+            watch_cancels(client.clone(), self.in_flight.clone(), shutdown.clone());
+        }
         // This process's own pid counts as gone: a container restarted with the same
         // hostname and pid must not wait for its own former entries.
         let me = std::process::id();
@@ -287,10 +333,17 @@ impl Worker {
                 return;
             }
         };
+        let cancel = RunCancel::new();
         self.in_flight
             .lock()
             .expect("in-flight lock is never poisoned")
-            .insert(d.entry_id.clone(), d.clone());
+            .insert(
+                d.entry_id.clone(),
+                Running {
+                    delivery: d.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
         let installed = match (&canary, on_canary) {
             (Some(c), true) => c.installed.clone(),
             _ => stable,
@@ -304,10 +357,29 @@ impl Worker {
         } else {
             tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, canary = on_canary, "converting");
             let arm = canary.as_ref().map(|c| (&c.settings, on_canary));
-            self.attempt(consumer, &d, &installed, arm).await
+            self.attempt(consumer, &d, &installed, arm, &cancel).await
         };
+        let still_ours = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .remove(&d.entry_id)
+            .is_some();
+        if !still_ours {
+            // Handed back by a shutdown: the queue has it again.
+            return;
+        }
         let recorded = match outcome {
             Ok(()) => Ok(()),
+            Err(_) if cancel.is_cancelled() => {
+                // The job was deleted while converting: nothing to record but the entry
+                // (failing a missing job only acknowledges it); no attempt is counted
+                // against the component.
+                tracing::info!(job = %d.job_id, "conversion cancelled: the job was deleted");
+                self.queue
+                    .fail(&d, "cancelled: the job was deleted", attempt)
+                    .await
+            }
             Err(failure) if on_canary => {
                 // A canary's failure is the canary's problem, not the user's: the job
                 // goes straight back for the stable component.
@@ -337,10 +409,6 @@ impl Worker {
             // The entry stays pending; another worker claims it after the timeout.
             tracing::warn!(job = %d.job_id, error = %e, "could not record the outcome");
         }
-        self.in_flight
-            .lock()
-            .expect("in-flight lock is never poisoned")
-            .remove(&d.entry_id);
     }
 
     /// Records one run in its canary's analysis (`arm`: the canary's settings, and
@@ -378,6 +446,7 @@ impl Worker {
         d: &Delivery,
         installed: &Installed<dyn Converter>,
         arm: Option<(&CanarySettings, bool)>,
+        cancel: &RunCancel,
     ) -> Result<(), ConvertFailure> {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("{what}: {e}"))
@@ -415,6 +484,7 @@ impl Worker {
             let d = d.clone();
             let consumer = consumer.to_owned();
             let every = queue.policy().visibility_timeout / 3;
+            let cancel = cancel.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -425,19 +495,25 @@ impl Worker {
                         }
                         Err(e) => tracing::warn!(job = %d.job_id, error = %e, "heartbeat failed"),
                     }
+                    // The cancel message may have been missed (a reconnect): a deleted
+                    // job's run stops here at the latest.
+                    if let Ok(false) = queue.exists(&d.tenant, &d.job_id).await {
+                        cancel.cancel();
+                    }
                 }
             })
         };
         if let Some(id) = &job.request_id {
             tracing::Span::current().record("request_id", id.as_str());
         }
-        let limits = self.run_limits(&job.tenant).await?;
+        let (limits, quota) = self.run_limits(&job.tenant).await?;
         let created_at = job.created_at;
         tracing::debug!(job = %job.id, converter = %installed.digest, "converter chosen");
         let converter = installed.stage.clone();
         let (input_path, output_path) = (input.clone(), output.clone());
         let cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let cpu_used = cpu_ms.clone();
+        let run_cancel = cancel.clone();
         let started = Instant::now();
         let converted = tokio::task::spawn_blocking(move || {
             let throttle = Mutex::new((Instant::now(), 0.0f32));
@@ -457,6 +533,7 @@ impl Worker {
                 options: &job.options,
                 limits: &limits,
                 cpu_ms: &cpu_used,
+                cancel: &run_cancel,
             };
             converter.convert(&run, &progress)
         })
@@ -503,7 +580,9 @@ impl Worker {
             Err(ConvertFailure::Refused(_)) => None,
             Err(_) => Some(canary::RunResult::Fail),
         };
-        if let Some(result) = result {
+        if let Some(result) = result
+            && !cancel.is_cancelled()
+        {
             self.record_arm(arm, result, ms).await;
         }
         let summary = converted?;
@@ -529,15 +608,24 @@ impl Worker {
             duration_ms: summary.duration_ms,
             bitrate_kbps: Some(summary.bitrate_kbps).filter(|&k| k > 0),
         };
-        match self.queue.complete(d, &out).await {
-            Ok(true) => {
+        match self.queue.complete_within(d, &out, quota).await {
+            Ok(Completion::OverQuota) => {
+                self.blobs.delete(&key).await.ok();
+                Err(ConvertFailure::Permanent(format!(
+                    "limit_exceeded: quota_bytes: the MP3 of {bytes} bytes would take the \
+                     tenant's stored bytes past its quota of {} bytes and was not kept; \
+                     delete jobs to make room, or the operator can raise quota_bytes",
+                    quota.unwrap_or(0)
+                )))
+            }
+            Ok(Completion::Done) => {
                 tracing::info!(job = %d.job_id, bytes, "job done");
                 let age_ms = tapedeck_store::queue::now_ms().saturating_sub(created_at * 1000);
                 metrics::histogram!("tapedeck_job_latency_seconds", "status" => "done")
                     .record(age_ms as f64 / 1000.0);
                 Ok(())
             }
-            Ok(false) => {
+            Ok(Completion::Deleted) => {
                 // Deleted while converting: drop what we stored.
                 self.blobs.delete(&key).await.ok();
                 Ok(())
@@ -545,6 +633,55 @@ impl Worker {
             Err(e) => Err(retry("marking the job done", &e)),
         }
     }
+}
+
+/// Follows the cancel channel on a thread of its own (one subscription per process, on a
+/// blocking connection: a message is handled the moment it arrives), cancelling the run
+/// of each job named there that this process converts, until `stop`.
+fn watch_cancels(client: redis::Client, in_flight: InFlight, stop: CancellationToken) {
+    let spawned = std::thread::Builder::new()
+        .name("cancel-watch".into())
+        .spawn(move || {
+            while !stop.is_cancelled() {
+                if let Err(e) = follow_cancels(&client, &in_flight, &stop) {
+                    tracing::warn!(error = %e, "cancel subscription lost; reconnecting");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no cancel subscription: deleted jobs stop at a heartbeat");
+    }
+}
+
+fn follow_cancels(
+    client: &redis::Client,
+    in_flight: &InFlight,
+    stop: &CancellationToken,
+) -> redis::RedisResult<()> {
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(JOB_CANCEL_CHANNEL)?;
+    // Wakes up now and then to notice `stop`.
+    pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
+    while !stop.is_cancelled() {
+        let message = match pubsub.get_message() {
+            Ok(m) => m,
+            Err(e) if e.is_timeout() => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(request) = CancelRequest::parse(message.get_payload_bytes()) else {
+            continue;
+        };
+        let running = in_flight.lock().expect("in-flight lock is never poisoned");
+        for r in running.values() {
+            if r.delivery.tenant == request.tenant && r.delivery.job_id == request.job {
+                tracing::info!(job = %request.job, "stopping the conversion of a deleted job");
+                r.cancel.cancel();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first 12 characters of a digest, for messages.

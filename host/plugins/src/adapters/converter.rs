@@ -13,6 +13,14 @@ use crate::{
     ConvertError, ConvertOptions, ConverterPlugin, LimitPolicy, Mode, RunError, RunLimits,
 };
 
+/// The fewest bytes a second of audio takes in any file the converter reads, with a wide
+/// margin: the leanest real inputs (AAC at 8 kHz, even of silence, with its sample table;
+/// ALAC, FLAC and PCM are far above) need well over 100 bytes per second, and the
+/// truncated recordings in the test media over 170. A header that declares more audio
+/// than `size / MIN_BYTES_PER_AUDIO_SECOND` seconds is not believed: the file is refused
+/// before any run is sized from it (a 152-byte file cannot hold 10 hours).
+pub const MIN_BYTES_PER_AUDIO_SECOND: u64 = 16;
+
 /// A loaded converter component as the worker's [`Converter`]: each run's limits are
 /// sized to its input by the job's [`LimitPolicy`].
 pub struct ComponentConverter {
@@ -51,6 +59,22 @@ pub enum AudioLength {
 }
 
 impl AudioLength {
+    /// Refuses a declared length the file's `size` cannot carry (see
+    /// [`MIN_BYTES_PER_AUDIO_SECOND`]), with the reason; an estimate always fits.
+    pub fn believable(self, size: u64) -> Result<Self, String> {
+        let most = Duration::from_secs(size / MIN_BYTES_PER_AUDIO_SECOND);
+        match self {
+            AudioLength::Declared(d) if d > most => Err(format!(
+                "the file declares {:.1} minutes of audio but is only {size} bytes long, room \
+                 for at most {} s at {MIN_BYTES_PER_AUDIO_SECOND} bytes per second (less than \
+                 any audio codec needs): its header is wrong, so it is not converted",
+                d.as_secs_f64() / 60.0,
+                most.as_secs()
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// The length of `input`.
     pub fn of(input: &File) -> Self {
         match crate::media::iso_bmff_duration(input) {
@@ -120,6 +144,10 @@ pub fn classify(
                 )
             };
             let what = match error {
+                RunError::WallClockLimit { limit } if limit >= limits.max_wall_time => format!(
+                    "{error}: the converter was stuck, not computing (the ceiling of every \
+                     run; the operator can raise it with --run-wall-max-secs)"
+                ),
                 RunError::WallClockLimit { .. } => format!(
                     "{error} (twice the CPU time limit of {} plus 10 s: the converter was \
                      stuck, not computing)",
@@ -127,11 +155,20 @@ pub fn classify(
                 ),
                 _ => error.to_string(),
             };
+            if matches!(error, RunError::WallClockLimit { limit } if limit >= limits.max_wall_time)
+            {
+                return ConvertFailure::Permanent(what);
+            }
             ConvertFailure::Permanent(format!("{what} ({sizing})"))
         }
         RunError::MemoryLimit { .. } if tenant.memory => {
             ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-memory-mb")))
         }
+        RunError::OutputLimit { limit } if tenant.quota => ConvertFailure::Permanent(format!(
+            "limit_exceeded: quota_bytes: the MP3 outgrew the {limit} bytes left in the \
+             tenant's storage quota and was not kept; delete jobs to make room, or the \
+             operator can raise quota_bytes"
+        )),
         RunError::OutputLimit { .. } if tenant.output => {
             ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-output-mb")))
         }
@@ -153,7 +190,13 @@ impl Converter for ComponentConverter {
         let io = |what: &str, e: std::io::Error| ConvertFailure::Retryable(format!("{what}: {e}"));
         let input = File::open(job.input).map_err(|e| io("opening the input", e))?;
         let output = File::create(job.output).map_err(|e| io("creating the output", e))?;
-        let audio = AudioLength::of(&input);
+        let size = input
+            .metadata()
+            .map_err(|e| io("reading the input", e))?
+            .len();
+        let audio = AudioLength::of(&input)
+            .believable(size)
+            .map_err(ConvertFailure::Refused)?;
         if let (AudioLength::Declared(length), Some(max)) = (audio, job.limits.max_input)
             && length > max
         {
@@ -167,12 +210,13 @@ impl Converter for ComponentConverter {
         }
         let limits = job.limits.limits_for(Some(audio.duration()));
         tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, "conversion limits");
-        let (result, usage) = self.plugin.convert_accounted(
+        let (result, usage) = self.plugin.convert_cancellable(
             &input,
             &output,
             &convert_options(job.options),
             &limits,
             &mut |p| progress(p),
+            job.cancel,
         );
         if let Some(cpu) = usage.cpu_time {
             job.cpu_ms

@@ -30,9 +30,9 @@ pub const GROUP: &str = "workers";
 const UNREAD_STREAM_CAP: u64 = 100_000;
 
 pub use crate::keys::{
-    NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key, events_channel, job_key,
-    job_rate_key, notify_stream, running_key, tenant_jobs_key, tenant_key, usage_day_key,
-    usage_hour_key, usage_key, user_jobs_key,
+    JOB_CANCEL_CHANNEL, NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key,
+    events_channel, job_key, job_rate_key, notify_stream, running_key, tenant_jobs_key, tenant_key,
+    usage_day_key, usage_hour_key, usage_key, user_jobs_key,
 };
 use tapedeck_model::tenant::TenantLimits;
 
@@ -189,6 +189,33 @@ pub enum AttemptStart {
     Convert(u32),
     /// Nothing to do: the job was deleted or already finished (the entry is acknowledged).
     Skip,
+}
+
+/// What deleting a converting job asks its worker, on [`JOB_CANCEL_CHANNEL`]: stop the
+/// run of this job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CancelRequest {
+    pub tenant: String,
+    pub job: String,
+}
+
+impl CancelRequest {
+    /// A message of [`JOB_CANCEL_CHANNEL`]; `None` if it is not one.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+/// What `complete_within` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The job is done (now, or by an earlier delivery).
+    Done,
+    /// The job was deleted meanwhile: the caller drops the MP3.
+    Deleted,
+    /// The tenant's stored bytes plus the MP3 would pass its quota: nothing changed; the
+    /// caller drops the MP3 and fails the job.
+    OverQuota,
 }
 
 /// What `requeue_failed` did.
@@ -456,6 +483,15 @@ impl JobQueue {
             // Wakes the job's SSE followers, which then find it gone.
             .arg(events_channel(&job.id))
             .arg(serde_json::to_string(&JobChange::deleted()).expect("a change serializes"))
+            // Stops its run if a worker is converting it.
+            .arg(JOB_CANCEL_CHANNEL)
+            .arg(
+                serde_json::to_string(&CancelRequest {
+                    tenant: job.tenant.clone(),
+                    job: job.id.clone(),
+                })
+                .expect("a cancel request serializes"),
+            )
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -817,6 +853,18 @@ impl JobQueue {
     /// Marks the job done with its output and acknowledges the entry. False when the
     /// job was deleted meanwhile (the caller removes the MP3).
     pub async fn complete(&self, d: &Delivery, output: &JobOutput) -> Result<bool> {
+        Ok(self.complete_within(d, output, None).await? == Completion::Done)
+    }
+
+    /// [`complete`](Self::complete), unless the MP3 would take the tenant's stored bytes
+    /// past `quota` (its effective `quota_bytes`; `None`: no quota), decided atomically
+    /// with the stored total.
+    pub async fn complete_within(
+        &self,
+        d: &Delivery,
+        output: &JobOutput,
+        quota: Option<u64>,
+    ) -> Result<Completion> {
         let mut conn = self.conn().await?;
         let kept: i64 = scripts::COMPLETE
             .key(job_key(&d.tenant, &d.job_id))
@@ -843,15 +891,31 @@ impl JobQueue {
             )
             .arg(HOUR_TTL_SECS)
             .arg(DAY_TTL_SECS)
+            .arg(quota.unwrap_or(0))
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
+        if kept == 2 {
+            // Still converting, still leased: the caller fails it (which releases).
+            return Ok(Completion::OverQuota);
+        }
         self.release(d).await?;
         if kept == 1 {
             self.wake_notifiers(&d.tenant).await?;
         }
         self.trim(&d.stream).await?;
-        Ok(kept == 1)
+        Ok(if kept == 1 {
+            Completion::Done
+        } else {
+            Completion::Deleted
+        })
+    }
+
+    /// Whether a job still exists (a worker's check that it was not deleted while its
+    /// run went on, should the cancel message have been missed).
+    pub async fn exists(&self, tenant: &str, id: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        Ok(conn.exists(job_key(tenant, id)).await?)
     }
 
     /// Fails the job for good with `reason` (dead letter + notify) and acknowledges.

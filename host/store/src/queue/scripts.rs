@@ -63,8 +63,10 @@ return {'ok'}
 });
 
 /// Deletes a job: its record and listings, its share of the tenant's totals (state and
-/// stored bytes), and tells its followers. KEYS: job, user's jobs, tenant's jobs, usage.
-/// ARGV: job id, channel, the `deleted` event. Returns the job's status before (`missing`).
+/// stored bytes), and tells its followers; a `converting` job's worker is asked to stop
+/// its run (on the cancel channel). KEYS: job, user's jobs, tenant's jobs, usage.
+/// ARGV: job id, channel, the `deleted` event, cancel channel, cancel message.
+/// Returns the job's status before (`missing`).
 pub static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
@@ -79,6 +81,7 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+if f[1] == 'converting' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return f[1]
 "#
     ))
@@ -155,10 +158,13 @@ return 0
 /// Marks the job done once (a second delivery changes nothing), acknowledges the entry
 /// and adds a notify entry (with what the notifier needs: owner, input name, output).
 /// Releases the entry's running lease.
+/// A job whose MP3 would take the tenant's stored bytes past its quota is not marked
+/// done (the caller deletes the MP3 and fails the job).
 /// KEYS: job, convert stream, notify stream, running leases, usage, usage hour, usage day.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
-/// tenant, channel, bitrate kbps (empty: unknown), hour TTL, day TTL. Returns 0 when the
-/// job no longer exists (the caller drops the MP3).
+/// tenant, channel, bitrate kbps (empty: unknown), hour TTL, day TTL, quota bytes (0:
+/// none). Returns 0 when the job no longer exists (the caller drops the MP3), 2 when the
+/// quota cannot hold the MP3 (nothing changed), else 1.
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
@@ -169,6 +175,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local before = redis.call('HGET', KEYS[1], 'status')
+local quota = tonumber(ARGV[13] or '0')
+if before ~= 'done' and quota > 0 then
+  local stored = tonumber(redis.call('HGET', KEYS[5], 'stored_bytes') or '0')
+  if stored + tonumber(ARGV[4]) > quota then return 2 end
+end
 if before ~= 'done' then
   moved(KEYS[5], before, 'done')
   redis.call('HINCRBY', KEYS[5], 'stored_bytes', ARGV[4])

@@ -51,6 +51,10 @@ pub struct ServeArgs {
 /// (`embedded` unless `--converter` names another). Logging is set up by the caller
 /// (`cli::run`).
 pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
+    // Opened before anything could replace the binary on disk (an upgrade): plugin
+    // runners are always this very binary.
+    tapedeck_plugins::running_executable()
+        .context("opening this executable to run plugins with")?;
     let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
     log_start(&config);
     prepare_data_dir(&config.data_dir)?;
@@ -59,11 +63,16 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     } else {
         None
     };
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(serve(config, converter, shutdown_signal()))
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(config, converter, shutdown_signal()));
+    // `serve` has cancelled every conversion; whatever blocking work is still on its way
+    // out (a runner being reaped, a publish check) gets a moment, then the process exits
+    // regardless, its plugin runners with it (they die with their parent).
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// Creates the data dir and checks that this process can write in it, naming it if not.
@@ -260,6 +269,7 @@ async fn serve_with_redis(
             idle_poll: Duration::from_millis(200),
             limits: config.limits.clone(),
             tenant_defaults: config.tenant_defaults.clone(),
+            redis: Some(redis.clone()),
         };
         let worker = Arc::new(Worker::new(
             queue.clone(),
@@ -407,7 +417,10 @@ async fn serve_with_redis(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("shutdown timed out; handing unfinished conversions back to the queue");
+        tracing::warn!(
+            "shutdown timed out; handing unfinished conversions back to the queue and \
+             stopping their runs"
+        );
         if let Some(worker) = &running_worker {
             worker.hand_back().await;
         }

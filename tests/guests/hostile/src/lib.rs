@@ -3,6 +3,7 @@
 //!
 //! The behaviour is chosen by the first bytes of the input:
 //! - `loop`: spins forever without touching memory (CPU limit).
+//! - `idle`: sleeps forever, using no CPU at all (wall-clock limit, cancel, shutdown).
 //! - `alloc`: allocates and touches memory without bound (memory limit).
 //! - `write`: writes gigabytes to the sink, ignoring every error (output limit).
 //! - `trap`: executes `unreachable`.
@@ -38,6 +39,8 @@ impl Guest for Hostile {
         let starts = |word: &[u8]| head.starts_with(word);
         if starts(b"loop") {
             spin()
+        } else if starts(b"idle") {
+            idle()
         } else if starts(b"alloc") {
             hog_memory()
         } else if starts(b"write") {
@@ -147,6 +150,14 @@ fn spin() -> ! {
     loop {
         // black_box keeps the otherwise side-effect-free loop in the compiled code.
         counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn idle() -> ! {
+    loop {
+        // A WASI monotonic-clock subscription: the host blocks the guest's thread on a
+        // real timer, so the runner process sits at zero CPU.
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 
