@@ -65,6 +65,11 @@ mod plugin_kit;
 #[path = "e2e/plugin_cli.rs"]
 mod plugin_cli;
 
+/// Issue 20: the operator keeps the last word; publish is bounded work; workers start on
+/// the active component.
+#[path = "e2e/operator.rs"]
+mod operator;
+
 /// Issue 20: plugin runs bounded in wall time, cancelled, stopped at shutdown, safe
 /// across binary upgrades, and their output counted against the quota.
 #[path = "e2e/runs.rs"]

@@ -239,6 +239,11 @@ pub async fn update_tenant(
     }
     if let Some(on) = change.allow_plugins {
         tenants::set_allow_plugins(&state.pool, &name, on).await?;
+        if !on {
+            // The operator keeps the last word: the tenant's own choices stop running
+            // (its scope goes back to what the operator chose, or the built-in one).
+            tapedeck_store::plugins::revoke_tenant(&state.pool, &name).await?;
+        }
     }
     let t = existing(&state, &name).await?;
     Ok(tenant_json(&t, &state.tenant_defaults))
@@ -758,6 +763,8 @@ pub struct PluginEnvelope {
         (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
                                       `invalid_plugin` (the check's verdict)", body = ErrorBody),
         (status = 413, description = "`field_too_large`: over 64 MiB", body = ErrorBody),
+        (status = 503, description = "`checks_busy`: no check slot came free in time",
+         body = ErrorBody),
     ),
 )]
 pub async fn publish_plugin(
@@ -783,6 +790,8 @@ pub async fn publish_plugin(
                                       `invalid_plugin`", body = ErrorBody),
         (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),
         (status = 413, description = "`field_too_large`", body = ErrorBody),
+        (status = 503, description = "`checks_busy`: no check slot came free in time",
+         body = ErrorBody),
     ),
 )]
 pub async fn tenant_publish_plugin(
@@ -846,15 +855,16 @@ pub async fn tenant_activate_plugin(
 ) -> Result<Json<ActiveEnvelope>, ApiError> {
     let tenant = plugin_tenant(&state, &caller).await?;
     check_stage(&a.stage)?;
-    let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
+    let plugin = tapedeck_store::plugins::get(&state.pool, Some(&tenant), &digest)
         .await?
-        .filter(|p| p.owner.as_deref() == Some(tenant.as_str()) && p.stage == a.stage)
+        .filter(|p| p.stage == a.stage)
         .ok_or(ApiError::NotFound)?;
     let active = tapedeck_store::plugins::activate(
         &state.pool,
         &plugin.stage,
         Some(&tenant),
-        Some(&plugin.digest),
+        &plugin.digest,
+        tapedeck_store::plugins::ChosenBy::Tenant,
         "activate",
     )
     .await?;
@@ -920,13 +930,11 @@ async fn publish(
     }
     let bytes = bytes.ok_or(ApiError::BadRequest("missing_file", "no file".into()))?;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    if let Some(known) = tapedeck_store::plugins::get(&state.pool, &digest).await? {
-        if known.owner.is_some() && known.owner != owner {
-            // Another tenant's component: not visible to this publisher.
-            return Err(plugin_error(
-                "this component is registered to another tenant; publish a build of your own",
-            ));
-        }
+    // Each owner has its own registration of a digest: a tenant's is private to it, and
+    // publishing bytes somebody else published is checked and registered afresh.
+    if let Some(known) =
+        tapedeck_store::plugins::get(&state.pool, owner.as_deref(), &digest).await?
+    {
         if known.stage != stage {
             return Err(plugin_error(format!(
                 "this component was published for the {} stage",
@@ -935,13 +943,23 @@ async fn publish(
         }
         return Ok((StatusCode::OK, Json(PluginEnvelope { plugin: known })));
     }
-    let report = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        state.plugin_check.check(&stage, &bytes),
-    )
-    .await
-    .map_err(|_| plugin_error("checking the component took more than 120 s"))?
-    .map_err(plugin_error)?;
+    // Bounded work (see `PluginCheck`): a few at a time, limited like a conversion,
+    // stopped if this request is dropped, and paid for from the tenant's CPU budget.
+    let request = tapedeck_model::plugins::CheckRequest {
+        stage: &stage,
+        bytes: &bytes,
+        tenant: owner.as_deref(),
+    };
+    let report = state
+        .plugin_check
+        .check(request)
+        .await
+        .map_err(|e| match e {
+            tapedeck_model::plugins::CheckError::Refused(why) => plugin_error(why),
+            tapedeck_model::plugins::CheckError::Busy(why) => {
+                ApiError::Rejected(StatusCode::SERVICE_UNAVAILABLE, "checks_busy", why)
+            }
+        })?;
     let size = bytes.len() as u64;
     let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
     state
@@ -1029,6 +1047,35 @@ async fn check_activation(state: &AppState, a: &Activation) -> Result<(), ApiErr
     Ok(())
 }
 
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The registration of `digest` the operator may run for `tenant`'s scope (none:
+/// everyone): the operator's own, or that tenant's. 400 when only other tenants
+/// published it (their registrations are private to them), 404 when nobody did.
+pub(crate) async fn runnable(
+    state: &AppState,
+    digest: &str,
+    tenant: Option<&str>,
+) -> Result<Plugin, ApiError> {
+    if let Some(p) = tapedeck_store::plugins::runnable_in(&state.pool, digest, tenant).await? {
+        return Ok(p);
+    }
+    let key = tapedeck_store::plugins::blob_key(digest);
+    if is_sha256_hex(digest) && state.blobs.size(&key).await.is_ok() {
+        return Err(ApiError::BadRequest(
+            "invalid_input",
+            format!(
+                "{digest} is a tenant's own component and runs only for it; publish it \
+                 yourself to run it for {}",
+                tenant.unwrap_or("everyone")
+            ),
+        ));
+    }
+    Err(ApiError::NotFound)
+}
+
 /// Makes a published component run a stage (for everyone or one tenant).
 #[utoipa::path(
     post,
@@ -1052,35 +1099,27 @@ pub async fn activate_plugin(
     ApiJson(a): ApiJson<Activation>,
 ) -> Result<Json<ActiveEnvelope>, ApiError> {
     check_activation(&state, &a).await?;
-    let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let plugin = runnable(&state, &digest, a.tenant.as_deref()).await?;
     if plugin.stage != a.stage {
         return Err(ApiError::BadRequest(
             "invalid_input",
             format!("{digest} is a {} component", plugin.stage),
         ));
     }
-    if let Some(owner) = &plugin.owner
-        && a.tenant.as_deref() != Some(owner.as_str())
-    {
-        return Err(ApiError::BadRequest(
-            "invalid_input",
-            format!("{digest} belongs to tenant {owner} and runs only for it"),
-        ));
-    }
     let active = tapedeck_store::plugins::activate(
         &state.pool,
         &a.stage,
         a.tenant.as_deref(),
-        Some(&digest),
+        &digest,
+        tapedeck_store::plugins::ChosenBy::Operator,
         "activate",
     )
     .await?;
     Ok(Json(ActiveEnvelope { active }))
 }
 
-/// Activates the component that ran the scope before the current one.
+/// Activates the component that ran the scope before the current one: each rollback
+/// steps back one activation, down to the built-in component.
 #[utoipa::path(
     post,
     path = "/v1/admin/plugins/rollback",
@@ -1092,6 +1131,8 @@ pub async fn activate_plugin(
          body = ActiveEnvelope),
         (status = 400, description = "`invalid_input`: not a stage", body = ErrorBody),
         (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        (status = 409, description = "`nothing_to_roll_back`: the scope runs the built-in \
+                                      component", body = ErrorBody),
     ),
 )]
 pub async fn rollback_plugin(
@@ -1100,16 +1141,18 @@ pub async fn rollback_plugin(
     ApiJson(a): ApiJson<Activation>,
 ) -> Result<Json<ActiveEnvelope>, ApiError> {
     check_activation(&state, &a).await?;
-    let previous =
-        tapedeck_store::plugins::previous(&state.pool, &a.stage, a.tenant.as_deref()).await?;
-    let active = tapedeck_store::plugins::activate(
-        &state.pool,
-        &a.stage,
-        a.tenant.as_deref(),
-        previous.as_deref(),
-        "rollback",
-    )
-    .await?;
+    let active = tapedeck_store::plugins::rollback(&state.pool, &a.stage, a.tenant.as_deref())
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "nothing_to_roll_back",
+                format!(
+                    "the {} stage runs the built-in component for {} already",
+                    a.stage,
+                    a.tenant.as_deref().unwrap_or("everyone")
+                ),
+            )
+        })?;
     Ok(Json(ActiveEnvelope { active }))
 }
 

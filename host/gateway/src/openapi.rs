@@ -380,7 +380,12 @@ pub struct Change {
 #[derive(Serialize, ToSchema)]
 pub struct Applied {
     pub process: String,
+    /// The version it runs: every component of it compiled and installed.
     pub version: u64,
+    /// The version it has heard of (jobs of scopes whose components still compile wait).
+    pub heard: u64,
+    /// Milliseconds compiling the components new in the last version took.
+    pub compile_ms: u64,
     /// When it last reported, unix ms.
     pub seen_ms: u64,
 }
@@ -1018,13 +1023,15 @@ mod tests {
     fn the_validator_catches_drift() {
         let spec = spec();
         let schema = json!({"$ref": "#/components/schemas/Applied"});
-        let good = json!({"process": "p", "version": 1, "seen_ms": 2});
+        let good = json!({"process": "p", "version": 1, "heard": 1, "compile_ms": 0, "seen_ms": 2});
         assert!(check(&spec, &schema, &good, "", true).is_empty());
-        let extra = json!({"process": "p", "version": 1, "seen_ms": 2, "new": 1});
+        let extra = json!({"process": "p", "version": 1, "heard": 1, "compile_ms": 0,
+                           "seen_ms": 2, "new": 1});
         assert!(!check(&spec, &schema, &extra, "", false).is_empty());
-        let missing = json!({"process": "p", "version": 1});
+        let missing = json!({"process": "p", "version": 1, "heard": 1, "compile_ms": 0});
         assert!(!check(&spec, &schema, &missing, "", false).is_empty());
-        let wrong = json!({"process": "p", "version": "1", "seen_ms": 2});
+        let wrong =
+            json!({"process": "p", "version": "1", "heard": 1, "compile_ms": 0, "seen_ms": 2});
         assert!(!check(&spec, &schema, &wrong, "", false).is_empty());
     }
 
@@ -1267,6 +1274,8 @@ mod tests {
                 processes: vec![Applied {
                     process: "p".into(),
                     version: 3,
+                    heard: 3,
+                    compile_ms: 5,
                     seen_ms: 4,
                 }],
             },

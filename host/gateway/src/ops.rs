@@ -89,18 +89,9 @@ pub async fn start_canary(
             .await?
             .ok_or(ApiError::NotFound)?;
     }
-    let plugin = tapedeck_store::plugins::get(&state.pool, &digest)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let plugin = crate::admin::runnable(&state, &digest, r.tenant.as_deref()).await?;
     if plugin.stage != r.stage {
         return Err(invalid(format!("{digest} is a {} component", plugin.stage)));
-    }
-    if let Some(owner) = &plugin.owner
-        && r.tenant.as_deref() != Some(owner.as_str())
-    {
-        return Err(invalid(format!(
-            "{digest} belongs to tenant {owner} and runs only for it"
-        )));
     }
     let mut s = CanarySettings::new(&r.stage, r.tenant.as_deref(), &digest, r.percent);
     s.sticky = r.sticky.unwrap_or_default();

@@ -19,14 +19,41 @@ pub struct CheckReport {
     pub smoke_ms: u64,
 }
 
+/// What publishing asks to check.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    pub stage: &'a str,
+    pub bytes: &'a [u8],
+    /// The tenant publishing it, whose CPU budget the check's runs count against (none:
+    /// the operator).
+    pub tenant: Option<&'a str>,
+}
+
+/// Why a check did not accept a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The component failed the check (the reason, for the publisher).
+    Refused(String),
+    /// No check slot came free within the wait allowed: publish again later.
+    Busy(String),
+}
+
 /// Checks a component before the registry accepts it: it compiles, its exports match
 /// the stage's world, its imports are within what the host provides for that stage, and
-/// a smoke run passes.
+/// a smoke run passes. A check is work like a conversion: bounded in CPU and wall time,
+/// a few at a time, stopped when the publish is abandoned.
 pub trait PluginCheck: Send + Sync + 'static {
-    /// `Err` carries the reason, for the operator.
     fn check<'a>(
         &'a self,
-        stage: &'a str,
-        bytes: &'a [u8],
-    ) -> BoxFuture<'a, Result<CheckReport, String>>;
+        request: CheckRequest<'a>,
+    ) -> BoxFuture<'a, Result<CheckReport, CheckError>>;
+}
+
+/// What a worker awaits before it picks the component for a job: that this process has
+/// heard of the registry's current version, and that no component the job's scope is
+/// switching to is still compiling. So a job never runs on a component its scope has
+/// left, whether the process just started or the operator just activated another.
+pub trait RegistryGate: Send + Sync + 'static {
+    /// Resolves once a job of `tenant` may take the component installed for it.
+    fn ready_for<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()>;
 }

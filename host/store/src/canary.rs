@@ -214,7 +214,8 @@ return 1
                 pool,
                 &s.stage,
                 s.tenant.as_deref(),
-                Some(&s.digest),
+                &s.digest,
+                plugins::ChosenBy::Operator,
                 action,
                 Some(why),
             )

@@ -152,9 +152,20 @@ pub fn login_fail_address_key(addr: IpAddr) -> String {
 pub fn plugin_key(digest: &str) -> String {
     format!("td:plugin:{digest}")
 }
-/// Published components of a stage (zset: digest, score = published at).
+/// A component a tenant's admin published (hash, as [`plugin_key`]): private to the
+/// tenant, apart from the operator's registration of the same bytes.
+pub fn tenant_plugin_key(tenant: &str, digest: &str) -> String {
+    format!("{}plugin:{digest}", tenant_prefix(tenant))
+}
+/// Published components of a stage (zset: `{digest}` for the operator's,
+/// `{tenant}/{digest}` for a tenant's; score = published at).
 pub fn plugins_of_stage(stage: &str) -> String {
     format!("td:plugins:{stage}")
+}
+/// The activations in force for one scope, newest first (list of `{by}|{digest}`, `by`
+/// = `operator` or `tenant`): a rollback pops one, down to the built-in component.
+pub fn plugin_trail(scope: &str) -> String {
+    format!("td:plugins:trail:{scope}")
 }
 /// What runs each stage (hash: `{stage}` or `{stage}:{tenant}` → digest).
 pub const PLUGIN_ACTIVE: &str = "td:plugins:active";

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::keys::{
     PLUGIN_ACTIVE, PLUGIN_APPLIED, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_VERSION, plugin_key,
-    plugins_of_stage,
+    plugin_trail, plugins_of_stage, tenant_plugin_key,
 };
 
 /// The blob of a published component.
@@ -74,22 +74,39 @@ fn active_field(stage: &str, tenant: Option<&str>) -> String {
     }
 }
 
+/// Where `owner`'s registration of `digest` is (none: the operator's).
+fn registration_key(owner: Option<&str>, digest: &str) -> String {
+    match owner {
+        Some(tenant) => tenant_plugin_key(tenant, digest),
+        None => plugin_key(digest),
+    }
+}
+
+/// A registration's member in the stage's listing.
+fn listing_member(owner: Option<&str>, digest: &str) -> String {
+    match owner {
+        Some(tenant) => format!("{tenant}/{digest}"),
+        None => digest.to_owned(),
+    }
+}
+
 fn now_s() -> u64 {
     crate::queue::now_ms() / 1000
 }
 
-/// Records a published component; false if that digest was published before.
+/// Records a published component under its owner (the operator, or the tenant whose
+/// admin published it: each has a registration of its own, so nobody claims a digest
+/// for anyone else); false if that owner had published that digest before.
 pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
+    let key = registration_key(plugin.owner.as_deref(), &plugin.digest);
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let created: bool = conn
-        .hset_nx(plugin_key(&plugin.digest), "stage", &plugin.stage)
-        .await?;
+    let created: bool = conn.hset_nx(&key, "stage", &plugin.stage).await?;
     if !created {
         return Ok(false);
     }
     let _: () = conn
         .hset_multiple(
-            plugin_key(&plugin.digest),
+            &key,
             &[
                 ("bytes", plugin.bytes),
                 ("published_at", plugin.published_at),
@@ -100,7 +117,7 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
         .await?;
     let _: () = conn
         .hset_multiple(
-            plugin_key(&plugin.digest),
+            &key,
             &[
                 ("by", plugin.by.as_str()),
                 ("world", plugin.world.as_str()),
@@ -109,27 +126,39 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
         )
         .await?;
     if let Some(owner) = &plugin.owner {
-        let _: () = conn
-            .hset(plugin_key(&plugin.digest), "owner", owner)
-            .await?;
+        let _: () = conn.hset(&key, "owner", owner).await?;
     }
     let _: () = conn
         .zadd(
             plugins_of_stage(&plugin.stage),
-            &plugin.digest,
+            listing_member(plugin.owner.as_deref(), &plugin.digest),
             plugin.published_at,
         )
         .await?;
     drop(conn);
-    record(pool, "publish", &plugin.stage, None, Some(&plugin.digest)).await?;
+    // A tenant's publish is that tenant's entry in the history.
+    record(
+        pool,
+        "publish",
+        &plugin.stage,
+        plugin.owner.as_deref(),
+        Some(&plugin.digest),
+    )
+    .await?;
     Ok(true)
 }
 
-/// A published component by digest.
-pub async fn get(pool: &Pool, digest: &str) -> redis::RedisResult<Option<Plugin>> {
+/// `owner`'s registration of `digest` (none: the operator's).
+pub async fn get(
+    pool: &Pool,
+    owner: Option<&str>,
+    digest: &str,
+) -> redis::RedisResult<Option<Plugin>> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let h: HashMap<String, String> = conn.hgetall(plugin_key(digest)).await?;
-    if h.is_empty() {
+    let h: HashMap<String, String> = conn.hgetall(registration_key(owner, digest)).await?;
+    // Before registrations were per owner, a tenant's lived under the global key with its
+    // `owner`: such an entry is not the operator's.
+    if h.is_empty() || h.get("owner").map(String::as_str) != owner {
         return Ok(None);
     }
     let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -147,14 +176,34 @@ pub async fn get(pool: &Pool, digest: &str) -> redis::RedisResult<Option<Plugin>
     }))
 }
 
-/// Published components of a stage, newest first.
+/// The registration that may run `stage` in a scope: the operator's, or, for a tenant's
+/// scope, that tenant's own.
+pub async fn runnable_in(
+    pool: &Pool,
+    digest: &str,
+    tenant: Option<&str>,
+) -> redis::RedisResult<Option<Plugin>> {
+    if let Some(p) = get(pool, None, digest).await? {
+        return Ok(Some(p));
+    }
+    match tenant {
+        Some(t) => get(pool, Some(t), digest).await,
+        None => Ok(None),
+    }
+}
+
+/// Published components of a stage (every owner's registrations), newest first.
 pub async fn list(pool: &Pool, stage: &str) -> redis::RedisResult<Vec<Plugin>> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let digests: Vec<String> = conn.zrevrange(plugins_of_stage(stage), 0, -1).await?;
+    let members: Vec<String> = conn.zrevrange(plugins_of_stage(stage), 0, -1).await?;
     drop(conn);
     let mut out = Vec::new();
-    for d in digests {
-        if let Some(p) = get(pool, &d).await? {
+    for m in members {
+        let (owner, digest) = match m.split_once('/') {
+            Some((t, d)) => (Some(t), d),
+            None => (None, m.as_str()),
+        };
+        if let Some(p) = get(pool, owner, digest).await? {
             out.push(p);
         }
     }
@@ -183,16 +232,37 @@ pub async fn active(pool: &Pool) -> redis::RedisResult<Vec<Active>> {
     Ok(out)
 }
 
-/// Makes `digest` (none: the starting component) run `stage` for `tenant` (none:
-/// everyone), records it, and tells every process.
+/// Who chose an activation: a rollback walks back over both, revoking a tenant's
+/// plugins (`allow_plugins` off) over the tenant's own choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenBy {
+    Operator,
+    Tenant,
+}
+
+impl ChosenBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChosenBy::Operator => "operator",
+            ChosenBy::Tenant => "tenant",
+        }
+    }
+}
+
+/// Activations remembered per scope for rollbacks.
+const TRAIL_LEN: isize = 1000;
+
+/// Makes `digest` run `stage` for `tenant` (none: everyone), remembers it in the scope's
+/// trail (for rollbacks), records it, and tells every process.
 pub async fn activate(
     pool: &Pool,
     stage: &str,
     tenant: Option<&str>,
-    digest: Option<&str>,
+    digest: &str,
+    by: ChosenBy,
     action: &str,
 ) -> redis::RedisResult<Active> {
-    activate_why(pool, stage, tenant, digest, action, None).await
+    activate_why(pool, stage, tenant, digest, by, action, None).await
 }
 
 /// [`activate`], recording why.
@@ -200,44 +270,132 @@ pub async fn activate_why(
     pool: &Pool,
     stage: &str,
     tenant: Option<&str>,
-    digest: Option<&str>,
+    digest: &str,
+    by: ChosenBy,
     action: &str,
     why: Option<&str>,
 ) -> redis::RedisResult<Active> {
-    let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let field = active_field(stage, tenant);
-    let _: () = match digest {
-        Some(d) => conn.hset(PLUGIN_ACTIVE, &field, d).await?,
-        None => conn.hdel(PLUGIN_ACTIVE, &field).await?,
-    };
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = redis::pipe()
+        .atomic()
+        .hset(PLUGIN_ACTIVE, &field, digest)
+        .ignore()
+        .lpush(plugin_trail(&field), format!("{}|{digest}", by.as_str()))
+        .ignore()
+        .ltrim(plugin_trail(&field), 0, TRAIL_LEN - 1)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
     drop(conn);
-    record_with(pool, action, stage, tenant, digest, why).await?;
+    record_with(pool, action, stage, tenant, Some(digest), why).await?;
     bump(pool).await?;
     Ok(Active {
         stage: stage.to_owned(),
         tenant: tenant.map(str::to_owned),
-        digest: digest.map(str::to_owned),
+        digest: Some(digest.to_owned()),
     })
 }
 
-/// The digest active before the current one for `stage` and `tenant` (from the
-/// history), `None` when there was none (the starting component).
-pub async fn previous(
+/// Steps a scope's activations back, atomically. KEYS[1] = `td:plugins:active`,
+/// KEYS[2] = the scope's trail; ARGV[1] = the scope's field in KEYS[1], ARGV[2] = `one`
+/// (a rollback: drop the activation in force) or `tenant` (drop the tenant's own choices
+/// on top). Then the newest left runs the scope, or the built-in component when none is.
+/// Returns `{changed, digest or ""}`; `changed` 0: nothing to drop.
+const STEP_BACK: &str = r#"
+local changed = 0
+if ARGV[2] == 'one' then
+  if redis.call('LPOP', KEYS[2]) then
+    changed = 1
+  elseif redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+    -- Activated before trails were kept: back to the built-in component.
+    changed = 1
+  end
+else
+  while true do
+    local top = redis.call('LINDEX', KEYS[2], 0)
+    if not top or string.sub(top, 1, 7) ~= 'tenant|' then break end
+    redis.call('LPOP', KEYS[2])
+    changed = 1
+  end
+end
+if changed == 0 then return {0, ''} end
+local top = redis.call('LINDEX', KEYS[2], 0)
+if top then
+  local digest = string.sub(top, string.find(top, '|', 1, true) + 1)
+  redis.call('HSET', KEYS[1], ARGV[1], digest)
+  return {1, digest}
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {1, ''}
+"#;
+
+async fn step_back(
     pool: &Pool,
     stage: &str,
     tenant: Option<&str>,
-) -> redis::RedisResult<Option<String>> {
-    let changes = history(pool, Some(stage), 10_000).await?;
-    let mut activations = changes
-        .iter()
-        .filter(|c| ACTIVATIONS.contains(&c.action.as_str()) && c.tenant.as_deref() == tenant);
-    // Newest first: skip the one in force.
-    activations.next();
-    Ok(activations.next().and_then(|c| c.digest.clone()))
+    mode: &str,
+) -> redis::RedisResult<Option<Option<String>>> {
+    let field = active_field(stage, tenant);
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let (changed, digest): (u8, String) = redis::Script::new(STEP_BACK)
+        .key(PLUGIN_ACTIVE)
+        .key(plugin_trail(&field))
+        .arg(&field)
+        .arg(mode)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok((changed == 1).then(|| Some(digest).filter(|d| !d.is_empty())))
 }
 
-/// History actions that change what runs a stage.
-const ACTIVATIONS: &[&str] = &["activate", "rollback", "canary-promote"];
+/// Rolls `stage` for `tenant` (none: everyone) back to the activation before the one in
+/// force — down the scope's whole trail to the built-in component. `None`: the scope
+/// runs the built-in component already, there is nothing to roll back.
+pub async fn rollback(
+    pool: &Pool,
+    stage: &str,
+    tenant: Option<&str>,
+) -> redis::RedisResult<Option<Active>> {
+    let Some(digest) = step_back(pool, stage, tenant, "one").await? else {
+        return Ok(None);
+    };
+    record(pool, "rollback", stage, tenant, digest.as_deref()).await?;
+    bump(pool).await?;
+    Ok(Some(Active {
+        stage: stage.to_owned(),
+        tenant: tenant.map(str::to_owned),
+        digest,
+    }))
+}
+
+/// Takes a tenant's own choices off every stage of its scope (the operator revoked its
+/// `allow_plugins`): each stage runs what the operator chose for it last, or the
+/// built-in component. Returns the scopes that changed.
+pub async fn revoke_tenant(pool: &Pool, tenant: &str) -> redis::RedisResult<Vec<Active>> {
+    let mut changed = Vec::new();
+    for stage in tapedeck_model::plugins::REGISTRY_STAGES {
+        if let Some(digest) = step_back(pool, stage, Some(tenant), "tenant").await? {
+            record_with(
+                pool,
+                "revoke",
+                stage,
+                Some(tenant),
+                digest.as_deref(),
+                Some("the operator revoked the tenant's allow_plugins"),
+            )
+            .await?;
+            changed.push(Active {
+                stage: (*stage).to_owned(),
+                tenant: Some(tenant.to_owned()),
+                digest,
+            });
+        }
+    }
+    if !changed.is_empty() {
+        bump(pool).await?;
+    }
+    Ok(changed)
+}
 
 /// Bumps the registry version and tells every process.
 pub async fn bump(pool: &Pool) -> redis::RedisResult<()> {
@@ -322,14 +480,22 @@ pub async fn history(
         .collect())
 }
 
-/// Records that process `process` runs registry version `version` now.
-pub async fn applied(pool: &Pool, process: &str, version: u64) -> redis::RedisResult<()> {
+/// Records where process `process` stands: the registry version whose components it
+/// runs (`version`, all of them compiled), the one it has heard of (`heard`: its jobs
+/// wait for components still compiling), and how long compiling took for the last one.
+pub async fn applied(
+    pool: &Pool,
+    process: &str,
+    version: u64,
+    heard: u64,
+    compile_ms: u64,
+) -> redis::RedisResult<()> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let _: () = conn
         .hset(
             PLUGIN_APPLIED,
             process,
-            format!("{version}:{}", crate::queue::now_ms()),
+            format!("{version}:{}:{heard}:{compile_ms}", crate::queue::now_ms()),
         )
         .await?;
     Ok(())
@@ -339,7 +505,14 @@ pub async fn applied(pool: &Pool, process: &str, version: u64) -> redis::RedisRe
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
     pub process: String,
+    /// The version it runs: every component of it compiled and installed.
     pub version: u64,
+    /// The version it has heard of (at least `version`): above it while components
+    /// compile, and jobs of the scopes they are for wait.
+    pub heard: u64,
+    /// Milliseconds it took to compile (or load from its cache) the components new in
+    /// the last version it applied.
+    pub compile_ms: u64,
     /// When it last reported, unix ms.
     pub seen_ms: u64,
 }
@@ -352,8 +525,12 @@ pub async fn applied_by(pool: &Pool, fresh_ms: u64) -> redis::RedisResult<Vec<Ap
     let now = crate::queue::now_ms();
     let mut out = Vec::new();
     for (process, value) in h {
-        let (v, seen) = value.split_once(':').unwrap_or(("0", "0"));
-        let seen_ms: u64 = seen.parse().unwrap_or(0);
+        // `{version}:{seen ms}:{heard}:{compile ms}`; older processes wrote the first two.
+        let mut parts = value.split(':').map(|p| p.parse::<u64>().unwrap_or(0));
+        let version = parts.next().unwrap_or(0);
+        let seen_ms = parts.next().unwrap_or(0);
+        let heard = parts.next().unwrap_or(version).max(version);
+        let compile_ms = parts.next().unwrap_or(0);
         if now.saturating_sub(seen_ms) > fresh_ms.saturating_mul(10) {
             let _: () = conn.hdel(PLUGIN_APPLIED, &process).await?;
             continue;
@@ -361,7 +538,9 @@ pub async fn applied_by(pool: &Pool, fresh_ms: u64) -> redis::RedisResult<Vec<Ap
         if now.saturating_sub(seen_ms) <= fresh_ms {
             out.push(Applied {
                 process,
-                version: v.parse().unwrap_or(0),
+                version,
+                heard,
+                compile_ms,
                 seen_ms,
             });
         }

@@ -254,13 +254,33 @@ enum TenantCommand {
         /// The tenant's name.
         name: String,
     },
-    /// Change a tenant's settings.
+    /// Change a tenant's settings (at least one of them).
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Update {
         /// The tenant's name.
         name: String,
         /// Let people register accounts in this tenant themselves.
-        #[arg(long, required = true, action = ArgAction::Set, value_name = "true|false")]
-        self_register: bool,
+        #[arg(long, action = ArgAction::Set, value_name = "true|false", group = "change")]
+        self_register: Option<bool>,
+        /// Let the tenant's admins publish and activate components of their own; `false`
+        /// also takes the tenant's own components off its stages.
+        #[arg(long, action = ArgAction::Set, value_name = "true|false", group = "change")]
+        allow_plugins: Option<bool>,
+    },
+    /// Create a tenant's admin account (the first one, say: later ones its admins can
+    /// create themselves).
+    AdminCreate {
+        /// The tenant's name.
+        name: String,
+        /// The admin's e-mail address.
+        email: String,
+        /// Read the password from the first line of standard input (default: a random
+        /// one, printed once).
+        #[arg(long)]
+        password_stdin: bool,
+        /// The password, once chosen (not a flag: never on a command line).
+        #[arg(skip)]
+        password: Option<String>,
     },
     /// Delete a tenant: its users, jobs and files are removed in the background.
     Delete {
@@ -722,14 +742,31 @@ enum Render {
     Replayed,
     /// `{"entries": [DEAD...]}`
     Dead,
+    /// `{"user": USER}`
+    User,
 }
 
 /// Runs `tapedeck admin`; the exit code says whether it worked.
-pub fn run(args: AdminArgs) -> ExitCode {
+pub fn run(mut args: AdminArgs) -> ExitCode {
     let Some(token) = args.token.clone().filter(|t| !t.trim().is_empty()) else {
         eprintln!("error: no operator token: pass --token or set TAPEDECK_ADMIN_TOKEN");
         return ExitCode::from(2);
     };
+    if let AdminCommand::Tenant(command) = &mut args.command
+        && let TenantCommand::AdminCreate {
+            password,
+            password_stdin,
+            ..
+        } = command.as_mut()
+    {
+        match new_password(*password_stdin) {
+            Ok(p) => *password = Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let outcome = Client::new(args.server.clone(), token).and_then(|client| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -753,6 +790,37 @@ pub fn run(args: AdminArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The password of a new admin account: the first line of standard input, or a random
+/// one (24 characters from 144 random bits), printed once on standard error.
+fn new_password(from_stdin: bool) -> Result<String, String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            return Err("no password on standard input".into());
+        }
+        return Ok(line);
+    }
+    let mut bytes = [0u8; 18];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot make a random password: {e}"))?;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // 18 bytes = 144 bits = 24 six-bit characters.
+    let mut password = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            password.push(ALPHABET[(n >> shift) as usize & 63] as char);
+        }
+    }
+    eprintln!("password (shown once): {password}");
+    Ok(password)
 }
 
 /// The body of `POST /v1/admin/tenants`.
@@ -902,11 +970,36 @@ fn request(command: &AdminCommand) -> Request {
             TenantCommand::Update {
                 name,
                 self_register,
+                allow_plugins,
+            } => {
+                let mut body = json!({});
+                if let Some(on) = self_register {
+                    body["self_register"] = json!(on);
+                }
+                if let Some(on) = allow_plugins {
+                    body["allow_plugins"] = json!(on);
+                }
+                Request::new(
+                    Method::PATCH,
+                    &["tenants", name],
+                    Some(body),
+                    Render::Tenant,
+                )
+            }
+            TenantCommand::AdminCreate {
+                name,
+                email,
+                password,
+                ..
             } => Request::new(
-                Method::PATCH,
-                &["tenants", name],
-                Some(json!({"self_register": self_register})),
-                Render::Tenant,
+                Method::POST,
+                &["tenants", name, "users"],
+                Some(json!({
+                    "email": email,
+                    "password": password.as_deref().unwrap_or_default(),
+                    "role": "admin",
+                })),
+                Render::User,
             ),
             TenantCommand::Delete { name } => {
                 Request::new(Method::DELETE, &["tenants", name], None, Render::Deleted)
@@ -1077,6 +1170,12 @@ fn render(kind: Render, value: &Value) -> String {
             text(&value["replayed"]["tenant"])
         ),
         Render::Dead => render_dead(value),
+        Render::User => format!(
+            "created {} {} (id {})",
+            text(&value["user"]["role"]),
+            text(&value["user"]["email"]),
+            text(&value["user"]["id"])
+        ),
         Render::CanaryEnded => format!(
             "{}: {} {} for {}",
             text(&value["ended"]).replace("canary-", "canary "),
@@ -1120,9 +1219,10 @@ fn yes_no(value: &Value) -> &'static str {
 
 fn render_tenant(tenant: &Value) -> String {
     format!(
-        "tenant {} (self-register: {})\n{}",
+        "tenant {} (self-register: {}, plugins: {})\n{}",
         tenant["name"].as_str().unwrap_or("?"),
         yes_no(&tenant["self_register"]),
+        yes_no(&tenant["allow_plugins"]),
         limits_table(&tenant["limits"], None, &tenant["effective"])
     )
 }
@@ -1837,17 +1937,57 @@ mod tests {
         assert!(matches!(
             tenant_command(&["update", "acme", "--self-register", "false"]),
             TenantCommand::Update {
-                self_register: false,
+                self_register: Some(false),
+                allow_plugins: None,
                 ..
             }
         ));
         assert!(matches!(
             tenant_command(&["update", "acme", "--self-register", "true"]),
             TenantCommand::Update {
-                self_register: true,
+                self_register: Some(true),
                 ..
             }
         ));
+        assert!(matches!(
+            tenant_command(&["update", "acme", "--allow-plugins", "false"]),
+            TenantCommand::Update {
+                self_register: None,
+                allow_plugins: Some(false),
+                ..
+            }
+        ));
+        assert!(
+            parse(&["tenant", "update", "acme"]).is_err(),
+            "nothing to change"
+        );
+    }
+
+    #[test]
+    fn admin_create_posts_an_admin_account_of_the_tenant() {
+        let mut command = parse(&["tenant", "admin-create", "acme", "ann@acme.example"])
+            .unwrap()
+            .command;
+        if let AdminCommand::Tenant(t) = &mut command
+            && let TenantCommand::AdminCreate { password, .. } = t.as_mut()
+        {
+            *password = Some(new_password(false).unwrap());
+        }
+        let r = request(&command);
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(r.path.join("/"), "v1/admin/tenants/acme/users");
+        let body = r.body.unwrap();
+        assert_eq!(body["email"], "ann@acme.example");
+        assert_eq!(body["role"], "admin");
+        let password = body["password"].as_str().unwrap();
+        assert_eq!(password.len(), 24);
+        assert_ne!(password, new_password(false).unwrap(), "random each time");
+        let r = request(
+            &parse(&["tenant", "update", "acme", "--allow-plugins", "true"])
+                .unwrap()
+                .command,
+        );
+        assert_eq!(r.body, Some(json!({"allow_plugins": true})));
     }
 
     /// Arguments, and the request they make: method, path under `/v1/admin/`, body, and

@@ -1,6 +1,6 @@
 //! The `tapedeck` command line: `convert` one file locally, `serve` (the HTTP service,
 //! see `crate::serve`), and the hidden `plugin-run` (the child side of subprocess
-//! isolation).
+//! isolation) and `plugin-check-run` (publishing's check, `crate::plugin::bounded`).
 
 use std::fs::File;
 use std::io::IsTerminal;
@@ -54,6 +54,10 @@ enum Command {
     Admin(crate::admin::AdminArgs),
     /// The plugin author's kit: the WIT, new projects, the conformance suite.
     Plugin(crate::plugin::PluginArgs),
+    /// Run publishing's conformance check for a parent tapedeck process (internal): the
+    /// component on stdin, the report as JSON on stdout.
+    #[command(hide = true)]
+    PluginCheckRun(crate::plugin::bounded::ChildArgs),
     /// Run one plugin call for a parent tapedeck process (internal).
     #[command(hide = true)]
     PluginRun {
@@ -140,6 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::PluginRun { artifact, request } => {
             return tapedeck_plugins::run_runner_child(&artifact, &request);
         }
+        Command::PluginCheckRun(args) => return crate::plugin::bounded::run_child(args),
         Command::Serve(args) => crate::serve::run(*args, crate::components::DEFAULT_CONVERTER),
         Command::Admin(args) => return crate::admin::run(args),
         Command::Plugin(args) => return crate::plugin::run(args),

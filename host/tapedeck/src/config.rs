@@ -12,6 +12,8 @@
 //! | `workers`                  | `TAPEDECK_WORKERS`               | 2 conversions at once |
 //! | `max_upload_bytes`         | `TAPEDECK_MAX_UPLOAD_BYTES`      | 1 GiB              |
 //! | `max_attempts`             | `TAPEDECK_MAX_ATTEMPTS`          | 4                  |
+//! | `max_concurrent_checks`    | `TAPEDECK_MAX_CONCURRENT_CHECKS` | 1 (conformance checks of published components running at once in this process) |
+//! | `max_check_wait_secs`      | `TAPEDECK_MAX_CHECK_WAIT_SECS`   | 30 (how long a publish waits for a check slot before a 503 `checks_busy`) |
 //! | `visibility_timeout_secs`  | `TAPEDECK_VISIBILITY_TIMEOUT_SECS` | 60               |
 //! | `retry_base_ms`            | `TAPEDECK_RETRY_BASE_MS`         | 2000               |
 //! | `token_ttl_secs`           | `TAPEDECK_TOKEN_TTL_SECS`        | 86400              |
@@ -95,6 +97,14 @@ pub struct Settings {
     /// Conversion attempts before a job is dead-lettered [default: 4].
     #[arg(long, env = "TAPEDECK_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
+    /// Conformance checks of published components run at once by this process; more
+    /// wait in line [default: 1].
+    #[arg(long, env = "TAPEDECK_MAX_CONCURRENT_CHECKS")]
+    pub max_concurrent_checks: Option<usize>,
+    /// How long a publish waits for a check slot before it is answered 503
+    /// `checks_busy` [default: 30].
+    #[arg(long, env = "TAPEDECK_MAX_CHECK_WAIT_SECS")]
+    pub max_check_wait_secs: Option<u64>,
     /// Idle time after which another worker claims an entry [default: 60].
     #[arg(long, env = "TAPEDECK_VISIBILITY_TIMEOUT_SECS")]
     pub visibility_timeout_secs: Option<u64>,
@@ -193,6 +203,10 @@ impl Settings {
             workers: self.workers.or(fallback.workers),
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
             max_attempts: self.max_attempts.or(fallback.max_attempts),
+            max_concurrent_checks: self
+                .max_concurrent_checks
+                .or(fallback.max_concurrent_checks),
+            max_check_wait_secs: self.max_check_wait_secs.or(fallback.max_check_wait_secs),
             visibility_timeout_secs: self
                 .visibility_timeout_secs
                 .or(fallback.visibility_timeout_secs),
@@ -241,6 +255,10 @@ pub struct ServiceConfig {
     pub workers: usize,
     pub max_upload_bytes: u64,
     pub max_attempts: u32,
+    /// Conformance checks run at once by this process.
+    pub max_concurrent_checks: usize,
+    /// How long a publish waits for a check slot.
+    pub max_check_wait: Duration,
     pub visibility_timeout: Duration,
     pub retry_base: Duration,
     pub token_ttl: Duration,
@@ -349,6 +367,8 @@ impl ServiceConfig {
             workers: s.workers.unwrap_or(2).max(1),
             max_upload_bytes: s.max_upload_bytes.unwrap_or(1 << 30),
             max_attempts: s.max_attempts.unwrap_or(4).max(1),
+            max_concurrent_checks: s.max_concurrent_checks.unwrap_or(1).max(1),
+            max_check_wait: Duration::from_secs(s.max_check_wait_secs.unwrap_or(30)),
             visibility_timeout: Duration::from_secs(s.visibility_timeout_secs.unwrap_or(60).max(1)),
             retry_base: Duration::from_millis(s.retry_base_ms.unwrap_or(2000)),
             token_ttl: Duration::from_secs(s.token_ttl_secs.unwrap_or(86_400)),

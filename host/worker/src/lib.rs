@@ -87,6 +87,9 @@ pub struct Worker {
     /// returns to the queue when shutdown cannot wait for them, and what the cancel
     /// subscription looks a deleted job up in.
     in_flight: InFlight,
+    /// Awaited before a job's component is chosen: the registry's current version is
+    /// applied for the job's scope (`serve` sets it; none: the stage as it is).
+    registry_gate: Option<Arc<dyn tapedeck_model::plugins::RegistryGate>>,
 }
 
 /// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
@@ -172,7 +175,17 @@ impl Worker {
             settings,
             orphans: Mutex::new(Vec::new()),
             in_flight: Arc::default(),
+            registry_gate: None,
         }
+    }
+
+    /// Makes every job wait for `gate` before its component is chosen.
+    pub fn with_registry_gate(
+        mut self,
+        gate: Arc<dyn tapedeck_model::plugins::RegistryGate>,
+    ) -> Self {
+        self.registry_gate = Some(gate);
+        self
     }
 
     /// Returns every conversion still running to the queue at once, its attempt not
@@ -307,6 +320,9 @@ impl Worker {
         // The component is pinned for this attempt (and recorded on the job by the script
         // that starts it): a hot swap from here on affects the next job or attempt. A
         // canary running in the job's scope may take the job's first attempt.
+        if let Some(gate) = &self.registry_gate {
+            gate.ready_for(&d.tenant).await;
+        }
         let (stable, canary) = self.converter.for_job(&d.tenant);
         let owner = match &canary {
             Some(c) if c.settings.sticky == tapedeck_model::canary::Sticky::User => {

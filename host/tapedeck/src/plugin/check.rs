@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tapedeck_mediagen::{Damage, Layout, Signal, Spec};
 use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
 use tapedeck_plugins::media::{Mp3Info, mp3_info};
@@ -33,7 +33,7 @@ pub enum Depth {
 }
 
 /// One case's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Case {
     pub name: String,
     pub passed: bool,
@@ -46,7 +46,7 @@ pub struct Case {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub stage: String,
     pub digest: String,
@@ -109,9 +109,18 @@ impl Report {
     }
 }
 
-/// Runs the suite for `stage` on `bytes`. `Err` only when the suite itself cannot run
-/// (no scratch space); a component that does not load is a failed first case.
-pub fn check(cache_dir: &Path, stage: &str, bytes: &[u8], depth: Depth) -> Result<Report, String> {
+/// Runs the suite for `stage` on `bytes`, each converter run under the limits `policy`
+/// gives a job of its input. `Err` only when the suite itself cannot run (no scratch
+/// space); a component that does not load is a failed first case. At the quick depth a
+/// converter whose smoke run fails is not run on the other inputs (publishing refuses
+/// it anyway, and a converter that spins would spin on each).
+pub fn check(
+    cache_dir: &Path,
+    stage: &str,
+    bytes: &[u8],
+    depth: Depth,
+    policy: &LimitPolicy,
+) -> Result<Report, String> {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(bytes));
     let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_plugins::WIT_VERSION);
@@ -134,7 +143,7 @@ pub fn check(cache_dir: &Path, stage: &str, bytes: &[u8], depth: Depth) -> Resul
         "converter" => match runtime.load_converter(bytes) {
             Ok(plugin) => {
                 cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
-                converter_cases(&plugin, depth, &mut cases)?;
+                converter_cases(&plugin, depth, policy, &mut cases)?;
             }
             Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
         },
@@ -214,6 +223,7 @@ fn spec(rate: u32, channels: u16, ms: u64, layout: Layout) -> Spec {
 fn converter_cases(
     plugin: &ConverterPlugin,
     depth: Depth,
+    policy: &LimitPolicy,
     cases: &mut Vec<Case>,
 ) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("scratch dir: {e}"))?;
@@ -416,12 +426,17 @@ fn converter_cases(
         inputs.push((name, file, default_options(), expect));
     }
     for (name, file, options, expect) in inputs {
-        cases.push(run_case(plugin, d, name, file, &options, &expect));
+        let case = run_case(plugin, d, name, file, &options, &expect, policy);
+        let refused = case.required && !case.passed;
+        cases.push(case);
+        if refused && depth == Depth::Quick {
+            return Ok(());
+        }
     }
     // The same input, twice: the same bytes.
     let start = Instant::now();
-    let first = convert_bytes(plugin, &d.join("moovlast.mov"), d, &default_options());
-    let second = convert_bytes(plugin, &d.join("moovlast.mov"), d, &default_options());
+    let first = convert_bytes(plugin, &d.join("moovlast.mov"), d, policy);
+    let second = convert_bytes(plugin, &d.join("moovlast.mov"), d, policy);
     let (passed, detail) = match (first, second) {
         (Ok(a), Ok(b)) if a == b => (true, format!("{} bytes both times", a.len())),
         (Ok(a), Ok(b)) => (
@@ -460,17 +475,21 @@ fn convert_bytes(
     plugin: &ConverterPlugin,
     input: &Path,
     dir: &Path,
-    options: &ConvertOptions,
+    policy: &LimitPolicy,
 ) -> Result<Vec<u8>, String> {
     let out = dir.join("twice.mp3");
     let input = File::open(input).map_err(|e| e.to_string())?;
     let output = File::create(&out).map_err(|e| e.to_string())?;
-    let limits =
-        LimitPolicy::default().limits_for(tapedeck_plugins::media::iso_bmff_duration(&input));
+    let limits = case_limits(policy, &input);
     plugin
-        .convert(&input, &output, options, &limits, &mut |_| {})
+        .convert(&input, &output, &default_options(), &limits, &mut |_| {})
         .map_err(|e| e.to_string())?;
     std::fs::read(&out).map_err(|e| e.to_string())
+}
+
+/// The limits `policy` gives a job of `input`.
+fn case_limits(policy: &LimitPolicy, input: &File) -> tapedeck_plugins::RunLimits {
+    policy.limits_for(tapedeck_plugins::media::iso_bmff_duration(input))
 }
 
 fn run_case(
@@ -480,6 +499,7 @@ fn run_case(
     file: &str,
     options: &ConvertOptions,
     expect: &Expect,
+    policy: &LimitPolicy,
 ) -> Case {
     let out_path = dir.join(format!("{file}.mp3"));
     let start = Instant::now();
@@ -497,9 +517,8 @@ fn run_case(
             };
         }
     };
-    // The default limits a service gives a job of this length.
-    let limits =
-        LimitPolicy::default().limits_for(tapedeck_plugins::media::iso_bmff_duration(&input));
+    // The limits the service gives a job of this length.
+    let limits = case_limits(policy, &input);
     let (result, usage) = plugin.convert_accounted(&input, &output, options, &limits, &mut |_| {});
     let ms = start.elapsed().as_millis() as u64;
     let peak = Some(usage.peak_memory_bytes).filter(|&b| b > 0);

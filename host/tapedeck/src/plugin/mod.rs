@@ -2,6 +2,7 @@
 //! (`wit`), a new project that builds out of the box (`new`), and the conformance suite
 //! (`check`, which `publish` runs too at its quick depth).
 
+pub mod bounded;
 pub mod check;
 
 use std::path::{Path, PathBuf};
@@ -155,7 +156,8 @@ fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
     } else {
         check::Depth::Full
     };
-    match check::check(cache.path(), stage.as_str(), &bytes, depth) {
+    let policy = tapedeck_plugins::LimitPolicy::default();
+    match check::check(cache.path(), stage.as_str(), &bytes, depth, &policy) {
         Ok(report) => {
             if json {
                 println!(

@@ -224,6 +224,7 @@ async fn serve_with_redis(
         auth: None,
     };
     let mut running_worker: Option<Arc<Worker>> = None;
+    let (registry_gate, registry_progress) = registry::Gate::new(pool.clone());
     if config.role.runs_workers() {
         let bytes = component_bytes(
             config.notifier.as_deref(),
@@ -271,12 +272,12 @@ async fn serve_with_redis(
             tenant_defaults: config.tenant_defaults.clone(),
             redis: Some(redis.clone()),
         };
-        let worker = Arc::new(Worker::new(
-            queue.clone(),
-            blobs.clone(),
-            converter,
-            settings,
-        ));
+        // Jobs wait until the registry's version is applied for their scope: a worker
+        // converts with the active component from its first job.
+        let worker = Arc::new(
+            Worker::new(queue.clone(), blobs.clone(), converter, settings)
+                .with_registry_gate(registry_gate.clone()),
+        );
         tasks.spawn(worker.clone().run(stop.clone()));
         running_worker = Some(worker);
     }
@@ -352,6 +353,14 @@ async fn serve_with_redis(
                 )
             }),
         });
+        // Publishing's checks: a few at a time, limited like jobs, billed to the tenant.
+        let plugin_check = Arc::new(crate::plugin::bounded::BoundedCheck::new(
+            cache_dir.clone(),
+            config.limits.clone(),
+            config.max_concurrent_checks,
+            config.max_check_wait,
+            queue.clone(),
+        ));
         let state = AppState {
             pool: pool.clone(),
             redis: redis.clone(),
@@ -361,9 +370,7 @@ async fn serve_with_redis(
             guard: LoginGuard::new(pool.clone()),
             max_upload_bytes: config.max_upload_bytes,
             tenant_defaults: Arc::new(config.tenant_defaults.clone()),
-            plugin_check: Arc::new(registry::RuntimeCheck {
-                cache_dir: cache_dir.clone(),
-            }),
+            plugin_check,
             health,
             bench_routes: config.bench_routes,
             links: LinkSigner::load_or_create(&mut pool.get().await?).await?,
@@ -397,6 +404,7 @@ async fn serve_with_redis(
         blobs.clone(),
         cache_dir.clone(),
         watched,
+        registry_progress,
         stop.clone(),
     ));
     let stopped = stop.clone();

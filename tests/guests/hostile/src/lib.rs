@@ -16,6 +16,10 @@
 //!   `n % 10 < 3`: the flaky canary of the canary tests.
 //! - anything else (`echo`): copies the input to the output and returns a summary.
 //!
+//! Tests that need a converter misbehaving on every input (the conformance check's own
+//! inputs too) patch [`MODE`] in the component's bytes: `tapedeck-mode:spin!!` spins
+//! whatever the input.
+//!
 //! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
 #![cfg(target_arch = "wasm32")]
 
@@ -33,8 +37,18 @@ use crate::tapedeck::plugin::progress;
 
 struct Hostile;
 
+/// `tapedeck-mode:normal` as built; tests replace it in the component's data segment
+/// (same length: the bytes stay a valid component under another digest).
+static MODE: [u8; 20] = *b"tapedeck-mode:normal";
+
 impl Guest for Hostile {
     fn convert(input: &Source, output: &Sink, _options: Options) -> Result<Summary, ConvertError> {
+        // SAFETY: a read of an immutable static; volatile so that the bytes stay in the
+        // data segment and are read there, where a test may have patched them.
+        let mode = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(MODE)) };
+        if mode.ends_with(b"spin!!") {
+            spin()
+        }
         let head = input.read_at(0, 16).map_err(io_error)?;
         let starts = |word: &[u8]| head.starts_with(word);
         if starts(b"loop") {
