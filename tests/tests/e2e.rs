@@ -53,6 +53,15 @@ mod admin_cli;
 #[path = "e2e/registry.rs"]
 mod registry;
 
+/// Issue 20: revocable sessions, tenant incarnations, no enumeration, guess caps.
+#[path = "e2e/sessions.rs"]
+mod sessions;
+
+/// Issue 20: a private data dir and managed Redis, metrics apart from the API, SSE on one
+/// subscription, JSON for hyper's own errors.
+#[path = "e2e/at_rest.rs"]
+mod at_rest;
+
 /// Issue 13: canary rollouts with automatic rollback.
 #[path = "e2e/canary.rs"]
 mod canary;

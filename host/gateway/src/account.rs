@@ -42,8 +42,7 @@ pub struct Registered {
         (status = 201, description = "Created", body = Registered),
         (status = 400, description = "`invalid_input`: not an e-mail address, a weak password",
          body = ErrorBody),
-        (status = 403, description = "`registration_closed`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        (status = 403, description = "`registration_closed`: no such tenant, or it does not allow self-registration (the same answer, so tenants cannot be enumerated)", body = ErrorBody),
         (status = 409, description = "`email_taken`", body = ErrorBody),
     ),
 )]
@@ -52,19 +51,22 @@ pub async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     let tenant_name = body.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
-    let tenant = load_tenant(&state.pool, tenant_name)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !tenant.self_register {
-        return Err(ApiError::Forbidden(
-            "registration_closed",
-            "this tenant does not allow self-registration".into(),
-        ));
-    }
+    // An unknown tenant and a closed one get the same answer, in the same time: which
+    // tenants exist is not for anonymous callers to learn.
+    let tenant = match load_tenant(&state.pool, tenant_name).await? {
+        Some(t) if t.self_register => t,
+        _ => {
+            return Err(ApiError::Forbidden(
+                "registration_closed",
+                "registration is not open for this tenant".into(),
+            ));
+        }
+    };
     let auth = state.auth.for_tenant(&tenant.name).stage.clone();
+    let email = auth.normalize_email(&body.email)?;
+    deliverable(&email)?;
     auth.register(&tenant.name, &body.email, &body.password)
         .await?;
-    let email = auth.normalize_email(&body.email)?;
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -72,6 +74,18 @@ pub async fn register(
             email,
         }),
     ))
+}
+
+/// 400 unless the notifier can send mail to `email` (an address lettre accepts: the
+/// auth stage's own check is looser, e.g. it takes `a@b.c"d`).
+pub fn deliverable(email: &str) -> Result<(), ApiError> {
+    match email.parse::<lettre::Address>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ApiError::BadRequest(
+            "invalid_input",
+            format!("{email:?} is not an address mail can be delivered to"),
+        )),
+    }
 }
 
 /// Issues a token for an e-mail and password. Failed attempts are throttled.
@@ -115,13 +129,31 @@ pub async fn guarded_login(
         .map_err(|_| AuthError::InvalidCredentials)?;
     state.guard.check(tenant, &email, addr).await?;
     let known_tenant = load_tenant(&state.pool, tenant).await?.is_some();
-    let outcome = if known_tenant {
-        auth.login(tenant, &email, password).await
-    } else {
-        Err(AuthError::InvalidCredentials)
+    // An unknown tenant costs the same as a known one (the component pays one hash
+    // verification for an unknown user), so the answer's time does not tell them apart.
+    let issued_at = state
+        .sessions
+        .store
+        .issue_second(tenant, &email, tapedeck_model::now_ms() / 1000)
+        .await?;
+    let outcome = match auth.login(tenant, &email, password, issued_at).await {
+        Ok(_) if !known_tenant => Err(AuthError::InvalidCredentials),
+        other => other,
     };
     match outcome {
         Ok(token) => {
+            // The token works only once its session is recorded (for the tenant's
+            // current incarnation: a tenant deleted meanwhile gives no session).
+            let claims = auth.verify(&token.token).await?;
+            if claims.tenant != tenant
+                || !state
+                    .sessions
+                    .store
+                    .record(tenant, &claims.user_id, &token.token, claims.exp)
+                    .await?
+            {
+                return Err(AuthError::InvalidCredentials.into());
+            }
             state.guard.record_success(tenant, &email, addr).await?;
             Ok(token)
         }
@@ -130,5 +162,26 @@ pub async fn guarded_login(
             Err(AuthError::InvalidCredentials.into())
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deliverable;
+
+    #[test]
+    fn only_addresses_mail_can_reach_are_deliverable() {
+        for ok in ["ann@example.com", "a.b+c@sub.example.org", "x_y@example.co"] {
+            assert!(deliverable(ok).is_ok(), "{ok}");
+        }
+        // Each passes the auth stage's looser check (no space, one `@`, a dotted domain).
+        for bad in [
+            "a(b)@example.com",
+            "a,b@example.com",
+            "a..b@example.com",
+            "a\"b@example.com",
+        ] {
+            assert!(deliverable(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -601,8 +601,9 @@ async fn add_user(
     check_role(&body.role)?;
     let tenant = tenant.to_owned();
     let auth = state.auth.for_tenant(&tenant).stage.clone();
-    auth.register(&tenant, &body.email, &body.password).await?;
     let email = auth.normalize_email(&body.email)?;
+    crate::account::deliverable(&email)?;
+    auth.register(&tenant, &body.email, &body.password).await?;
     let users = UserStore::new(state.pool.clone());
     if body.role != "user" {
         users.set_role(&tenant, &email, &body.role).await?;
@@ -628,8 +629,8 @@ pub struct RoleChange {
 
 /// Changes an account's role (tenant admin).
 ///
-/// A changed role applies from the user's next login (tokens carry the role they were
-/// issued with).
+/// Every session of the account ends (its tokens carry the role they were issued with):
+/// the user logs in again with the new role. The tenant's last admin cannot be demoted.
 #[utoipa::path(
     patch,
     path = "/v1/tenant/users/{email}",
@@ -642,6 +643,7 @@ pub struct RoleChange {
         (status = 400, description = "`invalid_input`: not a role", body = ErrorBody),
         (status = 403, description = "`admin_only`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`last_admin`: the tenant would have no admin", body = ErrorBody),
     ),
 )]
 pub async fn update_user(
@@ -655,9 +657,22 @@ pub async fn update_user(
     let tenant = caller.0.tenant.clone();
     let email = email.trim().to_lowercase();
     let users = UserStore::new(state.pool.clone());
+    let before = users
+        .get(&tenant, &email)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if before.role == body.role {
+        return Ok(Json(UserEnvelope {
+            user: user_json(&before),
+        }));
+    }
+    if before.role == "admin" {
+        refuse_last_admin(&users, &tenant).await?;
+    }
     if !users.set_role(&tenant, &email, &body.role).await? {
         return Err(ApiError::NotFound);
     }
+    state.sessions.end_all(&tenant, &before.id).await?;
     let user = users
         .get(&tenant, &email)
         .await?
@@ -669,8 +684,7 @@ pub async fn update_user(
 
 /// Removes an account (tenant admin).
 ///
-/// Logins fail at once; a token already issued works until it expires; its jobs stay
-/// with the tenant.
+/// Its logins fail and its tokens stop working at once; its jobs stay with the tenant.
 #[utoipa::path(
     delete,
     path = "/v1/tenant/users/{email}",
@@ -697,14 +711,35 @@ pub async fn remove_user(
             "an admin cannot remove their own account".into(),
         ));
     }
-    if UserStore::new(state.pool.clone())
-        .remove(&caller.0.tenant, &email)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
+    let users = UserStore::new(state.pool.clone());
+    let tenant = &caller.0.tenant;
+    let user = users.get(tenant, &email).await?.ok_or(ApiError::NotFound)?;
+    if user.role == "admin" {
+        refuse_last_admin(&users, tenant).await?;
     }
+    if !users.remove(tenant, &email).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.sessions.end_all(tenant, &user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 409 if `tenant` has one admin or none: taking one away would leave nobody to manage
+/// it but the operator.
+async fn refuse_last_admin(users: &UserStore, tenant: &str) -> Result<(), ApiError> {
+    let admins = users
+        .list(tenant)
+        .await?
+        .iter()
+        .filter(|u| u.role == "admin")
+        .count();
+    if admins <= 1 {
+        return Err(ApiError::Conflict(
+            "last_admin",
+            "this is the tenant's last admin: make another user admin first".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Largest component the registry accepts.
@@ -961,16 +996,23 @@ async fn publish(
             }
         })?;
     let size = bytes.len() as u64;
+    // A tenant's component is stored for it: it counts against its quota, like its files.
+    if let Some(tenant) = &owner {
+        charge_quota(state, tenant, size).await?;
+    }
     let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
-    state
+    let put = state
         .blobs
         .put_stream(
             &tapedeck_store::plugins::blob_key(&digest),
             body,
             MAX_PLUGIN_BYTES,
         )
-        .await
-        .map_err(|e| ApiError::internal(format!("storing the component: {e}")))?;
+        .await;
+    if let Err(e) = put {
+        refund_quota(state, owner.as_deref(), size).await;
+        return Err(ApiError::internal(format!("storing the component: {e}")));
+    }
     let plugin = tapedeck_store::plugins::Plugin {
         digest,
         stage,
@@ -983,13 +1025,43 @@ async fn publish(
         smoke_ms: report.smoke_ms,
         owner,
     };
-    let created = tapedeck_store::plugins::publish(&state.pool, &plugin).await?;
-    let status = if created {
+    let created = tapedeck_store::plugins::publish(&state.pool, &plugin).await;
+    if !matches!(created, Ok(true)) {
+        // Not registered by this request (an error, or a concurrent publish won).
+        refund_quota(state, plugin.owner.as_deref(), size).await;
+    }
+    let status = if created? {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(PluginEnvelope { plugin })))
+}
+
+/// Adds `bytes` of a tenant's own component to what the tenant stores, if its quota
+/// (`quota_bytes`) holds them; else the quota's `limit_exceeded` refusal.
+async fn charge_quota(state: &AppState, tenant: &str, bytes: u64) -> Result<(), ApiError> {
+    let t = existing(state, tenant).await?;
+    let quota = t.effective(&state.tenant_defaults).quota_bytes;
+    if usage::charge_stored(&state.pool, tenant, bytes, quota).await? {
+        return Ok(());
+    }
+    let current = usage::stored_bytes(&state.pool, tenant).await?;
+    Err(ApiError::limit(
+        "quota_bytes",
+        quota.unwrap_or(0),
+        t.limits.layer_of("quota_bytes", &state.tenant_defaults),
+        current,
+    ))
+}
+
+/// Gives back what [`charge_quota`] charged for a component that was not registered.
+async fn refund_quota(state: &AppState, tenant: Option<&str>, bytes: u64) {
+    if let Some(tenant) = tenant
+        && let Err(e) = usage::release_stored(&state.pool, tenant, bytes).await
+    {
+        tracing::warn!(tenant, error = %e, "could not give back a component's quota");
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

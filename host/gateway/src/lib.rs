@@ -15,13 +15,16 @@ pub mod account;
 pub mod admin;
 pub mod compat;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod listener;
 pub mod login_guard;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod sessions;
 pub mod tenants;
 pub mod upload;
 pub mod web;
@@ -53,8 +56,10 @@ use tapedeck_store::queue::JobQueue;
 pub struct AppState {
     /// Pooled Redis connections for commands.
     pub pool: Pool,
-    /// Opens the dedicated connections SSE subscriptions need.
-    pub redis: redis::Client,
+    /// The process's one subscription to job events, fanned out to SSE streams.
+    pub events: events::JobEvents,
+    /// The per-user cap on open SSE streams.
+    pub stream_cap: events::StreamCap,
     /// Job records and streams.
     pub queue: JobQueue,
     /// Uploads and MP3s.
@@ -63,6 +68,8 @@ pub struct AppState {
     pub auth: Stage<dyn Authenticator>,
     /// Failed-login throttling.
     pub guard: LoginGuard,
+    /// Which tokens still have a session.
+    pub sessions: sessions::SessionGate,
     /// Server-wide upload limit (a tenant's may only be lower).
     pub max_upload_bytes: u64,
     /// The server defaults of the tenant limits (settings).
@@ -81,8 +88,6 @@ pub struct AppState {
     pub webhook_allow: Arc<Vec<IpNet>>,
     /// The folder mail is written to when no SMTP server is set (`None`: SMTP).
     pub outbox: Option<std::path::PathBuf>,
-    /// Renders `/metrics` (`None`: not served).
-    pub metrics: Option<metrics::MetricsRender>,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).
@@ -96,20 +101,28 @@ impl FromRequestParts<AppState> for Caller {
             "invalid_token",
             "missing, invalid or expired token",
         ))?;
+        if let Some(claims) = state.sessions.cached(token) {
+            return Ok(Caller(claims));
+        }
         // A tenant may run its own auth component: the token names its tenant, which
         // picks the component that checks it; the verified claims must agree.
-        let Some(tenant) = claimed_tenant(token) else {
-            let auth = state.auth.current().stage.clone();
-            return Ok(Caller(auth.verify(token).await?));
+        let claims = match claimed_tenant(token) {
+            None => state.auth.current().stage.clone().verify(token).await?,
+            Some(tenant) => {
+                let auth = state.auth.for_tenant(&tenant).stage.clone();
+                let claims = auth.verify(token).await?;
+                if claims.tenant != tenant {
+                    return Err(ApiError::Unauthorized(
+                        "invalid_token",
+                        "missing, invalid or expired token",
+                    ));
+                }
+                claims
+            }
         };
-        let auth = state.auth.for_tenant(&tenant).stage.clone();
-        let claims = auth.verify(token).await?;
-        if claims.tenant != tenant {
-            return Err(ApiError::Unauthorized(
-                "invalid_token",
-                "missing, invalid or expired token",
-            ));
-        }
+        // A genuine token is not enough: its session must still exist (not logged out,
+        // not ended by a role or password change, a removal, or its tenant's deletion).
+        state.sessions.check(token, &claims).await?;
         Ok(Caller(claims))
     }
 }
@@ -148,6 +161,9 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/auth/register", post(account::register))
         .route("/auth/login", post(account::login))
+        .route("/auth/logout", post(sessions::logout))
+        .route("/auth/logout-all", post(sessions::logout_all))
+        .route("/auth/password", post(sessions::change_password))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show).delete(jobs::remove))
         .route("/jobs/{id}/retry", post(jobs::retry))
@@ -222,9 +238,6 @@ pub fn app(state: AppState) -> Router {
             "/bench/unauthenticated/jobs/{id}",
             get(jobs::show_unauthenticated),
         );
-    }
-    if let Some(render) = state.metrics.clone() {
-        root = root.merge(metrics::routes(render));
     }
     root.nest("/v1", v1)
         .route("/login", post(compat::login))

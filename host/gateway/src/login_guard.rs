@@ -9,6 +9,13 @@
 //!   guesses from many addresses stay slow while the owner, from their own address, still
 //!   gets in.
 //!
+//! - per account, once its failures pass `per_account`: a token bucket
+//!   (`guess_burst` attempts, refilled at `guesses_per_minute`) caps the attempts from
+//!   addresses the account never logged in from, so guesses spread over many addresses
+//!   get a few per minute in all. Addresses the account logged in from successfully (the
+//!   last 20, for 90 days) skip the cap and the slowing: the owner is never locked out
+//!   of a correct password from a known address.
+//!
 //! A successful login clears the account's counts. The client address is the peer's,
 //! or, when the peer is a trusted proxy, the one it names in `X-Forwarded-For`
 //! ([`ClientAddr`]).
@@ -39,11 +46,35 @@ pub struct LoginGuard {
     pub max_delay: Duration,
     /// How long failures are remembered (and a refused client must wait at most).
     pub window: Duration,
+    /// Attempts an account under attack allows at once from unknown addresses.
+    pub guess_burst: u64,
+    /// ... and then per minute.
+    pub guesses_per_minute: u64,
 }
 
+/// Takes one attempt from an account's bucket. KEYS: bucket. ARGV: now ms, capacity,
+/// ms per attempt, TTL s. Returns 0, or the ms until an attempt is available.
+const TAKE_ATTEMPT: &str = r"
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local cap, per, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[1])
+local tokens = tonumber(b[1]) or cap
+local at = tonumber(b[2]) or now
+tokens = math.min(cap, tokens + math.max(0, now - at) / per)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * per) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return wait
+";
+
+/// Addresses remembered per account as known, and for how long.
+const KNOWN_ADDRESSES: isize = 20;
+const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+
 use tapedeck_store::keys::{
-    login_fail_account_key as account_key, login_fail_address_key as address_key,
-    login_fail_pair_key as pair_key,
+    login_bucket_key as bucket_key, login_fail_account_key as account_key,
+    login_fail_address_key as address_key, login_fail_pair_key as pair_key,
+    login_known_key as known_key,
 };
 
 /// The delay for an account with `failures` failed logins (0 up to `threshold`).
@@ -64,6 +95,8 @@ impl LoginGuard {
             per_account: 5,
             max_delay: Duration::from_secs(5),
             window: Duration::from_secs(15 * 60),
+            guess_burst: 3,
+            guesses_per_minute: 3,
         }
     }
 
@@ -91,9 +124,37 @@ impl LoginGuard {
                 return Err(ApiError::TooManyRequests(ttl.max(1) as u64));
             }
         }
-        let failures: Option<u64> = conn.get(account_key(tenant, email)).await?;
+        let failures: u64 = conn
+            .get::<_, Option<u64>>(account_key(tenant, email))
+            .await?
+            .unwrap_or(0);
+        if failures < self.per_account {
+            return Ok(());
+        }
+        // Under attack: a known address goes through as if nothing happened; any other
+        // takes an attempt from the account's bucket.
+        if let Some(addr) = addr {
+            let seen: Option<f64> = conn
+                .zscore(known_key(tenant, email), addr.to_string())
+                .await?;
+            if seen.is_some() {
+                return Ok(());
+            }
+        }
+        let per_attempt_ms = 60_000 / self.guesses_per_minute.max(1);
+        let wait_ms: u64 = redis::Script::new(TAKE_ATTEMPT)
+            .key(bucket_key(tenant, email))
+            .arg(tapedeck_model::now_ms())
+            .arg(self.guess_burst.max(1))
+            .arg(per_attempt_ms)
+            .arg(self.window.as_secs())
+            .invoke_async(&mut conn)
+            .await?;
+        if wait_ms > 0 {
+            return Err(ApiError::TooManyRequests(wait_ms.div_ceil(1000)));
+        }
         drop(conn);
-        let delay = slow_down(failures.unwrap_or(0), self.per_account, self.max_delay);
+        let delay = slow_down(failures, self.per_account, self.max_delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -131,11 +192,22 @@ impl LoginGuard {
         addr: Option<IpAddr>,
     ) -> Result<(), ApiError> {
         let mut conn = self.pool.get().await?;
-        let mut keys = vec![account_key(tenant, email)];
+        let mut keys = vec![account_key(tenant, email), bucket_key(tenant, email)];
         if let Some(addr) = addr {
             keys.push(pair_key(tenant, email, addr));
         }
-        let _: () = conn.del(keys).await?;
+        let mut pipe = redis::pipe();
+        pipe.del(keys).ignore();
+        if let Some(addr) = addr {
+            let known = known_key(tenant, email);
+            pipe.zadd(&known, addr.to_string(), tapedeck_model::now_ms())
+                .ignore()
+                .zremrangebyrank(&known, 0, -(KNOWN_ADDRESSES + 1))
+                .ignore()
+                .expire(&known, KNOWN_FOR.as_secs() as i64)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 }

@@ -1575,6 +1575,11 @@ function init() {
   onSubmit('#operator-form', operatorSignIn);
   $('#signout').addEventListener('click', () => {
     if (activeUploads.size && !confirm('Uploads are still running. Sign out and cancel them?')) return;
+    // End the session on the server too: the token stops working everywhere, not only here.
+    if (session?.kind !== 'operator' && session?.token) {
+      fetch('/v1/auth/logout', { method: 'POST', headers: { authorization: `Bearer ${session.token}` } })
+        .catch(() => {});
+    }
     signOut('You are signed out.', 'ok');
   });
 

@@ -56,13 +56,25 @@ pub trait Authenticator: Send + Sync + 'static {
         email: &'a str,
         password: &'a str,
     ) -> BoxFuture<'a, Result<(), AuthError>>;
+    /// Issues a token stamped `issued_at` (unix s; the caller makes it unique per account,
+    /// so that no two logins share a token).
     fn login<'a>(
         &'a self,
         tenant: &'a str,
         email: &'a str,
         password: &'a str,
+        issued_at: u64,
     ) -> BoxFuture<'a, Result<IssuedToken, AuthError>>;
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, AuthError>>;
+    /// Replaces the password of an existing user (the caller checked the current one);
+    /// `InvalidInput` if the new one breaks the policy, `InvalidCredentials` if there is
+    /// no such user.
+    fn change_password<'a>(
+        &'a self,
+        tenant: &'a str,
+        email: &'a str,
+        new_password: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuthError>>;
     /// The address as the auth stage stores it (one rule for the whole service), or
     /// `InvalidInput` if it is not an address.
     fn normalize_email(&self, email: &str) -> Result<String, AuthError>;

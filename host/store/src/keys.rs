@@ -67,6 +67,12 @@ pub fn job_rate_key(tenant: &str, start: u64) -> String {
 pub fn events_channel(id: &str) -> String {
     format!("td:events:{id}")
 }
+/// The pattern of every job's events channel: each gateway's one `PSUBSCRIBE`.
+pub const EVENTS_PATTERN: &str = "td:events:*";
+/// The job id of an events channel.
+pub fn job_of_events_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("td:events:")
+}
 /// Pub/sub channel on which deleting a converting job asks the worker running it to stop
 /// (JSON `{"tenant", "job"}`); every worker process subscribes once.
 pub const JOB_CANCEL_CHANNEL: &str = "td:jobs:cancel";
@@ -126,6 +132,32 @@ pub fn tenant_key(name: &str) -> String {
 /// A user (hash), by tenant and normalized email.
 pub fn user_key(tenant: &str, email: &str) -> String {
     format!("{}user:{email}", tenant_prefix(tenant))
+}
+/// A login session (hash: `user` id, `inc` the tenant's incarnation when it began),
+/// by the SHA-256 (hex) of its token; expires with the token. A token without one is
+/// refused: deleting it ends the session.
+pub fn session_key(tenant: &str, token_sha256: &str) -> String {
+    format!("{}session:{token_sha256}", tenant_prefix(tenant))
+}
+/// The last second a token was issued at for an account (string, TTL 2 min): logins
+/// within one second get the seconds after it, so no two tokens are the same.
+pub fn last_issue_key(tenant: &str, email: &str) -> String {
+    format!("{}issued:{email}", tenant_prefix(tenant))
+}
+/// The sessions of one user (set of token SHA-256s), so that all of them can end at
+/// once (role or password change, removal, `logout-all`).
+pub fn user_sessions_key(tenant: &str, user_id: &str) -> String {
+    format!("{}sessions:{user_id}", tenant_prefix(tenant))
+}
+/// Login attempts an account may still make from addresses it never logged in from,
+/// once its failures began (hash: `tokens`, `at` ms; a token bucket; TTL).
+pub fn login_bucket_key(tenant: &str, email: &str) -> String {
+    format!("td:loginfail:bucket:{tenant}:{email}")
+}
+/// Addresses an account logged in from successfully (zset: address, score = last
+/// success ms; trimmed, TTL): these skip the account's guess cap.
+pub fn login_known_key(tenant: &str, email: &str) -> String {
+    format!("td:login:known:{tenant}:{email}")
 }
 /// SHA-256 (hex) of the operator token (string).
 pub const ADMIN_TOKEN_HASH: &str = "td:admin:token-sha256";
@@ -229,6 +261,9 @@ mod tests {
             notify_settings_key(t),
             tenant_key(t),
             user_key(t, "a@b.c"),
+            session_key(t, "ab"),
+            user_sessions_key(t, "u1"),
+            last_issue_key(t, "a@b.c"),
         ] {
             assert_eq!(hash_tag(&key), t, "{key}");
         }

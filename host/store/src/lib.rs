@@ -9,6 +9,7 @@
 //!   usage counters, enqueue-time limits.
 //! - `sched`: weighted fair dispatch across tenants (stride scheduling), leases, retries.
 //! - `streams`: the consumer-group protocol both pipelines use.
+//! - `sessions`: login sessions (what makes tokens revocable).
 //! - `tenants` (and their limits), `usage`, `users` (and the operator token),
 //!   `notify_settings`, `links`, `plugins` (the plugin registry).
 
@@ -19,6 +20,7 @@ pub mod notify_settings;
 pub mod plugins;
 pub mod queue;
 pub mod sched;
+pub mod sessions;
 pub mod streams;
 pub mod tenants;
 pub mod usage;

@@ -49,6 +49,13 @@ pub async fn ensure_default_tenant(pool: &Pool) -> anyhow::Result<()> {
     let _: bool = conn
         .hset_nx(tenant_key(DEFAULT_TENANT), "self_register", "1")
         .await?;
+    let _: bool = conn
+        .hset_nx(
+            tenant_key(DEFAULT_TENANT),
+            "incarnation",
+            crate::sessions::new_incarnation(),
+        )
+        .await?;
     let _: () = conn.sadd(TENANTS, DEFAULT_TENANT).await?;
     Ok(())
 }
@@ -127,6 +134,15 @@ pub async fn create(
     if !created {
         return Ok(false);
     }
+    // Tokens and sessions are bound to this id, not to the name: a tenant deleted and
+    // created again is a new incarnation, which none of the old tokens open.
+    let _: () = conn
+        .hset(
+            tenant_key(name),
+            "incarnation",
+            crate::sessions::new_incarnation(),
+        )
+        .await?;
     let fields: Vec<(&str, u64)> = limits.iter().collect();
     if !fields.is_empty() {
         let _: () = conn.hset_multiple(tenant_key(name), &fields).await?;

@@ -116,6 +116,26 @@ impl UserStore {
         Ok(exists)
     }
 
+    /// Replaces a user's password hash (a PHC string the auth stage made); false if
+    /// there is no such user.
+    pub async fn set_password_hash(
+        &self,
+        tenant: &str,
+        email: &str,
+        hash: &str,
+    ) -> Result<bool, AuthError> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        let key = user_key(tenant, email);
+        let exists: bool = conn.exists(&key).await.map_err(backend)?;
+        if exists {
+            let _: () = conn
+                .hset(&key, "password_hash", hash)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(exists)
+    }
+
     /// Removes a user; false if there was none.
     pub async fn remove(&self, tenant: &str, email: &str) -> Result<bool, AuthError> {
         let mut conn = self.pool.get().await.map_err(backend)?;

@@ -5,18 +5,21 @@
 //! | flag / TOML key            | env var                          | default            |
 //! |----------------------------|----------------------------------|--------------------|
 //! | `listen`                   | `TAPEDECK_LISTEN`                | `127.0.0.1:8080`   |
+//! | `metrics_listen`           | `TAPEDECK_METRICS_LISTEN`        | `127.0.0.1:9464` (Prometheus `/metrics`, apart from the API; `off`: none) |
 //! | `data_dir`                 | `TAPEDECK_DATA_DIR`              | `./data`           |
 //! | `role`                     | `TAPEDECK_ROLE`                  | `all`              |
 //! | `redis_url`                | `REDIS_URL`                      | managed redis-server |
 //! | `blob_url`                 | `TAPEDECK_BLOB_URL`              | `{data_dir}/blobs` (`s3://bucket/prefix` for S3) |
 //! | `workers`                  | `TAPEDECK_WORKERS`               | 2 conversions at once |
 //! | `max_upload_bytes`         | `TAPEDECK_MAX_UPLOAD_BYTES`      | 1 GiB              |
+//! | `max_event_streams_per_user` | `TAPEDECK_MAX_EVENT_STREAMS_PER_USER` | 8 (SSE streams one user may hold open on one gateway) |
 //! | `max_attempts`             | `TAPEDECK_MAX_ATTEMPTS`          | 4                  |
 //! | `max_concurrent_checks`    | `TAPEDECK_MAX_CONCURRENT_CHECKS` | 1 (conformance checks of published components running at once in this process) |
 //! | `max_check_wait_secs`      | `TAPEDECK_MAX_CHECK_WAIT_SECS`   | 30 (how long a publish waits for a check slot before a 503 `checks_busy`) |
 //! | `visibility_timeout_secs`  | `TAPEDECK_VISIBILITY_TIMEOUT_SECS` | 60               |
 //! | `retry_base_ms`            | `TAPEDECK_RETRY_BASE_MS`         | 2000               |
 //! | `token_ttl_secs`           | `TAPEDECK_TOKEN_TTL_SECS`        | 86400              |
+//! | `session_cache_ms`         | `TAPEDECK_SESSION_CACHE_MS`      | 1000 (how long a gateway trusts a checked session: a revocation reaches every gateway within it; 0..=2000) |
 //! | `redis_server`             | `TAPEDECK_REDIS_SERVER`          | `redis-server` on `PATH` |
 //! | `converter`                | `TAPEDECK_CONVERTER`             | the embedded converter component |
 //! | `shutdown_timeout_secs`    | `TAPEDECK_SHUTDOWN_TIMEOUT_SECS` | 20                 |
@@ -76,6 +79,10 @@ pub struct Settings {
     /// Address of the HTTP API [default: 127.0.0.1:8080].
     #[arg(long, env = "TAPEDECK_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of Prometheus `/metrics`, never served on the API's `listen`; `off` for
+    /// none [default: 127.0.0.1:9464].
+    #[arg(long, env = "TAPEDECK_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Directory for the managed Redis, local blobs and temp files [default: ./data].
     #[arg(long, env = "TAPEDECK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -94,6 +101,10 @@ pub struct Settings {
     /// Server-wide upload limit; tenants may set a lower one [default: 1 GiB].
     #[arg(long, env = "TAPEDECK_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Job event streams (SSE) one user may hold open on this gateway; more are a 429
+    /// [default: 8].
+    #[arg(long, env = "TAPEDECK_MAX_EVENT_STREAMS_PER_USER")]
+    pub max_event_streams_per_user: Option<usize>,
     /// Conversion attempts before a job is dead-lettered [default: 4].
     #[arg(long, env = "TAPEDECK_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
@@ -114,6 +125,9 @@ pub struct Settings {
     /// Lifetime of login tokens [default: 86400].
     #[arg(long, env = "TAPEDECK_TOKEN_TTL_SECS")]
     pub token_ttl_secs: Option<u64>,
+    /// How long a gateway trusts a checked session, in ms (0..=2000) [default: 1000].
+    #[arg(long, env = "TAPEDECK_SESSION_CACHE_MS")]
+    pub session_cache_ms: Option<u64>,
     /// redis-server binary for the managed Redis [default: redis-server].
     #[arg(long, env = "TAPEDECK_REDIS_SERVER")]
     pub redis_server: Option<PathBuf>,
@@ -196,12 +210,16 @@ impl Settings {
     fn or(self, fallback: Settings) -> Settings {
         Settings {
             listen: self.listen.or(fallback.listen),
+            metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
             data_dir: self.data_dir.or(fallback.data_dir),
             role: self.role.or(fallback.role),
             redis_url: self.redis_url.or(fallback.redis_url),
             blob_url: self.blob_url.or(fallback.blob_url),
             workers: self.workers.or(fallback.workers),
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
+            max_event_streams_per_user: self
+                .max_event_streams_per_user
+                .or(fallback.max_event_streams_per_user),
             max_attempts: self.max_attempts.or(fallback.max_attempts),
             max_concurrent_checks: self
                 .max_concurrent_checks
@@ -212,6 +230,7 @@ impl Settings {
                 .or(fallback.visibility_timeout_secs),
             retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
             token_ttl_secs: self.token_ttl_secs.or(fallback.token_ttl_secs),
+            session_cache_ms: self.session_cache_ms.or(fallback.session_cache_ms),
             redis_server: self.redis_server.or(fallback.redis_server),
             converter: self.converter.or(fallback.converter),
             shutdown_timeout_secs: self
@@ -243,10 +262,53 @@ impl Settings {
     }
 }
 
+/// Where a process serves Prometheus `/metrics`: on a listener of its own, never on the
+/// API's, because the series name every tenant and count their jobs, logins and plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// Not served.
+    Off,
+    /// Served on `addr`. `configured`: given by the operator, so failing to bind it is an
+    /// error; the default (loopback 9464) taken by another process on the same machine
+    /// is only a warning.
+    At { addr: SocketAddr, configured: bool },
+}
+
+impl MetricsListen {
+    /// The default address: loopback only.
+    pub const DEFAULT: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+    /// `off`, an address, or `None` for the default.
+    fn parse(given: Option<&str>) -> anyhow::Result<Self> {
+        match given.map(str::trim) {
+            None | Some("") => Ok(MetricsListen::At {
+                addr: Self::DEFAULT,
+                configured: false,
+            }),
+            Some(off) if off.eq_ignore_ascii_case("off") => Ok(MetricsListen::Off),
+            Some(addr) => addr
+                .parse()
+                .map(|addr| MetricsListen::At {
+                    addr,
+                    configured: true,
+                })
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics_listen must be an address such as 127.0.0.1:9464, or off \
+                         (got {addr:?})"
+                    )
+                }),
+        }
+    }
+}
+
 /// The resolved configuration of one `tapedeck serve` process.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_listen: MetricsListen,
     pub data_dir: PathBuf,
     pub role: Role,
     /// `None`: start a managed redis-server.
@@ -254,6 +316,8 @@ pub struct ServiceConfig {
     pub blob_url: String,
     pub workers: usize,
     pub max_upload_bytes: u64,
+    /// SSE streams one user may hold open on this gateway.
+    pub max_event_streams_per_user: usize,
     pub max_attempts: u32,
     /// Conformance checks run at once by this process.
     pub max_concurrent_checks: usize,
@@ -262,6 +326,8 @@ pub struct ServiceConfig {
     pub visibility_timeout: Duration,
     pub retry_base: Duration,
     pub token_ttl: Duration,
+    /// How long a checked session is trusted without asking Redis (at most 2 s).
+    pub session_cache: Duration,
     pub redis_server: PathBuf,
     /// `None`: the embedded converter.
     pub converter: Option<PathBuf>,
@@ -361,17 +427,20 @@ impl ServiceConfig {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let config = ServiceConfig {
             listen,
+            metrics_listen: MetricsListen::parse(s.metrics_listen.as_deref())?,
             role: s.role.unwrap_or(Role::All),
             redis_url: s.redis_url.filter(|u| !u.is_empty()),
             blob_url,
             workers: s.workers.unwrap_or(2).max(1),
             max_upload_bytes: s.max_upload_bytes.unwrap_or(1 << 30),
+            max_event_streams_per_user: s.max_event_streams_per_user.unwrap_or(8).max(1),
             max_attempts: s.max_attempts.unwrap_or(4).max(1),
             max_concurrent_checks: s.max_concurrent_checks.unwrap_or(1).max(1),
             max_check_wait: Duration::from_secs(s.max_check_wait_secs.unwrap_or(30)),
             visibility_timeout: Duration::from_secs(s.visibility_timeout_secs.unwrap_or(60).max(1)),
             retry_base: Duration::from_millis(s.retry_base_ms.unwrap_or(2000)),
             token_ttl: Duration::from_secs(s.token_ttl_secs.unwrap_or(86_400)),
+            session_cache: Duration::from_millis(s.session_cache_ms.unwrap_or(1000).min(2000)),
             redis_server: s
                 .redis_server
                 .unwrap_or_else(|| PathBuf::from("redis-server")),
@@ -475,6 +544,33 @@ mod tests {
             ..Settings::default()
         };
         assert!(ServiceConfig::resolve(bad, None).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_off() {
+        let c = ServiceConfig::resolve(Settings::default(), None).unwrap();
+        assert_eq!(
+            c.metrics_listen,
+            MetricsListen::At {
+                addr: "127.0.0.1:9464".parse().unwrap(),
+                configured: false
+            }
+        );
+        let given = |v: &str| Settings {
+            metrics_listen: Some(v.into()),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(given("OFF"), None).unwrap();
+        assert_eq!(c.metrics_listen, MetricsListen::Off);
+        let c = ServiceConfig::resolve(given("0.0.0.0:9100"), None).unwrap();
+        assert_eq!(
+            c.metrics_listen,
+            MetricsListen::At {
+                addr: "0.0.0.0:9100".parse().unwrap(),
+                configured: true
+            }
+        );
+        assert!(ServiceConfig::resolve(given("9100"), None).is_err());
     }
 
     #[test]

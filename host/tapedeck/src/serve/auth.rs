@@ -141,6 +141,24 @@ impl UserDirectory for RedisDirectory {
     }
 }
 
+/// What `change_password` gives the component as its user store: the user looks absent,
+/// so `register` hashes the new password (under the component's own policy and
+/// parameters), and the record it would insert is captured instead of stored.
+struct CaptureDirectory {
+    captured: std::sync::Mutex<Option<wit::UserRecord>>,
+}
+
+impl UserDirectory for CaptureDirectory {
+    fn get(&self, _tenant: &str, _email: &str) -> Result<Option<wit::UserRecord>, String> {
+        Ok(None)
+    }
+
+    fn insert(&self, user: &wit::UserRecord) -> Result<bool, String> {
+        *self.captured.lock().map_err(|e| e.to_string())? = Some(user.clone());
+        Ok(true)
+    }
+}
+
 fn role_name(role: wit::Role) -> &'static str {
     match role {
         wit::Role::Admin => "admin",
@@ -198,12 +216,20 @@ impl Authenticator for ComponentAuthenticator {
         tenant: &'a str,
         email: &'a str,
         password: &'a str,
+        issued_at: u64,
     ) -> BoxFuture<'a, Result<IssuedToken, AuthError>> {
         let (tenant, email, password) = (tenant.to_owned(), email.to_owned(), password.to_owned());
         Box::pin(async move {
             let (who, digest) = (tenant.clone(), self.plugin.digest().to_owned());
             let session = self
-                .blocking(move |plugin, cx| plugin.login(cx, &tenant, &email, &password))
+                .blocking(move |plugin, cx| {
+                    // The clock the component issues by: the second the caller reserved.
+                    let cx = AuthContext {
+                        now_seconds: issued_at,
+                        ..cx.clone()
+                    };
+                    plugin.login(&cx, &tenant, &email, &password)
+                })
                 .await;
             let outcome = if session.is_ok() { "ok" } else { "refused" };
             // Logins only: verify runs on every request and is counted nowhere.
@@ -234,6 +260,53 @@ impl Authenticator for ComponentAuthenticator {
                 .map_err(|e| AuthError::Backend(format!("auth component: {e}")))?
                 .map(claims_from_wit)
                 .map_err(from_wit)
+        })
+    }
+
+    fn change_password<'a>(
+        &'a self,
+        tenant: &'a str,
+        email: &'a str,
+        new_password: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
+        let (tenant, email, password) =
+            (tenant.to_owned(), email.to_owned(), new_password.to_owned());
+        Box::pin(async move {
+            let email = self.normalize_email(&email)?;
+            let capture = Arc::new(CaptureDirectory {
+                captured: std::sync::Mutex::new(None),
+            });
+            let cx = self.context(capture.clone());
+            let plugin = self.plugin.clone();
+            let (t, e) = (tenant.clone(), email.clone());
+            tokio::task::spawn_blocking(move || {
+                plugin.register(&cx, &t, &e, &password, wit::Role::User)
+            })
+            .await
+            .map_err(|e| AuthError::Backend(e.to_string()))?
+            .map_err(|e| AuthError::Backend(format!("auth component: {e}")))?
+            .map_err(from_wit)?;
+            let record = capture
+                .captured
+                .lock()
+                .map_err(|e| AuthError::Backend(e.to_string()))?
+                .take()
+                .ok_or_else(|| AuthError::Backend("the auth component stored no hash".into()))?;
+            // Never trust the guest: it must have hashed for this account.
+            if record.tenant != tenant || record.email != email || record.password_hash.is_empty() {
+                return Err(AuthError::Backend(
+                    "the auth component hashed for another account".into(),
+                ));
+            }
+            if self
+                .users
+                .set_password_hash(&tenant, &email, &record.password_hash)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(AuthError::InvalidCredentials)
+            }
         })
     }
 

@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Role, ServiceConfig, Settings};
 use auth::ComponentAuthenticator;
+use axum::serve::ListenerExt;
 use managed_redis::ManagedRedis;
 use tapedeck_blobs::BlobStore;
 use tapedeck_gateway::health::Health;
+use tapedeck_gateway::listener::ApiListener;
 use tapedeck_gateway::login_guard::LoginGuard;
 use tapedeck_gateway::{AppState, app};
 use tapedeck_model::notify::Composer;
@@ -75,8 +77,15 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     result
 }
 
-/// Creates the data dir and checks that this process can write in it, naming it if not.
+/// Makes the data dir private to this process's user and checks that it can write in
+/// it, naming it if not. From here on every file and directory the process (and its
+/// children: the managed redis-server, plugin runners) creates is 0600 / 0700 whatever
+/// umask it was started with: uploads, MP3s, the AOF, keys, compiled components, mail.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    // SAFETY: umask(2) cannot fail; it only changes this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let fail = |e: std::io::Error| {
         anyhow::anyhow!(
             "the data dir {} is not usable ({e}); set --data-dir / TAPEDECK_DATA_DIR to a \
@@ -84,11 +93,35 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         )
     };
-    std::fs::create_dir_all(dir).map_err(fail)?;
+    private_dir(dir).map_err(fail)?;
     tempfile::Builder::new()
         .prefix(".write-check-")
         .tempfile_in(dir)
         .map_err(fail)?;
+    Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or makes an existing one 0700, so
+/// no other local user can list or enter it (files of a data dir written by an older
+/// version or under a wider umask become unreachable with it). A directory this user
+/// does not own (a volume mounted by the orchestrator) keeps its mode, with a warning.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o7777),
+                "not the owner of this directory: could not make it private (0700)"
+            ),
+            other => other?,
+        }
+    }
     Ok(())
 }
 
@@ -203,6 +236,11 @@ async fn serve_with_redis(
     let bound = listener.local_addr()?;
     // One line on stdout, for whoever started us (tests bind port 0 and read it).
     println!("listening on http://{bound}");
+    let metrics_listener = metrics::bind(config.metrics_listen).await?;
+    if let Some(listener) = &metrics_listener {
+        // The second line, when metrics are served.
+        println!("metrics on http://{}", listener.local_addr()?);
+    }
     let public_url = config
         .public_url
         .clone()
@@ -363,11 +401,16 @@ async fn serve_with_redis(
         ));
         let state = AppState {
             pool: pool.clone(),
-            redis: redis.clone(),
+            events: tapedeck_gateway::events::JobEvents::start(redis.clone()),
+            stream_cap: tapedeck_gateway::events::StreamCap::new(config.max_event_streams_per_user),
             queue,
             blobs: blobs.clone(),
             auth: auth_stage,
             guard: LoginGuard::new(pool.clone()),
+            sessions: tapedeck_gateway::sessions::SessionGate::new(
+                tapedeck_store::sessions::Sessions::new(pool.clone()),
+                config.session_cache,
+            ),
             max_upload_bytes: config.max_upload_bytes,
             tenant_defaults: Arc::new(config.tenant_defaults.clone()),
             plugin_check,
@@ -380,7 +423,6 @@ async fn serve_with_redis(
                 .smtp_url
                 .is_none()
                 .then(|| config.data_dir.join("outbox")),
-            metrics: metrics::render(pool.clone()),
         };
         tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
         app(state)
@@ -390,12 +432,11 @@ async fn serve_with_redis(
             workers = config.workers,
             "worker running; serving /healthz and /readyz"
         );
-        let router = tapedeck_gateway::health::worker_app(health);
-        match metrics::render(pool.clone()) {
-            Some(render) => router.merge(tapedeck_gateway::metrics::routes(render)),
-            None => router,
-        }
+        tapedeck_gateway::health::worker_app(health)
     };
+    if let (Some(listener), Some(render)) = (metrics_listener, metrics::render(pool.clone())) {
+        tasks.spawn(metrics::serve(listener, render, stop.clone()));
+    }
     // Hot swap: this process's stages (auth in gateways, converter and notifier in
     // workers) follow what the operator activates.
     tasks.spawn(registry::watch(
@@ -410,6 +451,9 @@ async fn serve_with_redis(
     let stopped = stop.clone();
     tasks.spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // hyper's own 414/431 answers in the API's JSON shape; `tap_io` keeps the peer
+        // address for `ConnectInfo`.
+        let listener = ApiListener(listener).tap_io(|_| ());
         if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(stopped.cancelled_owned())
             .await
