@@ -335,3 +335,63 @@ async fn an_mp3_the_quota_cannot_hold_fails_the_job_and_is_not_kept() {
     let usage = admin.get_json("/v1/tenant/usage").await;
     assert_eq!(usage["stored_bytes"], size, "{usage}");
 }
+
+/// Point 17, components: a tenant's own published component counts against its quota;
+/// one the quota cannot hold is refused with `limit_exceeded` and charges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_published_components_count_against_its_quota() {
+    let s = stack(vec![("admin-token", OPERATOR.to_string())]);
+    let op = s.api.with_token(OPERATOR);
+    let hostile = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let speech = std::fs::read(env!("TAPEDECK_SPEECH_WASM")).unwrap();
+    let quota = (hostile.len() + speech.len() - 1) as u64;
+    let r = op
+        .post("/v1/admin/tenants")
+        .json(&json!({"name": "makers", "self_register": true, "limits": {"quota_bytes": quota}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = op
+        .patch("/v1/admin/tenants/makers")
+        .json(&json!({"allow_plugins": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let admin = s
+        .api
+        .signed_up_admin(&s.redis, "makers", "maker@example.com")
+        .await;
+    let publish = async |bytes: Vec<u8>| {
+        let form = reqwest::multipart::Form::new()
+            .text("stage", "converter")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("mine.wasm"),
+            );
+        admin
+            .post("/v1/tenant/plugins")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = publish(hostile.clone()).await;
+    assert_eq!(r.status(), 201);
+    let usage = admin.get_json("/v1/tenant/usage").await;
+    assert_eq!(usage["stored_bytes"], hostile.len(), "{usage}");
+
+    let r = publish(speech).await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "limit_exceeded", "{v}");
+    assert_eq!(v["error"]["limit"], "quota_bytes", "{v}");
+    let usage = admin.get_json("/v1/tenant/usage").await;
+    assert_eq!(usage["stored_bytes"], hostile.len(), "{usage}");
+    // Publishing the same bytes again is a no-op, not a second charge.
+    assert_eq!(publish(hostile.clone()).await.status(), 200);
+    let usage = admin.get_json("/v1/tenant/usage").await;
+    assert_eq!(usage["stored_bytes"], hostile.len(), "{usage}");
+}
