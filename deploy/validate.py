@@ -291,6 +291,18 @@ def check_kubernetes_refs(r, docs, kust, known):
                         f"ScaledObject/{so['metadata']['name']}: fallback with an AverageValue trigger (KEDA requires it)")
     scraped = [d for d in deployments.values() if d["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/path") == "/metrics"]
     r.check(len(scraped) == len(deployments), "every Deployment's pods are marked for scraping /metrics")
+    # Metrics are served on their own listener (never the API's), reachable from the pod
+    # network only if TAPEDECK_METRICS_LISTEN says so; the scrape port must be that one.
+    cm = next((d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "tapedeck-config"), None)
+    metrics_listen = str(((cm or {}).get("data") or {}).get("TAPEDECK_METRICS_LISTEN", ""))
+    for d in scraped:
+        name = d["metadata"]["name"]
+        port = d["spec"]["template"]["metadata"]["annotations"].get("prometheus.io/port")
+        ports = {p.get("name"): p.get("containerPort") for c in containers(d) for p in c.get("ports", [])}
+        r.check(port is not None and ports.get("metrics") == int_of(port) and ports.get("http") != int_of(port),
+                f"{name}: scraped on its `metrics` port, not the API's", f"annotation {port}, ports {ports}")
+        r.check(not metrics_listen.startswith("127.") and metrics_listen.rsplit(":", 1)[-1] == str(port),
+                f"{name}: TAPEDECK_METRICS_LISTEN serves the scraped port to the pod network", metrics_listen)
 
 
 def check_redis_optional(r, docs):
@@ -621,6 +633,7 @@ def self_test():
         "container field typo": k8s_case(lambda m: containers(m[gateway])[0].update(readinessprobe={})),
         "grace period below the shutdown timeout": k8s_case(lambda m: m[worker]["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=600)),
         "selector not matching pod labels": k8s_case(lambda m: m[worker]["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/component": "workers"})),
+        "metrics scraped on the API port": k8s_case(lambda m: m[worker]["spec"]["template"]["metadata"]["annotations"].update({"prometheus.io/port": "8080"})),
         "misspelled setting": k8s_case(lambda m: m["tapedeck-config/ConfigMap"]["data"].update(TAPEDECK_BLOB_UR="x")),
         "ingress to a missing service": k8s_case(lambda m: m["tapedeck/Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(name="nope")),
         "compose worker without REDIS_URL": compose_case(lambda c: c["services"]["worker-2"].update(environment={"TAPEDECK_ADMIN_TOKEN": "x" * 20})),

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # `setup.sh bench` also installs the benchmark's load generator and reference server.
-packages=(clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32 make pkg-config ffmpeg mp3val redis-server)
+# jq: the README's walkthrough of the API reads tokens and job ids with it.
+packages=(clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32 make pkg-config ffmpeg mp3val redis-server jq)
 [ "${1:-}" = bench ] && packages+=(wrk nginx-light curl python3)
 need_apt=()
 for pkg in "${packages[@]}"; do

@@ -483,6 +483,12 @@ pub struct Service {
     pub base: String,
 }
 
+/// The `/metrics` listener of each running service started by [`Service::start`], by
+/// pid (kept beside `Service` so tests that build one from a child they spawned
+/// themselves need not name it).
+static METRICS_BASES: std::sync::Mutex<std::collections::BTreeMap<u32, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Options for starting a service process.
 pub struct ServiceOptions<'a> {
     pub role: Role,
@@ -494,7 +500,9 @@ pub struct ServiceOptions<'a> {
 
 impl Service {
     /// Starts the process on port 0 (no free-port race: the kernel picks, the service
-    /// prints `listening on http://ADDR` on stdout) and waits until it is ready.
+    /// prints `listening on http://ADDR` on stdout) and waits until it is ready. Its
+    /// metrics listener is on port 0 too (`metrics on http://ADDR`, the second line),
+    /// unless `extra` sets `metrics-listen`.
     pub fn start(opts: ServiceOptions<'_>) -> Self {
         let role = match opts.role {
             Role::All => "all",
@@ -514,6 +522,17 @@ impl Service {
         if !opts.extra.iter().any(|(flag, _)| *flag == "blob-url") {
             cmd.arg("--blob-url").arg(&blobs);
         }
+        let metrics = match opts
+            .extra
+            .iter()
+            .find(|(flag, _)| *flag == "metrics-listen")
+        {
+            Some((_, value)) => value != "off",
+            None => {
+                cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+                true
+            }
+        };
         for (flag, value) in &opts.extra {
             match flag.strip_prefix("env:") {
                 Some(var) => cmd.env(var, value),
@@ -521,7 +540,12 @@ impl Service {
             };
         }
         let mut child = cmd.spawn().expect("spawning tapedeck-test-serve");
-        let base = listening_on(&mut child);
+        let mut lines = stdout_lines(&mut child, if metrics { 2 } else { 1 }).into_iter();
+        let base = address_in(lines.next(), "listening on ");
+        if let Some(line) = lines.next() {
+            let metrics = address_in(Some(line), "metrics on ");
+            METRICS_BASES.lock().unwrap().insert(child.id(), metrics);
+        }
         let service = Service { child, base };
         let url = format!("{}/readyz", service.base);
         wait_until(Duration::from_secs(30), || reqwest_blocking_ok(&url));
@@ -530,6 +554,25 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `http://127.0.0.1:PORT` of the service's `/metrics` listener.
+    pub fn metrics_base(&self) -> String {
+        METRICS_BASES
+            .lock()
+            .unwrap()
+            .get(&self.pid())
+            .cloned()
+            .expect("a service started with its metrics listener")
+    }
+
+    /// Its metrics, as Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let r = reqwest::get(format!("{}/metrics", self.metrics_base()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.unwrap()
     }
 
     /// Resident memory of the process, in KiB.
@@ -602,6 +645,7 @@ pub fn process_running(pid: u32) -> bool {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        METRICS_BASES.lock().unwrap().remove(&self.child.id());
         signal(self.child.id(), libc::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
@@ -617,21 +661,40 @@ impl Drop for Service {
 /// Reads the child's `listening on http://ADDR` line (its first on stdout); the rest of
 /// its stdout is drained in the background.
 pub fn listening_on(child: &mut Child) -> String {
+    address_in(stdout_lines(child, 1).into_iter().next(), "listening on ")
+}
+
+/// The first `n` lines of the child's stdout (waiting up to a minute); the rest is
+/// drained in the background.
+pub fn stdout_lines(child: &mut Child, n: usize) -> Vec<String> {
     use std::io::BufRead;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = std::io::BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
+        for _ in 0..n {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    let _ = tx.send(line);
+                }
+                _ => return,
+            }
         }
         for _ in lines {}
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("tapedeck serve printed its address");
-    line.strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+    (0..n)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("tapedeck serve printed its addresses")
+        })
+        .collect()
+}
+
+/// The URL after `prefix` in a line the service printed.
+fn address_in(line: Option<String>, prefix: &str) -> String {
+    let line = line.expect("a line on stdout");
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected `{prefix}...`, got: {line}"))
         .to_owned()
 }
 

@@ -9,6 +9,7 @@
 //! (`fetch_to_file`, `put_file`).
 
 use std::ops::Range;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,7 +115,12 @@ impl BlobStore {
             });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
-        std::fs::create_dir_all(dir)?;
+        // Uploads and MP3s are the tenants' private data: no other local user may list
+        // them (files inside are created 0600 under the service's umask).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let root = std::fs::canonicalize(dir)?;
         let store = LocalFileSystem::new_with_prefix(&root)?;
         Ok(Self {

@@ -69,7 +69,10 @@ pub enum ApiError {
     /// A tenant or server limit refused the request: `{"error": {"code":
     /// "limit_exceeded", "limit", "value", "layer", "message"}}`, with the status the
     /// limit calls for (413 sizes, 429 rates and backlog with `Retry-After`, 403 quota).
-    #[error("{message}")]
+    /// `message` says which layer set the limit through [`LAYER`], replaced when shown
+    /// by the words for `layer`: a refusal whose layer is settled later (the enqueue
+    /// script knows the value, the gateway which layer set it) cannot say the wrong one.
+    #[error("{}", .message.replace(LAYER, layer_words(.layer)))]
     LimitExceeded {
         status: StatusCode,
         limit: String,
@@ -100,6 +103,22 @@ pub enum ApiError {
 impl ApiError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
+    }
+
+    /// The JSON body of a client error without limit details, for answers written
+    /// outside axum (hyper's own 414 and 431, see `listener`).
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
+        let (_, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                limit: None,
+                value: None,
+                layer: None,
+            },
+        };
+        serde_json::to_vec(&body).expect("error bodies serialize")
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -192,14 +211,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Stands for the layer's words in a `LimitExceeded` message.
+const LAYER: &str = "{layer}";
+
+/// How a refusal names the layer that set the limit.
+fn layer_words(layer: &str) -> &'static str {
+    match layer {
+        "tenant" => "the tenant's limit (the operator can raise it)",
+        _ => "the server's default (the operator can raise it)",
+    }
+}
+
 impl ApiError {
     /// The refusal of `limit` (effective `value`, set at `layer`), with the status and
     /// message it calls for. `current` is what was in use.
     pub fn limit(limit: &str, value: u64, layer: &'static str, current: u64) -> Self {
-        let who = match layer {
-            "tenant" => "the tenant's limit (the operator can raise it)",
-            _ => "the server's default (the operator can raise it)",
-        };
+        let who = LAYER;
         let (status, message, retry_after) = match limit {
             "max_upload_bytes" => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -226,6 +253,14 @@ impl ApiError {
                      {who}); retry when some are done"
                 ),
                 Some(10),
+            ),
+            "max_event_streams_per_user" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{current} event streams of this user are open, the limit is {value} \
+                     (max_event_streams_per_user, {who}); close one first"
+                ),
+                Some(5),
             ),
             "quota_bytes" => (
                 StatusCode::FORBIDDEN,
@@ -304,5 +339,42 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidInput(msg) => ApiError::BadRequest("invalid_input", msg),
             AuthError::Backend(msg) => ApiError::Unavailable(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_layer_it_reports() {
+        let server = ApiError::limit("quota_bytes", 10, "server", 12);
+        assert!(
+            server.to_string().contains("the server's default"),
+            "{server}"
+        );
+        // The layer settled afterwards (as `upload::accept` does): the words follow.
+        let ApiError::LimitExceeded {
+            status,
+            limit,
+            value,
+            message,
+            retry_after,
+            ..
+        } = server
+        else {
+            unreachable!("a limit refusal")
+        };
+        let tenant = ApiError::LimitExceeded {
+            status,
+            limit,
+            value,
+            layer: "tenant",
+            message,
+            retry_after,
+        };
+        let text = tenant.to_string();
+        assert!(text.contains("(quota_bytes, the tenant's limit"), "{text}");
+        assert!(!text.contains("server"), "{text}");
     }
 }

@@ -12,19 +12,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::Stream;
 use object_store::GetRange;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::events::JobSignal;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::{Binary, JobRecord as JobSchema};
 use crate::{AppState, Caller, upload};
 use tapedeck_model::auth::Claims;
-use tapedeck_store::queue::{JobChange, JobRecord, JobStatus, ListCursor, Requeue, events_channel};
+use tapedeck_store::queue::{JobChange, JobRecord, JobStatus, ListCursor, Requeue};
 
 /// Loads job `id` if the caller may see it.
 pub async fn visible_job(
@@ -332,6 +332,9 @@ pub enum JobEventName {
                                       (data: `{\"progress\": p}`), `event: deleted`",
          content_type = "text/event-stream", body = JobEvent),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`limit_exceeded`: the caller has \
+                                      `max_event_streams_per_user` streams open already",
+         body = ErrorBody),
     ),
 )]
 pub async fn events(
@@ -339,14 +342,21 @@ pub async fn events(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let slot = state
+        .stream_cap
+        .open(&caller.tenant, &caller.user_id)
+        .ok_or_else(|| {
+            let cap = state.stream_cap.per_user as u64;
+            ApiError::limit("max_event_streams_per_user", cap, "server", cap)
+        })?;
+    // Watch before the snapshot, so no change between the two is missed.
+    let mut watch = state.events.watch(&id);
     let job = visible_job(&state, &caller, &id).await?;
-    // Subscribe before the snapshot, so no change between the two is missed.
-    let mut pubsub = state.redis.get_async_pubsub().await?;
-    pubsub.subscribe(events_channel(&id)).await?;
-    let (mut tx, rx) = mpsc::channel::<Event>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {
+        // Counted against the caller's cap until the stream ends.
+        let _slot = slot;
         let mut snapshot = Some(job);
-        let mut messages = pubsub.into_on_message();
         loop {
             if let Some(job) = snapshot.take() {
                 let done = job.status.is_final();
@@ -354,14 +364,15 @@ pub async fn events(
                     return;
                 }
             }
-            // Quiet for a while, or a status change: fall through and re-read the record.
-            let message = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-            if let Ok(Some(msg)) = message {
-                let change: Option<JobChange> = msg
-                    .get_payload::<String>()
+            // Quiet for a while, a status change or a resync: fall through and re-read.
+            let signal = tokio::select! {
+                // The client went away: free the slot now, not at the next event.
+                _ = tx.closed() => return,
+                signal = tokio::time::timeout(Duration::from_secs(10), watch.next()) => signal.ok(),
+            };
+            if let Some(JobSignal::Change(payload)) = signal {
+                let progress = serde_json::from_str::<JobChange>(&payload)
                     .ok()
-                    .and_then(|p| serde_json::from_str(&p).ok());
-                let progress = change
                     .as_ref()
                     .and_then(JobChange::converting_progress)
                     .unwrap_or(0.0);
@@ -392,7 +403,8 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(rx.map(Ok)).keep_alive(KeepAlive::default()))
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 fn status_event(job: &JobRecord) -> Event {

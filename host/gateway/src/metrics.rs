@@ -1,4 +1,5 @@
-//! `/metrics` (Prometheus text) and the HTTP metrics every request records:
+//! `/metrics` (Prometheus text; `serve` mounts it on the metrics listener of its own,
+//! never on the API's) and the HTTP metrics every request records:
 //! `tapedeck_http_requests_total{method,route,status}` and
 //! `tapedeck_http_request_duration_seconds{method,route}`, by the route's pattern
 //! (`/v1/jobs/{id}`), never the raw path, so ids do not become labels.

@@ -74,16 +74,18 @@ pub async fn get_notifications(
     responses(
         (status = 200, description = "The settings now", body = Notifications),
         (status = 400, description = "`invalid_settings`: e.g. a webhook URL that is not \
-                                      public, a short secret", body = ErrorBody),
+                                      public, a short secret, a field that is not a setting \
+                                      (named)", body = ErrorBody),
         (status = 403, description = "`admin_only`", body = ErrorBody),
     ),
 )]
 pub async fn put_notifications(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(change): ApiJson<SettingsUpdate>,
+    ApiJson(change): ApiJson<serde_json::Value>,
 ) -> Result<Json<Notifications>, ApiError> {
     require_admin(&caller)?;
+    let change = settings_update(change)?;
     let (settings, generated) = notify_settings::update(
         &state.pool,
         &caller.0.tenant,
@@ -95,4 +97,39 @@ pub async fn put_notifications(
         settings,
         webhook_secret: generated,
     }))
+}
+
+/// The change a `PUT` body asks for. A field that is not a setting is a 400 naming it
+/// (`unknown field `colour`, expected one of ...`), so a misspelt one never passes for
+/// applied; a body of the wrong shape is a 422, as for every other JSON body.
+fn settings_update(body: serde_json::Value) -> Result<SettingsUpdate, ApiError> {
+    serde_json::from_value(body).map_err(|e| {
+        let why = e.to_string();
+        if why.starts_with("unknown field") {
+            ApiError::BadRequest("invalid_settings", why)
+        } else {
+            ApiError::Rejected(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                why,
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_setting_is_named() {
+        let e = settings_update(serde_json::json!({"email": true, "colour": "red"}))
+            .expect_err("refused");
+        assert!(
+            matches!(&e, ApiError::BadRequest("invalid_settings", why) if why.contains("`colour`")),
+            "{e:?}"
+        );
+        let ok = settings_update(serde_json::json!({"max_per_hour": 5})).unwrap();
+        assert_eq!(ok.max_per_hour, Some(5));
+    }
 }

@@ -57,8 +57,10 @@ impl Default for TenantNotifySettings {
     }
 }
 
-/// A change to a tenant's settings; absent fields stay as they are.
+/// A change to a tenant's settings; absent fields stay as they are, unknown ones are
+/// refused (a misspelt setting must not pass for applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
     pub email: Option<bool>,
     pub webhook: Option<bool>,

@@ -524,15 +524,7 @@ async fn auth_components_swap_per_tenant_in_the_gateway() {
                 && l.contains(&format!("digest=\"{digest}\""))
         })
     };
-    let metrics = s
-        .api
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.service.metrics_text().await;
     assert!(logins(&metrics, "canary", &own), "{metrics}");
     assert!(logins(&metrics, "default", &builtin), "{metrics}");
     assert!(!logins(&metrics, "canary", &builtin), "{metrics}");

@@ -1,6 +1,10 @@
-//! The managed `redis-server` child used when no `REDIS_URL` is given: started on a free
-//! loopback port with `redis/redis.conf` (embedded) and its data under the data dir,
-//! restarted if it dies, stopped (SIGTERM, so the AOF is flushed) on shutdown.
+//! The managed `redis-server` child used when no `REDIS_URL` is given: started with
+//! `redis/redis.conf` (embedded), its data under `{data_dir}/redis`, restarted if it
+//! dies, stopped (SIGTERM, so the AOF is flushed) on shutdown.
+//!
+//! It listens on no TCP port, only on the unix socket `{data_dir}/redis/redis.sock`
+//! (mode 0600, in a 0700 directory of a 0700 data dir): only this service's user can
+//! reach it (`redis-cli -s <data dir>/redis/redis.sock`); there is no password to leak.
 //!
 //! It never outlives its parent: the kernel sends it SIGTERM when the parent dies, even
 //! by `kill -9` (`PR_SET_PDEATHSIG`), and its pid is kept in `{data_dir}/redis/managed.pid`
@@ -15,13 +19,19 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The configuration every managed instance starts from; `dir`, `port` and `bind` are
+/// The configuration every managed instance starts from; `dir` and `unixsocket` are
 /// given on the command line.
 pub const REDIS_CONF: &str = include_str!("../../../../redis/redis.conf");
 
+/// The socket's file name, in `{data_dir}/redis`.
+pub const SOCKET: &str = "redis.sock";
+
+/// The longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// A supervised redis-server child.
 pub struct ManagedRedis {
-    /// `redis://127.0.0.1:{port}`.
+    /// `unix://{data_dir}/redis/redis.sock`.
     url: String,
     /// Tells the supervisor to stop the child.
     stop: CancellationToken,
@@ -29,18 +39,21 @@ pub struct ManagedRedis {
     supervisor: JoinHandle<()>,
 }
 
-/// A loopback port that was free a moment ago (`--port 0` would disable TCP in Redis).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The `unix://` URL of the socket at `path` (percent-encoded as a file URL's path).
+fn socket_url(path: &Path) -> anyhow::Result<String> {
+    let file = url::Url::from_file_path(path)
+        .map_err(|()| anyhow::anyhow!("{} is not an absolute path", path.display()))?;
+    Ok(format!("unix://{}", file.path()))
 }
 
 struct Launch {
     binary: PathBuf,
     conf: PathBuf,
     dir: PathBuf,
-    port: u16,
+    /// The unix socket it listens on.
+    socket: PathBuf,
+    /// `unix://` URL of `socket`.
+    url: String,
 }
 
 impl Launch {
@@ -53,13 +66,9 @@ impl Launch {
         }
         let mut child = command
             .arg(&self.conf)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-            ])
+            .arg("--unixsocket")
+            .arg(&self.socket)
+            .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,8 +79,7 @@ impl Launch {
             std::fs::write(self.dir.join(PIDFILE), pid.to_string())
                 .with_context(|| format!("writing {}", self.dir.join(PIDFILE).display()))?;
         }
-        let url = format!("redis://127.0.0.1:{}", self.port);
-        let client = redis::Client::open(url.as_str())?;
+        let client = redis::Client::open(self.url.as_str())?;
         for _ in 0..100 {
             if let Some(status) = child.try_wait()? {
                 bail!("redis-server exited at startup ({status})");
@@ -96,18 +104,27 @@ impl ManagedRedis {
         let dir = std::fs::canonicalize(data_dir)
             .with_context(|| format!("finding the data dir {}", data_dir.display()))?
             .join("redis");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        super::private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         stop_stale_instance(&dir).await;
         let conf = dir.join("redis.conf");
         std::fs::write(&conf, REDIS_CONF).with_context(|| format!("writing {}", conf.display()))?;
+        let socket = dir.join(SOCKET);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            bail!(
+                "the managed Redis socket {} is longer than the {MAX_SOCKET_PATH} bytes a unix \
+                 socket path may have; use a shorter --data-dir",
+                socket.display()
+            );
+        }
+        let url = socket_url(&socket)?;
         let launch = Launch {
             binary: binary.to_path_buf(),
             conf,
             dir,
-            port: free_port()?,
+            socket,
+            url: url.clone(),
         };
         let mut child = launch.spawn().await?;
-        let url = format!("redis://127.0.0.1:{}", launch.port);
         tracing::info!(%url, "managed redis-server started");
         let stop = CancellationToken::new();
         let stopping = stop.clone();
@@ -142,6 +159,7 @@ impl ManagedRedis {
         })
     }
 
+    /// The `unix://` URL clients connect with.
     pub fn url(&self) -> &str {
         &self.url
     }
