@@ -2742,7 +2742,7 @@ mod tests {
 
         let shown = render(Render::Tenant, &json!({ "tenant": tenant }));
         assert!(
-            shown.starts_with("tenant acme (self-register: no)\n"),
+            shown.starts_with("tenant acme (self-register: no, plugins: -)\n"),
             "{shown}"
         );
         assert_eq!(

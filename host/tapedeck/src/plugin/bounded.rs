@@ -410,8 +410,9 @@ pub fn run_child(args: ChildArgs) -> ExitCode {
 /// CPU time of this process and of its children it waited for (the runners).
 fn own_cpu_ms() -> u64 {
     let used = |who: libc::c_int| {
-        // SAFETY: getrusage writes into the zeroed struct it is given.
+        // SAFETY: `rusage` is plain integers, for which all-zero bytes are a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct it is given, which lives until then.
         if unsafe { libc::getrusage(who, &mut usage) } != 0 {
             return 0;
         }

@@ -360,8 +360,17 @@ async fn reconcile(
 ) -> anyhow::Result<()> {
     let active = plugins::active(pool).await?;
     let canaries = tapedeck_store::canary::all(pool).await?;
-    let (pending, own) = match stages.converter.as_ref() {
-        Some(s) => converter_plan(s, &active, &canaries),
+    // Swaps to components loaded already happen before the version counts as heard, so
+    // a job the gate lets through never finds its scope's old component.
+    let (pending, own) = match stages.converter.as_mut() {
+        Some(s) => {
+            let mine: Vec<&plugins::Active> =
+                active.iter().filter(|a| a.stage == "converter").collect();
+            let my_canaries: Vec<&CanarySettings> =
+                canaries.iter().filter(|c| c.stage == "converter").collect();
+            install(s, "converter", &mine, &my_canaries);
+            converter_plan(s, &active, &canaries)
+        }
         None => Default::default(),
     };
     let compiling = !pending.is_empty();
