@@ -232,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn the_output_cap_is_the_room_left_in_the_quota_when_tighter() {
+        let mut policy = LimitPolicy::default();
+        policy.cap_output_at_quota(u64::MAX);
+        assert_eq!(
+            policy.max_output_bytes,
+            LimitPolicy::default().max_output_bytes
+        );
+        assert!(!policy.set_by_tenant.quota);
+        policy.cap_output_at_quota(50_000);
+        assert_eq!(policy.max_output_bytes, 50_000);
+        assert!(policy.set_by_tenant.quota);
+    }
+
+    #[test]
     fn wall_clock_allows_twice_the_cpu_time_plus_slack() {
         let limits = RunLimits {
             cpu_time: Duration::from_secs(2),

@@ -322,6 +322,29 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_length_must_fit_in_the_file() {
+        let hours = |h: u64| AudioLength::Declared(Duration::from_secs(h * 3600));
+        let why = hours(10).believable(152).unwrap_err();
+        assert!(
+            why.contains("declares 600.0 minutes of audio but is only 152 bytes long"),
+            "{why}"
+        );
+        // A real recording: an hour of 8 kHz AAC at 16 kbit/s is 7.2 MB.
+        assert_eq!(hours(1).believable(7_200_000), Ok(hours(1)));
+        // An hour at the floor fits; a second more does not.
+        let floor = 3600 * MIN_BYTES_PER_AUDIO_SECOND;
+        assert_eq!(hours(1).believable(floor), Ok(hours(1)));
+        assert!(
+            hours(1)
+                .believable(floor - MIN_BYTES_PER_AUDIO_SECOND)
+                .is_err()
+        );
+        // An estimate is the file's own size: always believed.
+        let estimate = AudioLength::AtMost(Duration::from_secs(100));
+        assert_eq!(estimate.believable(0), Ok(estimate));
+    }
+
+    #[test]
     fn traps_and_io_are_retried() {
         let p = policy();
         let limits = p.limits_for(None);
