@@ -544,6 +544,18 @@ mod tests {
             ..Settings::default()
         };
         assert!(ServiceConfig::resolve(bad, None).is_err());
+        assert_eq!(c.limits.wall_max, Duration::from_secs(1800));
+        let wall = Settings {
+            run_wall_max_secs: Some(3.0),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(wall, None).unwrap();
+        assert_eq!(c.limits.limits_for(None).wall_clock(), Duration::from_secs(3));
+        let bad = Settings {
+            run_wall_max_secs: Some(0.0),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
     }
 
     #[test]
