@@ -274,24 +274,36 @@ async fn read_events(r: reqwest::Response) -> Vec<(String, Value)> {
     events
 }
 
-/// Redis clients in pub/sub mode, and all clients (`CLIENT LIST`).
-fn redis_clients(redis: &RedisServer) -> (usize, usize) {
-    let list: String = redis::cmd("CLIENT")
+/// `CLIENT LIST`, one client a line.
+fn client_list(redis: &RedisServer) -> String {
+    redis::cmd("CLIENT")
         .arg("LIST")
         .query(&mut redis.conn())
-        .unwrap();
-    let subscribed = list
-        .lines()
-        .filter(|l| {
-            l.split(' ')
-                .any(|f| (f.starts_with("sub=") || f.starts_with("psub=")) && !f.ends_with("=0"))
-        })
-        .count();
-    (subscribed, list.lines().count())
+        .unwrap()
 }
 
-/// Point 19: many SSE streams are one Redis subscription, events reach every stream,
-/// and a user cannot hold more than `max-event-streams-per-user` open (429).
+/// Clients of `list` with a nonzero field among `fields` (`sub=`, `psub=`).
+fn clients_with(list: &str, fields: &[&str]) -> usize {
+    list.lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| fields.iter().any(|p| f.starts_with(p)) && !f.ends_with("=0"))
+        })
+        .count()
+}
+
+/// Redis clients in pub/sub mode, and all clients.
+fn redis_clients(redis: &RedisServer) -> (usize, usize) {
+    let list = client_list(redis);
+    (
+        clients_with(&list, &["sub=", "psub="]),
+        list.lines().count(),
+    )
+}
+
+/// Point 19: many SSE streams are one Redis subscription, which comes back when its
+/// connection is killed; events reach every stream; and a user cannot hold more than
+/// `max-event-streams-per-user` open (429).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_share_one_subscription_and_are_capped_per_user() {
     const CAP: usize = 6;
@@ -299,6 +311,18 @@ async fn event_streams_share_one_subscription_and_are_capped_per_user() {
     let me = s.api.signed_up("default", "sse@example.com").await;
     let id = me.upload_id(&media(LONG), &[]).await;
     me.wait_converting(&id, false).await;
+    // The job events subscription (the one PSUBSCRIBE) is killed: it comes back.
+    assert_eq!(clients_with(&client_list(&s.redis), &["psub="]), 1);
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query(&mut s.redis.conn())
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the job events subscription back",
+        async || clients_with(&client_list(&s.redis), &["psub="]) == 1,
+    )
+    .await;
     // The service's own subscriptions (registry changes, job cancels, job events).
     let (subscribed_before, clients_before) = redis_clients(&s.redis);
     let mut streams = Vec::new();
