@@ -574,6 +574,8 @@ impl Worker {
         }
         let ms = started.elapsed().as_millis() as u64;
         let outcome = match &converted {
+            // Stopped from outside (the job was deleted, a shutdown): not the plugin's doing.
+            Err(_) if cancel.is_cancelled() => "cancelled",
             Ok(_) => "ok",
             Err(ConvertFailure::Refused(_)) => "refused",
             Err(ConvertFailure::Permanent(_)) => "limit",
