@@ -5,11 +5,15 @@
 //! Layout: `error` (the `ApiError` every handler returns), `extract` (JSON, query and
 //! fallback answers in that shape), `health`, `login_guard` (failed-login throttling),
 //! `tenants`, `account` (register/login), `jobs` (the `/v1/jobs` resource), `upload`
-//! (streaming and sniffing), `compat` (`/login`, `/upload`, `/download`).
+//! (streaming and sniffing), `compat` (`/login`, `/upload`, `/download`), `events` (one
+//! job-events subscription per process for every SSE stream, the per-user stream cap),
+//! `listener` (the API's listener: hyper's own 414/431 in the JSON error shape).
 //!
-//! Contact points: `serve` builds an [`AppState`] and serves [`app`]. Redis is reached
-//! only through `tapedeck_store`, blobs through `tapedeck_blobs`, the auth stage through
-//! the `Authenticator` seam of `tapedeck_model`; this crate does not link wasmtime.
+//! Contact points: `serve` builds an [`AppState`] and serves [`app`] on a
+//! [`listener::ApiListener`]. Redis is reached only through `tapedeck_store` (but for the
+//! job-events subscription of `events`, on channels `tapedeck_store::keys` names), blobs
+//! through `tapedeck_blobs`, the auth stage through the `Authenticator` seam of
+//! `tapedeck_model`; this crate does not link wasmtime.
 
 pub mod account;
 pub mod admin;
