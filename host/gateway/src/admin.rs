@@ -825,6 +825,8 @@ pub async fn publish_plugin(
                                       `invalid_plugin`", body = ErrorBody),
         (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),
         (status = 413, description = "`field_too_large`", body = ErrorBody),
+        (status = 429, description = "`limit_exceeded`: the tenant used its \
+                                      `cpu_seconds_per_hour`", body = ErrorBody),
         (status = 503, description = "`checks_busy`: no check slot came free in time",
          body = ErrorBody),
     ),
@@ -906,6 +908,47 @@ pub async fn tenant_activate_plugin(
     Ok(Json(ActiveEnvelope { active }))
 }
 
+/// 429 `limit_exceeded` when `tenant` has used its CPU seconds of this hour
+/// (`cpu_seconds_per_hour`): a check is work like a conversion, paid from the same
+/// budget, so a tenant whose conversions wait for the next hour cannot keep the check
+/// slots busy instead.
+async fn refuse_over_cpu_budget(state: &AppState, tenant: &str) -> Result<(), ApiError> {
+    let t = existing(state, tenant).await?;
+    let Some(limit) = t
+        .limits
+        .over(&state.tenant_defaults)
+        .cpu_seconds_per_hour
+        .filter(|l| *l > 0)
+    else {
+        return Ok(());
+    };
+    let now = tapedeck_store::queue::now_ms() / 1000;
+    let (hour, _) = tapedeck_store::queue::periods(now);
+    let used = usage::load(&state.pool, tenant)
+        .await?
+        .hours
+        .iter()
+        .find(|p| p.start == hour)
+        .map_or(0.0, |p| p.cpu_seconds);
+    if used < limit as f64 {
+        return Ok(());
+    }
+    Err(ApiError::LimitExceeded {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        limit: "cpu_seconds_per_hour".into(),
+        value: limit,
+        layer: t
+            .limits
+            .layer_of("cpu_seconds_per_hour", &state.tenant_defaults),
+        message: format!(
+            "{used:.1} CPU seconds used this hour, the limit is {limit} (cpu_seconds_per_hour, \
+             {{layer}}); checking a component counts like a conversion: publish again next \
+             hour"
+        ),
+        retry_after: Some(3600 - now % 3600),
+    })
+}
+
 async fn publish(
     state: &AppState,
     request: axum::extract::Request,
@@ -980,6 +1023,9 @@ async fn publish(
     }
     // Bounded work (see `PluginCheck`): a few at a time, limited like a conversion,
     // stopped if this request is dropped, and paid for from the tenant's CPU budget.
+    if let Some(tenant) = &owner {
+        refuse_over_cpu_budget(state, tenant).await?;
+    }
     let request = tapedeck_model::plugins::CheckRequest {
         stage: &stage,
         bytes: &bytes,

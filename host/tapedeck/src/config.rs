@@ -550,7 +550,10 @@ mod tests {
             ..Settings::default()
         };
         let c = ServiceConfig::resolve(wall, None).unwrap();
-        assert_eq!(c.limits.limits_for(None).wall_clock(), Duration::from_secs(3));
+        assert_eq!(
+            c.limits.limits_for(None).wall_clock(),
+            Duration::from_secs(3)
+        );
         let bad = Settings {
             run_wall_max_secs: Some(0.0),
             ..Settings::default()

@@ -709,4 +709,29 @@ async fn conformance_checks_are_bounded_work_billed_to_the_tenant() {
         now >= billed + 1.5,
         "a spin to the limit is billed: {billed} then {now}"
     );
+
+    // A tenant that has used its CPU seconds of the hour checks nothing more this hour.
+    let r = op
+        .patch("/v1/admin/tenants/acme/limits")
+        .json(&json!({"cpu_seconds_per_hour": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, v) = publish(&admin, false, "converter", spinner("five")).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(
+        (
+            &v["error"]["code"],
+            &v["error"]["limit"],
+            &v["error"]["layer"]
+        ),
+        (
+            &json!("limit_exceeded"),
+            &json!("cpu_seconds_per_hour"),
+            &json!("tenant")
+        ),
+        "{v}"
+    );
+    assert_eq!(check_processes(s.service.pid()), (0, 0));
 }

@@ -2,8 +2,9 @@
 //!
 //! A check runs a component nobody has vetted yet, so it gets what a conversion gets and
 //! no more:
-//! - the same limits: every converter run of the suite is sized by the service's
-//!   `--run-*` settings, like a job of that input (CPU, memory, output, wall time);
+//! - the same limits: every converter run of the suite is sized like a job of that input
+//!   of the publishing tenant (the `--run-*` settings tightened by its limits: CPU,
+//!   memory, output, wall time);
 //! - a process of its own (`tapedeck plugin-check-run`, in a new process group, the
 //!   component on stdin, the report as JSON on stdout), so stopping it is one `kill` of
 //!   the group: the check and every runner it started. That happens when it runs past
@@ -30,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::plugins::{CheckError, CheckReport, CheckRequest, PluginCheck};
+use tapedeck_model::tenant::TenantLimits;
 use tapedeck_store::queue::JobQueue;
 
 use super::check::{self, Depth, Report};
@@ -47,8 +49,11 @@ const MAX_REPORT: u64 = 4 << 20;
 pub struct BoundedCheck {
     /// The compile cache the child processes share with the service.
     cache_dir: PathBuf,
-    /// What each converter run of the suite may spend: the service's `--run-*` settings.
+    /// What each converter run of the suite may spend: the service's `--run-*` settings
+    /// (tightened, for a tenant's check, by the tenant limits as for its jobs).
     policy: LimitPolicy,
+    /// The server defaults of the tenant limits (`--tenant-defaults`).
+    tenant_defaults: TenantLimits,
     /// One permit per check that may run at once.
     slots: Arc<Semaphore>,
     /// How long a check waits for a slot before answering `checks_busy`.
@@ -61,6 +66,7 @@ impl BoundedCheck {
     pub fn new(
         cache_dir: PathBuf,
         policy: LimitPolicy,
+        tenant_defaults: TenantLimits,
         max_concurrent: usize,
         wait: Duration,
         queue: JobQueue,
@@ -68,10 +74,29 @@ impl BoundedCheck {
         Self {
             cache_dir,
             policy,
+            tenant_defaults,
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             wait,
             queue,
         }
+    }
+
+    /// The limits of `tenant`'s runs, as the worker sizes its jobs' (none: the
+    /// operator's, the `--run-*` settings as they are).
+    async fn policy_for(&self, tenant: Option<&str>) -> LimitPolicy {
+        let Some(tenant) = tenant else {
+            return self.policy.clone();
+        };
+        let own = match tapedeck_store::tenants::load_any(self.queue.pool(), tenant).await {
+            Ok(t) => t.map(|t| t.limits).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "the tenant's limits are unknown; checking under the server's");
+                TenantLimits::default()
+            }
+        };
+        self.policy
+            .for_tenant(tenant, &self.tenant_defaults)
+            .for_tenant(tenant, &own)
     }
 
     /// Runs one check in a child process; `Ok` carries the suite's report.
@@ -81,10 +106,11 @@ impl BoundedCheck {
         };
         let exe = tapedeck_plugins::running_executable()
             .map_err(|e| failed("finding this executable", &e))?;
+        let policy = self.policy_for(request.tenant).await;
         let mut command = tokio::process::Command::new(exe);
         command
             .arg("plugin-check-run")
-            .args(ChildArgs::of(request.stage, &self.cache_dir, &self.policy).to_args())
+            .args(ChildArgs::of(request.stage, &self.cache_dir, &policy).to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

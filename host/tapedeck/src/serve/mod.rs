@@ -395,6 +395,7 @@ async fn serve_with_redis(
         let plugin_check = Arc::new(crate::plugin::bounded::BoundedCheck::new(
             cache_dir.clone(),
             config.limits.clone(),
+            config.tenant_defaults.clone(),
             config.max_concurrent_checks,
             config.max_check_wait,
             queue.clone(),
