@@ -343,10 +343,8 @@ fn policy() -> PipelinePolicy {
 }
 
 /// A pool as `tapedeck serve` makes one (`serve_with_redis`).
-fn service_pool(url: &str) -> Result<deadpool_redis::Pool> {
-    let mut config = deadpool_redis::Config::from_url(url);
-    config.pool = Some(deadpool_redis::PoolConfig::new(64));
-    Ok(config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?)
+fn service_pool(url: &str) -> Result<tapedeck::store::Pool> {
+    Ok(tapedeck::store::Pool::open(url)?)
 }
 
 /// `INFO commandstats`: calls by command name.

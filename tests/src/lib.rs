@@ -128,10 +128,8 @@ impl RedisServer {
     }
 
     /// A connection pool on this server, as the service's crates take one.
-    pub fn pool(&self) -> deadpool_redis::Pool {
-        deadpool_redis::Config::from_url(self.url())
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .unwrap()
+    pub fn pool(&self) -> tapedeck_store::Pool {
+        tapedeck_store::Pool::open(&self.url()).unwrap()
     }
 
     pub fn conn(&self) -> redis::Connection {

@@ -299,8 +299,8 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for ApiError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
+impl From<tapedeck_store::PoolError> for ApiError {
+    fn from(e: tapedeck_store::PoolError) -> Self {
         ApiError::Unavailable(e.to_string())
     }
 }

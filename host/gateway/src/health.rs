@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use deadpool_redis::Pool;
+use tapedeck_store::Pool;
 
 use crate::error::ApiError;
 use crate::extract;

@@ -40,7 +40,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, patch, post};
-use deadpool_redis::Pool;
+use tapedeck_store::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;

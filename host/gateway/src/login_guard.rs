@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use deadpool_redis::Pool;
 use redis::AsyncCommands;
+use tapedeck_store::Pool;
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
 use redis::streams::StreamId;
 use redis::{AsyncCommands, Script};
+use tapedeck_store::Pool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -150,8 +150,8 @@ impl From<redis::RedisError> for Interrupted {
         Self::Redis(e.into())
     }
 }
-impl From<deadpool_redis::PoolError> for Interrupted {
-    fn from(e: deadpool_redis::PoolError) -> Self {
+impl From<tapedeck_store::PoolError> for Interrupted {
+    fn from(e: tapedeck_store::PoolError) -> Self {
         Self::Redis(e.into())
     }
 }
@@ -266,13 +266,9 @@ impl NotifyConsumer {
                         tokio::time::sleep(wait).await;
                         return;
                     }
-                    let got = async {
-                        let mut conn = self.inner.pool.get().await?;
-                        let got: Option<(String, String)> =
-                            conn.blpop(NOTIFY_WAKE, wait.as_secs_f64()).await?;
-                        Ok::<_, NotifyError>(got)
-                    }
-                    .await;
+                    // A dedicated connection: a blocking read would hold up every
+                    // other command on the shared one.
+                    let got = self.inner.pool.blpop(NOTIFY_WAKE, wait).await;
                     if let Err(e) = got {
                         tracing::warn!("notifier: waiting for work failed: {e}");
                         tokio::time::sleep(wait).await;
@@ -730,7 +726,7 @@ impl NotifyConsumer {
     #[allow(clippy::too_many_arguments)]
     async fn dead_letter(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut tapedeck_store::Connection,
         entry_id: &str,
         job: &str,
         tenant: &str,

@@ -57,7 +57,7 @@ pub enum NotifyError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] tapedeck_store::PoolError),
     #[error("invalid notification settings: {0}")]
     InvalidSettings(String),
     #[error("{0}")]
@@ -147,7 +147,7 @@ pub fn parse_allow_list(list: &str) -> Result<Vec<IpNet>, NotifyError> {
 /// In-flight deliveries stop at their next retry wait and stay pending (another process,
 /// or this one after a restart, takes them over).
 pub async fn run_notifier(
-    pool: deadpool_redis::Pool,
+    pool: tapedeck_store::Pool,
     composer: impl Into<tapedeck_model::stage::Stage<dyn Composer>>,
     config: NotifierConfig,
     shutdown: CancellationToken,

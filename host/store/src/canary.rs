@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::AsyncCommands;
 use serde::Serialize;
 

@@ -4,6 +4,8 @@
 //! download links. No HTTP and no wasmtime here.
 //!
 //! # Layout
+//! - `conn`: the connection every command goes over ([`Pool`]: one multiplexed
+//!   connection per process, a single Redis or a Cluster), blocking reads, pub/sub.
 //! - `keys`: every `td:*` key and channel.
 //! - `queue`: job records, per-tenant convert streams, retries, dead letters, events,
 //!   usage counters, enqueue-time limits.
@@ -14,6 +16,7 @@
 //!   `notify_settings`, `links`, `plugins` (the plugin registry).
 
 pub mod canary;
+pub mod conn;
 pub mod keys;
 pub mod links;
 pub mod notify_settings;
@@ -26,31 +29,4 @@ pub mod tenants;
 pub mod usage;
 pub mod users;
 
-/// Every key matching `pattern` (`SCAN MATCH`, in batches: never blocks Redis).
-pub async fn scan_keys(
-    conn: &mut impl redis::aio::ConnectionLike,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(conn)
-            .await?;
-        found.extend(keys);
-        cursor = next;
-        if cursor == 0 {
-            return Ok(found);
-        }
-    }
-}
-
-/// A pool failure as a Redis error, for functions that answer `RedisResult`.
-pub fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
-}
+pub use conn::{Connection, Pool, PoolError, pool_error, scan_keys};

@@ -10,7 +10,7 @@
 //! process needs it first (`SET NX`); `td:public_url` holds the base URL gateways
 //! publish, so workers in a split deployment write links that reach a gateway.
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use hmac::{Hmac, Mac};
 use redis::AsyncCommands;
 use sha2::Sha256;

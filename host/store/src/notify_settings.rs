@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ pub enum SettingsError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] crate::PoolError),
 }
 
 /// What a tenant chose. Without a stored hash: e-mail on, no webhook, the server's cap.

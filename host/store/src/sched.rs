@@ -25,7 +25,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::{AsyncCommands, Script};
 
 use crate::keys::{
@@ -122,7 +122,7 @@ impl Scheduler {
         Self { pool }
     }
 
-    async fn conn(&self) -> redis::RedisResult<deadpool_redis::Connection> {
+    async fn conn(&self) -> redis::RedisResult<crate::Connection> {
         self.pool.get().await.map_err(crate::pool_error)
     }
 
@@ -168,12 +168,10 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Waits up to `timeout` for a wake-up token (new work somewhere). `timeout` must
-    /// stay below the Redis client's response timeout.
+    /// Waits up to `timeout` for a wake-up token (new work somewhere), on a dedicated
+    /// connection (`Pool::blpop`).
     pub async fn wait(&self, timeout: Duration) -> redis::RedisResult<bool> {
-        let mut conn = self.conn().await?;
-        let got: Option<(String, String)> = conn.blpop(SCHED_WAKE, timeout.as_secs_f64()).await?;
-        Ok(got.is_some())
+        Ok(self.pool.blpop(SCHED_WAKE, timeout).await?.is_some())
     }
 
     /// Sets a tenant's weight (1..=`MAX_WEIGHT`).

@@ -13,7 +13,7 @@
 //! Checking costs one script call (one round trip); the gateway caches a positive answer
 //! for at most a second or two.
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::AsyncCommands;
 use sha2::Digest;
 

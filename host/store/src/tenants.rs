@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::AsyncCommands;
 
 use crate::keys::{TENANTS, TENANTS_DELETING, tenant_key};

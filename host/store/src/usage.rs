@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use serde::Serialize;
 
 use crate::keys::{running_key, usage_day_key, usage_hour_key, usage_key};

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use tapedeck_store::Pool;
 use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;

@@ -30,9 +30,7 @@ fn job(id: &str) -> JobRecord {
 async fn every_published_change_parses_as_a_job_change() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path());
-    let pool = deadpool_redis::Config::from_url(redis.url())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .unwrap();
+    let pool = redis.pool();
     let queue = JobQueue::new(
         pool,
         PipelinePolicy {

@@ -61,7 +61,7 @@ struct Running {
 
 impl Running {
     /// The default component and test config, delivering to `maildev`.
-    fn with_defaults(pool: &deadpool_redis::Pool, dir: &Path, maildev: &Maildev) -> Self {
+    fn with_defaults(pool: &tapedeck_store::Pool, dir: &Path, maildev: &Maildev) -> Self {
         let config = config(dir, Some(maildev.smtp_url()));
         Self::start(NotifyConsumer::new(pool.clone(), plugin(), config).unwrap())
     }
@@ -133,7 +133,7 @@ async fn finish_job(
     id
 }
 
-fn queue(pool: &deadpool_redis::Pool) -> JobQueue {
+fn queue(pool: &tapedeck_store::Pool) -> JobQueue {
     JobQueue::new(
         pool.clone(),
         PipelinePolicy {
@@ -146,7 +146,7 @@ fn queue(pool: &deadpool_redis::Pool) -> JobQueue {
     )
 }
 
-async fn enable_webhook(pool: &deadpool_redis::Pool, tenant: &str, url: &str) -> String {
+async fn enable_webhook(pool: &tapedeck_store::Pool, tenant: &str, url: &str) -> String {
     let (_, secret) = notify::settings::update(
         pool,
         tenant,
@@ -168,7 +168,7 @@ async fn enable_webhook(pool: &deadpool_redis::Pool, tenant: &str, url: &str) ->
 }
 
 /// Every tenant that has (had) a stream.
-async fn tenants(conn: &mut deadpool_redis::Connection) -> Vec<String> {
+async fn tenants(conn: &mut tapedeck_store::Connection) -> Vec<String> {
     redis::cmd("SMEMBERS")
         .arg(tapedeck::store::keys::TENANTS)
         .query_async(conn)
@@ -178,7 +178,7 @@ async fn tenants(conn: &mut deadpool_redis::Connection) -> Vec<String> {
 
 /// The notification dead letters of every tenant.
 async fn dead_letters(
-    pool: &deadpool_redis::Pool,
+    pool: &tapedeck_store::Pool,
 ) -> Vec<std::collections::HashMap<String, String>> {
     let mut conn = pool.get().await.unwrap();
     let mut all = Vec::new();
@@ -201,7 +201,7 @@ async fn dead_letters(
 }
 
 /// Notify entries delivered to a notifier and not yet acknowledged, over all tenants.
-async fn pending(pool: &deadpool_redis::Pool) -> i64 {
+async fn pending(pool: &tapedeck_store::Pool) -> i64 {
     let mut conn = pool.get().await.unwrap();
     let mut total = 0;
     for tenant in tenants(&mut conn).await {

@@ -15,7 +15,7 @@ mod scripts;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::Pool;
 use redis::AsyncCommands;
 
 use crate::sched::Scheduler;
@@ -59,7 +59,7 @@ pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] crate::PoolError),
 }
 
 type Result<T> = std::result::Result<T, QueueError>;
@@ -268,7 +268,7 @@ impl JobQueue {
         &self.policy
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+    async fn conn(&self) -> Result<crate::Connection> {
         Ok(self.pool.get().await?)
     }
 

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context;
-use deadpool_redis::Pool;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tapedeck_gateway::metrics::MetricsRender;
+use tapedeck_store::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -202,13 +202,10 @@ async fn serve_with_redis(
     let url = managed_url
         .or(config.redis_url.as_deref())
         .expect("either REDIS_URL or the managed instance is set");
-    let mut pool_config = deadpool_redis::Config::from_url(url);
-    pool_config.pool = Some(deadpool_redis::PoolConfig::new(64));
-    let pool = pool_config
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .context("creating the Redis pool")?;
+    let pool = tapedeck_store::Pool::open(url).context("parsing the Redis URL")?;
     wait_for_redis(&pool).await?;
-    let redis = redis::Client::open(url).context("parsing the Redis URL")?;
+    // Subscriptions and the worker's cancel watch: connections of their own.
+    let redis = pool.pubsub_client();
     let blobs = BlobStore::open(&config.blob_url).context("opening the blob store")?;
     let queue = JobQueue::new(
         pool.clone(),
@@ -530,7 +527,7 @@ fn component_bytes(
     })
 }
 
-async fn wait_for_redis(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
+async fn wait_for_redis(pool: &tapedeck_store::Pool) -> anyhow::Result<()> {
     let mut last = None;
     for _ in 0..50 {
         match pool.get().await {

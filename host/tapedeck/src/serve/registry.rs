@@ -183,7 +183,7 @@ impl Progress {
 /// just started (an empty compile cache, say) or a swap under load never converts a job
 /// created after an activation with the component it replaced.
 pub struct Gate {
-    pool: deadpool_redis::Pool,
+    pool: tapedeck_store::Pool,
     progress: tokio::sync::watch::Receiver<Progress>,
 }
 
@@ -193,7 +193,7 @@ const GATE_WAIT: Duration = Duration::from_secs(20);
 
 impl Gate {
     /// A gate, and the sender [`watch`] keeps it informed with.
-    pub fn new(pool: deadpool_redis::Pool) -> (Arc<Self>, tokio::sync::watch::Sender<Progress>) {
+    pub fn new(pool: tapedeck_store::Pool) -> (Arc<Self>, tokio::sync::watch::Sender<Progress>) {
         let (tx, rx) = tokio::sync::watch::channel(Progress::default());
         (Arc::new(Self { pool, progress: rx }), tx)
     }
@@ -237,7 +237,7 @@ impl RegistryGate for Gate {
 /// Keeps the stages in step with the registry until `stop`, telling `progress` (the
 /// worker's [`Gate`]) what it has heard and what it has installed.
 pub async fn watch(
-    pool: deadpool_redis::Pool,
+    pool: tapedeck_store::Pool,
     redis: redis::Client,
     blobs: BlobStore,
     cache_dir: PathBuf,
@@ -350,7 +350,7 @@ struct Stages<'a> {
 /// component must compile are pending, their jobs wait), then each new component is
 /// compiled and installed, and the version is ready.
 async fn reconcile(
-    pool: &deadpool_redis::Pool,
+    pool: &tapedeck_store::Pool,
     blobs: &BlobStore,
     runtimes: &Arc<Runtimes>,
     stages: Stages<'_>,
