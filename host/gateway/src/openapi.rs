@@ -534,7 +534,7 @@ pub struct DeadLetter {
         web_page,
         web_asset,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::health::NotReady, crate::health::ReadyCheck)),
     modifiers(&SecuritySchemes, &CommonErrors),
     tags(
         (name = "auth", description = "Accounts and tokens"),
@@ -660,11 +660,25 @@ fn add_common_errors(op: &mut Operation, reaches_redis: bool) {
     }
     if reaches_redis {
         add("500", "`internal`: a bug; the cause is logged");
-        add(
-            "503",
-            "`unavailable`: Redis or the blob store did not answer",
-        );
+        op.responses
+            .responses
+            .entry("503".to_owned())
+            .or_insert_with(|| {
+                let mut response = error_response(
+                    "`unavailable`: Redis or the blob store did not answer (`Retry-After`)",
+                );
+                response.headers.insert("Retry-After".into(), retry_after());
+                RefOr::T(response)
+            });
     }
+}
+
+/// The `Retry-After` header of a 503 (every 503 carries one).
+fn retry_after() -> utoipa::openapi::Header {
+    utoipa::openapi::HeaderBuilder::new()
+        .schema(u64::schema())
+        .description(Some("Seconds"))
+        .build()
 }
 
 /// The description, serialised once.
@@ -1577,6 +1591,10 @@ mod tests {
                     match path.as_str() {
                         "/login" => &["basic"],
                         "/upload" | "/download" => &["bearer"],
+                        // The caller's own sessions and password.
+                        "/v1/auth/logout" | "/v1/auth/logout-all" | "/v1/auth/password" => {
+                            &["bearer"]
+                        }
                         _ => &[],
                     }
                 } else {
