@@ -193,11 +193,12 @@ pub enum Role {
     Worker,
 }
 
-/// The mails in `{data_dir}/outbox` (the service's embedded mail default), waiting up to
-/// `limit` for at least `n`; then `settle` more, so duplicates would show.
+/// The mails in the outbox (the service's embedded mail default: `outbox/` of the blob
+/// store, `{data_dir}/blobs` unless the test set another), waiting up to `limit` for at
+/// least `n`; then `settle` more, so duplicates would show.
 pub fn outbox_mails(data_dir: &Path, n: usize, limit: Duration, settle: Duration) -> Vec<String> {
     let read = || -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(data_dir.join("outbox")) else {
+        let Ok(entries) = std::fs::read_dir(data_dir.join("blobs/outbox")) else {
             return Vec::new();
         };
         let mut mails: Vec<(PathBuf, String)> = entries
@@ -271,7 +272,7 @@ impl Receiver {
 
 /// Undoes quoted-printable's soft line breaks and `=3D`, so tests can search a mail's
 /// text (non-ASCII bytes stay encoded).
-fn unfold_qp(mail: &str) -> String {
+pub fn unfold_qp(mail: &str) -> String {
     mail.replace("=\r\n", "")
         .replace("=\n", "")
         .replace("=3D", "=")

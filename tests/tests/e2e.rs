@@ -84,6 +84,10 @@ mod operator;
 #[path = "e2e/runs.rs"]
 mod runs;
 
+/// Issue 21: one outbox for many machines; the chaos suite's short run.
+#[path = "e2e/scale.rs"]
+mod scale;
+
 mod convert_flow {
     use super::*;
 

@@ -6,7 +6,11 @@
 //! blobs to and from temp files. Nothing here holds a whole blob in memory.
 //!
 //! Contact points: the gateway (`put_stream`, `get_range`, `delete`) and the worker
-//! (`fetch_to_file`, `put_file`).
+//! (`fetch_to_file`, `put_file`); the outbox of notification mail ([`outbox`]).
+
+pub mod outbox;
+
+pub use outbox::{Outbox, OutboxCap, OutboxMessage};
 
 use std::ops::Range;
 use std::os::unix::fs::DirBuilderExt;
@@ -87,6 +91,14 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// Root directory when the store is local: lets the worker read inputs in place.
     local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("store", &self.store.to_string())
+            .finish()
+    }
 }
 
 impl BlobStore {

@@ -90,8 +90,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// Non-public webhook destinations the operator allows.
     pub webhook_allow: Arc<Vec<IpNet>>,
-    /// The folder mail is written to when no SMTP server is set (`None`: SMTP).
-    pub outbox: Option<std::path::PathBuf>,
+    /// The outbox mail is written to when no SMTP server is set (`None`: SMTP).
+    pub outbox: Option<tapedeck_blobs::Outbox>,
 }
 
 /// The authenticated caller of a request (`Authorization: Bearer <token>`).

@@ -2,8 +2,6 @@
 //! dead-letter streams with replay, and the outbox of the embedded mail default.
 //! The contract is `docs/admin-api.md`.
 
-use std::path::PathBuf;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -322,10 +320,13 @@ pub async fn replay(
 /// Largest outbox message shown, bytes.
 const MAX_EML_BYTES: u64 = 1 << 20;
 
-fn outbox_dir(state: &AppState) -> Result<&PathBuf, ApiError> {
+/// Bytes of a message read for its `To` and `Subject`.
+const HEAD_BYTES: u64 = 8192;
+
+fn outbox_of(state: &AppState) -> Result<&tapedeck_blobs::Outbox, ApiError> {
     state.outbox.as_ref().ok_or(ApiError::Conflict(
         "no_outbox",
-        "mail goes to an SMTP server (TAPEDECK_SMTP_URL), not to an outbox folder".into(),
+        "mail goes to an SMTP server (TAPEDECK_SMTP_URL), not to the outbox".into(),
     ))
 }
 
@@ -340,10 +341,10 @@ fn header_of(head: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A message of the outbox folder.
+/// A message of the outbox.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutboxEntry {
-    /// The file's name (`GET /v1/admin/outbox/{name}`).
+    /// The message's name (`GET /v1/admin/outbox/{name}`).
     pub name: String,
     pub to: String,
     pub subject: String,
@@ -357,7 +358,8 @@ pub struct Outbox {
     pub messages: Vec<OutboxEntry>,
 }
 
-/// The newest 200 messages of the outbox folder (mail without an SMTP server).
+/// The newest 200 messages of the outbox (mail without an SMTP server), whichever
+/// process wrote them: the outbox is in the blob store every process shares.
 #[utoipa::path(
     get,
     path = "/v1/admin/outbox",
@@ -369,48 +371,36 @@ pub struct Outbox {
     ),
 )]
 pub async fn outbox(State(state): State<AppState>, _: Operator) -> Result<Json<Outbox>, ApiError> {
-    let dir = outbox_dir(&state)?.clone();
-    let messages = tokio::task::spawn_blocking(move || {
-        let mut found: Vec<(u64, String, PathBuf)> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name().into_string().ok()?;
-                        let meta = e.metadata().ok()?;
-                        let at = meta
-                            .modified()
-                            .ok()?
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .ok()?
-                            .as_secs();
-                        (name.ends_with(".eml") && meta.is_file()).then(|| (at, name, e.path()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.sort_by(|a, b| b.cmp(a));
-        found.truncate(200);
-        found
-            .into_iter()
-            .map(|(at, name, path)| {
-                let mut head = vec![0u8; 8192];
-                let n = std::fs::File::open(&path)
-                    .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-                    .unwrap_or(0);
-                let head = String::from_utf8_lossy(&head[..n]).into_owned();
-                OutboxEntry {
-                    to: header_of(&head, "To"),
-                    subject: header_of(&head, "Subject"),
-                    name,
-                    at,
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("reading the outbox: {e}")))?;
+    use futures::{StreamExt, TryStreamExt};
+    let outbox = outbox_of(&state)?;
+    let mut listed = outbox.list().await.map_err(outbox_failed)?;
+    listed.truncate(200);
+    let messages = futures::stream::iter(listed)
+        .map(|message| async move {
+            // Pruned since it was listed: left out.
+            let head = match outbox.head(&message, HEAD_BYTES).await {
+                Ok(head) => head,
+                Err(tapedeck_blobs::StorageError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let head = String::from_utf8_lossy(&head);
+            Ok(Some(OutboxEntry {
+                to: header_of(&head, "To"),
+                subject: header_of(&head, "Subject"),
+                at: u64::try_from(message.at_ms / 1000).unwrap_or(0),
+                name: message.name,
+            }))
+        })
+        .buffered(16)
+        .try_filter_map(|entry| async move { Ok(entry) })
+        .try_collect()
+        .await
+        .map_err(outbox_failed)?;
     Ok(Json(Outbox { messages }))
+}
+
+fn outbox_failed(e: tapedeck_blobs::StorageError) -> ApiError {
+    ApiError::internal(format!("reading the outbox: {e}"))
 }
 
 /// One message of the outbox, as written (RFC 5322 text, at most 1 MiB).
@@ -419,7 +409,7 @@ pub async fn outbox(State(state): State<AppState>, _: Operator) -> Result<Json<O
     path = "/v1/admin/outbox/{name}",
     tag = "operator",
     security(("operator" = [])),
-    params(("name" = String, Path, description = "The message's file name (`*.eml`)")),
+    params(("name" = String, Path, description = "The message's name (`*.eml`)")),
     responses(
         (status = 200, description = "The message", content_type = "text/plain", body = String),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -431,23 +421,11 @@ pub async fn outbox_message(
     _: Operator,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let dir = outbox_dir(&state)?;
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
-    if !plain || !name.ends_with(".eml") || name.starts_with('.') {
-        return Err(ApiError::NotFound);
-    }
-    let path = dir.join(&name);
-    let meta = tokio::fs::metadata(&path)
+    let body = outbox_of(&state)?
+        .read(&name, MAX_EML_BYTES)
         .await
-        .map_err(|_| ApiError::NotFound)?;
-    if !meta.is_file() || meta.len() > MAX_EML_BYTES {
-        return Err(ApiError::NotFound);
-    }
-    let body = tokio::fs::read(&path)
-        .await
-        .map_err(|_| ApiError::NotFound)?;
+        .map_err(outbox_failed)?
+        .ok_or(ApiError::NotFound)?;
     let mut res = (StatusCode::OK, body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

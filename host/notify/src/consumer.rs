@@ -164,7 +164,7 @@ impl NotifyConsumer {
     ) -> Result<Self, NotifyError> {
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url, &config.mail_from, config.smtp_timeout)?,
-            None => Mailer::outbox(&config.outbox_dir, &config.mail_from)?,
+            None => Mailer::outbox(config.outbox.clone(), &config.mail_from)?,
         };
         let webhooks = WebhookClient::new(
             AddressPolicy::new(config.webhook_allow.clone()),

@@ -6,8 +6,8 @@
 //!   builds the event, runs the notifier component, delivers what it queued (with
 //!   per-tenant caps, retries with backoff, a delivery record against duplicates, dead
 //!   letters on `td:notify:dead`), then acknowledges.
-//! - `mail.rs`: [`Mailer`], SMTP through a pooled lettre transport, or `.eml` files in an
-//!   outbox folder.
+//! - `mail.rs`: [`Mailer`], SMTP through a pooled lettre transport, or `.eml` objects in
+//!   the outbox of the blob store (`tapedeck_blobs::outbox`), which every gateway lists.
 //! - `webhook.rs`: [`WebhookClient`], signed POSTs pinned to a checked address;
 //!   [`verify_signature`] for receivers.
 //!
@@ -26,7 +26,6 @@ mod consumer;
 mod mail;
 mod webhook;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -76,10 +75,10 @@ pub enum NotifyError {
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     /// `smtp://`, `smtp://...?tls=required` (STARTTLS) or `smtps://` URL with optional
-    /// `user:password@`; `None`: mail goes to `outbox_dir` as `.eml` files.
+    /// `user:password@`; `None`: mail goes to `outbox` as `.eml` objects.
     pub smtp_url: Option<String>,
-    /// Where mail goes without SMTP.
-    pub outbox_dir: PathBuf,
+    /// Where mail goes without SMTP: the deployment's outbox in the blob store.
+    pub outbox: tapedeck_blobs::Outbox,
     /// The `From` of every e-mail.
     pub mail_from: String,
     /// Prefix of download links (`{public_base_url}/v1/jobs/{id}/output?expires=..&sig=..`);
@@ -111,11 +110,11 @@ pub struct NotifierConfig {
 }
 
 impl NotifierConfig {
-    /// Defaults: outbox under `data_dir`, links to `public_base_url`, 6 attempts from 2 s.
-    pub fn new(data_dir: &Path, public_base_url: impl Into<String>) -> Self {
+    /// Defaults: mail to `outbox`, links to `public_base_url`, 6 attempts from 2 s.
+    pub fn new(outbox: tapedeck_blobs::Outbox, public_base_url: impl Into<String>) -> Self {
         Self {
             smtp_url: None,
-            outbox_dir: data_dir.join("outbox"),
+            outbox,
             mail_from: "Tapedeck <noreply@tapedeck.localhost>".into(),
             public_base_url: Some(public_base_url.into()),
             link_ttl: Duration::from_secs(7 * 86_400),

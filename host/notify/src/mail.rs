@@ -1,12 +1,11 @@
-//! E-mail delivery: SMTP through a pooled lettre transport, or `.eml` files in an outbox
-//! folder when no SMTP server is configured (the embedded default).
+//! E-mail delivery: SMTP through a pooled lettre transport, or `.eml` objects in the
+//! outbox of the blob store when no SMTP server is configured (the embedded default).
 //!
 //! Headers are built by lettre from checked values only: the recipient is parsed as an
 //! address (a CR or LF makes it invalid), the subject was cleaned to one line by the
 //! plugin host, and lettre encodes it as a header value. No guest text becomes a header
 //! of its own.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
@@ -14,6 +13,8 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::DeliveryError;
+use tapedeck_blobs::Outbox;
+use tapedeck_blobs::outbox::file_safe;
 use tapedeck_model::notify::{OutgoingMail, clean_subject};
 
 /// Where mail goes.
@@ -21,8 +22,8 @@ use tapedeck_model::notify::{OutgoingMail, clean_subject};
 enum Transport {
     /// An SMTP server; connections are pooled and reused.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// `<dir>/<notification id>.eml`, one file per message.
-    Outbox(PathBuf),
+    /// `outbox/<notification id>.eml` in the blob store, one object per message.
+    Outbox(Outbox),
 }
 
 /// Sends the notifier's e-mails.
@@ -60,10 +61,10 @@ impl Mailer {
         })
     }
 
-    /// Mail written as `.eml` files into `dir` (created when needed).
-    pub fn outbox(dir: impl Into<PathBuf>, from: &str) -> Result<Self, MailConfigError> {
+    /// Mail written as `.eml` objects into `outbox`.
+    pub fn outbox(outbox: Outbox, from: &str) -> Result<Self, MailConfigError> {
         Ok(Self {
-            transport: Transport::Outbox(dir.into()),
+            transport: Transport::Outbox(outbox),
             from: parse_from(from)?,
         })
     }
@@ -100,15 +101,10 @@ impl Mailer {
                 }
                 Err(e) => Err(DeliveryError::Transient(format!("SMTP: {e}"))),
             },
-            Transport::Outbox(dir) => {
-                let dir = dir.clone();
-                let path = dir.join(format!("{}.eml", file_safe(id)));
-                let bytes = message.formatted();
-                tokio::task::spawn_blocking(move || write_atomically(&dir, &path, &bytes))
-                    .await
-                    .map_err(|e| DeliveryError::Transient(format!("outbox writer: {e}")))?
-                    .map_err(|e| DeliveryError::Transient(format!("writing to the outbox: {e}")))
-            }
+            Transport::Outbox(outbox) => outbox
+                .put(&Outbox::name_for(id), message.formatted().into())
+                .await
+                .map_err(|e| DeliveryError::Transient(format!("writing to the outbox: {e}"))),
         }
     }
 }
@@ -118,36 +114,14 @@ fn parse_from(from: &str) -> Result<Mailbox, MailConfigError> {
         .map_err(|_| MailConfigError::From(from.to_string()))
 }
 
-/// `id` with everything but `[A-Za-z0-9._-]` replaced by `_`.
-fn file_safe(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn write_atomically(
-    dir: &std::path::Path,
-    path: &std::path::Path,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An outbox in a fresh blob store under `dir`.
+    fn outbox(dir: &std::path::Path) -> Outbox {
+        Outbox::new(tapedeck_blobs::BlobStore::open(dir.to_str().unwrap()).unwrap())
+    }
 
     fn mail(subject: &str) -> OutgoingMail {
         OutgoingMail {
@@ -160,7 +134,9 @@ mod tests {
 
     #[test]
     fn crlf_in_a_subject_adds_no_header() {
-        let mailer = Mailer::outbox("/nonexistent", "Tapedeck <noreply@tapedeck.test>").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mailer =
+            Mailer::outbox(outbox(dir.path()), "Tapedeck <noreply@tapedeck.test>").unwrap();
         let message = mailer
             .build(
                 "1-0:0",
@@ -180,7 +156,8 @@ mod tests {
 
     #[test]
     fn a_recipient_with_a_line_break_is_refused() {
-        let mailer = Mailer::outbox("/nonexistent", "noreply@tapedeck.test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::outbox(outbox(dir.path()), "noreply@tapedeck.test").unwrap();
         let bad = OutgoingMail {
             to: "ann@example.com\r\nBcc: evil@example.com".into(),
             ..mail("x")
@@ -192,14 +169,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outbox_keeps_one_file_per_notification() {
+    async fn outbox_keeps_one_object_per_notification() {
         let dir = tempfile::tempdir().unwrap();
-        let mailer = Mailer::outbox(dir.path().join("outbox"), "noreply@tapedeck.test").unwrap();
+        let mailer = Mailer::outbox(outbox(dir.path()), "noreply@tapedeck.test").unwrap();
         mailer.send("7-0:0", &mail("one")).await.unwrap();
         mailer.send("7-0:0", &mail("one")).await.unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
             .unwrap()
+            .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(files.len(), 1);
+        assert_eq!(files, ["7-0_0.eml"]);
     }
 }

@@ -35,7 +35,7 @@
 //! | `run_max_memory_mib`       | `TAPEDECK_RUN_MAX_MEMORY_MIB`    | 64 (linear memory of a converter run) |
 //! | `run_max_output_mib`       | `TAPEDECK_RUN_MAX_OUTPUT_MIB`    | 512 (MP3 bytes one conversion may write) |
 //! | `trusted_proxies`          | `TAPEDECK_TRUSTED_PROXIES`       | none: the peer address is the client (login throttling) |
-//! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to `{data_dir}/outbox` as .eml files |
+//! | `smtp_url`                 | `TAPEDECK_SMTP_URL`              | none: mail goes to the outbox, `outbox/*.eml` in the blob store (every gateway lists it) |
 //! | `mail_from`                | `TAPEDECK_MAIL_FROM`             | `Tapedeck <noreply@tapedeck.localhost>` |
 //! | `webhook_allow`            | `TAPEDECK_WEBHOOK_ALLOW`         | none: webhooks reach public addresses only |
 //! | `tenant_defaults`          | `TAPEDECK_TENANT_DEFAULTS`       | none: `name=value,...` server defaults of the tenant limits (`jobs_per_minute=60,max_running=4`; names as `tapedeck admin tenant limits`) |
@@ -181,7 +181,7 @@ pub struct Settings {
     #[arg(long, env = "TAPEDECK_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
     /// SMTP server for notification mail: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
-    /// (STARTTLS) or `smtps://host:465`. Unset: mail is written to `{data_dir}/outbox`.
+    /// (STARTTLS) or `smtps://host:465`. Unset: mail is written to the blob store's `outbox/`.
     #[arg(long, env = "TAPEDECK_SMTP_URL")]
     pub smtp_url: Option<String>,
     /// `From` of notification mail.

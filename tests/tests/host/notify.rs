@@ -41,7 +41,11 @@ fn plugin() -> Arc<dyn Composer> {
 }
 
 fn config(dir: &Path, smtp: Option<String>) -> NotifierConfig {
-    let mut c = NotifierConfig::new(dir, "https://tapedeck.test");
+    let blobs = tapedeck::storage::BlobStore::open(dir.join("blobs").to_str().unwrap()).unwrap();
+    let mut c = NotifierConfig::new(
+        tapedeck::storage::Outbox::new(blobs),
+        "https://tapedeck.test",
+    );
     c.smtp_url = smtp;
     c.smtp_timeout = Duration::from_secs(2);
     c.webhook_timeout = Duration::from_secs(2);
@@ -392,7 +396,7 @@ async fn webhooks_to_loopback_and_metadata_are_refused_unless_allow_listed() {
     enable_webhook(&pool, "meta", "http://169.254.169.254/latest/meta-data/").await;
     // No SMTP: mail goes to the outbox, so the test sees the e-mail still goes out.
     let cfg = config(dir.path(), None);
-    let outbox = cfg.outbox_dir.clone();
+    let outbox = dir.path().join("blobs/outbox");
     let running = Running::start(NotifyConsumer::new(pool.clone(), plugin(), cfg).unwrap());
     let q = queue(&pool);
     finish_job(&q, "loop", "a@example.com", "a.mp4", None).await;

@@ -207,6 +207,8 @@ async fn serve_with_redis(
     // Subscriptions and the worker's cancel watch: connections of their own.
     let redis = pool.pubsub_client();
     let blobs = BlobStore::open(&config.blob_url).context("opening the blob store")?;
+    // Mail without SMTP: in the blob store, so every gateway shows every worker's.
+    let outbox = tapedeck_blobs::Outbox::new(blobs.clone());
     let queue = JobQueue::new(
         pool.clone(),
         PipelinePolicy {
@@ -269,7 +271,7 @@ async fn serve_with_redis(
         tracing::info!(digest = plugin.digest(), "notifier loaded");
         let composer: Stage<dyn Composer> = Stage::new(plugin.digest().to_owned(), plugin);
         watched.composer = Some(composer.clone());
-        let mut notifier = NotifierConfig::new(&config.data_dir, String::new());
+        let mut notifier = NotifierConfig::new(outbox.clone(), String::new());
         notifier.public_base_url = config.public_url.clone().or_else(|| {
             // In one process the gateway is right here; split, a gateway publishes its URL.
             (config.role == Role::All).then(|| public_url.clone())
@@ -417,10 +419,7 @@ async fn serve_with_redis(
             links: LinkSigner::load_or_create(&mut pool.get().await?).await?,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             webhook_allow: Arc::new(config.webhook_allow.clone()),
-            outbox: config
-                .smtp_url
-                .is_none()
-                .then(|| config.data_dir.join("outbox")),
+            outbox: config.smtp_url.is_none().then(|| outbox.clone()),
         };
         tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the API");
         app(state)
