@@ -1,7 +1,10 @@
 //! Helpers shared by the end-to-end tests: a real redis-server on a free port, real
 //! `tapedeck serve` processes, an HTTP client, SSE reading, and MP3 checks with ffprobe.
 
+pub mod cluster;
 pub mod probe;
+
+pub use cluster::{ClusterNode, RedisCluster};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -491,6 +494,7 @@ static METRICS_BASES: std::sync::Mutex<std::collections::BTreeMap<u32, String>> 
 /// Options for starting a service process.
 pub struct ServiceOptions<'a> {
     pub role: Role,
+    /// Empty: `extra` names the Redis, e.g. [`RedisCluster::service_flag`].
     pub redis_url: &'a str,
     pub data_dir: &'a Path,
     /// Extra `--flag value` pairs; `("env:NAME", value)` sets an environment variable.
@@ -512,12 +516,14 @@ impl Service {
         let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
             .args(["--role", role, "--listen", "127.0.0.1:0"])
-            .args(["--redis-url", opts.redis_url])
             .arg("--data-dir")
             .arg(opts.data_dir)
             .env("RUST_LOG", "warn")
             .env_remove("TAPEDECK_CONFIG")
             .stdout(Stdio::piped());
+        if !opts.redis_url.is_empty() {
+            cmd.args(["--redis-url", opts.redis_url]);
+        }
         if !opts.extra.iter().any(|(flag, _)| *flag == "blob-url") {
             cmd.arg("--blob-url").arg(&blobs);
         }

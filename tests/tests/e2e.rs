@@ -79,6 +79,11 @@ mod plugin_cli;
 #[path = "e2e/operator.rs"]
 mod operator;
 
+/// Issue 21: Redis Cluster — the pipeline, limits, fair dispatch, hot swap, a canary and
+/// tenant deletion on three masters, and the client following `MOVED`.
+#[path = "e2e/cluster.rs"]
+mod cluster;
+
 /// Issue 20: plugin runs bounded in wall time, cancelled, stopped at shutdown, safe
 /// across binary upgrades, and their output counted against the quota.
 #[path = "e2e/runs.rs"]

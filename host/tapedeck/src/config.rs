@@ -9,6 +9,7 @@
 //! | `data_dir`                 | `TAPEDECK_DATA_DIR`              | `./data`           |
 //! | `role`                     | `TAPEDECK_ROLE`                  | `all`              |
 //! | `redis_url`                | `REDIS_URL`                      | managed redis-server |
+//! | `redis_cluster_nodes`      | `TAPEDECK_REDIS_CLUSTER_NODES`   | none: `redis://h1:p1,redis://h2:p2,...`, a Redis Cluster through any reachable subset of its nodes (instead of `redis_url`) |
 //! | `blob_url`                 | `TAPEDECK_BLOB_URL`              | `{data_dir}/blobs` (`s3://bucket/prefix` for S3) |
 //! | `workers`                  | `TAPEDECK_WORKERS`               | 2 conversions at once |
 //! | `max_upload_bytes`         | `TAPEDECK_MAX_UPLOAD_BYTES`      | 1 GiB              |
@@ -92,6 +93,10 @@ pub struct Settings {
     /// Shared Redis; when unset a managed redis-server runs under the data dir.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// A Redis Cluster instead: `redis://h1:p1,redis://h2:p2,...`, any reachable subset
+    /// of its nodes (the client discovers the rest). Not with `redis_url`.
+    #[arg(long, env = "TAPEDECK_REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
     /// Blob store: a directory or `s3://bucket[/prefix]` [default: DATA_DIR/blobs].
     #[arg(long, env = "TAPEDECK_BLOB_URL")]
     pub blob_url: Option<String>,
@@ -214,6 +219,7 @@ impl Settings {
             data_dir: self.data_dir.or(fallback.data_dir),
             role: self.role.or(fallback.role),
             redis_url: self.redis_url.or(fallback.redis_url),
+            redis_cluster_nodes: self.redis_cluster_nodes.or(fallback.redis_cluster_nodes),
             blob_url: self.blob_url.or(fallback.blob_url),
             workers: self.workers.or(fallback.workers),
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
@@ -311,8 +317,10 @@ pub struct ServiceConfig {
     pub metrics_listen: MetricsListen,
     pub data_dir: PathBuf,
     pub role: Role,
-    /// `None`: start a managed redis-server.
+    /// `None` (and no cluster nodes): start a managed redis-server.
     pub redis_url: Option<String>,
+    /// The nodes of a Redis Cluster to reach it through (empty: not a cluster).
+    pub redis_cluster_nodes: Vec<String>,
     pub blob_url: String,
     pub workers: usize,
     pub max_upload_bytes: u64,
@@ -405,6 +413,35 @@ fn limit_policy(s: &Settings) -> anyhow::Result<LimitPolicy> {
     Ok(policy)
 }
 
+/// `redis_cluster_nodes` as a list; refused with `redis_url`, or with a node that is
+/// not a `redis://` / `rediss://` URL.
+fn cluster_nodes(s: &Settings) -> anyhow::Result<Vec<String>> {
+    let nodes: Vec<String> = s
+        .redis_cluster_nodes
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if nodes.is_empty() {
+        return Ok(nodes);
+    }
+    if s.redis_url.as_deref().is_some_and(|u| !u.is_empty()) {
+        anyhow::bail!(
+            "redis_url and redis_cluster_nodes are exclusive: set one (REDIS_URL or \
+             TAPEDECK_REDIS_CLUSTER_NODES)"
+        );
+    }
+    for node in &nodes {
+        if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+            anyhow::bail!("redis_cluster_nodes: {node:?} is not a redis:// or rediss:// URL");
+        }
+    }
+    Ok(nodes)
+}
+
 impl ServiceConfig {
     /// Resolves `given` (flags/env) over the TOML file at `file`, if any, over defaults.
     pub fn resolve(given: Settings, file: Option<&Path>) -> anyhow::Result<Self> {
@@ -418,6 +455,7 @@ impl ServiceConfig {
         };
         let s = given.or(from_file);
         let limits = limit_policy(&s)?;
+        let redis_cluster_nodes = cluster_nodes(&s)?;
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
         let blob_url = s
             .blob_url
@@ -430,6 +468,7 @@ impl ServiceConfig {
             metrics_listen: MetricsListen::parse(s.metrics_listen.as_deref())?,
             role: s.role.unwrap_or(Role::All),
             redis_url: s.redis_url.filter(|u| !u.is_empty()),
+            redis_cluster_nodes,
             blob_url,
             workers: s.workers.unwrap_or(2).max(1),
             max_upload_bytes: s.max_upload_bytes.unwrap_or(1 << 30),
@@ -491,6 +530,28 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_are_a_list_exclusive_with_the_url() {
+        let nodes = Settings {
+            redis_cluster_nodes: Some("redis://a:7001, redis://b:7002,".into()),
+            ..Settings::default()
+        };
+        let c = ServiceConfig::resolve(nodes.clone(), None).unwrap();
+        assert_eq!(c.redis_cluster_nodes, ["redis://a:7001", "redis://b:7002"]);
+        assert!(c.redis_url.is_none());
+        let both = Settings {
+            redis_url: Some("redis://a:6379".into()),
+            ..nodes
+        };
+        let e = ServiceConfig::resolve(both, None).unwrap_err().to_string();
+        assert!(e.contains("exclusive"), "{e}");
+        let bad = Settings {
+            redis_cluster_nodes: Some("a:7001".into()),
+            ..Settings::default()
+        };
+        assert!(ServiceConfig::resolve(bad, None).is_err());
+    }
 
     #[test]
     fn flags_beat_file_beat_defaults() {

@@ -145,9 +145,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
-    let managed = match &config.redis_url {
-        Some(_) => None,
-        None => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
+    let managed = match (&config.redis_url, config.redis_cluster_nodes.is_empty()) {
+        (None, true) => Some(ManagedRedis::start(&config.redis_server, &config.data_dir).await?),
+        _ => None,
     };
     let result = serve_with_redis(
         &config,
@@ -166,6 +166,15 @@ pub async fn serve(
 fn log_start(config: &ServiceConfig) {
     let redis = match &config.redis_url {
         Some(url) => redacted(url),
+        None if !config.redis_cluster_nodes.is_empty() => format!(
+            "cluster via {}",
+            config
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| redacted(n))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         None => format!(
             "managed redis-server in {}",
             config.data_dir.join("redis").display()
@@ -199,10 +208,11 @@ async fn serve_with_redis(
     converter: Option<Stage<dyn Converter>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let url = managed_url
-        .or(config.redis_url.as_deref())
-        .expect("either REDIS_URL or the managed instance is set");
-    let pool = tapedeck_store::Pool::open(url).context("parsing the Redis URL")?;
+    let pool = match managed_url.or(config.redis_url.as_deref()) {
+        Some(url) => tapedeck_store::Pool::open(url).context("parsing the Redis URL")?,
+        None => tapedeck_store::Pool::cluster(&config.redis_cluster_nodes)
+            .context("parsing redis_cluster_nodes")?,
+    };
     wait_for_redis(&pool).await?;
     // Subscriptions and the worker's cancel watch: connections of their own.
     let redis = pool.pubsub_client();
