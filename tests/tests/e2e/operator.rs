@@ -593,18 +593,25 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The descendants of `pid` running `tapedeck plugin-check-run` and `plugin-run`.
+/// The descendants of `pid` running `tapedeck plugin-check-run` and `plugin-run`. A
+/// check's child between fork and exec still shows the check's command line: it is not
+/// counted as another check.
 fn check_processes(pid: u32) -> (usize, usize) {
     let (mut checks, mut runners) = (0, 0);
-    let mut todo = children_of(pid);
-    while let Some(p) = todo.pop() {
+    let mut todo: Vec<(u32, bool)> = children_of(pid).into_iter().map(|p| (p, false)).collect();
+    while let Some((p, in_check)) = todo.pop() {
         let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_check = args.contains(&&b"plugin-check-run"[..]);
         if process_running(p) {
-            checks += usize::from(args.contains(&&b"plugin-check-run"[..]));
+            checks += usize::from(is_check && !in_check);
             runners += usize::from(args.contains(&&b"plugin-run"[..]));
         }
-        todo.extend(children_of(p));
+        todo.extend(
+            children_of(p)
+                .into_iter()
+                .map(|c| (c, in_check || is_check)),
+        );
     }
     (checks, runners)
 }
