@@ -60,10 +60,57 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
+    /// Starts redis-server on `port` (which must be free: a service may already point
+    /// there, waiting for it).
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        let mut server = RedisServer {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        assert!(server.launch(), "redis-server did not start on port {port}");
+        server
+    }
+
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts the child on `self.port`; false (child gone) if the port was taken.
+    /// SIGKILLs redis-server (a crash; with `appendfsync always` nothing acknowledged is
+    /// lost). [`RedisServer::start_again`] brings it back on the same port.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts redis-server again on its port, from its AOF (after [`RedisServer::kill`]).
+    pub fn start_again(&mut self) {
+        let since = Instant::now();
+        while !self.launch() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "port {} stayed taken",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every command Redis has run since it started (`INFO commandstats`, the sum of
+    /// `calls`), this query's own `INFO` included.
+    pub fn commands_total(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .filter_map(|l| l.split("calls=").nth(1))
+            .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     fn launch(&mut self) -> bool {
         std::fs::create_dir_all(&self.dir).unwrap();
         let mut child = Command::new("redis-server")
@@ -513,6 +560,20 @@ impl Service {
             Role::Worker => "worker",
         };
         let blobs = opts.data_dir.join("blobs");
+        let service = Self::spawn(opts, None);
+        service.wait_ready(Duration::from_secs(30));
+        service
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self, limit: Duration) {
+        let url = format!("{}/readyz", self.base);
+        wait_until(limit, || reqwest_blocking_ok(&url));
+    }
+
+    /// Starts the process as [`Service::start`] does, its stderr (the log) written to
+    /// `log` if given, and returns once it listens, without waiting until it is ready.
+    pub fn spawn(opts: ServiceOptions<'_>, log: Option<&Path>) -> Self {
         let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
             .args(["--role", role, "--listen", "127.0.0.1:0"])
@@ -550,11 +611,11 @@ impl Service {
         if let Some(line) = lines.next() {
             let metrics = address_in(Some(line), "metrics on ");
             METRICS_BASES.lock().unwrap().insert(child.id(), metrics);
+        if let Some(log) = log {
+            cmd.stderr(std::fs::File::create(log).expect("creating the service's log"));
         }
-        let service = Service { child, base };
-        let url = format!("{}/readyz", service.base);
-        wait_until(Duration::from_secs(30), || reqwest_blocking_ok(&url));
-        service
+        }
+        Service { child, base }
     }
 
     pub fn pid(&self) -> u32 {

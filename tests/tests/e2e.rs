@@ -79,6 +79,12 @@ mod plugin_cli;
 #[path = "e2e/operator.rs"]
 mod operator;
 
+/// Issue 21: failures — no busy loop when Redis goes, outcomes and notifications that
+/// wait for Redis, takeover of a dead notifier's work, SSE streams ended at shutdown, a
+/// process that starts before Redis, `Retry-After` on 503s.
+#[path = "e2e/failure.rs"]
+mod failure;
+
 /// Issue 21: Redis Cluster — the pipeline, limits, fair dispatch, hot swap, a canary and
 /// tenant deletion on three masters, and the client following `MOVED`.
 #[path = "e2e/cluster.rs"]

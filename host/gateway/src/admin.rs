@@ -798,8 +798,9 @@ pub struct PluginEnvelope {
         (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
                                       `invalid_plugin` (the check's verdict)", body = ErrorBody),
         (status = 413, description = "`field_too_large`: over 64 MiB", body = ErrorBody),
-        (status = 503, description = "`checks_busy`: no check slot came free in time",
-         body = ErrorBody),
+        (status = 503, description = "`checks_busy`: no check slot came free in time; \
+                                      `unavailable` (`Retry-After`)",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
     ),
 )]
 pub async fn publish_plugin(
@@ -827,8 +828,9 @@ pub async fn publish_plugin(
         (status = 413, description = "`field_too_large`", body = ErrorBody),
         (status = 429, description = "`limit_exceeded`: the tenant used its \
                                       `cpu_seconds_per_hour`", body = ErrorBody),
-        (status = 503, description = "`checks_busy`: no check slot came free in time",
-         body = ErrorBody),
+        (status = 503, description = "`checks_busy`: no check slot came free in time; \
+                                      `unavailable` (`Retry-After`)",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
     ),
 )]
 pub async fn tenant_publish_plugin(

@@ -20,7 +20,7 @@ pub struct ErrorBody {
 }
 
 /// What went wrong. A `limit_exceeded` error also names the limit, its effective value
-/// and the layer that set it.
+/// and the layer that set it; `/readyz`'s `unavailable` lists its checks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     #[schema(value_type = crate::openapi::ErrorCode)]
@@ -40,6 +40,10 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<LimitLayer>, nullable = false)]
     pub layer: Option<&'static str>,
+    /// `/readyz`: every check, whether it passed, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub checks: Option<Vec<crate::health::ReadyCheck>>,
 }
 
 /// The layer of a limit: the tenant's own, or the server's default.
@@ -116,6 +120,7 @@ impl ApiError {
                 limit: None,
                 value: None,
                 layer: None,
+                checks: None,
             },
         };
         serde_json::to_vec(&body).expect("error bodies serialize")
@@ -165,6 +170,7 @@ impl IntoResponse for ApiError {
             limit: None,
             value: None,
             layer: None,
+            checks: None,
         };
         if let ApiError::LimitExceeded {
             limit,
@@ -207,9 +213,19 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        // An outage (Redis restarting) or a busy check queue: worth a retry soon.
+        if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+            );
+        }
         response
     }
 }
+
+/// The `Retry-After` (seconds) of every 503: about how long Redis takes to restart.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
 /// Stands for the layer's words in a `LimitExceeded` message.
 const LAYER: &str = "{layer}";

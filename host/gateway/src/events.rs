@@ -10,6 +10,10 @@
 //! watcher is told to re-read its job ([`JobSignal::Resync`]), since changes published
 //! meanwhile are lost with the connection.
 //!
+//! Shutdown: [`JobEvents::close`] ends every stream at once with a last `reconnect`
+//! event (the client reconnects to another gateway), so an open stream does not hold a
+//! gateway's exit until its shutdown timeout.
+//!
 //! Contact points: `serve` starts [`JobEvents`] for gateways and sizes [`StreamCap`];
 //! `jobs::events` watches a job and holds a [`StreamSlot`] while its stream is open.
 
@@ -52,6 +56,8 @@ type Watchers = Arc<Mutex<HashMap<String, broadcast::Sender<JobSignal>>>>;
 #[derive(Clone)]
 pub struct JobEvents {
     watchers: Watchers,
+    /// `true` once the process shuts down: every stream ends.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Stops the subscriber task when the last handle goes.
     _task: Arc<AbortOnDrop>,
 }
@@ -71,8 +77,22 @@ impl JobEvents {
         let task = tokio::spawn(subscribe_forever(client, watchers.clone()));
         JobEvents {
             watchers,
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
             _task: Arc::new(AbortOnDrop(task.abort_handle())),
         }
+    }
+
+    /// Ends every stream (the process shuts down): each sends a last `reconnect` event
+    /// and closes, and streams opened from now on end at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`JobEvents::close`] has been called (at once if it has).
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        // `Err`: the sender is gone, which it never is while `self` lives.
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 
     /// Starts watching job `id`: every change published from now on reaches the
@@ -124,14 +144,16 @@ impl Drop for JobWatch {
 }
 
 /// Subscribes, delivers, and subscribes again whenever the connection ends, waiting
-/// between attempts (backoff from [`MIN_BACKOFF`] to [`MAX_BACKOFF`]).
+/// between attempts (backoff from [`MIN_BACKOFF`] to [`MAX_BACKOFF`]; a failure that
+/// repeats is logged once in a while).
 async fn subscribe_forever(client: redis::Client, watchers: Watchers) {
     let mut backoff = MIN_BACKOFF;
+    let warnings = tapedeck_model::logs::Throttled::default();
     loop {
         let began = Instant::now();
         match deliver(&client, &watchers).await {
             Ok(()) => tracing::warn!("the job events subscription ended; subscribing again"),
-            Err(e) => tracing::warn!(error = %e, "job events: no subscription; retrying"),
+            Err(e) => warnings.warn("job events: no subscription; retrying", &e),
         }
         backoff = if began.elapsed() >= STABLE {
             MIN_BACKOFF

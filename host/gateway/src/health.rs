@@ -1,16 +1,23 @@
 //! `/healthz` (the process answers) and `/readyz` (Redis answers, the blob store takes a
 //! write, the components this process needs are loaded): served by every role, workers
-//! included, on `--listen`.
+//! included, on `--listen`, and from the moment the listener is bound — also while the
+//! process still waits for Redis at start ([`starting_app`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use tapedeck_store::Pool;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, ErrorDetail, UNAVAILABLE_RETRY_AFTER};
 use crate::extract;
 use tapedeck_blobs::BlobStore;
 
@@ -38,6 +45,18 @@ pub fn worker_app(health: Health) -> Router {
         .method_not_allowed_fallback(extract::wrong_method)
 }
 
+/// What a process serves while it waits for Redis at start: the health routes (`/readyz`
+/// names what is missing), and a 503 `unavailable` with `Retry-After` for anything else.
+pub fn starting_app(health: Health) -> Router {
+    routes(health).fallback(|| async {
+        ApiError::Rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is starting: Redis is not reachable yet".into(),
+        )
+    })
+}
+
 /// The process answers.
 #[utoipa::path(
     get,
@@ -49,6 +68,23 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// One check of `/readyz`, listed in its 503 (`error.checks`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyCheck {
+    /// `redis` (answers `PING`), `blobs` (the blob store takes a write) or `components`
+    /// (the components this process runs are loaded).
+    pub name: &'static str,
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+}
+
+/// How long each check may take: a Redis that accepts connections but does not answer
+/// (stopped, overloaded) must not hang the probe.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Redis answers, the blob store takes a write, the components are loaded.
 #[utoipa::path(
     get,
@@ -56,21 +92,63 @@ pub async fn healthz() -> &'static str {
     tag = "meta",
     responses(
         (status = 200, description = "`ready`", content_type = "text/plain", body = String),
-        (status = 503, description = "`unavailable`", body = crate::error::ErrorBody),
+        (status = 503, description = "`unavailable`: the message names the checks that \
+                                      failed, `checks` has each one and why (`Retry-After`)",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
     ),
 )]
-pub async fn readyz(State(health): State<Health>) -> Result<&'static str, ApiError> {
-    let mut conn = health.pool.get().await?;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    health
-        .blobs
-        .probe()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if !health.components_ready.load(Ordering::Acquire) {
-        return Err(ApiError::Unavailable(
-            "components are not loaded yet".into(),
-        ));
+pub async fn readyz(State(health): State<Health>) -> Response {
+    let redis = async {
+        let mut conn = health.pool.get().await.map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let blobs = async { health.blobs.probe().await.map_err(|e| e.to_string()) };
+    let (redis, blobs) = tokio::join!(within(redis), within(blobs));
+    let components = match health.components_ready.load(Ordering::Acquire) {
+        true => Ok(()),
+        false => Err("not loaded yet".to_owned()),
+    };
+    let checks = vec![
+        check("redis", redis.map(drop)),
+        check("blobs", blobs),
+        check("components", components),
+    ];
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    if failed.is_empty() {
+        return "ready".into_response();
     }
-    Ok("ready")
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "unavailable",
+            message: format!("not ready: {}", failed.join(", ")),
+            limit: None,
+            value: None,
+            layer: None,
+            checks: Some(checks),
+        },
+    };
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+    );
+    response
+}
+
+/// `work`'s outcome, or a timeout after [`CHECK_TIMEOUT`].
+async fn within<T>(work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(CHECK_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")))
+}
+
+fn check(name: &'static str, outcome: Result<(), String>) -> ReadyCheck {
+    ReadyCheck {
+        name,
+        ok: outcome.is_ok(),
+        error: outcome.err(),
+    }
 }

@@ -302,8 +302,8 @@ pub async fn retry(
 #[allow(dead_code)]
 pub struct JobEvent {
     pub event: JobEventName,
-    /// JSON: the job (`status`), `{"progress": p}` (`progress`), or
-    /// `{"id", "status": "deleted"}` (`deleted`).
+    /// JSON: the job (`status`), `{"progress": p}` (`progress`),
+    /// `{"id", "status": "deleted"}` (`deleted`), or `{"reason"}` (`reconnect`).
     #[schema(content_media_type = "application/json")]
     pub data: String,
 }
@@ -315,12 +315,15 @@ pub enum JobEventName {
     Status,
     Progress,
     Deleted,
+    Reconnect,
 }
 
 /// Server-Sent Events: a `status` event with the whole job first, then `progress`
 /// (`{"progress": p}`) and `status` events as they happen; the stream ends after the
 /// job is done or failed, or after a final `deleted` event (`{"id", "status": "deleted"}`)
-/// when the job is deleted.
+/// when the job is deleted, or — the gateway shutting down — after a final `reconnect`
+/// event (`{"reason"}`, with `retry:` 1000 ms): open the stream again (another gateway
+/// answers), it starts with the job as it is then.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
@@ -329,7 +332,8 @@ pub enum JobEventName {
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "`event: status` (data: the job), `event: progress` \
-                                      (data: `{\"progress\": p}`), `event: deleted`",
+                                      (data: `{\"progress\": p}`), `event: deleted`, \
+                                      `event: reconnect` (the gateway shuts down)",
          content_type = "text/event-stream", body = JobEvent),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 429, description = "`limit_exceeded`: the caller has \
@@ -368,6 +372,12 @@ pub async fn events(
             let signal = tokio::select! {
                 // The client went away: free the slot now, not at the next event.
                 _ = tx.closed() => return,
+                // Shutting down: the client is told to come back (to another gateway),
+                // and the stream ends now rather than at the shutdown timeout.
+                _ = state.events.closed() => {
+                    let _ = tx.send(reconnect_event()).await;
+                    return;
+                }
                 signal = tokio::time::timeout(Duration::from_secs(10), watch.next()) => signal.ok(),
             };
             if let Some(JobSignal::Change(payload)) = signal {
@@ -406,6 +416,17 @@ pub async fn events(
     let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
+
+/// The last event of a stream the gateway ends because it shuts down.
+fn reconnect_event() -> Event {
+    Event::default()
+        .event("reconnect")
+        .retry(RECONNECT_AFTER)
+        .data(json!({"reason": "the gateway is shutting down; reconnect"}).to_string())
+}
+
+/// The `retry:` of the `reconnect` event: how soon a client opens the stream again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 fn status_event(job: &JobRecord) -> Event {
     Event::default()

@@ -534,7 +534,7 @@ pub struct DeadLetter {
         web_page,
         web_asset,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::health::NotReady, crate::health::ReadyCheck)),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::health::ReadyCheck)),
     modifiers(&SecuritySchemes, &CommonErrors),
     tags(
         (name = "auth", description = "Accounts and tokens"),
@@ -1357,8 +1357,36 @@ mod tests {
         ] {
             let limited = matches!(error, ApiError::LimitExceeded { .. });
             let body = error_body(error);
-            conforms("ErrorBody", &body, limited);
+            conforms("ErrorBody", &body, false);
+            if limited {
+                for field in ["limit", "value", "layer"] {
+                    assert!(body["error"].get(field).is_some(), "{field}: {body}");
+                }
+            }
         }
+        // `/readyz`'s 503 lists its checks.
+        let not_ready = crate::error::ErrorBody {
+            error: crate::error::ErrorDetail {
+                code: "unavailable",
+                message: "not ready: redis".into(),
+                limit: None,
+                value: None,
+                layer: None,
+                checks: Some(vec![
+                    crate::health::ReadyCheck {
+                        name: "redis",
+                        ok: false,
+                        error: Some("connection refused".into()),
+                    },
+                    crate::health::ReadyCheck {
+                        name: "blobs",
+                        ok: true,
+                        error: None,
+                    },
+                ]),
+            },
+        };
+        conforms("ErrorBody", &not_ready, false);
     }
 
     fn error_body(error: ApiError) -> Value {

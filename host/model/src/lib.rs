@@ -12,12 +12,17 @@
 //! - `net`: which addresses webhooks may reach.
 //! - `stage`: [`stage::Stage`], the replaceable handle through which every call finds the
 //!   component that runs its stage (the registry seam).
+//! - `backoff`, `logs`: how loops on Redis wait after a failure ([`backoff::Backoff`])
+//!   and log failures that repeat ([`logs::Throttled`]), so none spins or floods its log
+//!   during an outage.
 
 pub mod auth;
+pub mod backoff;
 pub mod canary;
 pub mod convert;
 pub mod job;
 pub mod limits;
+pub mod logs;
 pub mod net;
 pub mod notify;
 pub mod plugins;

@@ -18,8 +18,18 @@
 //! While an entry is worked on, its idle time is reset every third of the visibility
 //! timeout; if another consumer took it over meanwhile, this one stops.
 //!
-//! The one window for a duplicate: a crash after the server accepted a message and before
-//! `msg:{i}` was written. SMTP offers no way to close it; the Message-ID and the webhook's
+//! After a crash: consumers are named `notifier-{hostname}-{pid}`, and a notifier
+//! starting on a host first takes over (`XCLAIM` with the idle time it saw, so two
+//! restarted processes cannot both take one) the pending entries of that host's notifiers
+//! whose process is gone, as the conversion workers do: their notifications go out at
+//! once, not after the visibility timeout.
+//!
+//! Duplicates: the delivery record (in the tenant's slot, kept 7 days) says `sent` for a
+//! message before its entry is acknowledged, and is read before anything is sent, so a
+//! message is sent again only if the process dies in the moment between the server
+//! accepting it and `msg:{i}` being written. A Redis outage in that moment does not
+//! widen it: writing `sent` is retried until Redis is back (or the process stops). SMTP
+//! offers no way to close the last window; the Message-ID and the webhook's
 //! `X-Tapedeck-Delivery` (both the notification id) let receivers drop the copy.
 
 use std::collections::HashMap;
@@ -37,6 +47,8 @@ use tokio_util::sync::CancellationToken;
 use super::mail::Mailer;
 use super::webhook::WebhookClient;
 use super::{DeliveryError, NotifierConfig, NotifyError};
+use tapedeck_model::backoff::Backoff;
+use tapedeck_model::logs::Throttled;
 use tapedeck_model::net::AddressPolicy;
 use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
 use tapedeck_model::stage::Stage;
@@ -237,20 +249,49 @@ impl NotifyConsumer {
     /// Reads and handles entries until `shutdown` is cancelled, then waits for the
     /// entries in hand to stop.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), NotifyError> {
-        self.seed_ready().await?;
+        // While Redis is down every read fails at once: wait longer each time, log once
+        // in a while.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        );
+        let warnings = Throttled::default();
+        let mut first = loop {
+            let started = async {
+                self.seed_ready().await?;
+                self.take_over_dead().await
+            };
+            match started.await {
+                Ok(entries) => break entries,
+                Err(e) => warnings.warn("notifier: could not start", &e),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff.failed()) => {}
+            }
+        };
+        backoff.succeeded();
         let slots = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         tracing::info!(consumer = %self.inner.config.consumer, "notifier started");
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits().min(BATCH);
-            let entries = if free == 0 {
+            let mut failed = None;
+            let entries = if !first.is_empty() {
+                std::mem::take(&mut first)
+            } else if free == 0 {
                 Vec::new()
             } else {
                 match self.next_entries(free).await {
-                    Ok(entries) => entries,
+                    Ok(entries) => {
+                        backoff.succeeded();
+                        entries
+                    }
                     Err(e) => {
-                        tracing::warn!("notifier: reading the notify streams failed: {e}");
+                        warnings.warn("notifier: reading the notify streams failed", &e);
+                        failed = Some(backoff.failed());
                         Vec::new()
                     }
                 }
@@ -261,7 +302,12 @@ impl NotifyConsumer {
                     .config
                     .poll_interval
                     .min(Duration::from_millis(400));
+                let warnings = &warnings;
                 let woken = async {
+                    if let Some(pause) = failed {
+                        tokio::time::sleep(pause).await;
+                        return;
+                    }
                     if free == 0 {
                         tokio::time::sleep(wait).await;
                         return;
@@ -270,7 +316,7 @@ impl NotifyConsumer {
                     // other command on the shared one.
                     let got = self.inner.pool.blpop(NOTIFY_WAKE, wait).await;
                     if let Err(e) = got {
-                        tracing::warn!("notifier: waiting for work failed: {e}");
+                        warnings.warn("notifier: waiting for work failed", &e);
                         tokio::time::sleep(wait).await;
                     }
                 };
@@ -296,6 +342,55 @@ impl NotifyConsumer {
         while tasks.join_next().await.is_some() {}
         tracing::info!("notifier stopped");
         Ok(())
+    }
+
+    /// The pending entries of this host's notifiers whose process is gone, now this
+    /// consumer's (see the module doc, "After a crash").
+    async fn take_over_dead(&self) -> Result<Vec<(String, StreamId)>, NotifyError> {
+        let me = &self.inner.config.consumer;
+        let mut conn = self.inner.pool.get().await?;
+        let mut tenants: Vec<String> = conn.smembers(TENANTS).await?;
+        tenants.sort();
+        let mut taken = Vec::new();
+        for tenant in tenants {
+            let stream = notify_stream(&tenant);
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .or_else(|e| match e.code() {
+                    // No group yet (or no stream): nothing pending.
+                    Some("NOGROUP") => Ok(Vec::new()),
+                    _ => Err(e),
+                })?;
+            for (entry_id, consumer, idle_ms, _) in pending {
+                if consumer == *me || !gone_from_this_host(&consumer) {
+                    continue;
+                }
+                let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(me)
+                    .arg(idle_ms)
+                    .arg(&entry_id)
+                    .query_async(&mut conn)
+                    .await?;
+                for entry in claimed.ids {
+                    tracing::info!(
+                        tenant,
+                        entry = %entry.id,
+                        from = consumer,
+                        "notifier: took over a notification of a stopped notifier on this host"
+                    );
+                    taken.push((tenant.clone(), entry));
+                }
+            }
+        }
+        Ok(taken)
     }
 
     /// Up to `count` entries of the ready tenants, taken in turn: for each, entries
@@ -505,7 +600,6 @@ impl NotifyConsumer {
                 self.deliver_with_retries(&message_id, message, &settings, stop)
                     .await?
             };
-            let mut conn = inner.pool.get().await?;
             let channel = match message {
                 Outgoing::Mail(_) => "mail",
                 Outgoing::Webhook(_) => "webhook",
@@ -519,9 +613,11 @@ impl NotifyConsumer {
             match outcome {
                 Ok(()) => {
                     inner.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    let _: () = conn.hset(&record, &field, "sent").await?;
+                    // Recorded whatever it takes: unrecorded, it would be sent again.
+                    self.record_sent(&record, &field, stop).await?;
                 }
                 Err((reason, attempts)) => {
+                    let mut conn = inner.pool.get().await?;
                     tracing::warn!(entry = entry_id, %job, %tenant, "notification message dead-lettered: {reason}");
                     let payload =
                         serde_json::to_string(message).expect("messages serialize to JSON");
@@ -551,6 +647,34 @@ impl NotifyConsumer {
         tapedeck_store::queue::trim_stream(&mut conn, &stream).await?;
         inner.stats.notifications.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes `msg:{i}` = `sent` into the delivery record, trying again with backoff while
+    /// Redis cannot be reached (a restart, a failover) until it can, or until `stop`.
+    async fn record_sent(
+        &self,
+        record: &str,
+        field: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let mut backoff = Backoff::redis();
+        let warnings = Throttled::default();
+        loop {
+            let written = async {
+                let mut conn = self.inner.pool.get().await?;
+                let _: () = conn.hset(record, field, "sent").await?;
+                Ok::<_, NotifyError>(())
+            }
+            .await;
+            match written {
+                Ok(()) => return Ok(()),
+                Err(e) => warnings.warn("notifier: recording a sent message waits for Redis", &e),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Err(Interrupted::Stopped),
+                _ = tokio::time::sleep(backoff.failed()) => {}
+            }
+        }
     }
 
     /// Runs the component for an entry. A component failure or a missing owner address
@@ -759,6 +883,22 @@ impl NotifyConsumer {
     }
 }
 
+/// The host and pid of a notifier consumer's name (`notifier-{hostname}-{pid}`).
+fn notifier_of(consumer: &str) -> Option<(&str, u32)> {
+    let (host, pid) = consumer.strip_prefix("notifier-")?.rsplit_once('-')?;
+    Some((host, pid.parse().ok()?))
+}
+
+/// Whether `consumer` is a notifier of this host whose process no longer runs (and is
+/// not this one).
+fn gone_from_this_host(consumer: &str) -> bool {
+    notifier_of(consumer).is_some_and(|(host, pid)| {
+        host == tapedeck_store::queue::hostname()
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+}
+
 /// What a notification's download link is made of.
 struct DownloadLinks {
     base: String,
@@ -828,6 +968,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn notifier_names_give_their_host_and_pid() {
+        assert_eq!(notifier_of("notifier-web-1-42"), Some(("web-1", 42)));
+        assert_eq!(notifier_of("notifier-host-x"), None);
+        // A conversion worker's consumer is not a notifier's.
+        assert_eq!(notifier_of("web-1-42-0"), None);
+        let me = format!(
+            "notifier-{}-{}",
+            tapedeck_store::queue::hostname(),
+            std::process::id()
+        );
+        assert!(!gone_from_this_host(&me), "this process");
+        let dead = format!(
+            "notifier-{}-{}",
+            tapedeck_store::queue::hostname(),
+            u32::MAX - 1
+        );
+        assert!(gone_from_this_host(&dead));
+        assert!(!gone_from_this_host("notifier-another-host-1"));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | `max_attempts`             | `TAPEDECK_MAX_ATTEMPTS`          | 4                  |
 //! | `max_concurrent_checks`    | `TAPEDECK_MAX_CONCURRENT_CHECKS` | 1 (conformance checks of published components running at once in this process) |
 //! | `max_check_wait_secs`      | `TAPEDECK_MAX_CHECK_WAIT_SECS`   | 30 (how long a publish waits for a check slot before a 503 `checks_busy`) |
-//! | `visibility_timeout_secs`  | `TAPEDECK_VISIBILITY_TIMEOUT_SECS` | 60               |
+//! | `visibility_timeout_secs`  | `TAPEDECK_VISIBILITY_TIMEOUT_SECS` | 60 (a conversion or notification whose process stopped heart-beating is taken over after this) |
 //! | `retry_base_ms`            | `TAPEDECK_RETRY_BASE_MS`         | 2000               |
 //! | `token_ttl_secs`           | `TAPEDECK_TOKEN_TTL_SECS`        | 86400              |
 //! | `session_cache_ms`         | `TAPEDECK_SESSION_CACHE_MS`      | 1000 (how long a gateway trusts a checked session: a revocation reaches every gateway within it; 0..=2000) |
@@ -121,7 +121,7 @@ pub struct Settings {
     /// `checks_busy` [default: 30].
     #[arg(long, env = "TAPEDECK_MAX_CHECK_WAIT_SECS")]
     pub max_check_wait_secs: Option<u64>,
-    /// Idle time after which another worker claims an entry [default: 60].
+    /// Idle time after which another worker (or notifier) claims an entry [default: 60].
     #[arg(long, env = "TAPEDECK_VISIBILITY_TIMEOUT_SECS")]
     pub visibility_timeout_secs: Option<u64>,
     /// First retry delay; doubles per attempt, plus jitter [default: 2000].

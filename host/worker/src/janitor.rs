@@ -36,12 +36,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut last_retention: Option<std::time::Instant> = None;
+    // A pass every `every` whatever happens (no spinning); while Redis is down each fails
+    // the same way, logged once in a while.
+    let warnings = tapedeck_model::logs::Throttled::default();
     loop {
         let retention = last_retention.is_none_or(|t| t.elapsed() >= settings.retention_every);
         match pass(&queue, &blobs, &settings, retention).await {
             Ok(true) if retention => last_retention = Some(std::time::Instant::now()),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+            Err(e) => warnings.warn("janitor pass failed", &e),
         }
         tokio::select! {
             _ = tokio::time::sleep(settings.every) => {}

@@ -16,6 +16,11 @@
 //! be lost, the heartbeat finds the job gone. A shutdown past its grace period cancels
 //! every run after handing it back ([`Worker::hand_back`]).
 //!
+//! Outages: the outcome of a finished attempt waits for Redis (tried again with backoff
+//! until Redis takes it, or a shutdown hands the job back), so a short outage neither
+//! loses a conversion nor has it run again after the visibility timeout; every loop here
+//! backs off while Redis is down and logs a repeated failure once in a while.
+//!
 //! Quota: a run's output is capped at the room left in its tenant's `quota_bytes`, and
 //! completing checks the quota again atomically; an MP3 the quota cannot hold is
 //! deleted and the job fails with `limit_exceeded`.
@@ -30,16 +35,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;
+use tapedeck_model::backoff::Backoff;
 use tapedeck_model::canary::CanarySettings;
 pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn, RunCancel,
 };
 use tapedeck_model::limits::LimitPolicy;
+use tapedeck_model::logs::Throttled;
 use tapedeck_model::stage::{Installed, Stage};
 use tapedeck_store::canary;
 use tapedeck_store::queue::{
     AttemptStart, CancelRequest, Completion, Delivery, JOB_CANCEL_CHANNEL, JobOutput, JobQueue,
-    Orphan, consumer_name,
+    Orphan, QueueError, consumer_name,
 };
 
 /// Settings of one worker process.
@@ -265,14 +272,22 @@ impl Worker {
     async fn run_slot(&self, slot: usize, shutdown: CancellationToken) {
         let consumer = consumer_name(&self.settings.host, std::process::id(), slot);
         let mut last_promote = Instant::now() - Duration::from_secs(60);
+        // While Redis is down every call fails at once: wait longer each time, and log
+        // each failure once in a while.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        );
+        let warnings = Throttled::default();
         while !shutdown.is_cancelled() {
             if slot == 0 && last_promote.elapsed() > Duration::from_millis(500) {
                 last_promote = Instant::now();
                 if let Err(e) = self.queue.promote_due_retries().await {
-                    tracing::warn!(error = %e, "could not promote retries");
+                    warnings.warn("could not promote retries", &e);
                 }
                 if let Err(e) = self.queue.sweep_leases().await {
-                    tracing::warn!(error = %e, "could not sweep expired leases");
+                    warnings.warn("could not sweep expired leases", &e);
                 }
             }
             let orphan = self
@@ -293,6 +308,7 @@ impl Worker {
             };
             let pause = match next {
                 Ok(Some(delivery)) => {
+                    backoff.succeeded();
                     let span = tracing::info_span!(
                         "job",
                         job = %delivery.job_id,
@@ -303,10 +319,13 @@ impl Worker {
                     continue;
                 }
                 // next_delivery already waited for work.
-                Ok(None) => Duration::ZERO,
+                Ok(None) => {
+                    backoff.succeeded();
+                    Duration::ZERO
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not read the queue");
-                    Duration::from_secs(1)
+                    warnings.warn("could not read the queue", &e);
+                    backoff.failed()
                 }
             };
             tokio::select! {
@@ -375,16 +394,12 @@ impl Worker {
             let arm = canary.as_ref().map(|c| (&c.settings, on_canary));
             self.attempt(consumer, &d, &installed, arm, &cancel).await
         };
-        let still_ours = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock is never poisoned")
-            .remove(&d.entry_id)
-            .is_some();
-        if !still_ours {
+        if !self.is_in_flight(&d) {
             // Handed back by a shutdown: the queue has it again.
             return;
         }
+        // Each outcome is recorded once Redis takes it (see `until_recorded`); the
+        // delivery stays in flight meanwhile, so a shutdown can still hand it back.
         let recorded = match outcome {
             Ok(()) => Ok(()),
             Err(_) if cancel.is_cancelled() => {
@@ -392,8 +407,8 @@ impl Worker {
                 // (failing a missing job only acknowledges it); no attempt is counted
                 // against the component.
                 tracing::info!(job = %d.job_id, "conversion cancelled: the job was deleted");
-                self.queue
-                    .fail(&d, "cancelled: the job was deleted", attempt)
+                let reason = "cancelled: the job was deleted";
+                self.until_recorded(&d, || self.queue.fail(&d, reason, attempt))
                     .await
             }
             Err(failure) if on_canary => {
@@ -404,26 +419,66 @@ impl Worker {
                     short(&installed.digest)
                 );
                 tracing::info!(job = %d.job_id, %reason, "canary attempt failed");
-                self.queue.retry_on_stable(&d, &reason).await
+                self.until_recorded(&d, || self.queue.retry_on_stable(&d, &reason))
+                    .await
             }
             Err(ConvertFailure::Permanent(reason) | ConvertFailure::Refused(reason)) => {
                 tracing::info!(job = %d.job_id, %reason, "job failed");
-                self.queue.fail(&d, &reason, attempt).await
+                self.until_recorded(&d, || self.queue.fail(&d, &reason, attempt))
+                    .await
             }
             Err(ConvertFailure::Retryable(reason)) if attempt >= max => {
                 tracing::info!(job = %d.job_id, %reason, "job failed after retries");
                 let reason = format!("{reason} (after {attempt} attempts)");
-                self.queue.fail(&d, &reason, attempt).await
+                self.until_recorded(&d, || self.queue.fail(&d, &reason, attempt))
+                    .await
             }
             Err(ConvertFailure::Retryable(reason)) => {
                 let delay = self.queue.policy().backoff(attempt);
                 tracing::info!(job = %d.job_id, %reason, ?delay, "retrying later");
-                self.queue.retry_later(&d, &reason, delay).await
+                self.until_recorded(&d, || self.queue.retry_later(&d, &reason, delay))
+                    .await
             }
         };
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .remove(&d.entry_id);
         if let Err(e) = recorded {
             // The entry stays pending; another worker claims it after the timeout.
             tracing::warn!(job = %d.job_id, error = %e, "could not record the outcome");
+        }
+    }
+
+    /// Whether `d` is still this process's to finish (a shutdown's [`Worker::hand_back`]
+    /// has not returned it to the queue).
+    fn is_in_flight(&self, d: &Delivery) -> bool {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .contains_key(&d.entry_id)
+    }
+
+    /// Runs `record` (a script writing the outcome of `d`'s attempt) until Redis takes
+    /// it: while Redis is unreachable (restarting, failing over) it is tried again with
+    /// backoff, so an outcome is not lost to a short outage — a stored MP3 would
+    /// otherwise wait out the visibility timeout and be converted again. Gives up on
+    /// other errors, and once a shutdown has handed `d` back.
+    async fn until_recorded<T, F, Fut>(&self, d: &Delivery, mut record: F) -> Result<T, QueueError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueueError>>,
+    {
+        let mut backoff = Backoff::redis();
+        let warnings = Throttled::default();
+        loop {
+            match record().await {
+                Err(e) if unavailable(&e) && self.is_in_flight(d) => {
+                    warnings.warn("recording a finished attempt waits for Redis", &e);
+                    tokio::time::sleep(backoff.failed()).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -495,13 +550,15 @@ impl Worker {
                 }
             })
         };
-        let heartbeat = {
+        // Kept up until the outcome is recorded (dropped with this function), also while
+        // recording waits for Redis: another worker must not claim a finished job.
+        let _heartbeat = {
             let queue = self.queue.clone();
             let d = d.clone();
             let consumer = consumer.to_owned();
             let every = queue.policy().visibility_timeout / 3;
             let cancel = cancel.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     match queue.heartbeat(&d, &consumer).await {
@@ -517,7 +574,7 @@ impl Worker {
                         cancel.cancel();
                     }
                 }
-            })
+            }))
         };
         if let Some(id) = &job.request_id {
             tracing::Span::current().record("request_id", id.as_str());
@@ -559,7 +616,6 @@ impl Worker {
                 "converter panicked: {e}"
             )))
         });
-        heartbeat.abort();
         // The progress sender was dropped with the closure: wait for the last updates.
         let _ = forwarder.await;
         let spent = cpu_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -626,7 +682,10 @@ impl Worker {
             duration_ms: summary.duration_ms,
             bitrate_kbps: Some(summary.bitrate_kbps).filter(|&k| k > 0),
         };
-        match self.queue.complete_within(d, &out, quota).await {
+        match self
+            .until_recorded(d, || self.queue.complete_within(d, &out, quota))
+            .await
+        {
             Ok(Completion::OverQuota) => {
                 self.blobs.delete(&key).await.ok();
                 Err(ConvertFailure::Permanent(format!(
@@ -653,6 +712,15 @@ impl Worker {
     }
 }
 
+/// A task stopped when its handle goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Follows the cancel channel on a thread of its own (one subscription per process, on a
 /// blocking connection: a message is handled the moment it arrives), cancelling the run
 /// of each job named there that this process converts, until `stop`.
@@ -660,10 +728,21 @@ fn watch_cancels(client: redis::Client, in_flight: InFlight, stop: CancellationT
     let spawned = std::thread::Builder::new()
         .name("cancel-watch".into())
         .spawn(move || {
+            let mut backoff = Backoff::redis();
+            let warnings = Throttled::default();
             while !stop.is_cancelled() {
-                if let Err(e) = follow_cancels(&client, &in_flight, &stop) {
-                    tracing::warn!(error = %e, "cancel subscription lost; reconnecting");
-                    std::thread::sleep(Duration::from_secs(1));
+                let began = Instant::now();
+                let wait = match follow_cancels(&client, &in_flight, &stop) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        warnings.warn("cancel subscription lost; subscribing again", &e);
+                        backoff.ended_after(began.elapsed())
+                    }
+                };
+                // In steps, so a shutdown is noticed.
+                let until = Instant::now() + wait;
+                while !stop.is_cancelled() && Instant::now() < until {
+                    std::thread::sleep(wait.min(Duration::from_millis(200)));
                 }
             }
         });
@@ -700,6 +779,25 @@ fn follow_cancels(
         }
     }
     Ok(())
+}
+
+/// Whether `e` says Redis cannot be reached now (down, restarting, loading its data,
+/// failing over) rather than that the command itself was wrong.
+fn unavailable(e: &QueueError) -> bool {
+    match e {
+        QueueError::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || matches!(
+                    e.code(),
+                    Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN")
+                )
+        }
+        // The pool could not hand out a connection.
+        _ => true,
+    }
 }
 
 /// The first 12 characters of a digest, for messages.

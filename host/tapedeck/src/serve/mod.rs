@@ -213,7 +213,6 @@ async fn serve_with_redis(
         None => tapedeck_store::Pool::cluster(&config.redis_cluster_nodes)
             .context("parsing redis_cluster_nodes")?,
     };
-    wait_for_redis(&pool).await?;
     // Subscriptions and the worker's cancel watch: connections of their own.
     let redis = pool.pubsub_client();
     let blobs = BlobStore::open(&config.blob_url).context("opening the blob store")?;
@@ -254,6 +253,13 @@ async fn serve_with_redis(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
+    // Redis may not be up yet (a compose `depends_on` race, a restart): wait for it,
+    // answering the probes meanwhile.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some(listener) = wait_for_redis(&pool, listener, health.clone(), shutdown.as_mut()).await?
+    else {
+        return Ok(());
+    };
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -271,6 +277,8 @@ async fn serve_with_redis(
         auth: None,
     };
     let mut running_worker: Option<Arc<Worker>> = None;
+    // A gateway's SSE streams, ended first at shutdown.
+    let mut sse: Option<tapedeck_gateway::events::JobEvents> = None;
     let (registry_gate, registry_progress) = registry::Gate::new(pool.clone());
     if config.role.runs_workers() {
         let bytes = component_bytes(
@@ -287,6 +295,7 @@ async fn serve_with_redis(
             (config.role == Role::All).then(|| public_url.clone())
         });
         notifier.link_ttl = config.download_link_ttl;
+        notifier.visibility_timeout = config.visibility_timeout;
         notifier.smtp_url = config.smtp_url.clone();
         if let Some(from) = &config.mail_from {
             notifier.mail_from = from.clone();
@@ -409,9 +418,11 @@ async fn serve_with_redis(
             config.max_check_wait,
             queue.clone(),
         ));
+        let events = tapedeck_gateway::events::JobEvents::start(redis.clone());
+        sse = Some(events.clone());
         let state = AppState {
             pool: pool.clone(),
-            events: tapedeck_gateway::events::JobEvents::start(redis.clone()),
+            events,
             stream_cap: tapedeck_gateway::events::StreamCap::new(config.max_event_streams_per_user),
             queue,
             blobs: blobs.clone(),
@@ -470,6 +481,11 @@ async fn serve_with_redis(
     });
 
     shutdown.await;
+    // Open event streams end now, each telling its client to reconnect: they would hold
+    // the HTTP server's graceful shutdown until the timeout.
+    if let Some(events) = &sse {
+        events.close();
+    }
     stop.cancel();
     let drained = tokio::time::timeout(config.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -536,17 +552,64 @@ fn component_bytes(
     })
 }
 
-async fn wait_for_redis(pool: &tapedeck_store::Pool) -> anyhow::Result<()> {
-    let mut last = None;
-    for _ in 0..50 {
-        match pool.get().await {
-            Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last = Some(e.to_string()),
-            },
-            Err(e) => last = Some(e.to_string()),
+/// Waits until Redis answers, as long as it takes (backoff, a warning once in a while),
+/// or until `shutdown` (then `None`). Meanwhile `listener` serves `/healthz` and a
+/// `/readyz` that names Redis as the failed check (anything else: 503 with
+/// `Retry-After`); once Redis answers, the listener is handed back for the service.
+async fn wait_for_redis(
+    pool: &tapedeck_store::Pool,
+    listener: tokio::net::TcpListener,
+    health: Health,
+    mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Err(first) = ping(pool).await else {
+        return Ok(Some(listener));
+    };
+    tracing::warn!(
+        error = %first,
+        "Redis is not reachable; waiting for it (/readyz answers 503 until then)"
+    );
+    // Two handles on the one socket: the probes' server stops accepting on its own, and
+    // connections arriving meanwhile wait in the backlog for the service.
+    let socket = listener.into_std()?;
+    let probes = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+    let listener = tokio::net::TcpListener::from_std(socket)?;
+    let stop_probes = CancellationToken::new();
+    let probes_stop = stop_probes.clone().cancelled_owned();
+    let server = tokio::spawn(async move {
+        let app = tapedeck_gateway::health::starting_app(health);
+        axum::serve(probes, app.into_make_service())
+            .with_graceful_shutdown(probes_stop)
+            .await
+    });
+    let mut backoff = tapedeck_model::backoff::Backoff::redis();
+    let warnings = tapedeck_model::logs::Throttled::default();
+    let reached = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break false,
+            _ = tokio::time::sleep(backoff.failed()) => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        match ping(pool).await {
+            Ok(()) => break true,
+            Err(e) => warnings.warn("Redis is still not reachable", &e),
+        }
+    };
+    stop_probes.cancel();
+    // A probe in flight gets a moment to finish; the service takes over the socket.
+    let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    if reached {
+        tracing::info!("Redis answers; starting");
     }
-    anyhow::bail!("Redis is not reachable: {}", last.unwrap_or_default())
+    Ok(reached.then_some(listener))
+}
+
+/// One `PING`, bounded in time (a Redis that accepts connections but does not answer).
+async fn ping(pool: &tapedeck_store::Pool) -> anyhow::Result<()> {
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = pool.get().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    answer.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer to PING within 2 s")))
 }

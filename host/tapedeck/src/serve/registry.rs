@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use tapedeck_blobs::BlobStore;
 use tapedeck_model::auth::Authenticator;
+use tapedeck_model::backoff::Backoff;
 use tapedeck_model::canary::CanarySettings;
 use tapedeck_model::convert::Converter;
+use tapedeck_model::logs::Throttled;
 use tapedeck_model::notify::Composer;
 use tapedeck_model::plugins::RegistryGate;
 use tapedeck_model::stage::Stage;
@@ -263,14 +265,10 @@ pub async fn watch(
         std::process::id()
     );
     let mut reported = Instant::now() - Duration::from_secs(60);
-    let mut messages = match redis.get_async_pubsub().await {
-        Ok(mut pubsub) => match pubsub.subscribe(PLUGIN_CHANNEL).await {
-            Ok(()) => Some(pubsub.into_on_message()),
-            Err(_) => None,
-        },
-        Err(_) => None,
-    };
+    let mut changes = Changes::new(redis);
+    let warnings = Throttled::default();
     loop {
+        changes.keep_subscribed(&warnings).await;
         match plugins::version(&pool).await {
             Ok(v) if v != seen => {
                 let stages = Stages {
@@ -283,11 +281,11 @@ pub async fn watch(
                         seen = v;
                         reported = Instant::now() - Duration::from_secs(60);
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not apply the plugin registry"),
+                    Err(e) => warnings.warn("could not apply the plugin registry", &e),
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not read the plugin registry"),
+            Err(e) => warnings.warn("could not read the plugin registry", &e),
         }
         // Tell operators which version this process runs (and that it is alive).
         if seen != u64::MAX && reported.elapsed() >= Duration::from_secs(5) {
@@ -300,16 +298,85 @@ pub async fn watch(
                 Err(e) => tracing::debug!(error = %e, "could not report the applied version"),
             }
         }
-        let tick = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick => {}
-            _ = async {
-                match messages.as_mut() {
-                    Some(m) => { m.next().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = changes.next() => {}
+        }
+    }
+}
+
+/// How often the registry's version is read when no message says it changed.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Longest a subscribe may take (a Redis that accepts connections but does not answer).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `td:plugins:changed` subscription of [`watch`]: a message wakes the watch before
+/// its next poll. When the connection drops (Redis restarted, `CLIENT KILL TYPE pubsub`)
+/// its stream ends; it is subscribed again with backoff, and until then the watch polls.
+struct Changes {
+    redis: redis::Client,
+    messages: Option<redis::aio::PubSubStream>,
+    /// When the current subscription began.
+    since: Instant,
+    /// No new subscription before this.
+    retry_at: Instant,
+    backoff: Backoff,
+}
+
+impl Changes {
+    fn new(redis: redis::Client) -> Self {
+        Self {
+            redis,
+            messages: None,
+            since: Instant::now(),
+            retry_at: Instant::now(),
+            backoff: Backoff::redis(),
+        }
+    }
+
+    /// Subscribes if there is no subscription and its backoff has passed.
+    async fn keep_subscribed(&mut self, warnings: &Throttled) {
+        if self.messages.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+            let mut pubsub = self.redis.get_async_pubsub().await?;
+            pubsub.subscribe(PLUGIN_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(messages)) => {
+                self.messages = Some(messages);
+                self.since = Instant::now();
+            }
+            Ok(Err(e)) => {
+                warnings.warn("could not subscribe to plugin registry changes", &e);
+                self.retry_at = Instant::now() + self.backoff.failed();
+            }
+            Err(_) => {
+                warnings.warn(
+                    "could not subscribe to plugin registry changes",
+                    &"Redis did not answer",
+                );
+                self.retry_at = Instant::now() + self.backoff.failed();
+            }
+        }
+    }
+
+    /// The next change message; pending forever without a subscription. A stream that
+    /// ended is dropped (and subscribed again after its backoff), never polled again:
+    /// an ended stream answers at once, which would spin the watch.
+    async fn next(&mut self) {
+        let Some(messages) = self.messages.as_mut() else {
+            return std::future::pending().await;
+        };
+        if messages.next().await.is_none() {
+            self.messages = None;
+            let lasted = self.since.elapsed();
+            self.retry_at = Instant::now() + self.backoff.ended_after(lasted);
+            tracing::info!("plugin registry subscription ended; subscribing again");
         }
     }
 }
