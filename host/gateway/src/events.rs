@@ -153,7 +153,11 @@ async fn subscribe_forever(client: redis::Client, watchers: Watchers) {
         let began = Instant::now();
         match deliver(&client, &watchers).await {
             Ok(()) => tracing::warn!("the job events subscription ended; subscribing again"),
-            Err(e) => warnings.warn("job events: no subscription; retrying", &e),
+            Err(e) => tapedeck_model::warn_throttled!(
+                warnings,
+                "job events: no subscription; retrying",
+                e
+            ),
         }
         backoff = if began.elapsed() >= STABLE {
             MIN_BACKOFF

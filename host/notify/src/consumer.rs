@@ -264,7 +264,7 @@ impl NotifyConsumer {
             };
             match started.await {
                 Ok(entries) => break entries,
-                Err(e) => warnings.warn("notifier: could not start", &e),
+                Err(e) => tapedeck_model::warn_throttled!(warnings, "notifier: could not start", e),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -290,7 +290,11 @@ impl NotifyConsumer {
                         entries
                     }
                     Err(e) => {
-                        warnings.warn("notifier: reading the notify streams failed", &e);
+                        tapedeck_model::warn_throttled!(
+                            warnings,
+                            "notifier: reading the notify streams failed",
+                            e
+                        );
                         failed = Some(backoff.failed());
                         Vec::new()
                     }
@@ -316,7 +320,11 @@ impl NotifyConsumer {
                     // other command on the shared one.
                     let got = self.inner.pool.blpop(NOTIFY_WAKE, wait).await;
                     if let Err(e) = got {
-                        warnings.warn("notifier: waiting for work failed", &e);
+                        tapedeck_model::warn_throttled!(
+                            warnings,
+                            "notifier: waiting for work failed",
+                            e
+                        );
                         tokio::time::sleep(wait).await;
                     }
                 };
@@ -668,7 +676,11 @@ impl NotifyConsumer {
             .await;
             match written {
                 Ok(()) => return Ok(()),
-                Err(e) => warnings.warn("notifier: recording a sent message waits for Redis", &e),
+                Err(e) => tapedeck_model::warn_throttled!(
+                    warnings,
+                    "notifier: recording a sent message waits for Redis",
+                    e
+                ),
             }
             tokio::select! {
                 _ = stop.cancelled() => return Err(Interrupted::Stopped),

@@ -44,7 +44,7 @@ pub async fn run(
         match pass(&queue, &blobs, &settings, retention).await {
             Ok(true) if retention => last_retention = Some(std::time::Instant::now()),
             Ok(_) => {}
-            Err(e) => warnings.warn("janitor pass failed", &e),
+            Err(e) => tapedeck_model::warn_throttled!(warnings, "janitor pass failed", e),
         }
         tokio::select! {
             _ = tokio::time::sleep(settings.every) => {}

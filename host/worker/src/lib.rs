@@ -284,10 +284,10 @@ impl Worker {
             if slot == 0 && last_promote.elapsed() > Duration::from_millis(500) {
                 last_promote = Instant::now();
                 if let Err(e) = self.queue.promote_due_retries().await {
-                    warnings.warn("could not promote retries", &e);
+                    tapedeck_model::warn_throttled!(warnings, "could not promote retries", e);
                 }
                 if let Err(e) = self.queue.sweep_leases().await {
-                    warnings.warn("could not sweep expired leases", &e);
+                    tapedeck_model::warn_throttled!(warnings, "could not sweep expired leases", e);
                 }
             }
             let orphan = self
@@ -324,7 +324,7 @@ impl Worker {
                     Duration::ZERO
                 }
                 Err(e) => {
-                    warnings.warn("could not read the queue", &e);
+                    tapedeck_model::warn_throttled!(warnings, "could not read the queue", e);
                     backoff.failed()
                 }
             };
@@ -474,7 +474,11 @@ impl Worker {
         loop {
             match record().await {
                 Err(e) if unavailable(&e) && self.is_in_flight(d) => {
-                    warnings.warn("recording a finished attempt waits for Redis", &e);
+                    tapedeck_model::warn_throttled!(
+                        warnings,
+                        "recording a finished attempt waits for Redis",
+                        e
+                    );
                     tokio::time::sleep(backoff.failed()).await;
                 }
                 other => return other,
@@ -735,7 +739,11 @@ fn watch_cancels(client: redis::Client, in_flight: InFlight, stop: CancellationT
                 let wait = match follow_cancels(&client, &in_flight, &stop) {
                     Ok(()) => continue,
                     Err(e) => {
-                        warnings.warn("cancel subscription lost; subscribing again", &e);
+                        tapedeck_model::warn_throttled!(
+                            warnings,
+                            "cancel subscription lost; subscribing again",
+                            e
+                        );
                         backoff.ended_after(began.elapsed())
                     }
                 };

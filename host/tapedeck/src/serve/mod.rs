@@ -591,7 +591,7 @@ async fn wait_for_redis(
         }
         match ping(pool).await {
             Ok(()) => break true,
-            Err(e) => warnings.warn("Redis is still not reachable", &e),
+            Err(e) => tapedeck_model::warn_throttled!(warnings, "Redis is still not reachable", e),
         }
     };
     stop_probes.cancel();

@@ -281,11 +281,17 @@ pub async fn watch(
                         seen = v;
                         reported = Instant::now() - Duration::from_secs(60);
                     }
-                    Err(e) => warnings.warn("could not apply the plugin registry", &e),
+                    Err(e) => tapedeck_model::warn_throttled!(
+                        warnings,
+                        "could not apply the plugin registry",
+                        e
+                    ),
                 }
             }
             Ok(_) => {}
-            Err(e) => warnings.warn("could not read the plugin registry", &e),
+            Err(e) => {
+                tapedeck_model::warn_throttled!(warnings, "could not read the plugin registry", e)
+            }
         }
         // Tell operators which version this process runs (and that it is alive).
         if seen != u64::MAX && reported.elapsed() >= Duration::from_secs(5) {
@@ -352,13 +358,18 @@ impl Changes {
                 self.since = Instant::now();
             }
             Ok(Err(e)) => {
-                warnings.warn("could not subscribe to plugin registry changes", &e);
+                tapedeck_model::warn_throttled!(
+                    warnings,
+                    "could not subscribe to plugin registry changes",
+                    e
+                );
                 self.retry_at = Instant::now() + self.backoff.failed();
             }
             Err(_) => {
-                warnings.warn(
+                tapedeck_model::warn_throttled!(
+                    warnings,
                     "could not subscribe to plugin registry changes",
-                    &"Redis did not answer",
+                    "Redis did not answer"
                 );
                 self.retry_at = Instant::now() + self.backoff.failed();
             }
