@@ -29,7 +29,8 @@ use crate::Pool;
 use redis::{AsyncCommands, Script};
 
 use crate::keys::{
-    SCHED_LEASES, SCHED_PASS, SCHED_READY, SCHED_RETRIES, SCHED_STRIDE, SCHED_VTIME, SCHED_WAKE,
+    NOTIFY_READY, NOTIFY_WAKE, SCHED_LEASES, SCHED_PASS, SCHED_READY, SCHED_RETRIES, SCHED_STRIDE,
+    SCHED_VTIME, SCHED_WAKE,
 };
 
 /// The stride of weight 1.
@@ -39,31 +40,65 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// Wake-up tokens kept for idle workers.
 const WAKE_CAP: i64 = 64;
 
-/// Puts a tenant in the ready set (at the virtual time, or where it left off if later).
-/// KEYS: ready, pass, vtime, wake. ARGV: tenant, wake (`1`: always leave a wake token).
-/// Returns 1 if it was added.
-static ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Lua of [`ADD`] and [`FINISH`]: `add(ready, pass, vtime, wake, tenant, always, cap)`
+/// puts a tenant in the ready set (at the virtual time, or where it left off if later)
+/// and leaves a wake token when it was added or `always` is `1`; `token(list, cap)`
+/// pushes a token, trimming the list only once it is over `cap`. Returns 1 if added.
+macro_rules! add_lua {
+    () => {
         r#"
-local added = 0
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local p = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-  local v = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if v > p then p = v end
-  redis.call('ZADD', KEYS[1], p, ARGV[1])
-  added = 1
+local function token(list, cap)
+  if redis.call('LPUSH', list, '1') > tonumber(cap) then
+    redis.call('LTRIM', list, 0, tonumber(cap) - 1)
+  end
 end
-if added == 1 or ARGV[2] == '1' then
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+local function add(ready, pass, vtime, wake, tenant, always, cap)
+  local added = 0
+  if not redis.call('ZSCORE', ready, tenant) then
+    local p = tonumber(redis.call('HGET', pass, tenant) or '0')
+    local v = tonumber(redis.call('GET', vtime) or '0')
+    if v > p then p = v end
+    redis.call('ZADD', ready, p, tenant)
+    added = 1
+  end
+  if added == 1 or always == '1' then token(wake, cap) end
+  return added
 end
-return added
-"#,
-    )
+"#
+    };
+}
+
+/// Puts a tenant in the ready set (see `add_lua`).
+/// KEYS: ready, pass, vtime, wake. ARGV: tenant, wake (`1`: always leave a wake token),
+/// token cap. Returns 1 if it was added.
+static ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        add_lua!(),
+        "return add(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])"
+    ))
+});
+
+/// A conversion ended: drops its lease, makes its tenant ready again, and, when it left
+/// a notify entry, tells the notifiers (the tenant in the notify set and a wake token).
+/// KEYS: leases, ready, pass, vtime, wake, notify set, notify wake.
+/// ARGV: lease member, tenant, notify (`1`/`0`), token cap.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        add_lua!(),
+        r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+add(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], '0', ARGV[4])
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[6], ARGV[2])
+  token(KEYS[7], ARGV[4])
+end
+return 0
+"#
+    ))
 });
 
 /// Takes the ready tenant with the smallest pass and advances it by its stride.
-/// KEYS: ready, vtime, stride. ARGV: default stride. Returns the tenant or nil.
+/// KEYS: ready, vtime, stride. ARGV: default stride. Returns `{tenant, stride}` or nil.
 static PICK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -73,20 +108,22 @@ local t, p = top[1], tonumber(top[2])
 local s = tonumber(redis.call('HGET', KEYS[3], t) or ARGV[1])
 redis.call('ZADD', KEYS[1], 'XX', p + s, t)
 redis.call('SET', KEYS[2], p)
-return t
+return {t, tostring(s)}
 "#,
     )
 });
 
 /// Takes a tenant out of the ready set, remembering its pass minus the stride the pick
 /// that found nothing to take charged it (no dispatch happened).
-/// KEYS: ready, pass, stride. ARGV: tenant, default stride.
+/// KEYS: ready, pass, stride. ARGV: tenant, that stride (empty: the tenant's, or
+/// ARGV[3]).
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s then
-  local stride = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[2])
+  local stride = tonumber(ARGV[2])
+  if not stride then stride = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[3]) end
   local pass = tonumber(s) - stride
   if pass < 0 then pass = 0 end
   redis.call('HSET', KEYS[2], ARGV[1], pass)
@@ -109,6 +146,13 @@ fn split_members(members: &[String]) -> Vec<(String, String)> {
 /// A lease in `SCHED_LEASES`: which tenant, which entry.
 pub fn lease_member(tenant: &str, entry_id: &str) -> String {
     format!("{tenant} {entry_id}")
+}
+
+/// A tenant [`Scheduler::pick_charged`] chose, and the stride its pass advanced by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    pub tenant: String,
+    pub stride: u64,
 }
 
 /// The dispatcher's Redis state; cheap to clone.
@@ -145,23 +189,43 @@ impl Scheduler {
 
     /// The next tenant to dispatch from, if any is ready.
     pub async fn pick(&self) -> redis::RedisResult<Option<String>> {
+        Ok(self.pick_charged().await?.map(|p| p.tenant))
+    }
+
+    /// [`pick`](Self::pick), with the stride it charged the tenant (what
+    /// [`park_picked`](Self::park_picked) gives back).
+    pub async fn pick_charged(&self) -> redis::RedisResult<Option<Picked>> {
         let mut conn = self.conn().await?;
-        PICK.key(SCHED_READY)
+        let picked: Option<(String, u64)> = PICK
+            .key(SCHED_READY)
             .key(SCHED_VTIME)
             .key(SCHED_STRIDE)
             .arg(STRIDE_ONE)
             .invoke_async(&mut conn)
-            .await
+            .await?;
+        Ok(picked.map(|(tenant, stride)| Picked { tenant, stride }))
     }
 
     /// Takes `tenant` out of the ready set (nothing to take, or at its cap).
     pub async fn park(&self, tenant: &str) -> redis::RedisResult<()> {
+        self.park_with(tenant, "").await
+    }
+
+    /// [`park`](Self::park) for a tenant just picked, with the stride the pick charged
+    /// it (no second read of its stride).
+    pub async fn park_picked(&self, picked: &Picked) -> redis::RedisResult<()> {
+        self.park_with(&picked.tenant, &picked.stride.to_string())
+            .await
+    }
+
+    async fn park_with(&self, tenant: &str, stride: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
         let _: i64 = PARK
             .key(SCHED_READY)
             .key(SCHED_PASS)
             .key(SCHED_STRIDE)
             .arg(tenant)
+            .arg(stride)
             .arg(STRIDE_ONE)
             .invoke_async(&mut conn)
             .await?;
@@ -198,12 +262,32 @@ impl Scheduler {
 
     /// Drops a lease (the conversion ended) and lets the tenant be dispatched again.
     pub async fn release(&self, tenant: &str, entry_id: &str) -> redis::RedisResult<()> {
+        self.finish(tenant, entry_id, false).await
+    }
+
+    /// [`release`](Self::release), and, with `notify`, tells the notifiers that the
+    /// tenant has a new notify entry: one script.
+    pub async fn finish(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+        notify: bool,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
-        let _: () = conn
-            .zrem(SCHED_LEASES, lease_member(tenant, entry_id))
+        let _: i64 = FINISH
+            .key(SCHED_LEASES)
+            .key(SCHED_READY)
+            .key(SCHED_PASS)
+            .key(SCHED_VTIME)
+            .key(SCHED_WAKE)
+            .key(NOTIFY_READY)
+            .key(NOTIFY_WAKE)
+            .arg(lease_member(tenant, entry_id))
+            .arg(tenant)
+            .arg(if notify { "1" } else { "0" })
+            .arg(WAKE_CAP)
+            .invoke_async(&mut conn)
             .await?;
-        drop(conn);
-        self.add(tenant, false).await?;
         Ok(())
     }
 
@@ -272,7 +356,7 @@ impl Scheduler {
             .ignore()
             .hdel(SCHED_STRIDE, tenant)
             .ignore()
-            .srem(crate::keys::NOTIFY_READY, tenant)
+            .srem(NOTIFY_READY, tenant)
             .ignore()
             .query_async::<()>(&mut conn)
             .await

@@ -62,6 +62,11 @@ pub async fn pass(
     retention: bool,
 ) -> anyhow::Result<bool> {
     let pool = queue.pool();
+    // Most passes have nothing to do: one read of the deletion set, no lock.
+    let deleting = tenants::deleting(pool).await?;
+    if deleting.is_empty() && !retention {
+        return Ok(true);
+    }
     let lock_ttl = (settings.every * 5).max(Duration::from_secs(5));
     let token = format!("{}-{}", std::process::id(), now_ms());
     {
@@ -80,7 +85,7 @@ pub async fn pass(
         }
     }
     let result = async {
-        for tenant in tenants::deleting(pool).await? {
+        for tenant in deleting {
             purge(pool, blobs, queue, &tenant).await?;
         }
         if retention {

@@ -12,8 +12,9 @@
 
 mod scripts;
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::Pool;
 use redis::AsyncCommands;
@@ -235,7 +236,26 @@ pub struct JobQueue {
     pool: Pool,
     policy: PipelinePolicy,
     sched: Scheduler,
+    /// What this process already did once per tenant, so that it is not repeated for
+    /// every job.
+    seen: Arc<Seen>,
 }
+
+/// See [`JobQueue::seen`].
+#[derive(Default)]
+struct Seen {
+    /// Tenants this process has put in `td:tenants` (`SADD` is idempotent, and a
+    /// tenant's deletion removes it from the set before the tenant can exist again).
+    listed: Mutex<HashSet<String>>,
+    /// When this process last looked for idle entries (`XAUTOCLAIM`) of a tenant: at
+    /// most every [`CLAIM_EVERY`] (an abandoned entry waits the visibility timeout
+    /// anyway; the lease sweep makes its tenant ready again).
+    claimed: Mutex<HashMap<String, Instant>>,
+}
+
+/// How often a worker process looks for entries idle past the visibility timeout on a
+/// tenant that keeps having new ones.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// What one `TAKE` on a tenant's stream found.
 enum Take {
@@ -251,6 +271,7 @@ impl JobQueue {
             pool,
             policy,
             sched,
+            seen: Arc::default(),
         }
     }
 
@@ -281,6 +302,26 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Puts `tenant` in `td:tenants` (once per process).
+    async fn list_tenant(&self, tenant: &str) -> Result<()> {
+        let listed = |t: &str| {
+            self.seen
+                .listed
+                .lock()
+                .expect("lock is never poisoned")
+                .contains(t)
+        };
+        if !listed(tenant) {
+            let _: () = self.conn().await?.sadd(TENANTS, tenant).await?;
+            self.seen
+                .listed
+                .lock()
+                .expect("lock is never poisoned")
+                .insert(tenant.to_owned());
+        }
+        Ok(())
+    }
+
     /// Puts every tenant that may have work in the ready set (a worker's start: heals
     /// any tenant left out by a crash between two steps).
     pub async fn seed_ready(&self) -> Result<()> {
@@ -308,7 +349,8 @@ impl JobQueue {
         job: &JobRecord,
         limits: &TenantLimits,
     ) -> Result<Option<Refusal>> {
-        self.ensure_stream(&job.tenant).await?;
+        // The stream's group is created by the first `TAKE` that misses it.
+        self.list_tenant(&job.tenant).await?;
         let mut conn = self.conn().await?;
         // Listing order ("newest first") needs more than `created_at`'s whole seconds:
         // jobs uploaded within one second would tie and come back in id order.
@@ -358,6 +400,12 @@ impl JobQueue {
         limits: &TenantLimits,
         bytes: u64,
     ) -> Result<Option<Refusal>> {
+        let limited = limits.jobs_per_minute.is_some()
+            || limits.max_queued.is_some()
+            || limits.quota_bytes.is_some();
+        if !limited {
+            return Ok(None);
+        }
         let mut conn = self.conn().await?;
         let now = now_ms();
         type Counts = (Option<u64>, Option<u64>, Option<u64>);
@@ -544,16 +592,13 @@ impl JobQueue {
     pub async fn record_cpu(&self, tenant: &str, cpu_ms: u64) -> Result<()> {
         let mut conn = self.conn().await?;
         let (hour, day) = periods(now_ms() / 1000);
-        redis::pipe()
-            .hincr(usage_hour_key(tenant, hour), "cpu_ms", cpu_ms)
-            .ignore()
-            .expire(usage_hour_key(tenant, hour), HOUR_TTL_SECS as i64)
-            .ignore()
-            .hincr(usage_day_key(tenant, day), "cpu_ms", cpu_ms)
-            .ignore()
-            .expire(usage_day_key(tenant, day), DAY_TTL_SECS as i64)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        let _: i64 = scripts::RECORD_CPU
+            .key(usage_hour_key(tenant, hour))
+            .key(usage_day_key(tenant, day))
+            .arg(cpu_ms)
+            .arg(HOUR_TTL_SECS)
+            .arg(DAY_TTL_SECS)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -569,26 +614,40 @@ impl JobQueue {
     /// next poll. `block` must stay below the Redis client's response timeout (500 ms).
     pub async fn next_delivery(&self, consumer: &str, block: Duration) -> Result<Option<Delivery>> {
         for _ in 0..16 {
-            let Some(tenant) = self.sched.pick().await? else {
+            let Some(picked) = self.sched.pick_charged().await? else {
                 if !block.is_zero() {
                     self.sched.wait(block).await?;
                 }
                 return Ok(None);
             };
-            if let Take::Entry(d) = self.take(&tenant, consumer).await? {
+            let tenant = &picked.tenant;
+            if let Take::Entry(d) = self.take(tenant, consumer, false).await? {
                 return Ok(Some(d));
             }
-            self.sched.park(&tenant).await?;
-            if let Take::Entry(d) = self.take(&tenant, consumer).await? {
-                self.sched.add(&tenant, false).await?;
+            self.sched.park_picked(&picked).await?;
+            if let Take::Entry(d) = self.take(tenant, consumer, true).await? {
+                self.sched.add(tenant, false).await?;
                 return Ok(Some(d));
             }
         }
         Ok(None)
     }
 
-    /// One `TAKE` on `tenant`'s stream (see `scripts::TAKE`), recording the lease.
-    async fn take(&self, tenant: &str, consumer: &str) -> Result<Take> {
+    /// One `TAKE` on `tenant`'s stream (see `scripts::TAKE`), recording the lease;
+    /// `again`: the look right after parking (new entries only).
+    async fn take(&self, tenant: &str, consumer: &str, again: bool) -> Result<Take> {
+        let order = if again {
+            "new"
+        } else {
+            let mut claimed = self.seen.claimed.lock().expect("lock is never poisoned");
+            match claimed.get(tenant) {
+                Some(at) if at.elapsed() < CLAIM_EVERY => "new",
+                _ => {
+                    claimed.insert(tenant.to_owned(), Instant::now());
+                    "claim"
+                }
+            }
+        };
         let mut conn = self.conn().await?;
         let now = now_ms();
         let lease_ms = self.policy.visibility_timeout.as_millis() as u64;
@@ -606,6 +665,7 @@ impl JobQueue {
             .arg(lease_ms)
             .arg(self.policy.max_running_per_tenant)
             .arg(self.policy.cpu_seconds_per_hour_per_tenant)
+            .arg(order)
             .invoke_async(&mut conn)
             .await;
         let reply = match reply {
@@ -678,21 +738,6 @@ impl JobQueue {
     /// Ends this delivery's lease in the scheduler and lets its tenant run again.
     async fn release(&self, d: &Delivery) -> Result<()> {
         self.sched.release(&d.tenant, &d.entry_id).await?;
-        Ok(())
-    }
-
-    /// Tells notifiers that `tenant` has a notify entry.
-    async fn wake_notifiers(&self, tenant: &str) -> Result<()> {
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .sadd(NOTIFY_READY, tenant)
-            .ignore()
-            .lpush(NOTIFY_WAKE, "1")
-            .ignore()
-            .ltrim(NOTIFY_WAKE, 0, 63)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
         Ok(())
     }
 
@@ -865,6 +910,18 @@ impl JobQueue {
         output: &JobOutput,
         quota: Option<u64>,
     ) -> Result<Completion> {
+        self.complete_counting(d, output, quota, 0).await
+    }
+
+    /// [`complete_within`](Self::complete_within), adding the conversion's `cpu_ms` to
+    /// the tenant's hour and day in the same script (no separate `record_cpu`).
+    pub async fn complete_counting(
+        &self,
+        d: &Delivery,
+        output: &JobOutput,
+        quota: Option<u64>,
+        cpu_ms: u64,
+    ) -> Result<Completion> {
         let mut conn = self.conn().await?;
         let kept: i64 = scripts::COMPLETE
             .key(job_key(&d.tenant, &d.job_id))
@@ -892,6 +949,7 @@ impl JobQueue {
             .arg(HOUR_TTL_SECS)
             .arg(DAY_TTL_SECS)
             .arg(quota.unwrap_or(0))
+            .arg(cpu_ms)
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -899,11 +957,8 @@ impl JobQueue {
             // Still converting, still leased: the caller fails it (which releases).
             return Ok(Completion::OverQuota);
         }
-        self.release(d).await?;
-        if kept == 1 {
-            self.wake_notifiers(&d.tenant).await?;
-        }
-        self.trim(&d.stream).await?;
+        // Released, and the notifiers told of the new entry, in one script.
+        self.sched.finish(&d.tenant, &d.entry_id, kept == 1).await?;
         Ok(if kept == 1 {
             Completion::Done
         } else {
@@ -943,9 +998,7 @@ impl JobQueue {
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
-        self.release(d).await?;
-        self.wake_notifiers(&d.tenant).await?;
-        self.trim(&d.stream).await?;
+        self.sched.finish(&d.tenant, &d.entry_id, true).await?;
         Ok(())
     }
 
@@ -1050,7 +1103,6 @@ impl JobQueue {
             .await?;
         drop(conn);
         self.release(d).await?;
-        self.trim(&d.stream).await?;
         Ok(())
     }
 

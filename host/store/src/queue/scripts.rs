@@ -9,7 +9,10 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Lua shared by the scripts that change a job's state: `moved(usage, from, to)` keeps
-/// the tenant's jobs-by-state totals (`usage_key`) in step with the job hash.
+/// the tenant's jobs-by-state totals (`usage_key`) in step with the job hash;
+/// `count(key, field, n, ttl)` adds to an hourly or daily counter and gives its key the
+/// TTL when the field is new (the first write of the period: one `EXPIRE` per period and
+/// field, not one per job).
 macro_rules! usage_lua {
     () => {
         r#"
@@ -19,19 +22,49 @@ local function moved(usage, from, to)
   end
   if to then redis.call('HINCRBY', usage, to, 1) end
 end
+local function count(key, field, n, ttl)
+  if redis.call('HINCRBY', key, field, n) == tonumber(n) then redis.call('EXPIRE', key, ttl) end
+end
+"#
+    };
+}
+
+/// Lua shared by the scripts that acknowledge a convert entry: `trim_below(stream, group,
+/// acked)` drops every entry the group no longer needs, in two commands. Entries older
+/// than the one just acknowledged were all delivered (`XREADGROUP >` delivers in id
+/// order), so each is pending (kept) or acknowledged: the floor is the oldest pending
+/// entry, or the acknowledged one. (`SAFE_TRIM` does the same from outside, for any
+/// stream.)
+macro_rules! trim_lua {
+    () => {
+        r#"
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if tonumber(am) ~= tonumber(bm) then return tonumber(am) < tonumber(bm) end
+  return tonumber(as) < tonumber(bs)
+end
+local function trim_below(stream, group, acked)
+  local p = redis.call('XPENDING', stream, group)
+  local floor = acked
+  if p[1] > 0 and older(p[2], acked) then floor = p[2] end
+  redis.call('XTRIM', stream, 'MINID', floor)
+end
 "#
     };
 }
 
 /// Stores a new job and queues it, if the tenant's limits allow: jobs per minute, jobs
-/// not yet finished, stored bytes. Counts it in the tenant's usage.
+/// not yet finished, stored bytes (read only when a limit is set). Counts it in the
+/// tenant's usage.
 /// KEYS: job, user's jobs, tenant's jobs, convert stream, usage, usage hour, usage day,
 /// job rate (this minute).
 /// ARGV: created ms, job id, input bytes, jobs per minute, max queued, quota bytes (each
 /// 0: none), hour TTL, day TTL, then the job hash's field/value pairs.
 /// Returns `{'ok'}` or `{limit, value, current}`.
 pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        usage_lua!(),
         r#"
 local jpm, mq, quota = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local bytes = tonumber(ARGV[3])
@@ -39,11 +72,13 @@ if jpm > 0 then
   local n = tonumber(redis.call('GET', KEYS[8]) or '0')
   if n >= jpm then return {'jobs_per_minute', jpm, n} end
 end
-local u = redis.call('HMGET', KEYS[5], 'queued', 'converting', 'stored_bytes')
-local unfinished = tonumber(u[1] or '0') + tonumber(u[2] or '0')
-if mq > 0 and unfinished >= mq then return {'max_queued', mq, unfinished} end
-local stored = tonumber(u[3] or '0')
-if quota > 0 and stored + bytes > quota then return {'quota_bytes', quota, stored} end
+if mq > 0 or quota > 0 then
+  local u = redis.call('HMGET', KEYS[5], 'queued', 'converting', 'stored_bytes')
+  local unfinished = tonumber(u[1] or '0') + tonumber(u[2] or '0')
+  if mq > 0 and unfinished >= mq then return {'max_queued', mq, unfinished} end
+  local stored = tonumber(u[3] or '0')
+  if quota > 0 and stored + bytes > quota then return {'quota_bytes', quota, stored} end
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
@@ -51,15 +86,13 @@ redis.call('XADD', KEYS[4], '*', 'job', ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'queued', 1)
 redis.call('HINCRBY', KEYS[5], 'stored_bytes', bytes)
 for i, key in ipairs({KEYS[6], KEYS[7]}) do
-  redis.call('HINCRBY', key, 'jobs', 1)
+  count(key, 'jobs', 1, ARGV[6 + i])
   redis.call('HINCRBY', key, 'bytes_in', bytes)
-  redis.call('EXPIRE', key, ARGV[6 + i])
 end
-redis.call('INCR', KEYS[8])
-redis.call('EXPIRE', KEYS[8], 120)
+if redis.call('INCR', KEYS[8]) == 1 then redis.call('EXPIRE', KEYS[8], 120) end
 return {'ok'}
-"#,
-    )
+"#
+    ))
 });
 
 /// Deletes a job: its record and listings, its share of the tenant's totals (state and
@@ -116,26 +149,30 @@ pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
-local status = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'canary_tried', 'converters')
+local status = f[1]
+if not status then return {'missing', 0, 0} end
 if status == 'queued' then moved(KEYS[2], 'queued', 'converting') end
 if status == 'done' or status == 'failed' or status == 'expired' then
-  return {status, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), 0}
+  return {status, tonumber(f[2] or '0'), 0}
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'converting', 'progress', '0')
+local attempts = tonumber(f[2] or '0') + 1
+local fields = {'status', 'converting', 'progress', '0', 'attempts', attempts}
 local digest, canary = ARGV[2], 0
-if ARGV[3] ~= '' and attempts == 1 and redis.call('HGET', KEYS[1], 'canary_tried') ~= '1' then
+if ARGV[3] ~= '' and attempts == 1 and f[3] ~= '1' then
   digest, canary = ARGV[3], 1
-  redis.call('HSET', KEYS[1], 'canary_tried', '1')
+  table.insert(fields, 'canary_tried')
+  table.insert(fields, '1')
 end
 if digest ~= '' then
-  local list = redis.call('HGET', KEYS[1], 'converters') or ''
+  local list = f[4] or ''
   if string.match(list, '([^,]*)$') ~= digest then
     if list == '' then list = digest else list = list .. ',' .. digest end
-    redis.call('HSET', KEYS[1], 'converters', list)
+    table.insert(fields, 'converters')
+    table.insert(fields, list)
   end
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
 return {'converting', attempts, canary}
 "#
@@ -156,25 +193,28 @@ return 0
 });
 
 /// Marks the job done once (a second delivery changes nothing), acknowledges the entry
-/// and adds a notify entry (with what the notifier needs: owner, input name, output).
-/// Releases the entry's running lease.
+/// (and trims the stream below what the group still needs) and adds a notify entry (with
+/// what the notifier needs: owner, input name, output). Releases the entry's running
+/// lease. The conversion's CPU time goes to the hour and day with the rest.
 /// A job whose MP3 would take the tenant's stored bytes past its quota is not marked
 /// done (the caller deletes the MP3 and fails the job).
 /// KEYS: job, convert stream, notify stream, running leases, usage, usage hour, usage day.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
 /// tenant, channel, bitrate kbps (empty: unknown), hour TTL, day TTL, quota bytes (0:
-/// none). Returns 0 when the job no longer exists (the caller drops the MP3), 2 when the
-/// quota cannot hold the MP3 (nothing changed), else 1.
+/// none), CPU ms (0: none measured). Returns 0 when the job no longer exists (the caller
+/// drops the MP3), 2 when the quota cannot hold the MP3 (nothing changed), else 1.
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
+        trim_lua!(),
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
+local before = f[1]
+if not before then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('ZREM', KEYS[4], ARGV[2])
   return 0
 end
-local before = redis.call('HGET', KEYS[1], 'status')
 local quota = tonumber(ARGV[13] or '0')
 if before ~= 'done' and quota > 0 then
   local stored = tonumber(redis.call('HGET', KEYS[5], 'stored_bytes') or '0')
@@ -183,29 +223,30 @@ end
 if before ~= 'done' then
   moved(KEYS[5], before, 'done')
   redis.call('HINCRBY', KEYS[5], 'stored_bytes', ARGV[4])
+  local cpu = tonumber(ARGV[14] or '0')
   for i, key in ipairs({KEYS[6], KEYS[7]}) do
-    redis.call('HINCRBY', key, 'done', 1)
+    count(key, 'done', 1, ARGV[10 + i])
     redis.call('HINCRBY', key, 'bytes_out', ARGV[4])
-    redis.call('EXPIRE', key, ARGV[10 + i])
+    if cpu > 0 then redis.call('HINCRBY', key, 'cpu_ms', cpu) end
   end
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6],
     'output_bitrate_kbps', ARGV[10])
-  local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done',
-    'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',
+    'user_id', f[2] or '', 'owner_email', f[3] or '', 'input_name', f[4] or '',
     'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
   redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
+trim_below(KEYS[2], ARGV[1], ARGV[2])
 return 1
 "#
     ))
 });
 
 /// Fails the job for good: dead-letter entry with the reason (its id kept in the job as
-/// `dead_letter`), notify entry, ack, running lease released.
+/// `dead_letter`), notify entry, ack (and trim), running lease released.
 /// KEYS: job, convert stream, dead-letter stream, notify stream, running leases, usage,
 /// usage hour, usage day.
 /// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel, hour
@@ -213,25 +254,25 @@ return 1
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
+        trim_lua!(),
         r#"
-local before = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
+local before = f[1]
 if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' then
   moved(KEYS[6], before, 'failed')
   for i, key in ipairs({KEYS[7], KEYS[8]}) do
-    redis.call('HINCRBY', key, 'failed', 1)
-    redis.call('EXPIRE', key, ARGV[8 + i])
+    count(key, 'failed', 1, ARGV[8 + i])
   end
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4])
   local dead = redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
-  redis.call('HSET', KEYS[1], 'dead_letter', dead)
-  local owner = redis.call('HMGET', KEYS[1], 'user_id', 'owner_email', 'input_name')
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4], 'dead_letter', dead)
   redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3],
-    'user_id', owner[1] or '', 'owner_email', owner[2] or '', 'input_name', owner[3] or '',
+    'user_id', f[2] or '', 'owner_email', f[3] or '', 'input_name', f[4] or '',
     'finished_at', ARGV[4])
   redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
+trim_below(KEYS[2], ARGV[1], ARGV[2])
 return 1
 "#
     ))
@@ -265,11 +306,13 @@ return 'failed'
 /// a retry entry the promoter drops, never a job nobody requeues), ack, lease released.
 /// KEYS: job, convert stream, running leases, usage. ARGV: group, entry id, reason, due
 /// ms, channel, refund (`1`: the attempt does not count — a canary's, retried on stable).
+/// Acknowledges (and trims) in any case.
 pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
+        trim_lua!(),
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') == 'converting' then
+if redis.call('HGET', KEYS[1], 'status') == 'converting' then
   moved(KEYS[4], 'converting', 'queued')
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0', 'retry_due', ARGV[4])
   if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
@@ -277,7 +320,22 @@ if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') 
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
+trim_below(KEYS[2], ARGV[1], ARGV[2])
 return 1
+"#
+    ))
+});
+
+/// Adds a conversion's CPU time to its tenant's hour and day (an attempt that did not
+/// complete; `COMPLETE` counts its own). KEYS: usage hour, usage day. ARGV: CPU ms, hour
+/// TTL, day TTL.
+pub static RECORD_CPU: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        usage_lua!(),
+        r#"
+count(KEYS[1], 'cpu_ms', ARGV[1], ARGV[2])
+count(KEYS[2], 'cpu_ms', ARGV[1], ARGV[3])
+return 0
 "#
     ))
 });
@@ -298,40 +356,62 @@ return 1
 });
 
 /// Takes the next entry of a tenant's convert stream for a consumer, under the tenant's
-/// running-jobs cap: expired leases (of workers that died) are dropped first; then an
-/// entry idle past the visibility timeout (`XAUTOCLAIM`), else a new one; the entry gets
-/// a lease until ARGV[3] + ARGV[4].
+/// running-jobs cap (expired leases, of workers that died, are dropped first when there
+/// is a cap to count against): an entry idle past the visibility timeout
+/// (`XAUTOCLAIM`), or a new one; the entry gets a lease until ARGV[3] + ARGV[4].
+/// ARGV[8] says what to look for: `claim` (idle entries, then new ones) or `new` (new
+/// ones only: the caller looks for idle entries of a tenant now and then, not before
+/// every entry). A stream without the group (a tenant's first job since it was created or
+/// deleted) gets it here, reading from its start.
 /// A tenant over its CPU seconds this hour (`cpu_seconds_per_hour`, the smaller of the
 /// tenant's and the server's) gets nothing until the hour is over.
 /// KEYS: convert stream, running leases, tenant hash, usage hour.
 /// ARGV: group, consumer, now ms, lease ms, visibility ms, server cap (0: none), server
-/// CPU seconds per hour (0: none).
+/// CPU seconds per hour (0: none), order.
 /// Returns `{'entry', id, job, taken_over}`, `{'capped', limit, value}` or `{'empty'}`.
 pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-local cap = tonumber(redis.call('HGET', KEYS[3], 'max_running') or '0') or 0
+local limits = redis.call('HMGET', KEYS[3], 'max_running', 'cpu_seconds_per_hour')
+local cap = tonumber(limits[1] or '0') or 0
 local server = tonumber(ARGV[6])
 if server > 0 and (cap <= 0 or server < cap) then cap = server end
 if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
   local running = redis.call('ZCARD', KEYS[2])
   if running >= cap then return {'capped', 'max_running', cap} end
 end
-local cpu = tonumber(redis.call('HGET', KEYS[3], 'cpu_seconds_per_hour') or '0') or 0
+local cpu = tonumber(limits[2] or '0') or 0
 local server_cpu = tonumber(ARGV[7])
 if server_cpu > 0 and (cpu <= 0 or server_cpu < cpu) then cpu = server_cpu end
 if cpu > 0 and tonumber(redis.call('HGET', KEYS[4], 'cpu_ms') or '0') >= cpu * 1000 then
   return {'capped', 'cpu_seconds_per_hour', cpu}
 end
-local taken = 0
-local e = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)[2][1]
-if e then
-  taken = 1
-else
-  local n = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-  if n then e = n[1][2][1] end
+local function claim()
+  local ok, r = pcall(redis.call, 'XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], '0-0', 'COUNT', 1)
+  if not ok then
+    if not string.find(r.err or tostring(r), 'NOGROUP') then error(r) end
+    redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+    return nil
+  end
+  return r[2][1]
 end
+local function new()
+  local ok, n = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not ok then
+    if not string.find(n.err or tostring(n), 'NOGROUP') then error(n) end
+    redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+    n = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  end
+  if n then return n[1][2][1] end
+  return nil
+end
+local e, taken = nil, 0
+if ARGV[8] == 'claim' then
+  e = claim()
+  if e then taken = 1 end
+end
+if not e then e = new() end
 if not e then return {'empty'} end
 local job = ''
 for i = 1, #e[2], 2 do
