@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup setup-bench build run test test-long lint bench fuzz clean
+.PHONY: setup setup-bench build run test test-long chaos lint bench fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -47,6 +47,18 @@ test-long: test
 	TAPEDECK_BIN=target/ci/tapedeck-test-serve SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=random tests/api/run.sh
 	scripts/plugin-kit-test.sh target/ci/tapedeck-test-serve
 	scripts/docs-test.sh target/ci/tapedeck-test-serve
+
+## The chaos suite (tests/src/chaos.rs, minutes; not part of `make test`, which runs its
+## short version): 400 jobs over 3 tenants through 2 gateways and 3 workers while workers
+## are SIGKILLed, Redis SIGKILLed and restarted on its AOF, gateways SIGTERMed, a converter
+## activated and rolled back and pub/sub connections dropped; then every job, MP3 and
+## notification checked. Once on one Redis, once on a 3-node Redis Cluster. The table of
+## each pass goes to stdout; a failed check fails the target (logs kept, path on stderr).
+chaos: setup
+	TAPEDECK_PLUGIN_EXAMPLES=$(CURDIR)/target/plugins \
+		$(CLIPPY_AS_RUSTC) $(CARGO) build --profile ci --locked -p tapedeck-tests --bins
+	target/ci/chaos
+	target/ci/chaos --cluster
 
 ## Formatting and lints alone.
 lint: setup

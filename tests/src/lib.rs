@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: a real redis-server on a free port, real
 //! `tapedeck serve` processes, an HTTP client, SSE reading, and MP3 checks with ffprobe.
 
+pub mod chaos;
 pub mod cluster;
 pub mod probe;
 
@@ -59,7 +60,6 @@ impl RedisServer {
         panic!("redis-server did not start on any of 10 ports");
     }
 
-    pub fn url(&self) -> String {
     /// Starts redis-server on `port` (which must be free: a service may already point
     /// there, waiting for it).
     pub fn start_on(dir: &Path, port: u16) -> Self {
@@ -72,10 +72,10 @@ impl RedisServer {
         server
     }
 
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the child on `self.port`; false (child gone) if the port was taken.
     /// SIGKILLs redis-server (a crash; with `appendfsync always` nothing acknowledged is
     /// lost). [`RedisServer::start_again`] brings it back on the same port.
     pub fn kill(&mut self) {
@@ -111,6 +111,7 @@ impl RedisServer {
             .sum()
     }
 
+    /// Starts the child on `self.port`; false (child gone) if the port was taken.
     fn launch(&mut self) -> bool {
         std::fs::create_dir_all(&self.dir).unwrap();
         let mut child = Command::new("redis-server")
@@ -219,10 +220,15 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) {
 }
 
 /// The `tapedeck-test-serve` binary of this package: cargo builds it next to the
-/// `deps/` folder that holds the integration-test executables.
+/// `deps/` folder that holds the integration-test executables, and next to the package's
+/// other binaries (`chaos`).
 pub fn serve_exe() -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = test_exe
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let beside = exe.with_file_name("tapedeck-test-serve");
+    if beside.exists() {
+        return beside;
+    }
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in <target>/<profile>/deps");
@@ -554,12 +560,6 @@ impl Service {
     /// metrics listener is on port 0 too (`metrics on http://ADDR`, the second line),
     /// unless `extra` sets `metrics-listen`.
     pub fn start(opts: ServiceOptions<'_>) -> Self {
-        let role = match opts.role {
-            Role::All => "all",
-            Role::Gateway => "gateway",
-            Role::Worker => "worker",
-        };
-        let blobs = opts.data_dir.join("blobs");
         let service = Self::spawn(opts, None);
         service.wait_ready(Duration::from_secs(30));
         service
@@ -574,6 +574,12 @@ impl Service {
     /// Starts the process as [`Service::start`] does, its stderr (the log) written to
     /// `log` if given, and returns once it listens, without waiting until it is ready.
     pub fn spawn(opts: ServiceOptions<'_>, log: Option<&Path>) -> Self {
+        let role = match opts.role {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+        };
+        let blobs = opts.data_dir.join("blobs");
         let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
             .args(["--role", role, "--listen", "127.0.0.1:0"])
@@ -605,15 +611,15 @@ impl Service {
                 None => cmd.arg(format!("--{flag}")).arg(value),
             };
         }
+        if let Some(log) = log {
+            cmd.stderr(std::fs::File::create(log).expect("creating the service's log"));
+        }
         let mut child = cmd.spawn().expect("spawning tapedeck-test-serve");
         let mut lines = stdout_lines(&mut child, if metrics { 2 } else { 1 }).into_iter();
         let base = address_in(lines.next(), "listening on ");
         if let Some(line) = lines.next() {
             let metrics = address_in(Some(line), "metrics on ");
             METRICS_BASES.lock().unwrap().insert(child.id(), metrics);
-        if let Some(log) = log {
-            cmd.stderr(std::fs::File::create(log).expect("creating the service's log"));
-        }
         }
         Service { child, base }
     }
@@ -712,6 +718,10 @@ pub fn process_running(pid: u32) -> bool {
 impl Drop for Service {
     fn drop(&mut self) {
         METRICS_BASES.lock().unwrap().remove(&self.child.id());
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Exited and reaped already: its pid may be another process's by now.
+            return;
+        }
         signal(self.child.id(), libc::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
