@@ -45,18 +45,25 @@ PIDS+=($!)
 API_PORT=$(free_port)
 API=http://127.0.0.1:$API_PORT
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.05; done
+OPERATOR=tdop_bench_redis_commands_0123456789
 RUST_LOG=warn "$TAPEDECK" serve --listen "127.0.0.1:$API_PORT" --metrics-listen off \
   --data-dir "$WORK/data" --redis-url "redis://127.0.0.1:$REDIS_PORT" --workers "$WORKERS" \
-  2>"$WORK/tapedeck.log" &
+  --admin-token "$OPERATOR" 2>"$WORK/tapedeck.log" &
 PIDS+=($!)
 for _ in $(seq 150); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "$API/readyz" >/dev/null || { echo "tapedeck did not become ready:"; cat "$WORK/tapedeck.log"; exit 1; }
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-CRED='{"email":"bench@example.com","password":"correct horse battery"}'
-curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
-TOKEN=$(curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$CRED" | json '["token"]')
-AUTH="Authorization: Bearer $TOKEN"
+# A tenant per run: each may send 200 notifications an hour (the server's cap).
+# token TENANT: an account's token in TENANT (created for it).
+token() {
+  curl -sf -X POST "$API/v1/admin/tenants" -H "Authorization: Bearer $OPERATOR" \
+    -H 'content-type: application/json' -d "{\"name\":\"$1\",\"self_register\":true}" >/dev/null
+  local cred="{\"tenant\":\"$1\",\"email\":\"bench@example.com\",\"password\":\"correct horse battery\"}"
+  curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$cred" >/dev/null
+  curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$cred" | json '["token"]'
+}
+AUTH="Authorization: Bearer $(token warmup)"
 CLIP=$WORK/clip-1s.m4a
 ffmpeg -v error -y -i "$MUSIC" -t 1 -c copy "$CLIP"
 
@@ -72,8 +79,10 @@ for _ in $(seq 600); do [ "$(mails)" -ge 1 ] && break; sleep 0.1; done
 sleep 2
 upload() { curl -sf -o /dev/null -X POST "$API/v1/jobs" -H "$AUTH" -F "file=@$CLIP"; }
 export -f upload; export API AUTH CLIP
-# run NAME CONCURRENCY: JOBS uploads, CONCURRENCY at a time; waits for every mail.
+# run NAME CONCURRENCY: JOBS uploads (in tenant NAME), CONCURRENCY at a time; waits for
+# every mail.
 run() {
+  AUTH="Authorization: Bearer $(token "$1")"; export AUTH
   local want=$(( $(mails) + JOBS ))
   stats "$WORK/$1-before"
   local t0; t0=$(date +%s.%N)

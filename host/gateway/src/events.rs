@@ -71,10 +71,12 @@ impl Drop for AbortOnDrop {
 }
 
 impl JobEvents {
-    /// Starts the subscriber task on `client` (it connects, and reconnects, by itself).
-    pub fn start(client: redis::Client) -> Self {
+    /// Starts the subscriber task on `pool`'s Redis (it connects, and reconnects, by
+    /// itself, on a connection of its own: to any node of a cluster, where `PUBLISH`
+    /// reaches every node).
+    pub fn start(pool: tapedeck_store::Pool) -> Self {
         let watchers: Watchers = Arc::default();
-        let task = tokio::spawn(subscribe_forever(client, watchers.clone()));
+        let task = tokio::spawn(subscribe_forever(pool, watchers.clone()));
         JobEvents {
             watchers,
             closing: Arc::new(tokio::sync::watch::channel(false).0),
@@ -146,12 +148,13 @@ impl Drop for JobWatch {
 /// Subscribes, delivers, and subscribes again whenever the connection ends, waiting
 /// between attempts (backoff from [`MIN_BACKOFF`] to [`MAX_BACKOFF`]; a failure that
 /// repeats is logged once in a while).
-async fn subscribe_forever(client: redis::Client, watchers: Watchers) {
+async fn subscribe_forever(pool: tapedeck_store::Pool, watchers: Watchers) {
     let mut backoff = MIN_BACKOFF;
     let warnings = tapedeck_model::logs::Throttled::default();
     loop {
         let began = Instant::now();
-        match deliver(&client, &watchers).await {
+        // A client per subscription: on a cluster, the next node each time.
+        match deliver(&pool.pubsub_client(), &watchers).await {
             Ok(()) => tracing::warn!("the job events subscription ended; subscribing again"),
             Err(e) => tapedeck_model::warn_throttled!(
                 warnings,

@@ -82,8 +82,8 @@ local done = redis.call('HGET', KEYS[1], 'admitted')
 if done then return tonumber(done) end
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
 local admit = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
-if admit > 0 then
-  redis.call('INCRBY', KEYS[2], admit)
+if admit > 0 and redis.call('INCRBY', KEYS[2], admit) == admit then
+  -- A new hour's counter: its TTL, once.
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 redis.call('HSET', KEYS[1], 'admitted', admit)
@@ -137,7 +137,22 @@ struct Inner {
     ensured: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Where the next round over the ready tenants starts.
     cursor: AtomicU64,
+    /// When this process last trimmed each notify stream (at most every [`TRIM_EVERY`]).
+    trimmed: std::sync::Mutex<HashMap<String, Instant>>,
+    /// When this process last looked for abandoned entries of each tenant (at most every
+    /// [`CLAIM_EVERY`]).
+    claimed: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// How often a notifier trims a notify stream: its acknowledged entries wait this long
+/// at most (a trim is four commands; once per notification it was most of the cost).
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// How often a notifier looks for a tenant's entries abandoned past the visibility
+/// timeout (besides at start, where a dead notifier's are taken over at once).
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// How long an idle notifier's wait for a wake-up token blocks before it looks at the
+/// streams again (new entries wake it at once).
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why work on one entry stopped before it was acknowledged.
 enum Interrupted {
@@ -193,6 +208,8 @@ impl NotifyConsumer {
                 stats: Arc::default(),
                 ensured: Default::default(),
                 cursor: AtomicU64::new(0),
+                trimmed: Default::default(),
+                claimed: Default::default(),
             }),
         })
     }
@@ -318,7 +335,7 @@ impl NotifyConsumer {
                     }
                     // A dedicated connection: a blocking read would hold up every
                     // other command on the shared one.
-                    let got = self.inner.pool.blpop(NOTIFY_WAKE, wait).await;
+                    let got = self.inner.pool.blpop(NOTIFY_WAKE, IDLE_WAIT).await;
                     if let Err(e) = got {
                         tapedeck_model::warn_throttled!(
                             warnings,
@@ -426,14 +443,31 @@ impl NotifyConsumer {
             }
             let stream = notify_stream(tenant);
             let group = notifiers(&stream);
-            let read = group
-                .claim_or_read(
-                    &mut conn,
-                    &config.consumer,
-                    config.visibility_timeout,
-                    count - found.len(),
-                )
-                .await;
+            let claim = {
+                let mut claimed = self.inner.claimed.lock().expect("lock is never poisoned");
+                let due = claimed
+                    .get(tenant)
+                    .is_none_or(|at| at.elapsed() >= CLAIM_EVERY);
+                if due {
+                    claimed.insert(tenant.clone(), Instant::now());
+                }
+                due
+            };
+            let read = if claim {
+                group
+                    .claim_or_read(
+                        &mut conn,
+                        &config.consumer,
+                        config.visibility_timeout,
+                        count - found.len(),
+                    )
+                    .await
+            } else {
+                group
+                    .read_new(&mut conn, &config.consumer, count - found.len())
+                    .await
+                    .map(|entries| (entries, false))
+            };
             let (entries, taken_over) = match read {
                 Ok(read) => read,
                 Err(e) if e.code() == Some("NOGROUP") => {
@@ -548,6 +582,7 @@ impl NotifyConsumer {
         let tenant = tenant.to_owned();
         let job = fields.get("job").cloned().unwrap_or_default();
         let mut state: HashMap<String, String> = conn.hgetall(&record).await?;
+        let mut loaded = None;
         let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok())
         {
             Some(plan) => plan,
@@ -555,6 +590,7 @@ impl NotifyConsumer {
                 drop(conn);
                 let settings = settings::load(&inner.pool, &tenant).await?;
                 let plan = self.compose(entry_id, fields, &settings).await?;
+                loaded = Some(settings);
                 conn = inner.pool.get().await?;
                 let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
                 let first: bool = conn.hset_nx(&record, "plan", &json).await?;
@@ -570,7 +606,10 @@ impl NotifyConsumer {
             }
         };
         drop(conn);
-        let settings = settings::load(&inner.pool, &tenant).await?;
+        let settings = match loaded {
+            Some(settings) => settings,
+            None => settings::load(&inner.pool, &tenant).await?,
+        };
         // Layered: the server default, the operator's tenant limit
         // (`notifications_per_hour`), the tenant admin's own setting; the smallest wins.
         let operator_cap = tapedeck_store::tenants::load_any(&inner.pool, &tenant)
@@ -652,7 +691,19 @@ impl NotifyConsumer {
             .await?;
         // The group `notifiers` exists (run() made it), so this never drops an entry
         // that is pending or not yet read.
-        tapedeck_store::queue::trim_stream(&mut conn, &stream).await?;
+        let trim = {
+            let mut trimmed = inner.trimmed.lock().expect("lock is never poisoned");
+            let due = trimmed
+                .get(&stream)
+                .is_none_or(|at| at.elapsed() >= TRIM_EVERY);
+            if due {
+                trimmed.insert(stream.clone(), Instant::now());
+            }
+            due
+        };
+        if trim {
+            tapedeck_store::queue::trim_stream(&mut conn, &stream).await?;
+        }
         inner.stats.notifications.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -701,12 +752,19 @@ impl NotifyConsumer {
         let job_id = fields.get("job").cloned().unwrap_or_default();
         let tenant = fields.get("tenant").cloned().unwrap_or_default();
         // Entries from before the pipeline copied everything fall back to the job hash.
-        let job: HashMap<String, String> = inner
-            .pool
-            .get()
-            .await?
-            .hgetall(job_key(&tenant, &job_id))
-            .await?;
+        let complete = fields.contains_key("owner_email")
+            && (fields.get("status").map(String::as_str) != Some("done")
+                || fields.contains_key("output_key"));
+        let job: HashMap<String, String> = if complete {
+            HashMap::new()
+        } else {
+            inner
+                .pool
+                .get()
+                .await?
+                .hgetall(job_key(&tenant, &job_id))
+                .await?
+        };
         let links = self.download_links().await?;
         let event = build_event(fields, &job, &links);
         let mail_to =

@@ -345,6 +345,15 @@ impl Scheduler {
         Ok(split_members(&members))
     }
 
+    /// When the next retry is due after `now_ms` (unix ms), if any is scheduled.
+    pub async fn next_retry_after(&self, now_ms: u64) -> redis::RedisResult<Option<u64>> {
+        let mut conn = self.conn().await?;
+        let next: Vec<(String, u64)> = conn
+            .zrangebyscore_limit_withscores(SCHED_RETRIES, format!("({now_ms}"), "+inf", 0, 1)
+            .await?;
+        Ok(next.first().map(|(_, due)| *due))
+    }
+
     /// Removes every trace of a tenant from the scheduler.
     pub async fn forget_tenant(&self, tenant: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;

@@ -59,16 +59,18 @@ pub struct WorkerSettings {
     /// Temp files of this process's conversions (`{data_dir}/scratch/{pid}`), removed by
     /// [`clean_stale_scratch`] once the process is gone.
     pub scratch_dir: PathBuf,
-    /// How long one wait for new work blocks (below the Redis client's 500 ms response
-    /// timeout); also the pause when no tenant has a stream yet.
+    /// How long an idle slot's wait for a wake-up token blocks (on a connection of its
+    /// own) before it looks at the queue again: new work wakes it at once, so this only
+    /// bounds how long a lost token can go unnoticed.
     pub idle_poll: Duration,
     /// How each conversion's limits are sized (the service's `--run-*` settings).
     pub limits: LimitPolicy,
     /// The server defaults of the tenant limits (`--tenant-defaults`).
     pub tenant_defaults: tapedeck_model::tenant::TenantLimits,
-    /// The Redis the cancel subscription listens on (`None`: a deleted job's run goes on
-    /// until the heartbeat finds the job gone).
-    pub redis: Option<redis::Client>,
+    /// The Redis the cancel subscription listens on (a connection of its own, to any
+    /// node of a cluster; `None`: a deleted job's run goes on until the heartbeat finds
+    /// the job gone).
+    pub redis: Option<tapedeck_store::Pool>,
 }
 
 /// The conversions running now, by entry id.
@@ -98,6 +100,14 @@ pub struct Worker {
     /// applied for the job's scope (`serve` sets it; none: the stage as it is).
     registry_gate: Option<Arc<dyn tapedeck_model::plugins::RegistryGate>>,
 }
+
+/// Longest a worker process's promoter sleeps between looks at the retry set: retries
+/// this process schedules wake it when due; those of other processes (which promote
+/// their own on time) are seen within this.
+const RETRY_POLL: Duration = Duration::from_secs(5);
+/// How often the leases of dead workers are looked for (each lease runs the visibility
+/// timeout, a minute by default).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Removes the scratch dirs of processes that no longer run (`scratch/{pid}`), and
 /// anything else in `root`: what a killed worker left behind.
@@ -232,8 +242,8 @@ impl Worker {
     /// progress is finished first (the caller bounds the wait).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         std::fs::create_dir_all(&self.settings.scratch_dir).ok();
-        if let Some(client) = &self.settings.redis {
-            watch_cancels(client.clone(), self.in_flight.clone(), shutdown.clone());
+        if let Some(pool) = &self.settings.redis {
+            watch_cancels(pool.clone(), self.in_flight.clone(), shutdown.clone());
         }
         // This process's own pid counts as gone: a container restarted with the same
         // hostname and pid must not wait for its own former entries.
@@ -261,6 +271,11 @@ impl Worker {
             tracing::warn!(error = %e, "could not seed the scheduler");
         }
         let mut slots = tokio::task::JoinSet::new();
+        {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            slots.spawn(async move { worker.housekeeping(shutdown).await });
+        }
         for slot in 0..self.settings.slots.max(1) {
             let worker = self.clone();
             let shutdown = shutdown.clone();
@@ -269,9 +284,45 @@ impl Worker {
         while slots.join_next().await.is_some() {}
     }
 
+    /// Promotes retries when they are due (sleeping until the next one, or until this
+    /// process schedules one) and sweeps the leases of dead workers every
+    /// [`SWEEP_EVERY`], until `shutdown`.
+    async fn housekeeping(&self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::redis();
+        let warnings = Throttled::default();
+        let mut swept = Instant::now() - SWEEP_EVERY;
+        while !shutdown.is_cancelled() {
+            let mut wait = RETRY_POLL;
+            match self.queue.promote_retries().await {
+                Ok((_, next)) => {
+                    backoff.succeeded();
+                    if let Some(due) = next {
+                        let in_ms = due.saturating_sub(tapedeck_store::queue::now_ms());
+                        wait = wait.min(Duration::from_millis(in_ms));
+                    }
+                }
+                Err(e) => {
+                    tapedeck_model::warn_throttled!(warnings, "could not promote retries", e);
+                    wait = backoff.failed();
+                }
+            }
+            if swept.elapsed() >= SWEEP_EVERY {
+                swept = Instant::now();
+                if let Err(e) = self.queue.sweep_leases().await {
+                    tapedeck_model::warn_throttled!(warnings, "could not sweep expired leases", e);
+                }
+            }
+            wait = wait.min(SWEEP_EVERY.saturating_sub(swept.elapsed()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.queue.retry_scheduled() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
     async fn run_slot(&self, slot: usize, shutdown: CancellationToken) {
         let consumer = consumer_name(&self.settings.host, std::process::id(), slot);
-        let mut last_promote = Instant::now() - Duration::from_secs(60);
         // While Redis is down every call fails at once: wait longer each time, and log
         // each failure once in a while.
         let mut backoff = Backoff::new(
@@ -281,15 +332,6 @@ impl Worker {
         );
         let warnings = Throttled::default();
         while !shutdown.is_cancelled() {
-            if slot == 0 && last_promote.elapsed() > Duration::from_millis(500) {
-                last_promote = Instant::now();
-                if let Err(e) = self.queue.promote_due_retries().await {
-                    tapedeck_model::warn_throttled!(warnings, "could not promote retries", e);
-                }
-                if let Err(e) = self.queue.sweep_leases().await {
-                    tapedeck_model::warn_throttled!(warnings, "could not sweep expired leases", e);
-                }
-            }
             let orphan = self
                 .orphans
                 .lock()
@@ -300,11 +342,8 @@ impl Worker {
                     Ok(None) => continue,
                     other => other,
                 },
-                None => {
-                    self.queue
-                        .next_delivery(&consumer, self.settings.idle_poll)
-                        .await
-                }
+                // No wait inside: an idle slot waits below, where a shutdown ends it.
+                None => self.queue.next_delivery(&consumer, Duration::ZERO).await,
             };
             let pause = match next {
                 Ok(Some(delivery)) => {
@@ -318,10 +357,21 @@ impl Worker {
                     tracing::Instrument::instrument(self.process(&consumer, delivery), span).await;
                     continue;
                 }
-                // next_delivery already waited for work.
                 Ok(None) => {
                     backoff.succeeded();
-                    Duration::ZERO
+                    // Until a wake-up token (new work) or `idle_poll`; abandoning the
+                    // read at shutdown closes its connection, nothing else.
+                    let waited = tokio::select! {
+                        waited = self.queue.scheduler().wait(self.settings.idle_poll) => waited,
+                        _ = shutdown.cancelled() => Ok(false),
+                    };
+                    match waited {
+                        Ok(_) => Duration::ZERO,
+                        Err(e) => {
+                            tapedeck_model::warn_throttled!(warnings, "could not wait for work", e);
+                            backoff.failed()
+                        }
+                    }
                 }
                 Err(e) => {
                     tapedeck_model::warn_throttled!(warnings, "could not read the queue", e);
@@ -627,10 +677,17 @@ impl Worker {
             metrics::histogram!("tapedeck_conversion_cpu_seconds", "tenant" => d.tenant.clone())
                 .record(spent as f64 / 1000.0);
         }
-        if spent > 0
-            && let Err(e) = self.queue.record_cpu(&d.tenant, spent).await
-        {
-            tracing::warn!(job = %d.job_id, error = %e, "CPU time not recorded");
+        // The script that marks a job done counts its CPU time with the rest; any other
+        // outcome counts it here.
+        let record_cpu = async || {
+            if spent > 0
+                && let Err(e) = self.queue.record_cpu(&d.tenant, spent).await
+            {
+                tracing::warn!(job = %d.job_id, error = %e, "CPU time not recorded");
+            }
+        };
+        if converted.is_err() {
+            record_cpu().await;
         }
         let ms = started.elapsed().as_millis() as u64;
         let outcome = match &converted {
@@ -665,6 +722,7 @@ impl Worker {
         }
         let summary = converted?;
         if arm.is_some_and(|(_, on_canary)| on_canary) && !summary.output_valid() {
+            record_cpu().await;
             return Err(ConvertFailure::Retryable(format!(
                 "its MP3 is {} ms long by the host's count, the input {} ms",
                 summary
@@ -675,21 +733,26 @@ impl Worker {
         }
 
         let key = format!("out/{}/{}.mp3", d.tenant, d.job_id);
-        let bytes = self
-            .blobs
-            .put_file(&key, &output)
-            .await
-            .map_err(|e| retry("storing the MP3", &e))?;
+        let bytes = match self.blobs.put_file(&key, &output).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                record_cpu().await;
+                return Err(retry("storing the MP3", &e));
+            }
+        };
         let out = JobOutput {
             key: key.clone(),
             bytes,
             duration_ms: summary.duration_ms,
             bitrate_kbps: Some(summary.bitrate_kbps).filter(|&k| k > 0),
         };
-        match self
-            .until_recorded(d, || self.queue.complete_within(d, &out, quota))
-            .await
-        {
+        let completed = self
+            .until_recorded(d, || self.queue.complete_counting(d, &out, quota, spent))
+            .await;
+        if !matches!(completed, Ok(Completion::Done)) {
+            record_cpu().await;
+        }
+        match completed {
             Ok(Completion::OverQuota) => {
                 self.blobs.delete(&key).await.ok();
                 Err(ConvertFailure::Permanent(format!(
@@ -728,7 +791,7 @@ impl Drop for AbortOnDrop {
 /// Follows the cancel channel on a thread of its own (one subscription per process, on a
 /// blocking connection: a message is handled the moment it arrives), cancelling the run
 /// of each job named there that this process converts, until `stop`.
-fn watch_cancels(client: redis::Client, in_flight: InFlight, stop: CancellationToken) {
+fn watch_cancels(pool: tapedeck_store::Pool, in_flight: InFlight, stop: CancellationToken) {
     let spawned = std::thread::Builder::new()
         .name("cancel-watch".into())
         .spawn(move || {
@@ -736,6 +799,8 @@ fn watch_cancels(client: redis::Client, in_flight: InFlight, stop: CancellationT
             let warnings = Throttled::default();
             while !stop.is_cancelled() {
                 let began = Instant::now();
+                // A client per subscription: on a cluster, the next node each time.
+                let client = pool.pubsub_client();
                 let wait = match follow_cancels(&client, &in_flight, &stop) {
                     Ok(()) => continue,
                     Err(e) => {

@@ -247,6 +247,9 @@ struct Seen {
     /// Tenants this process has put in `td:tenants` (`SADD` is idempotent, and a
     /// tenant's deletion removes it from the set before the tenant can exist again).
     listed: Mutex<HashSet<String>>,
+    /// Woken when this process schedules a retry, so its promoter can wait for the
+    /// earliest one due rather than poll ([`JobQueue::retry_scheduled`]).
+    retries: tokio::sync::Notify,
     /// When this process last looked for idle entries (`XAUTOCLAIM`) of a tenant: at
     /// most every [`CLAIM_EVERY`] (an abandoned entry waits the visibility timeout
     /// anyway; the lease sweep makes its tenant ready again).
@@ -696,6 +699,7 @@ impl JobQueue {
                 let next_hour = (now / 3_600_000 + 1) * 3_600_000;
                 drop(conn);
                 self.sched.add_retry(tenant, "*", next_hour).await?;
+                self.seen.retries.notify_one();
                 Ok(Take::Nothing)
             }
             _ => Ok(Take::Nothing),
@@ -1087,6 +1091,7 @@ impl JobQueue {
         let due = now_ms() + delay.as_millis() as u64;
         // The retry entry first: a crash before the script leaves one the promoter drops.
         self.sched.add_retry(&d.tenant, &d.job_id, due).await?;
+        self.seen.retries.notify_one();
         let mut conn = self.conn().await?;
         let _: i64 = scripts::RETRY_LATER
             .key(job_key(&d.tenant, &d.job_id))
@@ -1104,6 +1109,20 @@ impl JobQueue {
         drop(conn);
         self.release(d).await?;
         Ok(())
+    }
+
+    /// Moves retries whose backoff has passed back onto their streams, and says when the
+    /// next one is due (unix ms): what a promoter sleeps until (waking earlier at
+    /// [`retry_scheduled`](Self::retry_scheduled)).
+    pub async fn promote_retries(&self) -> Result<(u64, Option<u64>)> {
+        let moved = self.promote_due_retries().await?;
+        let next = self.sched.next_retry_after(now_ms()).await?;
+        Ok((moved, next))
+    }
+
+    /// Resolves when this process schedules a retry (or has since the last call).
+    pub async fn retry_scheduled(&self) {
+        self.seen.retries.notified().await
     }
 
     /// Moves retries whose backoff has passed back onto their streams.

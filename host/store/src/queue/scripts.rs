@@ -234,7 +234,7 @@ if before ~= 'done' then
     'output_bitrate_kbps', ARGV[10])
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done',
     'user_id', f[2] or '', 'owner_email', f[3] or '', 'input_name', f[4] or '',
-    'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
+    'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
   redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])

@@ -213,8 +213,6 @@ async fn serve_with_redis(
         None => tapedeck_store::Pool::cluster(&config.redis_cluster_nodes)
             .context("parsing redis_cluster_nodes")?,
     };
-    // Subscriptions and the worker's cancel watch: connections of their own.
-    let redis = pool.pubsub_client();
     let blobs = BlobStore::open(&config.blob_url).context("opening the blob store")?;
     // Mail without SMTP: in the blob store, so every gateway shows every worker's.
     let outbox = tapedeck_blobs::Outbox::new(blobs.clone());
@@ -323,10 +321,11 @@ async fn serve_with_redis(
             slots: config.workers,
             host: tapedeck_store::queue::hostname(),
             scratch_dir: scratch_root.join(std::process::id().to_string()),
-            idle_poll: Duration::from_millis(200),
+            // New work wakes an idle slot at once; this bounds a lost wake-up.
+            idle_poll: Duration::from_secs(5),
             limits: config.limits.clone(),
             tenant_defaults: config.tenant_defaults.clone(),
-            redis: Some(redis.clone()),
+            redis: Some(pool.clone()),
         };
         // Jobs wait until the registry's version is applied for their scope: a worker
         // converts with the active component from its first job.
@@ -418,7 +417,7 @@ async fn serve_with_redis(
             config.max_check_wait,
             queue.clone(),
         ));
-        let events = tapedeck_gateway::events::JobEvents::start(redis.clone());
+        let events = tapedeck_gateway::events::JobEvents::start(pool.clone());
         sse = Some(events.clone());
         let state = AppState {
             pool: pool.clone(),
@@ -459,7 +458,6 @@ async fn serve_with_redis(
     // workers) follow what the operator activates.
     tasks.spawn(registry::watch(
         pool.clone(),
-        redis.clone(),
         blobs.clone(),
         cache_dir.clone(),
         watched,

@@ -240,7 +240,6 @@ impl RegistryGate for Gate {
 /// worker's [`Gate`]) what it has heard and what it has installed.
 pub async fn watch(
     pool: tapedeck_store::Pool,
-    redis: redis::Client,
     blobs: BlobStore,
     cache_dir: PathBuf,
     stages: Watched,
@@ -265,7 +264,7 @@ pub async fn watch(
         std::process::id()
     );
     let mut reported = Instant::now() - Duration::from_secs(60);
-    let mut changes = Changes::new(redis);
+    let mut changes = Changes::new(pool.clone());
     let warnings = Throttled::default();
     loop {
         changes.keep_subscribed(&warnings).await;
@@ -293,8 +292,9 @@ pub async fn watch(
                 tapedeck_model::warn_throttled!(warnings, "could not read the plugin registry", e)
             }
         }
-        // Tell operators which version this process runs (and that it is alive).
-        if seen != u64::MAX && reported.elapsed() >= Duration::from_secs(5) {
+        // Tell operators which version this process runs (and that it is alive): every
+        // poll while subscribed, every ~5 s otherwise.
+        if seen != u64::MAX && reported.elapsed() >= Duration::from_secs(4) {
             let (heard, compile_ms) = {
                 let p = progress.borrow();
                 (p.heard.unwrap_or(seen).max(seen), p.compile_ms)
@@ -304,16 +304,26 @@ pub async fn watch(
                 Err(e) => tracing::debug!(error = %e, "could not report the applied version"),
             }
         }
+        // Subscribed, a change arrives as a message: the poll is a safety net.
+        let poll = if changes.subscribed() {
+            POLL_SUBSCRIBED
+        } else {
+            POLL_EVERY
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = changes.next() => {}
         }
     }
 }
 
-/// How often the registry's version is read when no message says it changed.
+/// How often the registry's version is read without a subscription.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often it is read while subscribed (a message says when it changes; a worker's
+/// gate reads it before each job anyway), as often as this process reports which version
+/// it runs.
+const POLL_SUBSCRIBED: Duration = Duration::from_secs(5);
 /// Longest a subscribe may take (a Redis that accepts connections but does not answer).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -321,7 +331,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// its next poll. When the connection drops (Redis restarted, `CLIENT KILL TYPE pubsub`)
 /// its stream ends; it is subscribed again with backoff, and until then the watch polls.
 struct Changes {
-    redis: redis::Client,
+    pool: tapedeck_store::Pool,
     messages: Option<redis::aio::PubSubStream>,
     /// When the current subscription began.
     since: Instant,
@@ -331,9 +341,9 @@ struct Changes {
 }
 
 impl Changes {
-    fn new(redis: redis::Client) -> Self {
+    fn new(pool: tapedeck_store::Pool) -> Self {
         Self {
-            redis,
+            pool,
             messages: None,
             since: Instant::now(),
             retry_at: Instant::now(),
@@ -347,7 +357,8 @@ impl Changes {
             return;
         }
         let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
-            let mut pubsub = self.redis.get_async_pubsub().await?;
+            // On a cluster, the next node each time.
+            let mut pubsub = self.pool.pubsub_client().get_async_pubsub().await?;
             pubsub.subscribe(PLUGIN_CHANNEL).await?;
             Ok::<_, redis::RedisError>(pubsub.into_on_message())
         })
@@ -374,6 +385,11 @@ impl Changes {
                 self.retry_at = Instant::now() + self.backoff.failed();
             }
         }
+    }
+
+    /// Whether a subscription is up.
+    fn subscribed(&self) -> bool {
+        self.messages.is_some()
     }
 
     /// The next change message; pending forever without a subscription. A stream that
