@@ -6,7 +6,11 @@
 //! carries the hash tag `{TENANT}` (`td:{acme}:job:…`), so every script that changes a
 //! job, its stream, its retry set, dead letters and notify entries touches one slot.
 //! The scheduler's keys share the tag `{~sched}` (`~` is not allowed in tenant names) and
-//! its scripts touch only those. Singletons and login counters are one key per command.
+//! its scripts touch only those; the plugin registry's share `{~plugins}` (an activation
+//! writes the scope's active digest and its trail in one transaction, a rollback pops
+//! the trail in one script). Singletons and login counters are one key per command.
+//! Registry keys of releases before the tag (`td:plugins:…`) are renamed at start
+//! ([`crate::plugins::rename_untagged_keys`]).
 
 use std::net::IpAddr;
 
@@ -192,34 +196,34 @@ pub fn tenant_plugin_key(tenant: &str, digest: &str) -> String {
 /// Published components of a stage (zset: `{digest}` for the operator's,
 /// `{tenant}/{digest}` for a tenant's; score = published at).
 pub fn plugins_of_stage(stage: &str) -> String {
-    format!("td:plugins:{stage}")
+    format!("td:{{~plugins}}:{stage}")
 }
 /// The activations in force for one scope, newest first (list of `{by}|{digest}`, `by`
 /// = `operator` or `tenant`): a rollback pops one, down to the built-in component.
 pub fn plugin_trail(scope: &str) -> String {
-    format!("td:plugins:trail:{scope}")
+    format!("td:{{~plugins}}:trail:{scope}")
 }
 /// What runs each stage (hash: `{stage}` or `{stage}:{tenant}` → digest).
-pub const PLUGIN_ACTIVE: &str = "td:plugins:active";
+pub const PLUGIN_ACTIVE: &str = "td:{~plugins}:active";
 /// Every publish, activation and rollback (stream).
-pub const PLUGIN_HISTORY: &str = "td:plugins:history";
+pub const PLUGIN_HISTORY: &str = "td:{~plugins}:history";
 /// Bumped on every activation (counter); processes poll it.
-pub const PLUGIN_VERSION: &str = "td:plugins:version";
+pub const PLUGIN_VERSION: &str = "td:{~plugins}:version";
 /// The registry version each process has applied (hash: `{host}-{pid}` →
 /// `{version}:{unix ms}`, refreshed every few seconds; stale entries are old processes).
-pub const PLUGIN_APPLIED: &str = "td:plugins:applied";
+pub const PLUGIN_APPLIED: &str = "td:{~plugins}:applied";
 /// Pub/sub channel announcing a new registry version.
 pub const PLUGIN_CHANNEL: &str = "td:plugins:changed";
 /// Canaries running (hash: `{stage}` or `{stage}:{tenant}` → JSON settings).
-pub const PLUGIN_CANARIES: &str = "td:plugins:canaries";
+pub const PLUGIN_CANARIES: &str = "td:{~plugins}:canaries";
 /// The recent outcomes of one arm (`canary` or `stable`) of a canary (list, newest
 /// first, trimmed to the canary's window; `ok|fail|invalid:{run ms}`).
 pub fn canary_outcomes(scope: &str, arm: &str) -> String {
-    format!("td:plugins:canary:{scope}:{arm}")
+    format!("td:{{~plugins}}:canary:{scope}:{arm}")
 }
 /// Totals of a canary's arms since it started (hash: `{arm}:{outcome}` → count).
 pub fn canary_totals(scope: &str) -> String {
-    format!("td:plugins:canary:{scope}:totals")
+    format!("td:{{~plugins}}:canary:{scope}:totals")
 }
 
 // Links.

@@ -297,7 +297,7 @@ pub async fn activate_why(
     })
 }
 
-/// Steps a scope's activations back, atomically. KEYS[1] = `td:plugins:active`,
+/// Steps a scope's activations back, atomically. KEYS[1] = `td:{~plugins}:active`,
 /// KEYS[2] = the scope's trail; ARGV[1] = the scope's field in KEYS[1], ARGV[2] = `one`
 /// (a rollback: drop the activation in force) or `tenant` (drop the tenant's own choices
 /// on top). Then the newest left runs the scope, or the built-in component when none is.
@@ -554,4 +554,28 @@ pub async fn version(pool: &Pool) -> redis::RedisResult<u64> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let v: Option<u64> = conn.get(PLUGIN_VERSION).await?;
     Ok(v.unwrap_or(0))
+}
+
+/// Gives the registry keys of a release before they shared the `{~plugins}` hash tag
+/// (`td:plugins:…`) their tagged names, once, at a process's start: `RENAMENX`, so a key
+/// another process already renamed, or one a newer process already wrote, is left
+/// alone. Returns how many were renamed. (On a cluster nothing has the old names: the
+/// cluster support came with the tag.)
+pub async fn rename_untagged_keys(pool: &Pool) -> redis::RedisResult<usize> {
+    const OLD: &str = "td:plugins:";
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let mut renamed = 0;
+    for old in crate::scan_keys(&mut conn, &format!("{OLD}*")).await? {
+        let Some(rest) = old.strip_prefix(OLD) else {
+            continue;
+        };
+        let new = format!("td:{{~plugins}}:{rest}");
+        match conn.rename_nx::<_, _, bool>(&old, &new).await {
+            Ok(done) => renamed += usize::from(done),
+            // Renamed by another process in the meantime.
+            Err(e) if e.to_string().contains("no such key") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(renamed)
 }

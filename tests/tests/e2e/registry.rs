@@ -540,3 +540,81 @@ async fn auth_components_swap_per_tenant_in_the_gateway() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(mine.get("/v1/jobs").send().await.unwrap().status(), 200);
 }
+
+/// The registry of a release before its keys shared the `{~plugins}` hash tag (named
+/// `td:plugins:…`): after the upgrade the same component runs, its history and trail are
+/// there, and the old names are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_the_registry_of_the_untagged_keys() {
+    let mut s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "1".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let hostile = sha256(&hostile_bytes);
+    let r = publish(&op, "converter", hostile_bytes).await;
+    assert_eq!(r.status(), 201);
+    activate(&op, &hostile, json!({"stage": "converter"})).await;
+    s.service.kill();
+
+    // What the earlier release wrote: the same keys under their old names.
+    let mut conn = s.redis.conn();
+    let tagged: Vec<String> = redis::cmd("KEYS")
+        .arg("td:{~plugins}:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        tagged.contains(&"td:{~plugins}:active".to_string()),
+        "{tagged:?}"
+    );
+    for key in &tagged {
+        let old = key.replace("td:{~plugins}:", "td:plugins:");
+        let () = redis::cmd("RENAME")
+            .arg(key)
+            .arg(&old)
+            .query(&mut conn)
+            .unwrap();
+    }
+
+    let service = Service::start(ServiceOptions {
+        role: Role::All,
+        redis_url: &s.redis.url(),
+        data_dir: s._dir.path(),
+        extra: vec![
+            ("admin-token", OPERATOR.to_string()),
+            ("workers", "1".into()),
+        ],
+    });
+    let api = Api::new(&service.base);
+    let op = api.with_token(OPERATOR);
+    let active = op.get_json("/v1/admin/plugins/active").await;
+    assert_eq!(
+        active["active"],
+        json!([{"stage": "converter", "tenant": null, "digest": hostile}]),
+        "{active}"
+    );
+    let me = api.signed_up("default", "upgrade@example.com").await;
+    let job = me.upload_and_wait(&not_audio(s._dir.path()), &[]).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["converters"], json!([hostile]), "{job}");
+    // The trail came along: a rollback goes back to the built-in converter.
+    let r = op
+        .post("/v1/admin/plugins/rollback")
+        .json(&json!({"stage": "converter"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["active"]["digest"], Value::Null, "{v}");
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    assert_eq!(history["history"].as_array().unwrap().len(), 3, "{history}");
+    let old: Vec<String> = redis::cmd("KEYS")
+        .arg("td:plugins:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(old, Vec::<String>::new());
+}

@@ -258,6 +258,14 @@ async fn serve_with_redis(
     else {
         return Ok(());
     };
+    // The plugin registry's keys of an earlier release take their one-slot names (not
+    // done, every process would run the built-in components: stop instead).
+    let renamed = tapedeck_store::plugins::rename_untagged_keys(&pool)
+        .await
+        .context("renaming the plugin registry's keys of an earlier release")?;
+    if renamed > 0 {
+        tracing::info!(keys = renamed, "plugin registry keys renamed to td:{{~plugins}}:…");
+    }
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
