@@ -243,6 +243,77 @@ impl RedisCluster {
         panic!("no running node serves {key}");
     }
 
+    /// `CLUSTER MYID` of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[i].conn())
+            .unwrap()
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.running())
+            .expect("a node runs");
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut node.conn())
+            .unwrap()
+    }
+
+    /// Moves the slot of `key`, with its keys, to node `to` (`CLUSTER SETSLOT`
+    /// `IMPORTING`/`MIGRATING`, `MIGRATE`, then `SETSLOT NODE` on every node): clients
+    /// that knew the old owner get `MOVED`.
+    pub fn migrate_slot_of(&self, key: &str, to: usize) {
+        let slot = self.slot_of(key);
+        let from = self.node_of(key);
+        assert_ne!(from, to, "slot {slot} is on node {to} already");
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let setslot = |node: usize, how: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(how)
+                .arg(id)
+                .query(&mut self.nodes[node].conn())
+                .unwrap();
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        let mut source = self.nodes[from].conn();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut source)
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut source)
+                .unwrap();
+        }
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].running() {
+                setslot(node, "NODE", &to_id);
+            }
+        }
+        self.wait_ok(Duration::from_secs(10));
+    }
+
     /// Every command the cluster has run since its nodes started (`INFO commandstats`,
     /// summed over the running nodes), these queries included.
     pub fn commands_total(&self) -> u64 {

@@ -13,9 +13,9 @@
 //! caller of the shared connection.
 //!
 //! On a cluster, what spans slots:
-//! - a pipeline whose commands live in more than one slot is sent command by command, in
-//!   its order ([`Connection`]); a transaction must stay within one slot (Redis refuses
-//!   it with `CROSSSLOT`), and every one of ours does;
+//! - a pipeline whose commands live in more than one slot is sent as one pipeline per
+//!   slot, to each slot's node at once ([`Connection`]); a transaction must stay within
+//!   one slot (Redis refuses it with `CROSSSLOT`), and every one of ours does;
 //! - `SCAN` goes to the node serving the pattern's hash tag, or to every master
 //!   ([`scan_keys`]);
 //! - subscriptions go to any one node: `PUBLISH` reaches every node of a cluster.
@@ -286,7 +286,8 @@ impl ConnectionLike for Blocking {
     }
 }
 
-/// A handle on the process's shared connection (`Pool::get`); cheap to clone.
+/// A handle on the process's shared connection (`Pool::get`); cheap to clone. On a
+/// cluster, a pipeline spanning slots is split per slot (see `per_slot`).
 #[derive(Clone)]
 pub struct Connection(Shared);
 
@@ -311,15 +312,12 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         // The cluster client sends a pipeline to one node: one whose commands live in
-        // several slots goes command by command instead, in order.
+        // several slots is split per slot.
         let split = !pipeline.is_transaction() && spans_slots(pipeline);
         match (&mut self.0, split) {
             (Shared::Single(c), _) => c.req_packed_commands(pipeline, offset, count),
             (Shared::Cluster(c), true) => Box::pin(async move {
-                let mut replies = Vec::with_capacity(pipeline.len());
-                for cmd in pipeline.cmd_iter() {
-                    replies.push(c.req_packed_command(cmd).await?);
-                }
+                let replies = per_slot(c, pipeline).await?;
                 Ok(replies.into_iter().skip(offset).take(count).collect())
             }),
             (Shared::Cluster(c), false) => c.req_packed_commands(pipeline, offset, count),
@@ -329,6 +327,50 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         0
     }
+}
+
+/// Runs a pipeline whose commands live in several slots on a cluster: the commands of
+/// each slot as one pipeline to that slot's node (in their order), the slots at once; a
+/// command whose own keys span slots (`DEL a b`) alone, split by the cluster client.
+/// Replies come back in the pipeline's order. Commands of different slots may run in any
+/// order relative to each other.
+async fn per_slot(cluster: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+    // (slot, the pipeline's indexes of its commands); `None`: a command on its own.
+    let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
+    for (i, cmd) in pipeline.cmd_iter().enumerate() {
+        let slots: Vec<Slot> = command_keys(cmd).into_iter().map(Slot::for_key).collect();
+        let slot = match slots.split_first() {
+            Some((first, rest)) if rest.iter().all(|s| s == first) => Some(*first),
+            _ => None,
+        };
+        match groups.iter_mut().find(|(s, _)| slot.is_some() && *s == slot) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    let sent = groups.iter().map(|(_, members)| {
+        let mut conn = cluster.clone();
+        let group: Vec<Cmd> = members.iter().map(|&i| commands[i].clone()).collect();
+        async move {
+            if let [one] = group.as_slice() {
+                return Ok(vec![conn.req_packed_command(one).await?]);
+            }
+            let mut pipe = redis::Pipeline::with_capacity(group.len());
+            for cmd in group {
+                pipe.add_command(cmd);
+            }
+            conn.req_packed_commands(&pipe, 0, pipe.len()).await
+        }
+    });
+    let replies = futures::future::try_join_all(sent).await?;
+    let mut ordered: Vec<Option<Value>> = vec![None; pipeline.len()];
+    for ((_, members), values) in groups.iter().zip(replies) {
+        for (&i, value) in members.iter().zip(values) {
+            ordered[i] = Some(value);
+        }
+    }
+    Ok(ordered.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect())
 }
 
 /// The keys a command names, for the commands Tapedeck pipelines: scripts (`numkeys`
