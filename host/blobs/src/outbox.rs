@@ -163,6 +163,22 @@ impl Outbox {
         Ok(Some(got.bytes().await?))
     }
 
+    /// Deletes every message of `tenant` (notification ids, and so message names, start
+    /// with `{tenant}.`): a deleted tenant's mail goes with it. Returns how many.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<usize, StorageError> {
+        let prefix = format!("{}.", file_safe(tenant));
+        let mut deleted = 0;
+        for message in self.list().await? {
+            if message.name.starts_with(&prefix) {
+                self.blobs
+                    .delete(&format!("{PREFIX}/{}", message.name))
+                    .await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Deletes the messages beyond the cap, oldest first; returns how many.
     pub async fn prune(&self) -> Result<usize, StorageError> {
         let messages = self.list().await?;

@@ -90,6 +90,9 @@ pub async fn pass(
         }
         if retention {
             expire(queue, blobs, settings).await?;
+            // A tenant an enqueue could not put in the ready set (Redis failed between
+            // its two steps) is put back here, at the latest a scan later.
+            queue.seed_ready().await?;
         }
         Ok::<_, anyhow::Error>(true)
     }
@@ -116,6 +119,9 @@ pub async fn purge(
 ) -> anyhow::Result<()> {
     blobs.delete_prefix(&format!("in/{tenant}")).await?;
     blobs.delete_prefix(&format!("out/{tenant}")).await?;
+    tapedeck_blobs::Outbox::new(blobs.clone())
+        .delete_tenant(tenant)
+        .await?;
     queue.scheduler().forget_tenant(tenant).await?;
     let keys = tenants::purge_keys(pool, tenant).await?;
     tracing::info!(tenant, keys, "tenant deleted");

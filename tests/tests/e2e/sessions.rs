@@ -291,6 +291,20 @@ async fn a_deleted_tenants_tokens_and_links_do_not_open_its_successor() {
     let signer = tapedeck::store::links::LinkSigner::new(hex::decode(key).unwrap());
     let link = signer.url(&p.one.base, "initech", &id, &output, 4_000_000_000);
     assert_eq!(reqwest::get(&link).await.unwrap().status(), 200);
+    // Its notification is in the outbox; it goes with the tenant.
+    let op = p.one.with_token(OPERATOR);
+    let initech_mail = async || {
+        op.get_json("/v1/admin/outbox").await["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"].as_str().unwrap().starts_with("initech."))
+            .count()
+    };
+    wait_for(Duration::from_secs(20), "initech's mail", async || {
+        initech_mail().await > 0
+    })
+    .await;
 
     let r = p
         .one
@@ -318,6 +332,7 @@ async fn a_deleted_tenants_tokens_and_links_do_not_open_its_successor() {
         },
     )
     .await;
+    assert_eq!(initech_mail().await, 0, "the deleted tenant's mail is gone");
     create_tenant(&p.one, "initech", true).await;
     let newcomer = account(&p.one, "initech", "peter@initech.example", "admin").await;
     let fresh = newcomer.upload_and_wait(&media(SMALL), &[]).await;

@@ -391,7 +391,27 @@ impl JobQueue {
                 current: num(2),
             }));
         }
-        self.sched.add(&job.tenant, true).await?;
+        // The job exists now: the caller must get its id whatever happens next (an
+        // error would make its retry a second job). Putting the tenant in the ready set
+        // is retried for a few seconds; a tenant still left out is put back by the
+        // janitor's next retention scan (`seed_ready`), as after a crash in between.
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.sched.add(&job.tenant, true).await {
+                Ok(_) => break,
+                Err(e) if attempt < 6 => {
+                    tracing::debug!(tenant = %job.tenant, error = %e, "ready set: trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %job.tenant, job = %job.id, error = %e,
+                        "the job is queued but its tenant is not in the ready set yet: \
+                         the janitor's next scan puts it back");
+                    break;
+                }
+            }
+        }
         Ok(None)
     }
 
