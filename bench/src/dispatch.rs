@@ -14,8 +14,9 @@
 //! Per window it reports the wall time and redis-server's CPU time per dispatch (median
 //! of `--runs` runs) and, per job: network round trips (counted by a relay between the
 //! pool and Redis, in one more identical run, so the relay's hops are not in the times),
-//! how many of them were the pool's connection check (deadpool-redis sends `UNWATCH` +
-//! `PING` each time a connection is taken), `EVALSHA`s, and Redis commands executed
+//! how many of them were a connection check (`UNWATCH` + `PING`: deadpool-redis sent them
+//! each time a connection was taken; the one multiplexed connection of `Pool` sends
+//! none, so the column is 0 since issue 21), `EVALSHA`s, and Redis commands executed
 //! (`INFO commandstats`, which also counts the commands a script runs).
 
 use std::collections::BTreeMap;
