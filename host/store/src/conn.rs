@@ -343,7 +343,10 @@ async fn per_slot(cluster: &ClusterConnection, pipeline: &Pipeline) -> RedisResu
             Some((first, rest)) if rest.iter().all(|s| s == first) => Some(*first),
             _ => None,
         };
-        match groups.iter_mut().find(|(s, _)| slot.is_some() && *s == slot) {
+        match groups
+            .iter_mut()
+            .find(|(s, _)| slot.is_some() && *s == slot)
+        {
             Some((_, members)) => members.push(i),
             None => groups.push((slot, vec![i])),
         }
@@ -370,7 +373,10 @@ async fn per_slot(cluster: &ClusterConnection, pipeline: &Pipeline) -> RedisResu
             ordered[i] = Some(value);
         }
     }
-    Ok(ordered.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect())
+    Ok(ordered
+        .into_iter()
+        .map(|v| v.unwrap_or(Value::Nil))
+        .collect())
 }
 
 /// The keys a command names, for the commands Tapedeck pipelines: scripts (`numkeys`

@@ -265,7 +265,11 @@ async fn hot_swap_and_a_canary_on_a_cluster() {
     for _ in 0..2 {
         let job = me.upload_and_wait(&clip, &[]).await;
         assert_eq!(job["status"], "done", "{job}");
-        assert_eq!(converters(&job), std::slice::from_ref(&dv), "the canary ran it: {job}");
+        assert_eq!(
+            converters(&job),
+            std::slice::from_ref(&dv),
+            "the canary ran it: {job}"
+        );
     }
     let status = op.get_json("/v1/admin/plugins/canaries").await;
     let totals = &status["canaries"][0]["totals"];
