@@ -29,26 +29,28 @@ end
     };
 }
 
-/// Lua shared by the scripts that acknowledge a convert entry: `trim_below(stream, group,
-/// acked)` drops every entry the group no longer needs, in two commands. Entries older
-/// than the one just acknowledged were all delivered (`XREADGROUP >` delivers in id
-/// order), so each is pending (kept) or acknowledged: the floor is the oldest pending
-/// entry, or the acknowledged one. (`SAFE_TRIM` does the same from outside, for any
-/// stream.)
+/// Lua shared by the scripts that acknowledge a convert entry: `trim_below(stream,
+/// group)` drops every entry the group no longer needs. Entries are delivered in id order
+/// (`XREADGROUP >`), so every entry older than the oldest pending one was delivered and
+/// acknowledged: that is the floor (two commands); with nothing pending, the floor is the
+/// group's last delivered entry (one more, `XINFO GROUPS`). The stream has this one
+/// group. (`SAFE_TRIM` does the same from outside, for any stream.)
 macro_rules! trim_lua {
     () => {
         r#"
-local function older(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if tonumber(am) ~= tonumber(bm) then return tonumber(am) < tonumber(bm) end
-  return tonumber(as) < tonumber(bs)
-end
-local function trim_below(stream, group, acked)
+local function trim_below(stream, group)
   local p = redis.call('XPENDING', stream, group)
-  local floor = acked
-  if p[1] > 0 and older(p[2], acked) then floor = p[2] end
-  redis.call('XTRIM', stream, 'MINID', floor)
+  local floor = p[2]
+  if p[1] == 0 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local name, last
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+      end
+      if name == group then floor = last end
+    end
+  end
+  if floor then redis.call('XTRIM', stream, 'MINID', floor) end
 end
 "#
     };
@@ -239,7 +241,7 @@ if before ~= 'done' then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-trim_below(KEYS[2], ARGV[1], ARGV[2])
+trim_below(KEYS[2], ARGV[1])
 return 1
 "#
     ))
@@ -272,7 +274,7 @@ if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' th
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
-trim_below(KEYS[2], ARGV[1], ARGV[2])
+trim_below(KEYS[2], ARGV[1])
 return 1
 "#
     ))
@@ -320,7 +322,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'converting' then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
-trim_below(KEYS[2], ARGV[1], ARGV[2])
+trim_below(KEYS[2], ARGV[1])
 return 1
 "#
     ))
