@@ -564,6 +564,13 @@ pub async fn version(pool: &Pool) -> redis::RedisResult<u64> {
 pub async fn rename_untagged_keys(pool: &Pool) -> redis::RedisResult<usize> {
     const OLD: &str = "td:plugins:";
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    // A registry that was ever used has a history (every publish) or a version (every
+    // activation); without them there is nothing to rename and no keyspace to scan.
+    let history: bool = conn.exists(format!("{OLD}history")).await?;
+    let version: bool = conn.exists(format!("{OLD}version")).await?;
+    if !history && !version {
+        return Ok(0);
+    }
     let mut renamed = 0;
     for old in crate::scan_keys(&mut conn, &format!("{OLD}*")).await? {
         let Some(rest) = old.strip_prefix(OLD) else {

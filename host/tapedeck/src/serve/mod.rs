@@ -264,7 +264,10 @@ async fn serve_with_redis(
         .await
         .context("renaming the plugin registry's keys of an earlier release")?;
     if renamed > 0 {
-        tracing::info!(keys = renamed, "plugin registry keys renamed to td:{{~plugins}}:…");
+        tracing::info!(
+            keys = renamed,
+            "plugin registry keys renamed to td:{{~plugins}}:…"
+        );
     }
 
     let stop = CancellationToken::new();
