@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, signal};
+use crate::{free_port, own_redis_up, signal};
 
 /// One master of a [`RedisCluster`].
 pub struct ClusterNode {
@@ -43,7 +43,7 @@ impl ClusterNode {
     /// Starts the child on its ports; false (child gone) if one was taken.
     fn launch(&mut self) -> bool {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf"])
@@ -57,31 +57,8 @@ impl ClusterNode {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let pid = child.id();
-        let client = redis::Client::open(self.url()).unwrap();
-        let since = Instant::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            let ours = client
-                .get_connection()
-                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
-            if let Ok(info) = ours {
-                if info.contains(&format!("process_id:{pid}\r\n")) {
-                    self.child = Some(child);
-                    return true;
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = own_redis_up(child, &self.url());
+        self.child.is_some()
     }
 
     /// SIGKILLs the node (a crash).

@@ -25,6 +25,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (10 s at most) until the redis-server `child` answers at `url`: `Some(child)`
+/// once the answer comes from it, `None` (child ended) if it exited or another test's
+/// server holds the port.
+pub(crate) fn own_redis_up(mut child: Child, url: &str) -> Option<Child> {
+    let pid = child.id();
+    let client = redis::Client::open(url).unwrap();
+    let since = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        let ours = client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        if let Ok(info) = ours {
+            if info.contains(&format!("process_id:{pid}\r\n")) {
+                return Some(child);
+            }
+            // Another test's server holds the port: ours will exit.
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "redis-server did not answer within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `../shared/media/NAME` (test media are referenced in place, never copied).
 pub fn media(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -114,7 +145,7 @@ impl RedisServer {
     /// Starts the child on `self.port`; false (child gone) if the port was taken.
     fn launch(&mut self) -> bool {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--appendonly",
@@ -129,32 +160,8 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let pid = child.id();
-        let client = redis::Client::open(self.url()).unwrap();
-        let since = Instant::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            let ours = client
-                .get_connection()
-                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
-            if let Ok(info) = ours {
-                if info.contains(&format!("process_id:{pid}\r\n")) {
-                    self.child = Some(child);
-                    return true;
-                }
-                // Another test's server holds the port: ours will exit.
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = own_redis_up(child, &self.url());
+        self.child.is_some()
     }
 
     /// Stops Redis (SIGTERM: it flushes the AOF) and starts it again on the same port.

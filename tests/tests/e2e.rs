@@ -34,6 +34,27 @@ fn stack(extra: Vec<(&str, String)>) -> Stack {
     }
 }
 
+/// Hex SHA-256: a component's digest.
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The operator's `POST /v1/admin/plugins` of `bytes` for `stage`.
+async fn publish(op: &Api, stage: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .text("stage", stage.to_owned())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
+        );
+    op.post("/v1/admin/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 const SLOW: Duration = Duration::from_secs(180);
 
 /// The issue-9 hardening: bounded bodies, run limits, split deployments, signed links,

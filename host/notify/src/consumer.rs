@@ -379,20 +379,16 @@ impl NotifyConsumer {
         let mut taken = Vec::new();
         for tenant in tenants {
             let stream = notify_stream(&tenant);
-            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .or_else(|e| match e.code() {
-                    // No group yet (or no stream): nothing pending.
-                    Some("NOGROUP") => Ok(Vec::new()),
-                    _ => Err(e),
-                })?;
-            for (entry_id, consumer, idle_ms, _) in pending {
+            let group = tapedeck_store::streams::Group {
+                stream: &stream,
+                name: GROUP,
+            };
+            for tapedeck_store::streams::Pending {
+                entry_id,
+                consumer,
+                idle_ms,
+            } in group.pending(&mut conn, 1000).await?
+            {
                 if consumer == *me || !gone_from_this_host(&consumer) {
                     continue;
                 }

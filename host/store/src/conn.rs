@@ -246,9 +246,20 @@ impl Pool {
         };
         let mut last = None;
         for _ in 0..tries {
-            match self.pubsub_client().get_async_pubsub().await {
-                Ok(pubsub) => return Ok(pubsub),
-                Err(e) => last = Some(e),
+            // A node that takes the SYN and never answers must not hold the caller's
+            // resubscribe loop: the same deadline as any connection.
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.pubsub_client().get_async_pubsub())
+                .await
+            {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "subscribing",
+                        format!("no connection within {CONNECT_TIMEOUT:?}"),
+                    )))
+                }
             }
         }
         Err(last.expect("at least one node was tried"))

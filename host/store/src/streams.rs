@@ -157,6 +157,46 @@ impl Group<'_> {
     }
 }
 
+/// One entry of [`Group::pending`].
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub entry_id: String,
+    pub consumer: String,
+    pub idle_ms: u64,
+}
+
+impl Group<'_> {
+    /// Up to `count` entries delivered and not acknowledged, oldest first, with their
+    /// consumer and idle time (`XPENDING … - + count`); none when the group or the stream
+    /// does not exist yet.
+    pub async fn pending(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        count: usize,
+    ) -> RedisResult<Vec<Pending>> {
+        let rows: Vec<(String, String, u64, u64)> = match redis::cmd("XPENDING")
+            .arg(self.stream)
+            .arg(self.name)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .query_async(conn)
+            .await
+        {
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(entry_id, consumer, idle_ms, _)| Pending {
+                entry_id,
+                consumer,
+                idle_ms,
+            })
+            .collect())
+    }
+}
+
 /// The delay before attempt `attempts + 1`: `base` doubled per attempt so far, at most
 /// `max`, plus up to 50% jitter so retries of many entries spread out.
 pub fn backoff(base: Duration, attempts: u32, max: Duration) -> Duration {

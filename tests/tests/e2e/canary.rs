@@ -4,14 +4,9 @@
 //! canary is promoted after N runs; the operator's promote and abort.
 
 use super::*;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 const OPERATOR: &str = "op-token-canary-0123456789abcdef012345";
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 async fn publish(op: &Api, bytes: Vec<u8>) -> Value {
     let form = reqwest::multipart::Form::new()

@@ -3,7 +3,6 @@
 //! fair dispatch, hot swap, a canary, tenant deletion, and the client following `MOVED`.
 
 use super::*;
-use sha2::Digest;
 
 const OPERATOR: &str = "op-token-0123456789abcdef0123456789";
 const SMALL: &str = "aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a";
@@ -83,10 +82,6 @@ fn tenant_elsewhere(cluster: &RedisCluster, prefix: &str, not_on: usize) -> Stri
         .map(|i| format!("{prefix}-{i}"))
         .find(|t| cluster.node_of(&tapedeck::store::keys::tenant_key(t)) != not_on)
         .unwrap()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn converters(job: &Value) -> Vec<String> {
@@ -210,21 +205,6 @@ async fn hot_swap_and_a_canary_on_a_cluster() {
     let s = cluster_stack(vec![("workers", "1".into())]);
     let op = s.op();
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
-    let publish = async |bytes: Vec<u8>| {
-        let form = reqwest::multipart::Form::new()
-            .text("stage", "converter")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-            );
-        let r = op
-            .post("/v1/admin/plugins")
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    };
     let post = async |path: &str, body: Value| {
         let r = op.post(path).json(&body).send().await.unwrap();
         let status = r.status().as_u16();
@@ -234,7 +214,7 @@ async fn hot_swap_and_a_canary_on_a_cluster() {
     let mut variant = tapedeck::components::DEFAULT_CONVERTER.to_vec();
     variant.extend_from_slice(&[0, 8, 7, b'c', b'l', b'u', b's', b't', b'e', b'r']);
     let dv = sha256(&variant);
-    publish(variant).await;
+    assert_eq!(publish(&op, "converter", variant).await.status(), 201);
     let me = s.api.signed_up("default", "swap@example.com").await;
     let clip = media(SMALL);
 

@@ -9,13 +9,8 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use super::*;
-use sha2::Digest;
 
 const OPERATOR: &str = "op-token-0123456789abcdef0123456789";
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 fn hostile() -> Vec<u8> {
     std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap()

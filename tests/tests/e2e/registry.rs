@@ -3,28 +3,9 @@
 //! second and each job records the converter digest it ran with.
 
 use super::*;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 const OPERATOR: &str = "op-token-0123456789abcdef0123456789";
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-async fn publish(op: &Api, stage: &str, bytes: Vec<u8>) -> reqwest::Response {
-    let form = reqwest::multipart::Form::new()
-        .text("stage", stage.to_owned())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-        );
-    op.post("/v1/admin/plugins")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn activate(op: &Api, digest: &str, body: Value) -> Value {
     let r = op

@@ -395,14 +395,13 @@ impl JobQueue {
         // error would make its retry a second job). Putting the tenant in the ready set
         // is retried for a few seconds; a tenant still left out is put back by the
         // janitor's next retention scan (`seed_ready`), as after a crash in between.
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = tapedeck_model::backoff::Backoff::redis();
         for attempt in 1.. {
             match self.sched.add(&job.tenant, true).await {
                 Ok(_) => break,
                 Err(e) if attempt < 6 => {
                     tracing::debug!(tenant = %job.tenant, error = %e, "ready set: trying again");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 Err(e) => {
                     tracing::warn!(tenant = %job.tenant, job = %job.id, error = %e,
@@ -774,20 +773,17 @@ impl JobQueue {
         tenants.sort();
         let mut found = Vec::new();
         for tenant in tenants {
-            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-                .arg(convert_stream(&tenant))
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .or_else(|e| match e.code() {
-                    // A stream whose group does not exist yet has nothing pending.
-                    Some("NOGROUP") => Ok(Vec::new()),
-                    _ => Err(e),
-                })?;
-            for (entry_id, consumer, idle_ms, _deliveries) in pending {
+            let stream = convert_stream(&tenant);
+            let group = crate::streams::Group {
+                stream: &stream,
+                name: GROUP,
+            };
+            for crate::streams::Pending {
+                entry_id,
+                consumer,
+                idle_ms,
+            } in group.pending(&mut conn, 1000).await?
+            {
                 let dead =
                     parse_consumer_name(&consumer).is_some_and(|(h, pid)| h == host && !alive(pid));
                 if dead {
