@@ -4,8 +4,9 @@
 #      and its session checked (cached for TAPEDECK_SESSION_CACHE_MS, default 1000; 0 makes
 #      every request verify and ask Redis), next to the same lookup without
 #      authentication (`--bench-routes`), with wrk;
-#   2. upload and download MB/s of a 500 MB file through tapedeck, next to nginx
-#      accepting (WebDAV PUT) and serving (sendfile) the same file;
+#   2. upload and download MB/s of a 500 MB file (a valid 5-second M4A padded by a `free`
+#      box, made once under $WORK) through tapedeck, next to nginx accepting (WebDAV PUT)
+#      and serving (sendfile) the same file;
 #   3. end-to-end time from upload to `done` for a 5-second clip, next to the time the
 #      conversion itself takes (`tapedeck convert`, same component, same limits).
 # Usage: bench/service.sh   (from the repository root; `make bench` runs it)
@@ -128,12 +129,23 @@ fi
 
 # --- 2. upload / download throughput ---------------------------------------------
 if has 2; then
-BIG=$WORK/big.mp4
-# A real MP4 header followed by filler up to BIG_MB: the gateway sniffs the container
-# and streams the body to the blob store (the conversion then fails as corrupt; only
-# the transfer is measured here).
-head -c 65536 "$MUSIC" >"$BIG"
-truncate -s "${BIG_MB}M" "$BIG"
+# A valid M4A of BIG_MB: the 5-second clip (moov first) followed by a `free` box of
+# filler. Every reader (the gateway's sample-description probe, the worker's length
+# probe, the converter) sees a real 5-second file, so the job converts in a blink and is
+# `done` before its output route is pointed at the uploaded blob. Made once and kept.
+BIG=$WORK/big-${BIG_MB}M.m4a
+if [ ! -f "$BIG" ]; then
+  ffmpeg -v error -y -i "$MUSIC" -t 5 -c copy -movflags +faststart -f mp4 "$BIG.part"
+  python3 - "$BIG.part" "$BIG_MB" <<'EOF2'
+import os, struct, sys
+out, size = sys.argv[1], int(sys.argv[2]) * 1024 * 1024
+pad = size - os.path.getsize(out)
+with open(out, "ab") as f:
+    f.write(struct.pack(">I4sQ", 1, b"free", pad))  # 64-bit size: any BIG_MB
+    f.truncate(size)
+EOF2
+  mv "$BIG.part" "$BIG"
+fi
 SIZE=$(stat -c %s "$BIG")
 mbps() { python3 -c "print(f'{$SIZE/1e6/$1:.0f}')"; }
 TU=(); NU=(); TD=(); ND=()
@@ -143,12 +155,12 @@ for i in $(seq "$RUNS"); do
   TU+=("$t")
   BIG_JOB=$(json '["id"]' <"$WORK/up.json")
   NU+=("$(curl -sf -o /dev/null -w '%{time_total}' -T "$BIG" "http://127.0.0.1:$NGINX_PORT/up/big-$i.mp4")")
-  # Download the same bytes through the job's output route: point the finished job at
-  # the uploaded blob (the 500 MB "MP3"), then stream it with Range support as usual.
-  sleep 0.5
-  redis-cli -p "$REDIS_PORT" HSET "td:{default}:job:$BIG_JOB" status done \
+  # Download the same bytes through the job's output route: once the job is done, point
+  # it at the uploaded blob (the 500 MB "MP3"), then stream it with Range support as usual.
+  wait_done "$BIG_JOB"
+  redis-cli -p "$REDIS_PORT" HSET "td:{default}:job:$BIG_JOB" \
     output_key "$(redis-cli -p "$REDIS_PORT" HGET "td:{default}:job:$BIG_JOB" input_key)" \
-    output_bytes "$SIZE" duration_ms 1000 >/dev/null
+    output_bytes "$SIZE" >/dev/null
   TD+=("$(curl -sf -o /dev/null -w '%{time_total}' -H "$AUTH" "$API/v1/jobs/$BIG_JOB/output")")
   ND+=("$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$NGINX_PORT/up/big-$i.mp4")")
   curl -sf -o /dev/null -X DELETE -H "$AUTH" "$API/v1/jobs/$BIG_JOB"
