@@ -5,6 +5,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 venv="${API_VENV:-$root/target/api-venv}"
 # The pin: bump deliberately (the CLI's options and checks change between releases).
 SCHEMATHESIS_VERSION=4.32.5
@@ -16,16 +18,8 @@ if have; then
     exit 0
 fi
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-python=$(command -v python3 || true)
-if [ -z "$python" ] || ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-    echo "setup-api-test: installing python3-venv" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        python3 python3-venv >/dev/null
-    python=$(command -v python3)
-fi
+need_python_venv setup-api-test
+python=$(command -v python3)
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))'; then
     echo "setup-api-test: schemathesis needs Python 3.9 or later, this is $("$python" --version)" >&2
     exit 1

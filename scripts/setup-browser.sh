@@ -6,18 +6,13 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/tests/browser"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-apt_install() {
-    echo "setup-browser: installing $*" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # Playwright drives the system's Chromium; it never downloads a browser of its own.
-[ -x /usr/bin/chromium ] || apt_install chromium
+[ -x /usr/bin/chromium ] || apt_install setup-browser chromium
 
-command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+need_command setup-browser npm nodejs npm
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
     echo "setup-browser: playwright-core needs Node.js 20 or later, this is $(node --version)" >&2

@@ -6,6 +6,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${DEPLOY_VENV:-$root/target/deploy-venv}"
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # kubernetes-validate bundles the Kubernetes JSON schemas (strict variants included);
 # jsonschema validates the vendored KEDA and compose-spec schemas (deploy/schemas/).
@@ -26,13 +28,7 @@ if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$pins"
     exit 0
 fi
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    echo "setup-deploy: installing python3-venv" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
+need_python_venv setup-deploy
 
 echo "setup-deploy: installing the validation tools into ${venv#"$root"/}" >&2
 rm -rf "$venv"

@@ -10,22 +10,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 plugins="$root/examples/plugins"
 venv="$root/target/plugins-venv"
 requirements="$plugins/notifier-python/requirements.txt"
-
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-apt_install() {
-    echo "setup-plugins: installing $*" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # componentize-py, at exactly the pinned version.
 pinned="$(sed -n 's/^componentize-py==\([^ ]*\).*/\1/p' "$requirements")"
 installed="$("$venv/bin/componentize-py" --version 2>/dev/null | awk '{ print $2 }' || true)"
 if [ "$installed" != "$pinned" ]; then
     if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
-            || apt_install python3-venv
+        need_python_venv setup-plugins
         echo "setup-plugins: creating $venv" >&2
         python3 -m venv "$venv"
     fi
@@ -35,7 +28,7 @@ fi
 
 # npm packages, from each project's lock: again whenever the lock is newer than the
 # install.
-command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+need_command setup-plugins npm nodejs npm
 for dir in "$plugins/notifier-js" "$plugins/harness"; do
     if [ ! -f "$dir/node_modules/.package-lock.json" ] \
         || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then

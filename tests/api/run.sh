@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# API test: starts `tapedeck serve` on a free port with a fresh data dir, makes some real
-# data (a user who is a tenant admin, a job converted from a real file), then runs
-# schemathesis against the server's own `/openapi.json`: once as that user (every route
-# but `/v1/admin/...`), once as the operator (`/v1/admin/...`). Always stops the server.
+# API test: starts `tapedeck serve` on loopback with a fresh data dir (scripts/lib.sh's
+# serve_tapedeck), makes some real data (a user who is a tenant admin, a job converted
+# from a real file), then runs schemathesis against the server's own `/openapi.json`:
+# once as that user (every route but `/v1/admin/...`), once as the operator
+# (`/v1/admin/...`). Always stops the server.
 #
 #   scripts/setup-api-test.sh         # once: the pinned schemathesis in target/api-venv
 #   tests/api/run.sh                  # TAPEDECK_BIN=... to test another binary
@@ -28,56 +29,22 @@ if [ ! -d "$MEDIA" ]; then
     echo "skipped: ../shared/media absent ($MEDIA)"
     exit 0
 fi
-fail() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 [ -x "$BIN" ] || fail "no tapedeck binary at $BIN (make build, or set TAPEDECK_BIN)"
 [ -x "$VENV/bin/st" ] || fail "no schemathesis in $VENV: run scripts/setup-api-test.sh"
-command -v curl >/dev/null || fail "curl is needed"
 PY=$VENV/bin/python
 
-# A free port: bind port 0, read it back, release it (the server binds it right after).
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-DATA=$(mktemp -d "${TMPDIR:-/tmp}/tapedeck-api.XXXXXX")
-OPERATOR="api-test-operator-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-URL="http://127.0.0.1:$PORT"
-LOG=$DATA/server.log
-
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --admin-token "$OPERATOR" \
-    --max-attempts 1 --shutdown-timeout-secs 2 >"$LOG" 2>&1 &
-SERVER=$!
-
-stop() {
-    local rc=$?
-    if kill -0 "$SERVER" 2>/dev/null; then
-        kill -TERM "$SERVER" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER" 2>/dev/null || true
-        wait "$SERVER" 2>/dev/null || true
-    fi
-    if [ "$rc" -ne 0 ]; then
-        echo "--- last lines of the server log ($LOG) ---" >&2
-        tail -n 40 "$LOG" >&2 || true
-        echo "(data dir kept: $DATA)" >&2
-    else
-        rm -rf "$DATA"
-    fi
-    exit "$rc"
-}
-trap stop EXIT
-trap 'exit 130' INT TERM
-
-for _ in $(seq 300); do
-    curl -sf "$URL/readyz" >/dev/null 2>&1 && break
-    kill -0 "$SERVER" 2>/dev/null || fail "the server exited before it was ready"
-    sleep 0.1
-done
-curl -sf "$URL/readyz" >/dev/null || fail "the server was not ready within 30 s"
+serve_tapedeck api "$BIN" --max-attempts 1 --shutdown-timeout-secs 2
+OPERATOR=$OPERATOR_TOKEN
 
 json() { "$PY" -c 'import json, sys; print(json.load(sys.stdin)'"$1"')'; }
 
 # The description and the docs page are served.
 curl -sf "$URL/openapi.json" | json '["openapi"]' | grep -q '^3\.1\.' \
     || fail "GET /openapi.json is not an OpenAPI 3.1 document"
-curl -sf "$URL/docs" | grep -q '/openapi.json' || fail "GET /docs does not load /openapi.json"
+# (grep without -q reads the whole page: curl never writes into a closed pipe, exit 23.)
+curl -sf "$URL/docs" | grep -F /openapi.json >/dev/null || fail "GET /docs does not load /openapi.json"
 
 # A user (registered, then made a tenant admin so the /v1/tenant routes do real work),
 # a token, and a job converted from a real file so that ids exist.
