@@ -120,6 +120,10 @@ mod runs;
 #[path = "e2e/scale.rs"]
 mod scale;
 
+/// `tapedeck serve`'s settings: flag over environment variable over the TOML file.
+#[path = "e2e/config.rs"]
+mod config;
+
 mod convert_flow {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Service configuration, in one place: every setting is a flag, an environment
 //! variable and a key of the optional TOML file (`--config` / `TAPEDECK_CONFIG`), in
-//! that order of precedence, over the embedded defaults below.
+//! that order of precedence, over the embedded defaults below. One struct, [`Settings`],
+//! declares all three: clap reads the flags and env vars, serde the file, and clap lays
+//! what it was given over the file's values ([`ServiceConfig::resolve`]).
 //!
 //! | flag / TOML key            | env var                          | default            |
 //! |----------------------------|----------------------------------|--------------------|
@@ -48,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::FromArgMatches;
 use serde::Deserialize;
 use tapedeck_model::net::IpNet;
 
@@ -74,6 +77,8 @@ impl Role {
 }
 
 /// Settings as given (flags and env through clap, or the TOML file); unset is `None`.
+/// [`Given`] carries the flags and env vars of `tapedeck serve`; [`ServiceConfig::resolve`]
+/// reads the file into this struct and lets clap set over it what was given.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -210,61 +215,30 @@ pub struct Settings {
     pub bench_routes: Option<bool>,
 }
 
-impl Settings {
-    /// `self` where set, else `fallback`.
-    fn or(self, fallback: Settings) -> Settings {
-        Settings {
-            listen: self.listen.or(fallback.listen),
-            metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
-            data_dir: self.data_dir.or(fallback.data_dir),
-            role: self.role.or(fallback.role),
-            redis_url: self.redis_url.or(fallback.redis_url),
-            redis_cluster_nodes: self.redis_cluster_nodes.or(fallback.redis_cluster_nodes),
-            blob_url: self.blob_url.or(fallback.blob_url),
-            workers: self.workers.or(fallback.workers),
-            max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
-            max_event_streams_per_user: self
-                .max_event_streams_per_user
-                .or(fallback.max_event_streams_per_user),
-            max_attempts: self.max_attempts.or(fallback.max_attempts),
-            max_concurrent_checks: self
-                .max_concurrent_checks
-                .or(fallback.max_concurrent_checks),
-            max_check_wait_secs: self.max_check_wait_secs.or(fallback.max_check_wait_secs),
-            visibility_timeout_secs: self
-                .visibility_timeout_secs
-                .or(fallback.visibility_timeout_secs),
-            retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
-            token_ttl_secs: self.token_ttl_secs.or(fallback.token_ttl_secs),
-            session_cache_ms: self.session_cache_ms.or(fallback.session_cache_ms),
-            redis_server: self.redis_server.or(fallback.redis_server),
-            converter: self.converter.or(fallback.converter),
-            shutdown_timeout_secs: self
-                .shutdown_timeout_secs
-                .or(fallback.shutdown_timeout_secs),
-            auth_plugin: self.auth_plugin.or(fallback.auth_plugin),
-            notifier: self.notifier.or(fallback.notifier),
-            watch: self.watch.or(fallback.watch),
-            public_url: self.public_url.or(fallback.public_url),
-            download_link_ttl_secs: self
-                .download_link_ttl_secs
-                .or(fallback.download_link_ttl_secs),
-            run_cpu_base_secs: self.run_cpu_base_secs.or(fallback.run_cpu_base_secs),
-            run_cpu_secs_per_minute: self
-                .run_cpu_secs_per_minute
-                .or(fallback.run_cpu_secs_per_minute),
-            run_cpu_max_secs: self.run_cpu_max_secs.or(fallback.run_cpu_max_secs),
-            run_wall_max_secs: self.run_wall_max_secs.or(fallback.run_wall_max_secs),
-            run_max_memory_mib: self.run_max_memory_mib.or(fallback.run_max_memory_mib),
-            run_max_output_mib: self.run_max_output_mib.or(fallback.run_max_output_mib),
-            trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
-            smtp_url: self.smtp_url.or(fallback.smtp_url),
-            mail_from: self.mail_from.or(fallback.mail_from),
-            webhook_allow: self.webhook_allow.or(fallback.webhook_allow),
-            tenant_defaults: self.tenant_defaults.or(fallback.tenant_defaults),
-            admin_token: self.admin_token.or(fallback.admin_token),
-            bench_routes: self.bench_routes.or(fallback.bench_routes),
-        }
+/// The settings given as flags or environment variables, as clap matched them. Laid over
+/// the file's by clap itself ([`clap::FromArgMatches::update_from_arg_matches`] sets
+/// exactly the settings it was given), so no setting is merged by hand.
+#[derive(Debug, Clone, Default)]
+pub struct Given(clap::ArgMatches);
+
+impl clap::Args for Given {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        <Settings as clap::Args>::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        <Settings as clap::Args>::augment_args_for_update(cmd)
+    }
+}
+
+impl clap::FromArgMatches for Given {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Given(matches.clone()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
     }
 }
 
@@ -444,8 +418,8 @@ fn cluster_nodes(s: &Settings) -> anyhow::Result<Vec<String>> {
 
 impl ServiceConfig {
     /// Resolves `given` (flags/env) over the TOML file at `file`, if any, over defaults.
-    pub fn resolve(given: Settings, file: Option<&Path>) -> anyhow::Result<Self> {
-        let from_file = match file {
+    pub fn resolve(given: &Given, file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut s: Settings = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
@@ -453,7 +427,7 @@ impl ServiceConfig {
             }
             None => Settings::default(),
         };
-        let s = given.or(from_file);
+        s.update_from_arg_matches(&given.0)?;
         let limits = limit_policy(&s)?;
         let redis_cluster_nodes = cluster_nodes(&s)?;
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
@@ -530,27 +504,32 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Args;
+
+    /// `tapedeck serve ARGS` as clap matches it, without the environment (the
+    /// environment layer is clap's own `env` support, tested end to end in e2e `config`).
+    fn given(args: &[&str]) -> Given {
+        let cmd = Given::augment_args(clap::Command::new("serve"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        Given(cmd.try_get_matches_from(argv).expect("valid flags"))
+    }
+
+    fn none() -> Given {
+        given(&[])
+    }
 
     #[test]
     fn cluster_nodes_are_a_list_exclusive_with_the_url() {
-        let nodes = Settings {
-            redis_cluster_nodes: Some("redis://a:7001, redis://b:7002,".into()),
-            ..Settings::default()
-        };
-        let c = ServiceConfig::resolve(nodes.clone(), None).unwrap();
+        let nodes = ["--redis-cluster-nodes", "redis://a:7001, redis://b:7002,"];
+        let c = ServiceConfig::resolve(&given(&nodes), None).unwrap();
         assert_eq!(c.redis_cluster_nodes, ["redis://a:7001", "redis://b:7002"]);
         assert!(c.redis_url.is_none());
-        let both = Settings {
-            redis_url: Some("redis://a:6379".into()),
-            ..nodes
-        };
-        let e = ServiceConfig::resolve(both, None).unwrap_err().to_string();
+        let both = given(&[&nodes[..], &["--redis-url", "redis://a:6379"]].concat());
+        let e = ServiceConfig::resolve(&both, None).unwrap_err().to_string();
         assert!(e.contains("exclusive"), "{e}");
-        let bad = Settings {
-            redis_cluster_nodes: Some("a:7001".into()),
-            ..Settings::default()
-        };
-        assert!(ServiceConfig::resolve(bad, None).is_err());
+        let bad = given(&["--redis-cluster-nodes", "a:7001"]);
+        assert!(ServiceConfig::resolve(&bad, None).is_err());
     }
 
     #[test]
@@ -562,11 +541,7 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nworkers = 7\nrole = \"worker\"\n",
         )
         .unwrap();
-        let given = Settings {
-            workers: Some(3),
-            ..Settings::default()
-        };
-        let c = ServiceConfig::resolve(given, Some(&file)).unwrap();
+        let c = ServiceConfig::resolve(&given(&["--workers", "3"]), Some(&file)).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.workers, 3);
         assert_eq!(c.role, Role::Worker);
@@ -585,46 +560,28 @@ mod tests {
             "run_cpu_base_secs = 1.5\nrun_cpu_secs_per_minute = 0.5\nrun_max_memory_mib = 16\n",
         )
         .unwrap();
-        let given = Settings {
-            run_cpu_max_secs: Some(20.0),
-            ..Settings::default()
-        };
-        let c = ServiceConfig::resolve(given, Some(&file)).unwrap();
+        let c = ServiceConfig::resolve(&given(&["--run-cpu-max-secs", "20"]), Some(&file)).unwrap();
         assert_eq!(c.limits.cpu_base, Duration::from_millis(1500));
         assert_eq!(c.limits.cpu_per_audio_minute, Duration::from_millis(500));
         assert_eq!(c.limits.cpu_max, Duration::from_secs(20));
         assert_eq!(c.limits.max_memory_bytes, 16 << 20);
-        let bad = Settings {
-            run_cpu_base_secs: Some(-1.0),
-            ..Settings::default()
-        };
-        assert!(ServiceConfig::resolve(bad, None).is_err());
-        let bad = Settings {
-            run_cpu_base_secs: Some(10.0),
-            run_cpu_max_secs: Some(5.0),
-            ..Settings::default()
-        };
-        assert!(ServiceConfig::resolve(bad, None).is_err());
+        let bad = given(&["--run-cpu-base-secs=-1"]);
+        assert!(ServiceConfig::resolve(&bad, None).is_err());
+        let bad = given(&["--run-cpu-base-secs", "10", "--run-cpu-max-secs", "5"]);
+        assert!(ServiceConfig::resolve(&bad, None).is_err());
         assert_eq!(c.limits.wall_max, Duration::from_secs(1800));
-        let wall = Settings {
-            run_wall_max_secs: Some(3.0),
-            ..Settings::default()
-        };
-        let c = ServiceConfig::resolve(wall, None).unwrap();
+        let c = ServiceConfig::resolve(&given(&["--run-wall-max-secs", "3"]), None).unwrap();
         assert_eq!(
             c.limits.limits_for(None).wall_clock(),
             Duration::from_secs(3)
         );
-        let bad = Settings {
-            run_wall_max_secs: Some(0.0),
-            ..Settings::default()
-        };
-        assert!(ServiceConfig::resolve(bad, None).is_err());
+        let bad = given(&["--run-wall-max-secs", "0"]);
+        assert!(ServiceConfig::resolve(&bad, None).is_err());
     }
 
     #[test]
     fn metrics_listen_defaults_to_loopback_and_can_be_off() {
-        let c = ServiceConfig::resolve(Settings::default(), None).unwrap();
+        let c = ServiceConfig::resolve(&none(), None).unwrap();
         assert_eq!(
             c.metrics_listen,
             MetricsListen::At {
@@ -632,13 +589,10 @@ mod tests {
                 configured: false
             }
         );
-        let given = |v: &str| Settings {
-            metrics_listen: Some(v.into()),
-            ..Settings::default()
-        };
-        let c = ServiceConfig::resolve(given("OFF"), None).unwrap();
+        let at = |v: &str| given(&["--metrics-listen", v]);
+        let c = ServiceConfig::resolve(&at("OFF"), None).unwrap();
         assert_eq!(c.metrics_listen, MetricsListen::Off);
-        let c = ServiceConfig::resolve(given("0.0.0.0:9100"), None).unwrap();
+        let c = ServiceConfig::resolve(&at("0.0.0.0:9100"), None).unwrap();
         assert_eq!(
             c.metrics_listen,
             MetricsListen::At {
@@ -646,7 +600,7 @@ mod tests {
                 configured: true
             }
         );
-        assert!(ServiceConfig::resolve(given("9100"), None).is_err());
+        assert!(ServiceConfig::resolve(&at("9100"), None).is_err());
     }
 
     #[test]
@@ -654,6 +608,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tapedeck.toml");
         std::fs::write(&file, "listne = \"x\"\n").unwrap();
-        assert!(ServiceConfig::resolve(Settings::default(), Some(&file)).is_err());
+        assert!(ServiceConfig::resolve(&none(), Some(&file)).is_err());
     }
 }

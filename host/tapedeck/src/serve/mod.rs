@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Role, ServiceConfig, Settings};
+use crate::config::{Given, Role, ServiceConfig};
 use auth::ComponentAuthenticator;
 use axum::serve::ListenerExt;
 use managed_redis::ManagedRedis;
@@ -46,7 +46,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TAPEDECK_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
-    pub settings: Settings,
+    pub settings: Given,
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, converting with the converter component
@@ -57,7 +57,7 @@ pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     // runners are always this very binary.
     tapedeck_plugins::running_executable()
         .context("opening this executable to run plugins with")?;
-    let config = ServiceConfig::resolve(args.settings, args.config.as_deref())?;
+    let config = ServiceConfig::resolve(&args.settings, args.config.as_deref())?;
     log_start(&config);
     prepare_data_dir(&config.data_dir)?;
     let converter: Option<Stage<dyn Converter>> = if config.role.runs_workers() {
