@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
 pub use crate::login_guard::ClientAddr;
 use tapedeck_model::auth::{AuthError, IssuedToken};
@@ -18,9 +18,18 @@ use tapedeck_store::tenants::{DEFAULT_TENANT, load_tenant, valid_tenant_name};
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
     /// Defaults to the `default` tenant.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = "^[a-z0-9_-]{1,64}$")]
     pub tenant: Option<String>,
+    /// Any case; kept trimmed and in lower case. The auth stage and the mailer both
+    /// accept every address of the pattern (they take more: 254 characters, 64 before
+    /// the `@`, dotted atoms); the spec states a subset a client can rely on.
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9_%+-]{1,32}(\\.[A-Za-z0-9_%+-]{1,16}){0,1}@[A-Za-z0-9]{1,20}(\\.[A-Za-z0-9]{1,20}){1,3}$"
+    )]
     pub email: String,
+    /// At least 8 characters, at most 1024 bytes (any 256 characters fit).
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
@@ -57,7 +66,7 @@ pub async fn register(
         Some(t) if t.self_register => t,
         _ => {
             return Err(ApiError::Forbidden(
-                "registration_closed",
+                ErrorCode::RegistrationClosed,
                 "registration is not open for this tenant".into(),
             ));
         }
@@ -82,7 +91,7 @@ pub fn deliverable(email: &str) -> Result<(), ApiError> {
     match email.parse::<lettre::Address>() {
         Ok(_) => Ok(()),
         Err(_) => Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             format!("{email:?} is not an address mail can be delivered to"),
         )),
     }
@@ -95,7 +104,7 @@ pub fn deliverable(email: &str) -> Result<(), ApiError> {
     tag = "auth",
     request_body = Credentials,
     responses(
-        (status = 200, description = "A token", body = crate::openapi::IssuedToken),
+        (status = 200, description = "A token", body = tapedeck_model::auth::IssuedToken),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts` (`Retry-After`)", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds"))),

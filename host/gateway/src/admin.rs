@@ -10,12 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath};
-use crate::openapi::{
-    Active as ActiveSchema, Applied as AppliedSchema, Binary, Change as ChangeSchema,
-    Plugin as PluginSchema, TenantLimits as LimitsSchema, Usage as UsageSchema,
-};
+use crate::openapi::Binary;
 use crate::tenants::require_admin;
 use crate::{AppState, Caller, bearer_of};
 use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
@@ -35,7 +32,7 @@ impl FromRequestParts<AppState> for Operator {
         match bearer_of(parts) {
             Some(t) if t.len() <= 256 && is_operator_token(&state.pool, t).await? => Ok(Operator),
             _ => Err(ApiError::Unauthorized(
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "missing or invalid operator token",
             )),
         }
@@ -51,10 +48,8 @@ pub struct TenantView {
     /// Its admins may publish and activate components for it.
     pub allow_plugins: bool,
     /// The tenant's own limits.
-    #[schema(value_type = LimitsSchema)]
     pub limits: TenantLimits,
     /// Its limits over the server's defaults: what applies.
-    #[schema(value_type = LimitsSchema)]
     pub effective: TenantLimits,
     /// Being deleted (its data goes in the background).
     pub deleting: bool,
@@ -121,11 +116,11 @@ pub async fn list_tenants(
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// 1 to 64 of `a-z`, `0-9`, `-`, `_`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     name: String,
     #[serde(default)]
     self_register: bool,
     #[serde(default)]
-    #[schema(value_type = LimitsSchema)]
     limits: TenantLimits,
 }
 
@@ -149,18 +144,18 @@ pub async fn create_tenant(
 ) -> Result<(StatusCode, Json<TenantEnvelope>), ApiError> {
     if !valid_tenant_name(&body.name) {
         return Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             "a tenant name is 1 to 64 of a-z, 0-9, - and _".into(),
         ));
     }
     body.limits
         .validate()
-        .map_err(|why| ApiError::BadRequest("invalid_input", why))?;
+        .map_err(|why| ApiError::BadRequest(ErrorCode::InvalidInput, why))?;
     if let Some(old) = tenants::load_any(&state.pool, &body.name).await?
         && old.deleting
     {
         return Err(ApiError::Conflict(
-            "tenant_deleting",
+            ErrorCode::TenantDeleting,
             format!(
                 "tenant {} is still being deleted; try again shortly",
                 body.name
@@ -169,7 +164,7 @@ pub async fn create_tenant(
     }
     if !tenants::create(&state.pool, &body.name, body.self_register, &body.limits).await? {
         return Err(ApiError::Conflict(
-            "tenant_exists",
+            ErrorCode::TenantExists,
             format!("tenant {} exists", body.name),
         ));
     }
@@ -283,11 +278,8 @@ pub async fn delete_tenant(
 /// A tenant's limits: its own, the server's defaults, and what applies.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LimitsView {
-    #[schema(value_type = LimitsSchema)]
     pub limits: TenantLimits,
-    #[schema(value_type = LimitsSchema)]
     pub server: TenantLimits,
-    #[schema(value_type = LimitsSchema)]
     pub effective: TenantLimits,
 }
 
@@ -320,6 +312,40 @@ pub async fn get_limits(
     Ok(limits_json(&t, &state.tenant_defaults))
 }
 
+/// The body of `PATCH /v1/admin/tenants/{t}/limits` as the spec describes it: the limits
+/// to set, `null` clearing one (the handler reads a map: absent and `null` differ).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct LimitsPatch {
+    #[schema(minimum = 1)]
+    max_upload_bytes: Option<u64>,
+    #[schema(minimum = 1)]
+    jobs_per_minute: Option<u64>,
+    #[schema(minimum = 1)]
+    max_queued: Option<u64>,
+    #[schema(minimum = 1)]
+    max_running: Option<u64>,
+    #[schema(minimum = 1)]
+    quota_bytes: Option<u64>,
+    #[schema(minimum = 1)]
+    retention_days: Option<u64>,
+    #[schema(minimum = 1)]
+    max_memory_mib: Option<u64>,
+    #[schema(minimum = 1)]
+    cpu_per_audio_minute: Option<u64>,
+    #[schema(minimum = 1)]
+    max_output_mib: Option<u64>,
+    #[schema(minimum = 1)]
+    max_input_minutes: Option<u64>,
+    #[schema(minimum = 1)]
+    cpu_seconds_per_hour: Option<u64>,
+    #[schema(minimum = 1)]
+    notifications_per_hour: Option<u64>,
+    #[schema(minimum = 1, maximum = 1000)]
+    weight: Option<u64>,
+}
+
 /// Sets some of a tenant's limits (`{"jobs_per_minute": 60, "max_queued": null}`: `null`
 /// clears one).
 #[utoipa::path(
@@ -328,7 +354,7 @@ pub async fn get_limits(
     tag = "operator",
     security(("operator" = [])),
     params(("tenant" = String, Path, description = "The tenant's name")),
-    request_body = crate::openapi::LimitsPatch,
+    request_body = LimitsPatch,
     responses(
         (status = 200, description = "The limits now", body = LimitsView),
         (status = 400, description = "`invalid_input`: not a limit, not a whole number, 0",
@@ -348,7 +374,7 @@ pub async fn patch_limits(
     for (key, value) in &body {
         let Some(name) = LIMIT_NAMES.iter().find(|n| **n == key.as_str()) else {
             return Err(ApiError::BadRequest(
-                "invalid_input",
+                ErrorCode::InvalidInput,
                 format!(
                     "`{key}` is not a limit (one of: {})",
                     LIMIT_NAMES.join(", ")
@@ -359,7 +385,7 @@ pub async fn patch_limits(
             Value::Null => None,
             v => Some(v.as_u64().ok_or_else(|| {
                 ApiError::BadRequest(
-                    "invalid_input",
+                    ErrorCode::InvalidInput,
                     format!("`{key}` must be a whole number or null"),
                 )
             })?),
@@ -368,7 +394,7 @@ pub async fn patch_limits(
         changes.push((name, value));
     }
     next.validate()
-        .map_err(|why| ApiError::BadRequest("invalid_input", why))?;
+        .map_err(|why| ApiError::BadRequest(ErrorCode::InvalidInput, why))?;
     tenants::update_limits(&state.pool, &name, &changes).await?;
     if let Some((_, w)) = changes.iter().find(|(n, _)| *n == "weight") {
         state
@@ -391,7 +417,6 @@ pub async fn patch_limits(
 /// `{"tenants": [usage]}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageList {
-    #[schema(value_type = Vec<UsageSchema>)]
     pub tenants: Vec<usage::Usage>,
 }
 
@@ -422,7 +447,7 @@ pub async fn all_usage(
     security(("operator" = [])),
     params(("tenant" = String, Path, description = "The tenant's name")),
     responses(
-        (status = 200, description = "The usage", body = UsageSchema),
+        (status = 200, description = "The usage", body = usage::Usage),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
 )]
@@ -442,7 +467,7 @@ pub async fn tenant_usage(
     tag = "tenant",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The usage", body = UsageSchema),
+        (status = 200, description = "The usage", body = usage::Usage),
         (status = 403, description = "`admin_only`", body = ErrorBody),
     ),
 )]
@@ -521,7 +546,14 @@ pub async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// As `Credentials`' (`POST /v1/auth/register`).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9_%+-]{1,32}(\\.[A-Za-z0-9_%+-]{1,16}){0,1}@[A-Za-z0-9]{1,20}(\\.[A-Za-z0-9]{1,20}){1,3}$"
+    )]
     email: String,
+    /// At least 8 characters, at most 1024 bytes (any 256 characters fit).
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
     /// Default `user`.
     #[serde(default = "user_role")]
@@ -538,7 +570,7 @@ fn check_role(role: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             "role is `user` or `admin`".into(),
         ))
     }
@@ -553,7 +585,13 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     security(("bearer" = [])),
     request_body = NewUser,
     responses(
-        (status = 201, description = "Created", body = UserEnvelope),
+        (status = 201, description = "Created", body = UserEnvelope,
+         links(
+             ("role" = (operation_id = "update_user",
+                        parameters(("email" = "$response.body#/user/email")))),
+             ("remove" = (operation_id = "remove_user",
+                          parameters(("email" = "$response.body#/user/email")))),
+         )),
         (status = 400, description = "`invalid_input`", body = ErrorBody),
         (status = 403, description = "`admin_only`", body = ErrorBody),
         (status = 409, description = "`email_taken`", body = ErrorBody),
@@ -707,7 +745,7 @@ pub async fn remove_user(
     let email = email.trim().to_lowercase();
     if email == caller.0.email {
         return Err(ApiError::Conflict(
-            "cannot_remove_self",
+            ErrorCode::CannotRemoveSelf,
             "an admin cannot remove their own account".into(),
         ));
     }
@@ -735,7 +773,7 @@ async fn refuse_last_admin(users: &UserStore, tenant: &str) -> Result<(), ApiErr
         .count();
     if admins <= 1 {
         return Err(ApiError::Conflict(
-            "last_admin",
+            ErrorCode::LastAdmin,
             "this is the tenant's last admin: make another user admin first".into(),
         ));
     }
@@ -746,7 +784,18 @@ async fn refuse_last_admin(users: &UserStore, tenant: &str) -> Result<(), ApiErr
 pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 
 fn plugin_error(why: impl Into<String>) -> ApiError {
-    ApiError::BadRequest("invalid_plugin", why.into())
+    ApiError::BadRequest(ErrorCode::InvalidPlugin, why.into())
+}
+
+/// A stage of the registry (`REGISTRY_STAGES`), as the spec lists them.
+fn stage_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(
+            tapedeck_model::plugins::REGISTRY_STAGES.iter().copied(),
+        ))
+        .description(Some("The stage the component implements"))
+        .build()
 }
 
 fn check_stage(stage: &str) -> Result<(), ApiError> {
@@ -754,7 +803,7 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             format!(
                 "stage must be one of: {}",
                 tapedeck_model::plugins::REGISTRY_STAGES.join(", ")
@@ -767,7 +816,7 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct PublishForm {
-    /// `converter` or `notifier`.
+    #[schema(schema_with = stage_schema)]
     stage: String,
     /// A WebAssembly component (at most 64 MiB).
     #[schema(value_type = Binary)]
@@ -777,7 +826,6 @@ pub struct PublishForm {
 /// `{"plugin": ...}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PluginEnvelope {
-    #[schema(value_type = PluginSchema)]
     pub plugin: Plugin,
 }
 
@@ -849,7 +897,7 @@ async fn plugin_tenant(state: &AppState, caller: &Caller) -> Result<String, ApiE
     let tenant = existing(state, &caller.0.tenant).await?;
     if !tenant.allow_plugins {
         return Err(ApiError::Forbidden(
-            "plugins_not_allowed",
+            ErrorCode::PluginsNotAllowed,
             "the operator has not allowed this tenant to publish plugins".into(),
         ));
     }
@@ -859,14 +907,13 @@ async fn plugin_tenant(state: &AppState, caller: &Caller) -> Result<String, ApiE
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantActivation {
-    /// `converter` or `notifier`.
+    #[schema(schema_with = stage_schema)]
     stage: String,
 }
 
 /// `{"active": ...}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActiveEnvelope {
-    #[schema(value_type = ActiveSchema)]
     pub active: Active,
 }
 
@@ -966,7 +1013,7 @@ async fn publish(
         .unwrap_or("")
         .to_owned();
     let boundary = multer::parse_boundary(&content_type)
-        .map_err(|e| ApiError::BadRequest("bad_multipart", e.to_string()))?;
+        .map_err(|e| ApiError::BadRequest(ErrorCode::BadMultipart, e.to_string()))?;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(MAX_PLUGIN_BYTES + 64 * 1024)
@@ -983,7 +1030,7 @@ async fn publish(
                 limit: MAX_PLUGIN_BYTES,
             }
         }
-        other => ApiError::BadRequest("bad_multipart", other.to_string()),
+        other => ApiError::BadRequest(ErrorCode::BadMultipart, other.to_string()),
     };
     while let Some(field) = form.next_field().await.map_err(too_large)? {
         match field.name() {
@@ -994,21 +1041,27 @@ async fn publish(
             }
             _ => {
                 return Err(ApiError::BadRequest(
-                    "bad_multipart",
+                    ErrorCode::BadMultipart,
                     "unknown field".into(),
                 ));
             }
         }
     }
-    let stage = stage.ok_or(ApiError::BadRequest("invalid_input", "no stage".into()))?;
+    let stage = stage.ok_or(ApiError::BadRequest(
+        ErrorCode::InvalidInput,
+        "no stage".into(),
+    ))?;
     check_stage(&stage)?;
     if owner.is_some() && stage == "auth" {
         return Err(ApiError::Forbidden(
-            "plugins_not_allowed",
+            ErrorCode::PluginsNotAllowed,
             "only the operator publishes auth components".into(),
         ));
     }
-    let bytes = bytes.ok_or(ApiError::BadRequest("missing_file", "no file".into()))?;
+    let bytes = bytes.ok_or(ApiError::BadRequest(
+        ErrorCode::MissingFile,
+        "no file".into(),
+    ))?;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
     // Each owner has its own registration of a digest: a tenant's is private to it, and
     // publishing bytes somebody else published is checked and registered afresh.
@@ -1040,7 +1093,7 @@ async fn publish(
         .map_err(|e| match e {
             tapedeck_model::plugins::CheckError::Refused(why) => plugin_error(why),
             tapedeck_model::plugins::CheckError::Busy(why) => {
-                ApiError::Rejected(StatusCode::SERVICE_UNAVAILABLE, "checks_busy", why)
+                ApiError::Rejected(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ChecksBusy, why)
             }
         })?;
     let size = bytes.len() as u64;
@@ -1122,7 +1175,6 @@ pub struct StageQuery {
 /// `{"plugins": [...]}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PluginList {
-    #[schema(value_type = Vec<PluginSchema>)]
     pub plugins: Vec<Plugin>,
 }
 
@@ -1153,9 +1205,10 @@ pub async fn list_plugins(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Activation {
-    /// `converter` or `notifier`.
+    #[schema(schema_with = stage_schema)]
     stage: String,
     /// For this tenant only (absent or `null`: everyone).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     tenant: Option<String>,
 }
 
@@ -1185,7 +1238,7 @@ pub(crate) async fn runnable(
     let key = tapedeck_store::plugins::blob_key(digest);
     if is_sha256_hex(digest) && state.blobs.size(&key).await.is_ok() {
         return Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             format!(
                 "{digest} is a tenant's own component and runs only for it; publish it \
                  yourself to run it for {}",
@@ -1222,7 +1275,7 @@ pub async fn activate_plugin(
     let plugin = runnable(&state, &digest, a.tenant.as_deref()).await?;
     if plugin.stage != a.stage {
         return Err(ApiError::BadRequest(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             format!("{digest} is a {} component", plugin.stage),
         ));
     }
@@ -1265,7 +1318,7 @@ pub async fn rollback_plugin(
         .await?
         .ok_or_else(|| {
             ApiError::Conflict(
-                "nothing_to_roll_back",
+                ErrorCode::NothingToRollBack,
                 format!(
                     "the {} stage runs the built-in component for {} already",
                     a.stage,
@@ -1279,12 +1332,10 @@ pub async fn rollback_plugin(
 /// The activations, the registry's version, and what each live process applied.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivePlugins {
-    #[schema(value_type = Vec<ActiveSchema>)]
     pub active: Vec<Active>,
     /// Bumped at every change of the registry.
     pub version: u64,
     /// Processes that reported in the last 15 s.
-    #[schema(value_type = Vec<AppliedSchema>)]
     pub processes: Vec<Applied>,
 }
 
@@ -1312,7 +1363,6 @@ pub async fn active_plugins(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct History {
     /// Newest first, at most 1000.
-    #[schema(value_type = Vec<ChangeSchema>)]
     pub history: Vec<Change>,
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::account::{ClientAddr, guarded_login};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::jobs::{serve_output, visible_job};
 use crate::{AppState, Caller, upload};
@@ -56,7 +56,7 @@ pub async fn login(
             .await
             .map(|issued| issued.token),
         None => Err(ApiError::Unauthorized(
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "invalid email or password",
         )),
     };

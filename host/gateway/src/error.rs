@@ -23,8 +23,7 @@ pub struct ErrorBody {
 /// and the layer that set it; `/readyz`'s `unavailable` lists its checks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    #[schema(value_type = crate::openapi::ErrorCode)]
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     /// `limit_exceeded`: the limit's name (`max_upload_bytes`, `jobs_per_minute`,
@@ -46,6 +45,64 @@ pub struct ErrorDetail {
     pub checks: Option<Vec<crate::health::ReadyCheck>>,
 }
 
+/// The `code` of an error body: what went wrong, for programs (`message` says it for
+/// people). Serialised in snake_case (`InvalidJson` is `"invalid_json"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // 400
+    BadBody,
+    BadMultipart,
+    InvalidBody,
+    InvalidCursor,
+    InvalidInput,
+    InvalidJson,
+    InvalidOptions,
+    InvalidPlugin,
+    InvalidQuery,
+    InvalidSettings,
+    MissingFile,
+    TooManyFields,
+    // 401
+    InvalidCredentials,
+    InvalidToken,
+    // 403
+    AdminOnly,
+    InvalidLink,
+    PluginsNotAllowed,
+    RegistrationClosed,
+    // 404, 405
+    NotFound,
+    MethodNotAllowed,
+    // 409
+    AlreadyActive,
+    CannotRemoveSelf,
+    EmailTaken,
+    LastAdmin,
+    NoOutbox,
+    NotFailed,
+    NothingToRollBack,
+    NotReady,
+    TenantDeleting,
+    TenantExists,
+    // 413
+    PayloadTooLarge,
+    FieldTooLarge,
+    // 403, 413, 429
+    LimitExceeded,
+    // 414, 431 (hyper's own answers, given this shape by `listener`)
+    UriTooLong,
+    HeadersTooLarge,
+    // 415, 416, 429
+    UnsupportedMediaType,
+    RangeNotSatisfiable,
+    TooManyAttempts,
+    // 500, 503
+    Internal,
+    Unavailable,
+    ChecksBusy,
+}
+
 /// The layer of a limit: the tenant's own, or the server's default.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -57,17 +114,17 @@ pub enum LimitLayer {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{1}")]
-    BadRequest(&'static str, String),
+    BadRequest(ErrorCode, String),
     /// Missing, malformed, forged or expired token, or wrong credentials.
     #[error("{1}")]
-    Unauthorized(&'static str, &'static str),
+    Unauthorized(ErrorCode, &'static str),
     #[error("{1}")]
-    Forbidden(&'static str, String),
+    Forbidden(ErrorCode, String),
     /// Not found, or not visible to the caller: both look the same.
     #[error("not found")]
     NotFound,
     #[error("{1}")]
-    Conflict(&'static str, String),
+    Conflict(ErrorCode, String),
     #[error("upload exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
     /// A tenant or server limit refused the request: `{"error": {"code":
@@ -91,7 +148,7 @@ pub enum ApiError {
     /// A request the framework refused before a handler ran (malformed JSON or query,
     /// wrong content type, unknown route, wrong method): its status, a code, a message.
     #[error("{2}")]
-    Rejected(StatusCode, &'static str, String),
+    Rejected(StatusCode, ErrorCode, String),
     #[error("not an MP4/M4A/MOV file (no ISO-BMFF box at offset 4)")]
     UnsupportedMediaType,
     #[error("requested range not satisfiable")]
@@ -126,26 +183,34 @@ impl ApiError {
         serde_json::to_vec(&body).expect("error bodies serialize")
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
-            ApiError::Unauthorized(code, _) => (StatusCode::UNAUTHORIZED, code),
-            ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::LimitExceeded { status, .. } => (*status, "limit_exceeded"),
-            ApiError::FieldTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "field_too_large"),
-            ApiError::Rejected(status, code, _) => (*status, code),
-            ApiError::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, *code),
+            ApiError::Unauthorized(code, _) => (StatusCode::UNAUTHORIZED, *code),
+            ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, *code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, *code),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
-            ApiError::RangeNotSatisfiable(_) => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            ApiError::LimitExceeded { status, .. } => (*status, ErrorCode::LimitExceeded),
+            ApiError::FieldTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::FieldTooLarge)
             }
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Rejected(status, code, _) => (*status, *code),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
+            ApiError::RangeNotSatisfiable(_) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::RangeNotSatisfiable,
+            ),
+            ApiError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyAttempts)
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -334,7 +399,7 @@ impl From<tapedeck_store::notify_settings::SettingsError> for ApiError {
     fn from(e: tapedeck_store::notify_settings::SettingsError) -> Self {
         use tapedeck_store::notify_settings::SettingsError;
         match e {
-            SettingsError::Invalid(why) => ApiError::BadRequest("invalid_settings", why),
+            SettingsError::Invalid(why) => ApiError::BadRequest(ErrorCode::InvalidSettings, why),
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -344,15 +409,16 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::InvalidCredentials => {
-                ApiError::Unauthorized("invalid_credentials", "invalid email or password")
+                ApiError::Unauthorized(ErrorCode::InvalidCredentials, "invalid email or password")
             }
             AuthError::InvalidToken => {
-                ApiError::Unauthorized("invalid_token", "missing, invalid or expired token")
+                ApiError::Unauthorized(ErrorCode::InvalidToken, "missing, invalid or expired token")
             }
-            AuthError::EmailTaken => {
-                ApiError::Conflict("email_taken", "that email is already registered".into())
-            }
-            AuthError::InvalidInput(msg) => ApiError::BadRequest("invalid_input", msg),
+            AuthError::EmailTaken => ApiError::Conflict(
+                ErrorCode::EmailTaken,
+                "that email is already registered".into(),
+            ),
+            AuthError::InvalidInput(msg) => ApiError::BadRequest(ErrorCode::InvalidInput, msg),
             AuthError::Backend(msg) => ApiError::Unavailable(msg),
         }
     }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Largest JSON body the API reads (credentials, settings): a few KiB is plenty.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -40,15 +40,15 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         },
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Rejected(
             status,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected a JSON body with `Content-Type: application/json`".into(),
         ),
         StatusCode::UNPROCESSABLE_ENTITY => {
-            ApiError::Rejected(status, "invalid_body", rejection.body_text())
+            ApiError::Rejected(status, ErrorCode::InvalidBody, rejection.body_text())
         }
         _ => ApiError::Rejected(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             rejection.body_text(),
         ),
     }
@@ -75,7 +75,7 @@ where
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::Rejected(
         StatusCode::BAD_REQUEST,
-        "invalid_query",
+        ErrorCode::InvalidQuery,
         rejection.body_text(),
     )
 }
@@ -115,7 +115,7 @@ pub async fn no_route() -> ApiError {
 pub async fn wrong_method() -> ApiError {
     ApiError::Rejected(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this resource does not support that method".into(),
     )
 }

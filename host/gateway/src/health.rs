@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use tapedeck_store::Pool;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail, UNAVAILABLE_RETRY_AFTER};
+use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, UNAVAILABLE_RETRY_AFTER};
 use crate::extract;
 use tapedeck_blobs::BlobStore;
 
@@ -30,31 +31,43 @@ pub struct Health {
     pub components_ready: Arc<AtomicBool>,
 }
 
-/// The two routes, for any router state.
-pub fn routes<S: Clone + Send + Sync + 'static>(health: Health) -> Router<S> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(health)
+/// The two routes, for any router state that holds a [`Health`].
+pub fn routes<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Health: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+impl FromRef<crate::AppState> for Health {
+    fn from_ref(state: &crate::AppState) -> Self {
+        state.health.clone()
+    }
 }
 
 /// What a worker serves: health only; anything else is a JSON 404 (405 for a wrong method).
 pub fn worker_app(health: Health) -> Router {
-    routes(health)
+    Router::from(routes())
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
+        .with_state(health)
 }
 
 /// What a process serves while it waits for Redis at start: the health routes (`/readyz`
 /// names what is missing), and a 503 `unavailable` with `Retry-After` for anything else.
 pub fn starting_app(health: Health) -> Router {
-    routes(health).fallback(|| async {
-        ApiError::Rejected(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the service is starting: Redis is not reachable yet".into(),
-        )
-    })
+    Router::from(routes())
+        .fallback(|| async {
+            ApiError::Rejected(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the service is starting: Redis is not reachable yet".into(),
+            )
+        })
+        .with_state(health)
 }
 
 /// The process answers.
@@ -122,7 +135,7 @@ pub async fn readyz(State(health): State<Health>) -> Response {
     }
     let body = ErrorBody {
         error: ErrorDetail {
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: format!("not ready: {}", failed.join(", ")),
             limit: None,
             value: None,

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::events::JobSignal;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::openapi::{Binary, JobRecord as JobSchema};
+use crate::openapi::Binary;
 use crate::{AppState, Caller, upload};
 use tapedeck_model::auth::Claims;
 use tapedeck_store::queue::{JobChange, JobRecord, JobStatus, ListCursor, Requeue};
@@ -55,10 +55,16 @@ pub async fn visible_job(
 #[into_params(parameter_in = Query)]
 pub struct UploadOptions {
     /// Constant bitrate, kbit/s (MPEG-1/2 layer III rates); not with `vbr`.
+    #[param(schema_with = bitrate_schema)]
+    #[schema(schema_with = bitrate_schema)]
     pub bitrate: Option<u16>,
     /// LAME VBR quality 0 (best) ..= 9; not with `bitrate`.
+    #[param(minimum = 0, maximum = 9)]
+    #[schema(minimum = 0, maximum = 9)]
     pub vbr: Option<u8>,
     /// Output sample rate, Hz (8000 ..= 48000, the MP3 rates); default: the source's.
+    #[param(schema_with = sample_rate_schema)]
+    #[schema(schema_with = sample_rate_schema)]
     pub sample_rate: Option<u32>,
     /// Downmix to one channel (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
     pub mono: Option<bool>,
@@ -75,14 +81,36 @@ pub struct UploadForm {
     /// An MP4/M4A/MOV file.
     #[schema(value_type = Binary)]
     pub file: Vec<u8>,
-    #[schema(nullable = false)]
+    #[schema(schema_with = bitrate_schema)]
     pub bitrate: Option<u16>,
-    #[schema(nullable = false)]
+    #[schema(nullable = false, minimum = 0, maximum = 9)]
     pub vbr: Option<u8>,
-    #[schema(nullable = false)]
+    #[schema(schema_with = sample_rate_schema)]
     pub sample_rate: Option<u32>,
     #[schema(nullable = false)]
     pub mono: Option<bool>,
+}
+
+/// `bitrate`: a Layer III bitrate (which ones a sample rate takes: `tapedeck-mp3-rules`).
+fn bitrate_schema() -> utoipa::openapi::Object {
+    use tapedeck_mp3_rules::{MPEG1_BITRATES, MPEG2_BITRATES, MPEG25_BITRATES};
+    let mut all: Vec<u16> = [&MPEG1_BITRATES[..], &MPEG2_BITRATES, &MPEG25_BITRATES].concat();
+    all.sort_unstable();
+    all.dedup();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .enum_values(Some(all))
+        .description(Some("Constant bitrate, kbit/s; not with `vbr`"))
+        .build()
+}
+
+/// `sample_rate`: one MP3 can carry.
+fn sample_rate_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .enum_values(Some(tapedeck_mp3_rules::MP3_SAMPLE_RATES))
+        .description(Some("Output sample rate, Hz; default: the source's"))
+        .build()
 }
 
 /// Uploads a file and queues its conversion.
@@ -101,8 +129,15 @@ pub struct UploadForm {
         (Binary = "application/octet-stream"),
     )),
     responses(
-        (status = 202, description = "Queued", body = JobSchema,
-         headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 202, description = "Queued", body = JobRecord,
+         headers(("Location" = String, description = "`/v1/jobs/{id}`")),
+         links(
+             ("status" = (operation_id = "show", parameters(("id" = "$response.body#/id")))),
+             ("events" = (operation_id = "events", parameters(("id" = "$response.body#/id")))),
+             ("output" = (operation_id = "output", parameters(("id" = "$response.body#/id")))),
+             ("retry" = (operation_id = "retry", parameters(("id" = "$response.body#/id")))),
+             ("delete" = (operation_id = "remove", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 400, description = "`invalid_options`, `bad_multipart`, `missing_file`, \
                                       `too_many_fields`, `bad_body`", body = ErrorBody),
         (status = 403, description = "`limit_exceeded`: the quota (`quota_bytes`)",
@@ -145,7 +180,6 @@ pub struct ListQuery {
 /// A page of jobs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobPage {
-    #[schema(value_type = Vec<JobSchema>)]
     pub jobs: Vec<JobRecord>,
     /// The `cursor` of the next page; `null` on the last.
     #[schema(required = true)]
@@ -175,7 +209,7 @@ pub async fn list(
         None => None,
         Some(c) => Some(c.parse::<ListCursor>().map_err(|()| {
             ApiError::BadRequest(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 "cursor must be the next_cursor of a previous page".into(),
             )
         })?),
@@ -199,7 +233,7 @@ pub async fn list(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job", body = JobSchema),
+        (status = 200, description = "The job", body = JobRecord),
         (status = 404, description = "`not_found` (also another user's job)", body = ErrorBody),
     ),
 )]
@@ -263,7 +297,7 @@ pub async fn remove(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 202, description = "Queued again", body = JobSchema),
+        (status = 202, description = "Queued again", body = JobRecord),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`not_failed`", body = ErrorBody),
     ),
@@ -279,7 +313,7 @@ pub async fn retry(
         Requeue::Missing => return Err(ApiError::NotFound),
         Requeue::NotFailed(status) => {
             return Err(ApiError::Conflict(
-                "not_failed",
+                ErrorCode::NotFailed,
                 format!("only a failed job can be retried; this one is {status}"),
             ));
         }
@@ -492,7 +526,7 @@ pub async fn output(
 
 fn invalid_link() -> ApiError {
     ApiError::Forbidden(
-        "invalid_link",
+        ErrorCode::InvalidLink,
         "this download link is invalid or has expired".into(),
     )
 }
@@ -536,7 +570,7 @@ pub async fn serve_output(
         (JobStatus::Done, Some(output)) => output,
         _ => {
             return Err(ApiError::Conflict(
-                "not_ready",
+                ErrorCode::NotReady,
                 format!("the job is {}, not done", job.status.as_str()),
             ));
         }

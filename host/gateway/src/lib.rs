@@ -2,12 +2,15 @@
 //! job status, SSE progress, ranged MP3 downloads, and the endpoints of the replaced
 //! Python service.
 //!
-//! Layout: `error` (the `ApiError` every handler returns), `extract` (JSON, query and
+//! Layout: [`routes`] (every route with its handler and `#[utoipa::path]`: what is
+//! served and what `/openapi.json` describes), `openapi` (the description, `/docs`),
+//! `error` (the `ApiError` every handler returns, its `ErrorCode`s), `extract` (JSON, query and
 //! fallback answers in that shape), `health`, `login_guard` (failed-login throttling),
 //! `tenants`, `account` (register/login), `jobs` (the `/v1/jobs` resource), `upload`
 //! (streaming and sniffing), `compat` (`/login`, `/upload`, `/download`), `events` (one
 //! job-events subscription per process for every SSE stream, the per-user stream cap),
-//! `listener` (the API's listener: hyper's own 414/431 in the JSON error shape).
+//! `listener` (the API's listener: hyper's own 414/431 in the JSON error shape),
+//! `admin` and `ops` (operator and tenant-admin routes), `sessions`, `web`, `metrics`.
 //!
 //! Contact points: `serve` builds an [`AppState`] and serves [`app`] on a
 //! [`listener::ApiListener`]. Redis is reached only through `tapedeck_store` (but for the
@@ -39,13 +42,16 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::{get, patch, post};
+use axum::routing::get;
 use tapedeck_store::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 use health::Health;
 use login_guard::LoginGuard;
 use tapedeck_blobs::BlobStore;
@@ -102,7 +108,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_of(parts).ok_or(ApiError::Unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "missing, invalid or expired token",
         ))?;
         if let Some(claims) = state.sessions.cached(token) {
@@ -117,7 +123,7 @@ impl FromRequestParts<AppState> for Caller {
                 let claims = auth.verify(token).await?;
                 if claims.tenant != tenant {
                     return Err(ApiError::Unauthorized(
-                        "invalid_token",
+                        ErrorCode::InvalidToken,
                         "missing, invalid or expired token",
                     ));
                 }
@@ -160,96 +166,78 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The routes of the API, each handler registered with its `#[utoipa::path]`: the one
+/// list both [`app`] and the served description (`openapi`) are built from, so a route
+/// cannot be served undocumented or documented unserved. Handlers carry their full path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(account::register))
+        .routes(routes!(account::login))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(sessions::logout_all))
+        .routes(routes!(sessions::change_password))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::show, jobs::remove))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::output))
+        .routes(routes!(
+            tenants::get_notifications,
+            tenants::put_notifications
+        ))
+        .routes(routes!(admin::own_usage))
+        .routes(routes!(admin::tenant_publish_plugin))
+        .routes(routes!(admin::tenant_activate_plugin))
+        .routes(routes!(admin::list_users, admin::create_user))
+        .routes(routes!(admin::update_user, admin::remove_user))
+        .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(
+            admin::show_tenant,
+            admin::update_tenant,
+            admin::delete_tenant
+        ))
+        .routes(routes!(admin::get_limits, admin::patch_limits))
+        .routes(routes!(admin::tenant_usage))
+        .routes(routes!(admin::operator_create_user))
+        .routes(routes!(admin::all_usage))
+        .routes(
+            routes!(admin::list_plugins, admin::publish_plugin).layer(DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(admin::active_plugins))
+        .routes(routes!(admin::plugin_history))
+        .routes(routes!(admin::rollback_plugin))
+        .routes(routes!(ops::list_canaries))
+        .routes(routes!(ops::promote_canary))
+        .routes(routes!(ops::abort_canary))
+        .routes(routes!(ops::start_canary))
+        .routes(routes!(ops::tenant_jobs))
+        .routes(routes!(ops::tenant_job))
+        .routes(routes!(ops::dead_letters))
+        .routes(routes!(ops::replay))
+        .routes(routes!(ops::outbox))
+        .routes(routes!(ops::outbox_message))
+        .routes(routes!(admin::activate_plugin))
+        .routes(routes!(compat::login))
+        .routes(routes!(compat::upload))
+        .routes(routes!(compat::download))
+        .merge(health::routes())
+        .merge(web::routes())
+        .merge(openapi::routes())
+}
+
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/auth/register", post(account::register))
-        .route("/auth/login", post(account::login))
-        .route("/auth/logout", post(sessions::logout))
-        .route("/auth/logout-all", post(sessions::logout_all))
-        .route("/auth/password", post(sessions::change_password))
-        .route("/jobs", post(jobs::create).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::show).delete(jobs::remove))
-        .route("/jobs/{id}/retry", post(jobs::retry))
-        .route("/jobs/{id}/events", get(jobs::events))
-        .route("/jobs/{id}/output", get(jobs::output))
-        .route(
-            "/tenant/notifications",
-            get(tenants::get_notifications).put(tenants::put_notifications),
-        )
-        .route("/tenant/usage", get(admin::own_usage))
-        .route("/tenant/plugins", post(admin::tenant_publish_plugin))
-        .route(
-            "/tenant/plugins/{digest}/activate",
-            post(admin::tenant_activate_plugin),
-        )
-        .route(
-            "/tenant/users",
-            get(admin::list_users).post(admin::create_user),
-        )
-        .route(
-            "/tenant/users/{email}",
-            patch(admin::update_user).delete(admin::remove_user),
-        )
-        .route(
-            "/admin/tenants",
-            get(admin::list_tenants).post(admin::create_tenant),
-        )
-        .route(
-            "/admin/tenants/{tenant}",
-            get(admin::show_tenant)
-                .patch(admin::update_tenant)
-                .delete(admin::delete_tenant),
-        )
-        .route(
-            "/admin/tenants/{tenant}/limits",
-            get(admin::get_limits).patch(admin::patch_limits),
-        )
-        .route("/admin/tenants/{tenant}/usage", get(admin::tenant_usage))
-        .route(
-            "/admin/tenants/{tenant}/users",
-            post(admin::operator_create_user),
-        )
-        .route("/admin/usage", get(admin::all_usage))
-        .route(
-            "/admin/plugins",
-            get(admin::list_plugins)
-                .post(admin::publish_plugin)
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route("/admin/plugins/active", get(admin::active_plugins))
-        .route("/admin/plugins/history", get(admin::plugin_history))
-        .route("/admin/plugins/rollback", post(admin::rollback_plugin))
-        .route("/admin/plugins/canaries", get(ops::list_canaries))
-        .route("/admin/plugins/canary/promote", post(ops::promote_canary))
-        .route("/admin/plugins/canary/abort", post(ops::abort_canary))
-        .route("/admin/plugins/{digest}/canary", post(ops::start_canary))
-        .route("/admin/jobs", get(ops::tenant_jobs))
-        .route("/admin/jobs/{tenant}/{id}", get(ops::tenant_job))
-        .route("/admin/dead", get(ops::dead_letters))
-        .route("/admin/dead/replay", post(ops::replay))
-        .route("/admin/outbox", get(ops::outbox))
-        .route("/admin/outbox/{name}", get(ops::outbox_message))
-        .route(
-            "/admin/plugins/{digest}/activate",
-            post(admin::activate_plugin),
-        );
-    let mut root = Router::new();
+    let mut api = routes();
     if state.bench_routes {
         // The same lookup as `GET /v1/jobs/{id}` without the token check: what the bench
-        // measures authentication against. Never on unless configured.
-        root = root.route(
+        // measures authentication against. Never on unless configured, never documented.
+        api = api.route(
             "/bench/unauthenticated/jobs/{id}",
             get(jobs::show_unauthenticated),
         );
     }
-    root.nest("/v1", v1)
-        .route("/login", post(compat::login))
-        .route("/upload", post(compat::upload))
-        .route("/download", get(compat::download))
-        .merge(health::routes(state.health.clone()))
-        .merge(web::routes())
-        .merge(openapi::routes())
+    let (router, _) = api.split_for_parts();
+    router
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)

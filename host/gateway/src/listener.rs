@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A TCP listener whose connections answer hyper's parse errors in JSON.
 pub struct ApiListener(pub TcpListener);
@@ -79,12 +79,12 @@ fn json_answer(head: &[u8]) -> Option<Vec<u8>> {
     let error = match status_line.split(' ').nth(1)? {
         "414" => ApiError::Rejected(
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request URI is longer than the server accepts (65534 bytes)".into(),
         ),
         "431" => ApiError::Rejected(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request's header fields are too large or too many (at most 100 fields \
              and about 400 KiB)"
                 .into(),

@@ -11,14 +11,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::admin::Operator;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{CanaryStatus as CanarySchema, DeadLetter as DeadLetterSchema};
 use tapedeck_store::canary::{self, CanarySettings, CanaryStatus, Sticky};
 use tapedeck_store::queue::{DeadLetter, Requeue};
 
 fn invalid(why: impl Into<String>) -> ApiError {
-    ApiError::BadRequest("invalid_input", why.into())
+    ApiError::BadRequest(ErrorCode::InvalidInput, why.into())
 }
 
 /// `POST /v1/admin/plugins/{digest}/canary`: the body names the scope and the share;
@@ -27,20 +26,32 @@ fn invalid(why: impl Into<String>) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct CanaryRequest {
     /// `converter` (the stage whose runs the analysis can judge).
+    #[schema(pattern = "^converter$")]
     stage: String,
     /// For this tenant's jobs only (absent or `null`: everyone's).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     tenant: Option<String>,
     /// Share of new jobs that run the canary, 0 < percent ≤ 100.
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     percent: f64,
     /// Default `job`.
-    #[schema(value_type = Option<crate::openapi::Sticky>)]
     sticky: Option<Sticky>,
     /// Promote by itself after this many canary outcomes with no breach.
     promote_after: Option<u32>,
+    /// At least 1 (default 10), at most `window`.
+    #[schema(minimum = 1, maximum = 10000)]
     min_jobs: Option<u32>,
+    /// From `min_jobs` to 10000 (default 50).
+    #[schema(minimum = 1, maximum = 10000)]
     window: Option<u32>,
+    /// A share, 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     max_failure_delta: Option<f64>,
+    /// A share, 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     max_invalid_delta: Option<f64>,
+    /// At least 1.
+    #[schema(minimum = 1)]
     max_p95_ratio: Option<f64>,
     p95_slack_ms: Option<u64>,
 }
@@ -48,7 +59,6 @@ pub struct CanaryRequest {
 /// `{"canary": ...}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CanaryEnvelope {
-    #[schema(value_type = CanarySchema)]
     pub canary: CanaryStatus,
 }
 
@@ -108,7 +118,7 @@ pub async fn start_canary(
         .and_then(|a| a.digest.clone());
     if running.as_deref() == Some(digest.as_str()) {
         return Err(ApiError::Conflict(
-            "already_active",
+            ErrorCode::AlreadyActive,
             "this component already runs the stage for that scope".into(),
         ));
     }
@@ -120,7 +130,6 @@ pub async fn start_canary(
 /// `{"canaries": [...]}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CanaryList {
-    #[schema(value_type = Vec<CanarySchema>)]
     pub canaries: Vec<CanaryStatus>,
 }
 
@@ -234,7 +243,6 @@ pub struct DeadQuery {
 /// `{"entries": [...]}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetters {
-    #[schema(value_type = Vec<DeadLetterSchema>)]
     pub entries: Vec<DeadLetter>,
 }
 
@@ -311,7 +319,7 @@ pub async fn replay(
         Requeue::Queued => Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: r }))),
         Requeue::Missing => Err(ApiError::NotFound),
         Requeue::NotFailed(status) => Err(ApiError::Conflict(
-            "not_failed",
+            ErrorCode::NotFailed,
             format!("only a failed job can be replayed; this one is {status}"),
         )),
     }
@@ -325,7 +333,7 @@ const HEAD_BYTES: u64 = 8192;
 
 fn outbox_of(state: &AppState) -> Result<&tapedeck_blobs::Outbox, ApiError> {
     state.outbox.as_ref().ok_or(ApiError::Conflict(
-        "no_outbox",
+        ErrorCode::NoOutbox,
         "mail goes to an SMTP server (TAPEDECK_SMTP_URL), not to the outbox".into(),
     ))
 }
@@ -487,7 +495,7 @@ pub async fn tenant_jobs(
             c.parse::<tapedeck_store::queue::ListCursor>()
                 .map_err(|()| {
                     ApiError::BadRequest(
-                        "invalid_cursor",
+                        ErrorCode::InvalidCursor,
                         "cursor must be the next_cursor of a previous page".into(),
                     )
                 })?,
@@ -514,7 +522,7 @@ pub async fn tenant_jobs(
         ("id" = String, Path, description = "The job's id"),
     ),
     responses(
-        (status = 200, description = "The job", body = crate::openapi::JobRecord),
+        (status = 200, description = "The job", body = tapedeck_model::job::JobRecord),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
 )]

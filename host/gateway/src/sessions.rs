@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
 use crate::login_guard::ClientAddr;
 use crate::{AppState, Caller};
@@ -105,7 +105,7 @@ impl SessionGate {
 }
 
 fn session_ended() -> ApiError {
-    ApiError::Unauthorized("invalid_token", "missing, invalid or expired token")
+    ApiError::Unauthorized(ErrorCode::InvalidToken, "missing, invalid or expired token")
 }
 
 /// Ends the session of the token that makes this request.

@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
 use crate::{AppState, Caller};
 use tapedeck_model::net::AddressPolicy;
@@ -20,7 +20,7 @@ pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden(
-            "admin_only",
+            ErrorCode::AdminOnly,
             "only a tenant admin may do this".into(),
         ))
     }
@@ -29,7 +29,6 @@ pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 /// A tenant's notification settings; `webhook_secret` only once, when one was generated.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Notifications {
-    #[schema(value_type = crate::openapi::TenantNotifySettings)]
     pub settings: TenantNotifySettings,
     /// The secret generated because webhooks were turned on without one (shown once).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,7 +69,7 @@ pub async fn get_notifications(
     path = "/v1/tenant/notifications",
     tag = "tenant",
     security(("bearer" = [])),
-    request_body = crate::openapi::SettingsUpdate,
+    request_body = tapedeck_store::notify_settings::SettingsUpdate,
     responses(
         (status = 200, description = "The settings now", body = Notifications),
         (status = 400, description = "`invalid_settings`: e.g. a webhook URL that is not \
@@ -106,11 +105,11 @@ fn settings_update(body: serde_json::Value) -> Result<SettingsUpdate, ApiError> 
     serde_json::from_value(body).map_err(|e| {
         let why = e.to_string();
         if why.starts_with("unknown field") {
-            ApiError::BadRequest("invalid_settings", why)
+            ApiError::BadRequest(ErrorCode::InvalidSettings, why)
         } else {
             ApiError::Rejected(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 why,
             )
         }
@@ -126,7 +125,7 @@ mod tests {
         let e = settings_update(serde_json::json!({"email": true, "colour": "red"}))
             .expect_err("refused");
         assert!(
-            matches!(&e, ApiError::BadRequest("invalid_settings", why) if why.contains("`colour`")),
+            matches!(&e, ApiError::BadRequest(ErrorCode::InvalidSettings, why) if why.contains("`colour`")),
             "{e:?}"
         );
         let ok = settings_update(serde_json::json!({"max_per_hour": 5})).unwrap();

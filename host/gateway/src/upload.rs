@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use tapedeck_blobs::BlobStore;
 use tapedeck_blobs::PutStreamError;
 use tapedeck_model::auth::Claims;
@@ -56,7 +56,7 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
         match f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::BadRequest("invalid_options", format!("{k} must be a number"))
+                ApiError::BadRequest(ErrorCode::InvalidOptions, format!("{k} must be a number"))
             }),
         }
     }
@@ -70,7 +70,7 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
             "1" | "true" | "yes" | "on" => true,
             _ => {
                 return Err(ApiError::BadRequest(
-                    "invalid_options",
+                    ErrorCode::InvalidOptions,
                     "mono must be a boolean".into(),
                 ));
             }
@@ -78,12 +78,12 @@ pub fn parse_options(fields: &HashMap<String, String>) -> Result<JobOptions, Api
     };
     if bitrate.is_some() && vbr.is_some() {
         return Err(ApiError::BadRequest(
-            "invalid_options",
+            ErrorCode::InvalidOptions,
             "give bitrate or vbr, not both".into(),
         ));
     }
     // The converter's own rules (tapedeck-mp3-rules): what it would refuse is a 400 now.
-    let invalid = |why: String| ApiError::BadRequest("invalid_options", why);
+    let invalid = |why: String| ApiError::BadRequest(ErrorCode::InvalidOptions, why);
     if let Some(rate) = sample_rate {
         tapedeck_mp3_rules::check_sample_rate(rate).map_err(invalid)?;
     }
@@ -205,7 +205,7 @@ pub async fn accept(
     let tenant = load_tenant(&state.pool, &caller.tenant)
         .await?
         .ok_or(ApiError::Unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "missing, invalid or expired token",
         ))?;
     let limits = tenant.effective(&state.tenant_defaults);
@@ -320,7 +320,7 @@ async fn accept_within(
     };
     let checked = read.and_then(|()| {
         let stored = stored.clone().ok_or(ApiError::BadRequest(
-            "missing_file",
+            ErrorCode::MissingFile,
             "the form has no file field".into(),
         ))?;
         Ok((stored, parse_options(&fields)?))
@@ -334,7 +334,7 @@ async fn accept_within(
                     let rate = tapedeck_mp3_rules::default_output_rate(source);
                     tapedeck_mp3_rules::check_bitrate_at_source_rate(kbps, rate)
                         .map(|()| ((name, bytes), options))
-                        .map_err(|why| ApiError::BadRequest("invalid_options", why))
+                        .map_err(|why| ApiError::BadRequest(ErrorCode::InvalidOptions, why))
                 }
                 None => Ok(((name, bytes), options)),
             },
@@ -488,7 +488,7 @@ async fn read_form(
     stored: &mut Option<(String, u64)>,
 ) -> Result<(), ApiError> {
     let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| ApiError::BadRequest("bad_multipart", e.to_string()))?;
+        .map_err(|e| ApiError::BadRequest(ErrorCode::BadMultipart, e.to_string()))?;
     let meter = Meter::default();
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
@@ -509,7 +509,7 @@ async fn read_form(
         count += 1;
         if count > MAX_FIELDS {
             return Err(ApiError::BadRequest(
-                "too_many_fields",
+                ErrorCode::TooManyFields,
                 format!("a form may have at most {MAX_FIELDS} fields"),
             ));
         }
@@ -517,7 +517,7 @@ async fn read_form(
         if field_name == "file" {
             if stored.is_some() {
                 return Err(ApiError::BadRequest(
-                    "bad_multipart",
+                    ErrorCode::BadMultipart,
                     "more than one file field".into(),
                 ));
             }
@@ -535,7 +535,7 @@ async fn read_form(
             }
             let value = String::from_utf8(value).map_err(|_| {
                 ApiError::BadRequest(
-                    "invalid_options",
+                    ErrorCode::InvalidOptions,
                     format!("form field `{field_name}` is not UTF-8 text"),
                 )
             })?;
@@ -628,7 +628,7 @@ fn form_error(meter: &Meter, error: multer::Error) -> ApiError {
 }
 
 fn body_error(e: &dyn std::fmt::Display) -> ApiError {
-    ApiError::BadRequest("bad_body", format!("reading the upload: {e}"))
+    ApiError::BadRequest(ErrorCode::BadBody, format!("reading the upload: {e}"))
 }
 
 async fn store<S, E>(

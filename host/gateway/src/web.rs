@@ -2,13 +2,13 @@
 //! served with a strict Content-Security-Policy. `TAPEDECK_WEB_DIR` serves them from a
 //! folder instead, read on every request, for working on the page without rebuilding.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// The page's files: name, content type, built-in content.
 const FILES: &[(&str, &str, &str)] = &[
@@ -59,14 +59,41 @@ fn serve(name: &str) -> Response {
     res
 }
 
+/// The web page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "meta",
+    operation_id = "web_page",
+    responses((status = 200, description = "The web page", content_type = "text/html",
+               body = String)),
+)]
+async fn page() -> Response {
+    serve("index.html")
+}
+
+/// The web page's script and style (`app.js`, `app.css`).
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "meta",
+    operation_id = "web_asset",
+    params(("file" = String, Path, description = "`app.js` or `app.css`")),
+    responses(
+        (status = 200, description = "The file", content((String = "text/javascript"),
+                                                         (String = "text/css"))),
+        (status = 404, description = "`not_found`: no such file", body = ErrorBody),
+    ),
+)]
+async fn asset(Path(file): Path<String>) -> Response {
+    serve(&file)
+}
+
 /// `GET /` and `GET /assets/{file}`.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { serve("index.html") }))
-        .route(
-            "/assets/{file}",
-            get(|Path(file): Path<String>| async move { serve(&file) }),
-        )
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(asset))
 }
 
 #[cfg(test)]

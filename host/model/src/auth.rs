@@ -26,7 +26,9 @@ impl Claims {
 
 /// A freshly issued token.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
+    /// A JWT: `Authorization: Bearer <token>`.
     pub token: String,
     /// Unix seconds.
     pub expires_at: u64,

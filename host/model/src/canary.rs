@@ -7,6 +7,7 @@ use sha2::Digest;
 
 /// What keeps a job on the same side of a canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Sticky {
     /// All of a tenant's jobs run the same side.
@@ -21,9 +22,11 @@ pub enum Sticky {
 /// A canary, as the operator started it. Thresholds have the defaults of
 /// [`CanarySettings::new`], documented in the README.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CanarySettings {
     pub stage: String,
     /// `None`: everyone's jobs (of tenants without their own component).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tenant: Option<String>,
     pub digest: String,
     /// Share of new jobs that run the canary, 0 < percent ≤ 100.
@@ -44,6 +47,7 @@ pub struct CanarySettings {
     /// ...plus this many milliseconds.
     pub p95_slack_ms: u64,
     /// Promote by itself after this many canary outcomes with no breach.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub promote_after: Option<u32>,
 }
 
@@ -168,6 +172,7 @@ impl Outcome {
 
 /// One arm over the window.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArmStats {
     pub jobs: u32,
     pub failures: u32,

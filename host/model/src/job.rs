@@ -5,8 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Where a job is in the pipeline.
+/// Where a job is in the pipeline (`expired`: finished, then its files were removed by
+/// the tenant's retention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -93,23 +95,29 @@ impl JobChange {
 
 /// MP3 encoding options chosen at upload (validated by the gateway).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOptions {
     /// Constant bitrate in kbit/s (MPEG-1/2 layer III rates); default 192 when no `vbr`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub bitrate: Option<u16>,
     /// LAME VBR quality 0 (best) ..= 9; excludes `bitrate`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub vbr: Option<u8>,
     /// Output sample rate in Hz; default: the source's.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub sample_rate: Option<u32>,
     /// Downmix to one channel.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mono: bool,
 }
 
 /// The uploaded file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInput {
     /// File name the client gave (used for the MP3's `Content-Disposition`).
     pub name: String,
@@ -122,6 +130,7 @@ pub struct JobInput {
 
 /// The MP3, once stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOutput {
     /// Size in bytes.
     pub bytes: u64,
@@ -130,6 +139,7 @@ pub struct JobOutput {
     /// The bitrate produced, kbit/s (CBR: as asked or the default for the output rate;
     /// VBR: the average). Absent on records from before it was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub bitrate_kbps: Option<u16>,
     /// Blob key of the MP3.
     #[serde(skip)]
@@ -138,6 +148,7 @@ pub struct JobOutput {
 
 /// One conversion job, as stored and as served by `GET /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     pub id: String,
     #[serde(skip)]
@@ -152,12 +163,15 @@ pub struct JobRecord {
     /// 0..=1.
     pub progress: f32,
     /// Why the job failed (or why the last attempt failed while it is retried).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error: Option<String>,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds, once done or failed.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub finished_at: Option<u64>,
     pub input: JobInput,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub output: Option<JobOutput>,
     pub options: JobOptions,
     /// Conversion attempts started so far.
@@ -165,6 +179,7 @@ pub struct JobRecord {
     /// Digests of the converter components that ran its attempts, in order (one entry
     /// per change: a retry after a hot swap adds the new one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub converters: Vec<String>,
     /// The id of the request that created it (`x-request-id`), for its log lines.
     #[serde(skip)]

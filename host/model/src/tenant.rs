@@ -13,46 +13,63 @@ use serde::{Deserialize, Serialize};
 
 /// Caps of one tenant (or the server's defaults); `None`: not limited at this layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     /// Largest upload, in bytes (the admin CLI takes MB).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_upload_bytes: Option<u64>,
     /// New jobs per minute (rate).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub jobs_per_minute: Option<u64>,
     /// Jobs not yet finished (queued, waiting for a retry, or converting).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_queued: Option<u64>,
     /// Conversions running at once across all workers.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_running: Option<u64>,
     /// Bytes stored (uploads and MP3s).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub quota_bytes: Option<u64>,
     /// Days a job's input and output are kept after it was created.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub retention_days: Option<u64>,
     /// Linear memory of one conversion, in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_memory_mib: Option<u64>,
     /// CPU seconds a conversion may use per minute of input audio.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub cpu_per_audio_minute: Option<u64>,
     /// MP3 bytes one conversion may write, in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_output_mib: Option<u64>,
     /// Longest input, in minutes of audio.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub max_input_minutes: Option<u64>,
     /// CPU seconds of conversions per hour (measured, `getrusage`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub cpu_seconds_per_hour: Option<u64>,
     /// Notification messages per hour.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
     pub notifications_per_hour: Option<u64>,
     /// Share of the workers when tenants compete (1..=1000; default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1, maximum = 1000)
+    )]
     pub weight: Option<u64>,
 }
 

@@ -31,14 +31,24 @@ use crate::plugins;
 
 /// A running canary with its analysis so far.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CanaryStatus {
     #[serde(flatten)]
     pub settings: CanarySettings,
-    pub state: &'static str,
+    pub state: CanaryState,
     pub canary: ArmStats,
     pub stable: ArmStats,
     /// Outcomes since the start, by `{arm}:{result}`.
     pub totals: HashMap<String, u64>,
+}
+
+/// Where a canary's analysis is: collecting its first `min_jobs` outcomes, or comparing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryState {
+    Collecting,
+    Analysing,
 }
 
 /// Starts (or replaces) the canary of a scope: clears the previous one's outcomes,
@@ -137,9 +147,9 @@ pub async fn status(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Canar
     );
     let totals = totals(pool, &scope).await?;
     let state = if (c.len() as u32) < s.min_jobs {
-        "collecting"
+        CanaryState::Collecting
     } else {
-        "analysing"
+        CanaryState::Analysing
     };
     Ok(CanaryStatus {
         settings: s.clone(),

@@ -29,11 +29,13 @@ pub enum SettingsError {
 
 /// What a tenant chose. Without a stored hash: e-mail on, no webhook, the server's cap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantNotifySettings {
     /// Job owners get an e-mail.
     pub email: bool,
     /// The webhook gets a request (needs `webhook_url`).
     pub webhook: bool,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub webhook_url: Option<String>,
     /// Key of the webhooks' HMAC signatures; never shown.
     #[serde(skip)]
@@ -41,6 +43,7 @@ pub struct TenantNotifySettings {
     /// Whether a secret is set (what an admin may see of it).
     pub webhook_secret_set: bool,
     /// Messages (mail and webhooks) per hour; `None`: the server default.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub max_per_hour: Option<u32>,
 }
 
@@ -60,15 +63,21 @@ impl Default for TenantNotifySettings {
 /// A change to a tenant's settings; absent fields stay as they are, unknown ones are
 /// refused (a misspelt setting must not pass for applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub email: Option<bool>,
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub webhook: Option<bool>,
     /// `Some("")` removes the URL.
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub webhook_url: Option<String>,
     /// At least 16 characters; when webhooks are turned on without one, a random secret is
     /// generated and returned once by [`update`].
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub webhook_secret: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub max_per_hour: Option<u32>,
 }
 
@@ -76,6 +85,13 @@ pub struct SettingsUpdate {
 pub async fn load(pool: &Pool, tenant: &str) -> Result<TenantNotifySettings, SettingsError> {
     let mut conn = pool.get().await?;
     let h: HashMap<String, String> = conn.hgetall(settings_key(tenant)).await?;
+    Ok(from_hash(&h))
+}
+
+/// [`load`] for the notifier's every event: settings this process read less than the
+/// pool's read cache time ago (1 s) are not read again ([`Pool::hgetall_cached`]).
+pub async fn load_cached(pool: &Pool, tenant: &str) -> Result<TenantNotifySettings, SettingsError> {
+    let h = pool.hgetall_cached(&settings_key(tenant)).await?;
     Ok(from_hash(&h))
 }
 
@@ -155,6 +171,7 @@ pub async fn update(
     if !fields.is_empty() {
         let mut conn = pool.get().await?;
         let _: () = conn.hset_multiple(settings_key(tenant), &fields).await?;
+        pool.forget(&settings_key(tenant));
     }
     Ok((load(pool, tenant).await?, generated))
 }

@@ -21,49 +21,65 @@ pub fn blob_key(digest: &str) -> String {
 
 /// A published component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plugin {
+    /// SHA-256 of the component, hex.
     pub digest: String,
     pub stage: String,
     pub bytes: u64,
+    /// Unix seconds.
     pub published_at: u64,
     pub compile_ms: u64,
     /// The tenant whose admin published it (only that tenant may run it); `None`: the
     /// operator's.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub owner: Option<String>,
     /// Who published it: `operator`, or the tenant admin's `{tenant}/{email}`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub by: String,
     /// The WIT world version it implements.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub world: String,
     /// The smoke run at publish: what ran and what it took.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub smoke: String,
     /// Milliseconds the smoke run took.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub smoke_ms: u64,
 }
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
 /// the component the process started with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Active {
     pub stage: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tenant: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub digest: Option<String>,
 }
 
 /// One change in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
+    /// Unix seconds.
     pub at: u64,
     pub action: String,
     pub stage: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tenant: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub digest: Option<String>,
     /// Why (a canary's settings, or what ended it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub reason: Option<String>,
 }
 
@@ -503,6 +519,7 @@ pub async fn applied(
 
 /// A process's applied registry version, as last reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     pub process: String,
     /// The version it runs: every component of it compiled and installed.

@@ -13,6 +13,7 @@ use crate::queue::{now_ms, periods};
 
 /// Jobs of a tenant by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     pub queued: u64,
     pub converting: u64,
@@ -23,6 +24,7 @@ pub struct JobCounts {
 
 /// A tenant's activity in one hour or day.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Period {
     /// Its start, unix seconds.
     pub start: u64,
@@ -40,6 +42,7 @@ pub struct Period {
 
 /// Everything `GET /v1/tenant/usage` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub tenant: String,
     pub jobs: JobCounts,

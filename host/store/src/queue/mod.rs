@@ -172,6 +172,7 @@ pub struct Delivery {
 
 /// A conversion that failed for good, as its tenant's dead-letter stream has it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// The stream entry's id.
     pub id: String,
