@@ -72,22 +72,34 @@ const BATCH: usize = 16;
 pub use tapedeck_store::keys::delivery_key;
 use tapedeck_store::keys::rate_key;
 
-/// Admits up to ARGV[1] messages of one notification against the tenant's hourly cap,
-/// once: a second call returns the first answer. KEYS: delivery record, hour counter.
-/// ARGV: messages, cap, counter TTL. Returns how many are admitted.
-static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+/// Stores an entry's plan unless one is stored (another consumer planned first: its
+/// plan stands), and admits up to the plan's messages against the tenant's hourly cap,
+/// once per entry: a later call returns the first answer.
+/// KEYS: delivery record, hour counter. ARGV: plan (JSON), its messages, cap, record TTL,
+/// counter TTL. Returns `{admitted, plan}`: the stored plan when it is not this one,
+/// else an empty string.
+static PLAN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local done = redis.call('HGET', KEYS[1], 'admitted')
-if done then return tonumber(done) end
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-local admit = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
-if admit > 0 and redis.call('INCRBY', KEYS[2], admit) == admit then
+if redis.call('HSETNX', KEYS[1], 'plan', ARGV[1]) == 0 then
+  local f = redis.call('HMGET', KEYS[1], 'plan', 'admitted')
+  if f[2] then return {tonumber(f[2]), f[1]} end
+  ARGV[1] = f[1]
+  ARGV[2] = #cjson.decode(f[1])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+local want, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local admit = 0
+if want > 0 and cap > 0 then
+  local used = redis.call('INCRBY', KEYS[2], want)
   -- A new hour's counter: its TTL, once.
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  if used == want then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+  admit = math.max(0, want - math.max(0, used - cap))
+  if admit < want then redis.call('DECRBY', KEYS[2], want - admit) end
 end
 redis.call('HSET', KEYS[1], 'admitted', admit)
-return admit
+return {admit, ''}
 "#,
     )
 });
@@ -153,6 +165,15 @@ const CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle notifier's wait for a wake-up token blocks before it looks at the
 /// streams again (new entries wake it at once).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// An entry this consumer now holds.
+struct Taken {
+    tenant: String,
+    entry: StreamId,
+    /// Read for the first time (`XREADGROUP >`): no consumer had it before, so it has
+    /// no delivery record.
+    fresh: bool,
+}
 
 /// Why work on one entry stopped before it was acknowledged.
 enum Interrupted {
@@ -296,15 +317,15 @@ impl NotifyConsumer {
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits().min(BATCH);
             let mut failed = None;
-            let entries = if !first.is_empty() {
-                std::mem::take(&mut first)
+            let (entries, drained) = if !first.is_empty() {
+                (std::mem::take(&mut first), false)
             } else if free == 0 {
-                Vec::new()
+                (Vec::new(), false)
             } else {
                 match self.next_entries(free).await {
-                    Ok(entries) => {
+                    Ok(read) => {
                         backoff.succeeded();
-                        entries
+                        read
                     }
                     Err(e) => {
                         tapedeck_model::warn_throttled!(
@@ -313,11 +334,28 @@ impl NotifyConsumer {
                             e
                         );
                         failed = Some(backoff.failed());
-                        Vec::new()
+                        (Vec::new(), false)
                     }
                 }
             };
-            if entries.is_empty() {
+            let idle = entries.is_empty();
+            for taken in entries {
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let this = self.clone();
+                let stop = shutdown.child_token();
+                tasks.spawn(async move {
+                    this.handle(taken, stop).await;
+                    drop(permit);
+                });
+            }
+            // Read everything there was: the next entry comes with a worker's wake-up
+            // token (left after its entry was written), so wait for one instead of asking
+            // the streams again at once.
+            if idle || drained {
                 let wait = self
                     .inner
                     .config
@@ -347,21 +385,8 @@ impl NotifyConsumer {
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = woken => continue,
+                    _ = woken => {}
                 }
-            }
-            for (tenant, entry) in entries {
-                let permit = slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let this = self.clone();
-                let stop = shutdown.child_token();
-                tasks.spawn(async move {
-                    this.handle(&tenant, entry, stop).await;
-                    drop(permit);
-                });
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -371,7 +396,7 @@ impl NotifyConsumer {
 
     /// The pending entries of this host's notifiers whose process is gone, now this
     /// consumer's (see the module doc, "After a crash").
-    async fn take_over_dead(&self) -> Result<Vec<(String, StreamId)>, NotifyError> {
+    async fn take_over_dead(&self) -> Result<Vec<Taken>, NotifyError> {
         let me = &self.inner.config.consumer;
         let mut conn = self.inner.pool.get().await?;
         let mut tenants: Vec<String> = conn.smembers(TENANTS).await?;
@@ -407,7 +432,11 @@ impl NotifyConsumer {
                         from = consumer,
                         "notifier: took over a notification of a stopped notifier on this host"
                     );
-                    taken.push((tenant.clone(), entry));
+                    taken.push(Taken {
+                        tenant: tenant.clone(),
+                        entry,
+                        fresh: false,
+                    });
                 }
             }
         }
@@ -417,16 +446,28 @@ impl NotifyConsumer {
     /// Up to `count` entries of the ready tenants, taken in turn: for each, entries
     /// abandoned by a dead consumer first, then new ones. A tenant with nothing new and
     /// nothing pending leaves the ready set (and is read once more, in case a worker
-    /// added an entry in between).
-    async fn next_entries(&self, count: usize) -> Result<Vec<(String, StreamId)>, NotifyError> {
+    /// added an entry in between). Also says whether every ready tenant was read to its
+    /// end (fewer entries than asked for): then nothing is left to read until a worker's
+    /// wake-up token says so.
+    async fn next_entries(&self, count: usize) -> Result<(Vec<Taken>, bool), NotifyError> {
         let config = &self.inner.config;
         let mut tenants: Vec<String> = self.inner.pool.get().await?.smembers(NOTIFY_READY).await?;
         tenants.sort();
         if tenants.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
         let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed) as usize;
         let mut found = Vec::new();
+        fn taken(tenant: &str, entries: Vec<StreamId>, fresh: bool) -> Vec<Taken> {
+            entries
+                .into_iter()
+                .map(|entry| Taken {
+                    tenant: tenant.to_owned(),
+                    entry,
+                    fresh,
+                })
+                .collect()
+        }
         for i in 0..tenants.len() {
             if found.len() >= count {
                 break;
@@ -479,6 +520,9 @@ impl NotifyConsumer {
                     n = entries.len(),
                     "notifier: took over abandoned notifications"
                 );
+                // There may be more abandoned ones, or new ones behind them.
+                found.extend(taken(tenant, entries, false));
+                return Ok((found, false));
             }
             if entries.is_empty() {
                 let pending: (u64,) = redis::cmd("XPENDING")
@@ -495,18 +539,28 @@ impl NotifyConsumer {
                     if !again.is_empty() {
                         let _: () = conn.sadd(NOTIFY_READY, tenant).await?;
                     }
-                    found.extend(again.into_iter().map(|e| (tenant.clone(), e)));
+                    found.extend(taken(tenant, again, true));
                 }
                 continue;
             }
-            found.extend(entries.into_iter().map(|e| (tenant.clone(), e)));
+            found.extend(taken(tenant, entries, true));
         }
-        Ok(found)
+        let drained = found.len() < count;
+        Ok((found, drained))
     }
 
     /// Handles one entry while heart-beating it; logs instead of failing (the entry stays
     /// pending and comes back).
-    async fn handle(&self, tenant: &str, entry: StreamId, stop: CancellationToken) {
+    async fn handle(
+        &self,
+        Taken {
+            tenant,
+            entry,
+            fresh,
+        }: Taken,
+        stop: CancellationToken,
+    ) {
+        let tenant = tenant.as_str();
         let id = entry.id.clone();
         let mut fields: HashMap<String, String> = entry
             .map
@@ -519,7 +573,7 @@ impl NotifyConsumer {
             .collect();
         // The stream says whose notification this is, whatever the entry claims.
         fields.insert("tenant".into(), tenant.to_owned());
-        let work = self.deliver_entry(tenant, &id, &fields, &stop);
+        let work = self.deliver_entry(tenant, &id, &fields, fresh, &stop);
         let result = tokio::select! {
             result = work => result,
             () = self.keep_alive(tenant, &id) => Err(Interrupted::Stopped),
@@ -567,6 +621,7 @@ impl NotifyConsumer {
         tenant: &str,
         entry_id: &str,
         fields: &HashMap<String, String>,
+        fresh: bool,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let inner = &self.inner;
@@ -577,56 +632,51 @@ impl NotifyConsumer {
         let mut conn = inner.pool.get().await?;
         let tenant = tenant.to_owned();
         let job = fields.get("job").cloned().unwrap_or_default();
-        let mut state: HashMap<String, String> = conn.hgetall(&record).await?;
-        let mut loaded = None;
-        let plan: Vec<Outgoing> = match state.get("plan").and_then(|p| serde_json::from_str(p).ok())
-        {
-            Some(plan) => plan,
-            None => {
-                drop(conn);
-                let settings = settings::load(&inner.pool, &tenant).await?;
-                let plan = self.compose(entry_id, fields, &settings).await?;
-                loaded = Some(settings);
-                conn = inner.pool.get().await?;
-                let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
-                let first: bool = conn.hset_nx(&record, "plan", &json).await?;
-                let _: () = conn.expire(&record, RECORD_TTL_SECS as i64).await?;
-                if first {
-                    plan
-                } else {
-                    // Another consumer planned first: deliver its plan.
-                    state = conn.hgetall(&record).await?;
-                    serde_json::from_str(state.get("plan").map_or("[]", String::as_str))
-                        .unwrap_or_default()
-                }
-            }
+        // An entry read for the first time (`XREADGROUP >`) has no delivery record yet:
+        // only one delivered before (claimed from a dead or slow consumer) is looked up.
+        let state: HashMap<String, String> = if fresh {
+            HashMap::new()
+        } else {
+            conn.hgetall(&record).await?
         };
         drop(conn);
-        let settings = match loaded {
-            Some(settings) => settings,
-            None => settings::load(&inner.pool, &tenant).await?,
+        let settings = settings::load_cached(&inner.pool, &tenant).await?;
+        let stored: Option<Vec<Outgoing>> =
+            state.get("plan").and_then(|p| serde_json::from_str(p).ok());
+        let plan = match stored {
+            Some(plan) => plan,
+            None => self.compose(entry_id, fields, &settings).await?,
         };
         // Layered: the server default, the operator's tenant limit
         // (`notifications_per_hour`), the tenant admin's own setting; the smallest wins.
-        let operator_cap = tapedeck_store::tenants::load_any(&inner.pool, &tenant)
+        let operator_cap = tapedeck_store::tenants::load_cached(&inner.pool, &tenant)
             .await?
             .and_then(|t| t.limits.notifications_per_hour)
             .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX));
-        let mut conn = inner.pool.get().await?;
         let cap = settings
             .max_per_hour
             .unwrap_or(inner.config.default_max_per_hour)
             .min(inner.config.default_max_per_hour)
             .min(operator_cap);
         let hour = now_ms() / 3_600_000;
-        let admitted: usize = ADMIT
+        let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
+        let mut conn = inner.pool.get().await?;
+        let (admitted, theirs): (usize, String) = PLAN
             .key(&record)
             .key(rate_key(&tenant, hour))
+            .arg(&json)
             .arg(plan.len())
             .arg(cap)
+            .arg(RECORD_TTL_SECS)
             .arg(2 * 3600)
             .invoke_async(&mut conn)
             .await?;
+        // Another consumer planned first: deliver its plan.
+        let plan: Vec<Outgoing> = if theirs.is_empty() {
+            plan
+        } else {
+            serde_json::from_str(&theirs).unwrap_or_default()
+        };
         drop(conn);
         for (i, message) in plan.iter().enumerate() {
             let field = format!("msg:{i}");

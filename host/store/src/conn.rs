@@ -19,10 +19,17 @@
 //! - `SCAN` goes to the node serving the pattern's hash tag, or to every master
 //!   ([`scan_keys`]);
 //! - subscriptions go to any one node: `PUBLISH` reaches every node of a cluster.
+//!
+//! Hashes that change rarely and are read for every job (a tenant's record, its
+//! notification settings) may be read through [`Pool::hgetall_cached`]: a read less than
+//! [`Pool::set_read_cache`] old (1 s by default, the sessions' cache time) is answered
+//! from memory. Writers call [`Pool::forget`], so the writing process sees its change at
+//! once; other processes within the cache time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -38,6 +45,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A blocking read that has not answered this long after its own timeout is taken as a
 /// dead connection.
 const BLOCKING_SLACK: Duration = Duration::from_secs(2);
+/// How long [`Pool::hgetall_cached`] trusts a read unless told otherwise.
+const READ_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most hashes the read cache holds; past it, stale ones go, then all.
+const READ_CACHE_CAPACITY: usize = 10_000;
 
 /// The connection could not be had: Redis did not answer when the process first
 /// connected (after that, the shared connection reconnects by itself and failures are
@@ -86,12 +97,22 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// Cached hash reads: key → (when read, the fields).
+type ReadCache = HashMap<String, (Instant, Arc<HashMap<String, String>>)>;
+
 struct Inner {
     target: Target,
     /// The shared multiplexed connection, once made.
     shared: tokio::sync::OnceCell<Connection>,
     /// Dedicated connections for blocking reads, not in use now.
     idle_blocking: Mutex<Vec<Blocking>>,
+    /// Recent reads of [`Pool::hgetall_cached`]: key → (read at, fields).
+    read_cache: Mutex<ReadCache>,
+    /// How long a cached read is trusted, in ms (0: not cached).
+    read_cache_ms: AtomicU64,
+    /// Counts [`Pool::forget`]s: a read that saw one happen while it was in flight is
+    /// not cached (it may predate the write).
+    read_cache_writes: AtomicU64,
 }
 
 impl Pool {
@@ -136,8 +157,62 @@ impl Pool {
                 target,
                 shared: tokio::sync::OnceCell::new(),
                 idle_blocking: Mutex::new(Vec::new()),
+                read_cache: Mutex::new(HashMap::new()),
+                read_cache_ms: AtomicU64::new(READ_CACHE_TTL.as_millis() as u64),
+                read_cache_writes: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How long [`Pool::hgetall_cached`] answers from memory (zero: never), for every
+    /// clone of this pool.
+    pub fn set_read_cache(&self, ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.inner.read_cache_ms.store(ms, Ordering::Relaxed);
+        if ms == 0 {
+            self.cache().clear();
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, ReadCache> {
+        self.inner
+            .read_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `HGETALL key`, answered from memory when this process read it less than the read
+    /// cache time ago (an empty hash too: a missing key). Only for hashes whose writers
+    /// call [`Pool::forget`] and whose readers can live with a second-old copy.
+    pub async fn hgetall_cached(&self, key: &str) -> RedisResult<Arc<HashMap<String, String>>> {
+        let ttl = Duration::from_millis(self.inner.read_cache_ms.load(Ordering::Relaxed));
+        if !ttl.is_zero()
+            && let Some((at, fields)) = self.cache().get(key)
+            && at.elapsed() < ttl
+        {
+            return Ok(fields.clone());
+        }
+        let writes = self.inner.read_cache_writes.load(Ordering::SeqCst);
+        let mut conn = self.get().await.map_err(pool_error)?;
+        let fields: Arc<HashMap<String, String>> = Arc::new(conn.hgetall(key).await?);
+        if !ttl.is_zero() && self.inner.read_cache_writes.load(Ordering::SeqCst) == writes {
+            let mut cache = self.cache();
+            if cache.len() >= READ_CACHE_CAPACITY {
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+                if cache.len() >= READ_CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(key.to_owned(), (Instant::now(), fields.clone()));
+        }
+        Ok(fields)
+    }
+
+    /// Drops this process's cached read of `key` (it was just written).
+    pub fn forget(&self, key: &str) {
+        let mut cache = self.cache();
+        self.inner.read_cache_writes.fetch_add(1, Ordering::SeqCst);
+        cache.remove(key);
     }
 
     /// Whether this is a Redis Cluster.

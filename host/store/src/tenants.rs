@@ -95,6 +95,20 @@ pub async fn load_any(pool: &Pool, name: &str) -> redis::RedisResult<Option<Tena
     Ok(Some(from_hash(name, &h)))
 }
 
+/// Loads a tenant (also one being deleted) for a job's hot path — an upload's limits,
+/// a run's limits, a notification's cap: a record this process read less than the pool's
+/// read cache time ago (1 s) is not read again ([`Pool::hgetall_cached`]).
+pub async fn load_cached(pool: &Pool, name: &str) -> redis::RedisResult<Option<Tenant>> {
+    if !valid_tenant_name(name) {
+        return Ok(None);
+    }
+    let h = pool.hgetall_cached(&tenant_key(name)).await?;
+    if h.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(from_hash(name, &h)))
+}
+
 /// Every tenant, by name.
 pub async fn list(pool: &Pool) -> redis::RedisResult<Vec<Tenant>> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
@@ -148,6 +162,7 @@ pub async fn create(
         let _: () = conn.hset_multiple(tenant_key(name), &fields).await?;
     }
     let _: () = conn.sadd(TENANTS, name).await?;
+    pool.forget(&tenant_key(name));
     Ok(true)
 }
 
@@ -161,6 +176,7 @@ pub async fn set_self_register(pool: &Pool, name: &str, on: bool) -> redis::Redi
             if on { "1" } else { "0" },
         )
         .await?;
+    pool.forget(&tenant_key(name));
     Ok(())
 }
 
@@ -174,6 +190,7 @@ pub async fn set_allow_plugins(pool: &Pool, name: &str, on: bool) -> redis::Redi
             if on { "1" } else { "0" },
         )
         .await?;
+    pool.forget(&tenant_key(name));
     Ok(())
 }
 
@@ -195,7 +212,9 @@ pub async fn update_limits(
             None => pipe.hdel(tenant_key(name), *limit).ignore(),
         };
     }
-    pipe.query_async::<()>(&mut conn).await
+    pipe.query_async::<()>(&mut conn).await?;
+    pool.forget(&tenant_key(name));
+    Ok(())
 }
 
 /// Marks a tenant as being deleted: it refuses logins, uploads and dispatch from now on.
@@ -208,6 +227,7 @@ pub async fn mark_deleting(pool: &Pool, name: &str) -> redis::RedisResult<()> {
         .ignore()
         .query_async::<()>(&mut conn)
         .await?;
+    pool.forget(&tenant_key(name));
     Ok(())
 }
 
@@ -230,6 +250,7 @@ pub async fn purge_keys(pool: &Pool, name: &str) -> redis::RedisResult<u64> {
     let _: () = conn.srem(TENANTS, name).await?;
     let _: () = conn.srem(TENANTS_DELETING, name).await?;
     let n: u64 = conn.unlink(tenant_key(name)).await?;
+    pool.forget(&tenant_key(name));
     Ok(deleted + n)
 }
 

@@ -40,6 +40,7 @@ use tapedeck_model::canary::CanarySettings;
 pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn, RunCancel,
 };
+use tapedeck_model::job::JobRecord;
 use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::logs::Throttled;
 use tapedeck_model::stage::{Installed, Stage};
@@ -157,7 +158,7 @@ impl Worker {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("reading the {what}: {e}"))
         };
-        let own = tapedeck_store::tenants::load_any(self.queue.pool(), tenant)
+        let own = tapedeck_store::tenants::load_cached(self.queue.pool(), tenant)
             .await
             .map_err(|e| retry("tenant", &e))?
             .map(|t| t.limits)
@@ -406,13 +407,13 @@ impl Worker {
             .as_ref()
             .filter(|c| c.settings.takes(&d.tenant, &owner, &d.job_id))
             .map(|c| c.settings.digest.as_str());
-        let (attempt, on_canary) = match self
+        let (attempt, on_canary, job) = match self
             .queue
-            .start_attempt_pinned(&d, &stable.digest, offered)
+            .start_attempt_reading(&d, &stable.digest, offered)
             .await
         {
-            Ok((AttemptStart::Convert(n), on_canary)) => (n, on_canary),
-            Ok((AttemptStart::Skip, _)) => return,
+            Ok((AttemptStart::Convert(n), on_canary, job)) => (n, on_canary, job),
+            Ok((AttemptStart::Skip, ..)) => return,
             Err(e) => {
                 tracing::warn!(job = %d.job_id, error = %e, "could not start an attempt");
                 return;
@@ -442,7 +443,14 @@ impl Worker {
         } else {
             tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, canary = on_canary, "converting");
             let arm = canary.as_ref().map(|c| (&c.settings, on_canary));
-            self.attempt(consumer, &d, &installed, arm, &cancel).await
+            match job {
+                Some(job) => {
+                    self.attempt(consumer, &d, &job, &installed, arm, &cancel)
+                        .await
+                }
+                // Deleted meanwhile (or not this tenant's): nothing to convert.
+                None => Ok(()),
+            }
         };
         if !self.is_in_flight(&d) {
             // Handed back by a shutdown: the queue has it again.
@@ -569,17 +577,13 @@ impl Worker {
         &self,
         consumer: &str,
         d: &Delivery,
+        job: &JobRecord,
         installed: &Installed<dyn Converter>,
         arm: Option<(&CanarySettings, bool)>,
         cancel: &RunCancel,
     ) -> Result<(), ConvertFailure> {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             ConvertFailure::Retryable(format!("{what}: {e}"))
-        };
-        let job = match self.queue.get(&d.tenant, &d.job_id).await {
-            Ok(Some(job)) => job,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(retry("reading the job", &e)),
         };
         let scratch = tempfile::Builder::new()
             .prefix("job-")
@@ -642,6 +646,7 @@ impl Worker {
         let cpu_used = cpu_ms.clone();
         let run_cancel = cancel.clone();
         let started = Instant::now();
+        let job = job.clone();
         let converted = tokio::task::spawn_blocking(move || {
             let throttle = Mutex::new((Instant::now(), 0.0f32));
             let progress = move |p: f32| {

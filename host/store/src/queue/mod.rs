@@ -255,7 +255,15 @@ struct Seen {
     /// most every [`CLAIM_EVERY`] (an abandoned entry waits the visibility timeout
     /// anyway; the lease sweep makes its tenant ready again).
     claimed: Mutex<HashMap<String, Instant>>,
+    /// When this process last trimmed each convert stream (at most every [`TRIM_EVERY`]).
+    trimmed: Mutex<HashMap<String, Instant>>,
 }
+
+/// How often a worker process trims a convert stream when it acknowledges an entry
+/// (a trim is two to three commands; on every ack it was a tenth of a job's commands).
+/// Acknowledged entries wait this long at most; an idle stream is trimmed by the next
+/// ack.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a worker process looks for entries idle past the visibility timeout on a
 /// tenant that keeps having new ones.
@@ -855,17 +863,38 @@ impl JobQueue {
         digest: &str,
         canary: Option<&str>,
     ) -> Result<(AttemptStart, bool)> {
+        let (start, on_canary, _) = self.start_attempt_reading(d, digest, canary).await?;
+        Ok((start, on_canary))
+    }
+
+    /// [`start_attempt_pinned`](Self::start_attempt_pinned), also giving the job as the
+    /// script read it (in the same round trip) when the attempt is to run: its status is
+    /// `converting` and its attempts counted, the rest as stored.
+    pub async fn start_attempt_reading(
+        &self,
+        d: &Delivery,
+        digest: &str,
+        canary: Option<&str>,
+    ) -> Result<(AttemptStart, bool, Option<JobRecord>)> {
         let mut conn = self.conn().await?;
-        let (status, attempts, on_canary): (String, u32, u32) = scripts::START_ATTEMPT
-            .key(job_key(&d.tenant, &d.job_id))
-            .key(usage_key(&d.tenant))
-            .arg(events_channel(&d.job_id))
-            .arg(digest)
-            .arg(canary.unwrap_or(""))
-            .invoke_async(&mut conn)
-            .await?;
+        let (status, attempts, on_canary, job): (String, u32, u32, HashMap<String, String>) =
+            scripts::START_ATTEMPT
+                .key(job_key(&d.tenant, &d.job_id))
+                .key(usage_key(&d.tenant))
+                .arg(events_channel(&d.job_id))
+                .arg(digest)
+                .arg(canary.unwrap_or(""))
+                .invoke_async(&mut conn)
+                .await?;
         if status == "converting" {
-            return Ok((AttemptStart::Convert(attempts), on_canary == 1));
+            let job = JobRecord::from_hash(&job)
+                .filter(|j| j.tenant == d.tenant)
+                .map(|mut j| {
+                    j.status = JobStatus::Converting;
+                    j.attempts = attempts;
+                    j
+                });
+            return Ok((AttemptStart::Convert(attempts), on_canary == 1, job));
         }
         redis::pipe()
             .atomic()
@@ -880,7 +909,7 @@ impl JobQueue {
             .await?;
         drop(conn);
         self.release(d).await?;
-        Ok((AttemptStart::Skip, false))
+        Ok((AttemptStart::Skip, false, None))
     }
 
     /// Resets the entry's idle time while we work on it. False if another worker has
@@ -971,6 +1000,7 @@ impl JobQueue {
             .arg(DAY_TTL_SECS)
             .arg(quota.unwrap_or(0))
             .arg(cpu_ms)
+            .arg(self.trim_due(&d.stream))
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -985,6 +1015,20 @@ impl JobQueue {
         } else {
             Completion::Deleted
         })
+    }
+
+    /// `1` when this process has not trimmed `stream` in the last [`TRIM_EVERY`] (and
+    /// counts this as its trim), else `0`: the ack scripts' trim argument.
+    fn trim_due(&self, stream: &str) -> &'static str {
+        let mut trimmed = self.seen.trimmed.lock().expect("lock is never poisoned");
+        if trimmed
+            .get(stream)
+            .is_some_and(|at| at.elapsed() < TRIM_EVERY)
+        {
+            return "0";
+        }
+        trimmed.insert(stream.to_owned(), Instant::now());
+        "1"
     }
 
     /// Whether a job still exists (a worker's check that it was not deleted while its
@@ -1016,6 +1060,7 @@ impl JobQueue {
             .arg(events_channel(&d.job_id))
             .arg(HOUR_TTL_SECS)
             .arg(DAY_TTL_SECS)
+            .arg(self.trim_due(&d.stream))
             .invoke_async(&mut conn)
             .await?;
         drop(conn);
@@ -1121,6 +1166,7 @@ impl JobQueue {
             .arg(due)
             .arg(events_channel(&d.job_id))
             .arg(if refund { "1" } else { "0" })
+            .arg(self.trim_due(&d.stream))
             .invoke_async(&mut conn)
             .await?;
         drop(conn);

@@ -12,7 +12,10 @@ use redis::Script;
 /// the tenant's jobs-by-state totals (`usage_key`) in step with the job hash;
 /// `count(key, field, n, ttl)` adds to an hourly or daily counter and gives its key the
 /// TTL when the field is new (the first write of the period: one `EXPIRE` per period and
-/// field, not one per job).
+/// field, not one per job); `add(key, {field, n, ...}, ttl, current)` adds to several
+/// fields of one hash in two commands (`HMGET`, `HSET`; one when the caller read the
+/// current values already) where `HINCRBY` takes one per field, with the TTL when the
+/// first field is new (`ttl` nil: none).
 macro_rules! usage_lua {
     () => {
         r#"
@@ -24,6 +27,18 @@ local function moved(usage, from, to)
 end
 local function count(key, field, n, ttl)
   if redis.call('HINCRBY', key, field, n) == tonumber(n) then redis.call('EXPIRE', key, ttl) end
+end
+local function add(key, deltas, ttl, cur)
+  local fields = {}
+  for i = 1, #deltas, 2 do fields[#fields + 1] = deltas[i] end
+  cur = cur or redis.call('HMGET', key, unpack(fields))
+  local set = {}
+  for i = 1, #deltas, 2 do
+    set[#set + 1] = deltas[i]
+    set[#set + 1] = string.format('%d', tonumber(cur[(i + 1) / 2] or '0') + tonumber(deltas[i + 1]))
+  end
+  redis.call('HSET', key, unpack(set))
+  if ttl and not cur[1] then redis.call('EXPIRE', key, ttl) end
 end
 "#
     };
@@ -145,18 +160,22 @@ return 1
 /// ARGV: channel, converter digest, canary digest (empty: none). The canary runs a job's
 /// first attempt only, once (`canary_tried`): a retry, or a job requeued by hand, runs
 /// the stable converter.
-/// Returns `{status, attempts, canary}`; status `missing` when the job was deleted;
-/// canary 1 when this attempt runs the canary.
+/// Returns `{status, attempts, canary, job}`; status `missing` when the job was deleted;
+/// canary 1 when this attempt runs the canary; job: the job hash as it was before (field,
+/// value, ...), what the worker needs to run the attempt (one read for both).
 pub static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
         r#"
-local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'canary_tried', 'converters')
+local job = redis.call('HGETALL', KEYS[1])
+local h = {}
+for i = 1, #job, 2 do h[job[i]] = job[i + 1] end
+local f = {h['status'], h['attempts'], h['canary_tried'], h['converters']}
 local status = f[1]
-if not status then return {'missing', 0, 0} end
+if not status then return {'missing', 0, 0, job} end
 if status == 'queued' then moved(KEYS[2], 'queued', 'converting') end
 if status == 'done' or status == 'failed' or status == 'expired' then
-  return {status, tonumber(f[2] or '0'), 0}
+  return {status, tonumber(f[2] or '0'), 0, job}
 end
 local attempts = tonumber(f[2] or '0') + 1
 local fields = {'status', 'converting', 'progress', '0', 'attempts', attempts}
@@ -176,7 +195,7 @@ if digest ~= '' then
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
-return {'converting', attempts, canary}
+return {'converting', attempts, canary, job}
 "#
     ))
 });
@@ -203,8 +222,9 @@ return 0
 /// KEYS: job, convert stream, notify stream, running leases, usage, usage hour, usage day.
 /// ARGV: group, entry id, output key, output bytes, duration ms, finished_at, job id,
 /// tenant, channel, bitrate kbps (empty: unknown), hour TTL, day TTL, quota bytes (0:
-/// none), CPU ms (0: none measured). Returns 0 when the job no longer exists (the caller
-/// drops the MP3), 2 when the quota cannot hold the MP3 (nothing changed), else 1.
+/// none), CPU ms (0: none measured), trim (`0`: leave the stream's trim to a later ack).
+/// Returns 0 when the job no longer exists (the caller drops the MP3), 2 when the quota
+/// cannot hold the MP3 (nothing changed), else 1.
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
@@ -217,20 +237,21 @@ if not before then
   redis.call('ZREM', KEYS[4], ARGV[2])
   return 0
 end
-local quota = tonumber(ARGV[13] or '0')
-if before ~= 'done' and quota > 0 then
-  local stored = tonumber(redis.call('HGET', KEYS[5], 'stored_bytes') or '0')
-  if stored + tonumber(ARGV[4]) > quota then return 2 end
-end
 if before ~= 'done' then
-  moved(KEYS[5], before, 'done')
-  redis.call('HINCRBY', KEYS[5], 'stored_bytes', ARGV[4])
-  local cpu = tonumber(ARGV[14] or '0')
-  for i, key in ipairs({KEYS[6], KEYS[7]}) do
-    count(key, 'done', 1, ARGV[10 + i])
-    redis.call('HINCRBY', key, 'bytes_out', ARGV[4])
-    if cpu > 0 then redis.call('HINCRBY', key, 'cpu_ms', cpu) end
+  -- The totals: stored bytes (against the quota), this state and `done`, one read.
+  local totals, fields = {'stored_bytes', ARGV[4], 'done', 1}, {'stored_bytes', 'done'}
+  if before == 'queued' or before == 'converting' or before == 'failed' or before == 'expired' then
+    totals[5], totals[6], fields[3] = before, -1, before
   end
+  local cur = redis.call('HMGET', KEYS[5], unpack(fields))
+  local quota = tonumber(ARGV[13] or '0')
+  if quota > 0 and tonumber(cur[1] or '0') + tonumber(ARGV[4]) > quota then return 2 end
+  add(KEYS[5], totals, nil, cur)
+  local period = {'done', 1, 'bytes_out', ARGV[4]}
+  local cpu = tonumber(ARGV[14] or '0')
+  if cpu > 0 then period[5], period[6] = 'cpu_ms', cpu end
+  add(KEYS[6], period, ARGV[11])
+  add(KEYS[7], period, ARGV[12])
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6],
     'output_bitrate_kbps', ARGV[10])
@@ -241,7 +262,7 @@ if before ~= 'done' then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-trim_below(KEYS[2], ARGV[1])
+if ARGV[15] ~= '0' then trim_below(KEYS[2], ARGV[1]) end
 return 1
 "#
     ))
@@ -252,7 +273,7 @@ return 1
 /// KEYS: job, convert stream, dead-letter stream, notify stream, running leases, usage,
 /// usage hour, usage day.
 /// ARGV: group, entry id, reason, finished_at, job id, tenant, attempts, channel, hour
-/// TTL, day TTL.
+/// TTL, day TTL, trim (`0`: leave the stream's trim to a later ack).
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         usage_lua!(),
@@ -274,7 +295,7 @@ if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' th
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
-trim_below(KEYS[2], ARGV[1])
+if ARGV[11] ~= '0' then trim_below(KEYS[2], ARGV[1]) end
 return 1
 "#
     ))
@@ -307,7 +328,8 @@ return 'failed'
 /// already added the job to the scheduler's retry set, so a crash between the two leaves
 /// a retry entry the promoter drops, never a job nobody requeues), ack, lease released.
 /// KEYS: job, convert stream, running leases, usage. ARGV: group, entry id, reason, due
-/// ms, channel, refund (`1`: the attempt does not count — a canary's, retried on stable).
+/// ms, channel, refund (`1`: the attempt does not count — a canary's, retried on stable),
+/// trim (`0`: leave the stream's trim to a later ack).
 /// Acknowledges (and trims) in any case.
 pub static RETRY_LATER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -322,7 +344,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'converting' then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
-trim_below(KEYS[2], ARGV[1])
+if ARGV[7] ~= '0' then trim_below(KEYS[2], ARGV[1]) end
 return 1
 "#
     ))

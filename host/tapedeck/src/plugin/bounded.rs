@@ -87,7 +87,7 @@ impl BoundedCheck {
         let Some(tenant) = tenant else {
             return self.policy.clone();
         };
-        let own = match tapedeck_store::tenants::load_any(self.queue.pool(), tenant).await {
+        let own = match tapedeck_store::tenants::load_cached(self.queue.pool(), tenant).await {
             Ok(t) => t.map(|t| t.limits).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(tenant, error = %e, "the tenant's limits are unknown; checking under the server's");
