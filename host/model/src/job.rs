@@ -1,4 +1,4 @@
-//! The job record kept in `td:job:{id}` and how it reads and writes as a Redis hash.
+//! The job record kept in `td:{T}:job:{id}` (`T`: its tenant) and how it reads and writes as a Redis hash.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -214,7 +214,7 @@ impl JobRecord {
         }
     }
 
-    /// Parses a `td:job:{id}` hash; `None` for an empty (missing) or malformed one.
+    /// Parses a `td:{T}:job:{id}` hash; `None` for an empty (missing) or malformed one.
     pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());

@@ -6,7 +6,7 @@
 //!
 //! For each entry:
 //! 1. The *plan* — the messages the component queued — is computed once and stored in
-//!    the entry's delivery record (`td:notify:delivery:{entry}`), so a redelivered entry
+//!    the entry's delivery record (`td:{T}:notify:delivery:{entry}`), so a redelivered entry
 //!    (after a crash, via `XAUTOCLAIM`) sends the same messages, not newly composed ones.
 //! 2. The tenant's hourly cap admits a number of the plan's messages once per entry (a
 //!    Lua script); the rest are dead-lettered with the reason.
@@ -58,7 +58,7 @@ use tapedeck_store::notify_settings::{self as settings, TenantNotifySettings};
 use tapedeck_store::queue::now_ms;
 use tapedeck_store::streams::Group;
 
-/// The consumer group of notifier processes on `td:notify`.
+/// The consumer group of notifier processes on each tenant's `td:{T}:notify`.
 pub const GROUP: &str = "notifiers";
 /// A tenant's notifications (or single messages) that could not be delivered, with the
 /// reason.

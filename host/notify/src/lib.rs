@@ -2,10 +2,10 @@
 //! and, where the tenant configured one, by a signed webhook.
 //!
 //! # Layout
-//! - `consumer.rs`: [`NotifyConsumer`], the consumer group `notifiers` on `td:notify`:
+//! - `consumer.rs`: [`NotifyConsumer`], the consumer group `notifiers` on each tenant's `td:{T}:notify`:
 //!   builds the event, runs the notifier component, delivers what it queued (with
 //!   per-tenant caps, retries with backoff, a delivery record against duplicates, dead
-//!   letters on `td:notify:dead`), then acknowledges.
+//!   letters on `td:{T}:notify:dead`), then acknowledges.
 //! - `mail.rs`: [`Mailer`], SMTP through a pooled lettre transport, or `.eml` objects in
 //!   the outbox of the blob store (`tapedeck_blobs::outbox`), which every gateway lists.
 //! - `webhook.rs`: [`WebhookClient`], signed POSTs pinned to a checked address;
@@ -20,7 +20,7 @@
 //! here; this crate does not link wasmtime.
 //!
 //! Contact points: `serve` spawns [`run_notifier`] for roles that run workers; the
-//! pipeline (`tapedeck_store::queue`) writes the `td:notify` entries.
+//! pipeline (`tapedeck_store::queue`) writes the `td:{T}:notify` entries.
 
 mod consumer;
 mod mail;
@@ -142,7 +142,7 @@ pub fn parse_allow_list(list: &str) -> Result<Vec<IpNet>, NotifyError> {
     tapedeck_model::net::parse_networks(list).map_err(NotifyError::InvalidSettings)
 }
 
-/// Consumes `td:notify` until `shutdown` is cancelled: the notifier's background task.
+/// Consumes the tenants' `td:{T}:notify` streams until `shutdown` is cancelled: the notifier's background task.
 /// In-flight deliveries stop at their next retry wait and stay pending (another process,
 /// or this one after a restart, takes them over).
 pub async fn run_notifier(

@@ -1,4 +1,4 @@
-//! A tenant's notification settings, kept in the hash `td:tenant:{tenant}:notify`.
+//! A tenant's notification settings, kept in the hash `td:{T}:notify:settings`.
 //!
 //! Contact points: the notifier reads them for every event ([`load`]); the gateway can
 //! expose [`load`] and [`update`] to tenant admins (e.g. `GET`/`PUT

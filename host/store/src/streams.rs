@@ -1,7 +1,8 @@
-//! The consumer-group protocol both pipelines speak (the per-tenant convert streams and
-//! `td:notify`), written once: ensure the group, take over entries a stopped consumer
-//! left past the visibility timeout (`XAUTOCLAIM`) before reading new ones, heart-beat
-//! an entry while working on it, and back off between attempts.
+//! The consumer-group protocol both pipelines speak (each tenant's convert stream
+//! `td:{T}:convert` and notify stream `td:{T}:notify`), written once: ensure the group,
+//! take over entries a stopped consumer left past the visibility timeout (`XAUTOCLAIM`)
+//! before reading new ones, heart-beat an entry while working on it, and back off
+//! between attempts.
 
 use std::sync::LazyLock;
 use std::time::Duration;
