@@ -22,6 +22,7 @@ use crate::error::{ApiError, ErrorCode};
 use tapedeck_blobs::BlobStore;
 use tapedeck_blobs::PutStreamError;
 use tapedeck_model::auth::Claims;
+use tapedeck_model::iso_bmff::{Probe, ReadAt};
 use tapedeck_store::queue::{JobInput, JobOptions, JobRecord};
 use tapedeck_store::tenants::load_tenant;
 
@@ -381,95 +382,30 @@ async fn accept_within(
 }
 
 /// The sample rate of the first audio track of the ISO-BMFF blob `key` (`size` bytes),
-/// from its sample description (`moov/trak/mdia/minf/stbl/stsd`), read with a few bounded
-/// ranged reads (at most [`MAX_PROBE_BOXES`] box headers); `None` when the file does not
-/// say (the converter then decides).
+/// from its sample description, read with a few bounded ranged reads (at most
+/// [`MAX_PROBE_BOXES`] box headers); `None` when the file does not say (the converter
+/// then decides).
 async fn source_sample_rate(blobs: &BlobStore, key: &str, size: u64) -> Option<u32> {
-    let mut budget = MAX_PROBE_BOXES;
-    let read = |offset: u64, len: u64| async move {
-        if offset.checked_add(len)? > size {
-            return None;
-        }
-        blobs.read_at(key, offset, len).await.ok()
-    };
-    // The children of the box spanning `start..end`, as (type, payload start, end).
-    async fn children<F, Fut>(
-        read: &F,
-        budget: &mut usize,
-        start: u64,
-        end: u64,
-    ) -> Vec<([u8; 4], u64, u64)>
-    where
-        F: Fn(u64, u64) -> Fut,
-        Fut: std::future::Future<Output = Option<Bytes>>,
-    {
-        let mut found = Vec::new();
-        let mut offset = start;
-        while offset + 8 <= end && *budget > 0 {
-            *budget -= 1;
-            let Some(head) = read(offset, 8).await else {
-                break;
-            };
-            let size32 = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
-            let kind = [head[4], head[5], head[6], head[7]];
-            let (len, header) = match size32 {
-                0 => (end - offset, 8),
-                1 => match read(offset + 8, 8).await {
-                    Some(ext) => (
-                        u64::from_be_bytes(ext[..8].try_into().expect("8 bytes")),
-                        16,
-                    ),
-                    None => break,
-                },
-                n => (n, 8),
-            };
-            if len < header || offset.saturating_add(len) > end {
-                break;
-            }
-            found.push((kind, offset + header, offset + len));
-            offset += len;
-        }
-        found
+    Probe::new(&StoredBlob { blobs, key }, size, MAX_PROBE_BOXES)
+        .audio_sample_rate()
+        .await
+}
+
+/// A stored blob, read by ranges.
+struct StoredBlob<'a> {
+    blobs: &'a BlobStore,
+    key: &'a str,
+}
+
+impl ReadAt for StoredBlob<'_> {
+    async fn read_at(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let bytes = self
+            .blobs
+            .read_at(self.key, offset, len as u64)
+            .await
+            .ok()?;
+        (bytes.len() == len).then(|| bytes.to_vec())
     }
-    let first = |boxes: Vec<([u8; 4], u64, u64)>, kind: &[u8; 4]| {
-        boxes.into_iter().find(|(k, _, _)| k == kind)
-    };
-    let top = children(&read, &mut budget, 0, size).await;
-    let (_, moov_start, moov_end) = first(top, b"moov")?;
-    for (kind, trak_start, trak_end) in children(&read, &mut budget, moov_start, moov_end).await {
-        if &kind != b"trak" {
-            continue;
-        }
-        let Some((_, mdia_start, mdia_end)) = first(
-            children(&read, &mut budget, trak_start, trak_end).await,
-            b"mdia",
-        ) else {
-            continue;
-        };
-        let mdia = children(&read, &mut budget, mdia_start, mdia_end).await;
-        // hdlr: version/flags, pre_defined, then the handler type.
-        let Some(&(_, hdlr, _)) = mdia.iter().find(|(k, _, _)| k == b"hdlr") else {
-            continue;
-        };
-        if read(hdlr + 8, 4).await.as_deref() != Some(b"soun".as_slice()) {
-            continue;
-        }
-        let (_, minf_start, minf_end) = first(mdia, b"minf")?;
-        let (_, stbl_start, stbl_end) = first(
-            children(&read, &mut budget, minf_start, minf_end).await,
-            b"stbl",
-        )?;
-        let (_, stsd, _) = first(
-            children(&read, &mut budget, stbl_start, stbl_end).await,
-            b"stsd",
-        )?;
-        // stsd: version/flags, entry count, then the first entry (an AudioSampleEntry,
-        // whose 16.16 sample rate sits 32 bytes into the entry).
-        let rate = read(stsd + 8 + 32, 2).await?;
-        let rate = u32::from(u16::from_be_bytes([rate[0], rate[1]]));
-        return (rate > 0).then_some(rate);
-    }
-    None
 }
 
 /// Box headers read at most when probing an upload's sample rate.

@@ -10,6 +10,9 @@
 //!   it returns and the policy that bounds them.
 //! - `limits`: [`limits::RunLimits`] and [`limits::LimitPolicy`].
 //! - `net`: which addresses webhooks may reach.
+//! - `iso_bmff`: [`iso_bmff::Probe`], the bounded walk over an untrusted MP4's boxes that
+//!   the gateway (sample rate, ranged reads of the blob) and the worker (length, the local
+//!   file) share, over [`iso_bmff::ReadAt`].
 //! - `stage`: [`stage::Stage`], the replaceable handle through which every call finds the
 //!   component that runs its stage (the registry seam).
 //! - `backoff`, `logs`: how loops on Redis wait after a failure ([`backoff::Backoff`])
@@ -20,6 +23,7 @@ pub mod auth;
 pub mod backoff;
 pub mod canary;
 pub mod convert;
+pub mod iso_bmff;
 pub mod job;
 pub mod limits;
 pub mod logs;

@@ -1,107 +1,36 @@
 //! How long an upload's audio is, read from its container without decoding: the movie
-//! header (`moov/mvhd`) of an ISO-BMFF file (MP4, M4A, MOV, 3GP). Used to size a
-//! conversion's CPU allowance before the converter runs.
+//! header (`moov/mvhd`) of an ISO-BMFF file (MP4, M4A, MOV, 3GP), by the bounded walk the
+//! gateway uses too ([`tapedeck_model::iso_bmff`]). Used to size a conversion's CPU
+//! allowance before the converter runs. Also what the host counts of an MP3 from its
+//! frame headers.
 //!
-//! The file is untrusted and this runs natively in the host, so it reads only box
-//! headers and one fixed-size record at offsets the file gives, every read bounded, at
-//! most [`MAX_BOXES`] boxes visited; anything odd answers `None` (the caller then uses
-//! its ceiling). A file that lies about its length gets at most that ceiling.
+//! The files are untrusted and this runs natively in the host, so every read is bounded
+//! and the walks visit at most [`MAX_BOXES`] boxes or [`MAX_MP3_FRAMES`] frames;
+//! anything odd answers `None` (the caller then uses its ceiling). A file that lies about
+//! its length gets at most that ceiling.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use futures::FutureExt;
+use tapedeck_model::iso_bmff::Probe;
+
 /// Boxes visited before giving up (a real file has a handful at the top level).
 pub const MAX_BOXES: usize = 4096;
-
-/// A box: its type, where its payload starts, where it ends.
-struct BoxHeader {
-    kind: [u8; 4],
-    payload: u64,
-    end: u64,
-}
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Option<()> {
     file.read_exact_at(buf, offset).ok()
 }
 
-/// The box at `offset`, if it fits within `limit`.
-fn box_at(file: &File, offset: u64, limit: u64) -> Option<BoxHeader> {
-    let mut head = [0u8; 16];
-    read_exact_at(file, &mut head[..8], offset)?;
-    let size32 = u32::from_be_bytes(head[..4].try_into().ok()?) as u64;
-    let kind: [u8; 4] = head[4..8].try_into().ok()?;
-    let (size, header_len) = match size32 {
-        // Extends to the end of the enclosing box (or file).
-        0 => (limit.checked_sub(offset)?, 8),
-        1 => {
-            read_exact_at(file, &mut head[8..16], offset + 8)?;
-            (u64::from_be_bytes(head[8..16].try_into().ok()?), 16)
-        }
-        n => (n, 8),
-    };
-    let end = offset.checked_add(size)?;
-    if size < header_len || end > limit {
-        return None;
-    }
-    Some(BoxHeader {
-        kind,
-        payload: offset + header_len,
-        end,
-    })
-}
-
-/// The first box of type `kind` among the boxes from `start` to `end`.
-fn find(
-    file: &File,
-    kind: &[u8; 4],
-    start: u64,
-    end: u64,
-    visited: &mut usize,
-) -> Option<BoxHeader> {
-    let mut offset = start;
-    while offset < end {
-        *visited += 1;
-        if *visited > MAX_BOXES {
-            return None;
-        }
-        let b = box_at(file, offset, end)?;
-        if &b.kind == kind {
-            return Some(b);
-        }
-        offset = b.end;
-    }
-    None
-}
-
 /// The presentation length in `moov/mvhd`, if the file has one that says it.
 pub fn iso_bmff_duration(file: &File) -> Option<Duration> {
-    let len = file.metadata().ok()?.len();
-    let mut visited = 0;
-    let moov = find(file, b"moov", 0, len, &mut visited)?;
-    let mvhd = find(file, b"mvhd", moov.payload, moov.end, &mut visited)?;
-    let mut version = [0u8; 1];
-    read_exact_at(file, &mut version, mvhd.payload)?;
-    // version/flags, creation and modification times, then timescale and duration.
-    let (timescale, duration) = if version[0] == 1 {
-        let mut rec = [0u8; 12];
-        read_exact_at(file, &mut rec, mvhd.payload + 4 + 16)?;
-        (
-            u32::from_be_bytes(rec[..4].try_into().ok()?),
-            u64::from_be_bytes(rec[4..12].try_into().ok()?),
-        )
-    } else {
-        let mut rec = [0u8; 8];
-        read_exact_at(file, &mut rec, mvhd.payload + 4 + 8)?;
-        let d = u32::from_be_bytes(rec[4..8].try_into().ok()?);
-        // All ones: "unknown" (fragmented files).
-        let d = if d == u32::MAX { u64::MAX } else { d as u64 };
-        (u32::from_be_bytes(rec[..4].try_into().ok()?), d)
-    };
-    if timescale == 0 || duration == 0 || duration == u64::MAX {
-        return None;
-    }
-    Duration::try_from_secs_f64(duration as f64 / timescale as f64).ok()
+    let size = file.metadata().ok()?.len();
+    // A file's reads are ready at once: the walk never waits.
+    Probe::new(file, size, MAX_BOXES)
+        .duration()
+        .now_or_never()
+        .flatten()
 }
 
 /// One MPEG audio Layer III frame header: its length in bytes and in samples per channel.
@@ -392,11 +321,9 @@ mod tests {
     #[test]
     fn real_media_has_its_length() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/media/aac-lc_44k_stereo_LRtest__rodio_RL.m4a");
-        let Ok(file) = File::open(&path) else {
-            eprintln!("skipped: {} is absent", path.display());
-            return;
-        };
+            .join("../../../shared/media/aac-lc_44k_stereo_LRtest__rodio_RL.m4a");
+        let file = File::open(&path)
+            .unwrap_or_else(|e| panic!("the test medium is missing: {}: {e}", path.display()));
         let d = iso_bmff_duration(&file).expect("a real M4A has a duration");
         assert!(
             d > Duration::from_millis(100) && d < Duration::from_secs(600),
