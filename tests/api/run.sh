@@ -2,8 +2,11 @@
 # API test: starts `tapedeck serve` on loopback with a fresh data dir (scripts/lib.sh's
 # serve_tapedeck), makes some real data (a user who is a tenant admin, a job converted
 # from a real file), then runs schemathesis against the server's own `/openapi.json`:
-# once as that user (every route but `/v1/admin/...`), once as the operator
-# (`/v1/admin/...`). Always stops the server.
+# once as that user (every route but `/v1/admin/...`, the session-ending ones last),
+# then as the operator (`/v1/admin/...`). Real files go where the
+# API needs one (tests/api/hooks.py); a `validation_mismatch` warning (every generated
+# case of an operation refused: the description says less than the API checks) fails
+# the run (tests/api/schemathesis.toml). Always stops the server.
 #
 #   scripts/setup-api-test.sh         # once: the pinned schemathesis in target/api-venv
 #   tests/api/run.sh                  # TAPEDECK_BIN=... to test another binary
@@ -82,10 +85,13 @@ rm -rf "$REPORT"
 mkdir -p "$REPORT"
 # Run from the report dir: schemathesis and hypothesis write there, not in the repo.
 cd "$REPORT"
+# Real files where the API needs one (tests/api/hooks.py): the job's input, the components.
+export SCHEMATHESIS_HOOKS=hooks PYTHONPATH=$HERE API_TEST_MEDIA=$INPUT \
+    API_TEST_COMPONENTS=${API_TEST_COMPONENTS:-$REPO/target/components/wasm32-wasip2/release}
 schemathesis() {
     local name=$1
     shift
-    NO_COLOR=1 "$VENV/bin/st" run "$URL/openapi.json" \
+    NO_COLOR=1 "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run "$URL/openapi.json" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
         --max-examples "$EXAMPLES" "${SEED_ARGS[@]}" \
         --workers 2 --request-timeout 20 --generation-database none \
@@ -95,10 +101,16 @@ schemathesis() {
         "$@"
 }
 
+# The operations that end the caller's sessions run last, on their own: in the first run
+# the first logout would leave every later operation a 401.
+SESSION_ENDING='^/v1/auth/(logout|logout-all|password)$'
 rc=0
 echo "=== as a user (tenant admin) ==="
-schemathesis user -H "Authorization: Bearer $TOKEN" --exclude-path-regex '^/v1/admin/' \
-    || rc=1
+schemathesis user -H "Authorization: Bearer $TOKEN" \
+    --exclude-path-regex "^/v1/admin/|$SESSION_ENDING" || rc=1
+echo "=== as a user: the session-ending operations ==="
+schemathesis sessions -H "Authorization: Bearer $TOKEN" --include-path-regex "$SESSION_ENDING" \
+    --phases examples,coverage,fuzzing || rc=1
 echo "=== as the operator ==="
 schemathesis operator -H "Authorization: Bearer $OPERATOR" --include-path-regex '^/v1/admin/' \
     || rc=1

@@ -814,6 +814,7 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
 
 /// The form of a publish: the stage and the component.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PublishForm {
     #[schema(schema_with = stage_schema)]
@@ -841,8 +842,24 @@ pub struct PluginEnvelope {
     security(("operator" = [])),
     request_body(content = PublishForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Already published", body = PluginEnvelope),
-        (status = 201, description = "Published", body = PluginEnvelope),
+        (status = 200, description = "Already published", body = PluginEnvelope,
+         links(
+             ("activate" = (operation_id = "activate_plugin",
+                            parameters(("digest" = "$response.body#/plugin/digest")),
+                            request_body = json!({"stage": "$response.body#/plugin/stage"}))),
+             ("canary" = (operation_id = "start_canary",
+                          parameters(("digest" = "$response.body#/plugin/digest")),
+                          request_body = json!({"stage": "$response.body#/plugin/stage", "percent": 10}))),
+         )),
+        (status = 201, description = "Published", body = PluginEnvelope,
+         links(
+             ("activate" = (operation_id = "activate_plugin",
+                            parameters(("digest" = "$response.body#/plugin/digest")),
+                            request_body = json!({"stage": "$response.body#/plugin/stage"}))),
+             ("canary" = (operation_id = "start_canary",
+                          parameters(("digest" = "$response.body#/plugin/digest")),
+                          request_body = json!({"stage": "$response.body#/plugin/stage", "percent": 10}))),
+         )),
         (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
                                       `invalid_plugin` (the check's verdict)", body = ErrorBody),
         (status = 413, description = "`field_too_large`: over 64 MiB", body = ErrorBody),
@@ -868,8 +885,18 @@ pub async fn publish_plugin(
     security(("bearer" = [])),
     request_body(content = PublishForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Already published", body = PluginEnvelope),
-        (status = 201, description = "Published", body = PluginEnvelope),
+        (status = 200, description = "Already published", body = PluginEnvelope,
+         links(
+             ("activate" = (operation_id = "tenant_activate_plugin",
+                            parameters(("digest" = "$response.body#/plugin/digest")),
+                            request_body = json!({"stage": "$response.body#/plugin/stage"}))),
+         )),
+        (status = 201, description = "Published", body = PluginEnvelope,
+         links(
+             ("activate" = (operation_id = "tenant_activate_plugin",
+                            parameters(("digest" = "$response.body#/plugin/digest")),
+                            request_body = json!({"stage": "$response.body#/plugin/stage"}))),
+         )),
         (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
                                       `invalid_plugin`", body = ErrorBody),
         (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),

@@ -77,6 +77,7 @@ pub async fn login(
 
 /// A multipart upload of the compat `/upload`: the file alone.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CompatUploadForm {
     /// An MP4/M4A/MOV file.

@@ -76,6 +76,7 @@ pub struct UploadOptions {
 
 /// A multipart upload: the file and, optionally, the encoding options.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// An MP4/M4A/MOV file.

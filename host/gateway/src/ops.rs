@@ -162,6 +162,7 @@ pub struct Scope {
 
 /// How a canary ended.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CanaryEnded)]
 pub struct Ended {
     /// `canary-promote` or `canary-abort`.
     pub ended: String,

@@ -131,6 +131,7 @@ pub async fn logout(
 
 /// How many sessions ended.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SessionsEnded)]
 pub struct Ended {
     pub ended: u64,
 }
