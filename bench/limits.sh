@@ -8,50 +8,39 @@
 #        TAPEDECK=path/to/tapedeck N=60 RUNS=3 bench/limits.sh
 set -euo pipefail
 
+BENCH=bench/limits.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 TAPEDECK=${TAPEDECK:-target/release/tapedeck}
 WORK=${WORK:-bench/work/limits}
 RUNS=${RUNS:-3}
 N=${N:-60}
-MUSIC=../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a
 ALL="max_upload_bytes=1000000000,jobs_per_minute=1000000,max_queued=1000000,max_running=64"
 ALL+=",quota_bytes=1000000000000,retention_days=3650,max_memory_mib=64,cpu_per_audio_minute=5"
 ALL+=",max_output_mib=512,max_input_minutes=600,cpu_seconds_per_hour=10000000"
 ALL+=",notifications_per_hour=1000000"
 
-for tool in redis-server curl ffmpeg python3; do
-  command -v "$tool" >/dev/null || { echo "bench/limits.sh: $tool is missing (make setup-bench)" >&2; exit 1; }
-done
-[ -x "$TAPEDECK" ] || { echo "bench/limits.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
-[ -f "$MUSIC" ] || { echo "bench/limits.sh: $MUSIC is missing (the shared media folder)" >&2; exit 1; }
-rm -rf "$WORK"; mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd)
+bench_needs redis-server redis-cli curl ffmpeg python3
+bench_needs_file "$TAPEDECK" "make build"
+bench_needs_file "$MUSIC" "the shared media folder"
+bench_workdir "$WORK"
 CLIP=$WORK/clip-5s.m4a
-ffmpeg -v error -y -i "$MUSIC" -t 5 -c copy "$CLIP"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+clip 5 "$CLIP"
 
 # One burst: N uploads 8 at a time, then wait until the tenant has no unfinished job.
 # Prints jobs/s from the first upload to the last `done`.
 burst() { # $1 = mode (none|all)
-  local data=$WORK/data-$1-$RANDOM port api redis_port cred token
+  local data=$WORK/data-$1-$RANDOM port api token
   mkdir -p "$data"
-  redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$data" \
-    --logfile "$data/redis.log" &
-  PIDS+=($!)
+  start_redis "$data"
   port=$(free_port); api=http://127.0.0.1:$port
   local defaults=""; [ "$1" = all ] && defaults=$ALL
   TAPEDECK_TENANT_DEFAULTS=$defaults RUST_LOG=warn "$TAPEDECK" serve --listen "127.0.0.1:$port" \
-    --data-dir "$data" --redis-url "redis://127.0.0.1:$redis_port" --workers 2 \
+    --data-dir "$data" --redis-url "redis://127.0.0.1:$REDIS_PORT" --workers 2 \
     --admin-token bench-operator-token-0123456789 >"$data/tapedeck.out" 2>"$data/tapedeck.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "$api/readyz" >/dev/null && break; sleep 0.1; done
-  cred='{"email":"bench@example.com","password":"correct horse battery"}'
-  curl -sf -X POST "$api/v1/auth/register" -H 'content-type: application/json' -d "$cred" >/dev/null
-  token=$(curl -sf -X POST "$api/v1/auth/login" -H 'content-type: application/json' -d "$cred" | json '["token"]')
+  track $!
+  wait_ready "$api" "$data/tapedeck.log"
+  token=$(sign_up "$api" bench@example.com)
   # Warm-up: one job end to end (compiles/loads the converter).
   curl -sf -X POST "$api/v1/jobs" -H "Authorization: Bearer $token" -F "file=@$CLIP" >/dev/null
   until curl -sf -H "Authorization: Bearer bench-operator-token-0123456789" \
@@ -73,7 +62,6 @@ for _ in $(seq "$RUNS"); do
   NONE+=("$(burst none)")
   WITH+=("$(burst all)")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 none=$(median "${NONE[@]}"); with=$(median "${WITH[@]}")
 echo "## Enforcing every tenant limit: $N 5-second clips, 8 uploads at a time, 2 conversion slots, medians of $RUNS"
 echo

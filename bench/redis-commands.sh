@@ -16,56 +16,42 @@
 # redis-cli, curl, ffmpeg, python3.
 set -euo pipefail
 
+BENCH=bench/redis-commands.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 TAPEDECK=${TAPEDECK:-$( [ -x target/release/tapedeck ] && echo target/release/tapedeck || echo target/ci/tapedeck )}
 WORK=${WORK:-bench/work/redis-commands}
 JOBS=${JOBS:-150}
 BURST=${BURST:-8}
 IDLE_SECONDS=${IDLE_SECONDS:-20}
 WORKERS=${WORKERS:-2}
-MUSIC=../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a
 
-for tool in redis-server redis-cli curl ffmpeg python3; do
-  command -v "$tool" >/dev/null || { echo "bench/redis-commands.sh: $tool is missing" >&2; exit 1; }
-done
-[ -x "$TAPEDECK" ] || { echo "bench/redis-commands.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
-[ -f "$MUSIC" ] || { echo "bench/redis-commands.sh: $MUSIC is missing (the shared media folder)" >&2; exit 1; }
-
-rm -rf "$WORK"
+bench_needs redis-server redis-cli curl ffmpeg python3
+bench_needs_file "$TAPEDECK" "make build"
+bench_needs_file "$MUSIC" "the shared media folder"
+bench_workdir "$WORK"
 mkdir -p "$WORK/data"
-WORK=$(cd "$WORK" && pwd)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=($!)
+start_redis "$WORK"
 API_PORT=$(free_port)
 API=http://127.0.0.1:$API_PORT
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.05; done
 OPERATOR=tdop_bench_redis_commands_0123456789
 RUST_LOG=warn "$TAPEDECK" serve --listen "127.0.0.1:$API_PORT" --metrics-listen off \
   --data-dir "$WORK/data" --redis-url "redis://127.0.0.1:$REDIS_PORT" --workers "$WORKERS" \
   --admin-token "$OPERATOR" 2>"$WORK/tapedeck.log" &
-PIDS+=($!)
-for _ in $(seq 150); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "$API/readyz" >/dev/null || { echo "tapedeck did not become ready:"; cat "$WORK/tapedeck.log"; exit 1; }
+track $!
+wait_ready "$API" "$WORK/tapedeck.log"
 
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # A tenant per run: each may send 200 notifications an hour (the server's cap).
 # token TENANT: an account's token in TENANT (created for it).
 token() {
   curl -sf -X POST "$API/v1/admin/tenants" -H "Authorization: Bearer $OPERATOR" \
     -H 'content-type: application/json' -d "{\"name\":\"$1\",\"self_register\":true}" >/dev/null
-  local cred="{\"tenant\":\"$1\",\"email\":\"bench@example.com\",\"password\":\"correct horse battery\"}"
-  curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$cred" >/dev/null
-  curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$cred" | json '["token"]'
+  sign_up "$API" bench@example.com "$1"
 }
 AUTH="Authorization: Bearer $(token warmup)"
 CLIP=$WORK/clip-1s.m4a
-ffmpeg -v error -y -i "$MUSIC" -t 1 -c copy "$CLIP"
+clip 1 "$CLIP"
 
 stats() { redis-cli -p "$REDIS_PORT" INFO commandstats >"$1"; }
 OUTBOX=$WORK/data/blobs/outbox

@@ -16,44 +16,36 @@
 # ffmpeg — `make setup-bench` installs them.
 set -euo pipefail
 
+BENCH=bench/service.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 TAPEDECK=${TAPEDECK:-target/release/tapedeck}
 WORK=${WORK:-bench/work/service}
 RUNS=${RUNS:-3}
 BIG_MB=${BIG_MB:-500}
 E2E_N=${E2E_N:-20}
-MUSIC=../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a
 
 SECTIONS=${SECTIONS:-123}
 has() { [[ "$SECTIONS" == *"$1"* ]]; }
-TOOLS=(redis-server curl ffmpeg python3)
-has 1 && TOOLS+=(wrk)
-has 2 && TOOLS+=(nginx)
-for tool in "${TOOLS[@]}"; do
-  command -v "$tool" >/dev/null || { echo "bench/service.sh: $tool is missing (make setup-bench)" >&2; exit 1; }
-done
-[ -x "$TAPEDECK" ] || { echo "bench/service.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
-[ -f "$MUSIC" ] || { echo "bench/service.sh: $MUSIC is missing (the shared media folder)" >&2; exit 1; }
+bench_needs redis-server redis-cli curl ffmpeg python3
+has 1 && bench_needs wrk
+has 2 && bench_needs nginx
+bench_needs_file "$TAPEDECK" "make build"
+bench_needs_file "$MUSIC" "the shared media folder"
 
+# The big file of section 2 is kept between runs (it takes a while to make).
 rm -rf "$WORK/data" "$WORK/nginx"
 mkdir -p "$WORK/data" "$WORK/nginx/root/up" "$WORK/nginx/tmp"
 WORK=$(cd "$WORK" && pwd)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 # --- services ---------------------------------------------------------------------
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$WORK/data" --logfile "$WORK/redis.log" &
-PIDS+=($!)
+start_redis "$WORK/data"
 API_PORT=$(free_port)
 API=http://127.0.0.1:$API_PORT
 RUST_LOG=warn "$TAPEDECK" serve --listen "127.0.0.1:$API_PORT" --data-dir "$WORK/data" \
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --bench-routes --workers 1 \
   --max-upload-bytes $(( (BIG_MB + 100) * 1024 * 1024 )) 2>"$WORK/tapedeck.log" &
-PIDS+=($!)
+track $!
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -76,20 +68,15 @@ http {
 EOF
 if has 2; then
   nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-  PIDS+=($!)
+  track $!
 fi
-for _ in $(seq 100); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "$API/readyz" >/dev/null || { echo "tapedeck did not become ready:"; cat "$WORK/tapedeck.log"; exit 1; }
+wait_ready "$API" "$WORK/tapedeck.log"
 
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-CRED='{"email":"bench@example.com","password":"correct horse battery"}'
-curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
-TOKEN=$(curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$CRED" | json '["token"]')
-AUTH="Authorization: Bearer $TOKEN"
+AUTH="Authorization: Bearer $(sign_up "$API" bench@example.com)"
 
 # --- a 5-second clip, converted once so the job exists ------------------------------
 CLIP=$WORK/clip-5s.m4a
-ffmpeg -v error -y -i "$MUSIC" -t 5 -c copy "$CLIP"
+clip 5 "$CLIP"
 # No python in the timed path: sed for the id, the SSE stream (which the server ends once
 # the job is done or failed) for the wait.
 upload_clip() {
@@ -106,7 +93,6 @@ echo "# Service benchmark — $(date -u +%F), $(nproc) cores, tapedeck $("$TAPED
 echo
 
 rps() { wrk -t2 -c32 -d"${WRK_SECONDS:-8}"s "$@" | awk '/Requests\/sec/ {print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- 1. authentication cost ------------------------------------------------------
 if has 1; then
@@ -115,8 +101,8 @@ for _ in $(seq "$RUNS"); do
   OPEN_R+=("$(rps "$API/bench/unauthenticated/jobs/$JOB")")
   AUTH_R+=("$(rps -H "$AUTH" "$API/v1/jobs/$JOB")")
 done
-open_med=$(printf '%s\n' "${OPEN_R[@]}" | median)
-auth_med=$(printf '%s\n' "${AUTH_R[@]}" | median)
+open_med=$(median "${OPEN_R[@]}")
+auth_med=$(median "${AUTH_R[@]}")
 echo "## GET /v1/jobs/{id}: wrk -t2 -c32, ${WRK_SECONDS:-8} s x $RUNS, medians"
 echo
 echo "| route | requests/s | runs |"
@@ -147,7 +133,6 @@ EOF2
   mv "$BIG.part" "$BIG"
 fi
 SIZE=$(stat -c %s "$BIG")
-mbps() { python3 -c "print(f'{$SIZE/1e6/$1:.0f}')"; }
 TU=(); NU=(); TD=(); ND=()
 for i in $(seq "$RUNS"); do
   t=$(curl -sf -o "$WORK/up.json" -w '%{time_total}' -X POST "$API/v1/jobs" -H "$AUTH" \
@@ -166,8 +151,8 @@ for i in $(seq "$RUNS"); do
   curl -sf -o /dev/null -X DELETE -H "$AUTH" "$API/v1/jobs/$BIG_JOB"
   rm -f "$WORK/nginx/root/up/big-$i.mp4"
 done
-tu=$(printf '%s\n' "${TU[@]}" | median); nu=$(printf '%s\n' "${NU[@]}" | median)
-td=$(printf '%s\n' "${TD[@]}" | median); nd=$(printf '%s\n' "${ND[@]}" | median)
+tu=$(median "${TU[@]}"); nu=$(median "${NU[@]}")
+td=$(median "${TD[@]}"); nd=$(median "${ND[@]}")
 echo "## $BIG_MB MB over loopback with curl, medians of $RUNS"
 echo
 echo "| transfer | tapedeck | nginx | tapedeck / nginx |"

@@ -9,37 +9,31 @@
 #        TAPEDECK=path/to/tapedeck SWAPS=20 bench/swap.sh
 set -euo pipefail
 
+BENCH=bench/swap.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 TAPEDECK=${TAPEDECK:-target/release/tapedeck}
 WORK=${WORK:-bench/work/swap}
 SWAPS=${SWAPS:-20}
 CONVERTER=${CONVERTER:-target/components/wasm32-wasip2/release/tapedeck_converter.wasm}
 TOKEN=bench-operator-token-0123456789
-for tool in redis-server curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench/swap.sh: $tool is missing (make setup-bench)" >&2; exit 1; }
-done
-[ -x "$TAPEDECK" ] || { echo "bench/swap.sh: $TAPEDECK is missing (make build)" >&2; exit 1; }
-[ -f "$CONVERTER" ] || { echo "bench/swap.sh: $CONVERTER is missing (make build)" >&2; exit 1; }
-rm -rf "$WORK"; mkdir -p "$WORK/data"; WORK=$(cd "$WORK" && pwd)
+bench_needs redis-server redis-cli curl python3
+bench_needs_file "$TAPEDECK" "make build"
+bench_needs_file "$CONVERTER" "make build"
+bench_workdir "$WORK"
+mkdir -p "$WORK/data"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/data" \
-  --logfile "$WORK/redis.log" &
-PIDS+=($!)
+start_redis "$WORK/data"
 serve() { # role port
   RUST_LOG=warn "$TAPEDECK" serve --role "$1" --listen "127.0.0.1:$2" --data-dir "$WORK/data" \
     --redis-url "redis://127.0.0.1:$REDIS_PORT" --admin-token "$TOKEN" --workers 1 \
     >>"$WORK/serve.out" 2>>"$WORK/serve.log" &
-  PIDS+=($!)
+  track $!
 }
 API_PORT=$(free_port); API=http://127.0.0.1:$API_PORT
 serve gateway "$API_PORT"
 for _ in 1 2 3; do serve worker "$(free_port)"; done
-for _ in $(seq 200); do curl -sf "$API/readyz" >/dev/null && break; sleep 0.05; done
+wait_ready "$API" "$WORK/serve.log"
 AUTH="Authorization: Bearer $TOKEN"
 
 # Two digests of the same converter.
@@ -52,7 +46,7 @@ payload = bytes([len(name)]) + name + b"swap bench"
 open(sys.argv[2], "wb").write(data + bytes([0, len(payload)]) + payload)
 PY
   curl -sf -H "$AUTH" -F stage=converter -F "file=@$WORK/$v.wasm" "$API/v1/admin/plugins" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["plugin"]["digest"])' >"$WORK/$v.digest"
+    | json '["plugin"]["digest"]' >"$WORK/$v.digest"
 done
 DA=$(cat "$WORK/a.digest"); DB=$(cat "$WORK/b.digest")
 # Wait until the three workers and the gateway (which swaps the auth stage) report (they
@@ -93,15 +87,11 @@ PY
 
 # Job latency while swapping: N 5-second clips one after another, upload to done, with
 # no swaps, then with the converter activated back and forth every 0.5 s.
-MUSIC=${MUSIC:-../shared/media/aac-lc_44k_stereo_music_long__lofty_TempleOS_Hymn.m4a}
 N=${N:-40}
 if [ -f "$MUSIC" ] && command -v ffmpeg >/dev/null; then
   CLIP=$WORK/clip-5s.m4a
-  ffmpeg -v error -y -i "$MUSIC" -t 5 -c copy "$CLIP"
-  CRED='{"email":"swap@example.com","password":"correct horse battery"}'
-  curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
-  UTOKEN=$(curl -sf -X POST "$API/v1/auth/login" -H 'content-type: application/json' -d "$CRED" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  clip 5 "$CLIP"
+  UTOKEN=$(sign_up "$API" swap@example.com)
   one_job() {
     local start id end
     start=$(date +%s.%N)
@@ -164,4 +154,4 @@ kill "$rpid"; wait "$rpid" 2>/dev/null || true
 echo
 echo "## Cold start of \`tapedeck serve --role all\` to /readyz, compiled components cached"
 echo
-echo "runs: ${COLD[*]} ms (median $(printf '%s\n' "${COLD[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms; target < 300 ms); a redis-server start to PING on its own: $(python3 -c "print(f'{1000*($end-$start):.0f}')") ms"
+echo "runs: ${COLD[*]} ms (median $(median "${COLD[@]}") ms; target < 300 ms); a redis-server start to PING on its own: $(python3 -c "print(f'{1000*($end-$start):.0f}')") ms"
