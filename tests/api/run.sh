@@ -104,16 +104,29 @@ schemathesis() {
 # The operations that end the caller's sessions run last, on their own: in the first run
 # the first logout would leave every later operation a 401.
 SESSION_ENDING='^/v1/auth/(logout|logout-all|password)$'
+# Activating a digest and starting a canary on one are refused (400 `invalid_input`)
+# unless the body's `stage` is that published component's (a canary's: a converter): a
+# rule between resources no schema can state, so generated pairs are mostly refused. They
+# run apart, with the publish whose links pass the right stage, and without the
+# validation_mismatch warning (shown, it would fail the run).
+PAIRED='^/v1/(admin|tenant)/plugins/\{digest\}/(activate|canary)$'
+BUT_MISMATCH=(--warnings missing_auth,missing_test_data,missing_deserializer)
 rc=0
 echo "=== as a user (tenant admin) ==="
 schemathesis user -H "Authorization: Bearer $TOKEN" \
-    --exclude-path-regex "^/v1/admin/|$SESSION_ENDING" || rc=1
+    --exclude-path-regex "^/v1/admin/|$SESSION_ENDING|$PAIRED" || rc=1
+echo "=== as a user: publish, then activate ==="
+schemathesis user-paired -H "Authorization: Bearer $TOKEN" "${BUT_MISMATCH[@]}" \
+    --include-path-regex '^/v1/tenant/plugins(/\{digest\}/activate)?$' || rc=1
 echo "=== as a user: the session-ending operations ==="
 schemathesis sessions -H "Authorization: Bearer $TOKEN" --include-path-regex "$SESSION_ENDING" \
     --phases examples,coverage,fuzzing || rc=1
 echo "=== as the operator ==="
 schemathesis operator -H "Authorization: Bearer $OPERATOR" --include-path-regex '^/v1/admin/' \
-    || rc=1
+    --exclude-path-regex "$PAIRED" || rc=1
+echo "=== as the operator: publish, then activate or start a canary ==="
+schemathesis operator-paired -H "Authorization: Bearer $OPERATOR" "${BUT_MISMATCH[@]}" \
+    --include-path-regex '^/v1/admin/plugins(/\{digest\}/(activate|canary))?$' || rc=1
 # The server must have survived both runs.
 curl -sf "$URL/readyz" >/dev/null || fail "the server is not ready after the runs"
 [ "$rc" -eq 0 ] || fail "schemathesis found failures (reports in $REPORT)"
