@@ -15,7 +15,10 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::Binary;
 use crate::tenants::require_admin;
 use crate::{AppState, Caller, bearer_of};
-use tapedeck_model::tenant::{LIMIT_NAMES, TenantLimits};
+use tapedeck_model::api::{
+    Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList, TenantView,
+};
+use tapedeck_model::tenant::{LIMIT_NAMES, LimitsPatch, TenantLimits};
 use tapedeck_store::plugins::{Active, Applied, Change, Plugin};
 use tapedeck_store::tenants::{self, Tenant, valid_tenant_name};
 use tapedeck_store::usage;
@@ -40,49 +43,20 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// A tenant as the operator sees it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantView {
-    pub name: String,
-    /// Anyone may register an account.
-    pub self_register: bool,
-    /// Its admins may publish and activate components for it.
-    pub allow_plugins: bool,
-    /// The tenant's own limits.
-    pub limits: TenantLimits,
-    /// Its limits over the server's defaults: what applies.
-    pub effective: TenantLimits,
-    /// Being deleted (its data goes in the background).
-    pub deleting: bool,
-}
-
-impl TenantView {
-    pub(crate) fn of(t: &Tenant, server: &TenantLimits) -> Self {
-        TenantView {
-            name: t.name.clone(),
-            self_register: t.self_register,
-            allow_plugins: t.allow_plugins,
-            limits: t.limits.clone(),
-            effective: t.effective(server),
-            deleting: t.deleting,
-        }
+pub(crate) fn tenant_view(t: &Tenant, server: &TenantLimits) -> TenantView {
+    TenantView {
+        name: t.name.clone(),
+        self_register: t.self_register,
+        allow_plugins: t.allow_plugins,
+        limits: t.limits.clone(),
+        effective: t.effective(server),
+        deleting: t.deleting,
     }
-}
-
-/// `{"tenant": ...}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantEnvelope {
-    pub tenant: TenantView,
-}
-
-/// `{"tenants": [...]}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantList {
-    pub tenants: Vec<TenantView>,
 }
 
 fn tenant_json(t: &Tenant, server: &TenantLimits) -> Json<TenantEnvelope> {
     Json(TenantEnvelope {
-        tenant: TenantView::of(t, server),
+        tenant: tenant_view(t, server),
     })
 }
 
@@ -107,21 +81,9 @@ pub async fn list_tenants(
     let all = tenants::list(&state.pool).await?;
     let tenants = all
         .iter()
-        .map(|t| TenantView::of(t, &state.tenant_defaults))
+        .map(|t| tenant_view(t, &state.tenant_defaults))
         .collect();
     Ok(Json(TenantList { tenants }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    /// 1 to 64 of `a-z`, `0-9`, `-`, `_`.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
-    name: String,
-    #[serde(default)]
-    self_register: bool,
-    #[serde(default)]
-    limits: TenantLimits,
 }
 
 /// Creates a tenant.
@@ -200,15 +162,6 @@ pub async fn show_tenant(
     Ok(tenant_json(&t, &state.tenant_defaults))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantChange {
-    #[schema(nullable = false)]
-    self_register: Option<bool>,
-    #[schema(nullable = false)]
-    allow_plugins: Option<bool>,
-}
-
 /// Changes a tenant's switches.
 #[utoipa::path(
     patch,
@@ -244,13 +197,6 @@ pub async fn update_tenant(
     Ok(tenant_json(&t, &state.tenant_defaults))
 }
 
-/// `{"deleting": name}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Deleting {
-    /// The tenant being deleted.
-    pub deleting: String,
-}
-
 /// Deletes a tenant: marks it (logins, uploads and dispatch stop at once); its jobs,
 /// blobs, users and streams are removed in the background.
 #[utoipa::path(
@@ -273,14 +219,6 @@ pub async fn delete_tenant(
     tenants::mark_deleting(&state.pool, &name).await?;
     // Every process's janitor (`tapedeck_worker::janitor`) finishes what is marked.
     Ok((StatusCode::ACCEPTED, Json(Deleting { deleting: name })))
-}
-
-/// A tenant's limits: its own, the server's defaults, and what applies.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LimitsView {
-    pub limits: TenantLimits,
-    pub server: TenantLimits,
-    pub effective: TenantLimits,
 }
 
 fn limits_json(t: &Tenant, server: &TenantLimits) -> Json<LimitsView> {
@@ -310,40 +248,6 @@ pub async fn get_limits(
 ) -> Result<Json<LimitsView>, ApiError> {
     let t = existing(&state, &name).await?;
     Ok(limits_json(&t, &state.tenant_defaults))
-}
-
-/// The body of `PATCH /v1/admin/tenants/{t}/limits` as the spec describes it: the limits
-/// to set, `null` clearing one (the handler reads a map: absent and `null` differ).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct LimitsPatch {
-    #[schema(minimum = 1)]
-    max_upload_bytes: Option<u64>,
-    #[schema(minimum = 1)]
-    jobs_per_minute: Option<u64>,
-    #[schema(minimum = 1)]
-    max_queued: Option<u64>,
-    #[schema(minimum = 1)]
-    max_running: Option<u64>,
-    #[schema(minimum = 1)]
-    quota_bytes: Option<u64>,
-    #[schema(minimum = 1)]
-    retention_days: Option<u64>,
-    #[schema(minimum = 1)]
-    max_memory_mib: Option<u64>,
-    #[schema(minimum = 1)]
-    cpu_per_audio_minute: Option<u64>,
-    #[schema(minimum = 1)]
-    max_output_mib: Option<u64>,
-    #[schema(minimum = 1)]
-    max_input_minutes: Option<u64>,
-    #[schema(minimum = 1)]
-    cpu_seconds_per_hour: Option<u64>,
-    #[schema(minimum = 1)]
-    notifications_per_hour: Option<u64>,
-    #[schema(minimum = 1, maximum = 1000)]
-    weight: Option<u64>,
 }
 
 /// Sets some of a tenant's limits (`{"jobs_per_minute": 60, "max_queued": null}`: `null`
@@ -488,14 +392,6 @@ pub struct UserView {
     pub role: String,
     /// Unix seconds.
     pub created_at: u64,
-}
-
-/// A user's role: `admin` sees and manages the whole tenant.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Admin,
 }
 
 fn user_json(u: &tapedeck_store::users::UserRecord) -> UserView {

@@ -3,6 +3,8 @@
 //! crate depends on this one, and this one on none of them.
 //!
 //! # Layout
+//! - `api`: bodies of the operator API that the gateway serves and `tapedeck admin`
+//!   reads (tenants and their limits).
 //! - `job`: the job record, its options and status, and how it reads as a Redis hash.
 //! - `auth`: token claims and the [`auth::Authenticator`] seam (gateway → auth stage).
 //! - `convert`: the [`convert::Converter`] seam (worker → converter stage) and its job.
@@ -19,6 +21,7 @@
 //!   and log failures that repeat ([`logs::Throttled`]), so none spins or floods its log
 //!   during an outage.
 
+pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod canary;

@@ -94,8 +94,10 @@ pub struct TenantSet {
 }
 
 impl TenantSet {
-    /// How the operator raises a tenant's limit: the admin CLI call.
-    pub fn raise(&self, flag: &str) -> String {
+    /// How the operator raises the tenant's limit called `limit`: the admin CLI call.
+    pub fn raise(&self, limit: &str) -> String {
+        debug_assert!(crate::tenant::Limit::named(limit).is_some(), "{limit}");
+        let flag = crate::tenant::Limit::named(limit).map_or(limit, |l| l.flag);
         format!(
             "the tenant's limit; the operator can raise it with `tapedeck admin tenant limits {} --{flag} N`",
             self.tenant

@@ -5,90 +5,175 @@
 //! not a cap and is per tenant only (1 unless the operator sets one).
 //!
 //! Every limit has one name, used for its `--tenant-defaults` key, its JSON field and the
-//! `limit` of a `limit_exceeded` error. The admin CLI's flag is the name with `-` for `_`,
-//! except four that take friendlier units: `--max-upload-mb` (10^6 bytes),
-//! `--quota-gb` (10^9 bytes), `--max-memory-mb` and `--max-output-mb` (MiB, as stored).
+//! `limit` of a `limit_exceeded` error. `tenant_limits!` below is the one list of them:
+//! it makes [`TenantLimits`] (its fields, their docs and schemas), [`LIMITS`] (name, unit,
+//! the admin CLI's flag and its help) and [`LIMIT_NAMES`]. Adding a limit is one entry
+//! there, plus its enforcement.
 
 use serde::{Deserialize, Serialize};
 
-/// Caps of one tenant (or the server's defaults); `None`: not limited at this layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct TenantLimits {
-    /// Largest upload, in bytes (the admin CLI takes MB).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_upload_bytes: Option<u64>,
-    /// New jobs per minute (rate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub jobs_per_minute: Option<u64>,
-    /// Jobs not yet finished (queued, waiting for a retry, or converting).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_queued: Option<u64>,
-    /// Conversions running at once across all workers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_running: Option<u64>,
-    /// Bytes stored (uploads and MP3s).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub quota_bytes: Option<u64>,
-    /// Days a job's input and output are kept after it was created.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub retention_days: Option<u64>,
-    /// Linear memory of one conversion, in MiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_memory_mib: Option<u64>,
-    /// CPU seconds a conversion may use per minute of input audio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub cpu_per_audio_minute: Option<u64>,
-    /// MP3 bytes one conversion may write, in MiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_output_mib: Option<u64>,
-    /// Longest input, in minutes of audio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub max_input_minutes: Option<u64>,
-    /// CPU seconds of conversions per hour (measured, `getrusage`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub cpu_seconds_per_hour: Option<u64>,
-    /// Notification messages per hour.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
-    pub notifications_per_hour: Option<u64>,
-    /// Share of the workers when tenants compete (1..=1000; default 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(nullable = false, minimum = 1, maximum = 1000)
-    )]
-    pub weight: Option<u64>,
+/// How a limit's values read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A whole number of what the name says (jobs, days, seconds, messages).
+    Count,
+    /// Bytes.
+    Bytes,
+    /// Mebibytes (2^20 bytes).
+    Mib,
 }
 
-/// The names of every limit, in display order.
-pub const LIMIT_NAMES: &[&str] = &[
-    "max_upload_bytes",
-    "jobs_per_minute",
-    "max_queued",
-    "max_running",
-    "quota_bytes",
-    "retention_days",
-    "max_memory_mib",
-    "cpu_per_audio_minute",
-    "max_output_mib",
-    "max_input_minutes",
-    "cpu_seconds_per_hour",
-    "notifications_per_hour",
-    "weight",
-];
+/// One tenant limit, as [`tenant_limits!`] declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Its name: the `--tenant-defaults` key, the JSON field, a refusal's `limit`.
+    pub name: &'static str,
+    /// What it caps (the field's doc, also its description in the OpenAPI schema).
+    pub doc: &'static str,
+    /// The unit of its values.
+    pub unit: Unit,
+    /// Its `tapedeck admin tenant create|limits` flag, without `--`.
+    pub flag: &'static str,
+    /// The value the flag takes, as its help names it (`N`, `MB`, `DAYS`, ...).
+    pub flag_value: &'static str,
+    /// The flag's value is this power of ten of the limit's unit (MB of bytes: 6), so
+    /// people type `--quota-gb 50` rather than 50,000,000,000.
+    pub flag_exponent: u32,
+    /// The largest value allowed, if any besides `u64::MAX`.
+    pub max: Option<u64>,
+}
+
+impl Limit {
+    /// The doc as one line (the declaration's doc lines joined).
+    pub fn description(&self) -> String {
+        self.doc.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The help of its CLI flag: the description, and the flag's unit when it is not the
+    /// limit's own.
+    pub fn flag_help(&self) -> String {
+        match self.flag_exponent {
+            0 => self.description(),
+            e => format!(
+                "{} The flag takes {} (1 {} = 10^{e} bytes).",
+                self.description(),
+                self.flag_value,
+                self.flag_value
+            ),
+        }
+    }
+
+    /// The limit called `name`.
+    pub fn named(name: &str) -> Option<&'static Limit> {
+        LIMITS.iter().find(|l| l.name == name)
+    }
+}
+
+/// Declares every tenant limit once: `/// doc` then
+/// `name: Unit, flag "flag-name" "VALUE" exponent[, max N];`. Makes [`TenantLimits`],
+/// [`LIMITS`], [`LIMIT_NAMES`], and the slot lookups `get`/`set` use.
+macro_rules! tenant_limits {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $unit:ident, flag $flag:literal $value:literal $exp:literal
+            $(, max $max:tt)?;
+    )+) => {
+        /// Caps of one tenant (or the server's defaults); `None`: not limited at this
+        /// layer.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(deny_unknown_fields)]
+        pub struct TenantLimits {
+            $(
+                $(#[doc = $doc])+
+                #[serde(skip_serializing_if = "Option::is_none")]
+                #[cfg_attr(
+                    feature = "openapi",
+                    schema(nullable = false, minimum = 1 $(, maximum = $max)?)
+                )]
+                pub $name: Option<u64>,
+            )+
+        }
+
+        /// The body of `PATCH /v1/admin/tenants/{t}/limits` as the OpenAPI description
+        /// shows it: any of the limits, `null` clearing one (the handler reads a map, as
+        /// absent and `null` differ).
+        #[cfg(feature = "openapi")]
+        #[derive(Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        pub struct LimitsPatch {
+            $(
+                $(#[doc = $doc])+
+                #[schema(minimum = 1 $(, maximum = $max)?)]
+                $name: Option<u64>,
+            )+
+        }
+
+        /// Every limit, in display order (the API's order).
+        pub const LIMITS: &[Limit] = &[$(
+            Limit {
+                name: stringify!($name),
+                doc: concat!($($doc, "\n"),+),
+                unit: Unit::$unit,
+                flag: $flag,
+                flag_value: $value,
+                flag_exponent: $exp,
+                max: tenant_limits!(@max $($max)?),
+            },
+        )+];
+
+        /// The names of every limit, in display order.
+        pub const LIMIT_NAMES: &[&str] = &[$(stringify!($name)),+];
+
+        impl TenantLimits {
+            fn slot(&self, name: &str) -> Option<&Option<u64>> {
+                match name {
+                    $(stringify!($name) => Some(&self.$name),)+
+                    _ => None,
+                }
+            }
+
+            fn slot_mut(&mut self, name: &str) -> Option<&mut Option<u64>> {
+                match name {
+                    $(stringify!($name) => Some(&mut self.$name),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+    (@max) => { None };
+    (@max $max:tt) => { Some($max) };
+}
+
+tenant_limits! {
+    /// Largest upload, in bytes.
+    max_upload_bytes: Bytes, flag "max-upload-mb" "MB" 6;
+    /// New jobs per minute (rate).
+    jobs_per_minute: Count, flag "jobs-per-minute" "N" 0;
+    /// Jobs not yet finished (queued, waiting for a retry, or converting).
+    max_queued: Count, flag "max-queued" "N" 0;
+    /// Conversions running at once across all workers.
+    max_running: Count, flag "max-running" "N" 0;
+    /// Bytes stored (uploads and MP3s).
+    quota_bytes: Bytes, flag "quota-gb" "GB" 9;
+    /// Days a job's input and output are kept after it was created.
+    retention_days: Count, flag "retention-days" "DAYS" 0;
+    /// Linear memory of one conversion, in MiB.
+    max_memory_mib: Mib, flag "max-memory-mb" "MIB" 0;
+    /// CPU seconds a conversion may use per minute of input audio.
+    cpu_per_audio_minute: Count, flag "cpu-per-audio-minute" "S" 0;
+    /// MP3 bytes one conversion may write, in MiB.
+    max_output_mib: Mib, flag "max-output-mb" "MIB" 0;
+    /// Longest input, in minutes of audio.
+    max_input_minutes: Count, flag "max-input-minutes" "MIN" 0;
+    /// CPU seconds of conversions per hour (measured, `getrusage`).
+    cpu_seconds_per_hour: Count, flag "cpu-seconds-per-hour" "S" 0;
+    /// Notification messages per hour.
+    notifications_per_hour: Count, flag "notifications-per-hour" "N" 0;
+    /// Share of the workers when tenants compete (1..=1000; default 1).
+    weight: Count, flag "weight" "N" 0, max 1000;
+}
 
 impl TenantLimits {
     /// The value of the limit called `name`.
@@ -96,45 +181,20 @@ impl TenantLimits {
         self.slot(name).and_then(|v| *v)
     }
 
-    fn slot(&self, name: &str) -> Option<&Option<u64>> {
-        Some(match name {
-            "max_upload_bytes" => &self.max_upload_bytes,
-            "jobs_per_minute" => &self.jobs_per_minute,
-            "max_queued" => &self.max_queued,
-            "max_running" => &self.max_running,
-            "quota_bytes" => &self.quota_bytes,
-            "retention_days" => &self.retention_days,
-            "max_memory_mib" => &self.max_memory_mib,
-            "cpu_per_audio_minute" => &self.cpu_per_audio_minute,
-            "max_output_mib" => &self.max_output_mib,
-            "max_input_minutes" => &self.max_input_minutes,
-            "cpu_seconds_per_hour" => &self.cpu_seconds_per_hour,
-            "notifications_per_hour" => &self.notifications_per_hour,
-            "weight" => &self.weight,
-            _ => return None,
-        })
-    }
-
     /// Sets (or with `None` clears) the limit called `name`; false if there is none.
     pub fn set(&mut self, name: &str, value: Option<u64>) -> bool {
-        let slot = match name {
-            "max_upload_bytes" => &mut self.max_upload_bytes,
-            "jobs_per_minute" => &mut self.jobs_per_minute,
-            "max_queued" => &mut self.max_queued,
-            "max_running" => &mut self.max_running,
-            "quota_bytes" => &mut self.quota_bytes,
-            "retention_days" => &mut self.retention_days,
-            "max_memory_mib" => &mut self.max_memory_mib,
-            "cpu_per_audio_minute" => &mut self.cpu_per_audio_minute,
-            "max_output_mib" => &mut self.max_output_mib,
-            "max_input_minutes" => &mut self.max_input_minutes,
-            "cpu_seconds_per_hour" => &mut self.cpu_seconds_per_hour,
-            "notifications_per_hour" => &mut self.notifications_per_hour,
-            "weight" => &mut self.weight,
-            _ => return false,
-        };
-        *slot = value;
-        true
+        match self.slot_mut(name) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// No limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
     }
 
     /// `(name, value)` of every limit that is set.
@@ -145,7 +205,7 @@ impl TenantLimits {
     }
 
     /// Checks values: a cap of 0 means nothing is allowed, which is never meant (to stop
-    /// a tenant, delete or suspend it); the weight is 1..=1000.
+    /// a tenant, delete or suspend it); none is over its `max` (the weight's 1000).
     pub fn validate(&self) -> Result<(), String> {
         for (name, value) in self.iter() {
             if value == 0 {
@@ -154,10 +214,12 @@ impl TenantLimits {
                 ));
             }
         }
-        if let Some(w) = self.weight
-            && w > 1000
-        {
-            return Err("weight must be 1..=1000".into());
+        for limit in LIMITS {
+            if let (Some(max), Some(value)) = (limit.max, self.get(limit.name))
+                && value > max
+            {
+                return Err(format!("{} must be 1..={max}", limit.name));
+            }
         }
         Ok(())
     }
@@ -265,5 +327,31 @@ mod tests {
             let json = serde_json::to_value(&l).unwrap();
             assert_eq!(json[name], 7, "{name}: the JSON field has the limit's name");
         }
+    }
+
+    #[test]
+    fn the_table_names_each_limit_once_with_its_flag_and_help() {
+        assert_eq!(LIMITS.len(), LIMIT_NAMES.len());
+        let mut flags: Vec<_> = LIMITS.iter().map(|l| l.flag).collect();
+        flags.sort_unstable();
+        flags.dedup();
+        assert_eq!(flags.len(), LIMITS.len(), "one flag per limit");
+        let upload = Limit::named("max_upload_bytes").unwrap();
+        assert_eq!(upload.unit, Unit::Bytes);
+        assert_eq!(
+            upload.flag_help(),
+            "Largest upload, in bytes. The flag takes MB (1 MB = 10^6 bytes)."
+        );
+        assert_eq!(Limit::named("quota_bytes").unwrap().flag, "quota-gb");
+        assert_eq!(
+            Limit::named("max_queued").unwrap().flag_help(),
+            "Jobs not yet finished (queued, waiting for a retry, or converting)."
+        );
+        assert!(Limit::named("nope").is_none());
+        assert!(TenantLimits::parse_list("weight=1000").is_ok());
+        assert_eq!(
+            TenantLimits::parse_list("weight=1001").unwrap_err(),
+            "weight must be 1..=1000"
+        );
     }
 }

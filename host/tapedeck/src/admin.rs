@@ -18,6 +18,10 @@ use comfy_table::{CellAlignment, Table, presets};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value, json};
+use tapedeck_model::api::{
+    Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList, TenantView,
+};
+use tapedeck_model::tenant::{LIMITS, Limit, TenantLimits, Unit};
 use url::Url;
 
 #[derive(Debug, Args)]
@@ -302,129 +306,67 @@ enum TenantCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LimitValue(Option<u64>);
 
-/// The limits a tenant can be given, each a number or `none` to clear it.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Limits (a number, or `none` to clear)")]
-struct LimitFlags {
-    /// Largest upload, in MB (1 MB = 1,000,000 bytes).
-    #[arg(long, value_name = "MB", value_parser = parse_mb)]
-    max_upload_mb: Option<LimitValue>,
-    /// New jobs per minute.
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    jobs_per_minute: Option<LimitValue>,
-    /// Unfinished jobs (queued, waiting for a retry, or converting).
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    max_queued: Option<LimitValue>,
-    /// Conversions running at once, across all workers.
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    max_running: Option<LimitValue>,
-    /// Bytes stored (uploads and MP3s), in GB (1 GB = 1,000,000,000 bytes).
-    #[arg(long, value_name = "GB", value_parser = parse_gb)]
-    quota_gb: Option<LimitValue>,
-    /// Days a job's input and output are kept.
-    #[arg(long, value_name = "DAYS", value_parser = parse_count)]
-    retention_days: Option<LimitValue>,
-    /// Memory of one conversion, in MiB.
-    #[arg(long, value_name = "MIB", value_parser = parse_count)]
-    max_memory_mb: Option<LimitValue>,
-    /// CPU seconds a conversion may use per minute of input audio.
-    #[arg(long, value_name = "S", value_parser = parse_count)]
-    cpu_per_audio_minute: Option<LimitValue>,
-    /// MP3 size of one conversion, in MiB.
-    #[arg(long, value_name = "MIB", value_parser = parse_count)]
-    max_output_mb: Option<LimitValue>,
-    /// Longest input, in minutes of audio.
-    #[arg(long, value_name = "MIN", value_parser = parse_count)]
-    max_input_minutes: Option<LimitValue>,
-    /// CPU seconds of conversions per hour.
-    #[arg(long, value_name = "S", value_parser = parse_count)]
-    cpu_seconds_per_hour: Option<LimitValue>,
-    /// Notification messages per hour.
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    notifications_per_hour: Option<LimitValue>,
-    /// Share of the workers when tenants compete (1..=1000).
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    weight: Option<LimitValue>,
+/// The limit flags given, one per [`LIMITS`] entry (its `flag`, `flag_value` and help),
+/// each a number or `none` to clear it; values in the API's units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LimitFlags(Vec<(&'static Limit, LimitValue)>);
+
+impl Args for LimitFlags {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        command
+            .next_help_heading("Limits (a number, or `none` to clear)")
+            .args(LIMITS.iter().map(|limit| {
+                let exponent = limit.flag_exponent;
+                clap::Arg::new(limit.name)
+                    .long(limit.flag)
+                    .value_name(limit.flag_value)
+                    .help(limit.flag_help())
+                    .action(ArgAction::Set)
+                    .value_parser(move |s: &str| scaled(s, exponent))
+            }))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for LimitFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(LimitFlags(
+            LIMITS
+                .iter()
+                .filter_map(|limit| Some((limit, *matches.get_one::<LimitValue>(limit.name)?)))
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 impl LimitFlags {
-    /// `(JSON field, value)` of every flag, in [`LIMITS`] order; values in the API's units.
-    fn values(&self) -> [(&'static str, Option<LimitValue>); 13] {
-        [
-            ("max_upload_bytes", self.max_upload_mb),
-            ("jobs_per_minute", self.jobs_per_minute),
-            ("max_queued", self.max_queued),
-            ("max_running", self.max_running),
-            ("quota_bytes", self.quota_gb),
-            ("retention_days", self.retention_days),
-            ("max_memory_mib", self.max_memory_mb),
-            ("cpu_per_audio_minute", self.cpu_per_audio_minute),
-            ("max_output_mib", self.max_output_mb),
-            ("max_input_minutes", self.max_input_minutes),
-            ("cpu_seconds_per_hour", self.cpu_seconds_per_hour),
-            ("notifications_per_hour", self.notifications_per_hour),
-            ("weight", self.weight),
-        ]
+    /// The limits given a number (`none` leaves one unset).
+    fn limits(&self) -> TenantLimits {
+        let mut limits = TenantLimits::default();
+        for (limit, LimitValue(value)) in &self.0 {
+            limits.set(limit.name, *value);
+        }
+        limits
     }
 
     /// The LIMITS object of the flags given: a number, or `null` for `none`.
     fn body(&self) -> Map<String, Value> {
-        self.values()
-            .into_iter()
-            .filter_map(|(field, value)| {
-                value.map(|LimitValue(v)| (field.to_owned(), v.map_or(Value::Null, Value::from)))
+        self.0
+            .iter()
+            .map(|(limit, LimitValue(v))| {
+                (limit.name.to_owned(), v.map_or(Value::Null, Value::from))
             })
             .collect()
     }
 }
-
-/// How a limit's values read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
-    Count,
-    Bytes,
-    Mib,
-}
-
-/// A limit as shown: its JSON field, the flag that sets it, its unit.
-struct Limit {
-    field: &'static str,
-    flag: &'static str,
-    unit: Unit,
-}
-
-const fn limit(field: &'static str, flag: &'static str, unit: Unit) -> Limit {
-    Limit { field, flag, unit }
-}
-
-/// Every limit, in display order (the API's order).
-const LIMITS: [Limit; 13] = [
-    limit("max_upload_bytes", "--max-upload-mb", Unit::Bytes),
-    limit("jobs_per_minute", "--jobs-per-minute", Unit::Count),
-    limit("max_queued", "--max-queued", Unit::Count),
-    limit("max_running", "--max-running", Unit::Count),
-    limit("quota_bytes", "--quota-gb", Unit::Bytes),
-    limit("retention_days", "--retention-days", Unit::Count),
-    limit("max_memory_mib", "--max-memory-mb", Unit::Mib),
-    limit(
-        "cpu_per_audio_minute",
-        "--cpu-per-audio-minute",
-        Unit::Count,
-    ),
-    limit("max_output_mib", "--max-output-mb", Unit::Mib),
-    limit("max_input_minutes", "--max-input-minutes", Unit::Count),
-    limit(
-        "cpu_seconds_per_hour",
-        "--cpu-seconds-per-hour",
-        Unit::Count,
-    ),
-    limit(
-        "notifications_per_hour",
-        "--notifications-per-hour",
-        Unit::Count,
-    ),
-    limit("weight", "--weight", Unit::Count),
-];
 
 fn parse_server(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
@@ -450,18 +392,6 @@ fn parse_digest(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_ascii_lowercase())
-}
-
-fn parse_count(s: &str) -> Result<LimitValue, String> {
-    scaled(s, 0)
-}
-
-fn parse_mb(s: &str) -> Result<LimitValue, String> {
-    scaled(s, 6)
-}
-
-fn parse_gb(s: &str) -> Result<LimitValue, String> {
-    scaled(s, 9)
 }
 
 /// `none`, or a decimal number times 10^`exponent` that comes out whole (`1.5` MB is
@@ -779,7 +709,13 @@ pub fn run(mut args: AdminArgs) -> ExitCode {
             let text = if args.json {
                 serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
             } else {
-                render(kind, &value)
+                match render(kind, &value) {
+                    Ok(text) => text,
+                    Err(failure) => {
+                        eprintln!("error: {failure}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             };
             // A closed pipe (`| head`) is not an error of the command.
             let _ = writeln!(std::io::stdout().lock(), "{text}");
@@ -823,14 +759,19 @@ fn new_password(from_stdin: bool) -> Result<String, String> {
     Ok(password)
 }
 
-/// The body of `POST /v1/admin/tenants`.
+/// The body of `POST /v1/admin/tenants` (a limit given as `none` is left unset).
 fn create_body(name: &str, self_register: bool, limits: &LimitFlags) -> Value {
-    let mut body = json!({"name": name, "self_register": self_register});
-    let limits = limits.body();
-    if !limits.is_empty() {
-        body["limits"] = Value::Object(limits);
-    }
-    body
+    to_json(&NewTenant {
+        name: name.to_owned(),
+        self_register,
+        limits: limits.limits(),
+    })
+}
+
+/// A request body as JSON.
+fn to_json(body: &impl serde::Serialize) -> Value {
+    // Plain structs of strings, numbers and booleans: serializing cannot fail.
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 /// A command's request: method, path segments, query, body; and how to show the answer.
@@ -972,17 +913,14 @@ fn request(command: &AdminCommand) -> Request {
                 self_register,
                 allow_plugins,
             } => {
-                let mut body = json!({});
-                if let Some(on) = self_register {
-                    body["self_register"] = json!(on);
-                }
-                if let Some(on) = allow_plugins {
-                    body["allow_plugins"] = json!(on);
-                }
+                let change = TenantChange {
+                    self_register: *self_register,
+                    allow_plugins: *allow_plugins,
+                };
                 Request::new(
                     Method::PATCH,
                     &["tenants", name],
-                    Some(body),
+                    Some(to_json(&change)),
                     Render::Tenant,
                 )
             }
@@ -997,7 +935,7 @@ fn request(command: &AdminCommand) -> Request {
                 Some(json!({
                     "email": email,
                     "password": password.as_deref().unwrap_or_default(),
-                    "role": "admin",
+                    "role": Role::Admin,
                 })),
                 Render::User,
             ),
@@ -1135,19 +1073,17 @@ async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Val
 }
 
 /// An answer as people read it.
-fn render(kind: Render, value: &Value) -> String {
-    match kind {
-        Render::Tenant => render_tenant(&value["tenant"]),
-        Render::Tenants => render_tenants(value),
-        Render::Limits => limits_table(
-            &value["limits"],
-            Some(&value["server"]),
-            &value["effective"],
-        )
-        .to_string(),
+fn render(kind: Render, value: &Value) -> Result<String, Failure> {
+    Ok(match kind {
+        Render::Tenant => render_tenant(&typed::<TenantEnvelope>(value)?.tenant),
+        Render::Tenants => render_tenants(&typed::<TenantList>(value)?.tenants),
+        Render::Limits => {
+            let view: LimitsView = typed(value)?;
+            limits_table(&view.limits, Some(&view.server), &view.effective).to_string()
+        }
         Render::Deleted => format!(
             "deleting tenant {}: its users, jobs and files are removed in the background",
-            value["deleting"].as_str().unwrap_or("?")
+            typed::<Deleting>(value)?.deleting
         ),
         Render::Usage => render_usage(value),
         Render::UsageAll => {
@@ -1186,7 +1122,17 @@ fn render(kind: Render, value: &Value) -> String {
         Render::Active => render_activation(&value["active"]),
         Render::ActiveAll => render_active(value),
         Render::History => render_history(value),
-    }
+    })
+}
+
+/// An answer as the API's type says it is; a server that answers something else (another
+/// version, say) is named, and `--json` still shows what it said.
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, Failure> {
+    T::deserialize(value).map_err(|e| {
+        Failure::Other(format!(
+            "the server's answer is not what this tapedeck admin reads ({e}); --json shows it"
+        ))
+    })
 }
 
 fn table(header: &[&str]) -> Table {
@@ -1209,49 +1155,44 @@ fn array(value: &Value) -> &[Value] {
     value.as_array().map_or(&[], Vec::as_slice)
 }
 
-fn yes_no(value: &Value) -> &'static str {
-    match value.as_bool() {
-        Some(true) => "yes",
-        Some(false) => "no",
-        None => "-",
-    }
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
 }
 
-fn render_tenant(tenant: &Value) -> String {
+fn render_tenant(tenant: &TenantView) -> String {
     format!(
         "tenant {} (self-register: {}, plugins: {})\n{}",
-        tenant["name"].as_str().unwrap_or("?"),
-        yes_no(&tenant["self_register"]),
-        yes_no(&tenant["allow_plugins"]),
-        limits_table(&tenant["limits"], None, &tenant["effective"])
+        tenant.name,
+        yes_no(tenant.self_register),
+        yes_no(tenant.allow_plugins),
+        limits_table(&tenant.limits, None, &tenant.effective)
     )
 }
 
-fn render_tenants(value: &Value) -> String {
-    let tenants = array(&value["tenants"]);
+fn render_tenants(tenants: &[TenantView]) -> String {
     if tenants.is_empty() {
         return "no tenants".to_owned();
     }
     let mut table = table(&["tenant", "self-register", "effective limits"]);
     for tenant in tenants {
         table.add_row(vec![
-            tenant["name"].as_str().unwrap_or("?").to_owned(),
-            yes_no(&tenant["self_register"]).to_owned(),
-            compact_limits(&tenant["effective"]),
+            tenant.name.clone(),
+            yes_no(tenant.self_register).to_owned(),
+            compact_limits(&tenant.effective),
         ]);
     }
     table.to_string()
 }
 
 /// `jobs_per_minute=60 max_running=2 quota_bytes=10GB`: the limits that are set.
-fn compact_limits(limits: &Value) -> String {
+fn compact_limits(limits: &TenantLimits) -> String {
     let set: Vec<String> = LIMITS
         .iter()
         .filter_map(|limit| {
-            let value = limits.get(limit.field).filter(|v| !v.is_null())?;
+            let value = limits.get(limit.name)?;
             Some(format!(
                 "{}={}",
-                limit.field,
+                limit.name,
                 show_limit(limit.unit, Some(value)).replace(' ', "")
             ))
         })
@@ -1265,23 +1206,27 @@ fn compact_limits(limits: &Value) -> String {
 
 /// One row per limit: the tenant's value, the server's default (when known), the
 /// effective one.
-fn limits_table(tenant: &Value, server: Option<&Value>, effective: &Value) -> Table {
+fn limits_table(
+    tenant: &TenantLimits,
+    server: Option<&TenantLimits>,
+    effective: &TenantLimits,
+) -> Table {
     let mut header = vec!["limit", "flag", "tenant"];
     if server.is_some() {
         header.push("server default");
     }
     header.push("effective");
     let mut table = table(&header);
-    for limit in &LIMITS {
+    for limit in LIMITS {
         let mut row = vec![
-            limit.field.to_owned(),
-            limit.flag.to_owned(),
-            show_limit(limit.unit, tenant.get(limit.field)),
+            limit.name.to_owned(),
+            format!("--{}", limit.flag),
+            show_limit(limit.unit, tenant.get(limit.name)),
         ];
         if let Some(server) = server {
-            row.push(show_limit(limit.unit, server.get(limit.field)));
+            row.push(show_limit(limit.unit, server.get(limit.name)));
         }
-        row.push(show_limit(limit.unit, effective.get(limit.field)));
+        row.push(show_limit(limit.unit, effective.get(limit.name)));
         table.add_row(row);
     }
     align_right(&mut table, 2..header.len());
@@ -1289,15 +1234,12 @@ fn limits_table(tenant: &Value, server: Option<&Value>, effective: &Value) -> Ta
 }
 
 /// A limit's value in its unit; `-` when not set.
-fn show_limit(unit: Unit, value: Option<&Value>) -> String {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return "-".to_owned();
-    };
-    match (value.as_u64(), unit) {
+fn show_limit(unit: Unit, value: Option<u64>) -> String {
+    match (value, unit) {
+        (None, _) => "-".to_owned(),
         (Some(n), Unit::Count) => n.to_string(),
         (Some(n), Unit::Bytes) => human_bytes(n),
         (Some(n), Unit::Mib) => format!("{n} MiB"),
-        (None, _) => value.to_string(),
     }
 }
 
@@ -1734,6 +1676,11 @@ mod tests {
 
     use super::*;
 
+    /// The text of an answer of the API's shape.
+    fn render(kind: Render, value: &Value) -> String {
+        super::render(kind, value).unwrap()
+    }
+
     fn parse(args: &[&str]) -> Result<AdminArgs, clap::Error> {
         let command = AdminArgs::augment_args(clap::Command::new("admin"));
         let matches = command.try_get_matches_from([&["admin"], args].concat())?;
@@ -1855,24 +1802,41 @@ mod tests {
     }
 
     #[test]
-    fn every_limit_has_one_flag_and_one_row() {
-        let fields: Vec<_> = LimitFlags::default()
-            .values()
-            .iter()
-            .map(|(f, _)| *f)
-            .collect();
-        let shown: Vec<_> = LIMITS.iter().map(|l| l.field).collect();
-        assert_eq!(fields, shown);
+    fn every_limit_has_one_flag_with_its_help() {
         let command = LimitFlags::augment_args(clap::Command::new("limits"));
-        for limit in &LIMITS {
-            let long = limit.flag.strip_prefix("--").unwrap();
-            assert!(
-                command.get_arguments().any(|a| a.get_long() == Some(long)),
-                "{}",
-                limit.flag
+        for limit in LIMITS {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(limit.flag))
+                .unwrap_or_else(|| panic!("no --{}", limit.flag));
+            assert_eq!(
+                arg.get_help().map(ToString::to_string),
+                Some(limit.flag_help())
+            );
+            assert_eq!(
+                arg.get_help_heading(),
+                Some("Limits (a number, or `none` to clear)")
             );
         }
         assert_eq!(command.get_arguments().count(), LIMITS.len());
+        let flags = limit_flags(&["--quota-gb", "2", "--max-queued", "none"]);
+        let expected = TenantLimits {
+            quota_bytes: Some(2_000_000_000),
+            ..TenantLimits::default()
+        };
+        assert_eq!(flags.limits(), expected, "none leaves a limit unset");
+    }
+
+    fn parse_count(s: &str) -> Result<LimitValue, String> {
+        scaled(s, 0)
+    }
+
+    fn parse_mb(s: &str) -> Result<LimitValue, String> {
+        scaled(s, 6)
+    }
+
+    fn parse_gb(s: &str) -> Result<LimitValue, String> {
+        scaled(s, 9)
     }
 
     #[test]
@@ -2709,20 +2673,22 @@ mod tests {
             row(&text, "max_queued"),
             ["max_queued", "--max-queued", "-", "-", "-"]
         );
-        for limit in &LIMITS {
-            row(&text, limit.field);
+        for limit in LIMITS {
+            row(&text, limit.name);
         }
     }
 
     #[test]
     fn tenants_list_compactly_and_show_in_full() {
         let sample = sample_limits();
-        let tenant = json!({"name": "acme", "self_register": false,
-                            "limits": sample["limits"], "effective": sample["effective"]});
+        let tenant = json!({"name": "acme", "self_register": false, "allow_plugins": false,
+                            "limits": sample["limits"], "effective": sample["effective"],
+                            "deleting": false});
         let list = render(
             Render::Tenants,
             &json!({"tenants": [tenant, {"name": "open", "self_register": true,
-                                          "limits": {}, "effective": {}}]}),
+                                          "allow_plugins": true, "limits": {},
+                                          "effective": {}, "deleting": false}]}),
         );
         assert_eq!(
             row(&list, "acme"),
@@ -2742,7 +2708,7 @@ mod tests {
 
         let shown = render(Render::Tenant, &json!({ "tenant": tenant }));
         assert!(
-            shown.starts_with("tenant acme (self-register: no, plugins: -)\n"),
+            shown.starts_with("tenant acme (self-register: no, plugins: no)\n"),
             "{shown}"
         );
         assert_eq!(

@@ -126,7 +126,7 @@ pub fn classify(
                     "{} + {} per minute of audio for {length}: {}",
                     secs(policy.cpu_base),
                     secs(policy.cpu_per_audio_minute),
-                    tenant.raise("cpu-per-audio-minute")
+                    tenant.raise("cpu_per_audio_minute")
                 )
             } else if limits.cpu_time >= policy.cpu_max {
                 format!(
@@ -162,7 +162,7 @@ pub fn classify(
             ConvertFailure::Permanent(format!("{what} ({sizing})"))
         }
         RunError::MemoryLimit { .. } if tenant.memory => {
-            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-memory-mb")))
+            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max_memory_mib")))
         }
         RunError::OutputLimit { limit } if tenant.quota => ConvertFailure::Permanent(format!(
             "limit_exceeded: quota_bytes: the MP3 outgrew the {limit} bytes left in the \
@@ -170,7 +170,7 @@ pub fn classify(
              operator can raise quota_bytes"
         )),
         RunError::OutputLimit { .. } if tenant.output => {
-            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max-output-mb")))
+            ConvertFailure::Permanent(format!("{error} ({})", tenant.raise("max_output_mib")))
         }
         RunError::MemoryLimit { .. } => ConvertFailure::Permanent(raise("--run-max-memory-mib")),
         RunError::OutputLimit { .. } => ConvertFailure::Permanent(raise("--run-max-output-mib")),
@@ -205,7 +205,7 @@ impl Converter for ComponentConverter {
                  the limit of {} minutes (max_input_minutes: {})",
                 length.as_secs_f64() / 60.0,
                 max.as_secs() / 60,
-                job.limits.set_by_tenant.raise("max-input-minutes")
+                job.limits.set_by_tenant.raise("max_input_minutes")
             )));
         }
         let limits = job.limits.limits_for(Some(audio.duration()));
