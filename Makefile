@@ -24,19 +24,29 @@ run: build
 CLIPPY_AS_RUSTC = RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" \
 	CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
+# The Rust suite's runner: cargo-nextest (every test in a process of its own, several at
+# once: .config/nextest.toml), or, where it is not installed, cargo test (the same tests,
+# one binary after another; minutes slower). Never fewer tests.
+NEXTEST := $(shell command -v cargo-nextest 2>/dev/null)
+RUST_SUITE = $(if $(NEXTEST),nextest run --cargo-profile ci,test --profile ci)
+
 ## Formatting, clippy -D warnings, then every test (real redis-server, ffmpeg,
-## ../shared/media): the deploy manifests validated offline, the example Python and
-## JavaScript plugins built (the Rust suite publishes them), the Rust suite, then the
-## short versions of the browser test (Chromium + axe) and the schemathesis run, against
-## the suite's build of the CLI (tapedeck-test-serve: the same `tapedeck` command line).
+## ../shared/media; a missing one fails the tests that need it): the deploy manifests
+## validated offline, the example Python and JavaScript plugins built (the Rust suite
+## publishes them), the Rust suite (cargo-nextest if installed) and its doctests, then
+## the short versions of the browser test (Chromium + axe) and the schemathesis run,
+## against the suite's build of the CLI (tapedeck-test-serve: the same `tapedeck`
+## command line).
 test: setup
 	$(CARGO) fmt --all --check
 	scripts/setup-deploy.sh && deploy/validate.sh
 	scripts/setup-plugins.sh && examples/plugins/build.sh target/plugins
 	examples/plugins/harness/check.sh target/plugins/notifier-python.wasm
 	examples/plugins/harness/check.sh target/plugins/notifier-js.wasm
+	@$(if $(NEXTEST),,echo "make test: cargo-nextest is not installed; running the Rust suite with cargo test (every test, one binary at a time: slower)" >&2)
 	TAPEDECK_PLUGIN_EXAMPLES=$(CURDIR)/target/plugins \
-		$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets
+		$(CLIPPY_AS_RUSTC) $(CARGO) $(RUST_SUITE) --locked --workspace --all-targets
+	$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --doc
 	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve tests/browser/run.sh
 	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
 

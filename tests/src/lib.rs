@@ -56,13 +56,60 @@ pub(crate) fn own_redis_up(mut child: Child, url: &str) -> Option<Child> {
     }
 }
 
+/// `../shared/media`, the shared test corpus (referenced in place, never copied). A
+/// missing corpus fails the test that needs it: `make test` never passes by skipping.
+pub fn media_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media");
+    assert!(
+        dir.is_dir(),
+        "the test media are missing: {} (the shared corpus, checked out next to the \
+         repository)",
+        dir.display()
+    );
+    dir
+}
+
 /// `../shared/media/NAME` (test media are referenced in place, never copied).
 pub fn media(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/media")
-        .join(name);
+    let path = media_dir().join(name);
     assert!(path.exists(), "missing test medium {}", path.display());
     path
+}
+
+/// Fails the test, saying so, unless ffmpeg and ffprobe run (`make setup` installs
+/// them): tests that generate or check media never pass by skipping.
+pub fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let runs = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            runs,
+            "{tool} is missing: run `make setup` (it installs ffmpeg)"
+        );
+    }
+}
+
+/// The example plugins `make test` builds (`examples/plugins/build.sh DIR`, the folder in
+/// `TAPEDECK_PLUGIN_EXAMPLES`; `target/plugins` when unset), with `names` in it. Missing
+/// ones fail the test with how to build them, never skip it.
+pub fn plugin_examples(names: &[&str]) -> PathBuf {
+    let dir = std::env::var_os("TAPEDECK_PLUGIN_EXAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    for name in names {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build the example plugins with `examples/plugins/build.sh {}` \
+             (make test does) or point TAPEDECK_PLUGIN_EXAMPLES at them",
+            dir.join(name).display(),
+            dir.display()
+        );
+    }
+    dir
 }
 
 /// A redis-server child with AOF under its own dir; killed on drop.
@@ -246,6 +293,67 @@ pub fn serve_exe() -> PathBuf {
         exe.display()
     );
     exe
+}
+
+/// Gives a data dir that has no compile cache yet the built-in components compiled (what
+/// a service finds after its first start): the converter, notifier and auth components
+/// take ~3 CPU-seconds to compile, paid otherwise by each of the suite's ~200 process
+/// starts. Components the tests publish are never shared, so every compile a test is
+/// about still happens. The artifacts are made once per build of the components
+/// (`<target>/<profile>/test-compile-cache/<their digest>`, one process compiling under a
+/// file lock while the others wait) by the same runtimes the service loads them with;
+/// wasmtime checks each one against the loading engine, and a mismatch just compiles.
+pub fn seed_compile_cache(data_dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    let target = data_dir.join("plugin-cache");
+    if target.exists() {
+        return;
+    }
+    let shared = built_in_artifacts();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&target)
+        .expect("creating the service's compile cache");
+    for entry in std::fs::read_dir(shared).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "cwasm") {
+            std::fs::copy(&path, target.join(path.file_name().unwrap()))
+                .expect("copying a compiled built-in component");
+        }
+    }
+}
+
+/// The folder of the built-in components' compiled artifacts, made on first use by
+/// `tapedeck-test-serve testkit-compile-built-ins` (this binary does not link the
+/// plugin runtime).
+fn built_in_artifacts() -> &'static Path {
+    use sha2::Digest;
+    use tapedeck::components::{DEFAULT_AUTH, DEFAULT_CONVERTER, DEFAULT_NOTIFIER};
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut digest = sha2::Sha256::new();
+        for bytes in [DEFAULT_AUTH, DEFAULT_CONVERTER, DEFAULT_NOTIFIER] {
+            digest.update(sha2::Sha256::digest(bytes));
+        }
+        let root = serve_exe().with_file_name("test-compile-cache");
+        let dir = root.join(&hex::encode(digest.finalize())[..16]);
+        std::fs::create_dir_all(&root).unwrap();
+        let lock = std::fs::File::create(root.join(".lock")).unwrap();
+        // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "locking {}", root.display());
+        if !dir.join("complete").exists() {
+            let status = Command::new(serve_exe())
+                .arg("testkit-compile-built-ins")
+                .arg(&dir)
+                .status()
+                .expect("running tapedeck-test-serve");
+            assert!(status.success(), "compiling the built-in components failed");
+            std::fs::write(dir.join("complete"), b"").unwrap();
+        }
+        dir
+    })
 }
 
 /// Role of a `tapedeck serve` process.
@@ -587,6 +695,7 @@ impl Service {
             Role::Worker => "worker",
         };
         let blobs = opts.data_dir.join("blobs");
+        seed_compile_cache(opts.data_dir);
         let mut cmd = Command::new(serve_exe());
         cmd.arg("serve")
             .args(["--role", role, "--listen", "127.0.0.1:0"])

@@ -1,4 +1,4 @@
-//! Every case as ffprobe and ffmpeg see it (skipped when ffmpeg is not installed): the
+//! Every case as ffprobe and ffmpeg see it (a missing ffmpeg fails it): the
 //! valid files decode to exactly the PCM written, with the declared rate, channels and
 //! duration; the damaged ones fail or show what was intended.
 
@@ -92,10 +92,10 @@ fn pcm_of(spec: &Spec, frames: u64) -> Vec<u8> {
 
 #[test]
 fn ffmpeg_reads_every_case_as_intended() {
-    if !have_ffmpeg() {
-        eprintln!("ffmpeg/ffprobe not found: skipped");
-        return;
-    }
+    assert!(
+        have_ffmpeg(),
+        "ffmpeg/ffprobe are missing: run `make setup` (it installs ffmpeg)"
+    );
     let dir: PathBuf = std::env::temp_dir().join(format!("mediagen-ffmpeg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for case in cases::cases() {

@@ -7,28 +7,13 @@
 
 use super::*;
 use sha2::Digest;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const OPERATOR: &str = "op-token-kit-0123456789abcdef0123456789";
 
 fn tapedeck(args: &[&str]) -> std::process::Output {
     Command::new(serve_exe()).args(args).output().unwrap()
-}
-
-/// The built example components, or `None` (with why) when the suite's setup did not
-/// build them (a plain `cargo test`; `make test` always does).
-fn examples() -> Option<PathBuf> {
-    match std::env::var_os("TAPEDECK_PLUGIN_EXAMPLES") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            eprintln!(
-                "skipped: TAPEDECK_PLUGIN_EXAMPLES is not set (make test builds the example \
-                 plugins with examples/plugins/build.sh and sets it)"
-            );
-            None
-        }
-    }
 }
 
 #[test]
@@ -171,7 +156,7 @@ fn plugin_check_passes_the_built_in_components_and_fails_a_bad_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
-    let Some(built) = examples() else { return };
+    let built = plugin_examples(&["notifier-python.wasm", "notifier-js.wasm"]);
     let python = std::fs::read(built.join("notifier-python.wasm")).unwrap();
     let js = std::fs::read(built.join("notifier-js.wasm")).unwrap();
     for (name, path) in [

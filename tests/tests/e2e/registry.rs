@@ -94,7 +94,7 @@ async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() 
         json!({"stage": "converter", "tenant": "canary"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_all_applied(&op, Duration::from_secs(30)).await;
     let job = canary.upload_and_wait(&input, &[]).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["converters"], json!([hostile]), "{job}");
@@ -107,7 +107,7 @@ async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() 
 
     // Everyone on it, then rolled back: the built-in converter again.
     activate(&op, &hostile, json!({"stage": "converter"})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_all_applied(&op, Duration::from_secs(30)).await;
     let job = me.upload_and_wait(&input, &[]).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["converters"], json!([hostile]), "{job}");
@@ -120,7 +120,7 @@ async fn published_converters_swap_per_tenant_and_back_while_the_service_runs() 
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["active"]["digest"], Value::Null, "{v}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_all_applied(&op, Duration::from_secs(30)).await;
     let job = me
         .upload_and_wait(
             &media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a"),
@@ -427,7 +427,7 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
         .unwrap();
     assert_eq!(r.status(), 400, "a tenant's component runs only for it");
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_all_applied(&op, Duration::from_secs(30)).await;
     let input = not_audio(s._dir.path());
     let job = own.upload_and_wait(&input, &[]).await;
     assert_eq!(job["status"], "done", "{job}");
@@ -518,7 +518,7 @@ async fn auth_components_swap_per_tenant_in_the_gateway() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_all_applied(&op, Duration::from_secs(30)).await;
     assert_eq!(mine.get("/v1/jobs").send().await.unwrap().status(), 200);
 }
 

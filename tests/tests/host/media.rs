@@ -8,7 +8,7 @@
 //!   end, fragmented; each MP3 decodes to the source's length within one MP3 frame.
 //! - An hour of audio: guest linear memory stays small.
 //!
-//! Skipped, with a message, when ffmpeg or ../shared/media is missing.
+//! A missing ffmpeg or ../shared/media fails these tests (with what is missing).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,29 +21,12 @@ use tapedeck::plugins::{
     ConvertError, ConvertOptions, ConverterPlugin, Isolation, Mode, PluginRuntime, RunError,
     RunLimits, RuntimeConfig,
 };
+use tapedeck_tests::{media_dir, require_ffmpeg};
 use tempfile::TempDir;
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_tapedeck-test-serve");
 /// One MPEG-1 Layer III frame at 44.1 kHz.
 const ONE_FRAME_S: f64 = 1152.0 / 44_100.0;
-
-fn media_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: {} is absent", dir.display());
-        None
-    }
-}
-
-fn have_ffmpeg() -> bool {
-    let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
-    if !ok {
-        eprintln!("SKIP: ffmpeg is not installed (make setup installs it)");
-    }
-    ok
-}
 
 fn plugin(dir: &Path) -> Arc<ConverterPlugin> {
     let mut config = RuntimeConfig::new(dir.join("cache")).unwrap();
@@ -160,9 +143,8 @@ fn probe(path: &Path, entries: &str) -> String {
 
 #[test]
 fn corpus_verdicts_match_the_native_converter() {
-    let (Some(media), true) = (media_dir(), have_ffmpeg()) else {
-        return;
-    };
+    require_ffmpeg();
+    let media = media_dir();
     let dir = TempDir::new().unwrap();
     let plugin = plugin(dir.path());
     let mut files: Vec<_> = std::fs::read_dir(&media)
@@ -224,9 +206,7 @@ fn generate(dir: &Path, name: &str, rate: u32, layout: &str, extra: &[&str]) -> 
 
 #[test]
 fn generated_media_keeps_its_length() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new().unwrap();
     let plugin = plugin(dir.path());
     let mut cases = Vec::new();
@@ -323,10 +303,8 @@ fn snr_db(reference: &[f32], coded: &[f32]) -> f64 {
 /// compute what LAME's C computes: a wrong filterbank or FFT shows up here as lost dBs).
 #[test]
 fn music_is_encoded_as_faithfully_as_ffmpeg_encodes_it() {
-    let Some(media) = media_dir() else { return };
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
+    let media = media_dir();
     let dir = TempDir::new().unwrap();
     let clip = dir.path().join("music-20s.m4a");
     let status = Command::new("ffmpeg")
@@ -402,9 +380,7 @@ fn stereo_rms(path: &Path) -> (f64, f64) {
 /// decoder's element order (C, L/R, Ls/Rs, LFE) is mapped onto the right planes.
 #[test]
 fn aac_surround_channels_land_on_their_side() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new().unwrap();
     let plugin = plugin(dir.path());
     // (channel with the tone, expected left/right balance)
@@ -459,9 +435,7 @@ fn aac_surround_channels_land_on_their_side() {
 
 #[test]
 fn an_hour_of_audio_stays_in_bounded_guest_memory() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("hour.m4a");
     // Low rate keeps the test cheap; the container holds an hour of sample tables.
