@@ -17,6 +17,7 @@ use crate::tenants::require_admin;
 use crate::{AppState, Caller, bearer_of};
 use tapedeck_model::api::{
     Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList, TenantView,
+    UserEnvelope, UserView,
 };
 use tapedeck_model::tenant::{LIMIT_NAMES, LimitsPatch, TenantLimits};
 use tapedeck_store::plugins::{Active, Applied, Change, Plugin};
@@ -383,17 +384,6 @@ pub async fn own_usage(
     Ok(Json(usage::load(&state.pool, &caller.0.tenant).await?))
 }
 
-/// An account (never its password hash).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
-    pub id: String,
-    pub email: String,
-    #[schema(value_type = Role)]
-    pub role: String,
-    /// Unix seconds.
-    pub created_at: u64,
-}
-
 fn user_json(u: &tapedeck_store::users::UserRecord) -> UserView {
     UserView {
         id: u.id.clone(),
@@ -407,12 +397,6 @@ fn user_json(u: &tapedeck_store::users::UserRecord) -> UserView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
-}
-
-/// `{"user": ...}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserEnvelope {
-    pub user: UserView,
 }
 
 /// The tenant's accounts (tenant admin).

@@ -37,8 +37,8 @@ pub struct ErrorDetail {
     pub value: Option<u64>,
     /// `limit_exceeded`: where the effective value was set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<LimitLayer>, nullable = false)]
-    pub layer: Option<&'static str>,
+    #[schema(nullable = false)]
+    pub layer: Option<LimitLayer>,
     /// `/readyz`: every check, whether it passed, and why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -103,13 +103,7 @@ pub enum ErrorCode {
     ChecksBusy,
 }
 
-/// The layer of a limit: the tenant's own, or the server's default.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LimitLayer {
-    Tenant,
-    Server,
-}
+pub use tapedeck_model::tenant::LimitLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -138,7 +132,7 @@ pub enum ApiError {
         status: StatusCode,
         limit: String,
         value: u64,
-        layer: &'static str,
+        layer: LimitLayer,
         message: String,
         retry_after: Option<u64>,
     },
@@ -246,7 +240,7 @@ impl IntoResponse for ApiError {
         {
             detail.limit = Some(limit.clone());
             detail.value = Some(*value);
-            detail.layer = Some(layer);
+            detail.layer = Some(*layer);
         }
         let body = ErrorBody { error: detail };
         let mut response = (status, Json(body)).into_response();
@@ -296,17 +290,17 @@ pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 const LAYER: &str = "{layer}";
 
 /// How a refusal names the layer that set the limit.
-fn layer_words(layer: &str) -> &'static str {
+fn layer_words(layer: &LimitLayer) -> &'static str {
     match layer {
-        "tenant" => "the tenant's limit (the operator can raise it)",
-        _ => "the server's default (the operator can raise it)",
+        LimitLayer::Tenant => "the tenant's limit (the operator can raise it)",
+        LimitLayer::Server => "the server's default (the operator can raise it)",
     }
 }
 
 impl ApiError {
     /// The refusal of `limit` (effective `value`, set at `layer`), with the status and
     /// message it calls for. `current` is what was in use.
-    pub fn limit(limit: &str, value: u64, layer: &'static str, current: u64) -> Self {
+    pub fn limit(limit: &str, value: u64, layer: LimitLayer, current: u64) -> Self {
         let who = LAYER;
         let (status, message, retry_after) = match limit {
             "max_upload_bytes" => (
@@ -430,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_layer_it_reports() {
-        let server = ApiError::limit("quota_bytes", 10, "server", 12);
+        let server = ApiError::limit("quota_bytes", 10, LimitLayer::Server, 12);
         assert!(
             server.to_string().contains("the server's default"),
             "{server}"
@@ -451,7 +445,7 @@ mod tests {
             status,
             limit,
             value,
-            layer: "tenant",
+            layer: LimitLayer::Tenant,
             message,
             retry_after,
         };

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode, LimitLayer};
 use crate::events::JobSignal;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::Binary;
@@ -386,7 +386,7 @@ pub async fn events(
         .open(&caller.tenant, &caller.user_id)
         .ok_or_else(|| {
             let cap = state.stream_cap.per_user as u64;
-            ApiError::limit("max_event_streams_per_user", cap, "server", cap)
+            ApiError::limit("max_event_streams_per_user", cap, LimitLayer::Server, cap)
         })?;
     // Watch before the snapshot, so no change between the two is missed.
     let mut watch = state.events.watch(&id);

@@ -13,47 +13,12 @@ use crate::AppState;
 use crate::admin::Operator;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use tapedeck_store::canary::{self, CanarySettings, CanaryStatus, Sticky};
+use tapedeck_model::api::CanaryRequest;
+use tapedeck_store::canary::{self, CanarySettings, CanaryStatus};
 use tapedeck_store::queue::{DeadLetter, Requeue};
 
 fn invalid(why: impl Into<String>) -> ApiError {
     ApiError::BadRequest(ErrorCode::InvalidInput, why.into())
-}
-
-/// `POST /v1/admin/plugins/{digest}/canary`: the body names the scope and the share;
-/// thresholds not given keep their defaults.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CanaryRequest {
-    /// `converter` (the stage whose runs the analysis can judge).
-    #[schema(pattern = "^converter$")]
-    stage: String,
-    /// For this tenant's jobs only (absent or `null`: everyone's).
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
-    tenant: Option<String>,
-    /// Share of new jobs that run the canary, 0 < percent ≤ 100.
-    #[schema(exclusive_minimum = 0, maximum = 100)]
-    percent: f64,
-    /// Default `job`.
-    sticky: Option<Sticky>,
-    /// Promote by itself after this many canary outcomes with no breach.
-    promote_after: Option<u32>,
-    /// At least 1 (default 10), at most `window`.
-    #[schema(minimum = 1, maximum = 10000)]
-    min_jobs: Option<u32>,
-    /// From `min_jobs` to 10000 (default 50).
-    #[schema(minimum = 1, maximum = 10000)]
-    window: Option<u32>,
-    /// A share, 0 to 1.
-    #[schema(minimum = 0, maximum = 1)]
-    max_failure_delta: Option<f64>,
-    /// A share, 0 to 1.
-    #[schema(minimum = 0, maximum = 1)]
-    max_invalid_delta: Option<f64>,
-    /// At least 1.
-    #[schema(minimum = 1)]
-    max_p95_ratio: Option<f64>,
-    p95_slack_ms: Option<u64>,
 }
 
 /// `{"canary": ...}`

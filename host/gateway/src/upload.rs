@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, LimitLayer};
 use tapedeck_blobs::BlobStore;
 use tapedeck_blobs::PutStreamError;
 use tapedeck_model::auth::Claims;
@@ -214,7 +214,7 @@ pub async fn accept(
     // The upload limit: the server's setting, tightened by the tenant layers.
     let (limit, upload_layer) = match limits.max_upload_bytes {
         Some(t) if t < state.max_upload_bytes => (t, layer("max_upload_bytes")),
-        _ => (state.max_upload_bytes, "server"),
+        _ => (state.max_upload_bytes, LimitLayer::Server),
     };
     let too_large = |e: ApiError| match e {
         ApiError::PayloadTooLarge(v) => ApiError::limit("max_upload_bytes", v, upload_layer, 0),
@@ -370,7 +370,12 @@ async fn accept_within(
         Ok(Some(r)) => {
             state.blobs.delete(&key).await?;
             // The layer is filled in by `accept`.
-            return Err(ApiError::limit(&r.limit, r.value, "server", r.current));
+            return Err(ApiError::limit(
+                &r.limit,
+                r.value,
+                LimitLayer::Server,
+                r.current,
+            ));
         }
         Err(e) => {
             state.blobs.delete(&key).await?;

@@ -1046,23 +1046,30 @@ function usageView(u) {
 // operator: tenants and limits
 // ----------------------------------------------------------------------------------
 
-/** Tenant limits in display order: name, label, unit (for the formatted value). */
-const LIMITS = [
-  ['max_upload_bytes', 'Largest upload (bytes)', 'bytes'],
-  ['quota_bytes', 'Storage quota (bytes)', 'bytes'],
-  ['jobs_per_minute', 'Jobs per minute'],
-  ['max_queued', 'Jobs queued at most'],
-  ['max_running', 'Conversions running at most'],
-  ['cpu_seconds_per_hour', 'CPU seconds per hour'],
-  ['max_memory_mib', 'Memory per conversion (MiB)'],
-  ['cpu_per_audio_minute', 'CPU seconds per audio minute'],
-  ['max_output_mib', 'MP3 size at most (MiB)'],
-  ['max_input_minutes', 'Input length at most (minutes)'],
-  ['notifications_per_hour', 'Notifications per hour'],
-  ['retention_days', 'Keep files for (days)'],
-  ['weight', 'Weight (share of workers, 1–1000)'],
-];
-const fmtLimit = (v, unit) => (v === undefined || v === null ? '—' : unit === 'bytes' ? `${fmtBytes(v)}` : String(v));
+/**
+ * The tenant limits as the API describes them (`TenantLimits` in /openapi.json, made from
+ * the one declaration of the limits in the server): `{key, label, hint, max}` each, the
+ * label the description's first clause. Loaded once.
+ */
+let limitFields = null;
+async function loadLimitFields() {
+  if (limitFields) return limitFields;
+  const spec = await api('GET', '/openapi.json');
+  const props = spec?.components?.schemas?.TenantLimits?.properties;
+  if (!props) throw new Error('The server’s API description lists no tenant limits.');
+  limitFields = Object.entries(props).map(([key, p]) => {
+    const hint = p.description || key;
+    return { key, label: hint.replace(/( \(.*)?\.?$/, ''), hint, max: p.maximum };
+  });
+  return limitFields;
+}
+/** A limit's value as people read it: bytes in decimal units, MiB named. */
+const fmtLimit = (v, key) => {
+  if (v === undefined || v === null) return '—';
+  if (key.endsWith('_bytes')) return fmtBytes(v);
+  if (key.endsWith('_mib')) return `${v} MiB`;
+  return String(v);
+};
 
 let tenantNames = [];
 let openTenant = null; // name whose limits are shown
@@ -1138,20 +1145,23 @@ function tenantRow(t, u) {
 async function showTenant(name) {
   const box = $('#tenant-detail');
   await act(null, $('#view-tenants'), async () => {
-    const res = await api('GET', `/v1/admin/tenants/${encodeURIComponent(name)}/limits`);
+    const [res, fields] = await Promise.all([
+      api('GET', `/v1/admin/tenants/${encodeURIComponent(name)}/limits`),
+      loadLimitFields(),
+    ]);
     openTenant = name;
     loadedLimits = res.limits || {};
     $('#tenant-detail-h').textContent = `Tenant ${name}`;
-    $('#limits-body').replaceChildren(...LIMITS.map(([key, label, unit]) => {
+    $('#limits-body').replaceChildren(...fields.map(({ key, label, hint, max }) => {
       const id = `limit-${key}`;
       return h('tr', {},
-        h('th', { scope: 'row' }, h('label', { for: id, text: label })),
+        h('th', { scope: 'row' }, h('label', { for: id, text: label, title: hint })),
         h('td', {}, h('input', {
-          id, name: key, type: 'number', min: 1, step: 1, inputmode: 'numeric', class: 'num',
+          id, name: key, type: 'number', min: 1, max, step: 1, inputmode: 'numeric', class: 'num',
           value: res.limits?.[key] ?? '',
         })),
-        h('td', { text: fmtLimit(res.server?.[key], unit) }),
-        h('td', { text: fmtLimit(res.effective?.[key], unit) }));
+        h('td', { text: fmtLimit(res.server?.[key], key) }),
+        h('td', { text: fmtLimit(res.effective?.[key], key) }));
     }));
     labelCells($('#limits-form table'));
     clearMsg($('#limits-form'));
@@ -1168,7 +1178,7 @@ function closeTenant() {
 
 async function saveLimits(form, submitter) {
   const change = {};
-  for (const [key] of LIMITS) {
+  for (const { key, label, max } of limitFields) {
     const raw = form.elements[key].value.trim();
     const before = loadedLimits[key] ?? null;
     if (raw === '') {
@@ -1176,8 +1186,8 @@ async function saveLimits(form, submitter) {
       continue;
     }
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) {
-      say(form, `${LIMITS.find((l) => l[0] === key)[1]}: a whole number, at least 1 (or empty).`);
+    if (!Number.isInteger(n) || n < 1 || (max !== undefined && n > max)) {
+      say(form, `${label}: a whole number, at least 1${max !== undefined ? ` and at most ${max}` : ''} (or empty).`);
       form.elements[key].focus();
       return;
     }

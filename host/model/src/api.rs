@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::Sticky;
 use crate::tenant::TenantLimits;
 
 /// A tenant as the operator sees it.
@@ -89,4 +90,69 @@ pub struct LimitsView {
 pub enum Role {
     User,
     Admin,
+}
+
+/// An account (never its password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Role))]
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// `{"user": ...}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserEnvelope {
+    pub user: UserView,
+}
+
+/// `POST /v1/admin/plugins/{digest}/canary`: the body names the scope and the share;
+/// thresholds not given keep their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    /// `converter` (the stage whose runs the analysis can judge).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^converter$"))]
+    pub stage: String,
+    /// For this tenant's jobs only (absent or `null`: everyone's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_-]{1,64}$"))]
+    pub tenant: Option<String>,
+    /// Share of new jobs that run the canary, 0 < percent ≤ 100.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 100))]
+    pub percent: f64,
+    /// Default `job`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+    /// Promote by itself after this many canary outcomes with no breach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promote_after: Option<u32>,
+    /// At least 1 (default 10), at most `window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub min_jobs: Option<u32>,
+    /// From `min_jobs` to 10000 (default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub window: Option<u32>,
+    /// A share, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
+    pub max_failure_delta: Option<f64>,
+    /// A share, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
+    pub max_invalid_delta: Option<f64>,
+    /// At least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub max_p95_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_slack_ms: Option<u64>,
 }

@@ -12,6 +12,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The layer of a limit: the tenant's own, or the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LimitLayer {
+    Tenant,
+    Server,
+}
+
 /// How a limit's values read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -23,7 +32,7 @@ pub enum Unit {
     Mib,
 }
 
-/// One tenant limit, as [`tenant_limits!`] declares it.
+/// One tenant limit, as `tenant_limits!` declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     /// Its name: the `--tenant-defaults` key, the JSON field, a refusal's `limit`.
@@ -78,8 +87,7 @@ macro_rules! tenant_limits {
         $name:ident: $unit:ident, flag $flag:literal $value:literal $exp:literal
             $(, max $max:tt)?;
     )+) => {
-        /// Caps of one tenant (or the server's defaults); `None`: not limited at this
-        /// layer.
+        /// Caps of one tenant (or the server's defaults); `None`: not limited at this layer.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(deny_unknown_fields)]
@@ -274,12 +282,12 @@ impl TenantLimits {
         out
     }
 
-    /// Which layer set the effective value of `name`: `"tenant"` or `"server"`.
-    pub fn layer_of(&self, name: &str, server: &TenantLimits) -> &'static str {
+    /// Which layer set the effective value of `name`.
+    pub fn layer_of(&self, name: &str, server: &TenantLimits) -> LimitLayer {
         match (self.get(name), server.get(name)) {
-            (Some(t), Some(s)) if s < t => "server",
-            (Some(_), _) => "tenant",
-            _ => "server",
+            (Some(t), Some(s)) if s < t => LimitLayer::Server,
+            (Some(_), _) => LimitLayer::Tenant,
+            _ => LimitLayer::Server,
         }
     }
 }
@@ -300,8 +308,11 @@ mod tests {
         assert_eq!(eff.weight, Some(3));
         assert_eq!(eff.quota_bytes, Some(10));
         assert_eq!(eff.max_queued, None);
-        assert_eq!(tenant.layer_of("jobs_per_minute", &server), "server");
-        assert_eq!(tenant.layer_of("max_running", &server), "tenant");
+        assert_eq!(
+            tenant.layer_of("jobs_per_minute", &server),
+            LimitLayer::Server
+        );
+        assert_eq!(tenant.layer_of("max_running", &server), LimitLayer::Tenant);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! limits, usage, and the plugin registry; tables for people, the server's own JSON with
 //! `--json` for scripts.
 //!
+//! Bodies the gateway also uses come from `tapedeck_model::api` (tenants, limits, users,
+//! canaries): requests are built as those structs and answers read into them, so a field
+//! the server adds or renames is a compile error here, not a silently missing flag or an
+//! empty cell. The limit flags come from the one table of limits
+//! (`tapedeck_model::tenant::LIMITS`).
+//!
 //! Errors: what the server refused is printed as `error: MESSAGE (CODE)` and exits 1;
 //! usage errors exit 2, as clap's do.
 
@@ -17,10 +23,13 @@ use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use comfy_table::{CellAlignment, Table, presets};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tapedeck_model::api::{
-    Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList, TenantView,
+    CanaryRequest, Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList,
+    TenantView, UserEnvelope,
 };
+use tapedeck_model::canary::Sticky;
 use tapedeck_model::tenant::{LIMITS, Limit, TenantLimits, Unit};
 use url::Url;
 
@@ -180,8 +189,8 @@ struct CanaryArgs {
     #[arg(long)]
     percent: f64,
     /// What keeps a job on the same side: tenant, user or job.
-    #[arg(long, default_value = "job")]
-    sticky: String,
+    #[arg(long, default_value = "job", value_parser = parse_sticky)]
+    sticky: Sticky,
     /// Promote by itself after this many canary runs with no breach.
     #[arg(long)]
     promote_after: Option<u32>,
@@ -374,6 +383,12 @@ fn parse_server(s: &str) -> Result<Url, String> {
         return Err("the server URL must start with http:// or https://".into());
     }
     Ok(url)
+}
+
+/// `tenant`, `user` or `job`, as the API names them.
+fn parse_sticky(s: &str) -> Result<Sticky, String> {
+    Sticky::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+        .map_err(|_| format!("`{s}` is not one of: tenant, user, job"))
 }
 
 /// A digest, or the start of one (at least [`MIN_DIGEST_PREFIX`] hex digits); lowercased.
@@ -834,27 +849,23 @@ fn activate_request(digest: &str, stage: Stage, tenant: Option<&str>) -> Request
 
 /// `POST /v1/admin/plugins/{digest}/canary` (`digest` in full).
 fn canary_request(digest: &str, a: &CanaryArgs) -> Request {
-    let mut body = activation_body(a.stage, a.tenant.as_deref());
-    body["percent"] = json!(a.percent);
-    body["sticky"] = json!(a.sticky);
-    let optional = [
-        ("promote_after", a.promote_after.map(|v| json!(v))),
-        ("min_jobs", a.min_jobs.map(|v| json!(v))),
-        ("window", a.window.map(|v| json!(v))),
-        ("max_failure_delta", a.max_failure_delta.map(|v| json!(v))),
-        ("max_invalid_delta", a.max_invalid_delta.map(|v| json!(v))),
-        ("max_p95_ratio", a.max_p95_ratio.map(|v| json!(v))),
-        ("p95_slack_ms", a.p95_slack_ms.map(|v| json!(v))),
-    ];
-    for (name, value) in optional {
-        if let Some(v) = value {
-            body[name] = v;
-        }
-    }
+    let body = CanaryRequest {
+        stage: a.stage.as_str().to_owned(),
+        tenant: a.tenant.clone(),
+        percent: a.percent,
+        sticky: Some(a.sticky),
+        promote_after: a.promote_after,
+        min_jobs: a.min_jobs,
+        window: a.window,
+        max_failure_delta: a.max_failure_delta,
+        max_invalid_delta: a.max_invalid_delta,
+        max_p95_ratio: a.max_p95_ratio,
+        p95_slack_ms: a.p95_slack_ms,
+    };
     Request::new(
         Method::POST,
         &["plugins", digest, "canary"],
-        Some(body),
+        Some(to_json(&body)),
         Render::Canaries,
     )
 }
@@ -1106,12 +1117,10 @@ fn render(kind: Render, value: &Value) -> Result<String, Failure> {
             text(&value["replayed"]["tenant"])
         ),
         Render::Dead => render_dead(value),
-        Render::User => format!(
-            "created {} {} (id {})",
-            text(&value["user"]["role"]),
-            text(&value["user"]["email"]),
-            text(&value["user"]["id"])
-        ),
+        Render::User => {
+            let UserEnvelope { user } = typed(value)?;
+            format!("created {} {} (id {})", user.role, user.email, user.id)
+        }
         Render::CanaryEnded => format!(
             "{}: {} {} for {}",
             text(&value["ended"]).replace("canary-", "canary "),
@@ -1350,9 +1359,19 @@ fn render_usage(usage: &Value) -> String {
     ]);
     for (kind, field) in [("hour", "hours"), ("day", "days")] {
         for period in array(&usage[field]) {
-            let start = period["start"]
-                .as_u64()
-                .map_or_else(|| count(&period["start"]), |s| utc(s, kind == "hour"));
+            let start = period["start"].as_u64().map_or_else(
+                || count(&period["start"]),
+                |s| {
+                    utc(
+                        s,
+                        if kind == "hour" {
+                            Precision::Minute
+                        } else {
+                            Precision::Day
+                        },
+                    )
+                },
+            );
             let bytes = |field: &str| {
                 period[field]
                     .as_u64()
@@ -1396,10 +1415,9 @@ fn short_digest(value: &Value) -> String {
 
 /// Unix seconds as a UTC time to the second; `-` when not a number.
 fn utc_seconds(value: &Value) -> String {
-    value.as_u64().map_or_else(
-        || count(value),
-        |s| format!("{}:{:02}", utc(s, true), s % 60),
-    )
+    value
+        .as_u64()
+        .map_or_else(|| count(value), |s| utc(s, Precision::Second))
 }
 
 /// A plugin's size in decimal units.
@@ -1640,34 +1658,28 @@ fn render_history(value: &Value) -> String {
     table.to_string()
 }
 
-/// Unix seconds as a UTC date (`2026-11-29`), with the time of day (`2026-11-29 20:00`).
-fn utc(secs: u64, with_time: bool) -> String {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    if with_time {
-        let rem = secs % 86_400;
-        format!(
-            "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-            rem / 3600,
-            rem % 3600 / 60
-        )
-    } else {
-        format!("{y:04}-{m:02}-{d:02}")
-    }
+/// How [`utc`] shows a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// `2026-11-29`
+    Day,
+    /// `2026-11-29 20:00`
+    Minute,
+    /// `2026-11-29 20:00:59`
+    Second,
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Unix seconds as a UTC time; the number itself when it is past what a date can hold.
+fn utc(secs: u64, precision: Precision) -> String {
+    let format = match precision {
+        Precision::Day => "%Y-%m-%d",
+        Precision::Minute => "%Y-%m-%d %H:%M",
+        Precision::Second => "%Y-%m-%d %H:%M:%S",
+    };
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| secs.to_string(), |t| t.strftime(format).to_string())
 }
 
 #[cfg(test)]
@@ -2151,6 +2163,60 @@ mod tests {
                 .command,
         );
         assert_eq!(target(&request), "plugins/0123456789ab/activate");
+    }
+
+    #[test]
+    fn a_canary_sends_its_scope_share_and_the_thresholds_given() {
+        let args = [
+            "plugin",
+            "canary",
+            DIGEST,
+            "--stage",
+            "converter",
+            "--tenant",
+            "acme",
+            "--percent",
+            "25",
+            "--sticky",
+            "user",
+            "--window",
+            "20",
+        ];
+        let request = request(&parse(&args).unwrap().command);
+        assert_eq!(target(&request), format!("plugins/{DIGEST}/canary"));
+        assert_eq!(
+            request.body,
+            Some(
+                json!({"stage": "converter", "tenant": "acme", "percent": 25.0,
+                        "sticky": "user", "window": 20})
+            )
+        );
+        let args = [
+            "plugin",
+            "canary",
+            DIGEST,
+            "--stage",
+            "converter",
+            "--percent",
+            "5",
+        ];
+        let request = request(&parse(&args).unwrap().command);
+        assert_eq!(
+            request.body,
+            Some(json!({"stage": "converter", "percent": 5.0, "sticky": "job"}))
+        );
+        let args = [
+            "plugin",
+            "canary",
+            DIGEST,
+            "--stage",
+            "converter",
+            "--percent",
+            "5",
+            "--sticky",
+            "moon",
+        ];
+        assert_eq!(parse(&args).unwrap_err().exit_code(), 2);
     }
 
     #[test]
@@ -2819,9 +2885,17 @@ mod tests {
         assert_eq!(human_bytes(1_500_000), "1.5 MB");
         assert_eq!(human_bytes(10_000_000_000), "10 GB");
         assert_eq!(human_bytes(u64::MAX), "18.4 EB");
-        assert_eq!(utc(0, true), "1970-01-01 00:00");
-        assert_eq!(utc(951_782_400, false), "2000-02-29");
-        assert_eq!(utc(1_795_982_400 + 59 * 60 + 59, true), "2026-11-29 20:59");
-        assert_eq!(utc(4_102_444_800, false), "2100-01-01");
+        assert_eq!(utc(0, Precision::Minute), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400, Precision::Day), "2000-02-29");
+        assert_eq!(
+            utc(1_795_982_400 + 59 * 60 + 59, Precision::Minute),
+            "2026-11-29 20:59"
+        );
+        assert_eq!(
+            utc(1_795_982_400 + 59 * 60 + 59, Precision::Second),
+            "2026-11-29 20:59:59"
+        );
+        assert_eq!(utc(4_102_444_800, Precision::Day), "2100-01-01");
+        assert_eq!(utc(u64::MAX, Precision::Day), u64::MAX.to_string());
     }
 }
