@@ -39,6 +39,7 @@ RUST_SUITE = $(if $(NEXTEST),nextest run --cargo-profile ci,test --profile ci)
 ## command line).
 test: setup
 	$(CARGO) fmt --all --check
+	scripts/luacheck.sh
 	scripts/setup-deploy.sh && deploy/validate.sh
 	scripts/setup-plugins.sh && examples/plugins/build.sh target/plugins
 	examples/plugins/harness/check.sh target/plugins/notifier-python.wasm
@@ -76,6 +77,7 @@ chaos: setup
 ## again: 145 crates for two of ours).
 lint: setup
 	$(CARGO) fmt --all --check
+	scripts/luacheck.sh
 	$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --all-targets --no-run
 
 ## Benchmarks (converter, notifier, service); figures go to bench/RESULTS.md by hand

@@ -9,6 +9,8 @@ mod cli;
 mod events;
 #[path = "host/fairness.rs"]
 mod fairness;
+#[path = "host/lua.rs"]
+mod lua;
 #[path = "host/media.rs"]
 mod media;
 #[path = "host/notify.rs"]

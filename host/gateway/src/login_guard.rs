@@ -52,21 +52,6 @@ pub struct LoginGuard {
     pub guesses_per_minute: u64,
 }
 
-/// Takes one attempt from an account's bucket. KEYS: bucket. ARGV: now ms, capacity,
-/// ms per attempt, TTL s. Returns 0, or the ms until an attempt is available.
-const TAKE_ATTEMPT: &str = r"
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local cap, per, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[1])
-local tokens = tonumber(b[1]) or cap
-local at = tonumber(b[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - at) / per)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * per) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return wait
-";
-
 /// Addresses remembered per account as known, and for how long.
 const KNOWN_ADDRESSES: isize = 20;
 const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -142,13 +127,14 @@ impl LoginGuard {
             }
         }
         let per_attempt_ms = 60_000 / self.guesses_per_minute.max(1);
-        let wait_ms: u64 = redis::Script::new(TAKE_ATTEMPT)
-            .key(bucket_key(tenant, email))
-            .arg(tapedeck_model::now_ms())
-            .arg(self.guess_burst.max(1))
-            .arg(per_attempt_ms)
-            .arg(self.window.as_secs())
-            .invoke_async(&mut conn)
+        let wait_ms: u64 = tapedeck_store::lua::LOGIN_ATTEMPT
+            .call()
+            .key("bucket", bucket_key(tenant, email))
+            .arg("now_ms", tapedeck_model::now_ms())
+            .arg("capacity", self.guess_burst.max(1))
+            .arg("per_attempt_ms", per_attempt_ms)
+            .arg("ttl_s", self.window.as_secs())
+            .invoke(&mut conn)
             .await?;
         if wait_ms > 0 {
             return Err(ApiError::TooManyRequests(wait_ms.div_ceil(1000)));

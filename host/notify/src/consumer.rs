@@ -33,12 +33,12 @@
 //! `X-Tapedeck-Delivery` (both the notification id) let receivers drop the copy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use redis::AsyncCommands;
 use redis::streams::StreamId;
-use redis::{AsyncCommands, Script};
 use tapedeck_store::Pool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -71,38 +71,6 @@ const BATCH: usize = 16;
 /// The delivery record of one notify entry.
 pub use tapedeck_store::keys::delivery_key;
 use tapedeck_store::keys::rate_key;
-
-/// Stores an entry's plan unless one is stored (another consumer planned first: its
-/// plan stands), and admits up to the plan's messages against the tenant's hourly cap,
-/// once per entry: a later call returns the first answer.
-/// KEYS: delivery record, hour counter. ARGV: plan (JSON), its messages, cap, record TTL,
-/// counter TTL. Returns `{admitted, plan}`: the stored plan when it is not this one,
-/// else an empty string.
-static PLAN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('HSETNX', KEYS[1], 'plan', ARGV[1]) == 0 then
-  local f = redis.call('HMGET', KEYS[1], 'plan', 'admitted')
-  if f[2] then return {tonumber(f[2]), f[1]} end
-  ARGV[1] = f[1]
-  ARGV[2] = #cjson.decode(f[1])
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-end
-local want, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
-local admit = 0
-if want > 0 and cap > 0 then
-  local used = redis.call('INCRBY', KEYS[2], want)
-  -- A new hour's counter: its TTL, once.
-  if used == want then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
-  admit = math.max(0, want - math.max(0, used - cap))
-  if admit < want then redis.call('DECRBY', KEYS[2], want - admit) end
-end
-redis.call('HSET', KEYS[1], 'admitted', admit)
-return {admit, ''}
-"#,
-    )
-});
 
 /// The `notifiers` group on a tenant's notify stream.
 fn notifiers(stream: &str) -> Group<'_> {
@@ -661,15 +629,16 @@ impl NotifyConsumer {
         let hour = now_ms() / 3_600_000;
         let json = serde_json::to_string(&plan).expect("messages serialize to JSON");
         let mut conn = inner.pool.get().await?;
-        let (admitted, theirs): (usize, String) = PLAN
-            .key(&record)
-            .key(rate_key(&tenant, hour))
-            .arg(&json)
-            .arg(plan.len())
-            .arg(cap)
-            .arg(RECORD_TTL_SECS)
-            .arg(2 * 3600)
-            .invoke_async(&mut conn)
+        let (admitted, theirs): (usize, String) = tapedeck_store::lua::NOTIFY_PLAN
+            .call()
+            .key("record", &record)
+            .key("rate", rate_key(&tenant, hour))
+            .arg("plan", &json)
+            .arg("messages", plan.len())
+            .arg("cap", cap)
+            .arg("record_ttl", RECORD_TTL_SECS)
+            .arg("rate_ttl", 2 * 3600)
+            .invoke(&mut conn)
             .await?;
         // Another consumer planned first: deliver its plan.
         let plan: Vec<Outgoing> = if theirs.is_empty() {

@@ -196,23 +196,14 @@ pub async fn end(
     action: &str,
     why: &str,
 ) -> redis::RedisResult<bool> {
-    let script = redis::Script::new(
-        r#"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
-local c = cjson.decode(v)
-if c.digest ~= ARGV[2] or tostring(c.started_at) ~= ARGV[3] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
-"#,
-    );
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let ended: i32 = script
-        .key(PLUGIN_CANARIES)
-        .arg(s.scope())
-        .arg(&s.digest)
-        .arg(s.started_at.to_string())
-        .invoke_async(&mut conn)
+    let ended: i32 = crate::lua::CANARY_END
+        .call()
+        .key("canaries", PLUGIN_CANARIES)
+        .arg("scope", s.scope())
+        .arg("digest", &s.digest)
+        .arg("started_at", s.started_at.to_string())
+        .invoke(&mut conn)
         .await?;
     drop(conn);
     if ended == 0 {

@@ -19,6 +19,7 @@ pub mod canary;
 pub mod conn;
 pub mod keys;
 pub mod links;
+pub mod lua;
 pub mod notify_settings;
 pub mod plugins;
 pub mod queue;

@@ -313,39 +313,7 @@ pub async fn activate_why(
     })
 }
 
-/// Steps a scope's activations back, atomically. KEYS[1] = `td:{~plugins}:active`,
-/// KEYS[2] = the scope's trail; ARGV[1] = the scope's field in KEYS[1], ARGV[2] = `one`
-/// (a rollback: drop the activation in force) or `tenant` (drop the tenant's own choices
-/// on top). Then the newest left runs the scope, or the built-in component when none is.
-/// Returns `{changed, digest or ""}`; `changed` 0: nothing to drop.
-const STEP_BACK: &str = r#"
-local changed = 0
-if ARGV[2] == 'one' then
-  if redis.call('LPOP', KEYS[2]) then
-    changed = 1
-  elseif redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-    -- Activated before trails were kept: back to the built-in component.
-    changed = 1
-  end
-else
-  while true do
-    local top = redis.call('LINDEX', KEYS[2], 0)
-    if not top or string.sub(top, 1, 7) ~= 'tenant|' then break end
-    redis.call('LPOP', KEYS[2])
-    changed = 1
-  end
-end
-if changed == 0 then return {0, ''} end
-local top = redis.call('LINDEX', KEYS[2], 0)
-if top then
-  local digest = string.sub(top, string.find(top, '|', 1, true) + 1)
-  redis.call('HSET', KEYS[1], ARGV[1], digest)
-  return {1, digest}
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return {1, ''}
-"#;
-
+/// Steps a scope's activations back, atomically (`lua/step_back.lua`).
 async fn step_back(
     pool: &Pool,
     stage: &str,
@@ -354,12 +322,13 @@ async fn step_back(
 ) -> redis::RedisResult<Option<Option<String>>> {
     let field = active_field(stage, tenant);
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let (changed, digest): (u8, String) = redis::Script::new(STEP_BACK)
-        .key(PLUGIN_ACTIVE)
-        .key(plugin_trail(&field))
-        .arg(&field)
-        .arg(mode)
-        .invoke_async(&mut conn)
+    let (changed, digest): (u8, String) = crate::lua::STEP_BACK
+        .call()
+        .key("active", PLUGIN_ACTIVE)
+        .key("trail", plugin_trail(&field))
+        .arg("field", &field)
+        .arg("mode", mode)
+        .invoke(&mut conn)
         .await?;
     Ok((changed == 1).then(|| Some(digest).filter(|d| !d.is_empty())))
 }

@@ -22,11 +22,12 @@
 //!
 //! All keys here share the hash tag `{~sched}`: each script touches one Cluster slot.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::Pool;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
+
+use crate::lua;
 
 use crate::keys::{
     NOTIFY_READY, NOTIFY_WAKE, SCHED_LEASES, SCHED_PASS, SCHED_READY, SCHED_RETRIES, SCHED_STRIDE,
@@ -39,100 +40,6 @@ pub const STRIDE_ONE: u64 = 1 << 20;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Wake-up tokens kept for idle workers.
 const WAKE_CAP: i64 = 64;
-
-/// Lua of [`ADD`] and [`FINISH`]: `add(ready, pass, vtime, wake, tenant, always, cap)`
-/// puts a tenant in the ready set (at the virtual time, or where it left off if later)
-/// and leaves a wake token when it was added or `always` is `1`; `token(list, cap)`
-/// pushes a token, trimming the list only once it is over `cap`. Returns 1 if added.
-macro_rules! add_lua {
-    () => {
-        r#"
-local function token(list, cap)
-  if redis.call('LPUSH', list, '1') > tonumber(cap) then
-    redis.call('LTRIM', list, 0, tonumber(cap) - 1)
-  end
-end
-local function add(ready, pass, vtime, wake, tenant, always, cap)
-  local added = 0
-  if not redis.call('ZSCORE', ready, tenant) then
-    local p = tonumber(redis.call('HGET', pass, tenant) or '0')
-    local v = tonumber(redis.call('GET', vtime) or '0')
-    if v > p then p = v end
-    redis.call('ZADD', ready, p, tenant)
-    added = 1
-  end
-  if added == 1 or always == '1' then token(wake, cap) end
-  return added
-end
-"#
-    };
-}
-
-/// Puts a tenant in the ready set (see `add_lua`).
-/// KEYS: ready, pass, vtime, wake. ARGV: tenant, wake (`1`: always leave a wake token),
-/// token cap. Returns 1 if it was added.
-static ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        add_lua!(),
-        "return add(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])"
-    ))
-});
-
-/// A conversion ended: drops its lease, makes its tenant ready again, and, when it left
-/// a notify entry, tells the notifiers (the tenant in the notify set and a wake token).
-/// KEYS: leases, ready, pass, vtime, wake, notify set, notify wake.
-/// ARGV: lease member, tenant, notify (`1`/`0`), token cap.
-static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        add_lua!(),
-        r#"
-redis.call('ZREM', KEYS[1], ARGV[1])
-add(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], '0', ARGV[4])
-if ARGV[3] == '1' then
-  redis.call('SADD', KEYS[6], ARGV[2])
-  token(KEYS[7], ARGV[4])
-end
-return 0
-"#
-    ))
-});
-
-/// Takes the ready tenant with the smallest pass and advances it by its stride.
-/// KEYS: ready, vtime, stride. ARGV: default stride. Returns `{tenant, stride}` or nil.
-static PICK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #top == 0 then return false end
-local t, p = top[1], tonumber(top[2])
-local s = tonumber(redis.call('HGET', KEYS[3], t) or ARGV[1])
-redis.call('ZADD', KEYS[1], 'XX', p + s, t)
-redis.call('SET', KEYS[2], p)
-return {t, tostring(s)}
-"#,
-    )
-});
-
-/// Takes a tenant out of the ready set, remembering its pass minus the stride the pick
-/// that found nothing to take charged it (no dispatch happened).
-/// KEYS: ready, pass, stride. ARGV: tenant, that stride (empty: the tenant's, or
-/// ARGV[3]).
-static PARK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s then
-  local stride = tonumber(ARGV[2])
-  if not stride then stride = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[3]) end
-  local pass = tonumber(s) - stride
-  if pass < 0 then pass = 0 end
-  redis.call('HSET', KEYS[2], ARGV[1], pass)
-  redis.call('ZREM', KEYS[1], ARGV[1])
-end
-return 0
-"#,
-    )
-});
 
 /// `"{tenant} {x}"` members as `(tenant, x)`.
 fn split_members(members: &[String]) -> Vec<(String, String)> {
@@ -174,15 +81,16 @@ impl Scheduler {
     /// was (a new job: one more worker may start).
     pub async fn add(&self, tenant: &str, wake: bool) -> redis::RedisResult<bool> {
         let mut conn = self.conn().await?;
-        let added: i64 = ADD
-            .key(SCHED_READY)
-            .key(SCHED_PASS)
-            .key(SCHED_VTIME)
-            .key(SCHED_WAKE)
-            .arg(tenant)
-            .arg(if wake { "1" } else { "0" })
-            .arg(WAKE_CAP)
-            .invoke_async(&mut conn)
+        let added: i64 = lua::SCHED_ADD
+            .call()
+            .key("ready", SCHED_READY)
+            .key("pass", SCHED_PASS)
+            .key("vtime", SCHED_VTIME)
+            .key("wake", SCHED_WAKE)
+            .arg("tenant", tenant)
+            .arg("always", if wake { "1" } else { "0" })
+            .arg("cap", WAKE_CAP)
+            .invoke(&mut conn)
             .await?;
         Ok(added == 1)
     }
@@ -196,12 +104,13 @@ impl Scheduler {
     /// [`park_picked`](Self::park_picked) gives back).
     pub async fn pick_charged(&self) -> redis::RedisResult<Option<Picked>> {
         let mut conn = self.conn().await?;
-        let picked: Option<(String, u64)> = PICK
-            .key(SCHED_READY)
-            .key(SCHED_VTIME)
-            .key(SCHED_STRIDE)
-            .arg(STRIDE_ONE)
-            .invoke_async(&mut conn)
+        let picked: Option<(String, u64)> = lua::SCHED_PICK
+            .call()
+            .key("ready", SCHED_READY)
+            .key("vtime", SCHED_VTIME)
+            .key("stride", SCHED_STRIDE)
+            .arg("default_stride", STRIDE_ONE)
+            .invoke(&mut conn)
             .await?;
         Ok(picked.map(|(tenant, stride)| Picked { tenant, stride }))
     }
@@ -220,14 +129,15 @@ impl Scheduler {
 
     async fn park_with(&self, tenant: &str, stride: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
-        let _: i64 = PARK
-            .key(SCHED_READY)
-            .key(SCHED_PASS)
-            .key(SCHED_STRIDE)
-            .arg(tenant)
-            .arg(stride)
-            .arg(STRIDE_ONE)
-            .invoke_async(&mut conn)
+        let _: i64 = lua::SCHED_PARK
+            .call()
+            .key("ready", SCHED_READY)
+            .key("pass", SCHED_PASS)
+            .key("stride", SCHED_STRIDE)
+            .arg("tenant", tenant)
+            .arg("stride", stride)
+            .arg("default_stride", STRIDE_ONE)
+            .invoke(&mut conn)
             .await?;
         Ok(())
     }
@@ -274,19 +184,20 @@ impl Scheduler {
         notify: bool,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
-        let _: i64 = FINISH
-            .key(SCHED_LEASES)
-            .key(SCHED_READY)
-            .key(SCHED_PASS)
-            .key(SCHED_VTIME)
-            .key(SCHED_WAKE)
-            .key(NOTIFY_READY)
-            .key(NOTIFY_WAKE)
-            .arg(lease_member(tenant, entry_id))
-            .arg(tenant)
-            .arg(if notify { "1" } else { "0" })
-            .arg(WAKE_CAP)
-            .invoke_async(&mut conn)
+        let _: i64 = lua::SCHED_FINISH
+            .call()
+            .key("leases", SCHED_LEASES)
+            .key("ready", SCHED_READY)
+            .key("pass", SCHED_PASS)
+            .key("vtime", SCHED_VTIME)
+            .key("wake", SCHED_WAKE)
+            .key("notify_ready", NOTIFY_READY)
+            .key("notify_wake", NOTIFY_WAKE)
+            .arg("lease", lease_member(tenant, entry_id))
+            .arg("tenant", tenant)
+            .arg("notify", if notify { "1" } else { "0" })
+            .arg("cap", WAKE_CAP)
+            .invoke(&mut conn)
             .await?;
         Ok(())
     }

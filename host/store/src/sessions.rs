@@ -14,47 +14,11 @@
 //! for at most a second or two.
 
 use crate::Pool;
+use crate::lua;
 use redis::AsyncCommands;
 use sha2::Digest;
 
 use crate::keys::{session_key, tenant_key, user_sessions_key};
-
-/// Records a session if the tenant exists and is not being deleted: mints the tenant's
-/// incarnation if it has none yet (tenants created before incarnations existed).
-/// KEYS: session, user's sessions, tenant. ARGV: user id, expiry (unix ms), token sha,
-/// fresh incarnation. Returns 1, or 0 when the tenant is gone.
-const RECORD: &str = r"
-if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('HGET', KEYS[3], 'deleting') == '1' then
-  return 0
-end
-redis.call('HSETNX', KEYS[3], 'incarnation', ARGV[4])
-local inc = redis.call('HGET', KEYS[3], 'incarnation')
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'inc', inc)
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-local ttl = redis.call('PTTL', KEYS[2])
-local want = tonumber(ARGV[2]) - tonumber(redis.call('TIME')[1]) * 1000
-if ttl < want then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
-return 1
-";
-
-/// The user id of a live session of a live tenant incarnation, or nil.
-/// KEYS: session, tenant.
-const CHECK: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'user', 'inc')
-if not s[1] then return false end
-local t = redis.call('HMGET', KEYS[2], 'incarnation', 'deleting')
-if t[1] ~= s[2] or t[2] == '1' then return false end
-return s[1]
-";
-
-/// The second to issue an account's next token at: now, or one past the last one if that
-/// was now or later. KEYS: last issue. ARGV: now (unix s).
-const RESERVE_SECOND: &str = r"
-local t = math.max(tonumber(ARGV[1]), (tonumber(redis.call('GET', KEYS[1])) or 0) + 1)
-redis.call('SET', KEYS[1], t, 'EX', 120)
-return t
-";
 
 /// The SHA-256 (hex) of a token: what its session is stored under (the token itself
 /// never is).
@@ -71,17 +35,11 @@ pub fn new_incarnation() -> String {
 #[derive(Clone)]
 pub struct Sessions {
     pool: Pool,
-    record: redis::Script,
-    check: redis::Script,
 }
 
 impl Sessions {
     pub fn new(pool: Pool) -> Self {
-        Self {
-            pool,
-            record: redis::Script::new(RECORD),
-            check: redis::Script::new(CHECK),
-        }
+        Self { pool }
     }
 
     /// The second (unix s) to issue `email`'s next token at: HS256 tokens have no nonce,
@@ -94,10 +52,11 @@ impl Sessions {
         now: u64,
     ) -> redis::RedisResult<u64> {
         let mut conn = self.pool.get().await.map_err(crate::pool_error)?;
-        redis::Script::new(RESERVE_SECOND)
-            .key(crate::keys::last_issue_key(tenant, email))
-            .arg(now)
-            .invoke_async(&mut conn)
+        lua::RESERVE_SECOND
+            .call()
+            .key("last_issue", crate::keys::last_issue_key(tenant, email))
+            .arg("now_s", now)
+            .invoke(&mut conn)
             .await
     }
 
@@ -112,16 +71,16 @@ impl Sessions {
     ) -> redis::RedisResult<bool> {
         let mut conn = self.pool.get().await.map_err(crate::pool_error)?;
         let sha = token_sha256(token);
-        let recorded: u8 = self
-            .record
-            .key(session_key(tenant, &sha))
-            .key(user_sessions_key(tenant, user_id))
-            .key(tenant_key(tenant))
-            .arg(user_id)
-            .arg(expires_at.saturating_mul(1000))
-            .arg(&sha)
-            .arg(new_incarnation())
-            .invoke_async(&mut conn)
+        let recorded: u8 = lua::SESSION_RECORD
+            .call()
+            .key("session", session_key(tenant, &sha))
+            .key("user_sessions", user_sessions_key(tenant, user_id))
+            .key("tenant", tenant_key(tenant))
+            .arg("user_id", user_id)
+            .arg("expires_ms", expires_at.saturating_mul(1000))
+            .arg("token_sha", &sha)
+            .arg("incarnation", new_incarnation())
+            .invoke(&mut conn)
             .await?;
         Ok(recorded == 1)
     }
@@ -134,11 +93,11 @@ impl Sessions {
         token: &str,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.pool.get().await.map_err(crate::pool_error)?;
-        let user: Option<String> = self
-            .check
-            .key(session_key(tenant, &token_sha256(token)))
-            .key(tenant_key(tenant))
-            .invoke_async(&mut conn)
+        let user: Option<String> = lua::SESSION_CHECK
+            .call()
+            .key("session", session_key(tenant, &token_sha256(token)))
+            .key("tenant", tenant_key(tenant))
+            .invoke(&mut conn)
             .await?;
         Ok(user.as_deref() == Some(user_id))
     }

@@ -4,25 +4,11 @@
 //! before reading new ones, heart-beat an entry while working on it, and back off
 //! between attempts.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::RedisResult;
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{RedisResult, Script};
-
-/// Extends our hold on an entry (resets its idle time) only if we still own it.
-/// KEYS: stream. ARGV: group, consumer, entry id. Returns 1 if still ours.
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"#,
-    )
-});
 
 /// One consumer group on one stream.
 #[derive(Debug, Clone, Copy)]
@@ -147,12 +133,13 @@ impl Group<'_> {
         consumer: &str,
         entry_id: &str,
     ) -> RedisResult<bool> {
-        let ours: i64 = HEARTBEAT
-            .key(self.stream)
-            .arg(self.name)
-            .arg(consumer)
-            .arg(entry_id)
-            .invoke_async(conn)
+        let ours: i64 = crate::lua::HEARTBEAT
+            .call()
+            .key("stream", self.stream)
+            .arg("group", self.name)
+            .arg("consumer", consumer)
+            .arg("entry", entry_id)
+            .invoke(conn)
             .await?;
         Ok(ours == 1)
     }

@@ -154,24 +154,13 @@ pub async fn charge_stored(
     bytes: u64,
     quota: Option<u64>,
 ) -> redis::RedisResult<bool> {
-    static CHARGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        // KEYS: usage. ARGV: bytes, quota (0: none). Returns 1 if charged.
-        redis::Script::new(
-            r#"
-local stored = tonumber(redis.call('HGET', KEYS[1], 'stored_bytes') or '0')
-local quota = tonumber(ARGV[2])
-if quota > 0 and stored + tonumber(ARGV[1]) > quota then return 0 end
-redis.call('HINCRBY', KEYS[1], 'stored_bytes', ARGV[1])
-return 1
-"#,
-        )
-    });
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
-    let charged: i64 = CHARGE
-        .key(usage_key(tenant))
-        .arg(bytes)
-        .arg(quota.unwrap_or(0))
-        .invoke_async(&mut conn)
+    let charged: i64 = crate::lua::CHARGE_STORED
+        .call()
+        .key("usage", usage_key(tenant))
+        .arg("bytes", bytes)
+        .arg("quota", quota.unwrap_or(0))
+        .invoke(&mut conn)
         .await?;
     Ok(charged == 1)
 }

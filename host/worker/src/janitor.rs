@@ -100,13 +100,12 @@ pub async fn pass(
     // Release only our own lock (it may have expired and been taken meanwhile): compare
     // and delete in one script.
     let mut conn = pool.get().await?;
-    let _: i64 = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-    .key(tapedeck_store::keys::JANITOR_LOCK)
-    .arg(&token)
-    .invoke_async(&mut conn)
-    .await?;
+    let _: i64 = tapedeck_store::lua::RELEASE_LOCK
+        .call()
+        .key("lock", tapedeck_store::keys::JANITOR_LOCK)
+        .arg("token", &token)
+        .invoke(&mut conn)
+        .await?;
     result
 }
 

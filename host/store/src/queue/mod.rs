@@ -4,13 +4,12 @@
 //! events and safe trimming.
 //!
 //! Every key is listed in `redis/README.md`. State transitions are Lua scripts
-//! (`scripts.rs`) so the job hash and the stream never disagree.
+//! (`host/store/lua/`, run through `crate::lua`) so the job hash and the stream never
+//! disagree.
 //!
 //! Contact points: the gateway creates, reads, lists and deletes jobs and subscribes to
 //! `events_channel`, and requeues failed jobs (`requeue_failed`); the worker calls `next_delivery`, `start_attempt`, `heartbeat`,
 //! `report_progress`, `complete`, `fail` and `retry_later`.
-
-mod scripts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::Pool;
 use redis::AsyncCommands;
 
+use crate::lua;
 use crate::sched::Scheduler;
 
 pub use tapedeck_model::job::{
@@ -370,27 +370,27 @@ impl JobQueue {
         let created_ms = now.max(job.created_at * 1000);
         let (hour, day) = periods(now / 1000);
         let t = &job.tenant;
-        let mut call = scripts::ENQUEUE.prepare_invoke();
-        call.key(job_key(t, &job.id))
-            .key(user_jobs_key(t, &job.user_id))
-            .key(tenant_jobs_key(t))
-            .key(convert_stream(t))
-            .key(usage_key(t))
-            .key(usage_hour_key(t, hour))
-            .key(usage_day_key(t, day))
-            .key(job_rate_key(t, now / 60_000 * 60))
-            .arg(created_ms)
-            .arg(&job.id)
-            .arg(job.input.bytes)
-            .arg(limits.jobs_per_minute.unwrap_or(0))
-            .arg(limits.max_queued.unwrap_or(0))
-            .arg(limits.quota_bytes.unwrap_or(0))
-            .arg(HOUR_TTL_SECS)
-            .arg(DAY_TTL_SECS);
+        let mut call = lua::ENQUEUE.call();
+        call.key("job", job_key(t, &job.id))
+            .key("user_jobs", user_jobs_key(t, &job.user_id))
+            .key("tenant_jobs", tenant_jobs_key(t))
+            .key("convert", convert_stream(t))
+            .key("usage", usage_key(t))
+            .key("hour", usage_hour_key(t, hour))
+            .key("day", usage_day_key(t, day))
+            .key("rate", job_rate_key(t, now / 60_000 * 60))
+            .arg("created_ms", created_ms)
+            .arg("job_id", &job.id)
+            .arg("input_bytes", job.input.bytes)
+            .arg("jobs_per_minute", limits.jobs_per_minute.unwrap_or(0))
+            .arg("max_queued", limits.max_queued.unwrap_or(0))
+            .arg("quota_bytes", limits.quota_bytes.unwrap_or(0))
+            .arg("hour_ttl", HOUR_TTL_SECS)
+            .arg("day_ttl", DAY_TTL_SECS);
         for (field, value) in job.to_fields() {
-            call.arg(field).arg(value);
+            call.arg("fields", field).arg("fields", value);
         }
-        let reply: Vec<String> = call.invoke_async(&mut conn).await?;
+        let reply: Vec<String> = call.invoke(&mut conn).await?;
         drop(conn);
         if reply.first().map(String::as_str) != Some("ok") {
             let num = |i: usize| reply.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -553,25 +553,30 @@ impl JobQueue {
     /// reads it.
     pub async fn delete(&self, job: &JobRecord) -> Result<()> {
         let mut conn = self.conn().await?;
-        let _: String = scripts::DELETE
-            .key(job_key(&job.tenant, &job.id))
-            .key(user_jobs_key(&job.tenant, &job.user_id))
-            .key(tenant_jobs_key(&job.tenant))
-            .key(usage_key(&job.tenant))
-            .arg(&job.id)
+        let _: String = lua::DELETE
+            .call()
+            .key("job", job_key(&job.tenant, &job.id))
+            .key("user_jobs", user_jobs_key(&job.tenant, &job.user_id))
+            .key("tenant_jobs", tenant_jobs_key(&job.tenant))
+            .key("usage", usage_key(&job.tenant))
+            .arg("job_id", &job.id)
             // Wakes the job's SSE followers, which then find it gone.
-            .arg(events_channel(&job.id))
-            .arg(serde_json::to_string(&JobChange::deleted()).expect("a change serializes"))
-            // Stops its run if a worker is converting it.
-            .arg(JOB_CANCEL_CHANNEL)
+            .arg("channel", events_channel(&job.id))
             .arg(
+                "event",
+                serde_json::to_string(&JobChange::deleted()).expect("a change serializes"),
+            )
+            // Stops its run if a worker is converting it.
+            .arg("cancel_channel", JOB_CANCEL_CHANNEL)
+            .arg(
+                "cancel_message",
                 serde_json::to_string(&CancelRequest {
                     tenant: job.tenant.clone(),
                     job: job.id.clone(),
                 })
                 .expect("a cancel request serializes"),
             )
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await?;
         drop(conn);
         self.sched.drop_retry(&job.tenant, &job.id).await?;
@@ -581,12 +586,13 @@ impl JobQueue {
     /// Marks a finished job `expired` once the retention sweeper removed its blobs.
     pub async fn expire(&self, job: &JobRecord) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let n: i64 = scripts::EXPIRE_JOB
-            .key(job_key(&job.tenant, &job.id))
-            .key(usage_key(&job.tenant))
-            .arg(now_ms() / 1000)
-            .arg(events_channel(&job.id))
-            .invoke_async(&mut conn)
+        let n: i64 = lua::EXPIRE_JOB
+            .call()
+            .key("job", job_key(&job.tenant, &job.id))
+            .key("usage", usage_key(&job.tenant))
+            .arg("now_s", now_ms() / 1000)
+            .arg("channel", events_channel(&job.id))
+            .invoke(&mut conn)
             .await?;
         Ok(n == 1)
     }
@@ -623,13 +629,14 @@ impl JobQueue {
     pub async fn record_cpu(&self, tenant: &str, cpu_ms: u64) -> Result<()> {
         let mut conn = self.conn().await?;
         let (hour, day) = periods(now_ms() / 1000);
-        let _: i64 = scripts::RECORD_CPU
-            .key(usage_hour_key(tenant, hour))
-            .key(usage_day_key(tenant, day))
-            .arg(cpu_ms)
-            .arg(HOUR_TTL_SECS)
-            .arg(DAY_TTL_SECS)
-            .invoke_async(&mut conn)
+        let _: i64 = lua::RECORD_CPU
+            .call()
+            .key("hour", usage_hour_key(tenant, hour))
+            .key("day", usage_day_key(tenant, day))
+            .arg("cpu_ms", cpu_ms)
+            .arg("hour_ttl", HOUR_TTL_SECS)
+            .arg("day_ttl", DAY_TTL_SECS)
+            .invoke(&mut conn)
             .await?;
         Ok(())
     }
@@ -664,7 +671,7 @@ impl JobQueue {
         Ok(None)
     }
 
-    /// One `TAKE` on `tenant`'s stream (see `scripts::TAKE`), recording the lease;
+    /// One `TAKE` on `tenant`'s stream (see `lua/take.lua`), recording the lease;
     /// `again`: the look right after parking (new entries only).
     async fn take(&self, tenant: &str, consumer: &str, again: bool) -> Result<Take> {
         let order = if again {
@@ -684,20 +691,24 @@ impl JobQueue {
         let lease_ms = self.policy.visibility_timeout.as_millis() as u64;
         let stream = convert_stream(tenant);
         let (hour, _) = periods(now / 1000);
-        let reply: redis::RedisResult<Vec<String>> = scripts::TAKE
-            .key(&stream)
-            .key(running_key(tenant))
-            .key(tenant_key(tenant))
-            .key(usage_hour_key(tenant, hour))
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(now)
-            .arg(lease_ms)
-            .arg(lease_ms)
-            .arg(self.policy.max_running_per_tenant)
-            .arg(self.policy.cpu_seconds_per_hour_per_tenant)
-            .arg(order)
-            .invoke_async(&mut conn)
+        let reply: redis::RedisResult<Vec<String>> = lua::TAKE
+            .call()
+            .key("convert", &stream)
+            .key("running", running_key(tenant))
+            .key("tenant", tenant_key(tenant))
+            .key("hour", usage_hour_key(tenant, hour))
+            .arg("group", GROUP)
+            .arg("consumer", consumer)
+            .arg("now_ms", now)
+            .arg("lease_ms", lease_ms)
+            .arg("visibility_ms", lease_ms)
+            .arg("max_running", self.policy.max_running_per_tenant)
+            .arg(
+                "cpu_seconds_per_hour",
+                self.policy.cpu_seconds_per_hour_per_tenant,
+            )
+            .arg("order", order)
+            .invoke(&mut conn)
             .await;
         let reply = match reply {
             Ok(r) => r,
@@ -749,11 +760,12 @@ impl JobQueue {
         let n = expired.len();
         for (tenant, entry) in expired {
             let mut conn = self.conn().await?;
-            let pending: i64 = scripts::PENDING
-                .key(convert_stream(&tenant))
-                .arg(GROUP)
-                .arg(&entry)
-                .invoke_async(&mut conn)
+            let pending: i64 = lua::PENDING
+                .call()
+                .key("stream", convert_stream(&tenant))
+                .arg("group", GROUP)
+                .arg("entry", &entry)
+                .invoke(&mut conn)
                 .await?;
             drop(conn);
             if pending > 0 {
@@ -878,13 +890,14 @@ impl JobQueue {
     ) -> Result<(AttemptStart, bool, Option<JobRecord>)> {
         let mut conn = self.conn().await?;
         let (status, attempts, on_canary, job): (String, u32, u32, HashMap<String, String>) =
-            scripts::START_ATTEMPT
-                .key(job_key(&d.tenant, &d.job_id))
-                .key(usage_key(&d.tenant))
-                .arg(events_channel(&d.job_id))
-                .arg(digest)
-                .arg(canary.unwrap_or(""))
-                .invoke_async(&mut conn)
+            lua::START_ATTEMPT
+                .call()
+                .key("job", job_key(&d.tenant, &d.job_id))
+                .key("usage", usage_key(&d.tenant))
+                .arg("channel", events_channel(&d.job_id))
+                .arg("digest", digest)
+                .arg("canary", canary.unwrap_or(""))
+                .invoke(&mut conn)
                 .await?;
         if status == "converting" {
             let job = JobRecord::from_hash(&job)
@@ -936,11 +949,12 @@ impl JobQueue {
 
     pub async fn report_progress(&self, tenant: &str, job_id: &str, progress: f32) -> Result<()> {
         let mut conn = self.conn().await?;
-        let _: i64 = scripts::PROGRESS
-            .key(job_key(tenant, job_id))
-            .arg(format!("{progress:.3}"))
-            .arg(events_channel(job_id))
-            .invoke_async(&mut conn)
+        let _: i64 = lua::PROGRESS
+            .call()
+            .key("job", job_key(tenant, job_id))
+            .arg("progress", format!("{progress:.3}"))
+            .arg("channel", events_channel(job_id))
+            .invoke(&mut conn)
             .await?;
         Ok(())
     }
@@ -972,36 +986,41 @@ impl JobQueue {
         quota: Option<u64>,
         cpu_ms: u64,
     ) -> Result<Completion> {
+        // One clock read: the hour, the day and `finished_at` agree.
+        let now_s = now_ms() / 1000;
+        let (hour, day) = periods(now_s);
         let mut conn = self.conn().await?;
-        let kept: i64 = scripts::COMPLETE
-            .key(job_key(&d.tenant, &d.job_id))
-            .key(&d.stream)
-            .key(notify_stream(&d.tenant))
-            .key(running_key(&d.tenant))
-            .key(usage_key(&d.tenant))
-            .key(usage_hour_key(&d.tenant, periods(now_ms() / 1000).0))
-            .key(usage_day_key(&d.tenant, periods(now_ms() / 1000).1))
-            .arg(GROUP)
-            .arg(&d.entry_id)
-            .arg(&output.key)
-            .arg(output.bytes)
-            .arg(output.duration_ms)
-            .arg(now_ms() / 1000)
-            .arg(&d.job_id)
-            .arg(&d.tenant)
-            .arg(events_channel(&d.job_id))
+        let kept: i64 = lua::COMPLETE
+            .call()
+            .key("job", job_key(&d.tenant, &d.job_id))
+            .key("convert", &d.stream)
+            .key("notify", notify_stream(&d.tenant))
+            .key("running", running_key(&d.tenant))
+            .key("usage", usage_key(&d.tenant))
+            .key("hour", usage_hour_key(&d.tenant, hour))
+            .key("day", usage_day_key(&d.tenant, day))
+            .arg("group", GROUP)
+            .arg("entry", &d.entry_id)
+            .arg("output_key", &output.key)
+            .arg("output_bytes", output.bytes)
+            .arg("duration_ms", output.duration_ms)
+            .arg("finished_at", now_s)
+            .arg("job_id", &d.job_id)
+            .arg("tenant", &d.tenant)
+            .arg("channel", events_channel(&d.job_id))
             .arg(
+                "bitrate_kbps",
                 output
                     .bitrate_kbps
                     .map(|k| k.to_string())
                     .unwrap_or_default(),
             )
-            .arg(HOUR_TTL_SECS)
-            .arg(DAY_TTL_SECS)
-            .arg(quota.unwrap_or(0))
-            .arg(cpu_ms)
-            .arg(self.trim_due(&d.stream))
-            .invoke_async(&mut conn)
+            .arg("hour_ttl", HOUR_TTL_SECS)
+            .arg("day_ttl", DAY_TTL_SECS)
+            .arg("quota_bytes", quota.unwrap_or(0))
+            .arg("cpu_ms", cpu_ms)
+            .arg("trim", self.trim_due(&d.stream))
+            .invoke(&mut conn)
             .await?;
         drop(conn);
         if kept == 2 {
@@ -1040,28 +1059,32 @@ impl JobQueue {
 
     /// Fails the job for good with `reason` (dead letter + notify) and acknowledges.
     pub async fn fail(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<()> {
+        // One clock read: the hour, the day and `finished_at` agree.
+        let now_s = now_ms() / 1000;
+        let (hour, day) = periods(now_s);
         let mut conn = self.conn().await?;
-        let _: i64 = scripts::FAIL
-            .key(job_key(&d.tenant, &d.job_id))
-            .key(&d.stream)
-            .key(dead_letter_key(&d.tenant))
-            .key(notify_stream(&d.tenant))
-            .key(running_key(&d.tenant))
-            .key(usage_key(&d.tenant))
-            .key(usage_hour_key(&d.tenant, periods(now_ms() / 1000).0))
-            .key(usage_day_key(&d.tenant, periods(now_ms() / 1000).1))
-            .arg(GROUP)
-            .arg(&d.entry_id)
-            .arg(reason)
-            .arg(now_ms() / 1000)
-            .arg(&d.job_id)
-            .arg(&d.tenant)
-            .arg(attempts)
-            .arg(events_channel(&d.job_id))
-            .arg(HOUR_TTL_SECS)
-            .arg(DAY_TTL_SECS)
-            .arg(self.trim_due(&d.stream))
-            .invoke_async(&mut conn)
+        let _: i64 = lua::FAIL
+            .call()
+            .key("job", job_key(&d.tenant, &d.job_id))
+            .key("convert", &d.stream)
+            .key("dead_letter", dead_letter_key(&d.tenant))
+            .key("notify", notify_stream(&d.tenant))
+            .key("running", running_key(&d.tenant))
+            .key("usage", usage_key(&d.tenant))
+            .key("hour", usage_hour_key(&d.tenant, hour))
+            .key("day", usage_day_key(&d.tenant, day))
+            .arg("group", GROUP)
+            .arg("entry", &d.entry_id)
+            .arg("reason", reason)
+            .arg("finished_at", now_s)
+            .arg("job_id", &d.job_id)
+            .arg("tenant", &d.tenant)
+            .arg("attempts", attempts)
+            .arg("channel", events_channel(&d.job_id))
+            .arg("hour_ttl", HOUR_TTL_SECS)
+            .arg("day_ttl", DAY_TTL_SECS)
+            .arg("trim", self.trim_due(&d.stream))
+            .invoke(&mut conn)
             .await?;
         drop(conn);
         self.sched.finish(&d.tenant, &d.entry_id, true).await?;
@@ -1106,14 +1129,15 @@ impl JobQueue {
     pub async fn requeue_failed(&self, job: &JobRecord) -> Result<Requeue> {
         self.ensure_stream(&job.tenant).await?;
         let mut conn = self.conn().await?;
-        let before: String = scripts::REQUEUE_FAILED
-            .key(job_key(&job.tenant, &job.id))
-            .key(convert_stream(&job.tenant))
-            .key(dead_letter_key(&job.tenant))
-            .key(usage_key(&job.tenant))
-            .arg(&job.id)
-            .arg(events_channel(&job.id))
-            .invoke_async(&mut conn)
+        let before: String = lua::REQUEUE_FAILED
+            .call()
+            .key("job", job_key(&job.tenant, &job.id))
+            .key("convert", convert_stream(&job.tenant))
+            .key("dead_letter", dead_letter_key(&job.tenant))
+            .key("usage", usage_key(&job.tenant))
+            .arg("job_id", &job.id)
+            .arg("channel", events_channel(&job.id))
+            .invoke(&mut conn)
             .await?;
         drop(conn);
         if before == "failed" {
@@ -1155,19 +1179,20 @@ impl JobQueue {
         self.sched.add_retry(&d.tenant, &d.job_id, due).await?;
         self.seen.retries.notify_one();
         let mut conn = self.conn().await?;
-        let _: i64 = scripts::RETRY_LATER
-            .key(job_key(&d.tenant, &d.job_id))
-            .key(&d.stream)
-            .key(running_key(&d.tenant))
-            .key(usage_key(&d.tenant))
-            .arg(GROUP)
-            .arg(&d.entry_id)
-            .arg(reason)
-            .arg(due)
-            .arg(events_channel(&d.job_id))
-            .arg(if refund { "1" } else { "0" })
-            .arg(self.trim_due(&d.stream))
-            .invoke_async(&mut conn)
+        let _: i64 = lua::RETRY_LATER
+            .call()
+            .key("job", job_key(&d.tenant, &d.job_id))
+            .key("convert", &d.stream)
+            .key("running", running_key(&d.tenant))
+            .key("usage", usage_key(&d.tenant))
+            .arg("group", GROUP)
+            .arg("entry", &d.entry_id)
+            .arg("reason", reason)
+            .arg("due_ms", due)
+            .arg("channel", events_channel(&d.job_id))
+            .arg("refund", if refund { "1" } else { "0" })
+            .arg("trim", self.trim_due(&d.stream))
+            .invoke(&mut conn)
             .await?;
         drop(conn);
         self.release(d).await?;
@@ -1199,11 +1224,12 @@ impl JobQueue {
                 continue;
             }
             let mut conn = self.conn().await?;
-            let queued: i64 = scripts::PROMOTE_RETRY
-                .key(job_key(&tenant, &job))
-                .key(convert_stream(&tenant))
-                .arg(&job)
-                .invoke_async(&mut conn)
+            let queued: i64 = lua::PROMOTE_RETRY
+                .call()
+                .key("job", job_key(&tenant, &job))
+                .key("convert", convert_stream(&tenant))
+                .arg("job_id", &job)
+                .invoke(&mut conn)
                 .await?;
             drop(conn);
             if queued == 1 {
@@ -1225,13 +1251,14 @@ impl JobQueue {
 /// yet delivered); a stream without groups keeps its newest `UNREAD_STREAM_CAP` entries.
 /// Shared by the convert streams and the notify stream.
 pub async fn trim_stream(
-    conn: &mut impl redis::aio::ConnectionLike,
+    conn: &mut (impl redis::aio::ConnectionLike + Send),
     stream: &str,
 ) -> redis::RedisResult<u64> {
-    scripts::SAFE_TRIM
-        .key(stream)
-        .arg(UNREAD_STREAM_CAP)
-        .invoke_async(conn)
+    lua::SAFE_TRIM
+        .call()
+        .key("stream", stream)
+        .arg("cap", UNREAD_STREAM_CAP)
+        .invoke(conn)
         .await
 }
 

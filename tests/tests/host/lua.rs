@@ -1,0 +1,275 @@
+//! The Lua scripts of `host/store/lua/` where they are subtle, run against a real
+//! redis-server: trims never drop an entry a group still needs; deleting, failing,
+//! requeueing and expiring keep the tenant's totals right; a completion delivered twice
+//! counts once; a notification's plan and cap admission happen once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tapedeck::model::job::{JobInput, JobOutput, JobRecord};
+use tapedeck::queue::{Delivery, JobQueue, PipelinePolicy, Requeue, convert_stream};
+use tapedeck::store::keys::{notify_stream, usage_key};
+use tapedeck::store::lua;
+use tapedeck_tests::RedisServer;
+
+const TENANT: &str = "lua";
+
+fn job(id: &str, bytes: u64) -> JobRecord {
+    let input = JobInput {
+        name: "x.m4a".into(),
+        bytes,
+        key: format!("in/{TENANT}/{id}"),
+    };
+    JobRecord::queued(
+        id,
+        TENANT,
+        ("u1", "u@example.com"),
+        input,
+        Default::default(),
+    )
+}
+
+fn queue(redis: &RedisServer) -> JobQueue {
+    JobQueue::new(
+        redis.pool(),
+        PipelinePolicy {
+            max_attempts: 3,
+            visibility_timeout: Duration::from_secs(60),
+            retry_base: Duration::from_millis(1),
+            max_running_per_tenant: 0,
+            cpu_seconds_per_hour_per_tenant: 0,
+        },
+    )
+}
+
+async fn next(queue: &JobQueue) -> Delivery {
+    queue
+        .next_delivery("host-1-0", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("an entry is waiting")
+}
+
+fn output(id: &str, bytes: u64) -> JobOutput {
+    JobOutput {
+        key: format!("out/{TENANT}/{id}.mp3"),
+        bytes,
+        duration_ms: 1000,
+        bitrate_kbps: Some(192),
+    }
+}
+
+/// The tenant's totals as `usage` holds them (missing fields: 0).
+async fn totals(redis: &RedisServer) -> HashMap<String, i64> {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    conn.hgetall(usage_key(TENANT)).await.unwrap()
+}
+
+fn of(t: &HashMap<String, i64>, field: &str) -> i64 {
+    t.get(field).copied().unwrap_or(0)
+}
+
+async fn stream_ids(redis: &RedisServer, stream: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).await.unwrap();
+    reply.ids.into_iter().map(|e| e.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_never_drop_an_entry_the_group_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue(&redis);
+    for i in 0..5 {
+        queue.enqueue(&job(&format!("j{i}"), 10)).await.unwrap();
+    }
+    let stream = convert_stream(TENANT);
+    let first = next(&queue).await;
+    let second = next(&queue).await;
+    queue.start_attempt(&second).await.unwrap();
+    // The first ack of the stream trims (COMPLETE's `trim`): below the oldest pending
+    // entry, which is `first`, still converting.
+    assert!(queue.complete(&second, &output("j1", 5)).await.unwrap());
+    let left = stream_ids(&redis, &stream).await;
+    assert!(
+        left.contains(&first.entry_id),
+        "the pending entry was trimmed: {left:?}"
+    );
+    assert_eq!(left.len(), 5, "nothing below the pending entry to drop");
+    // SAFE_TRIM from outside: the same floor.
+    let mut conn = redis.pool().get().await.unwrap();
+    let _: i64 = lua::SAFE_TRIM
+        .call()
+        .key("stream", &stream)
+        .arg("cap", 1000)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert!(stream_ids(&redis, &stream).await.contains(&first.entry_id));
+    // Once `first` is acknowledged, only the three never delivered are needed.
+    queue.start_attempt(&first).await.unwrap();
+    assert!(queue.complete(&first, &output("j0", 5)).await.unwrap());
+    let _: i64 = lua::SAFE_TRIM
+        .call()
+        .key("stream", &stream)
+        .arg("cap", 1000)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    // The floor is then the last delivered entry (`second`'s): it stays, the three never
+    // delivered behind it stay, everything below goes.
+    let left = stream_ids(&redis, &stream).await;
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(!left.contains(&first.entry_id) && left[0] == second.entry_id);
+    // ... and each of them is still delivered.
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(next(&queue).await.job_id);
+    }
+    jobs.sort();
+    assert_eq!(jobs, ["j2", "j3", "j4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_failing_requeueing_and_expiring_keep_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue(&redis);
+    for (id, bytes) in [("a", 100), ("b", 20), ("c", 3)] {
+        queue.enqueue(&job(id, bytes)).await.unwrap();
+    }
+    let t = totals(&redis).await;
+    assert_eq!((of(&t, "queued"), of(&t, "stored_bytes")), (3, 123));
+
+    let a = next(&queue).await;
+    queue.start_attempt(&a).await.unwrap();
+    assert!(queue.complete(&a, &output("a", 7)).await.unwrap());
+    let b = next(&queue).await;
+    queue.start_attempt(&b).await.unwrap();
+    queue.fail(&b, "broken", 1).await.unwrap();
+    let c = queue.get(TENANT, "c").await.unwrap().unwrap();
+    queue.delete(&c).await.unwrap();
+    let t = totals(&redis).await;
+    assert_eq!(
+        [
+            "queued",
+            "converting",
+            "done",
+            "failed",
+            "expired",
+            "stored_bytes"
+        ]
+        .map(|f| of(&t, f)),
+        [0, 0, 1, 1, 0, 127],
+        "{t:?}"
+    );
+
+    let failed = queue.get(TENANT, "b").await.unwrap().unwrap();
+    assert!(matches!(
+        queue.requeue_failed(&failed).await.unwrap(),
+        Requeue::Queued
+    ));
+    // A second replay of the same dead letter changes nothing.
+    assert!(matches!(
+        queue.requeue_failed(&failed).await.unwrap(),
+        Requeue::NotFailed(_)
+    ));
+    let t = totals(&redis).await;
+    assert_eq!((of(&t, "queued"), of(&t, "failed")), (1, 0), "{t:?}");
+
+    let done = queue.get(TENANT, "a").await.unwrap().unwrap();
+    assert!(queue.expire(&done).await.unwrap());
+    assert!(!queue.expire(&done).await.unwrap(), "expired once");
+    let t = totals(&redis).await;
+    assert_eq!(
+        (of(&t, "done"), of(&t, "expired"), of(&t, "stored_bytes")),
+        (0, 1, 20),
+        "{t:?}"
+    );
+    // Deleting an expired job: its bytes were given back when it expired.
+    let expired = queue.get(TENANT, "a").await.unwrap().unwrap();
+    queue.delete(&expired).await.unwrap();
+    let t = totals(&redis).await;
+    assert_eq!(
+        (of(&t, "expired"), of(&t, "stored_bytes")),
+        (0, 20),
+        "{t:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_delivered_twice_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue(&redis);
+    queue.enqueue(&job("a", 100)).await.unwrap();
+    let a = next(&queue).await;
+    queue.start_attempt(&a).await.unwrap();
+    assert!(queue.complete(&a, &output("a", 7)).await.unwrap());
+    // The same entry completed again (a worker that lost its lease and came back).
+    assert!(queue.complete(&a, &output("a", 7)).await.unwrap());
+    let t = totals(&redis).await;
+    assert_eq!(
+        (of(&t, "done"), of(&t, "converting"), of(&t, "stored_bytes")),
+        (1, 0, 107),
+        "{t:?}"
+    );
+    assert_eq!(stream_ids(&redis, &notify_stream(TENANT)).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifications_plan_and_admission_happen_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis.pool().get().await.unwrap();
+    let plan = |record: &str, json: &str, messages: usize, cap: u32| {
+        let mut call = lua::NOTIFY_PLAN.call();
+        call.key("record", record.to_owned())
+            .key("rate", "td:{lua}:notify:rate:1")
+            .arg("plan", json.to_owned())
+            .arg("messages", messages)
+            .arg("cap", cap)
+            .arg("record_ttl", 60)
+            .arg("rate_ttl", 60);
+        call
+    };
+    let first: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2]", 2, 3)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(first, (2, String::new()));
+    // Again, with another plan (a second consumer composing anew): the first answer and
+    // the first plan.
+    let again: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2,3]", 3, 3)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(again, (2, "[1,2]".to_owned()));
+    // The hour's counter took the first two only; the next entry gets what is left.
+    let next: (u32, String) = plan("td:{lua}:notify:delivery:2-0", "[1,2]", 2, 3)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(next, (1, String::new()));
+    let used: i64 = conn.get("td:{lua}:notify:rate:1").await.unwrap();
+    assert_eq!(used, 3);
+    // A plan stored by a consumer that stopped before admitting: admitted as stored.
+    let _: () = conn
+        .hset("td:{lua}:notify:delivery:3-0", "plan", "[1]")
+        .await
+        .unwrap();
+    let adopted: (u32, String) = plan("td:{lua}:notify:delivery:3-0", "[1,2]", 2, 10)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(adopted, (1, "[1]".to_owned()));
+}
