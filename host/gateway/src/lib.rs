@@ -48,7 +48,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use error::{ApiError, ErrorCode};
@@ -171,58 +171,80 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 /// cannot be served undocumented or documented unserved. Handlers carry their full path.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(account::register))
-        .routes(routes!(account::login))
-        .routes(routes!(sessions::logout))
-        .routes(routes!(sessions::logout_all))
-        .routes(routes!(sessions::change_password))
-        .routes(routes!(jobs::create, jobs::list))
-        .routes(routes!(jobs::show, jobs::remove))
-        .routes(routes!(jobs::retry))
-        .routes(routes!(jobs::events))
-        .routes(routes!(jobs::output))
-        .routes(routes!(
+        .documented(routes!(account::register))
+        .documented(routes!(account::login))
+        .documented(routes!(sessions::logout))
+        .documented(routes!(sessions::logout_all))
+        .documented(routes!(sessions::change_password))
+        .documented(routes!(jobs::create, jobs::list))
+        .documented(routes!(jobs::show, jobs::remove))
+        .documented(routes!(jobs::retry))
+        .documented(routes!(jobs::events))
+        .documented(routes!(jobs::output))
+        .documented(routes!(
             tenants::get_notifications,
             tenants::put_notifications
         ))
-        .routes(routes!(admin::own_usage))
-        .routes(routes!(admin::tenant_publish_plugin))
-        .routes(routes!(admin::tenant_activate_plugin))
-        .routes(routes!(admin::list_users, admin::create_user))
-        .routes(routes!(admin::update_user, admin::remove_user))
-        .routes(routes!(admin::list_tenants, admin::create_tenant))
-        .routes(routes!(
+        .documented(routes!(admin::own_usage))
+        .documented(routes!(admin::tenant_publish_plugin))
+        .documented(routes!(admin::tenant_activate_plugin))
+        .documented(routes!(admin::list_users, admin::create_user))
+        .documented(routes!(admin::update_user, admin::remove_user))
+        .documented(routes!(admin::list_tenants, admin::create_tenant))
+        .documented(routes!(
             admin::show_tenant,
             admin::update_tenant,
             admin::delete_tenant
         ))
-        .routes(routes!(admin::get_limits, admin::patch_limits))
-        .routes(routes!(admin::tenant_usage))
-        .routes(routes!(admin::operator_create_user))
-        .routes(routes!(admin::all_usage))
-        .routes(
+        .documented(routes!(admin::get_limits, admin::patch_limits))
+        .documented(routes!(admin::tenant_usage))
+        .documented(routes!(admin::operator_create_user))
+        .documented(routes!(admin::all_usage))
+        .documented(
             routes!(admin::list_plugins, admin::publish_plugin).layer(DefaultBodyLimit::disable()),
         )
-        .routes(routes!(admin::active_plugins))
-        .routes(routes!(admin::plugin_history))
-        .routes(routes!(admin::rollback_plugin))
-        .routes(routes!(ops::list_canaries))
-        .routes(routes!(ops::promote_canary))
-        .routes(routes!(ops::abort_canary))
-        .routes(routes!(ops::start_canary))
-        .routes(routes!(ops::tenant_jobs))
-        .routes(routes!(ops::tenant_job))
-        .routes(routes!(ops::dead_letters))
-        .routes(routes!(ops::replay))
-        .routes(routes!(ops::outbox))
-        .routes(routes!(ops::outbox_message))
-        .routes(routes!(admin::activate_plugin))
-        .routes(routes!(compat::login))
-        .routes(routes!(compat::upload))
-        .routes(routes!(compat::download))
+        .documented(routes!(admin::active_plugins))
+        .documented(routes!(admin::plugin_history))
+        .documented(routes!(admin::rollback_plugin))
+        .documented(routes!(ops::list_canaries))
+        .documented(routes!(ops::promote_canary))
+        .documented(routes!(ops::abort_canary))
+        .documented(routes!(ops::start_canary))
+        .documented(routes!(ops::tenant_jobs))
+        .documented(routes!(ops::tenant_job))
+        .documented(routes!(ops::dead_letters))
+        .documented(routes!(ops::replay))
+        .documented(routes!(ops::outbox))
+        .documented(routes!(ops::outbox_message))
+        .documented(routes!(admin::activate_plugin))
+        .documented(routes!(compat::login))
+        .documented(routes!(compat::upload))
+        .documented(routes!(compat::download))
         .merge(health::routes())
         .merge(web::routes())
         .merge(openapi::routes())
+}
+
+/// [`OpenApiRouter::routes`] refusing a schema name that two different types claim:
+/// utoipa-axum keeps the last one silently (two `Ended` types once gave
+/// `POST /v1/auth/logout-all` the canary's). The set of types is fixed at compile time, so
+/// the unit tests, which build the description, meet any clash first.
+trait Documented {
+    fn documented(self, routes: UtoipaMethodRouter<AppState>) -> Self;
+}
+
+impl Documented for OpenApiRouter<AppState> {
+    fn documented(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+        if let Some(known) = &self.get_openapi().components {
+            for (name, schema) in &routes.0 {
+                assert!(
+                    known.schemas.get(name).is_none_or(|s| s == schema),
+                    "two different types are named {name} in the API description"
+                );
+            }
+        }
+        self.routes(routes)
+    }
 }
 
 /// The whole HTTP API.
