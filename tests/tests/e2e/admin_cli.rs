@@ -254,3 +254,44 @@ async fn jobs_are_listed_shown_retried_and_dead_letters_listed() {
     let unknown = fails(&base, TOKEN, &["jobs", "list", "--tenant", "ghost"]);
     assert!(!unknown.is_empty());
 }
+
+/// Every limit the server describes (`TenantLimits` in its `/openapi.json`, which the web
+/// page's limits form is built from) is a flag of `tapedeck admin tenant limits`, helped by
+/// the server's own description, that sets the limit of that name and no other: the API,
+/// its description and the command line come from one declaration of the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_limit_the_server_describes_is_a_flag_that_sets_it() {
+    let s = stack(vec![("admin-token", TOKEN.into())]);
+    let base = s.service.base.as_str();
+    let spec = s.api.get_json("/openapi.json").await;
+    let described = spec["components"]["schemas"]["TenantLimits"]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no TenantLimits in the spec"))
+        .clone();
+    assert!(described.len() >= 13, "{described:?}");
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = words(&ok(base, &["tenant", "limits", "--help"]));
+    ok(base, &["tenant", "create", "spec"]);
+    for (name, property) in &described {
+        let description = property["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no description"));
+        let at = help
+            .find(&words(description))
+            .unwrap_or_else(|| panic!("{name}: `{description}` is no flag's help:\n{help}"));
+        // The flag is the last one named before its help.
+        let flag = help[..at]
+            .split_whitespace()
+            .rfind(|w| w.starts_with("--"))
+            .unwrap_or_else(|| panic!("{name}: no flag before its help"));
+        let set = ok_json(base, &["tenant", "limits", "spec", flag, "1"]);
+        let own = set["limits"].as_object().unwrap();
+        assert_eq!(
+            own.keys().collect::<Vec<_>>(),
+            [name],
+            "{flag} sets {name} only: {set}"
+        );
+        let cleared = ok_json(base, &["tenant", "limits", "spec", flag, "none"]);
+        assert_eq!(cleared["limits"], json!({}), "{flag} none clears it");
+    }
+}
