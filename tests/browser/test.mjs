@@ -258,6 +258,13 @@ try {
   await page.locator('#tenants-table tbody tr', { hasText: 'default' }).waitFor();
   await page.locator('#tenants-table tbody tr', { hasText: 'default' }).locator('button', { hasText: 'Limits' }).click();
   await visible('#tenant-detail');
+  // The limits form lists what the server describes (/openapi.json), not a copy of its own.
+  const described = (await (await fetch(`${URL_}/openapi.json`)).json()).components.schemas.TenantLimits.properties;
+  const rows = await page.locator('#limits-body input').evaluateAll((els) => els.map((e) => e.name));
+  check(JSON.stringify(rows.sort()) === JSON.stringify(Object.keys(described).sort()), `limits form rows ${rows}`);
+  check(await page.locator('#limits-body label', { hasText: 'Largest upload, in bytes' }).count() === 1,
+    'the upload limit is labelled by its description');
+  check(await page.locator('#limit-weight').getAttribute('max') === '1000', 'the weight input takes the schema maximum');
   await axe('operator tenants');
   step('operator signed in; tenants and limits shown');
 
