@@ -216,11 +216,29 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
     for _ in 0..200 {
         ids.push(me.upload_id(&clip, &[]).await);
     }
-    // The workers are busy with the backlog: swap, swap, roll back, 2.5 s apart.
+    // The workers are busy with the backlog: swap, swap, roll back, each once a worker
+    // has converted with the component just activated (however loaded the machine is).
+    let converted_with = async |digest: &str| {
+        wait_for(SLOW, "a conversion with the new converter", async || {
+            for worker in &_workers {
+                let metrics = worker.metrics_text().await;
+                if metrics.lines().any(|l| {
+                    l.starts_with("tapedeck_plugin_runs_total{")
+                        && l.contains("stage=\"converter\"")
+                        && l.contains(&format!("digest=\"{digest}\""))
+                        && l.contains("outcome=\"ok\"")
+                }) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+    };
     activate(&op, &da, json!({"stage": "converter"})).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    converted_with(&da).await;
     activate(&op, &db, json!({"stage": "converter"})).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    converted_with(&db).await;
     let r = op
         .post("/v1/admin/plugins/rollback")
         .json(&json!({"stage": "converter"}))
