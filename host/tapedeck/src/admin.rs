@@ -2182,10 +2182,10 @@ mod tests {
             "--window",
             "20",
         ];
-        let request = request(&parse(&args).unwrap().command);
-        assert_eq!(target(&request), format!("plugins/{DIGEST}/canary"));
+        let sent = request(&parse(&args).unwrap().command);
+        assert_eq!(target(&sent), format!("plugins/{DIGEST}/canary"));
         assert_eq!(
-            request.body,
+            sent.body,
             Some(
                 json!({"stage": "converter", "tenant": "acme", "percent": 25.0,
                         "sticky": "user", "window": 20})
@@ -2200,9 +2200,9 @@ mod tests {
             "--percent",
             "5",
         ];
-        let request = request(&parse(&args).unwrap().command);
+        let sent = request(&parse(&args).unwrap().command);
         assert_eq!(
-            request.body,
+            sent.body,
             Some(json!({"stage": "converter", "percent": 5.0, "sticky": "job"}))
         );
         let args = [
