@@ -360,6 +360,9 @@ impl Worker {
                 }
                 Ok(None) => {
                     backoff.succeeded();
+                    if let Err(e) = self.queue.trim_skipped().await {
+                        tapedeck_model::warn_throttled!(warnings, "could not trim a stream", e);
+                    }
                     // Until a wake-up token (new work) or `idle_poll`; abandoning the
                     // read at shutdown closes its connection, nothing else.
                     let waited = tokio::select! {

@@ -255,8 +255,9 @@ struct Seen {
     /// most every [`CLAIM_EVERY`] (an abandoned entry waits the visibility timeout
     /// anyway; the lease sweep makes its tenant ready again).
     claimed: Mutex<HashMap<String, Instant>>,
-    /// When this process last trimmed each convert stream (at most every [`TRIM_EVERY`]).
-    trimmed: Mutex<HashMap<String, Instant>>,
+    /// When this process last trimmed each convert stream (at most every [`TRIM_EVERY`]),
+    /// and whether an ack skipped a trim since ([`JobQueue::trim_skipped`] does it).
+    trimmed: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 /// How often a worker process trims a convert stream when it acknowledges an entry
@@ -1040,14 +1041,39 @@ impl JobQueue {
     /// counts this as its trim), else `0`: the ack scripts' trim argument.
     fn trim_due(&self, stream: &str) -> &'static str {
         let mut trimmed = self.seen.trimmed.lock().expect("lock is never poisoned");
-        if trimmed
-            .get(stream)
-            .is_some_and(|at| at.elapsed() < TRIM_EVERY)
+        if let Some((at, skipped)) = trimmed.get_mut(stream)
+            && at.elapsed() < TRIM_EVERY
         {
+            *skipped = true;
             return "0";
         }
-        trimmed.insert(stream.to_owned(), Instant::now());
+        trimmed.insert(stream.to_owned(), (Instant::now(), false));
         "1"
+    }
+
+    /// Trims the convert streams whose trim an ack skipped, once [`TRIM_EVERY`] has
+    /// passed since their last: a stream that went idle keeps no acknowledged entries
+    /// for long. Idle worker slots call it; no Redis command unless one is due.
+    pub async fn trim_skipped(&self) -> Result<()> {
+        let due: Vec<String> = {
+            let mut trimmed = self.seen.trimmed.lock().expect("lock is never poisoned");
+            trimmed
+                .iter_mut()
+                .filter(|(_, (at, skipped))| *skipped && at.elapsed() >= TRIM_EVERY)
+                .map(|(stream, entry)| {
+                    *entry = (Instant::now(), false);
+                    stream.clone()
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        for stream in due {
+            trim_stream(&mut conn, &stream).await?;
+        }
+        Ok(())
     }
 
     /// Whether a job still exists (a worker's check that it was not deleted while its
