@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use tapedeck::model::job::{JobInput, JobOutput, JobRecord};
-use tapedeck::queue::{Delivery, JobQueue, PipelinePolicy, Requeue, convert_stream};
+use tapedeck::queue::{Delivery, JobQueue, PipelinePolicy, Requeue, convert_stream, trim_stream};
 use tapedeck::store::keys::{notify_stream, usage_key};
 use tapedeck::store::lua;
 use tapedeck_tests::RedisServer;
@@ -105,26 +105,14 @@ async fn trims_never_drop_an_entry_the_group_still_needs() {
         "the pending entry was trimmed: {left:?}"
     );
     assert_eq!(left.len(), 5, "nothing below the pending entry to drop");
-    // SAFE_TRIM from outside: the same floor.
+    // The trim from outside (`trim_stream`, SAFE_TRIM): the same floor.
     let mut conn = redis.pool().get().await.unwrap();
-    let _: i64 = lua::SAFE_TRIM
-        .call()
-        .key("stream", &stream)
-        .arg("cap", 1000)
-        .invoke(&mut conn)
-        .await
-        .unwrap();
+    trim_stream(&mut conn, &stream).await.unwrap();
     assert!(stream_ids(&redis, &stream).await.contains(&first.entry_id));
     // Once `first` is acknowledged, only the three never delivered are needed.
     queue.start_attempt(&first).await.unwrap();
     assert!(queue.complete(&first, &output("j0", 5)).await.unwrap());
-    let _: i64 = lua::SAFE_TRIM
-        .call()
-        .key("stream", &stream)
-        .arg("cap", 1000)
-        .invoke(&mut conn)
-        .await
-        .unwrap();
+    trim_stream(&mut conn, &stream).await.unwrap();
     // The floor is then the last delivered entry (`second`'s): it stays, the three never
     // delivered behind it stay, everything below goes.
     let left = stream_ids(&redis, &stream).await;
