@@ -24,7 +24,6 @@ use tapedeck_blobs::PutStreamError;
 use tapedeck_model::auth::Claims;
 use tapedeck_model::iso_bmff::{Probe, ReadAt};
 use tapedeck_store::queue::{JobInput, JobOptions, JobRecord};
-use tapedeck_store::tenants::load_tenant;
 
 /// Multipart framing and option fields allowed on top of the file itself.
 pub const MULTIPART_SLACK: u64 = 64 * 1024;
@@ -203,8 +202,12 @@ pub async fn accept(
     query: HashMap<String, String>,
     request: Request<Body>,
 ) -> Result<JobRecord, ApiError> {
-    let tenant = load_tenant(&state.pool, &caller.tenant)
+    // Through the second-long read cache, as the caller's session was: a deletion is seen
+    // here at once when this process made it, elsewhere within the second (and the
+    // session check refuses the tenant's tokens from then on).
+    let tenant = tapedeck_store::tenants::load_cached(&state.pool, &caller.tenant)
         .await?
+        .filter(|t| !t.deleting)
         .ok_or(ApiError::Unauthorized(
             ErrorCode::InvalidToken,
             "missing, invalid or expired token",

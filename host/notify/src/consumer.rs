@@ -12,7 +12,9 @@
 //!    Lua script); the rest are dead-lettered with the reason.
 //! 3. Each message is delivered with retries (exponential backoff with jitter); success
 //!    or a dead letter is written to the delivery record as `msg:{i}` = `sent`/`dead`, and
-//!    a message already marked is never sent again.
+//!    a message already marked is never sent again. The plan's last message, once sent,
+//!    is recorded by acknowledging the entry (step 4) instead: an acknowledged entry is
+//!    never delivered again, so a `sent` mark would be one more write for nothing.
 //! 4. The entry is acknowledged only when every message is sent or dead-lettered.
 //!
 //! While an entry is worked on, its idle time is reset every third of the visibility
@@ -638,6 +640,7 @@ impl NotifyConsumer {
             .arg("cap", cap)
             .arg("record_ttl", RECORD_TTL_SECS)
             .arg("rate_ttl", 2 * 3600)
+            .arg("fresh", if fresh { "1" } else { "0" })
             .invoke(&mut conn)
             .await?;
         // Another consumer planned first: deliver its plan.
@@ -647,6 +650,8 @@ impl NotifyConsumer {
             serde_json::from_str(&theirs).unwrap_or_default()
         };
         drop(conn);
+        // Whether the entry is acknowledged already (by the last message's record).
+        let mut acked = false;
         for (i, message) in plan.iter().enumerate() {
             let field = format!("msg:{i}");
             if state.contains_key(&field) {
@@ -675,8 +680,13 @@ impl NotifyConsumer {
             match outcome {
                 Ok(()) => {
                     inner.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    // Recorded whatever it takes: unrecorded, it would be sent again.
-                    self.record_sent(&record, &field, stop).await?;
+                    // Recorded whatever it takes: unrecorded, it would be sent again. The
+                    // last message's record is the acknowledgement itself (an acknowledged
+                    // entry is never delivered again): one command, not two.
+                    let last = i + 1 == plan.len();
+                    self.record_sent(&record, &field, last.then_some(&stream), entry_id, stop)
+                        .await?;
+                    acked = last;
                 }
                 Err((reason, attempts)) => {
                     let mut conn = inner.pool.get().await?;
@@ -698,12 +708,14 @@ impl NotifyConsumer {
             }
         }
         let mut conn = inner.pool.get().await?;
-        let _: () = redis::cmd("XACK")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg(entry_id)
-            .query_async(&mut conn)
-            .await?;
+        if !acked {
+            let _: () = redis::cmd("XACK")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(entry_id)
+                .query_async(&mut conn)
+                .await?;
+        }
         // The group `notifiers` exists (run() made it), so this never drops an entry
         // that is pending or not yet read.
         let trim = {
@@ -723,12 +735,15 @@ impl NotifyConsumer {
         Ok(())
     }
 
-    /// Writes `msg:{i}` = `sent` into the delivery record, trying again with backoff while
+    /// Writes `msg:{i}` = `sent` into the delivery record — or, for the plan's last
+    /// message, acknowledges the entry on `ack` instead —, trying again with backoff while
     /// Redis cannot be reached (a restart, a failover) until it can, or until `stop`.
     async fn record_sent(
         &self,
         record: &str,
         field: &str,
+        ack: Option<&String>,
+        entry_id: &str,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let mut backoff = Backoff::redis();
@@ -736,7 +751,19 @@ impl NotifyConsumer {
         loop {
             let written = async {
                 let mut conn = self.inner.pool.get().await?;
-                let _: () = conn.hset(record, field, "sent").await?;
+                match ack {
+                    Some(stream) => {
+                        let _: () = redis::cmd("XACK")
+                            .arg(stream)
+                            .arg(GROUP)
+                            .arg(entry_id)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    None => {
+                        let _: () = conn.hset(record, field, "sent").await?;
+                    }
+                }
                 Ok::<_, NotifyError>(())
             }
             .await;

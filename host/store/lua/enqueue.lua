@@ -29,5 +29,7 @@ count(KEYS[6], 'jobs', 1, ARGV[7])
 redis.call('HINCRBY', KEYS[6], 'bytes_in', bytes)
 count(KEYS[7], 'jobs', 1, ARGV[8])
 redis.call('HINCRBY', KEYS[7], 'bytes_in', bytes)
-if redis.call('INCR', KEYS[8]) == 1 then redis.call('EXPIRE', KEYS[8], 120) end
+-- The minute's count is kept only under a rate limit: a limit set mid-minute counts
+-- from then on.
+if jpm > 0 and redis.call('INCR', KEYS[8]) == 1 then redis.call('EXPIRE', KEYS[8], 120) end
 return {'ok'}

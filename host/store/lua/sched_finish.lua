@@ -1,12 +1,14 @@
--- A conversion ended: drops its lease, makes its tenant ready again, and, when it left a
--- notify entry, tells the notifiers (the tenant in the notify set and a wake token).
+-- A conversion ended: drops its lease, with `readd` 1 (it counted against a running-jobs
+-- cap, so its tenant may have been parked at the cap) makes its tenant ready again, and,
+-- when it left a notify entry, tells the notifiers (the tenant in the notify set and a
+-- wake token).
 --
 -- KEYS: leases, ready, pass, vtime, wake, notify_ready, notify_wake
--- ARGV: lease, tenant, notify, cap
+-- ARGV: lease, tenant, notify, readd, cap
 redis.call('ZREM', KEYS[1], ARGV[1])
-add(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], '0', ARGV[4])
+if ARGV[4] == '1' then add(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], '0', ARGV[5]) end
 if ARGV[3] == '1' then
   redis.call('SADD', KEYS[6], ARGV[2])
-  token(KEYS[7], ARGV[4])
+  token(KEYS[7], ARGV[5])
 end
 return 0

@@ -8,23 +8,20 @@
 -- reading from its start. A tenant over its CPU seconds this hour
 -- (`cpu_seconds_per_hour`, the smaller of the tenant's and the server's) gets nothing
 -- until the hour is over. Returns `{'entry', id, job, taken_over}`, `{'capped', limit,
--- value}` or `{'empty'}`. `max_running`, `cpu_seconds_per_hour`: the server's (0: none).
+-- value}` or `{'empty'}`. `max_running`, `cpu_seconds_per_hour`: the tenant's effective
+-- limits, the smaller of its own and the server's (0: none; the caller has them from its
+-- cached tenant record, so the script reads no tenant hash).
 --
--- KEYS: convert, running, tenant, hour
+-- KEYS: convert, running, hour
 -- ARGV: group, consumer, now_ms, lease_ms, visibility_ms, max_running, cpu_seconds_per_hour, order
-local limits = redis.call('HMGET', KEYS[3], 'max_running', 'cpu_seconds_per_hour')
-local cap = tonumber(limits[1] or '0') or 0
-local server = tonumber(ARGV[6])
-if server > 0 and (cap <= 0 or server < cap) then cap = server end
+local cap = tonumber(ARGV[6])
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
   local running = redis.call('ZCARD', KEYS[2])
   if running >= cap then return {'capped', 'max_running', cap} end
 end
-local cpu = tonumber(limits[2] or '0') or 0
-local server_cpu = tonumber(ARGV[7])
-if server_cpu > 0 and (cpu <= 0 or server_cpu < cpu) then cpu = server_cpu end
-if cpu > 0 and tonumber(redis.call('HGET', KEYS[4], 'cpu_ms') or '0') >= cpu * 1000 then
+local cpu = tonumber(ARGV[7])
+if cpu > 0 and tonumber(redis.call('HGET', KEYS[3], 'cpu_ms') or '0') >= cpu * 1000 then
   return {'capped', 'cpu_seconds_per_hour', cpu}
 end
 local function claim()

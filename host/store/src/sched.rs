@@ -170,9 +170,15 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Drops a lease (the conversion ended) and lets the tenant be dispatched again.
-    pub async fn release(&self, tenant: &str, entry_id: &str) -> redis::RedisResult<()> {
-        self.finish(tenant, entry_id, false).await
+    /// Drops a lease (the conversion ended); with `readd` (it counted against a
+    /// running-jobs cap, see `Delivery::capped`) lets the tenant be dispatched again.
+    pub async fn release(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+        readd: bool,
+    ) -> redis::RedisResult<()> {
+        self.finish(tenant, entry_id, false, readd).await
     }
 
     /// [`release`](Self::release), and, with `notify`, tells the notifiers that the
@@ -182,6 +188,7 @@ impl Scheduler {
         tenant: &str,
         entry_id: &str,
         notify: bool,
+        readd: bool,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
         let _: i64 = lua::SCHED_FINISH
@@ -196,6 +203,7 @@ impl Scheduler {
             .arg("lease", lease_member(tenant, entry_id))
             .arg("tenant", tenant)
             .arg("notify", if notify { "1" } else { "0" })
+            .arg("readd", if readd { "1" } else { "0" })
             .arg("cap", WAKE_CAP)
             .invoke(&mut conn)
             .await?;

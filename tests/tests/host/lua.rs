@@ -219,7 +219,8 @@ async fn a_notifications_plan_and_admission_happen_once() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path());
     let mut conn = redis.pool().get().await.unwrap();
-    let plan = |record: &str, json: &str, messages: usize, cap: u32| {
+    // `fresh`: read for the first time (no record looked for).
+    let plan = |record: &str, json: &str, messages: usize, cap: u32, fresh: bool| {
         let mut call = lua::NOTIFY_PLAN.call();
         call.key("record", record.to_owned())
             .key("rate", "td:{lua}:notify:rate:1")
@@ -227,23 +228,31 @@ async fn a_notifications_plan_and_admission_happen_once() {
             .arg("messages", messages)
             .arg("cap", cap)
             .arg("record_ttl", 60)
-            .arg("rate_ttl", 60);
+            .arg("rate_ttl", 60)
+            .arg("fresh", if fresh { "1" } else { "0" });
         call
     };
-    let first: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2]", 2, 3)
+    let first: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2]", 2, 3, true)
         .invoke(&mut conn)
         .await
         .unwrap();
     assert_eq!(first, (2, String::new()));
+    // A fresh entry's plan and admission are stored together, with the record's TTL.
+    let record: std::collections::HashMap<String, String> =
+        conn.hgetall("td:{lua}:notify:delivery:1-0").await.unwrap();
+    assert_eq!(record.get("plan").map(String::as_str), Some("[1,2]"));
+    assert_eq!(record.get("admitted").map(String::as_str), Some("2"));
+    let ttl: i64 = conn.ttl("td:{lua}:notify:delivery:1-0").await.unwrap();
+    assert!((1..=60).contains(&ttl), "record TTL {ttl}");
     // Again, with another plan (a second consumer composing anew): the first answer and
     // the first plan.
-    let again: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2,3]", 3, 3)
+    let again: (u32, String) = plan("td:{lua}:notify:delivery:1-0", "[1,2,3]", 3, 3, false)
         .invoke(&mut conn)
         .await
         .unwrap();
     assert_eq!(again, (2, "[1,2]".to_owned()));
     // The hour's counter took the first two only; the next entry gets what is left.
-    let next: (u32, String) = plan("td:{lua}:notify:delivery:2-0", "[1,2]", 2, 3)
+    let next: (u32, String) = plan("td:{lua}:notify:delivery:2-0", "[1,2]", 2, 3, true)
         .invoke(&mut conn)
         .await
         .unwrap();
@@ -255,7 +264,7 @@ async fn a_notifications_plan_and_admission_happen_once() {
         .hset("td:{lua}:notify:delivery:3-0", "plan", "[1]")
         .await
         .unwrap();
-    let adopted: (u32, String) = plan("td:{lua}:notify:delivery:3-0", "[1,2]", 2, 10)
+    let adopted: (u32, String) = plan("td:{lua}:notify:delivery:3-0", "[1,2]", 2, 10, false)
         .invoke(&mut conn)
         .await
         .unwrap();

@@ -168,6 +168,10 @@ pub struct Delivery {
     pub stream: String,
     pub entry_id: String,
     pub job_id: String,
+    /// A running-jobs cap applied when it was taken: its end makes the tenant ready again
+    /// (another worker may have parked it at the cap meanwhile). Without one, a tenant
+    /// is parked only when it has nothing to take, and an enqueue brings it back.
+    pub capped: bool,
 }
 
 /// A conversion that failed for good, as its tenant's dead-letter stream has it.
@@ -269,6 +273,18 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker process looks for entries idle past the visibility timeout on a
 /// tenant that keeps having new ones.
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// A tenant parked at its running-jobs cap is looked at again after this long at the
+/// latest (see `Delivery::capped`).
+const CAPPED_RECHECK: Duration = Duration::from_secs(5);
+
+/// The tighter of a tenant's own limit and the server's (`0`: none), `0` for none.
+fn tighter(own: Option<u64>, server: u64) -> u64 {
+    match (own.filter(|&v| v > 0), server) {
+        (Some(v), 0) => v,
+        (Some(v), s) => v.min(s),
+        (None, s) => s,
+    }
+}
 
 /// What one `TAKE` on a tenant's stream found.
 enum Take {
@@ -687,6 +703,17 @@ impl JobQueue {
                 }
             }
         };
+        // The tenant's own caps from the record this process read less than a second ago
+        // (`tenants::load_cached`): a changed cap applies within that second.
+        let own = crate::tenants::load_cached(&self.pool, tenant)
+            .await?
+            .map(|t| t.limits)
+            .unwrap_or_default();
+        let max_running = tighter(own.max_running, self.policy.max_running_per_tenant);
+        let cpu_per_hour = tighter(
+            own.cpu_seconds_per_hour,
+            self.policy.cpu_seconds_per_hour_per_tenant,
+        );
         let mut conn = self.conn().await?;
         let now = now_ms();
         let lease_ms = self.policy.visibility_timeout.as_millis() as u64;
@@ -696,18 +723,14 @@ impl JobQueue {
             .call()
             .key("convert", &stream)
             .key("running", running_key(tenant))
-            .key("tenant", tenant_key(tenant))
             .key("hour", usage_hour_key(tenant, hour))
             .arg("group", GROUP)
             .arg("consumer", consumer)
             .arg("now_ms", now)
             .arg("lease_ms", lease_ms)
             .arg("visibility_ms", lease_ms)
-            .arg("max_running", self.policy.max_running_per_tenant)
-            .arg(
-                "cpu_seconds_per_hour",
-                self.policy.cpu_seconds_per_hour_per_tenant,
-            )
+            .arg("max_running", max_running)
+            .arg("cpu_seconds_per_hour", cpu_per_hour)
             .arg("order", order)
             .invoke(&mut conn)
             .await;
@@ -724,6 +747,7 @@ impl JobQueue {
                     stream,
                     entry_id: reply[1].clone(),
                     job_id: reply[2].clone(),
+                    capped: max_running > 0,
                 };
                 if reply[3] == "1" {
                     tracing::info!(tenant, entry = %d.entry_id, "claimed an abandoned entry");
@@ -739,6 +763,17 @@ impl JobQueue {
                 let next_hour = (now / 3_600_000 + 1) * 3_600_000;
                 drop(conn);
                 self.sched.add_retry(tenant, "*", next_hour).await?;
+                self.seen.retries.notify_one();
+                Ok(Take::Nothing)
+            }
+            Some("capped") => {
+                // At its running-jobs cap: parked until a capped conversion of it ends.
+                // One that was taken before the cap was set does not know to bring the
+                // tenant back: look again in a few seconds whatever happens.
+                drop(conn);
+                self.sched
+                    .add_retry(tenant, "*", now + CAPPED_RECHECK.as_millis() as u64)
+                    .await?;
                 self.seen.retries.notify_one();
                 Ok(Take::Nothing)
             }
@@ -782,7 +817,7 @@ impl JobQueue {
 
     /// Ends this delivery's lease in the scheduler and lets its tenant run again.
     async fn release(&self, d: &Delivery) -> Result<()> {
-        self.sched.release(&d.tenant, &d.entry_id).await?;
+        self.sched.release(&d.tenant, &d.entry_id, d.capped).await?;
         Ok(())
     }
 
@@ -853,6 +888,8 @@ impl JobQueue {
             stream,
             job_id: entry.get("job").unwrap_or_default(),
             entry_id: entry.id,
+            // Its cap is not known here: its end makes the tenant ready again anyway.
+            capped: true,
         }))
     }
 
@@ -1029,7 +1066,9 @@ impl JobQueue {
             return Ok(Completion::OverQuota);
         }
         // Released, and the notifiers told of the new entry, in one script.
-        self.sched.finish(&d.tenant, &d.entry_id, kept == 1).await?;
+        self.sched
+            .finish(&d.tenant, &d.entry_id, kept == 1, d.capped)
+            .await?;
         Ok(if kept == 1 {
             Completion::Done
         } else {
@@ -1113,7 +1152,9 @@ impl JobQueue {
             .invoke(&mut conn)
             .await?;
         drop(conn);
-        self.sched.finish(&d.tenant, &d.entry_id, true).await?;
+        self.sched
+            .finish(&d.tenant, &d.entry_id, true, d.capped)
+            .await?;
         Ok(())
     }
 
