@@ -8,8 +8,8 @@
 -- `bitrate_kbps`: empty when unknown; `quota_bytes`, `cpu_ms`: 0 for none; `trim`: `0`
 -- leaves the stream's trim to a later ack.
 --
--- KEYS: job, convert, notify, running, usage, hour, day
--- ARGV: group, entry, output_key, output_bytes, duration_ms, finished_at, job_id, tenant, channel, bitrate_kbps, hour_ttl, day_ttl, quota_bytes, cpu_ms, trim
+-- KEYS: job, convert, notify, running, usage
+-- ARGV: group, entry, output_key, output_bytes, duration_ms, finished_at, job_id, tenant, channel, bitrate_kbps, hour, day, quota_bytes, cpu_ms, trim
 local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
 local before = f[1]
 if not before then
@@ -18,20 +18,18 @@ if not before then
   return 0
 end
 if before ~= 'done' then
-  -- The totals: stored bytes (against the quota), this state and `done`, one read.
-  local totals, fields = {'stored_bytes', ARGV[4], 'done', 1}, {'stored_bytes', 'done'}
-  if before == 'queued' or before == 'converting' or before == 'failed' or before == 'expired' then
-    totals[5], totals[6], fields[3] = before, -1, before
-  end
-  local cur = redis.call('HMGET', KEYS[5], unpack(fields))
-  local quota = tonumber(ARGV[13] or '0')
-  if quota > 0 and tonumber(cur[1] or '0') + tonumber(ARGV[4]) > quota then return 2 end
-  add(KEYS[5], totals, nil, cur)
+  -- The usage change (totals, hour, day) and the stored bytes (against the quota): one
+  -- read, one write.
+  local totals = {'stored_bytes', ARGV[4], 'done', 1}
+  if gauge(before) then totals[5], totals[6] = gauge(before), -1 end
   local period = {'done', 1, 'bytes_out', ARGV[4]}
   local cpu = tonumber(ARGV[14] or '0')
   if cpu > 0 then period[5], period[6] = 'cpu_ms', cpu end
-  add(KEYS[6], period, ARGV[11])
-  add(KEYS[7], period, ARGV[12])
+  local c = change(totals, period, ARGV[11], ARGV[12])
+  local cur = current(KEYS[5], c, {'stored_bytes'})
+  local quota = tonumber(ARGV[13] or '0')
+  if quota > 0 and cur['stored_bytes'] + tonumber(ARGV[4]) > quota then return 2 end
+  apply(KEYS[5], c, cur)
   redis.call('HSET', KEYS[1], 'status', 'done', 'progress', '1', 'error', '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6],
     'output_bitrate_kbps', ARGV[10])

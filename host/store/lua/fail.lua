@@ -2,14 +2,12 @@
 -- `dead_letter`), notify entry, ack (and trim), running lease released.
 -- `trim`: `0` leaves the stream's trim to a later ack.
 --
--- KEYS: job, convert, dead_letter, notify, running, usage, hour, day
--- ARGV: group, entry, reason, finished_at, job_id, tenant, attempts, channel, hour_ttl, day_ttl, trim
+-- KEYS: job, convert, dead_letter, notify, running, usage
+-- ARGV: group, entry, reason, finished_at, job_id, tenant, attempts, channel, hour, day, trim
 local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
 local before = f[1]
 if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' then
-  moved(KEYS[6], before, 'failed')
-  count(KEYS[7], 'failed', 1, ARGV[9])
-  count(KEYS[8], 'failed', 1, ARGV[10])
+  moved(KEYS[6], before, 'failed', {'failed', 1}, ARGV[9], ARGV[10])
   local dead = redis.call('XADD', KEYS[3], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'reason', ARGV[3], 'attempts', ARGV[7])
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_at', ARGV[4], 'dead_letter', dead)
   redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3],

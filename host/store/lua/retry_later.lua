@@ -5,10 +5,11 @@
 -- `refund`: `1` when the attempt does not count (a canary's, retried on stable); `trim`:
 -- `0` leaves the stream's trim to a later ack.
 --
--- KEYS: job, convert, running, usage
+-- The tenant's usage does not change: `queued` counts converting jobs too.
+--
+-- KEYS: job, convert, running
 -- ARGV: group, entry, reason, due_ms, channel, refund, trim
 if redis.call('HGET', KEYS[1], 'status') == 'converting' then
-  moved(KEYS[4], 'converting', 'queued')
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[3], 'progress', '0', 'retry_due', ARGV[4])
   if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
   redis.call('PUBLISH', ARGV[5], cjson.encode({status = 'queued', progress = 0, error = ARGV[3]}))

@@ -6,7 +6,10 @@
 -- was before (field, value, ...), what the worker needs to run the attempt (one read for
 -- both). `canary`: the canary's digest, empty for none; `digest`: empty, not recorded.
 --
--- KEYS: job, usage
+-- The tenant's usage does not change: `queued` counts converting jobs too (see
+-- lib_usage.lua).
+--
+-- KEYS: job
 -- ARGV: channel, digest, canary
 local job = redis.call('HGETALL', KEYS[1])
 local h = {}
@@ -14,7 +17,6 @@ for i = 1, #job, 2 do h[job[i]] = job[i + 1] end
 local f = {h['status'], h['attempts'], h['canary_tried'], h['converters']}
 local status = f[1]
 if not status then return {'missing', 0, 0, job} end
-if status == 'queued' then moved(KEYS[2], 'queued', 'converting') end
 if status == 'done' or status == 'failed' or status == 'expired' then
   return {status, tonumber(f[2] or '0'), 0, job}
 end

@@ -49,19 +49,14 @@ pub fn notify_stream(tenant: &str) -> String {
 pub fn running_key(tenant: &str) -> String {
     format!("{}running", tenant_prefix(tenant))
 }
-/// A tenant's running totals (hash): jobs by state (`queued`, `converting`, `done`,
-/// `failed`, `expired`) and `stored_bytes`, changed by the scripts that change a job.
+/// A tenant's usage (hash), changed by the scripts that change a job: jobs by state
+/// (`queued` — every job not finished, converting ones included —, `done`, `failed`,
+/// `expired`; `converting` in hashes from before counts with `queued`), `stored_bytes`,
+/// and its activity per hour and per day, `h:<start>:<name>` and `d:<start>:<name>`
+/// (unix s; names `jobs`, `done`, `failed`, `cpu_ms`, `bytes_in`, `bytes_out`; hours kept
+/// 8 days, days 400, pruned by the janitor: see `usage::prune`).
 pub fn usage_key(tenant: &str) -> String {
     format!("{}usage", tenant_prefix(tenant))
-}
-/// A tenant's activity in the hour starting at `start` (unix s; hash: `jobs`, `done`,
-/// `failed`, `cpu_ms`, `bytes_in`, `bytes_out`; TTL 8 days).
-pub fn usage_hour_key(tenant: &str, start: u64) -> String {
-    format!("{}usage:h:{start}", tenant_prefix(tenant))
-}
-/// A tenant's activity in the day starting at `start` (unix s; as the hour; TTL 400 days).
-pub fn usage_day_key(tenant: &str, start: u64) -> String {
-    format!("{}usage:d:{start}", tenant_prefix(tenant))
 }
 /// Jobs a tenant created in the minute starting at `start` (counter, TTL 2 min).
 pub fn job_rate_key(tenant: &str, start: u64) -> String {
@@ -256,8 +251,6 @@ mod tests {
             notify_stream(t),
             running_key(t),
             usage_key(t),
-            usage_hour_key(t, 3600),
-            usage_day_key(t, 86400),
             job_rate_key(t, 60),
             delivery_key(t, "1-0"),
             rate_key(t, 7),

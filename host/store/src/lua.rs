@@ -167,7 +167,7 @@ lua!(
 );
 lua!(
     /// `lua/start_attempt.lua`
-    START_ATTEMPT, "start_attempt.lua", "lib_usage.lua"
+    START_ATTEMPT, "start_attempt.lua"
 );
 lua!(
     /// `lua/progress.lua`
@@ -187,7 +187,7 @@ lua!(
 );
 lua!(
     /// `lua/retry_later.lua`
-    RETRY_LATER, "retry_later.lua", "lib_usage.lua", "lib_trim.lua"
+    RETRY_LATER, "retry_later.lua", "lib_trim.lua"
 );
 lua!(
     /// `lua/record_cpu.lua`
@@ -347,7 +347,7 @@ mod tests {
     #[should_panic(expected = "argument 2 is Some(\"digest\"), not \"canary\"")]
     fn a_call_that_skips_an_argument_panics() {
         let mut call = START_ATTEMPT.call();
-        call.key("job", "j").key("usage", "u");
+        call.key("job", "j");
         call.arg("channel", "c").arg("canary", "x");
     }
 }

@@ -1,15 +1,17 @@
 //! What a tenant has used: jobs by state, stored bytes, running conversions, and its
-//! activity per hour (last 24) and per day (last 30). Written by the pipeline scripts
-//! (`queue::scripts`) and the worker (CPU time); read here for `/v1/tenant/usage` and
-//! the operator's usage.
+//! activity per hour (last 24) and per day (last 30), all in one hash (`keys::usage_key`):
+//! a job's enqueue, completion or failure changes it with one read and one write
+//! (`lua/lib_usage.lua`). Written by the pipeline scripts and the worker (CPU time); read
+//! here for `/v1/tenant/usage` and the operator's usage; old periods pruned here too.
 
 use std::collections::HashMap;
 
 use crate::Pool;
 use serde::Serialize;
 
-use crate::keys::{running_key, usage_day_key, usage_hour_key, usage_key};
-use crate::queue::{now_ms, periods};
+use crate::keys::{running_key, usage_key};
+use crate::queue::{DAY_TTL_SECS, HOUR_TTL_SECS, now_ms, periods};
+use redis::AsyncCommands;
 
 /// Jobs of a tenant by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -63,74 +65,146 @@ fn number(h: &HashMap<String, String>, field: &str) -> u64 {
         .map_or(0, |v| v.max(0) as u64)
 }
 
-fn period(start: u64, h: &HashMap<String, String>) -> Option<Period> {
-    (!h.is_empty()).then(|| Period {
-        start,
-        jobs: number(h, "jobs"),
+/// The usage hash's totals fields.
+const TOTALS: [&str; 6] = [
+    "queued",
+    "converting",
+    "done",
+    "failed",
+    "expired",
+    "stored_bytes",
+];
+
+/// Jobs by state from the usage hash's totals and the leases running now: `queued` counts
+/// every unfinished job (and `converting`, in hashes from before, some of them); the
+/// converting ones are those holding a lease.
+fn job_counts(h: &HashMap<String, String>, running: u64) -> JobCounts {
+    let unfinished = number(h, "queued") + number(h, "converting");
+    let converting = running.min(unfinished);
+    JobCounts {
+        queued: unfinished - converting,
+        converting,
         done: number(h, "done"),
         failed: number(h, "failed"),
-        cpu_seconds: number(h, "cpu_ms") as f64 / 1000.0,
-        bytes_in: number(h, "bytes_in"),
-        bytes_out: number(h, "bytes_out"),
-    })
+        expired: number(h, "expired"),
+    }
 }
 
-/// A tenant's usage now (one pipelined round trip).
+/// The totals from an `HMGET` of [`TOTALS`].
+fn totals(values: Vec<Option<String>>) -> HashMap<String, String> {
+    TOTALS
+        .iter()
+        .zip(values)
+        .filter_map(|(f, v)| Some(((*f).to_owned(), v?)))
+        .collect()
+}
+
+/// What a period counts, as its fields' names end.
+const PERIOD_NAMES: [&str; 6] = ["jobs", "done", "failed", "cpu_ms", "bytes_in", "bytes_out"];
+
+/// The usage hash's field for `name` in the hour starting at `start` (unix s).
+pub fn hour_field(start: u64, name: &str) -> String {
+    format!("h:{start}:{name}")
+}
+
+/// The usage hash's field for `name` in the day starting at `start` (unix s).
+pub fn day_field(start: u64, name: &str) -> String {
+    format!("d:{start}:{name}")
+}
+
+/// The period starting at `start` from its fields (`field(start, name)`), if it had any
+/// activity.
+fn period(
+    start: u64,
+    h: &HashMap<String, String>,
+    field: fn(u64, &str) -> String,
+) -> Option<Period> {
+    let n = |name: &str| number(h, &field(start, name));
+    let p = Period {
+        start,
+        jobs: n("jobs"),
+        done: n("done"),
+        failed: n("failed"),
+        cpu_seconds: n("cpu_ms") as f64 / 1000.0,
+        bytes_in: n("bytes_in"),
+        bytes_out: n("bytes_out"),
+    };
+    PERIOD_NAMES
+        .iter()
+        .any(|name| h.contains_key(&field(start, name)))
+        .then_some(p)
+}
+
+/// A tenant's usage now (one pipelined round trip: the usage hash's fields for the totals
+/// and the last 24 hours and 30 days, and the running leases).
 pub async fn load(pool: &Pool, tenant: &str) -> redis::RedisResult<Usage> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let now = now_ms();
     let (hour, day) = periods(now / 1000);
     let hours: Vec<u64> = (0..24).map(|i| hour - i * 3600).collect();
     let days: Vec<u64> = (0..30).map(|i| day - i * 86_400).collect();
-    let mut pipe = redis::pipe();
-    pipe.hgetall(usage_key(tenant));
-    pipe.cmd("ZCOUNT")
+    let mut fields: Vec<String> = TOTALS.map(str::to_owned).to_vec();
+    for name in PERIOD_NAMES {
+        fields.extend(hours.iter().map(|h| hour_field(*h, name)));
+        fields.extend(days.iter().map(|d| day_field(*d, name)));
+    }
+    let (values, running): (Vec<Option<String>>, u64) = redis::pipe()
+        .cmd("HMGET")
+        .arg(usage_key(tenant))
+        .arg(&fields)
+        .cmd("ZCOUNT")
         .arg(running_key(tenant))
         .arg(now)
-        .arg("+inf");
-    for h in &hours {
-        pipe.hgetall(usage_hour_key(tenant, *h));
-    }
-    for d in &days {
-        pipe.hgetall(usage_day_key(tenant, *d));
-    }
-    let (totals, running, periods): (HashMap<String, String>, u64, Vec<HashMap<String, String>>) = {
-        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let rest = values.split_off(2);
-        let mut it = values.into_iter();
-        let totals = redis::from_redis_value(it.next().expect("two values"))
-            .map_err(redis::RedisError::from)?;
-        let running = redis::from_redis_value(it.next().expect("two values"))
-            .map_err(redis::RedisError::from)?;
-        let periods = rest
-            .into_iter()
-            .map(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
-            .collect::<redis::RedisResult<_>>()?;
-        (totals, running, periods)
-    };
-    let (hour_maps, day_maps) = periods.split_at(hours.len());
+        .arg("+inf")
+        .query_async(&mut conn)
+        .await?;
+    let h: HashMap<String, String> = fields
+        .into_iter()
+        .zip(values)
+        .filter_map(|(f, v)| Some((f, v?)))
+        .collect();
     Ok(Usage {
         tenant: tenant.to_owned(),
-        jobs: JobCounts {
-            queued: number(&totals, "queued"),
-            converting: number(&totals, "converting"),
-            done: number(&totals, "done"),
-            failed: number(&totals, "failed"),
-            expired: number(&totals, "expired"),
-        },
+        jobs: job_counts(&h, running),
         running,
-        stored_bytes: number(&totals, "stored_bytes"),
+        stored_bytes: number(&h, "stored_bytes"),
         hours: hours
             .iter()
-            .zip(hour_maps)
-            .filter_map(|(s, h)| period(*s, h))
+            .filter_map(|s| period(*s, &h, hour_field))
             .collect(),
         days: days
             .iter()
-            .zip(day_maps)
-            .filter_map(|(s, h)| period(*s, h))
+            .filter_map(|s| period(*s, &h, day_field))
             .collect(),
     })
+}
+
+/// Drops a tenant's periods older than they are kept (hours `HOUR_TTL_SECS`, days
+/// `DAY_TTL_SECS`) from its usage hash; the janitor calls it now and then. Returns the
+/// fields removed.
+pub async fn prune(pool: &Pool, tenant: &str, now_s: u64) -> redis::RedisResult<usize> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let key = usage_key(tenant);
+    let names: Vec<String> = conn.hkeys(&key).await?;
+    let old: Vec<&String> = names
+        .iter()
+        .filter(|f| {
+            let mut parts = f.splitn(3, ':');
+            let (kind, start) = (
+                parts.next(),
+                parts.next().and_then(|s| s.parse::<u64>().ok()),
+            );
+            match (kind, start, parts.next()) {
+                (Some("h"), Some(start), Some(_)) => start + HOUR_TTL_SECS < now_s,
+                (Some("d"), Some(start), Some(_)) => start + DAY_TTL_SECS < now_s,
+                _ => false,
+            }
+        })
+        .collect();
+    for chunk in old.chunks(500) {
+        let _: () = conn.hdel(&key, chunk).await?;
+    }
+    Ok(old.len())
 }
 
 /// The bytes a tenant stores now (uploads, MP3s, its own published components): what
@@ -195,7 +269,8 @@ pub async fn queue_gauges(pool: &Pool, tenants: &[String]) -> redis::RedisResult
         let mut conn = pool.get().await.map_err(crate::pool_error)?;
         let mut pipe = redis::pipe();
         for t in batch {
-            pipe.hgetall(usage_key(t));
+            pipe.cmd("HMGET").arg(usage_key(t)).arg(&TOTALS[..]);
+            pipe.cmd("ZCOUNT").arg(running_key(t)).arg(now).arg("+inf");
             pipe.cmd("XRANGE")
                 .arg(crate::keys::convert_stream(t))
                 .arg("-")
@@ -204,24 +279,21 @@ pub async fn queue_gauges(pool: &Pool, tenants: &[String]) -> redis::RedisResult
                 .arg(1);
         }
         let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        for (t, pair) in batch.iter().zip(values.chunks(2)) {
-            let h: HashMap<String, String> =
-                redis::from_redis_value(pair[0].clone()).map_err(redis::RedisError::from)?;
+        for (t, three) in batch.iter().zip(values.chunks(3)) {
+            let value = |v: &redis::Value| v.clone();
+            let h =
+                totals(redis::from_redis_value(value(&three[0])).map_err(redis::RedisError::from)?);
+            let running: u64 =
+                redis::from_redis_value(value(&three[1])).map_err(redis::RedisError::from)?;
             let first: redis::streams::StreamRangeReply =
-                redis::from_redis_value(pair[1].clone()).map_err(redis::RedisError::from)?;
+                redis::from_redis_value(value(&three[2])).map_err(redis::RedisError::from)?;
             let oldest_entry_ms = first.ids.first().and_then(|e| {
                 let ms: u64 = e.id.split('-').next()?.parse().ok()?;
                 Some(now.saturating_sub(ms))
             });
             out.push(QueueGauge {
                 tenant: t.clone(),
-                jobs: JobCounts {
-                    queued: number(&h, "queued"),
-                    converting: number(&h, "converting"),
-                    done: number(&h, "done"),
-                    failed: number(&h, "failed"),
-                    expired: number(&h, "expired"),
-                },
+                jobs: job_counts(&h, running),
                 oldest_entry_ms,
             });
         }

@@ -1,7 +1,8 @@
 //! Background housekeeping every `tapedeck serve` process runs: deleting tenants marked
 //! for deletion (blobs, then every key with the tenant's hash tag, then the scheduler's
-//! entries), and expiring jobs past their tenant's retention (blobs first, then the job
-//! is marked `expired` and its bytes leave the quota). Work is idempotent, so two
+//! entries), expiring jobs past their tenant's retention (blobs first, then the job
+//! is marked `expired` and its bytes leave the quota), and pruning usage periods past
+//! their keeping time. Work is idempotent, so two
 //! processes doing the same pass is harmless; a lock keeps them from doing it at once.
 
 use std::time::Duration;
@@ -127,14 +128,28 @@ pub async fn purge(
     Ok(())
 }
 
-/// Expires finished jobs older than their tenant's retention.
+/// The hour (unix ms / 3,600,000) of this process's last prune of usage periods.
+static PRUNED_HOUR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Expires finished jobs older than their tenant's retention, and, once an hour, prunes
+/// the tenants' old usage periods.
 async fn expire(
     queue: &JobQueue,
     blobs: &BlobStore,
     settings: &JanitorSettings,
 ) -> anyhow::Result<()> {
     let now_ms = now_ms() + settings.clock_skew.as_millis() as u64;
+    // Usage periods past their keeping time go once an hour (a scan of each tenant's
+    // usage hash's field names).
+    let hour = now_ms / 3_600_000;
+    let prune = PRUNED_HOUR.swap(hour, std::sync::atomic::Ordering::Relaxed) != hour;
     for tenant in tenants::list(queue.pool()).await? {
+        if prune {
+            let n = tapedeck_store::usage::prune(queue.pool(), &tenant.name, now_ms / 1000).await?;
+            if n > 0 {
+                tracing::info!(tenant = %tenant.name, fields = n, "usage periods past their keeping time pruned");
+            }
+        }
         let Some(days) = tenant.effective(&settings.tenant_defaults).retention_days else {
             continue;
         };

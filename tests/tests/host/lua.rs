@@ -1,7 +1,8 @@
 //! The Lua scripts of `host/store/lua/` where they are subtle, run against a real
 //! redis-server: trims never drop an entry a group still needs; deleting, failing,
 //! requeueing and expiring keep the tenant's totals right; a completion delivered twice
-//! counts once; a notification's plan and cap admission happen once.
+//! counts once; a notification's plan and cap admission happen once; usage periods
+//! share one hash and old ones are pruned.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -269,4 +270,70 @@ async fn a_notifications_plan_and_admission_happen_once() {
         .await
         .unwrap();
     assert_eq!(adopted, (1, "[1]".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_periods_live_in_one_hash_and_old_ones_are_pruned() {
+    use tapedeck::store::usage;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue(&redis);
+    let pool = redis.pool();
+    queue.enqueue(&job("a", 100)).await.unwrap();
+    queue.enqueue(&job("b", 50)).await.unwrap();
+    let a = next(&queue).await;
+    queue.start_attempt(&a).await.unwrap();
+    // `a` converts (holds a lease), `b` waits: the report tells them apart although the
+    // hash counts both as not finished.
+    let now = usage::load(&pool, TENANT).await.unwrap();
+    assert_eq!(
+        (now.jobs.queued, now.jobs.converting, now.running),
+        (1, 1, 1)
+    );
+    assert!(
+        queue
+            .complete_counting(&a, &output("a", 7), None, 1500)
+            .await
+            .unwrap()
+            == tapedeck::queue::Completion::Done
+    );
+    queue.record_cpu(TENANT, 500).await.unwrap();
+    let u = usage::load(&pool, TENANT).await.unwrap();
+    assert_eq!((u.jobs.queued, u.jobs.converting, u.jobs.done), (1, 0, 1));
+    for p in [&u.hours[0], &u.days[0]] {
+        assert_eq!(
+            (p.jobs, p.done, p.bytes_in, p.bytes_out, p.cpu_seconds),
+            (2, 1, 150, 7, 2.0),
+            "{p:?}"
+        );
+    }
+    // A hash written before (a `converting` total of its own) still adds up.
+    let mut conn = pool.get().await.unwrap();
+    let _: () = conn.hset(usage_key(TENANT), "converting", 2).await.unwrap();
+    let u = usage::load(&pool, TENANT).await.unwrap();
+    assert_eq!((u.jobs.queued, u.jobs.converting), (3, 0));
+    // Periods past their keeping time go; the current ones and the totals stay.
+    let now_s = tapedeck::queue::now_ms() / 1000;
+    let old_hour = (now_s - 9 * 86_400) / 3600 * 3600;
+    let old_day = (now_s - 401 * 86_400) / 86_400 * 86_400;
+    let kept_day = (now_s - 300 * 86_400) / 86_400 * 86_400;
+    let _: () = conn
+        .hset_multiple(
+            usage_key(TENANT),
+            &[
+                (usage::hour_field(old_hour, "jobs"), 4),
+                (usage::day_field(old_day, "jobs"), 4),
+                (usage::day_field(kept_day, "jobs"), 4),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage::prune(&pool, TENANT, now_s).await.unwrap(), 2);
+    let left: HashMap<String, i64> = conn.hgetall(usage_key(TENANT)).await.unwrap();
+    assert!(
+        left.contains_key(&usage::day_field(kept_day, "jobs")),
+        "{left:?}"
+    );
+    assert_eq!(of(&left, "done"), 1);
+    assert_eq!(usage::load(&pool, TENANT).await.unwrap().hours[0].jobs, 2);
 }

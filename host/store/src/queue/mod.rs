@@ -33,13 +33,13 @@ const UNREAD_STREAM_CAP: u64 = 100_000;
 pub use crate::keys::{
     JOB_CANCEL_CHANNEL, NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key,
     events_channel, job_key, job_rate_key, notify_stream, running_key, tenant_jobs_key, tenant_key,
-    usage_day_key, usage_hour_key, usage_key, user_jobs_key,
+    usage_key, user_jobs_key,
 };
 use tapedeck_model::tenant::TenantLimits;
 
-/// How long hourly usage is kept.
+/// How long hourly usage is kept (the janitor prunes older hours, `usage::prune`).
 pub const HOUR_TTL_SECS: u64 = 8 * 24 * 3600;
-/// How long daily usage is kept.
+/// How long daily usage is kept (likewise).
 pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
 
 /// The hour and day (unix seconds of their start) `now_s` falls in.
@@ -393,8 +393,6 @@ impl JobQueue {
             .key("tenant_jobs", tenant_jobs_key(t))
             .key("convert", convert_stream(t))
             .key("usage", usage_key(t))
-            .key("hour", usage_hour_key(t, hour))
-            .key("day", usage_day_key(t, day))
             .key("rate", job_rate_key(t, now / 60_000 * 60))
             .arg("created_ms", created_ms)
             .arg("job_id", &job.id)
@@ -402,8 +400,8 @@ impl JobQueue {
             .arg("jobs_per_minute", limits.jobs_per_minute.unwrap_or(0))
             .arg("max_queued", limits.max_queued.unwrap_or(0))
             .arg("quota_bytes", limits.quota_bytes.unwrap_or(0))
-            .arg("hour_ttl", HOUR_TTL_SECS)
-            .arg("day_ttl", DAY_TTL_SECS);
+            .arg("hour", hour)
+            .arg("day", day);
         for (field, value) in job.to_fields() {
             call.arg("fields", field).arg("fields", value);
         }
@@ -648,11 +646,10 @@ impl JobQueue {
         let (hour, day) = periods(now_ms() / 1000);
         let _: i64 = lua::RECORD_CPU
             .call()
-            .key("hour", usage_hour_key(tenant, hour))
-            .key("day", usage_day_key(tenant, day))
+            .key("usage", usage_key(tenant))
             .arg("cpu_ms", cpu_ms)
-            .arg("hour_ttl", HOUR_TTL_SECS)
-            .arg("day_ttl", DAY_TTL_SECS)
+            .arg("hour", hour)
+            .arg("day", day)
             .invoke(&mut conn)
             .await?;
         Ok(())
@@ -723,7 +720,7 @@ impl JobQueue {
             .call()
             .key("convert", &stream)
             .key("running", running_key(tenant))
-            .key("hour", usage_hour_key(tenant, hour))
+            .key("usage", usage_key(tenant))
             .arg("group", GROUP)
             .arg("consumer", consumer)
             .arg("now_ms", now)
@@ -732,6 +729,7 @@ impl JobQueue {
             .arg("max_running", max_running)
             .arg("cpu_seconds_per_hour", cpu_per_hour)
             .arg("order", order)
+            .arg("hour", hour)
             .invoke(&mut conn)
             .await;
         let reply = match reply {
@@ -931,7 +929,6 @@ impl JobQueue {
             lua::START_ATTEMPT
                 .call()
                 .key("job", job_key(&d.tenant, &d.job_id))
-                .key("usage", usage_key(&d.tenant))
                 .arg("channel", events_channel(&d.job_id))
                 .arg("digest", digest)
                 .arg("canary", canary.unwrap_or(""))
@@ -1035,8 +1032,6 @@ impl JobQueue {
             .key("notify", notify_stream(&d.tenant))
             .key("running", running_key(&d.tenant))
             .key("usage", usage_key(&d.tenant))
-            .key("hour", usage_hour_key(&d.tenant, hour))
-            .key("day", usage_day_key(&d.tenant, day))
             .arg("group", GROUP)
             .arg("entry", &d.entry_id)
             .arg("output_key", &output.key)
@@ -1053,8 +1048,8 @@ impl JobQueue {
                     .map(|k| k.to_string())
                     .unwrap_or_default(),
             )
-            .arg("hour_ttl", HOUR_TTL_SECS)
-            .arg("day_ttl", DAY_TTL_SECS)
+            .arg("hour", hour)
+            .arg("day", day)
             .arg("quota_bytes", quota.unwrap_or(0))
             .arg("cpu_ms", cpu_ms)
             .arg("trim", self.trim_due(&d.stream))
@@ -1136,8 +1131,6 @@ impl JobQueue {
             .key("notify", notify_stream(&d.tenant))
             .key("running", running_key(&d.tenant))
             .key("usage", usage_key(&d.tenant))
-            .key("hour", usage_hour_key(&d.tenant, hour))
-            .key("day", usage_day_key(&d.tenant, day))
             .arg("group", GROUP)
             .arg("entry", &d.entry_id)
             .arg("reason", reason)
@@ -1146,8 +1139,8 @@ impl JobQueue {
             .arg("tenant", &d.tenant)
             .arg("attempts", attempts)
             .arg("channel", events_channel(&d.job_id))
-            .arg("hour_ttl", HOUR_TTL_SECS)
-            .arg("day_ttl", DAY_TTL_SECS)
+            .arg("hour", hour)
+            .arg("day", day)
             .arg("trim", self.trim_due(&d.stream))
             .invoke(&mut conn)
             .await?;
@@ -1251,7 +1244,6 @@ impl JobQueue {
             .key("job", job_key(&d.tenant, &d.job_id))
             .key("convert", &d.stream)
             .key("running", running_key(&d.tenant))
-            .key("usage", usage_key(&d.tenant))
             .arg("group", GROUP)
             .arg("entry", &d.entry_id)
             .arg("reason", reason)
