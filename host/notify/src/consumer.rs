@@ -703,7 +703,11 @@ impl NotifyConsumer {
                         Some(&payload),
                     )
                     .await?;
-                    let _: () = conn.hset(&record, &field, "dead").await?;
+                    // The last message's mark would be followed by the ack at once (and
+                    // a plan of one message has no record to mark).
+                    if i + 1 < plan.len() {
+                        let _: () = conn.hset(&record, &field, "dead").await?;
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@
 --
 -- KEYS: job, convert, notify, running, usage
 -- ARGV: group, entry, output_key, output_bytes, duration_ms, finished_at, job_id, tenant, channel, bitrate_kbps, hour, day, quota_bytes, cpu_ms, trim
-local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
+local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name', 'watched')
 local before = f[1]
 if not before then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -36,7 +36,7 @@ if before ~= 'done' then
   redis.call('XADD', KEYS[3], '*', 'job', ARGV[7], 'tenant', ARGV[8], 'status', 'done',
     'user_id', f[2] or '', 'owner_email', f[3] or '', 'input_name', f[4] or '',
     'output_key', ARGV[3], 'output_bytes', ARGV[4], 'duration_ms', ARGV[5], 'finished_at', ARGV[6])
-  redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1}))
+  if f[5] then redis.call('PUBLISH', ARGV[9], cjson.encode({status = 'done', progress = 1})) end
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])

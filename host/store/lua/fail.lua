@@ -4,7 +4,7 @@
 --
 -- KEYS: job, convert, dead_letter, notify, running, usage
 -- ARGV: group, entry, reason, finished_at, job_id, tenant, attempts, channel, hour, day, trim
-local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name')
+local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name', 'watched')
 local before = f[1]
 if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' then
   moved(KEYS[6], before, 'failed', {'failed', 1}, ARGV[9], ARGV[10])
@@ -13,7 +13,7 @@ if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' th
   redis.call('XADD', KEYS[4], '*', 'job', ARGV[5], 'tenant', ARGV[6], 'status', 'failed', 'error', ARGV[3],
     'user_id', f[2] or '', 'owner_email', f[3] or '', 'input_name', f[4] or '',
     'finished_at', ARGV[4])
-  redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]}))
+  if f[5] then redis.call('PUBLISH', ARGV[8], cjson.encode({status = 'failed', error = ARGV[3]})) end
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])

@@ -2,8 +2,10 @@
 -- plan stands), and admits up to the plan's messages against the tenant's hourly cap,
 -- once per entry: a later call returns the first answer. `messages`: how many the plan
 -- has. `fresh` 1: the entry was read for the first time (`XREADGROUP >`), so no record
--- exists and none is looked for (plan and admission are written together). Returns
--- `{admitted, plan}`: the stored plan when it is not this one, else an empty string.
+-- exists and none is looked for (plan and admission are written together) — and a plan
+-- of one message keeps none at all: its entry's acknowledgement records it (a consumer
+-- that stops before that has it delivered again, admitted again). Returns `{admitted,
+-- plan}`: the stored plan when it is not this one, else an empty string.
 --
 -- KEYS: record, rate
 -- ARGV: plan, messages, cap, record_ttl, rate_ttl, fresh
@@ -29,8 +31,10 @@ if want > 0 and cap > 0 then
   if admit < want then redis.call('DECRBY', KEYS[2], want - admit) end
 end
 if fresh then
-  redis.call('HSET', KEYS[1], 'plan', ARGV[1], 'admitted', admit)
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  if want > 1 then
+    redis.call('HSET', KEYS[1], 'plan', ARGV[1], 'admitted', admit)
+    redis.call('EXPIRE', KEYS[1], ARGV[4])
+  end
 else
   redis.call('HSET', KEYS[1], 'admitted', admit)
 end

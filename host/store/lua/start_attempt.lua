@@ -37,5 +37,7 @@ if digest ~= '' then
   end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
+if h['watched'] then
+  redis.call('PUBLISH', ARGV[1], cjson.encode({status = 'converting', progress = 0}))
+end
 return {'converting', attempts, canary, job}

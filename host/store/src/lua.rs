@@ -269,6 +269,10 @@ lua!(
     /// `lua/release_lock.lua`
     RELEASE_LOCK, "release_lock.lua"
 );
+lua!(
+    /// `lua/watch.lua`
+    WATCH, "watch.lua"
+);
 
 #[cfg(test)]
 mod tests {
@@ -294,7 +298,7 @@ mod tests {
             SESSION_CHECK: "session_check.lua", RESERVE_SECOND: "reserve_second.lua",
             LOGIN_ATTEMPT: "login_attempt.lua", STEP_BACK: "step_back.lua",
             CANARY_END: "canary_end.lua", NOTIFY_PLAN: "notify_plan.lua",
-            RELEASE_LOCK: "release_lock.lua",
+            RELEASE_LOCK: "release_lock.lua", WATCH: "watch.lua",
         ]
     }
 

@@ -1,6 +1,6 @@
 //! The job-event JSON has one type, `JobChange`: every message the real pipeline scripts
 //! (and the delete) publish on a job's channel parses into it, with the status each
-//! transition promises.
+//! transition promises; a job nobody watches is changed without publishing.
 
 use std::time::Duration;
 
@@ -47,6 +47,12 @@ async fn every_published_change_parses_as_a_job_change() {
         pubsub.subscribe(events_channel(id)).await.unwrap();
         queue.enqueue(&job(id)).await.unwrap();
     }
+    pubsub.subscribe(events_channel("quiet")).await.unwrap();
+    // Changes are published for watched jobs (an event stream marks its job); `quiet`
+    // is never watched.
+    assert!(queue.watch(TENANT, "ok1").await.unwrap());
+    assert!(queue.watch(TENANT, "bad1").await.unwrap());
+    assert!(!queue.watch(TENANT, "missing").await.unwrap());
     let next = || async {
         queue
             .next_delivery("host-1-0", Duration::ZERO)
@@ -85,6 +91,13 @@ async fn every_published_change_parses_as_a_job_change() {
     queue.fail(&d, "broken", 2).await.unwrap();
     let failed = queue.get(TENANT, "bad1").await.unwrap().unwrap();
     queue.delete(&failed).await.unwrap();
+    // quiet: converting, progress, done, with nobody watching: nothing published.
+    queue.enqueue(&job("quiet")).await.unwrap();
+    let d = next().await;
+    assert_eq!(d.job_id, "quiet");
+    queue.start_attempt(&d).await.unwrap();
+    queue.report_progress(TENANT, "quiet", 0.5).await.unwrap();
+    assert!(queue.complete(&d, &out).await.unwrap());
 
     let mut messages = pubsub.into_on_message();
     let mut seen: Vec<(String, JobChange)> = Vec::new();
@@ -98,6 +111,12 @@ async fn every_published_change_parses_as_a_job_change() {
             .unwrap_or_else(|e| panic!("{payload} is not a JobChange: {e}"));
         seen.push((msg.get_channel_name().to_owned(), change));
     }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), messages.next())
+            .await
+            .is_err(),
+        "a change of a job nobody watches was published"
+    );
     let of = |id: &str| -> Vec<JobChange> {
         seen.iter()
             .filter(|(c, _)| *c == events_channel(id))

@@ -270,6 +270,17 @@ async fn a_notifications_plan_and_admission_happen_once() {
         .await
         .unwrap();
     assert_eq!(adopted, (1, "[1]".to_owned()));
+    // A fresh entry with one message keeps no record (its ack is its record), but is
+    // admitted against the cap all the same.
+    let single: (u32, String) = plan("td:{lua}:notify:delivery:4-0", "[1]", 1, 10, true)
+        .invoke(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(single, (1, String::new()));
+    let kept: bool = conn.exists("td:{lua}:notify:delivery:4-0").await.unwrap();
+    assert!(!kept, "a one-message plan left a delivery record");
+    let used: i64 = conn.get("td:{lua}:notify:rate:1").await.unwrap();
+    assert_eq!(used, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -982,6 +982,19 @@ impl JobQueue {
         Ok(ours)
     }
 
+    /// Marks a job as watched (see `lua/watch.lua`): its changes are published from now
+    /// on. Call it before reading the job whose changes are to be followed. False if
+    /// there is no such job.
+    pub async fn watch(&self, tenant: &str, job_id: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let found: i64 = lua::WATCH
+            .call()
+            .key("job", job_key(tenant, job_id))
+            .invoke(&mut conn)
+            .await?;
+        Ok(found == 1)
+    }
+
     pub async fn report_progress(&self, tenant: &str, job_id: &str, progress: f32) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = lua::PROGRESS
