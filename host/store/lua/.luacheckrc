@@ -5,7 +5,7 @@ std = "lua51"
 read_globals = {
   "redis", "cjson", "KEYS", "ARGV",
   -- lib_usage.lua, lib_trim.lua, lib_sched.lua
-  "gauge", "change", "current", "apply", "moved", "add", "trim_below", "token",
+  "gauge", "change", "current", "apply", "moved", "add", "pick", "trim_below", "token",
 }
 max_line_length = false
 files["lib_*.lua"] = { unused = false }

@@ -1,5 +1,8 @@
+-- Leaves a wake-up token. A token only matters to a reader blocked on the list now (Redis
+-- hands it over at once) or about to block; the rest wake readers later for nothing, so
+-- the list keeps `cap`, trimmed once it holds twice that (one `LTRIM` per `cap` pushes).
 local function token(list, cap)
-  if redis.call('LPUSH', list, '1') > tonumber(cap) then
+  if redis.call('LPUSH', list, '1') > 2 * tonumber(cap) then
     redis.call('LTRIM', list, 0, tonumber(cap) - 1)
   end
 end
@@ -14,4 +17,15 @@ local function add(ready, pass, vtime, wake, tenant, always, cap)
   end
   if added == 1 or always == '1' then token(wake, cap) end
   return added
+end
+-- Takes the ready tenant with the smallest pass and advances it by its stride: `{tenant,
+-- stride}`, or nil when no tenant is ready.
+local function pick(ready, vtime, strides, default_stride)
+  local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  if #top == 0 then return nil end
+  local t, p = top[1], tonumber(top[2])
+  local s = tonumber(redis.call('HGET', strides, t) or default_stride)
+  redis.call('ZADD', ready, 'XX', p + s, t)
+  redis.call('SET', vtime, p)
+  return {t, tostring(s)}
 end

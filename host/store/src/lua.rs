@@ -229,7 +229,7 @@ lua!(
 );
 lua!(
     /// `lua/sched_pick.lua`
-    SCHED_PICK, "sched_pick.lua"
+    SCHED_PICK, "sched_pick.lua", "lib_sched.lua"
 );
 lua!(
     /// `lua/sched_park.lua`

@@ -38,8 +38,11 @@ use crate::keys::{
 pub const STRIDE_ONE: u64 = 1 << 20;
 /// Highest weight a tenant may have.
 pub const MAX_WEIGHT: u32 = 1000;
-/// Wake-up tokens kept for idle workers.
-const WAKE_CAP: i64 = 64;
+/// Wake-up tokens kept (up to twice as many between trims). A token wakes a reader
+/// blocked on the list at once; one left over wakes a reader that blocks later, which
+/// looks once more for nothing, so few are kept: enough for the readers that may be
+/// about to block when work arrives (a reader looks for work before it blocks).
+const WAKE_CAP: i64 = 8;
 
 /// `"{tenant} {x}"` members as `(tenant, x)`.
 fn split_members(members: &[String]) -> Vec<(String, String)> {
@@ -178,20 +181,24 @@ impl Scheduler {
         entry_id: &str,
         readd: bool,
     ) -> redis::RedisResult<()> {
-        self.finish(tenant, entry_id, false, readd).await
+        self.finish(tenant, entry_id, false, readd, false).await?;
+        Ok(())
     }
 
     /// [`release`](Self::release), and, with `notify`, tells the notifiers that the
-    /// tenant has a new notify entry: one script.
+    /// tenant has a new notify entry; with `pick`, then picks the next tenant for the
+    /// worker slot that ran the conversion ([`pick_charged`](Self::pick_charged)): one
+    /// script. `None` when not asked to pick or no tenant is ready.
     pub async fn finish(
         &self,
         tenant: &str,
         entry_id: &str,
         notify: bool,
         readd: bool,
-    ) -> redis::RedisResult<()> {
+        pick: bool,
+    ) -> redis::RedisResult<Option<Picked>> {
         let mut conn = self.conn().await?;
-        let _: i64 = lua::SCHED_FINISH
+        let picked: redis::Value = lua::SCHED_FINISH
             .call()
             .key("leases", SCHED_LEASES)
             .key("ready", SCHED_READY)
@@ -200,14 +207,21 @@ impl Scheduler {
             .key("wake", SCHED_WAKE)
             .key("notify_ready", NOTIFY_READY)
             .key("notify_wake", NOTIFY_WAKE)
+            .key("stride", SCHED_STRIDE)
             .arg("lease", lease_member(tenant, entry_id))
             .arg("tenant", tenant)
             .arg("notify", if notify { "1" } else { "0" })
             .arg("readd", if readd { "1" } else { "0" })
             .arg("cap", WAKE_CAP)
+            .arg("pick", if pick { "1" } else { "0" })
+            .arg("default_stride", STRIDE_ONE)
             .invoke(&mut conn)
             .await?;
-        Ok(())
+        if !pick {
+            return Ok(None);
+        }
+        let picked: Option<(String, u64)> = redis::from_redis_value(picked)?;
+        Ok(picked.map(|(tenant, stride)| Picked { tenant, stride }))
     }
 
     /// Up to `limit` leases that expired before `now_ms`: `(tenant, entry id)`.

@@ -106,8 +106,9 @@ async fn enqueue_many(queue: &JobQueue, tenant: &str, n: usize) {
 /// The shared state of a test's workers and what they record.
 struct Floor {
     queue: JobQueue,
-    /// Held for reading by a worker from `next_delivery` until it has recorded the
-    /// dispatch; the test holds it for writing to enqueue between two dispatches.
+    /// Held for reading by a worker from its pick — in `next_delivery`, or in the
+    /// `complete` before it, which picks the slot's next tenant — until it has recorded
+    /// the dispatch; the test holds it for writing to enqueue between two dispatches.
     gate: RwLock<()>,
     stop: AtomicBool,
     /// Every dispatch as recorded: (tenant, job).
@@ -137,9 +138,15 @@ impl Floor {
     }
 
     async fn work(self: Arc<Self>, consumer: String) {
+        // The gate, held from a `complete` (whose script picks the slot's next tenant)
+        // to the dispatch it leads to being recorded.
+        let mut held = None;
         while !self.stop.load(Ordering::SeqCst) {
             let delivery = {
-                let _gate = self.gate.read().await;
+                let _gate = match held.take() {
+                    Some(gate) => gate,
+                    None => self.gate.read().await,
+                };
                 let d = self
                     .queue
                     .next_delivery(&consumer, IDLE_BLOCK)
@@ -173,7 +180,9 @@ impl Floor {
                 .get_mut(&d.tenant)
                 .expect("counted at dispatch")
                 .0 -= 1;
+            let gate = self.gate.read().await;
             assert!(self.queue.complete(&d, &output(&d)).await.unwrap());
+            held = Some(gate);
             self.completed
                 .lock()
                 .unwrap()

@@ -168,6 +168,8 @@ pub struct Delivery {
     pub stream: String,
     pub entry_id: String,
     pub job_id: String,
+    /// The worker slot that took it (its consumer name in the group).
+    pub consumer: String,
     /// A running-jobs cap applied when it was taken: its end makes the tenant ready again
     /// (another worker may have parked it at the cap meanwhile). Without one, a tenant
     /// is parked only when it has nothing to take, and an enqueue brings it back.
@@ -262,6 +264,10 @@ struct Seen {
     /// When this process last trimmed each convert stream (at most every [`TRIM_EVERY`]),
     /// and whether an ack skipped a trim since ([`JobQueue::trim_skipped`] does it).
     trimmed: Mutex<HashMap<String, (Instant, bool)>>,
+    /// The tenant each worker slot (consumer) was handed by the script that ended its
+    /// last conversion (`FINISH` picks the slot's next tenant in the same call): its next
+    /// [`JobQueue::next_delivery`] starts there instead of picking.
+    prepicked: Mutex<HashMap<String, crate::sched::Picked>>,
 }
 
 /// How often a worker process trims a convert stream when it acknowledges an entry
@@ -664,9 +670,22 @@ impl JobQueue {
     /// When no tenant is ready, waits up to `block` for a wake-up token (left by every
     /// enqueue), so a job uploaded to an idle service starts at once rather than at the
     /// next poll. `block` must stay below the Redis client's response timeout (500 ms).
+    ///
+    /// A slot whose last conversion ended here was handed its next tenant by the same
+    /// script (see `Seen::prepicked`): it starts there, without a pick of its own.
     pub async fn next_delivery(&self, consumer: &str, block: Duration) -> Result<Option<Delivery>> {
+        let mut prepicked = self
+            .seen
+            .prepicked
+            .lock()
+            .expect("lock is never poisoned")
+            .remove(consumer);
         for _ in 0..16 {
-            let Some(picked) = self.sched.pick_charged().await? else {
+            let picked = match prepicked.take() {
+                Some(p) => Some(p),
+                None => self.sched.pick_charged().await?,
+            };
+            let Some(picked) = picked else {
                 if !block.is_zero() {
                     self.sched.wait(block).await?;
                 }
@@ -743,6 +762,7 @@ impl JobQueue {
                 let d = Delivery {
                     tenant: tenant.to_owned(),
                     stream,
+                    consumer: consumer.to_owned(),
                     entry_id: reply[1].clone(),
                     job_id: reply[2].clone(),
                     capped: max_running > 0,
@@ -813,10 +833,26 @@ impl JobQueue {
         Ok(n)
     }
 
+    /// Ends this delivery's lease in the scheduler (`FINISH`: its tenant made ready again
+    /// under a running cap; with `notify`, the notifiers told of its notify entry) and
+    /// picks its slot's next tenant in the same script, kept for the slot's next
+    /// [`next_delivery`](Self::next_delivery).
+    async fn finish(&self, d: &Delivery, notify: bool) -> Result<()> {
+        let next = self
+            .sched
+            .finish(&d.tenant, &d.entry_id, notify, d.capped, true)
+            .await?;
+        let mut prepicked = self.seen.prepicked.lock().expect("lock is never poisoned");
+        match next {
+            Some(p) => prepicked.insert(d.consumer.clone(), p),
+            None => prepicked.remove(&d.consumer),
+        };
+        Ok(())
+    }
+
     /// Ends this delivery's lease in the scheduler and lets its tenant run again.
     async fn release(&self, d: &Delivery) -> Result<()> {
-        self.sched.release(&d.tenant, &d.entry_id, d.capped).await?;
-        Ok(())
+        self.finish(d, false).await
     }
 
     /// Entries pending for worker consumers of this `host` whose process is gone
@@ -885,6 +921,7 @@ impl JobQueue {
             tenant: orphan.tenant.clone(),
             stream,
             job_id: entry.get("job").unwrap_or_default(),
+            consumer: consumer.to_owned(),
             entry_id: entry.id,
             // Its cap is not known here: its end makes the tenant ready again anyway.
             capped: true,
@@ -1074,9 +1111,7 @@ impl JobQueue {
             return Ok(Completion::OverQuota);
         }
         // Released, and the notifiers told of the new entry, in one script.
-        self.sched
-            .finish(&d.tenant, &d.entry_id, kept == 1, d.capped)
-            .await?;
+        self.finish(d, kept == 1).await?;
         Ok(if kept == 1 {
             Completion::Done
         } else {
@@ -1158,9 +1193,7 @@ impl JobQueue {
             .invoke(&mut conn)
             .await?;
         drop(conn);
-        self.sched
-            .finish(&d.tenant, &d.entry_id, true, d.capped)
-            .await?;
+        self.finish(d, true).await?;
         Ok(())
     }
 
