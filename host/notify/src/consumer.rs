@@ -135,6 +135,10 @@ const CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle notifier's wait for a wake-up token blocks before it looks at the
 /// streams again (new entries wake it at once).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// A notifier woken by a token naming a tenant reads that tenant alone, but reads every
+/// ready tenant (`NOTIFY_READY`) at least this often: tokens are capped, so one may be
+/// lost.
+const FULL_ROUND_EVERY: Duration = Duration::from_secs(1);
 
 /// An entry this consumer now holds.
 struct Taken {
@@ -281,6 +285,10 @@ impl NotifyConsumer {
         };
         backoff.succeeded();
         let slots = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
+        // The tenant the last wake-up token named (workers name the tenant whose notify
+        // entry they wrote), and when every ready tenant was last read.
+        let mut named: Option<String> = None;
+        let mut last_full = Instant::now();
         let mut tasks = JoinSet::new();
         tracing::info!(consumer = %self.inner.config.consumer, "notifier started");
         while !shutdown.is_cancelled() {
@@ -292,7 +300,14 @@ impl NotifyConsumer {
             } else if free == 0 {
                 (Vec::new(), false)
             } else {
-                match self.next_entries(free).await {
+                // The tenant the last wake-up token named, unless a full round is due.
+                let only = named
+                    .take()
+                    .filter(|_| last_full.elapsed() < FULL_ROUND_EVERY);
+                if only.is_none() {
+                    last_full = Instant::now();
+                }
+                match self.next_entries(free, only.as_deref()).await {
                     Ok(read) => {
                         backoff.succeeded();
                         read
@@ -335,27 +350,30 @@ impl NotifyConsumer {
                 let woken = async {
                     if let Some(pause) = failed {
                         tokio::time::sleep(pause).await;
-                        return;
+                        return None;
                     }
                     if free == 0 {
                         tokio::time::sleep(wait).await;
-                        return;
+                        return None;
                     }
                     // A dedicated connection: a blocking read would hold up every
                     // other command on the shared one.
-                    let got = self.inner.pool.blpop(NOTIFY_WAKE, IDLE_WAIT).await;
-                    if let Err(e) = got {
-                        tapedeck_model::warn_throttled!(
-                            warnings,
-                            "notifier: waiting for work failed",
-                            e
-                        );
-                        tokio::time::sleep(wait).await;
+                    match self.inner.pool.blpop(NOTIFY_WAKE, IDLE_WAIT).await {
+                        Ok(token) => token.filter(|t| t != "1"),
+                        Err(e) => {
+                            tapedeck_model::warn_throttled!(
+                                warnings,
+                                "notifier: waiting for work failed",
+                                e
+                            );
+                            tokio::time::sleep(wait).await;
+                            None
+                        }
                     }
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = woken => {}
+                    token = woken => named = token,
                 }
             }
         }
@@ -419,9 +437,17 @@ impl NotifyConsumer {
     /// added an entry in between). Also says whether every ready tenant was read to its
     /// end (fewer entries than asked for): then nothing is left to read until a worker's
     /// wake-up token says so.
-    async fn next_entries(&self, count: usize) -> Result<(Vec<Taken>, bool), NotifyError> {
+    /// `only`: read this tenant alone (a wake-up token named it), not every ready one.
+    async fn next_entries(
+        &self,
+        count: usize,
+        only: Option<&str>,
+    ) -> Result<(Vec<Taken>, bool), NotifyError> {
         let config = &self.inner.config;
-        let mut tenants: Vec<String> = self.inner.pool.get().await?.smembers(NOTIFY_READY).await?;
+        let mut tenants: Vec<String> = match only {
+            Some(tenant) => vec![tenant.to_owned()],
+            None => self.inner.pool.get().await?.smembers(NOTIFY_READY).await?,
+        };
         tenants.sort();
         if tenants.is_empty() {
             return Ok((Vec::new(), true));

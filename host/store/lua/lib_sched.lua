@@ -1,8 +1,9 @@
 -- Leaves a wake-up token. A token only matters to a reader blocked on the list now (Redis
 -- hands it over at once) or about to block; the rest wake readers later for nothing, so
 -- the list keeps `cap`, trimmed once it holds twice that (one `LTRIM` per `cap` pushes).
-local function token(list, cap)
-  if redis.call('LPUSH', list, '1') > 2 * tonumber(cap) then
+-- `value`: what the token says (default '1').
+local function token(list, cap, value)
+  if redis.call('LPUSH', list, value or '1') > 2 * tonumber(cap) then
     redis.call('LTRIM', list, 0, tonumber(cap) - 1)
   end
 end
