@@ -7,12 +7,21 @@ local function token(list, cap, value)
     redis.call('LTRIM', list, 0, tonumber(cap) - 1)
   end
 end
-local function add(ready, pass, vtime, wake, tenant, always, cap)
+-- Puts a tenant in the ready set at its remembered pass or the smallest pass of the ready
+-- tenants (the virtual time: whoever is due next), whichever is later, so a tenant back
+-- from idle waits at most a round. Into an empty set it comes at 0, and every remembered
+-- pass is forgotten: with nobody ready nobody is owed anything, and a pass remembered
+-- from long ago would put its tenant far behind the ones that come later.
+local function add(ready, pass, wake, tenant, always, cap)
   local added = 0
   if not redis.call('ZSCORE', ready, tenant) then
-    local p = tonumber(redis.call('HGET', pass, tenant) or '0')
-    local v = tonumber(redis.call('GET', vtime) or '0')
-    if v > p then p = v end
+    local p = 0
+    local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+    if #top == 0 then
+      redis.call('DEL', pass)
+    else
+      p = math.max(tonumber(redis.call('HGET', pass, tenant) or '0'), tonumber(top[2]))
+    end
     redis.call('ZADD', ready, p, tenant)
     added = 1
   end
@@ -21,12 +30,11 @@ local function add(ready, pass, vtime, wake, tenant, always, cap)
 end
 -- Takes the ready tenant with the smallest pass and advances it by its stride: `{tenant,
 -- stride}`, or nil when no tenant is ready.
-local function pick(ready, vtime, strides, default_stride)
+local function pick(ready, strides, default_stride)
   local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
   if #top == 0 then return nil end
   local t, p = top[1], tonumber(top[2])
   local s = tonumber(redis.call('HGET', strides, t) or default_stride)
   redis.call('ZADD', ready, 'XX', p + s, t)
-  redis.call('SET', vtime, p)
   return {t, tostring(s)}
 end

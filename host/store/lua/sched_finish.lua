@@ -5,13 +5,13 @@
 -- (`pick` in lib_sched.lua: one script, not two) and returns `{tenant, stride}` or nil;
 -- else returns 0.
 --
--- KEYS: leases, ready, pass, vtime, wake, notify_ready, notify_wake, stride
+-- KEYS: leases, ready, pass, wake, notify_ready, notify_wake, stride
 -- ARGV: lease, tenant, notify, readd, cap, pick, default_stride
 redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[4] == '1' then add(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], '0', ARGV[5]) end
+if ARGV[4] == '1' then add(KEYS[2], KEYS[3], KEYS[4], ARGV[2], '0', ARGV[5]) end
 if ARGV[3] == '1' then
-  redis.call('SADD', KEYS[6], ARGV[2])
-  token(KEYS[7], ARGV[5], ARGV[2])
+  redis.call('SADD', KEYS[5], ARGV[2])
+  token(KEYS[6], ARGV[5], ARGV[2])
 end
-if ARGV[6] == '1' then return pick(KEYS[2], KEYS[4], KEYS[8], ARGV[7]) or false end
+if ARGV[6] == '1' then return pick(KEYS[2], KEYS[7], ARGV[7]) or false end
 return 0

@@ -82,8 +82,6 @@ pub const JOB_CANCEL_CHANNEL: &str = "td:jobs:cancel";
 pub const SCHED_READY: &str = "td:{~sched}:ready";
 /// The pass a tenant had when it left `SCHED_READY` (hash: tenant → pass).
 pub const SCHED_PASS: &str = "td:{~sched}:pass";
-/// The virtual time: the pass of the last dispatch (string).
-pub const SCHED_VTIME: &str = "td:{~sched}:vtime";
 /// Tenants' strides, `STRIDE_ONE / weight` (hash: tenant → stride); absent = weight 1.
 pub const SCHED_STRIDE: &str = "td:{~sched}:stride";
 /// Wake-up tokens for idle workers (list, capped).
@@ -267,7 +265,6 @@ mod tests {
         for key in [
             SCHED_READY,
             SCHED_PASS,
-            SCHED_VTIME,
             SCHED_STRIDE,
             SCHED_WAKE,
             SCHED_LEASES,

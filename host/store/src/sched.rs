@@ -3,10 +3,12 @@
 //! Every tenant with work to dispatch is in `SCHED_READY` with a *pass*; a dispatch takes
 //! the tenant with the smallest pass and advances it by the tenant's *stride*
 //! (`STRIDE_ONE / weight`). With every tenant saturating, tenant shares are proportional
-//! to weights; a tenant that arrives (or comes back from idle) starts at the current
-//! virtual time, so a new tenant's first job waits at most one dispatch round behind the
-//! others, whatever backlog they hold. Choosing costs `O(log n)` in the number of ready
-//! tenants (one `ZRANGE 0 0` and one `ZADD`), not a scan.
+//! to weights; a tenant that arrives (or comes back from idle) starts at the virtual
+//! time — the smallest pass in the ready set, whoever is due next —, so a new tenant's
+//! first job waits at most one dispatch round behind the others, whatever backlog they
+//! hold. When nobody is ready, every remembered pass is forgotten (nobody is owed
+//! anything). Choosing costs `O(log n)` in the number of ready tenants (one `ZRANGE 0 0`
+//! and one `ZADD`), not a scan; it writes nothing but the chosen tenant's pass.
 //!
 //! A tenant leaves the ready set (`park`) when its stream has nothing to take or it is
 //! at its running-jobs cap; whoever changes that puts it back (`add`): the gateway on
@@ -31,7 +33,7 @@ use crate::lua;
 
 use crate::keys::{
     NOTIFY_READY, NOTIFY_WAKE, SCHED_LEASES, SCHED_PASS, SCHED_READY, SCHED_RETRIES, SCHED_STRIDE,
-    SCHED_VTIME, SCHED_WAKE,
+    SCHED_WAKE,
 };
 
 /// The stride of weight 1.
@@ -88,7 +90,6 @@ impl Scheduler {
             .call()
             .key("ready", SCHED_READY)
             .key("pass", SCHED_PASS)
-            .key("vtime", SCHED_VTIME)
             .key("wake", SCHED_WAKE)
             .arg("tenant", tenant)
             .arg("always", if wake { "1" } else { "0" })
@@ -110,7 +111,6 @@ impl Scheduler {
         let picked: Option<(String, u64)> = lua::SCHED_PICK
             .call()
             .key("ready", SCHED_READY)
-            .key("vtime", SCHED_VTIME)
             .key("stride", SCHED_STRIDE)
             .arg("default_stride", STRIDE_ONE)
             .invoke(&mut conn)
@@ -203,7 +203,6 @@ impl Scheduler {
             .key("leases", SCHED_LEASES)
             .key("ready", SCHED_READY)
             .key("pass", SCHED_PASS)
-            .key("vtime", SCHED_VTIME)
             .key("wake", SCHED_WAKE)
             .key("notify_ready", NOTIFY_READY)
             .key("notify_wake", NOTIFY_WAKE)

@@ -494,7 +494,6 @@ struct StrideModel {
     pass_of_ready: HashMap<String, u64>,
     parked: HashMap<String, u64>,
     stride: HashMap<String, u64>,
-    vtime: u64,
 }
 
 impl StrideModel {
@@ -502,7 +501,15 @@ impl StrideModel {
         if self.pass_of_ready.contains_key(t) {
             return;
         }
-        let pass = self.parked.get(t).copied().unwrap_or(0).max(self.vtime);
+        // At its own pass or the smallest ready one, whichever is later; into an empty
+        // set at 0, every remembered pass forgotten.
+        let pass = match self.ready.first() {
+            Some((min, _)) => self.parked.get(t).copied().unwrap_or(0).max(*min),
+            None => {
+                self.parked.clear();
+                0
+            }
+        };
         self.ready.insert((pass, t.to_owned()));
         self.pass_of_ready.insert(t.to_owned(), pass);
     }
@@ -512,7 +519,6 @@ impl StrideModel {
         let next = pass + self.stride.get(&t).copied().unwrap_or(STRIDE_ONE);
         self.ready.insert((next, t.clone()));
         self.pass_of_ready.insert(t.clone(), next);
-        self.vtime = pass;
         Some(t)
     }
 
@@ -599,4 +605,35 @@ async fn picking_among_10_000_ready_tenants_follows_stride_order() {
     assert!(sched.add("t00010", false).await.unwrap());
     model.add("t00010");
     check_picks(&mut model, 2_000).await;
+}
+
+/// With nobody ready, nobody is owed anything: a tenant that ran alone for a long time,
+/// then idled, shares equally with one that arrived while the set was empty (a pass
+/// remembered from long ago would put it behind for as long as it had run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_everyone_idled_a_long_runner_is_not_put_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis_server(dir.path()).await;
+    let sched = Scheduler::new(redis.pool());
+    let mut model = StrideModel::default();
+    assert!(sched.add("long", false).await.unwrap());
+    model.add("long");
+    for _ in 0..50 {
+        assert_eq!(sched.pick().await.unwrap(), model.pick());
+    }
+    sched.park("long").await.unwrap();
+    model.park("long");
+    // The set is empty: `fresh` comes in at 0, and `long`'s 50 rounds are forgotten.
+    assert!(sched.add("fresh", false).await.unwrap());
+    model.add("fresh");
+    assert!(sched.add("long", false).await.unwrap());
+    model.add("long");
+    let mut picks = Vec::new();
+    for _ in 0..10 {
+        let got = sched.pick().await.unwrap();
+        assert_eq!(got, model.pick());
+        picks.push(got.unwrap());
+    }
+    let long = picks.iter().filter(|t| *t == "long").count();
+    assert_eq!(long, 5, "{picks:?}");
 }
