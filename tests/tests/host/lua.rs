@@ -348,3 +348,32 @@ async fn usage_periods_live_in_one_hash_and_old_ones_are_pruned() {
     assert_eq!(of(&left, "done"), 1);
     assert_eq!(usage::load(&pool, TENANT).await.unwrap().hours[0].jobs, 2);
 }
+
+/// A worker writes a retry entry before the script that requeues its job; a retry due at
+/// once (a canary's failure retried on stable) can be promoted in between, while the job
+/// is still `converting`. The entry must stay for a second look, or the job waits
+/// `queued` forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_promoted_before_its_job_is_requeued_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue(&redis);
+    queue.enqueue(&job("r", 10)).await.unwrap();
+    let d = next(&queue).await;
+    queue.start_attempt(&d).await.unwrap();
+    // The worker's first step, then the promoter, before the requeue script.
+    let now = tapedeck::queue::now_ms();
+    queue.scheduler().add_retry(TENANT, "r", now).await.unwrap();
+    assert_eq!(queue.promote_due_retries().await.unwrap(), 0);
+    let mut conn = redis.pool().get().await.unwrap();
+    let kept: Option<f64> = conn
+        .zscore(tapedeck::store::keys::SCHED_RETRIES, format!("{TENANT} r"))
+        .await
+        .unwrap();
+    assert!(kept.is_some(), "the retry entry was dropped");
+    // The requeue script runs; the next look promotes the job, which is delivered again.
+    queue.retry_on_stable(&d, "canary failed").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(queue.promote_due_retries().await.unwrap(), 1);
+    assert_eq!(next(&queue).await.job_id, "r");
+}

@@ -279,6 +279,8 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker process looks for entries idle past the visibility timeout on a
 /// tenant that keeps having new ones.
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// A retry found still `converting` when it was due is looked at again after this long.
+const RETRY_RECHECK: Duration = Duration::from_millis(500);
 /// A tenant parked at its running-jobs cap is looked at again after this long at the
 /// latest (see `Delivery::capped`).
 const CAPPED_RECHECK: Duration = Duration::from_secs(5);
@@ -1340,6 +1342,12 @@ impl JobQueue {
             if queued == 1 {
                 moved += 1;
                 self.sched.add(&tenant, true).await?;
+            } else if queued == 2 {
+                // Not requeued yet (or its worker died converting, and the attempt that
+                // claims it decides): look again in a moment, until it is not converting.
+                let again = now_ms() + RETRY_RECHECK.as_millis() as u64;
+                self.sched.add_retry(&tenant, &job, again).await?;
+                self.seen.retries.notify_one();
             }
         }
         Ok(moved)
