@@ -1,4 +1,4 @@
-//! The chaos suite (issue 21): a deployment of real processes — Redis, gateways and
+//! The chaos suite: a deployment of real processes — Redis, gateways and
 //! workers (each with a data dir of its own, all sharing one blob store), an SMTP sink —
 //! taken through hundreds of jobs over several tenants while faults hit it, then checked.
 //!

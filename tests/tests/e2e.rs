@@ -62,32 +62,32 @@ const SLOW: Duration = Duration::from_secs(180);
 #[path = "e2e/hardening.rs"]
 mod hardening;
 
-/// Issue 12: tenants, the operator API and layered limits.
+/// Tenants, the operator API and layered limits.
 #[path = "e2e/tenants.rs"]
 mod tenants;
 
-/// Issue 12: `tapedeck admin`, the operator CLI over the HTTP API.
+/// `tapedeck admin`, the operator CLI over the HTTP API.
 #[path = "e2e/admin_cli.rs"]
 mod admin_cli;
 
-/// Issue 13 (first part): the plugin registry and hot swap.
+/// The plugin registry and hot swap.
 #[path = "e2e/registry.rs"]
 mod registry;
 
-/// Issue 20: revocable sessions, tenant incarnations, no enumeration, guess caps.
+/// Revocable sessions, tenant incarnations, no enumeration, guess caps.
 #[path = "e2e/sessions.rs"]
 mod sessions;
 
-/// Issue 20: a private data dir and managed Redis, metrics apart from the API, SSE on one
+/// A private data dir and managed Redis, metrics apart from the API, SSE on one
 /// subscription, JSON for hyper's own errors.
 #[path = "e2e/at_rest.rs"]
 mod at_rest;
 
-/// Issue 13: canary rollouts with automatic rollback.
+/// Canary rollouts with automatic rollback.
 #[path = "e2e/canary.rs"]
 mod canary;
 
-/// Issue 14: the plugin author's kit, and notifiers in Python and JavaScript.
+/// The plugin author's kit, and notifiers in Python and JavaScript.
 #[path = "e2e/plugin_kit.rs"]
 mod plugin_kit;
 
@@ -95,28 +95,28 @@ mod plugin_kit;
 #[path = "e2e/plugin_cli.rs"]
 mod plugin_cli;
 
-/// Issue 20: the operator keeps the last word; publish is bounded work; workers start on
+/// The operator keeps the last word; publish is bounded work; workers start on
 /// the active component.
 #[path = "e2e/operator.rs"]
 mod operator;
 
-/// Issue 21: failures — no busy loop when Redis goes, outcomes and notifications that
+/// Failures — no busy loop when Redis goes, outcomes and notifications that
 /// wait for Redis, takeover of a dead notifier's work, SSE streams ended at shutdown, a
 /// process that starts before Redis, `Retry-After` on 503s.
 #[path = "e2e/failure.rs"]
 mod failure;
 
-/// Issue 21: Redis Cluster — the pipeline, limits, fair dispatch, hot swap, a canary and
+/// Redis Cluster — the pipeline, limits, fair dispatch, hot swap, a canary and
 /// tenant deletion on three masters, and the client following `MOVED`.
 #[path = "e2e/cluster.rs"]
 mod cluster;
 
-/// Issue 20: plugin runs bounded in wall time, cancelled, stopped at shutdown, safe
+/// Plugin runs bounded in wall time, cancelled, stopped at shutdown, safe
 /// across binary upgrades, and their output counted against the quota.
 #[path = "e2e/runs.rs"]
 mod runs;
 
-/// Issue 21: one outbox for many machines; the chaos suite's short run.
+/// One outbox for many machines; the chaos suite's short run.
 #[path = "e2e/scale.rs"]
 mod scale;
 

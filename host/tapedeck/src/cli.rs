@@ -51,7 +51,7 @@ enum Command {
     /// Run the HTTP service.
     Serve(Box<crate::serve::ServeArgs>),
     /// Manage the tenants of a running deployment over its operator API.
-    Admin(crate::admin::AdminArgs),
+    Admin(crate::admin_cli::AdminArgs),
     /// The plugin author's kit: the WIT, new projects, the conformance suite.
     Plugin(crate::plugin::PluginArgs),
     /// Run publishing's conformance check for a parent tapedeck process (internal): the
@@ -146,7 +146,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::PluginCheckRun(args) => return crate::plugin::bounded::run_child(args),
         Command::Serve(args) => crate::serve::run(*args, crate::components::DEFAULT_CONVERTER),
-        Command::Admin(args) => return crate::admin::run(args),
+        Command::Admin(args) => return crate::admin_cli::run(args),
         Command::Plugin(args) => return crate::plugin::run(args),
     };
     match result {

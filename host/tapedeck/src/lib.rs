@@ -13,7 +13,7 @@
 //! (Redis), `tapedeck-blobs`, `tapedeck-worker`, `tapedeck-plugins` (wasmtime; the only
 //! one besides this crate that links it), `tapedeck-notify`.
 
-mod admin;
+mod admin_cli;
 pub mod cli;
 pub mod components;
 pub mod config;

@@ -201,7 +201,7 @@ fn an_unreachable_server_is_named_and_a_missing_token_is_a_usage_error() {
     );
 }
 
-/// `tapedeck admin jobs list|show|retry|dlq` (issue 15): the operator finds a tenant's
+/// `tapedeck admin jobs list|show|retry|dlq`: the operator finds a tenant's
 /// failed job, its dead letter, and puts it back on the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_are_listed_shown_retried_and_dead_letters_listed() {

@@ -1,4 +1,4 @@
-//! Issue 20, points 5, 18, 19 and 20: the data dir and the managed Redis are private to
+//! The data dir and the managed Redis are private to
 //! the service's user, `/metrics` is served apart from the API and forgets deleted
 //! tenants, SSE streams share one Redis subscription and are capped per user, and the
 //! small ones (a refusal names the layer it reports, hyper's 414/431 in JSON, unknown

@@ -1,4 +1,4 @@
-//! Canary rollouts (issue 13), end to end: a flaky canary converter (the hostile test
+//! Canary rollouts, end to end: a flaky canary converter (the hostile test
 //! guest, which traps on ~30% of inputs) is rolled back by its analysis, the jobs it
 //! failed finish on the stable converter, the other tenant's jobs never see it; a clean
 //! canary is promoted after N runs; the operator's promote and abort.

@@ -1,4 +1,4 @@
-//! Issue 21: Tapedeck on a real 3-master Redis Cluster (`--redis-cluster-nodes`), with a
+//! Tapedeck on a real 3-master Redis Cluster (`--redis-cluster-nodes`), with a
 //! gateway and a worker as separate processes: the pipeline end to end, tenant limits,
 //! fair dispatch, hot swap, a canary, tenant deletion, and the client following `MOVED`.
 

@@ -1,4 +1,4 @@
-//! Issue 21, "Defects found": how processes behave when Redis goes away — a dropped
+//! How processes behave when Redis goes away — a dropped
 //! subscription or a restarted Redis costs no busy loop and no log flood; an outcome
 //! recorded during an outage is not converted again; a restarted notifier takes over a
 //! dead one's notifications at once and does not send one again; SIGTERM ends event

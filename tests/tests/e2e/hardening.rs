@@ -1,4 +1,4 @@
-//! What issue 9 found testing the service as a new user and an attacker would, each as a
+//! What testing the service the way a new user and an attacker would found, each as a
 //! test against real processes: bounded request bodies, run limits sized to the input,
 //! worker health and links in split deployments, signed download links, `kill -9`
 //! recovery, HTTP details, and operating it.
@@ -811,7 +811,7 @@ fn an_unusable_data_dir_is_named() {
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }
 
-/// Graceful shutdown (issue 15): a worker given SIGTERM mid-conversion lets it run for
+/// Graceful shutdown: a worker given SIGTERM mid-conversion lets it run for
 /// `--shutdown-timeout-secs`, then hands the job back to the queue at once (the attempt
 /// not counted, the reason on the job) and exits; another worker takes it right away
 /// (not after the 60 s visibility timeout) — here it converts with the same looping

@@ -1,4 +1,4 @@
-//! Issue 20, "the operator keeps the last word" and "publish is work too": rollbacks walk
+//! The operator keeps the last word, and publishing is work too: rollbacks walk
 //! a scope's whole history, revoking `allow_plugins` takes a tenant's own components off
 //! its stages, a tenant's registration of a digest is private to it, the history names
 //! the tenant that published, the CLI covers the tenant switches and first admins,
@@ -100,7 +100,7 @@ fn not_audio(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-/// Issue 20 point 13: activate A, B, C for a scope; each rollback steps one back — B, A,
+/// Activate A, B, C for a scope; each rollback steps one back — B, A,
 /// the built-in component — and one more is a clear 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_walks_the_whole_history_down_to_the_built_in_component() {
@@ -150,7 +150,7 @@ async fn rollback_walks_the_whole_history_down_to_the_built_in_component() {
     assert_eq!(status, 409);
 }
 
-/// Issue 20 point 12: the operator runs a component for a tenant, the tenant's admin then
+/// The operator runs a component for a tenant, the tenant's admin then
 /// activates one of its own; revoking `allow_plugins` puts the tenant's jobs back on the
 /// operator's choice at once, and a rollback from there reaches the built-in component.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +226,7 @@ async fn revoking_allow_plugins_takes_the_tenants_own_components_off() {
     assert_eq!((status, &v["active"]["digest"]), (200, &Value::Null), "{v}");
 }
 
-/// Issue 20 points 14 and 15: a tenant that publishes a digest first claims nothing — the
+/// A tenant that publishes a digest first claims nothing — the
 /// operator publishes the same bytes (the built-in notifier, too) and runs them for
 /// everyone, another tenant gets a registration of its own — and the history shows each
 /// tenant's publish as that tenant's.
@@ -319,7 +319,7 @@ fn admin_cli(base: &str, args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// Issue 20 point 16: the CLI creates a tenant's first admin (a password from standard
+/// The CLI creates a tenant's first admin (a password from standard
 /// input, or a random one it prints once), and turns `allow_plugins` and
 /// `self_register` on and off each on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,7 +439,7 @@ fn fresh_worker(dir: &std::path::Path, redis: &RedisServer, name: &str, slots: &
     })
 }
 
-/// Issue 20 point 10: a job queued while no worker runs, of a tenant whose own converter
+/// A job queued while no worker runs, of a tenant whose own converter
 /// is active; a worker then started with an empty data dir (nothing compiled) converts it
 /// with that converter from its first attempt, not with the built-in one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +474,7 @@ async fn a_new_worker_converts_with_the_active_component_from_its_first_job() {
     assert_eq!(job["status"], "done", "{job}");
 }
 
-/// Issue 20 point 10, under load: jobs stream in while the operator activates another
+/// Under load: jobs stream in while the operator activates another
 /// converter for everyone on a worker that has to compile it first; no job created after
 /// the activation answered runs on the component it replaced. The worker reports the
 /// version it has heard of and what compiling took.
@@ -618,7 +618,7 @@ async fn cpu_seconds(admin: &Api) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Issue 20 point 9: three tenant publishes at once of a component that spins in the
+/// Three tenant publishes at once of a component that spins in the
 /// conformance check itself. One check runs (one slot), the others wait at most the
 /// wait allowed and answer 503 `checks_busy`; the client that gave up stops its check —
 /// its runner is killed at once, nothing is left spinning — and the CPU the check burnt

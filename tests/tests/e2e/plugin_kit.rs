@@ -1,4 +1,4 @@
-//! Issue 14, end to end: the plugin author's kit (`tapedeck plugin wit|new|check`) and
+//! End to end: the plugin author's kit (`tapedeck plugin wit|new|check`) and
 //! the example notifiers in Python (componentize-py) and JavaScript (componentize-js):
 //! built by `make test`'s setup (examples/plugins/build.sh into the folder named by
 //! `TAPEDECK_PLUGIN_EXAMPLES`), passing the conformance suite, published, activated for

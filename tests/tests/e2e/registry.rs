@@ -1,4 +1,4 @@
-//! The plugin registry (issue 13, first part), end to end: publish (checked, content
+//! The plugin registry, end to end: publish (checked, content
 //! addressed), activate for one tenant or everyone, roll back; the worker swaps within a
 //! second and each job records the converter digest it ran with.
 
@@ -178,7 +178,7 @@ fn variant(name: &str) -> Vec<u8> {
     bytes
 }
 
-/// Issue 13's hot swap under load: 200 jobs through a gateway and two worker processes
+/// Hot swap under load: 200 jobs through a gateway and two worker processes
 /// while the converter is switched twice and rolled back once: none fails, none is lost,
 /// every output is an MP3, and every job names a converter that was active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -454,7 +454,7 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
     assert_eq!(job["status"], "failed", "the built-in converter: {job}");
 }
 
-/// The auth stage swaps in gateways (issue 13): a published auth component (the built-in
+/// The auth stage swaps in gateways: a published auth component (the built-in
 /// one under another digest; publishing runs the register/login/verify contract) is
 /// activated for one tenant, whose users then log in through it and whose tokens it
 /// verifies; other tenants keep the built-in one; a rollback puts the tenant back. A

@@ -1,4 +1,4 @@
-//! Issue 20: plugin runs bounded in every dimension, and the operator in control of them
+//! Plugin runs bounded in every dimension, and the operator in control of them
 //! — a run's wall time (a converter that sleeps; a header that lies about the length),
 //! cancelling a converting job, shutting down with a stuck run, replacing the binary
 //! while it runs, and the storage quota counting what a run writes.

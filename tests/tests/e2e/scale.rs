@@ -1,4 +1,4 @@
-//! Issue 21, many machines: the outbox lives in the blob store every process shares, so
+//! Many machines: the outbox lives in the blob store every process shares, so
 //! any gateway shows the mail any worker wrote; and the chaos suite's short run (the full
 //! one is `make chaos`).
 

@@ -1,4 +1,4 @@
-//! Issue 20, identity and sessions: tokens end when their account changes (role,
+//! Identity and sessions: tokens end when their account changes (role,
 //! password, removal, logout), in every gateway; a deleted tenant's tokens and links do
 //! not open a new tenant of the same name; anonymous callers cannot tell which tenants
 //! exist; password guessing is capped per account while the owner still gets in; a

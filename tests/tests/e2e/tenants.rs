@@ -1,4 +1,4 @@
-//! Tenants and layered limits (issue 12), end to end: real `tapedeck serve` processes, a
+//! Tenants and layered limits, end to end: real `tapedeck serve` processes, a
 //! real redis-server, real HTTP. Every limit is hit through the API with its exact status
 //! and error body (`limit_exceeded`, the limit's name, its value, the layer that set it).
 
