@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::job::JobOptions;
-use crate::limits::LimitPolicy;
+use crate::run_limits::LimitPolicy;
 
 /// One conversion, as the worker asks for it: everything a run needs, so no run picks
 /// its options or limits anywhere else.

@@ -10,7 +10,7 @@
 //! - `convert`: the [`convert::Converter`] seam (worker → converter stage) and its job.
 //! - `notify`: the [`notify::Composer`] seam (notifier → notifier stage), the messages
 //!   it returns and the policy that bounds them.
-//! - `limits`: [`limits::RunLimits`] and [`limits::LimitPolicy`].
+//! - `run_limits`: [`run_limits::RunLimits`] and [`run_limits::LimitPolicy`] (what one component run may spend; the tenant limits are in `tenant`).
 //! - `net`: which addresses webhooks may reach.
 //! - `iso_bmff`: [`iso_bmff::Probe`], the bounded walk over an untrusted MP4's boxes that
 //!   the gateway (sample rate, ranged reads of the blob) and the worker (length, the local
@@ -28,11 +28,11 @@ pub mod canary;
 pub mod convert;
 pub mod iso_bmff;
 pub mod job;
-pub mod limits;
 pub mod logs;
 pub mod net;
 pub mod notify;
 pub mod plugins;
+pub mod run_limits;
 pub mod stage;
 pub mod tenant;
 

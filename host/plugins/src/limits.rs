@@ -14,7 +14,7 @@
 //! - the audio length a run is sized for: believed only if the file's size can carry it
 //!   (`adapters/converter.rs`, `MIN_BYTES_PER_AUDIO_SECOND`).
 
-pub use tapedeck_model::limits::{LimitPolicy, RunLimits};
+pub use tapedeck_model::run_limits::{LimitPolicy, RunLimits};
 use wasmtime::ResourceLimiter;
 
 /// A `ResourceLimiter` over all memories and tables of one store, which records whether

@@ -54,7 +54,7 @@ use clap::FromArgMatches;
 use serde::Deserialize;
 use tapedeck_model::net::IpNet;
 
-use tapedeck_model::limits::LimitPolicy;
+use tapedeck_model::run_limits::LimitPolicy;
 use tapedeck_model::tenant::TenantLimits;
 
 /// Which parts of the service a process runs. Any number of either role may share one

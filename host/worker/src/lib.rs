@@ -41,8 +41,8 @@ pub use tapedeck_model::convert::{
     ConvertFailure, ConvertJob, ConvertSummary, Converter, ProgressFn, RunCancel,
 };
 use tapedeck_model::job::JobRecord;
-use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::logs::Throttled;
+use tapedeck_model::run_limits::LimitPolicy;
 use tapedeck_model::stage::{Installed, Stage};
 use tapedeck_store::canary;
 use tapedeck_store::queue::{

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use tapedeck_model::limits::LimitPolicy;
 use tapedeck_model::plugins::{CheckError, CheckReport, CheckRequest, PluginCheck};
+use tapedeck_model::run_limits::LimitPolicy;
 use tapedeck_model::tenant::TenantLimits;
 use tapedeck_store::queue::JobQueue;
 
