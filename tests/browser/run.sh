@@ -6,8 +6,8 @@
 #   scripts/setup-browser.sh          # once: Debian chromium + npm ci (idempotent)
 #   tests/browser/run.sh              # TAPEDECK_BIN=... to test another binary
 #
-# Screenshots go to target/browser-artifacts/. Exits non-zero on any failure; exits 0
-# with "skipped: ..." when ../shared/media (the test inputs) is absent.
+# Screenshots go to target/browser-artifacts/. Exits non-zero on any failure, and when
+# ../shared/media (the test inputs) is absent.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,8 +18,9 @@ MEDIA=$REPO/../shared/media
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 
 if [ ! -d "$MEDIA" ]; then
-    echo "skipped: ../shared/media absent ($MEDIA)"
-    exit 0
+    # Like the Rust suite: `make test` never passes by skipping what it could not run.
+    echo "the test media are missing: $MEDIA (the shared corpus, checked out next to the repository)" >&2
+    exit 1
 fi
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
