@@ -56,6 +56,37 @@ pub(crate) fn own_redis_up(mut child: Child, url: &str) -> Option<Child> {
     }
 }
 
+/// A job of `tenant` as an upload makes it (owner `u1`, `bytes` of input under
+/// `in/{tenant}/{id}`), for tests that drive the queue directly.
+pub fn queued_job(tenant: &str, id: &str, bytes: u64) -> tapedeck::queue::JobRecord {
+    let input = tapedeck::queue::JobInput {
+        name: "x.m4a".into(),
+        bytes,
+        key: format!("in/{tenant}/{id}"),
+    };
+    tapedeck::queue::JobRecord::queued(
+        id,
+        tenant,
+        ("u1", "u@example.com"),
+        input,
+        Default::default(),
+    )
+}
+
+/// The queue's policy for tests that drive it directly: 3 attempts, no server caps.
+pub fn pipeline_policy(
+    visibility_timeout: Duration,
+    retry_base: Duration,
+) -> tapedeck::queue::PipelinePolicy {
+    tapedeck::queue::PipelinePolicy {
+        max_attempts: 3,
+        visibility_timeout,
+        retry_base,
+        max_running_per_tenant: 0,
+        cpu_seconds_per_hour_per_tenant: 0,
+    }
+}
+
 /// `../shared/media`, the shared test corpus (referenced in place, never copied). A
 /// missing corpus fails the test that needs it: `make test` never passes by skipping.
 pub fn media_dir() -> PathBuf {

@@ -388,11 +388,14 @@ pub async fn events(
             let cap = state.stream_cap.per_user as u64;
             ApiError::limit("max_event_streams_per_user", cap, LimitLayer::Server, cap)
         })?;
-    // Watch before the snapshot, so no change between the two is missed: here, then in
-    // Redis (a job nobody watches changes without a `PUBLISH`; from the mark on, each
-    // change is published).
+    // Only a caller who may see the job marks it. Then watch before the snapshot, so no
+    // change between the two is missed: here, then in Redis (a job nobody watches
+    // changes without a `PUBLISH`; from the mark on, each change is published).
+    visible_job(&state, &caller, &id).await?;
     let mut watch = state.events.watch(&id);
-    state.queue.watch(&caller.tenant, &id).await?;
+    if !state.queue.watch(&caller.tenant, &id).await? {
+        return Err(ApiError::NotFound);
+    }
     let job = visible_job(&state, &caller, &id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {

@@ -140,6 +140,16 @@ const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// lost.
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(1);
 
+/// How a sent message is recorded, so that it is never sent again.
+#[derive(Clone, Copy)]
+enum Sent<'a> {
+    /// `msg:{i}` = `sent` in the entry's delivery record.
+    Mark { record: &'a str, field: &'a str },
+    /// The plan's last message: the entry's acknowledgement itself (an acknowledged
+    /// entry is never delivered again; a mark would be one more write for nothing).
+    Ack { stream: &'a str, entry_id: &'a str },
+}
+
 /// An entry this consumer now holds.
 struct Taken {
     tenant: String,
@@ -392,10 +402,7 @@ impl NotifyConsumer {
         let mut taken = Vec::new();
         for tenant in tenants {
             let stream = notify_stream(&tenant);
-            let group = tapedeck_store::streams::Group {
-                stream: &stream,
-                name: GROUP,
-            };
+            let group = notifiers(&stream);
             for tapedeck_store::streams::Pending {
                 entry_id,
                 consumer,
@@ -710,8 +717,18 @@ impl NotifyConsumer {
                     // last message's record is the acknowledgement itself (an acknowledged
                     // entry is never delivered again): one command, not two.
                     let last = i + 1 == plan.len();
-                    self.record_sent(&record, &field, last.then_some(&stream), entry_id, stop)
-                        .await?;
+                    let sent = if last {
+                        Sent::Ack {
+                            stream: &stream,
+                            entry_id,
+                        }
+                    } else {
+                        Sent::Mark {
+                            record: &record,
+                            field: &field,
+                        }
+                    };
+                    self.record_sent(sent, stop).await?;
                     acked = last;
                 }
                 Err((reason, attempts)) => {
@@ -739,12 +756,7 @@ impl NotifyConsumer {
         }
         let mut conn = inner.pool.get().await?;
         if !acked {
-            let _: () = redis::cmd("XACK")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg(entry_id)
-                .query_async(&mut conn)
-                .await?;
+            notifiers(&stream).ack(&mut conn, entry_id).await?;
         }
         // The group `notifiers` exists (run() made it), so this never drops an entry
         // that is pending or not yet read.
@@ -765,15 +777,11 @@ impl NotifyConsumer {
         Ok(())
     }
 
-    /// Writes `msg:{i}` = `sent` into the delivery record — or, for the plan's last
-    /// message, acknowledges the entry on `ack` instead —, trying again with backoff while
-    /// Redis cannot be reached (a restart, a failover) until it can, or until `stop`.
+    /// Records a sent message (see [`Sent`]), trying again with backoff while Redis cannot
+    /// be reached (a restart, a failover) until it can, or until `stop`.
     async fn record_sent(
         &self,
-        record: &str,
-        field: &str,
-        ack: Option<&String>,
-        entry_id: &str,
+        sent: Sent<'_>,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let mut backoff = Backoff::redis();
@@ -781,17 +789,12 @@ impl NotifyConsumer {
         loop {
             let written = async {
                 let mut conn = self.inner.pool.get().await?;
-                match ack {
-                    Some(stream) => {
-                        let _: () = redis::cmd("XACK")
-                            .arg(stream)
-                            .arg(GROUP)
-                            .arg(entry_id)
-                            .query_async(&mut conn)
-                            .await?;
-                    }
-                    None => {
+                match sent {
+                    Sent::Mark { record, field } => {
                         let _: () = conn.hset(record, field, "sent").await?;
+                    }
+                    Sent::Ack { stream, entry_id } => {
+                        notifiers(stream).ack(&mut conn, entry_id).await?;
                     }
                 }
                 Ok::<_, NotifyError>(())

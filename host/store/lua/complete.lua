@@ -9,7 +9,7 @@
 -- leaves the stream's trim to a later ack.
 --
 -- KEYS: job, convert, notify, running, usage
--- ARGV: group, entry, output_key, output_bytes, duration_ms, finished_at, job_id, tenant, channel, bitrate_kbps, hour, day, quota_bytes, cpu_ms, trim
+-- ARGV: group, entry, output_key, output_bytes, duration_ms, finished_at, job_id, tenant, channel, bitrate_kbps, hour_prefix, day_prefix, quota_bytes, cpu_ms, trim
 local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name', 'watched')
 local before = f[1]
 if not before then

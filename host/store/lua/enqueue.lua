@@ -4,10 +4,11 @@
 -- `jobs_per_minute`, `max_queued`, `quota_bytes`: 0 for none; `fields...`: the job hash's
 -- field/value pairs.
 --
--- `hour`, `day`: the periods it counts in (unix seconds of their start).
+-- `hour_prefix`, `day_prefix`: the usage fields of the periods it counts in (see
+-- lib_usage.lua).
 --
 -- KEYS: job, user_jobs, tenant_jobs, convert, usage, rate
--- ARGV: created_ms, job_id, input_bytes, jobs_per_minute, max_queued, quota_bytes, hour, day, fields...
+-- ARGV: created_ms, job_id, input_bytes, jobs_per_minute, max_queued, quota_bytes, hour_prefix, day_prefix, fields...
 local jpm, mq, quota = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local bytes = tonumber(ARGV[3])
 if jpm > 0 then

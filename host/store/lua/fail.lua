@@ -3,7 +3,7 @@
 -- `trim`: `0` leaves the stream's trim to a later ack.
 --
 -- KEYS: job, convert, dead_letter, notify, running, usage
--- ARGV: group, entry, reason, finished_at, job_id, tenant, attempts, channel, hour, day, trim
+-- ARGV: group, entry, reason, finished_at, job_id, tenant, attempts, channel, hour_prefix, day_prefix, trim
 local f = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'owner_email', 'input_name', 'watched')
 local before = f[1]
 if before and before ~= 'done' and before ~= 'failed' and before ~= 'expired' then

@@ -1,7 +1,9 @@
 -- A tenant's usage is one hash (`td:{T}:usage`): totals by state, where `queued` counts
 -- every job not finished, converting ones included (`converting`, in hashes written
 -- before, is read as part of it), `stored_bytes`, and its activity per hour and per day
--- as `h:<start>:<name>` and `d:<start>:<name>` (the janitor prunes old periods). So a
+-- as `h:<start>:<name>` and `d:<start>:<name>` (the janitor prunes old periods). Callers
+-- pass the period's field prefixes (`usage::hour_prefix`, `day_prefix`): the field names
+-- are made in one place, on the Rust side. So a
 -- job's enqueue, completion or failure changes its usage with one HMGET and one HSET.
 local function gauge(state)
   if state == 'converting' then return 'queued' end
@@ -11,7 +13,7 @@ local function gauge(state)
   return nil
 end
 -- A change: `deltas` {field, n, ...}, and for each {name, n} of `period` (or nil) the
--- hour's and the day's field. Fields named twice add up; a field that adds up to 0 is
+-- hour's and the day's field (`hour`, `day`: their prefixes). Fields named twice add up; a field that adds up to 0 is
 -- left out.
 local function change(deltas, period, hour, day)
   local names, by = {}, {}
@@ -24,8 +26,8 @@ local function change(deltas, period, hour, day)
   end
   for i = 1, #deltas, 2 do put(deltas[i], deltas[i + 1]) end
   for i = 1, #(period or {}), 2 do
-    put('h:' .. hour .. ':' .. period[i], period[i + 1])
-    put('d:' .. day .. ':' .. period[i], period[i + 1])
+    put(hour .. period[i], period[i + 1])
+    put(day .. period[i], period[i + 1])
   end
   local c = {names = {}, by = by}
   for _, f in ipairs(names) do

@@ -2,6 +2,6 @@
 -- complete; `COMPLETE` counts its own).
 --
 -- KEYS: usage
--- ARGV: cpu_ms, hour, day
+-- ARGV: cpu_ms, hour_prefix, day_prefix
 apply(KEYS[1], change({}, {'cpu_ms', ARGV[1]}, ARGV[2], ARGV[3]))
 return 0

@@ -12,10 +12,10 @@
 -- limits, the smaller of its own and the server's (0: none; the caller has them from its
 -- cached tenant record, so the script reads no tenant hash).
 --
--- `hour`: the start of this hour (its CPU time is the usage hash's `h:<hour>:cpu_ms`).
+-- `cpu_field`: this hour's CPU time in the usage hash (`usage::hour_field`).
 --
 -- KEYS: convert, running, usage
--- ARGV: group, consumer, now_ms, lease_ms, visibility_ms, max_running, cpu_seconds_per_hour, order, hour
+-- ARGV: group, consumer, now_ms, lease_ms, visibility_ms, max_running, cpu_seconds_per_hour, order, cpu_field
 local cap = tonumber(ARGV[6])
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
@@ -23,7 +23,7 @@ if cap > 0 then
   if running >= cap then return {'capped', 'max_running', cap} end
 end
 local cpu = tonumber(ARGV[7])
-if cpu > 0 and tonumber(redis.call('HGET', KEYS[3], 'h:' .. ARGV[9] .. ':cpu_ms') or '0') >= cpu * 1000 then
+if cpu > 0 and tonumber(redis.call('HGET', KEYS[3], ARGV[9]) or '0') >= cpu * 1000 then
   return {'capped', 'cpu_seconds_per_hour', cpu}
 end
 local function claim()

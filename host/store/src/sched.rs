@@ -173,32 +173,20 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Drops a lease (the conversion ended); with `readd` (it counted against a
-    /// running-jobs cap, see `Delivery::capped`) lets the tenant be dispatched again.
-    pub async fn release(
-        &self,
-        tenant: &str,
-        entry_id: &str,
-        readd: bool,
-    ) -> redis::RedisResult<()> {
-        self.finish(tenant, entry_id, false, readd, false).await?;
-        Ok(())
-    }
-
-    /// [`release`](Self::release), and, with `notify`, tells the notifiers that the
-    /// tenant has a new notify entry; with `pick`, then picks the next tenant for the
-    /// worker slot that ran the conversion ([`pick_charged`](Self::pick_charged)): one
-    /// script. `None` when not asked to pick or no tenant is ready.
+    /// A conversion ended: drops its lease; with `readd` (it counted against a
+    /// running-jobs cap, see `Delivery::capped`) lets the tenant be dispatched again;
+    /// with `notify`, tells the notifiers that the tenant has a new notify entry; then
+    /// picks the next tenant for the worker slot that ran it
+    /// ([`pick_charged`](Self::pick_charged)), `None` when no tenant is ready. One script.
     pub async fn finish(
         &self,
         tenant: &str,
         entry_id: &str,
         notify: bool,
         readd: bool,
-        pick: bool,
     ) -> redis::RedisResult<Option<Picked>> {
         let mut conn = self.conn().await?;
-        let picked: redis::Value = lua::SCHED_FINISH
+        let picked: Option<(String, u64)> = lua::SCHED_FINISH
             .call()
             .key("leases", SCHED_LEASES)
             .key("ready", SCHED_READY)
@@ -212,14 +200,9 @@ impl Scheduler {
             .arg("notify", if notify { "1" } else { "0" })
             .arg("readd", if readd { "1" } else { "0" })
             .arg("cap", WAKE_CAP)
-            .arg("pick", if pick { "1" } else { "0" })
             .arg("default_stride", STRIDE_ONE)
             .invoke(&mut conn)
             .await?;
-        if !pick {
-            return Ok(None);
-        }
-        let picked: Option<(String, u64)> = redis::from_redis_value(picked)?;
         Ok(picked.map(|(tenant, stride)| Picked { tenant, stride }))
     }
 

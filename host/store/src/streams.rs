@@ -125,6 +125,20 @@ impl Group<'_> {
         Ok((self.read_new(conn, consumer, count).await?, false))
     }
 
+    /// Acknowledges `entry_id`: the group never delivers it again.
+    pub async fn ack(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        entry_id: &str,
+    ) -> RedisResult<()> {
+        redis::cmd("XACK")
+            .arg(self.stream)
+            .arg(self.name)
+            .arg(entry_id)
+            .query_async(conn)
+            .await
+    }
+
     /// Resets `entry_id`'s idle time while `consumer` works on it; false if another
     /// consumer has taken it over meanwhile.
     pub async fn heartbeat(

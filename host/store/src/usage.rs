@@ -102,14 +102,25 @@ fn totals(values: Vec<Option<String>>) -> HashMap<String, String> {
 /// What a period counts, as its fields' names end.
 const PERIOD_NAMES: [&str; 6] = ["jobs", "done", "failed", "cpu_ms", "bytes_in", "bytes_out"];
 
+/// What the usage hash's fields of the hour starting at `start` (unix s) begin with; the
+/// scripts add the name (`lua/lib_usage.lua`).
+pub fn hour_prefix(start: u64) -> String {
+    format!("h:{start}:")
+}
+
+/// What the usage hash's fields of the day starting at `start` (unix s) begin with.
+pub fn day_prefix(start: u64) -> String {
+    format!("d:{start}:")
+}
+
 /// The usage hash's field for `name` in the hour starting at `start` (unix s).
 pub fn hour_field(start: u64, name: &str) -> String {
-    format!("h:{start}:{name}")
+    hour_prefix(start) + name
 }
 
 /// The usage hash's field for `name` in the day starting at `start` (unix s).
 pub fn day_field(start: u64, name: &str) -> String {
-    format!("d:{start}:{name}")
+    day_prefix(start) + name
 }
 
 /// The period starting at `start` from its fields (`field(start, name)`), if it had any

@@ -5,25 +5,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tapedeck::model::job::{ChangeStatus, JobChange, JobInput, JobOutput, JobRecord};
-use tapedeck::queue::{AttemptStart, JobQueue, PipelinePolicy, events_channel};
-use tapedeck_tests::RedisServer;
+use tapedeck::model::job::{ChangeStatus, JobChange, JobOutput, JobRecord};
+use tapedeck::queue::{AttemptStart, JobQueue, events_channel};
+use tapedeck_tests::{RedisServer, pipeline_policy, queued_job};
 
 const TENANT: &str = "ev";
 
 fn job(id: &str) -> JobRecord {
-    let input = JobInput {
-        name: "x.m4a".into(),
-        bytes: 1,
-        key: format!("in/{TENANT}/{id}"),
-    };
-    JobRecord::queued(
-        id,
-        TENANT,
-        ("u1", "u@example.com"),
-        input,
-        Default::default(),
-    )
+    queued_job(TENANT, id, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,13 +22,7 @@ async fn every_published_change_parses_as_a_job_change() {
     let pool = redis.pool();
     let queue = JobQueue::new(
         pool,
-        PipelinePolicy {
-            max_attempts: 3,
-            visibility_timeout: Duration::from_secs(60),
-            retry_base: Duration::from_millis(1),
-            max_running_per_tenant: 0,
-            cpu_seconds_per_hour_per_tenant: 0,
-        },
+        pipeline_policy(Duration::from_secs(60), Duration::from_millis(1)),
     );
     let client = redis::Client::open(redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tapedeck::model::job::{JobInput, JobOutput, JobRecord, JobStatus};
+use tapedeck::model::job::{JobOutput, JobRecord, JobStatus};
 use tapedeck::queue::{
     AttemptStart, Delivery, GROUP, JobQueue, PipelinePolicy, convert_stream, tenant_key,
 };
 use tapedeck::store::keys::SCHED_LEASES;
 use tapedeck::store::sched::{STRIDE_ONE, Scheduler};
-use tapedeck_tests::{RedisServer, wait_for};
+use tapedeck_tests::{RedisServer, pipeline_policy, queued_job, wait_for};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
@@ -31,18 +31,7 @@ const IDLE_BLOCK: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn job(tenant: &str, id: &str) -> JobRecord {
-    let input = JobInput {
-        name: "x.m4a".into(),
-        bytes: 1,
-        key: format!("in/{tenant}/{id}"),
-    };
-    JobRecord::queued(
-        id,
-        tenant,
-        ("u1", "u@example.com"),
-        input,
-        Default::default(),
-    )
+    queued_job(tenant, id, 1)
 }
 
 fn output(d: &Delivery) -> JobOutput {
@@ -55,13 +44,7 @@ fn output(d: &Delivery) -> JobOutput {
 }
 
 fn policy(visibility_timeout: Duration) -> PipelinePolicy {
-    PipelinePolicy {
-        max_attempts: 3,
-        visibility_timeout,
-        retry_base: Duration::from_secs(1),
-        max_running_per_tenant: 0,
-        cpu_seconds_per_hour_per_tenant: 0,
-    }
+    pipeline_policy(visibility_timeout, Duration::from_secs(1))
 }
 
 /// A redis-server for one test (the scheduler's keys are global to a server, and the

@@ -8,39 +8,26 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use tapedeck::model::job::{JobInput, JobOutput, JobRecord};
-use tapedeck::queue::{Delivery, JobQueue, PipelinePolicy, Requeue, convert_stream, trim_stream};
+use tapedeck::model::job::{JobOutput, JobRecord};
+use tapedeck::queue::{Delivery, JobQueue, Requeue, convert_stream, trim_stream};
 use tapedeck::store::keys::{notify_stream, usage_key};
 use tapedeck::store::lua;
-use tapedeck_tests::RedisServer;
+use tapedeck_tests::{RedisServer, pipeline_policy, queued_job};
 
 const TENANT: &str = "lua";
 
 fn job(id: &str, bytes: u64) -> JobRecord {
-    let input = JobInput {
-        name: "x.m4a".into(),
-        bytes,
-        key: format!("in/{TENANT}/{id}"),
-    };
-    JobRecord::queued(
-        id,
-        TENANT,
-        ("u1", "u@example.com"),
-        input,
-        Default::default(),
-    )
+    queued_job(TENANT, id, bytes)
 }
 
 fn queue(redis: &RedisServer) -> JobQueue {
+    queue_with_visibility(redis, Duration::from_secs(60))
+}
+
+fn queue_with_visibility(redis: &RedisServer, visibility: Duration) -> JobQueue {
     JobQueue::new(
         redis.pool(),
-        PipelinePolicy {
-            max_attempts: 3,
-            visibility_timeout: Duration::from_secs(60),
-            retry_base: Duration::from_millis(1),
-            max_running_per_tenant: 0,
-            cpu_seconds_per_hour_per_tenant: 0,
-        },
+        pipeline_policy(visibility, Duration::from_millis(1)),
     )
 }
 
@@ -376,4 +363,49 @@ async fn a_retry_promoted_before_its_job_is_requeued_is_kept() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(queue.promote_due_retries().await.unwrap(), 1);
     assert_eq!(next(&queue).await.job_id, "r");
+}
+
+/// ... but not for ever: a job that stays `converting` (its worker died between writing
+/// the retry entry and requeueing) is looked at again later each time, and past the
+/// visibility timeout its retry entry is dropped (the attempt that claims the entry
+/// decides), instead of being polled every half second while the job waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_job_stays_converting_is_dropped_after_the_visibility_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let queue = queue_with_visibility(&redis, Duration::from_secs(1));
+    queue.enqueue(&job("s", 10)).await.unwrap();
+    let d = next(&queue).await;
+    queue.start_attempt(&d).await.unwrap();
+    let now = tapedeck::queue::now_ms();
+    queue.scheduler().add_retry(TENANT, "s", now).await.unwrap();
+    let mut conn = redis.pool().get().await.unwrap();
+    let start = std::time::Instant::now();
+    let mut looks = Vec::new();
+    loop {
+        queue.promote_due_retries().await.unwrap();
+        let due: Option<f64> = conn
+            .zscore(tapedeck::store::keys::SCHED_RETRIES, format!("{TENANT} s"))
+            .await
+            .unwrap();
+        match due {
+            Some(due) => {
+                if looks.last() != Some(&(due as u64)) {
+                    looks.push(due as u64);
+                }
+            }
+            None => break,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the retry entry is still polled after 5 s: {looks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(looks.len() >= 2, "looked again before giving up: {looks:?}");
+    // Each look came later after the one before.
+    let gaps: Vec<u64> = looks.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+    let j = queue.get(TENANT, "s").await.unwrap().unwrap();
+    assert_eq!(j.status, tapedeck::queue::JobStatus::Converting);
 }

@@ -20,8 +20,8 @@ use tapedeck::model::notify::Composer;
 use tapedeck::notify::{
     self, NotifierConfig, NotifyConsumer, SIGNATURE_HEADER, SettingsUpdate, TIMESTAMP_HEADER,
 };
-use tapedeck::queue::{JobInput, JobOutput, JobQueue, JobRecord, PipelinePolicy, now_ms};
-use tapedeck_tests::{Maildev, Receiver, RedisServer, free_port, wait_for};
+use tapedeck::queue::{JobInput, JobOutput, JobQueue, JobRecord, now_ms};
+use tapedeck_tests::{Maildev, Receiver, RedisServer, free_port, pipeline_policy, wait_for};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -140,13 +140,7 @@ async fn finish_job(
 fn queue(pool: &tapedeck_store::Pool) -> JobQueue {
     JobQueue::new(
         pool.clone(),
-        PipelinePolicy {
-            max_attempts: 3,
-            visibility_timeout: Duration::from_secs(30),
-            retry_base: Duration::from_millis(100),
-            max_running_per_tenant: 0,
-            cpu_seconds_per_hour_per_tenant: 0,
-        },
+        pipeline_policy(Duration::from_secs(30), Duration::from_millis(100)),
     )
 }
 

@@ -268,6 +268,9 @@ struct Seen {
     /// last conversion (`FINISH` picks the slot's next tenant in the same call): its next
     /// [`JobQueue::next_delivery`] starts there instead of picking.
     prepicked: Mutex<HashMap<String, crate::sched::Picked>>,
+    /// Retries found still `converting` when due (`"{tenant} {job}"`), and when first:
+    /// [`JobQueue::promote_due_retries`] looks again, later each time, until a deadline.
+    rechecks: Mutex<HashMap<String, Instant>>,
 }
 
 /// How often a worker process trims a convert stream when it acknowledges an entry
@@ -279,7 +282,8 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker process looks for entries idle past the visibility timeout on a
 /// tenant that keeps having new ones.
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
-/// A retry found still `converting` when it was due is looked at again after this long.
+/// A retry found still `converting` when it was due is looked at again after this long
+/// (then after as long as it has waited so far, until the visibility timeout).
 const RETRY_RECHECK: Duration = Duration::from_millis(500);
 /// A tenant parked at its running-jobs cap is looked at again after this long at the
 /// latest (see `Delivery::capped`).
@@ -408,8 +412,8 @@ impl JobQueue {
             .arg("jobs_per_minute", limits.jobs_per_minute.unwrap_or(0))
             .arg("max_queued", limits.max_queued.unwrap_or(0))
             .arg("quota_bytes", limits.quota_bytes.unwrap_or(0))
-            .arg("hour", hour)
-            .arg("day", day);
+            .arg("hour_prefix", crate::usage::hour_prefix(hour))
+            .arg("day_prefix", crate::usage::day_prefix(day));
         for (field, value) in job.to_fields() {
             call.arg("fields", field).arg("fields", value);
         }
@@ -656,8 +660,8 @@ impl JobQueue {
             .call()
             .key("usage", usage_key(tenant))
             .arg("cpu_ms", cpu_ms)
-            .arg("hour", hour)
-            .arg("day", day)
+            .arg("hour_prefix", crate::usage::hour_prefix(hour))
+            .arg("day_prefix", crate::usage::day_prefix(day))
             .invoke(&mut conn)
             .await?;
         Ok(())
@@ -750,7 +754,7 @@ impl JobQueue {
             .arg("max_running", max_running)
             .arg("cpu_seconds_per_hour", cpu_per_hour)
             .arg("order", order)
-            .arg("hour", hour)
+            .arg("cpu_field", crate::usage::hour_field(hour, "cpu_ms"))
             .invoke(&mut conn)
             .await;
         let reply = match reply {
@@ -842,7 +846,7 @@ impl JobQueue {
     async fn finish(&self, d: &Delivery, notify: bool) -> Result<()> {
         let next = self
             .sched
-            .finish(&d.tenant, &d.entry_id, notify, d.capped, true)
+            .finish(&d.tenant, &d.entry_id, notify, d.capped)
             .await?;
         let mut prepicked = self.seen.prepicked.lock().expect("lock is never poisoned");
         match next {
@@ -1100,8 +1104,8 @@ impl JobQueue {
                     .map(|k| k.to_string())
                     .unwrap_or_default(),
             )
-            .arg("hour", hour)
-            .arg("day", day)
+            .arg("hour_prefix", crate::usage::hour_prefix(hour))
+            .arg("day_prefix", crate::usage::day_prefix(day))
             .arg("quota_bytes", quota.unwrap_or(0))
             .arg("cpu_ms", cpu_ms)
             .arg("trim", self.trim_due(&d.stream))
@@ -1189,8 +1193,8 @@ impl JobQueue {
             .arg("tenant", &d.tenant)
             .arg("attempts", attempts)
             .arg("channel", events_channel(&d.job_id))
-            .arg("hour", hour)
-            .arg("day", day)
+            .arg("hour_prefix", crate::usage::hour_prefix(hour))
+            .arg("day_prefix", crate::usage::day_prefix(day))
             .arg("trim", self.trim_due(&d.stream))
             .invoke(&mut conn)
             .await?;
@@ -1326,7 +1330,8 @@ impl JobQueue {
         let mut moved = 0;
         for (tenant, job) in due {
             if job == "*" {
-                // A tenant's CPU hour is over: it may run again.
+                // A tenant's CPU hour is over, or it was parked at its running cap: it
+                // may run again.
                 self.sched.add(&tenant, true).await?;
                 continue;
             }
@@ -1339,15 +1344,36 @@ impl JobQueue {
                 .invoke(&mut conn)
                 .await?;
             drop(conn);
+            let member = format!("{tenant} {job}");
+            if queued == 2 {
+                // Still converting: not requeued yet (its worker writes the retry entry
+                // first), or its worker died converting. Look again, each time twice as
+                // late, for as long as a conversion's lease lasts; past that, the attempt
+                // that claims the entry decides (and schedules its own retry if any).
+                let first = *self
+                    .seen
+                    .rechecks
+                    .lock()
+                    .expect("lock is never poisoned")
+                    .entry(member.clone())
+                    .or_insert_with(Instant::now);
+                let age = first.elapsed();
+                if age < self.policy.visibility_timeout {
+                    let again = now_ms() + RETRY_RECHECK.max(age).as_millis() as u64;
+                    self.sched.add_retry(&tenant, &job, again).await?;
+                    self.seen.retries.notify_one();
+                    continue;
+                }
+                tracing::info!(%tenant, %job, "a retry whose job stays converting is dropped; the attempt that claims its entry decides");
+            }
+            self.seen
+                .rechecks
+                .lock()
+                .expect("lock is never poisoned")
+                .remove(&member);
             if queued == 1 {
                 moved += 1;
                 self.sched.add(&tenant, true).await?;
-            } else if queued == 2 {
-                // Not requeued yet (or its worker died converting, and the attempt that
-                // claims it decides): look again in a moment, until it is not converting.
-                let again = now_ms() + RETRY_RECHECK.as_millis() as u64;
-                self.sched.add_retry(&tenant, &job, again).await?;
-                self.seen.retries.notify_one();
             }
         }
         Ok(moved)
