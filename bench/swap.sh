@@ -15,7 +15,7 @@ BENCH=bench/swap.sh
 TAPEDECK=${TAPEDECK:-target/release/tapedeck}
 WORK=${WORK:-bench/work/swap}
 SWAPS=${SWAPS:-20}
-CONVERTER=${CONVERTER:-target/components/wasm32-wasip2/release/tapedeck_converter.wasm}
+CONVERTER=${CONVERTER:-target/components/wasm32-wasip2/release/tapedeck_converter_component.wasm}
 TOKEN=bench-operator-token-0123456789
 bench_needs redis-server redis-cli curl python3
 bench_needs_file "$TAPEDECK" "make build"

@@ -10,12 +10,12 @@ fn main() {
     let mut packages = vec!["tapedeck-notifier", "tapedeck-auth"];
     let mut watch = vec!["components/notifier", "components/auth", "wit"];
     if converter_override.is_none() {
-        packages.push("tapedeck-converter");
+        packages.push("tapedeck-converter-component");
         watch.push("components/converter");
     }
     let dir = build_components(&packages, &watch);
     let converter =
-        converter_override.unwrap_or_else(|| component_path(&dir, "tapedeck-converter"));
+        converter_override.unwrap_or_else(|| component_path(&dir, "tapedeck-converter-component"));
     println!("cargo:rerun-if-changed={}", converter.display());
     println!(
         "cargo:rustc-env=TAPEDECK_DEFAULT_CONVERTER_WASM={}",

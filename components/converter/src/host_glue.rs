@@ -1,8 +1,8 @@
 // The host side of the converter world, shared by every converter component built on
-// this crate's core: `include!`d after `wit_bindgen::generate!({ world: "converter" })`,
-// in this crate's `component` module and in other converters (examples/plugins/
-// converter-speech), which generate the same bindings. Core types are named through
-// the crate's name (`extern crate self as tapedeck_converter` here).
+// this crate's core: `include!`d after `wit_bindgen::generate!({ world: "converter" })`
+// by the built-in converter (`../component`) and by other converters (examples/plugins/
+// converter-speech, the plugin kit's template), which generate the same bindings and
+// depend on this crate as `tapedeck_converter`.
 
 use tapedeck_converter::{ConvertError, IoError, Observer, ReadAt, WriteSink};
 

@@ -1,6 +1,6 @@
 //! Byte I/O seams of the converter: a random-access source and a mostly-append sink.
 //!
-//! Contact points: `component.rs` implements both traits over the WIT `source`/`sink`
+//! Contact points: `host_glue.rs` implements both traits over the WIT `source`/`sink`
 //! resources; native callers (tests, the bench) use [`FileSource`], [`SliceSource`] and
 //! [`VecSink`]. The pipeline only ever sees the traits, so the same code runs in both.
 

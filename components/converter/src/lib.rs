@@ -12,7 +12,9 @@
 //! - `id3`: the ID3v2.4 or v2.3 tag written before the audio.
 //! - `pipeline`: demux (symphonia) → decode → trim → downmix → encode (LAME).
 //! - `reasons`: symphonia's error texts → failure reasons in words for people.
-//! - `component` (wasm32 only): the WIT export, adapting host resources to the traits.
+//! - `host_glue.rs` (not a module): the host's source/sink/progress as the core's traits,
+//!   `include!`d by each converter component built on the core — the built-in one
+//!   (`component/`, package `tapedeck-converter-component`) and plugins.
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets' bodies
 //!   (`fuzz/`, `make fuzz`) and the stable-toolchain replay of `fuzz/regressions/`.
 //! - `testgen` (tests and the `testgen` feature only): MP4 inputs made in code (ISO PCM,
@@ -26,12 +28,6 @@ mod mpa;
 pub mod options;
 mod pipeline;
 mod reasons;
-
-// Core paths in `host_glue.rs` read `tapedeck_converter::...`, here as in other crates.
-extern crate self as tapedeck_converter;
-
-#[cfg(all(target_arch = "wasm32", feature = "component"))]
-mod component;
 
 #[cfg(test)]
 mod corpus_tests;

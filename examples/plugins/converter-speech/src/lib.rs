@@ -4,8 +4,8 @@
 //! sample rate, trim) it honours. Built by the test suite (tests/build.rs) and checked
 //! with `tapedeck plugin check`; README.md says how to build it by hand.
 //!
-//! It shows how a converter reuses the core: depend on `tapedeck-converter` without its
-//! `component` feature, generate the converter world's bindings, and include the host
+//! It shows how a converter reuses the core: depend on `tapedeck-converter` (a library),
+//! generate the converter world's bindings, and include the host
 //! glue (`host_glue.rs`: the host's source/sink/progress as the core's traits).
 //!
 //! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.

@@ -1,8 +1,12 @@
-//! The wasm component: exports `tapedeck:plugin/conversion` over the pure-Rust core.
+//! Tapedeck's built-in converter: exports `tapedeck:plugin/conversion` over the core
+//! (`tapedeck-converter`, the crate above), as any converter plugin does.
 //!
-//! Contact points: the WIT in `../../wit` (world `converter`); the core's `ReadAt`,
-//! `WriteSink` and `Observer` traits, implemented here over the host's `source`/`sink`
-//! resources and the `progress`/`logging` imports.
+//! Contact points: the WIT in `../../../wit` (world `converter`); the core's `ReadAt`,
+//! `WriteSink` and `Observer` traits, implemented over the host's `source`/`sink`
+//! resources and the `progress`/`logging` imports by `../src/host_glue.rs`.
+//!
+//! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
+#![cfg(target_arch = "wasm32")]
 
 wit_bindgen::generate!({
     // Only our two files: the shared wit/ dir also holds other worlds (auth, ...),
@@ -16,7 +20,7 @@ use tapedeck::plugin::io::{self as host_io, Sink, Source};
 use tapedeck::plugin::logging::{self, Level};
 use tapedeck::plugin::progress;
 
-use crate::{Id3Version, Mode, Options, Trim};
+use tapedeck_converter::{Id3Version, Mode, Options, Trim};
 
 /// The bitrate `wit/converter.wit` documents as the default of `mode`. The WIT has no
 /// way to say "none asked for", so `cbr(192)` means 192 kbps where the output rate has
@@ -54,4 +58,4 @@ impl Guest for Converter {
     }
 }
 
-include!("host_glue.rs");
+include!("../../src/host_glue.rs");
