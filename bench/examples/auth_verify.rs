@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tapedeck::components::DEFAULT_AUTH;
-use tapedeck::plugins::{AuthContext, MemoryDirectory, auth_wit as wit};
+use tapedeck::runtime::{AuthContext, MemoryDirectory, auth_wit as wit};
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use tapedeck::components::DEFAULT_CONVERTER;
-use tapedeck::plugins::{ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig};
+use tapedeck::runtime::{ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig};
 
 #[derive(Parser)]
 #[command(about = "Tapedeck converter benchmark")]
@@ -222,7 +222,7 @@ fn cbr192() -> ConvertOptions {
 }
 
 fn time_wasm(
-    plugin: &tapedeck::plugins::ConverterPlugin,
+    plugin: &tapedeck::runtime::ConverterPlugin,
     input: &Path,
     work: &Path,
     limits: &RunLimits,
@@ -236,7 +236,7 @@ fn time_wasm(
 }
 
 fn time_fixed_cost(
-    plugin: &tapedeck::plugins::ConverterPlugin,
+    plugin: &tapedeck::runtime::ConverterPlugin,
     empty: &Path,
     work: &Path,
 ) -> Result<Duration> {
@@ -250,13 +250,13 @@ fn time_fixed_cost(
         &RunLimits::default(),
         &mut |_| {},
     ) {
-        Err(tapedeck::plugins::RunError::Convert(_)) => Ok(start.elapsed()),
+        Err(tapedeck::runtime::RunError::Convert(_)) => Ok(start.elapsed()),
         other => bail!("an empty input should fail with a conversion error, got {other:?}"),
     }
 }
 
 fn peak_memory(
-    plugin: &tapedeck::plugins::ConverterPlugin,
+    plugin: &tapedeck::runtime::ConverterPlugin,
     input: &Path,
     work: &Path,
 ) -> Result<u64> {

@@ -701,6 +701,17 @@ pub struct ServiceOptions<'a> {
 }
 
 impl Service {
+    /// Starts `role` on the Redis at `redis_url` with its data in `data_dir` and `extra`
+    /// flags (see [`ServiceOptions`]), as [`Service::start`] does.
+    pub fn role(role: Role, redis_url: &str, data_dir: &Path, extra: Vec<(&str, String)>) -> Self {
+        Self::start(ServiceOptions {
+            role,
+            redis_url,
+            data_dir,
+            extra,
+        })
+    }
+
     /// Starts the process on port 0 (no free-port race: the kernel picks, the service
     /// prints `listening on http://ADDR` on stdout) and waits until it is ready. Its
     /// metrics listener is on port 0 too (`metrics on http://ADDR`, the second line),
@@ -1278,4 +1289,112 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The multipart form that publishes a component: `stage`, and the bytes as `file`.
+pub fn plugin_form(stage: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("stage", stage.to_owned())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
+        )
+}
+
+/// `bytes` (a component) with a custom section named `name` appended: the same code under
+/// another digest.
+pub fn variant(bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut section = vec![u8::try_from(name.len()).expect("a short name")];
+    section.extend_from_slice(name.as_bytes());
+    section.extend_from_slice(b"test variant");
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(section.len()).expect("a one-byte LEB128 size (< 128)"));
+    out.extend_from_slice(&section);
+    out
+}
+
+/// `haystack` with every `from` replaced by `to`, of the same length (patching a
+/// component's data segment).
+pub fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "a patch keeps the length");
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A file the hostile test converter turns into an "MP3", and the built-in one refuses
+/// (it is no audio at all): tells the two apart from the outside.
+pub fn not_audio(dir: &Path) -> PathBuf {
+    let mut fine = b"\0\0\0\x20ftypisom".to_vec();
+    fine.resize(4096, 7);
+    let path = dir.join("fine.mp4");
+    std::fs::write(&path, &fine).unwrap();
+    path
+}
+
+/// `tapedeck admin` (this package's build of the command line) against one server, with
+/// neither of its environment variables set.
+pub struct AdminCli<'a> {
+    pub base: &'a str,
+    pub token: &'a str,
+}
+
+impl AdminCli<'_> {
+    /// Runs `tapedeck admin --server BASE --token TOKEN ARGS...`.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(serve_exe())
+            .arg("admin")
+            .args(["--server", self.base, "--token", self.token])
+            .args(args)
+            .env_remove("TAPEDECK_SERVER")
+            .env_remove("TAPEDECK_ADMIN_TOKEN")
+            .output()
+            .expect("running tapedeck admin")
+    }
+
+    /// Runs a command that must succeed; returns what it printed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tapedeck admin {args:?}: {}",
+            lossy(&out.stderr)
+        );
+        lossy(&out.stdout)
+    }
+
+    /// Runs a command with `--json` that must succeed; returns the JSON it printed.
+    pub fn ok_json(&self, args: &[&str]) -> Value {
+        let stdout = self.ok(&[args, &["--json"]].concat());
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    }
+
+    /// Runs a command that must fail with exit code 1 and print nothing on stdout;
+    /// returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "tapedeck admin {args:?}: stdout {} stderr {}",
+            lossy(&out.stdout),
+            lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{}", lossy(&out.stdout));
+        lossy(&out.stderr)
+    }
+}
+
+/// Bytes a process printed, as text.
+pub fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

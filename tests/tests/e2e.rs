@@ -19,12 +19,7 @@ struct Stack {
 fn stack(extra: Vec<(&str, String)>) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
-    let service = Service::start(ServiceOptions {
-        role: Role::All,
-        redis_url: &redis.url(),
-        data_dir: dir.path(),
-        extra,
-    });
+    let service = Service::role(Role::All, &redis.url(), dir.path(), extra);
     let api = Api::new(&service.base);
     Stack {
         _dir: dir,
@@ -42,14 +37,8 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// The operator's `POST /v1/admin/plugins` of `bytes` for `stage`.
 async fn publish(op: &Api, stage: &str, bytes: Vec<u8>) -> reqwest::Response {
-    let form = reqwest::multipart::Form::new()
-        .text("stage", stage.to_owned())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-        );
     op.post("/v1/admin/plugins")
-        .multipart(form)
+        .multipart(plugin_form(stage, bytes))
         .send()
         .await
         .unwrap()
@@ -235,7 +224,7 @@ mod convert_flow {
         }
         let mut redis = s.redis.conn();
         let dead: Vec<redis::Value> = redis::cmd("XRANGE")
-            .arg(tapedeck::store::keys::dead_letter_key("default"))
+            .arg(tapedeck::store::keys::convert_dead_key("default"))
             .arg("-")
             .arg("+")
             .query(&mut redis)
@@ -945,7 +934,7 @@ mod retries {
         // The dead-letter stream's entries, as field maps.
         let dead_letters = |redis: &mut redis::Connection| {
             let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(tapedeck::store::keys::dead_letter_key("default"))
+                .arg(tapedeck::store::keys::convert_dead_key("default"))
                 .arg("-")
                 .arg("+")
                 .query(redis)
@@ -992,15 +981,15 @@ mod retries {
         // (which finds the file is no MP4 at all), and its old dead letter is gone.
         drop(std::mem::replace(
             &mut s.service,
-            Service::start(ServiceOptions {
-                role: Role::All,
-                redis_url: &s.redis.url(),
-                data_dir: s._dir.path(),
-                extra: vec![
+            Service::role(
+                Role::All,
+                &s.redis.url(),
+                s._dir.path(),
+                vec![
                     ("max-attempts", "3".into()),
                     ("retry-base-ms", "200".into()),
                 ],
-            }),
+            ),
         ));
         let me = me.rebased(&s.service.base);
         let r = me

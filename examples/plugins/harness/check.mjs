@@ -5,10 +5,10 @@
 //
 // The component is transpiled to JS (jco-transpile) and instantiated afresh for every
 // case, as the host does, with:
-// - `mail`, `webhook`, `logging` implemented here like host/plugins/src/notifier.rs: they
+// - `mail`, `webhook`, `logging` implemented here like host/runtime/src/notifier.rs: they
 //   only record, applying the host's policy (owner-only mail, the tenant's URL only, JSON
 //   bodies, at most 4 messages, 256 KiB bodies);
-// - WASI from @bytecodealliance/preview2-shim, sandboxed like host/plugins/src/sandbox.rs:
+// - WASI from @bytecodealliance/preview2-shim, sandboxed like host/runtime/src/sandbox.rs:
 //   no preopens, no environment, no arguments, no network, clocks frozen at 2000-01-01.
 //
 // Each case asserts what any notifier must do (one-line subjects, escaped HTML, valid

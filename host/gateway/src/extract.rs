@@ -1,6 +1,7 @@
 //! Extractors whose rejections answer in the API's error shape (`ApiError`), not the
-//! framework's plain text: JSON bodies, query strings and path segments. Also the fallbacks for an
-//! unknown route (404) and a wrong method (405).
+//! framework's plain text: JSON bodies, query strings and path segments; who may call
+//! (the operator token: [`Operator`]; a tenant admin: [`require_admin`]). Also the
+//! fallbacks for an unknown route (404) and a wrong method (405).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -9,6 +10,8 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, Caller, bearer_of};
+use tapedeck_store::users::is_operator_token;
 
 /// Largest JSON body the API reads (credentials, settings): a few KiB is plenty.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -118,4 +121,34 @@ pub async fn wrong_method() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "this resource does not support that method".into(),
     )
+}
+
+/// A request made with the operator token (its SHA-256 is in Redis; see
+/// `users::ensure_operator_token`).
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match bearer_of(parts) {
+            Some(t) if t.len() <= 256 && is_operator_token(&state.pool, t).await? => Ok(Operator),
+            _ => Err(ApiError::Unauthorized(
+                ErrorCode::InvalidToken,
+                "missing or invalid operator token",
+            )),
+        }
+    }
+}
+
+/// Refuses a caller who is not an admin of their tenant (403 `admin_only`).
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            ErrorCode::AdminOnly,
+            "only a tenant admin may do this".into(),
+        ))
+    }
 }

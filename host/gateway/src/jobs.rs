@@ -179,7 +179,7 @@ pub struct ListQuery {
 }
 
 /// A page of jobs.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// The `cursor` of the next page; `null` on the last.

@@ -5,12 +5,15 @@
 //! Layout: [`routes`] (every route with its handler and `#[utoipa::path]`: what is
 //! served and what `/openapi.json` describes), `openapi` (the description, `/docs`),
 //! `error` (the `ApiError` every handler returns, its `ErrorCode`s), `extract` (JSON, query and
-//! fallback answers in that shape), `health`, `login_guard` (failed-login throttling),
-//! `tenants`, `account` (register/login), `jobs` (the `/v1/jobs` resource), `upload`
-//! (streaming and sniffing), `compat` (`/login`, `/upload`, `/download`), `events` (one
-//! job-events subscription per process for every SSE stream, the per-user stream cap),
-//! `listener` (the API's listener: hyper's own 414/431 in the JSON error shape),
-//! `admin` and `ops` (operator and tenant-admin routes), `sessions`, `web`, `metrics`.
+//! fallback answers in that shape; the operator and tenant-admin checks), `health`,
+//! `login_guard` (failed-login throttling), `account` (register/login), `sessions`
+//! (logout, password change), `jobs` (the `/v1/jobs` resource), `upload` (streaming and
+//! sniffing), `compat` (`/login`, `/upload`, `/download`), `events` (one job-events
+//! subscription per process for every SSE stream, the per-user stream cap), `listener`
+//! (the API's listener: hyper's own 414/431 in the JSON error shape), `tenants`
+//! (tenants, their limits and usage), `users` (a tenant's users), `notifications` (a
+//! tenant's notification settings), `registry` (publish, activate, roll back, canaries),
+//! `ops` (dead letters, outbox, any tenant's jobs), `web`, `metrics`.
 //!
 //! Contact points: `serve` builds an [`AppState`] and serves [`app`] on a
 //! [`listener::ApiListener`]. Redis is reached only through `tapedeck_store` (but for the
@@ -19,7 +22,6 @@
 //! `tapedeck_model`; this crate does not link wasmtime.
 
 pub mod account;
-pub mod admin;
 pub mod compat;
 pub mod error;
 pub mod events;
@@ -29,11 +31,14 @@ pub mod jobs;
 pub mod listener;
 pub mod login_guard;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
+pub mod registry;
 pub mod sessions;
 pub mod tenants;
 pub mod upload;
+pub mod users;
 pub mod web;
 
 use std::sync::Arc;
@@ -91,7 +96,7 @@ pub struct AppState {
     /// Checks the signed download links of notifications.
     pub links: LinkSigner,
     /// Checks components published to the registry.
-    pub plugin_check: Arc<dyn tapedeck_model::plugins::PluginCheck>,
+    pub plugin_check: Arc<dyn tapedeck_model::registry::PluginCheck>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// Non-public webhook destinations the operator allows.
@@ -182,41 +187,42 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .documented(routes!(jobs::events))
         .documented(routes!(jobs::output))
         .documented(routes!(
-            tenants::get_notifications,
-            tenants::put_notifications
+            notifications::get_notifications,
+            notifications::put_notifications
         ))
-        .documented(routes!(admin::own_usage))
-        .documented(routes!(admin::tenant_publish_plugin))
-        .documented(routes!(admin::tenant_activate_plugin))
-        .documented(routes!(admin::list_users, admin::create_user))
-        .documented(routes!(admin::update_user, admin::remove_user))
-        .documented(routes!(admin::list_tenants, admin::create_tenant))
+        .documented(routes!(tenants::own_usage))
+        .documented(routes!(registry::tenant_publish_plugin))
+        .documented(routes!(registry::tenant_activate_plugin))
+        .documented(routes!(users::list_users, users::create_user))
+        .documented(routes!(users::update_user, users::remove_user))
+        .documented(routes!(tenants::list_tenants, tenants::create_tenant))
         .documented(routes!(
-            admin::show_tenant,
-            admin::update_tenant,
-            admin::delete_tenant
+            tenants::show_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
         ))
-        .documented(routes!(admin::get_limits, admin::patch_limits))
-        .documented(routes!(admin::tenant_usage))
-        .documented(routes!(admin::operator_create_user))
-        .documented(routes!(admin::all_usage))
+        .documented(routes!(tenants::get_limits, tenants::patch_limits))
+        .documented(routes!(tenants::tenant_usage))
+        .documented(routes!(users::operator_create_user))
+        .documented(routes!(tenants::all_usage))
         .documented(
-            routes!(admin::list_plugins, admin::publish_plugin).layer(DefaultBodyLimit::disable()),
+            routes!(registry::list_plugins, registry::publish_plugin)
+                .layer(DefaultBodyLimit::disable()),
         )
-        .documented(routes!(admin::active_plugins))
-        .documented(routes!(admin::plugin_history))
-        .documented(routes!(admin::rollback_plugin))
-        .documented(routes!(ops::list_canaries))
-        .documented(routes!(ops::promote_canary))
-        .documented(routes!(ops::abort_canary))
-        .documented(routes!(ops::start_canary))
+        .documented(routes!(registry::active_plugins))
+        .documented(routes!(registry::plugin_history))
+        .documented(routes!(registry::rollback_plugin))
+        .documented(routes!(registry::list_canaries))
+        .documented(routes!(registry::promote_canary))
+        .documented(routes!(registry::abort_canary))
+        .documented(routes!(registry::start_canary))
         .documented(routes!(ops::tenant_jobs))
         .documented(routes!(ops::tenant_job))
         .documented(routes!(ops::dead_letters))
         .documented(routes!(ops::replay))
         .documented(routes!(ops::outbox))
         .documented(routes!(ops::outbox_message))
-        .documented(routes!(admin::activate_plugin))
+        .documented(routes!(registry::activate_plugin))
         .documented(routes!(compat::login))
         .documented(routes!(compat::upload))
         .documented(routes!(compat::download))

@@ -1,6 +1,6 @@
-//! Operator routes beyond tenants and publishing: canary rollouts of plugins, the
-//! dead-letter streams with replay, and the outbox of the embedded mail default.
-//! The contract is `docs/admin-api.md`.
+//! Operator routes for the running service: the dead-letter streams with replay, the
+//! outbox of the embedded mail default, and any tenant's jobs. The contract is
+//! `docs/admin-api.md`.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,192 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::admin::Operator;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use tapedeck_model::api::CanaryRequest;
-use tapedeck_store::canary::{self, CanarySettings, CanaryStatus};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Operator};
 use tapedeck_store::queue::{DeadLetter, Requeue};
-
-fn invalid(why: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(ErrorCode::InvalidInput, why.into())
-}
-
-/// `{"canary": ...}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CanaryEnvelope {
-    pub canary: CanaryStatus,
-}
-
-/// Starts (or replaces) the canary of a scope; thresholds not given keep their defaults.
-#[utoipa::path(
-    post,
-    path = "/v1/admin/plugins/{digest}/canary",
-    tag = "operator",
-    security(("operator" = [])),
-    params(("digest" = String, Path, description = "The component's SHA-256, hex")),
-    request_body = CanaryRequest,
-    responses(
-        (status = 201, description = "Started", body = CanaryEnvelope),
-        (status = 400, description = "`invalid_input`: not the converter stage, a bad \
-                                      threshold, another stage's or tenant's component",
-         body = ErrorBody),
-        (status = 404, description = "`not_found`: no such component or tenant",
-         body = ErrorBody),
-        (status = 409, description = "`already_active`: it already runs the scope",
-         body = ErrorBody),
-    ),
-)]
-pub async fn start_canary(
-    State(state): State<AppState>,
-    _: Operator,
-    ApiPath(digest): ApiPath<String>,
-    ApiJson(r): ApiJson<CanaryRequest>,
-) -> Result<(StatusCode, Json<CanaryEnvelope>), ApiError> {
-    if r.stage != "converter" {
-        return Err(invalid(
-            "canaries run on the converter stage (the one whose runs the analysis can judge)",
-        ));
-    }
-    if let Some(t) = &r.tenant {
-        tapedeck_store::tenants::load_tenant(&state.pool, t)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-    }
-    let plugin = crate::admin::runnable(&state, &digest, r.tenant.as_deref()).await?;
-    if plugin.stage != r.stage {
-        return Err(invalid(format!("{digest} is a {} component", plugin.stage)));
-    }
-    let mut s = CanarySettings::new(&r.stage, r.tenant.as_deref(), &digest, r.percent);
-    s.sticky = r.sticky.unwrap_or_default();
-    s.promote_after = r.promote_after;
-    s.min_jobs = r.min_jobs.unwrap_or(s.min_jobs);
-    s.window = r.window.unwrap_or(s.window);
-    s.max_failure_delta = r.max_failure_delta.unwrap_or(s.max_failure_delta);
-    s.max_invalid_delta = r.max_invalid_delta.unwrap_or(s.max_invalid_delta);
-    s.max_p95_ratio = r.max_p95_ratio.unwrap_or(s.max_p95_ratio);
-    s.p95_slack_ms = r.p95_slack_ms.unwrap_or(s.p95_slack_ms);
-    s.validate().map_err(invalid)?;
-    let active = tapedeck_store::plugins::active(&state.pool).await?;
-    let running = active
-        .iter()
-        .find(|a| a.stage == s.stage && a.tenant == s.tenant)
-        .and_then(|a| a.digest.clone());
-    if running.as_deref() == Some(digest.as_str()) {
-        return Err(ApiError::Conflict(
-            ErrorCode::AlreadyActive,
-            "this component already runs the stage for that scope".into(),
-        ));
-    }
-    canary::start(&state.pool, &s).await?;
-    let status = canary::status(&state.pool, &s).await?;
-    Ok((StatusCode::CREATED, Json(CanaryEnvelope { canary: status })))
-}
-
-/// `{"canaries": [...]}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CanaryList {
-    pub canaries: Vec<CanaryStatus>,
-}
-
-/// Every running canary with its analysis so far.
-#[utoipa::path(
-    get,
-    path = "/v1/admin/plugins/canaries",
-    tag = "operator",
-    security(("operator" = [])),
-    responses((status = 200, description = "The canaries", body = CanaryList)),
-)]
-pub async fn list_canaries(
-    State(state): State<AppState>,
-    _: Operator,
-) -> Result<Json<CanaryList>, ApiError> {
-    let mut out = Vec::new();
-    for s in canary::all(&state.pool).await? {
-        out.push(canary::status(&state.pool, &s).await?);
-    }
-    Ok(Json(CanaryList { canaries: out }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Scope {
-    stage: String,
-    /// Absent or `null`: the canary for everyone.
-    tenant: Option<String>,
-}
-
-/// How a canary ended.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = CanaryEnded)]
-pub struct Ended {
-    /// `canary-promote` or `canary-abort`.
-    pub ended: String,
-    pub digest: String,
-    pub stage: String,
-    #[schema(required = true)]
-    pub tenant: Option<String>,
-}
-
-async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<Ended, ApiError> {
-    let s = canary::get(&state.pool, &scope.stage, scope.tenant.as_deref())
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let why = match action {
-        "canary-promote" => "promoted by the operator",
-        _ => "aborted by the operator",
-    };
-    if !canary::end(&state.pool, &s, action, why).await? {
-        // Ended meanwhile (by its analysis): nothing to end.
-        return Err(ApiError::NotFound);
-    }
-    Ok(Ended {
-        ended: action.to_owned(),
-        digest: s.digest,
-        stage: s.stage,
-        tenant: s.tenant,
-    })
-}
-
-/// Ends the scope's canary: it becomes the active component.
-#[utoipa::path(
-    post,
-    path = "/v1/admin/plugins/canary/promote",
-    tag = "operator",
-    security(("operator" = [])),
-    request_body = Scope,
-    responses(
-        (status = 200, description = "Promoted", body = Ended),
-        (status = 404, description = "`not_found`: no canary runs the scope", body = ErrorBody),
-    ),
-)]
-pub async fn promote_canary(
-    State(state): State<AppState>,
-    _: Operator,
-    ApiJson(scope): ApiJson<Scope>,
-) -> Result<Json<Ended>, ApiError> {
-    Ok(Json(end_canary(&state, &scope, "canary-promote").await?))
-}
-
-/// Ends the scope's canary: it stops; nothing else changes.
-#[utoipa::path(
-    post,
-    path = "/v1/admin/plugins/canary/abort",
-    tag = "operator",
-    security(("operator" = [])),
-    request_body = Scope,
-    responses(
-        (status = 200, description = "Aborted", body = Ended),
-        (status = 404, description = "`not_found`: no canary runs the scope", body = ErrorBody),
-    ),
-)]
-pub async fn abort_canary(
-    State(state): State<AppState>,
-    _: Operator,
-    ApiJson(scope): ApiJson<Scope>,
-) -> Result<Json<Ended>, ApiError> {
-    Ok(Json(end_canary(&state, &scope, "canary-abort").await?))
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -207,7 +24,7 @@ pub struct DeadQuery {
 }
 
 /// `{"entries": [...]}`
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetters {
     pub entries: Vec<DeadLetter>,
 }
@@ -247,12 +64,12 @@ pub async fn dead_letters(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
-    tenant: String,
-    job_id: String,
+    pub tenant: String,
+    pub job_id: String,
 }
 
 /// `{"replayed": {"tenant", "job_id"}}`
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
     pub replayed: Replay,
 }

@@ -19,6 +19,17 @@ pub enum Sticky {
     Job,
 }
 
+impl Sticky {
+    /// Its name in the API (`tenant`, `user`, `job`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sticky::Tenant => "tenant",
+            Sticky::User => "user",
+            Sticky::Job => "job",
+        }
+    }
+}
+
 /// A canary, as the operator started it. Thresholds have the defaults of
 /// [`CanarySettings::new`], documented in the README.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,7 +182,7 @@ impl Outcome {
 }
 
 /// One arm over the window.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArmStats {
     pub jobs: u32,
@@ -292,6 +303,13 @@ pub fn analyze(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sticky_names_are_the_apis() {
+        for sticky in [Sticky::Tenant, Sticky::User, Sticky::Job] {
+            assert_eq!(serde_json::to_value(sticky).unwrap(), sticky.as_str());
+        }
+    }
 
     fn runs(ok: usize, fail: usize, ms: u64) -> Vec<Outcome> {
         let mut v = vec![

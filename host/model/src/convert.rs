@@ -1,5 +1,5 @@
 //! The converter seam: the worker hands one [`ConvertJob`] to a [`Converter`] (the
-//! converter component, through `tapedeck-plugins`) and gets a summary or a failure that
+//! converter component, through `tapedeck-runtime`) and gets a summary or a failure that
 //! says whether retrying can help.
 
 use std::path::Path;

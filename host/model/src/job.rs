@@ -116,7 +116,7 @@ pub struct JobOptions {
 }
 
 /// The uploaded file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInput {
     /// File name the client gave (used for the MP3's `Content-Disposition`).
@@ -129,7 +129,7 @@ pub struct JobInput {
 }
 
 /// The MP3, once stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOutput {
     /// Size in bytes.
@@ -147,7 +147,7 @@ pub struct JobOutput {
 }
 
 /// One conversion job, as stored and as served by `GET /v1/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     pub id: String,
@@ -178,7 +178,7 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Digests of the converter components that ran its attempts, in order (one entry
     /// per change: a retry after a hot swap adds the new one).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(required = false))]
     pub converters: Vec<String>,
     /// The id of the request that created it (`x-request-id`), for its log lines.

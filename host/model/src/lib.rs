@@ -31,7 +31,7 @@ pub mod job;
 pub mod logs;
 pub mod net;
 pub mod notify;
-pub mod plugins;
+pub mod registry;
 pub mod run_limits;
 pub mod stage;
 pub mod tenant;

@@ -1,5 +1,5 @@
 //! The notifier seam: for a finished job the notify consumer asks a [`Composer`] (the
-//! notifier component, through `tapedeck-plugins`) for the messages to send, within a
+//! notifier component, through `tapedeck-runtime`) for the messages to send, within a
 //! [`SendPolicy`], and delivers what comes back itself.
 
 use std::time::Duration;

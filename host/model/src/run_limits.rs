@@ -1,5 +1,5 @@
 //! What one run of a plugin may spend ([`RunLimits`]), and how the service sizes a
-//! conversion's limits to its input ([`LimitPolicy`]). Enforced by `tapedeck-plugins`.
+//! conversion's limits to its input ([`LimitPolicy`]). Enforced by `tapedeck-runtime`.
 
 use std::time::Duration;
 

@@ -64,7 +64,7 @@ use tapedeck_store::streams::Group;
 pub const GROUP: &str = "notifiers";
 /// A tenant's notifications (or single messages) that could not be delivered, with the
 /// reason.
-pub use tapedeck_store::keys::notify_dead_key as dead_letter_key;
+pub use tapedeck_store::keys::notify_dead_key;
 /// How long a delivery record outlives its notification.
 const RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Entries read or claimed per round.
@@ -1004,7 +1004,7 @@ impl NotifyConsumer {
         message: Option<&str>,
     ) -> Result<(), Interrupted> {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(dead_letter_key(tenant))
+        cmd.arg(notify_dead_key(tenant))
             .arg("MAXLEN")
             .arg("~")
             .arg(100_000)

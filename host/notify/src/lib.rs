@@ -15,7 +15,7 @@
 //! in `tapedeck_store::notify_settings`.
 //!
 //! Composing is a [`Composer`]'s (the notifier component, world `notifier` in
-//! `wit/notifier.wit`, through `tapedeck-plugins`): it can queue mail to the job's owner
+//! `wit/notifier.wit`, through `tapedeck-runtime`): it can queue mail to the job's owner
 //! and a webhook to the tenant's URL, and nothing else (`SendPolicy`). All delivery is
 //! here; this crate does not link wasmtime.
 //!
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::{GROUP, NotifierStats, NotifyConsumer, dead_letter_key, delivery_key};
+pub use consumer::{GROUP, NotifierStats, NotifyConsumer, delivery_key, notify_dead_key};
 pub use mail::{MailConfigError, Mailer};
 pub use tapedeck_model::net::{AddressPolicy, IpNet, is_public};
 pub use tapedeck_model::notify::Composer;

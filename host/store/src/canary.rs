@@ -22,15 +22,15 @@ use std::collections::HashMap;
 
 use crate::Pool;
 use redis::AsyncCommands;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use tapedeck_model::canary::*;
 
 use crate::keys::{PLUGIN_CANARIES, canary_outcomes, canary_totals};
-use crate::plugins;
+use crate::registry;
 
 /// A running canary with its analysis so far.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CanaryStatus {
     #[serde(flatten)]
@@ -43,12 +43,22 @@ pub struct CanaryStatus {
 }
 
 /// Where a canary's analysis is: collecting its first `min_jobs` outcomes, or comparing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CanaryState {
     Collecting,
     Analysing,
+}
+
+impl CanaryState {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryState::Collecting => "collecting",
+            CanaryState::Analysing => "analysing",
+        }
+    }
 }
 
 /// Starts (or replaces) the canary of a scope: clears the previous one's outcomes,
@@ -68,7 +78,7 @@ pub async fn start(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<()> {
         .await?;
     drop(conn);
     let why = format!("{}% of new jobs, sticky by {:?}", s.percent, s.sticky).to_lowercase();
-    plugins::record_with(
+    registry::record_with(
         pool,
         "canary",
         &s.stage,
@@ -77,7 +87,7 @@ pub async fn start(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<()> {
         Some(&why),
     )
     .await?;
-    plugins::bump(pool).await
+    registry::bump(pool).await
 }
 
 /// Every canary running.
@@ -211,19 +221,19 @@ pub async fn end(
     }
     match action {
         "canary-promote" => {
-            plugins::activate_why(
+            registry::activate_why(
                 pool,
                 &s.stage,
                 s.tenant.as_deref(),
                 &s.digest,
-                plugins::ChosenBy::Operator,
+                registry::ChosenBy::Operator,
                 action,
                 Some(why),
             )
             .await?;
         }
         _ => {
-            plugins::record_with(
+            registry::record_with(
                 pool,
                 action,
                 &s.stage,
@@ -232,7 +242,7 @@ pub async fn end(
                 Some(why),
             )
             .await?;
-            plugins::bump(pool).await?;
+            registry::bump(pool).await?;
         }
     }
     tracing::warn!(
@@ -244,4 +254,16 @@ pub async fn end(
         "canary ended"
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CanaryState;
+
+    #[test]
+    fn state_names_are_the_apis() {
+        for state in [CanaryState::Collecting, CanaryState::Analysing] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
 }

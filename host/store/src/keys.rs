@@ -10,7 +10,7 @@
 //! writes the scope's active digest and its trail in one transaction, a rollback pops
 //! the trail in one script). Singletons and login counters are one key per command.
 //! Registry keys of releases before the tag (`td:plugins:…`) are renamed at start
-//! ([`crate::plugins::rename_untagged_keys`]).
+//! ([`crate::registry::rename_untagged_keys`]).
 
 use std::net::IpAddr;
 
@@ -38,7 +38,7 @@ pub fn convert_stream(tenant: &str) -> String {
     format!("{}convert", tenant_prefix(tenant))
 }
 /// A tenant's jobs that failed for good (stream).
-pub fn dead_letter_key(tenant: &str) -> String {
+pub fn convert_dead_key(tenant: &str) -> String {
     format!("{}deadletter", tenant_prefix(tenant))
 }
 /// A tenant's finished jobs for the notifier (stream).
@@ -245,7 +245,7 @@ mod tests {
             user_jobs_key(t, "u1"),
             tenant_jobs_key(t),
             convert_stream(t),
-            dead_letter_key(t),
+            convert_dead_key(t),
             notify_stream(t),
             running_key(t),
             usage_key(t),

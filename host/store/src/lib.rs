@@ -13,7 +13,7 @@
 //! - `streams`: the consumer-group protocol both pipelines use.
 //! - `sessions`: login sessions (what makes tokens revocable).
 //! - `tenants` (and their limits), `usage`, `users` (and the operator token),
-//!   `notify_settings`, `links`, `plugins` (the plugin registry).
+//!   `notify_settings`, `links`, `registry` (the plugin registry).
 
 pub mod canary;
 pub mod conn;
@@ -21,8 +21,8 @@ pub mod keys;
 pub mod links;
 pub mod lua;
 pub mod notify_settings;
-pub mod plugins;
 pub mod queue;
+pub mod registry;
 pub mod sched;
 pub mod sessions;
 pub mod streams;

@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 
 use crate::Pool;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::keys::{running_key, usage_key};
 use crate::queue::{DAY_TTL_SECS, HOUR_TTL_SECS, now_ms, periods};
 use redis::AsyncCommands;
 
 /// Jobs of a tenant by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     pub queued: u64,
@@ -25,7 +25,7 @@ pub struct JobCounts {
 }
 
 /// A tenant's activity in one hour or day.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Period {
     /// Its start, unix seconds.
@@ -43,7 +43,7 @@ pub struct Period {
 }
 
 /// Everything `GET /v1/tenant/usage` reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub tenant: String,

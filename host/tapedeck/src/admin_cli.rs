@@ -25,12 +25,23 @@ use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tapedeck_gateway::jobs::JobPage;
+use tapedeck_gateway::ops::{DeadLetters, Replayed};
+use tapedeck_gateway::registry::{
+    ActiveEnvelope, ActivePlugins, CanaryEnvelope, CanaryList, Ended, History, PluginEnvelope,
+    PluginList,
+};
+use tapedeck_gateway::tenants::UsageList;
 use tapedeck_model::api::{
     CanaryRequest, Deleting, LimitsView, NewTenant, Role, TenantChange, TenantEnvelope, TenantList,
     TenantView, UserEnvelope,
 };
 use tapedeck_model::canary::Sticky;
 use tapedeck_model::tenant::{LIMITS, Limit, TenantLimits, Unit};
+use tapedeck_store::canary::CanaryStatus;
+use tapedeck_store::queue::DeadLetter;
+use tapedeck_store::registry::{Active, Change, Plugin};
+use tapedeck_store::usage::{JobCounts, Period, Usage};
 use url::Url;
 
 #[derive(Debug, Args)]
@@ -1027,12 +1038,12 @@ fn request(command: &AdminCommand) -> Request {
 }
 
 /// The full digest of the one published plugin of `stage` whose digest starts with
-/// `prefix`, from a `{"plugins": [...]}` answer.
-fn resolve_digest(prefix: &str, stage: Stage, plugins: &Value) -> Result<String, Failure> {
-    let matches: Vec<&str> = array(&plugins["plugins"])
+/// `prefix`.
+fn resolve_digest(prefix: &str, stage: Stage, plugins: &[Plugin]) -> Result<String, Failure> {
+    let matches: Vec<&str> = plugins
         .iter()
-        .filter(|p| p["stage"].as_str().is_none_or(|s| s == stage.as_str()))
-        .filter_map(|p| p["digest"].as_str())
+        .filter(|p| p.stage == stage.as_str())
+        .map(|p| p.digest.as_str())
         .filter(|d| d.starts_with(prefix))
         .collect();
     match matches.as_slice() {
@@ -1064,7 +1075,7 @@ async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Val
             let list = Request::new(Method::GET, &["plugins"], None, Render::Plugins)
                 .stage_filter(Some(stage));
             let (_, plugins) = client.send(&list).await?;
-            let digest = resolve_digest(digest, stage, &plugins)?;
+            let digest = resolve_digest(digest, stage, &typed::<PluginList>(&plugins)?.plugins)?;
             request = match plugin.as_ref() {
                 PluginCommand::Canary(a) => canary_request(&digest, a),
                 PluginCommand::Activate { tenant, .. } => {
@@ -1096,41 +1107,50 @@ fn render(kind: Render, value: &Value) -> Result<String, Failure> {
             "deleting tenant {}: its users, jobs and files are removed in the background",
             typed::<Deleting>(value)?.deleting
         ),
-        Render::Usage => render_usage(value),
+        Render::Usage => render_usage(&typed(value)?),
         Render::UsageAll => {
-            let tenants = array(&value["tenants"]);
+            let UsageList { tenants } = typed(value)?;
             if tenants.is_empty() {
                 "no tenants".to_owned()
             } else {
-                usage_table(tenants).to_string()
+                usage_table(&tenants).to_string()
             }
         }
-        Render::Published => render_published(&value["plugin"], false),
-        Render::AlreadyPublished => render_published(&value["plugin"], true),
-        Render::Plugins => render_plugins(value),
-        Render::Canaries => render_canaries(value),
-        Render::Jobs => render_jobs(value),
+        Render::Published => render_published(&typed::<PluginEnvelope>(value)?.plugin, false),
+        Render::AlreadyPublished => render_published(&typed::<PluginEnvelope>(value)?.plugin, true),
+        Render::Plugins => render_plugins(&typed::<PluginList>(value)?.plugins),
+        // A started canary answers `{"canary"}`, the list `{"canaries"}`.
+        Render::Canaries => render_canaries(&match value.get("canary") {
+            Some(_) => vec![typed::<CanaryEnvelope>(value)?.canary],
+            None => typed::<CanaryList>(value)?.canaries,
+        }),
+        Render::Jobs => render_jobs(&typed(value)?),
         Render::Job => serde_json::to_string_pretty(value).unwrap_or_default(),
-        Render::Replayed => format!(
-            "job {} of {} is queued again",
-            text(&value["replayed"]["job_id"]),
-            text(&value["replayed"]["tenant"])
-        ),
-        Render::Dead => render_dead(value),
+        Render::Replayed => {
+            let Replayed { replayed } = typed(value)?;
+            format!(
+                "job {} of {} is queued again",
+                replayed.job_id, replayed.tenant
+            )
+        }
+        Render::Dead => render_dead(&typed::<DeadLetters>(value)?.entries),
         Render::User => {
             let UserEnvelope { user } = typed(value)?;
             format!("created {} {} (id {})", user.role, user.email, user.id)
         }
-        Render::CanaryEnded => format!(
-            "{}: {} {} for {}",
-            text(&value["ended"]).replace("canary-", "canary "),
-            text(&value["stage"]),
-            short_digest(&value["digest"]),
-            tenant_cell(&value["tenant"])
-        ),
-        Render::Active => render_activation(&value["active"]),
-        Render::ActiveAll => render_active(value),
-        Render::History => render_history(value),
+        Render::CanaryEnded => {
+            let ended: Ended = typed(value)?;
+            format!(
+                "{}: {} {} for {}",
+                ended.ended.replace("canary-", "canary "),
+                ended.stage,
+                short_digest(Some(&ended.digest)),
+                tenant_cell(ended.tenant.as_deref())
+            )
+        }
+        Render::Active => render_activation(&typed::<ActiveEnvelope>(value)?.active),
+        Render::ActiveAll => render_active(&typed::<ActivePlugins>(value)?.active),
+        Render::History => render_history(&typed::<History>(value)?.history),
     })
 }
 
@@ -1157,11 +1177,6 @@ fn align_right(table: &mut Table, columns: impl IntoIterator<Item = usize>) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
-}
-
-/// The elements of a JSON array; none if it is not one.
-fn array(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -1272,30 +1287,27 @@ fn human_bytes(n: u64) -> String {
     )
 }
 
-/// The job states in the order a job goes through them; others the server adds follow.
+/// The job states in the order a job goes through them.
 const STATES: [&str; 5] = ["queued", "converting", "done", "failed", "expired"];
 
-fn count(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::Number(n) => n.to_string(),
-        other => other.to_string(),
-    }
+/// A tenant's jobs by state, in the order of [`STATES`].
+fn by_state(jobs: &JobCounts) -> [u64; 5] {
+    [
+        jobs.queued,
+        jobs.converting,
+        jobs.done,
+        jobs.failed,
+        jobs.expired,
+    ]
 }
 
-fn total_jobs(periods: &Value) -> u64 {
-    array(periods)
-        .iter()
-        .filter_map(|p| p["jobs"].as_u64())
-        .sum()
+fn total_jobs(periods: &[Period]) -> u64 {
+    periods.iter().map(|p| p.jobs).sum()
 }
 
-fn total_cpu(periods: &Value) -> f64 {
+fn total_cpu(periods: &[Period]) -> f64 {
     // Not `sum()`: an empty f64 sum is -0.0.
-    array(periods)
-        .iter()
-        .filter_map(|p| p["cpu_seconds"].as_f64())
-        .fold(0.0, |total, s| total + s)
+    periods.iter().fold(0.0, |total, p| total + p.cpu_seconds)
 }
 
 fn seconds(value: f64) -> String {
@@ -1303,19 +1315,9 @@ fn seconds(value: f64) -> String {
 }
 
 /// One row per tenant: jobs by state, running, stored, and the last 24 hours and 30 days.
-fn usage_table(usages: &[Value]) -> Table {
-    let mut states: Vec<String> = STATES.iter().map(|s| (*s).to_owned()).collect();
-    for usage in usages {
-        if let Some(jobs) = usage["jobs"].as_object() {
-            for state in jobs.keys() {
-                if !states.contains(state) {
-                    states.push(state.clone());
-                }
-            }
-        }
-    }
+fn usage_table(usages: &[Usage]) -> Table {
     let mut header = vec!["tenant"];
-    header.extend(states.iter().map(String::as_str));
+    header.extend(STATES);
     header.extend([
         "running",
         "stored",
@@ -1326,18 +1328,16 @@ fn usage_table(usages: &[Value]) -> Table {
     ]);
     let mut table = table(&header);
     for usage in usages {
-        let mut row = vec![usage["tenant"].as_str().unwrap_or("?").to_owned()];
-        row.extend(states.iter().map(|s| count(&usage["jobs"][s.as_str()])));
-        row.push(count(&usage["running"]));
-        row.push(
-            usage["stored_bytes"]
-                .as_u64()
-                .map_or_else(|| count(&usage["stored_bytes"]), human_bytes),
-        );
-        row.push(total_jobs(&usage["hours"]).to_string());
-        row.push(seconds(total_cpu(&usage["hours"])));
-        row.push(total_jobs(&usage["days"]).to_string());
-        row.push(seconds(total_cpu(&usage["days"])));
+        let mut row = vec![usage.tenant.clone()];
+        row.extend(by_state(&usage.jobs).map(|n| n.to_string()));
+        row.extend([
+            usage.running.to_string(),
+            human_bytes(usage.stored_bytes),
+            total_jobs(&usage.hours).to_string(),
+            seconds(total_cpu(&usage.hours)),
+            total_jobs(&usage.days).to_string(),
+            seconds(total_cpu(&usage.days)),
+        ]);
         table.add_row(row);
     }
     align_right(&mut table, 1..header.len());
@@ -1345,7 +1345,7 @@ fn usage_table(usages: &[Value]) -> Table {
 }
 
 /// One tenant's usage: the totals, then one row per active hour and day.
-fn render_usage(usage: &Value) -> String {
+fn render_usage(usage: &Usage) -> String {
     let totals = usage_table(std::slice::from_ref(usage));
     let mut periods = table(&[
         "period",
@@ -1357,37 +1357,20 @@ fn render_usage(usage: &Value) -> String {
         "in",
         "out",
     ]);
-    for (kind, field) in [("hour", "hours"), ("day", "days")] {
-        for period in array(&usage[field]) {
-            let start = period["start"].as_u64().map_or_else(
-                || count(&period["start"]),
-                |s| {
-                    utc(
-                        s,
-                        if kind == "hour" {
-                            Precision::Minute
-                        } else {
-                            Precision::Day
-                        },
-                    )
-                },
-            );
-            let bytes = |field: &str| {
-                period[field]
-                    .as_u64()
-                    .map_or_else(|| count(&period[field]), human_bytes)
-            };
+    for (kind, list, precision) in [
+        ("hour", &usage.hours, Precision::Minute),
+        ("day", &usage.days, Precision::Day),
+    ] {
+        for period in list {
             periods.add_row(vec![
                 kind.to_owned(),
-                start,
-                count(&period["jobs"]),
-                count(&period["done"]),
-                count(&period["failed"]),
-                period["cpu_seconds"]
-                    .as_f64()
-                    .map_or_else(|| count(&period["cpu_seconds"]), seconds),
-                bytes("bytes_in"),
-                bytes("bytes_out"),
+                utc(period.start, precision),
+                period.jobs.to_string(),
+                period.done.to_string(),
+                period.failed.to_string(),
+                seconds(period.cpu_seconds),
+                human_bytes(period.bytes_in),
+                human_bytes(period.bytes_out),
             ]);
         }
     }
@@ -1398,52 +1381,34 @@ fn render_usage(usage: &Value) -> String {
     format!("{totals}\n{periods}")
 }
 
-/// The text of a JSON string; `?` when it is none.
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("?")
-}
-
-/// A digest as tables show it: its first [`SHORT_DIGEST`] digits; `default` for `null`
+/// A digest as tables show it: its first [`SHORT_DIGEST`] digits; `default` for none
 /// (the component the service was started with).
-fn short_digest(value: &Value) -> String {
-    match value {
-        Value::Null => "default".to_owned(),
-        Value::String(digest) => digest.chars().take(SHORT_DIGEST).collect(),
-        other => other.to_string(),
+fn short_digest(digest: Option<&str>) -> String {
+    match digest {
+        None => "default".to_owned(),
+        Some(digest) => digest.chars().take(SHORT_DIGEST).collect(),
     }
 }
 
-/// Unix seconds as a UTC time to the second; `-` when not a number.
-fn utc_seconds(value: &Value) -> String {
-    value
-        .as_u64()
-        .map_or_else(|| count(value), |s| utc(s, Precision::Second))
-}
-
-/// A plugin's size in decimal units.
-fn plugin_size(value: &Value) -> String {
-    value.as_u64().map_or_else(|| count(value), human_bytes)
+/// Unix seconds as a UTC time to the second.
+fn utc_seconds(secs: u64) -> String {
+    utc(secs, Precision::Second)
 }
 
 /// A published plugin, in full (its whole digest, to activate it by).
-fn render_published(plugin: &Value, already: bool) -> String {
-    let stage = text(&plugin["stage"]);
-    let digest = text(&plugin["digest"]);
+fn render_published(plugin: &Plugin, already: bool) -> String {
+    let Plugin { stage, digest, .. } = plugin;
     let mut table = Table::new();
     table.load_style(presets::UTF8_FULL_CONDENSED);
-    let bytes = plugin["bytes"].as_u64().map_or_else(
-        || count(&plugin["bytes"]),
-        |n| format!("{} ({n} bytes)", human_bytes(n)),
-    );
-    let compile = plugin["compile_ms"]
-        .as_u64()
-        .map_or_else(|| count(&plugin["compile_ms"]), |ms| format!("{ms} ms"));
     for (field, value) in [
-        ("digest", digest.to_owned()),
-        ("stage", stage.to_owned()),
-        ("size", bytes),
-        ("published (UTC)", utc_seconds(&plugin["published_at"])),
-        ("compile", compile),
+        ("digest", digest.clone()),
+        ("stage", stage.clone()),
+        (
+            "size",
+            format!("{} ({} bytes)", human_bytes(plugin.bytes), plugin.bytes),
+        ),
+        ("published (UTC)", utc_seconds(plugin.published_at)),
+        ("compile", format!("{} ms", plugin.compile_ms)),
     ] {
         table.add_row(vec![field.to_owned(), value]);
     }
@@ -1458,51 +1423,43 @@ fn render_published(plugin: &Value, already: bool) -> String {
     )
 }
 
-fn render_plugins(value: &Value) -> String {
-    let plugins = array(&value["plugins"]);
+fn render_plugins(plugins: &[Plugin]) -> String {
     if plugins.is_empty() {
         return "no plugins published".to_owned();
     }
     let mut table = table(&["digest", "stage", "size", "published (UTC)", "compile ms"]);
     for plugin in plugins {
         table.add_row(vec![
-            short_digest(&plugin["digest"]),
-            text(&plugin["stage"]).to_owned(),
-            plugin_size(&plugin["bytes"]),
-            utc_seconds(&plugin["published_at"]),
-            count(&plugin["compile_ms"]),
+            short_digest(Some(&plugin.digest)),
+            plugin.stage.clone(),
+            human_bytes(plugin.bytes),
+            utc_seconds(plugin.published_at),
+            plugin.compile_ms.to_string(),
         ]);
     }
     align_right(&mut table, [2, 4]);
     table.to_string()
 }
 
-/// Whom an activation is for: a tenant's name, or `all` (`null`).
-fn tenant_cell(value: &Value) -> String {
-    match value {
-        Value::Null => "all".to_owned(),
-        Value::String(name) => name.clone(),
-        other => other.to_string(),
-    }
+/// Whom an activation is for: a tenant's name, or `all` (none).
+fn tenant_cell(tenant: Option<&str>) -> String {
+    tenant.unwrap_or("all").to_owned()
 }
 
 /// What a stage runs now, after an activation or a rollback (the digest in full).
-fn render_activation(active: &Value) -> String {
-    let stage = text(&active["stage"]);
-    let whom = match &active["tenant"] {
-        Value::String(tenant) => format!("tenant {tenant}"),
-        _ => "all tenants".to_owned(),
+fn render_activation(active: &Active) -> String {
+    let whom = match &active.tenant {
+        Some(tenant) => format!("tenant {tenant}"),
+        None => "all tenants".to_owned(),
     };
-    let what = match &active["digest"] {
-        Value::String(digest) => format!("plugin {digest}"),
-        Value::Null => "the default component (the one the service was started with)".to_owned(),
-        other => other.to_string(),
+    let what = match &active.digest {
+        Some(digest) => format!("plugin {digest}"),
+        None => "the default component (the one the service was started with)".to_owned(),
     };
-    format!("{stage} for {whom}: {what}")
+    format!("{} for {whom}: {what}", active.stage)
 }
 
-fn render_active(value: &Value) -> String {
-    let active = array(&value["active"]);
+fn render_active(active: &[Active]) -> String {
     if active.is_empty() {
         return "nothing activated: every stage runs the component the service was started with"
             .to_owned();
@@ -1510,21 +1467,25 @@ fn render_active(value: &Value) -> String {
     let mut table = table(&["stage", "tenant", "digest"]);
     for entry in active {
         table.add_row(vec![
-            text(&entry["stage"]).to_owned(),
-            tenant_cell(&entry["tenant"]),
-            short_digest(&entry["digest"]),
+            entry.stage.clone(),
+            tenant_cell(entry.tenant.as_deref()),
+            short_digest(entry.digest.as_deref()),
         ]);
     }
-    if active.iter().any(|entry| entry["digest"].is_null()) {
+    if active.iter().any(|entry| entry.digest.is_none()) {
         format!("{table}\ndefault: the component the service was started with")
     } else {
         table.to_string()
     }
 }
 
-fn render_jobs(value: &Value) -> String {
-    let jobs = array(&value["jobs"]);
-    if jobs.is_empty() {
+/// The first `n` characters of a message, for a table cell.
+fn clipped(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
+fn render_jobs(page: &JobPage) -> String {
+    if page.jobs.is_empty() {
         return "no jobs".to_owned();
     }
     let mut table = table(&[
@@ -1535,55 +1496,40 @@ fn render_jobs(value: &Value) -> String {
         "attempts",
         "error",
     ]);
-    for job in jobs {
+    for job in &page.jobs {
         table.add_row(vec![
-            text(&job["id"]).to_owned(),
-            text(&job["status"]).to_owned(),
-            utc_seconds(&job["created_at"]),
-            text(&job["input"]["name"]).to_owned(),
-            job["attempts"].to_string(),
-            job["error"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect(),
+            job.id.clone(),
+            job.status.as_str().to_owned(),
+            utc_seconds(job.created_at),
+            job.input.name.clone(),
+            job.attempts.to_string(),
+            clipped(job.error.as_deref().unwrap_or(""), 60),
         ]);
     }
-    match value["next_cursor"].as_str() {
+    match &page.next_cursor {
         Some(next) => format!("{table}\nmore: --cursor {next}"),
         None => table.to_string(),
     }
 }
 
-fn render_dead(value: &Value) -> String {
-    let entries = array(&value["entries"]);
+fn render_dead(entries: &[DeadLetter]) -> String {
     if entries.is_empty() {
         return "no dead letters".to_owned();
     }
     let mut table = table(&["at (UTC)", "tenant", "job", "attempts", "reason"]);
     for e in entries {
         table.add_row(vec![
-            utc_seconds(&e["at"]),
-            text(&e["tenant"]).to_owned(),
-            text(&e["job_id"]).to_owned(),
-            e["attempts"].to_string(),
-            e["reason"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(80)
-                .collect(),
+            utc_seconds(e.at),
+            e.tenant.clone(),
+            e.job_id.clone(),
+            e.attempts.to_string(),
+            clipped(&e.reason, 80),
         ]);
     }
     table.to_string()
 }
 
-fn render_canaries(value: &Value) -> String {
-    let list: Vec<&Value> = match value.get("canary") {
-        Some(one) => vec![one],
-        None => array(&value["canaries"]).iter().collect(),
-    };
+fn render_canaries(list: &[CanaryStatus]) -> String {
     if list.is_empty() {
         return "no canary running".to_owned();
     }
@@ -1603,55 +1549,54 @@ fn render_canaries(value: &Value) -> String {
         "p95 ms",
     ]);
     for c in list {
-        let arm = |side: &str, field: &str| c[side][field].to_string();
-        table.add_row(vec![
-            text(&c["stage"]).to_owned(),
-            tenant_cell(&c["tenant"]),
-            short_digest(&c["digest"]),
-            format!("{}% by {}", c["percent"], text(&c["sticky"])),
-            text(&c["state"]).to_owned(),
-            arm("canary", "jobs"),
-            arm("canary", "failures"),
-            arm("canary", "invalid"),
-            arm("canary", "p95_ms"),
-            arm("stable", "jobs"),
-            arm("stable", "failures"),
-            arm("stable", "invalid"),
-            arm("stable", "p95_ms"),
-        ]);
+        let s = &c.settings;
+        let mut row = vec![
+            s.stage.clone(),
+            tenant_cell(s.tenant.as_deref()),
+            short_digest(Some(&s.digest)),
+            format!("{}% by {}", s.percent, s.sticky.as_str()),
+            c.state.as_str().to_owned(),
+        ];
+        for arm in [&c.canary, &c.stable] {
+            row.extend([
+                arm.jobs.to_string(),
+                arm.failures.to_string(),
+                arm.invalid.to_string(),
+                arm.p95_ms.to_string(),
+            ]);
+        }
+        table.add_row(row);
     }
     table.to_string()
 }
 
-fn render_history(value: &Value) -> String {
-    let history = array(&value["history"]);
+fn render_history(history: &[Change]) -> String {
     if history.is_empty() {
         return "no plugin history".to_owned();
     }
     // The `why` column only when some change has a reason (canaries).
-    let why = history.iter().any(|e| e["reason"].is_string());
+    let why = history.iter().any(|e| e.reason.is_some());
     let mut headers = vec!["at (UTC)", "action", "stage", "tenant", "digest"];
     if why {
         headers.push("why");
     }
     let mut table = table(&headers);
     for event in history {
-        let action = text(&event["action"]);
-        // A publication is for no tenant; an activation for `null` is for all.
-        let tenant = if action == "publish" && event["tenant"].is_null() {
+        // A publication is for no tenant; an activation for none is for all.
+        let tenant = if event.action == "publish" && event.tenant.is_none() {
             "-".to_owned()
         } else {
-            tenant_cell(&event["tenant"])
+            tenant_cell(event.tenant.as_deref())
         };
         let mut row = vec![
-            utc_seconds(&event["at"]),
-            action.to_owned(),
-            text(&event["stage"]).to_owned(),
+            utc_seconds(event.at),
+            event.action.clone(),
+            event.stage.clone(),
             tenant,
-            short_digest(&event["digest"]),
+            short_digest(event.digest.as_deref()),
         ];
         if why {
-            row.push(event["reason"].as_str().unwrap_or("").to_owned());
+            row.push(event.reason.clone().unwrap_or_default());
         }
         table.add_row(row);
     }
@@ -2246,12 +2191,26 @@ mod tests {
     #[test]
     fn abbreviated_digests_resolve_among_the_stages_plugins() {
         let other = format!("0123{}", &DIGEST[4..].replace('a', "f"));
-        let plugins = json!({"plugins": [
-            {"digest": DIGEST, "stage": "converter"},
-            {"digest": other, "stage": "converter"},
-            {"digest": "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
-             "stage": "notifier"},
-        ]});
+        let plugin = |digest: &str, stage: &str| Plugin {
+            digest: digest.to_owned(),
+            stage: stage.to_owned(),
+            bytes: 1,
+            published_at: 0,
+            compile_ms: 0,
+            owner: None,
+            by: String::new(),
+            world: String::new(),
+            smoke: String::new(),
+            smoke_ms: 0,
+        };
+        let plugins = [
+            plugin(DIGEST, "converter"),
+            plugin(&other, "converter"),
+            plugin(
+                "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+                "notifier",
+            ),
+        ];
         assert_eq!(
             resolve_digest("0123456789a", Stage::Converter, &plugins).unwrap(),
             DIGEST
@@ -2535,7 +2494,7 @@ mod tests {
             &json!({"active": [
                 {"stage": "converter", "tenant": null, "digest": DIGEST},
                 {"stage": "converter", "tenant": "acme", "digest": null},
-            ]}),
+            ], "version": 3, "processes": []}),
         );
         assert_eq!(row(&text, "stage"), ["stage", "tenant", "digest"], "{text}");
         assert_eq!(
@@ -2549,10 +2508,17 @@ mod tests {
         );
         let only = render(
             Render::ActiveAll,
-            &json!({"active": [{"stage": "converter", "tenant": null, "digest": DIGEST}]}),
+            &json!({"active": [{"stage": "converter", "tenant": null, "digest": DIGEST}],
+                    "version": 1, "processes": []}),
         );
         assert!(!only.contains("default"), "{only}");
-        assert!(render(Render::ActiveAll, &json!({"active": []})).starts_with("nothing activated"));
+        assert!(
+            render(
+                Render::ActiveAll,
+                &json!({"active": [], "version": 0, "processes": []})
+            )
+            .starts_with("nothing activated")
+        );
     }
 
     #[test]
@@ -2850,13 +2816,11 @@ mod tests {
         quiet["tenant"] = json!("quiet");
         quiet["hours"] = json!([]);
         quiet["days"] = json!([]);
-        quiet["jobs"]["waiting"] = json!(2);
         let text = render(Render::Usage, &quiet);
         assert!(
             text.ends_with("\nno activity in the last 30 days"),
             "{text}"
         );
-        assert!(row(&text, "tenant").contains(&"waiting"), "{text}");
 
         let all = render(
             Render::UsageAll,

@@ -1,6 +1,6 @@
 //! The `tapedeck` command line: `convert` one file locally, `serve` (the HTTP service,
 //! see `crate::serve`), and the hidden `plugin-run` (the child side of subprocess
-//! isolation) and `plugin-check-run` (publishing's check, `crate::plugin::bounded`).
+//! isolation) and `plugin-check-run` (publishing's check, `crate::plugin_kit::bounded`).
 
 use std::fs::File;
 use std::io::IsTerminal;
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tapedeck_plugins::{
+use tapedeck_runtime::{
     ConvertOptions, Isolation, Mode, PluginRuntime, RunLimits, RuntimeConfig, Trim,
 };
 
@@ -53,11 +53,11 @@ enum Command {
     /// Manage the tenants of a running deployment over its operator API.
     Admin(crate::admin_cli::AdminArgs),
     /// The plugin author's kit: the WIT, new projects, the conformance suite.
-    Plugin(crate::plugin::PluginArgs),
+    Plugin(crate::plugin_kit::PluginArgs),
     /// Run publishing's conformance check for a parent tapedeck process (internal): the
     /// component on stdin, the report as JSON on stdout.
     #[command(hide = true)]
-    PluginCheckRun(crate::plugin::bounded::ChildArgs),
+    PluginCheckRun(crate::plugin_kit::bounded::ChildArgs),
     /// Run one plugin call for a parent tapedeck process (internal).
     #[command(hide = true)]
     PluginRun {
@@ -142,12 +142,12 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => convert(args),
         Command::PluginRun { artifact, request } => {
-            return tapedeck_plugins::run_runner_child(&artifact, &request);
+            return tapedeck_runtime::run_runner_child(&artifact, &request);
         }
-        Command::PluginCheckRun(args) => return crate::plugin::bounded::run_child(args),
+        Command::PluginCheckRun(args) => return crate::plugin_kit::bounded::run_child(args),
         Command::Serve(args) => crate::serve::run(*args, crate::components::DEFAULT_CONVERTER),
         Command::Admin(args) => return crate::admin_cli::run(args),
-        Command::Plugin(args) => return crate::plugin::run(args),
+        Command::Plugin(args) => return crate::plugin_kit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

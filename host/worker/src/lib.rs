@@ -99,7 +99,7 @@ pub struct Worker {
     in_flight: InFlight,
     /// Awaited before a job's component is chosen: the registry's current version is
     /// applied for the job's scope (`serve` sets it; none: the stage as it is).
-    registry_gate: Option<Arc<dyn tapedeck_model::plugins::RegistryGate>>,
+    registry_gate: Option<Arc<dyn tapedeck_model::registry::RegistryGate>>,
 }
 
 /// Longest a worker process's promoter sleeps between looks at the retry set: retries
@@ -200,7 +200,7 @@ impl Worker {
     /// Makes every job wait for `gate` before its component is chosen.
     pub fn with_registry_gate(
         mut self,
-        gate: Arc<dyn tapedeck_model::plugins::RegistryGate>,
+        gate: Arc<dyn tapedeck_model::registry::RegistryGate>,
     ) -> Self {
         self.registry_gate = Some(gate);
         self

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 fn compile_built_ins(dir: &std::path::Path) -> ExitCode {
     use tapedeck::components::{DEFAULT_AUTH, DEFAULT_CONVERTER, DEFAULT_NOTIFIER};
-    use tapedeck::plugins::{Isolation, PluginRuntime, RuntimeConfig};
+    use tapedeck::runtime::{Isolation, PluginRuntime, RuntimeConfig};
     let compiled = (|| -> Result<(), Box<dyn std::error::Error>> {
         // As `serve` does: auth and the notifier in one in-process runtime, the converter
         // in a runtime of its own for its child processes.

@@ -8,52 +8,25 @@ use super::*;
 /// The service's operator token (`--admin-token`), 32 characters.
 const TOKEN: &str = "e2e-operator-token-0123456789abc";
 
-/// Runs `tapedeck admin --server BASE --token TOKEN ARGS...` (this package's build of the
-/// command line), with neither of its environment variables set.
+/// `tapedeck admin` against `base` with the operator token.
+fn cli(base: &str) -> AdminCli<'_> {
+    AdminCli { base, token: TOKEN }
+}
+
 fn admin(base: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(serve_exe())
-        .arg("admin")
-        .args(["--server", base, "--token", token])
-        .args(args)
-        .env_remove("TAPEDECK_SERVER")
-        .env_remove("TAPEDECK_ADMIN_TOKEN")
-        .output()
-        .expect("running tapedeck admin")
+    AdminCli { base, token }.run(args)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs an admin command that must succeed; returns what it printed.
 fn ok(base: &str, args: &[&str]) -> String {
-    let out = admin(base, TOKEN, args);
-    assert!(
-        out.status.success(),
-        "tapedeck admin {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    cli(base).ok(args)
 }
 
-/// Runs an admin command with `--json`; returns the server's answer it printed.
 fn ok_json(base: &str, args: &[&str]) -> Value {
-    let stdout = ok(base, &[args, &["--json"]].concat());
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    cli(base).ok_json(args)
 }
 
-/// Runs an admin command that must fail with exit code 1; returns its stderr.
 fn fails(base: &str, token: &str, args: &[&str]) -> String {
-    let out = admin(base, token, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "tapedeck admin {args:?}: stdout {} stderr {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
-    text(&out.stderr)
+    AdminCli { base, token }.fails(args)
 }
 
 /// Create a tenant with limits, list it, set and clear a limit, read its usage, delete it;
@@ -193,11 +166,11 @@ fn an_unreachable_server_is_named_and_a_missing_token_is_a_usage_error() {
         .env_remove("TAPEDECK_ADMIN_TOKEN")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", lossy(&out.stderr));
     assert!(
-        text(&out.stderr).contains("TAPEDECK_ADMIN_TOKEN"),
+        lossy(&out.stderr).contains("TAPEDECK_ADMIN_TOKEN"),
         "{}",
-        text(&out.stderr)
+        lossy(&out.stderr)
     );
 }
 

@@ -77,7 +77,7 @@ fn tcp_listeners_of(pid: u32) -> Vec<String> {
     listening
 }
 
-/// Point 5: as `nobody`, the managed Redis cannot be reached (no TCP port; its socket is
+/// As `nobody`, the managed Redis cannot be reached (no TCP port; its socket is
 /// inside 0700 directories) and no blob, AOF or other file of the data dir can be read;
 /// every file and directory under it is owner-only, although the service was started
 /// with umask 000.
@@ -199,7 +199,7 @@ async fn another_local_user_reaches_neither_the_managed_redis_nor_the_data() {
     );
 }
 
-/// Point 18: `/metrics` is not on the API's listener; on its own one, a deleted tenant's
+/// `/metrics` is not on the API's listener; on its own one, a deleted tenant's
 /// series are gone once the tenant is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_apart_and_forget_deleted_tenants() {
@@ -303,7 +303,7 @@ fn redis_clients(redis: &RedisServer) -> (usize, usize) {
     )
 }
 
-/// Point 19: many SSE streams are one Redis subscription, which comes back when its
+/// Many SSE streams are one Redis subscription, which comes back when its
 /// connection is killed; events reach every stream; and a user cannot hold more than
 /// `max-event-streams-per-user` open (429).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +377,7 @@ async fn event_streams_share_one_subscription_and_are_capped_per_user() {
     assert_eq!(r.status(), 200, "slots freed");
 }
 
-/// Point 20: a refusal's message names the layer its `layer` reports; hyper's own 414
+/// A refusal's message names the layer its `layer` reports; hyper's own 414
 /// and 431 answers are JSON; an unknown notification setting is a 400 naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_ones_agree_with_the_error_shape() {

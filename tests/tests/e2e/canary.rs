@@ -9,15 +9,9 @@ use std::path::{Path, PathBuf};
 const OPERATOR: &str = "op-token-canary-0123456789abcdef012345";
 
 async fn publish(op: &Api, bytes: Vec<u8>) -> Value {
-    let form = reqwest::multipart::Form::new()
-        .text("stage", "converter")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-        );
     let r = op
         .post("/v1/admin/plugins")
-        .multipart(form)
+        .multipart(plugin_form("converter", bytes))
         .send()
         .await
         .unwrap();

@@ -37,12 +37,7 @@ fn cluster_stack_on(given: &[usize], extra: Vec<(&str, String)>) -> ClusterStack
         let mut extra = extra.clone();
         extra.push(("redis-cluster-nodes", nodes.clone()));
         extra.push(("admin-token", OPERATOR.to_string()));
-        Service::start(ServiceOptions {
-            role,
-            redis_url: "",
-            data_dir: dir.path(),
-            extra,
-        })
+        Service::role(role, "", dir.path(), extra)
     };
     let gateway = start(Role::Gateway);
     let worker = start(Role::Worker);

@@ -20,16 +20,16 @@ async fn a_flag_beats_its_env_var_which_beats_the_config_file() {
         format!("redis_url = \"{nowhere}\"\nmax_upload_bytes = 1000\nbench_routes = true\n"),
     )
     .unwrap();
-    let service = Service::start(ServiceOptions {
-        role: Role::All,
-        redis_url: &redis.url(),
-        data_dir: dir.path(),
-        extra: vec![
+    let service = Service::role(
+        Role::All,
+        &redis.url(),
+        dir.path(),
+        vec![
             ("config", file.display().to_string()),
             ("env:REDIS_URL", nowhere.into()),
             ("env:TAPEDECK_MAX_UPLOAD_BYTES", "2000".into()),
         ],
-    });
+    );
     let api = Api::new(&service.base)
         .signed_up("default", "layers@example.com")
         .await;

@@ -164,12 +164,12 @@ async fn an_outcome_waits_for_redis_instead_of_converting_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start(&dir.path().join("redis"));
     let data = dir.path().join("data");
-    let service = Service::start(ServiceOptions {
-        role: Role::All,
-        redis_url: &redis.url(),
-        data_dir: &data,
-        extra: vec![("workers", "1".into())],
-    });
+    let service = Service::role(
+        Role::All,
+        &redis.url(),
+        &data,
+        vec![("workers", "1".into())],
+    );
     let me = Api::new(&service.base)
         .signed_up("default", "outage@example.com")
         .await;
@@ -307,15 +307,15 @@ async fn a_message_delivered_during_an_outage_is_not_sent_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start(&dir.path().join("redis"));
     let hook = HeldHook::start().await;
-    let service = Service::start(ServiceOptions {
-        role: Role::All,
-        redis_url: &redis.url(),
-        data_dir: &dir.path().join("data"),
-        extra: vec![
+    let service = Service::role(
+        Role::All,
+        &redis.url(),
+        &dir.path().join("data"),
+        vec![
             ("webhook-allow", "127.0.0.1/32".into()),
             ("visibility-timeout-secs", "6".into()),
         ],
-    });
+    );
     let admin = Api::new(&service.base)
         .signed_up_admin(&redis, "default", "hooks@example.com")
         .await;
@@ -361,12 +361,12 @@ async fn sigterm_ends_event_streams_with_a_reconnect_event() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     // A gateway alone: the job stays queued and its stream open.
-    let mut gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &redis.url(),
-        data_dir: &dir.path().join("data"),
-        extra: vec![],
-    });
+    let mut gateway = Service::role(
+        Role::Gateway,
+        &redis.url(),
+        &dir.path().join("data"),
+        vec![],
+    );
     let me = Api::new(&gateway.base)
         .signed_up("default", "sse@example.com")
         .await;

@@ -31,7 +31,7 @@ fn blob_count(data_dir: &Path, under: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Item 1: every part of a request body is bounded whatever its encoding, and the server's
+/// Every part of a request body is bounded whatever its encoding, and the server's
 /// memory stays flat under an attack of hundreds of MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_are_bounded_in_every_part() {
@@ -185,7 +185,7 @@ async fn request_bodies_are_bounded_in_every_part() {
     assert_eq!(job["output"]["bitrate_kbps"], 32, "{job}");
 }
 
-/// Item 2: CPU time is sized to the input's audio, a limit fails the job at once (no
+/// CPU time is sized to the input's audio, a limit fails the job at once (no
 /// retries) naming the limit and the setting, and the mail does not blame "your account".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_limits_are_settings_sized_to_the_audio_and_fail_at_once() {
@@ -253,7 +253,7 @@ fn mail_link(mail: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Items 3 and 4: a worker process serves health on its `--listen`; its mails link to the
+/// A worker process serves health on its `--listen`; its mails link to the
 /// gateway's public URL with a signed link that downloads without a token, for that
 /// output only, and stops working when tampered with or when the job is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,19 +261,9 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![],
-    });
+    let gateway = Service::role(Role::Gateway, &url, dir.path(), vec![]);
     // Service::start gives every role its own `--listen` and waits for `/readyz`.
-    let worker = Service::start(ServiceOptions {
-        role: Role::Worker,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![],
-    });
+    let worker = Service::role(Role::Worker, &url, dir.path(), vec![]);
     let http = reqwest::Client::new();
     let worker_base = worker.base.clone();
     for path in ["/healthz", "/readyz"] {
@@ -360,7 +350,7 @@ async fn split_deployment_mails_signed_links_that_work_without_a_token() {
     assert_eq!(r.status(), 403, "the job is deleted");
 }
 
-/// Item 4: a link stops working when it expires.
+/// A link stops working when it expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_links_expire() {
     let s = stack(vec![("download-link-ttl-secs", "6".into())]);
@@ -402,7 +392,7 @@ async fn signed_links_expire() {
     assert_eq!(status, 403);
 }
 
-/// Item 5: `kill -9` of `tapedeck serve` takes its managed redis-server and plugin runner
+/// `kill -9` of `tapedeck serve` takes its managed redis-server and plugin runner
 /// with it; the restart cleans the scratch, takes the job over at once (not after the
 /// visibility timeout) and completes it exactly once. Also item 7's first log line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +426,7 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
     let log1 = dir.path().join("serve1.log");
     let mut first = start(&log1);
 
-    // Item 7: info by default, a first line naming where everything is, no colours.
+    // Info by default, a first line naming where everything is, no colours.
     let text = std::fs::read_to_string(&log1).unwrap();
     let first_line = BufReader::new(text.as_bytes())
         .lines()
@@ -490,7 +480,7 @@ async fn kill_9_leaves_no_orphans_and_the_restart_resumes_at_once() {
     assert_eq!(blob_count(&data, "out/default"), 1);
 }
 
-/// Item 5: a managed redis-server left running on the data dir (by a crash before
+/// A managed redis-server left running on the data dir (by a crash before
 /// children died with their parent) is stopped before a new one starts on that dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_managed_redis_of_the_data_dir_is_stopped() {
@@ -542,7 +532,7 @@ async fn a_stale_managed_redis_of_the_data_dir_is_stopped() {
     assert!(process_running(pid));
 }
 
-/// Item 6: the framework's rejections, unknown routes and wrong methods answer in the
+/// The framework's rejections, unknown routes and wrong methods answer in the
 /// API's JSON error shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_has_the_json_shape() {
@@ -579,7 +569,7 @@ async fn every_error_has_the_json_shape() {
     }
 }
 
-/// Item 6: RFC 9110 ranges, the Bearer scheme in any case, Basic on the compat login,
+/// RFC 9110 ranges, the Bearer scheme in any case, Basic on the compat login,
 /// cursor pages that do not shift, file names as users named them, a final SSE event on
 /// delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,18 +675,13 @@ async fn http_details_follow_the_rfcs_and_users() {
     );
 }
 
-/// Item 6: an SSE follower of a job learns that it was deleted.
+/// An SSE follower of a job learns that it was deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_followers_get_a_final_event_on_delete() {
     // A gateway alone: the job stays queued while it is followed.
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &redis.url(),
-        data_dir: dir.path(),
-        extra: vec![],
-    });
+    let gateway = Service::role(Role::Gateway, &redis.url(), dir.path(), vec![]);
     let me = Api::new(&gateway.base)
         .signed_up("default", "sse@example.com")
         .await;
@@ -724,7 +709,7 @@ async fn sse_followers_get_a_final_event_on_delete() {
     assert_eq!(last.1["id"], id.as_str());
 }
 
-/// Item 7: webhook URLs to internal addresses are refused when set; login throttling
+/// Webhook URLs to internal addresses are refused when set; login throttling
 /// counts per account and address (behind trusted proxies, the forwarded one), so a
 /// guesser cannot lock the owner out from everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -783,7 +768,7 @@ async fn webhook_ssrf_is_refused_and_throttling_does_not_lock_owners_out() {
     );
 }
 
-/// Item 7: an unusable data dir is named once, with its cause once.
+/// An unusable data dir is named once, with its cause once.
 #[test]
 fn an_unusable_data_dir_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -821,12 +806,7 @@ async fn a_stopping_worker_hands_its_job_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![],
-    });
+    let gateway = Service::role(Role::Gateway, &url, dir.path(), vec![]);
     let worker_options = || ServiceOptions {
         role: Role::Worker,
         redis_url: &url,

@@ -16,27 +16,6 @@ fn hostile() -> Vec<u8> {
     std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap()
 }
 
-/// `bytes` with a custom section appended: the same code under another digest.
-fn variant(bytes: &[u8], name: &str) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name.as_bytes());
-    section.extend_from_slice(b"operator test");
-    out.push(0); // custom section id
-    out.push(section.len() as u8); // one-byte LEB128 size (< 128)
-    out.extend_from_slice(&section);
-    out
-}
-
-fn form(stage: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .text("stage", stage.to_owned())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-        )
-}
-
 /// `POST /v1/admin/plugins` (the operator) or `/v1/tenant/plugins` (a tenant admin).
 async fn publish(api: &Api, operator: bool, stage: &str, bytes: Vec<u8>) -> (u16, Value) {
     let path = if operator {
@@ -46,7 +25,7 @@ async fn publish(api: &Api, operator: bool, stage: &str, bytes: Vec<u8>) -> (u16
     };
     let r = api
         .post(path)
-        .multipart(form(stage, bytes))
+        .multipart(plugin_form(stage, bytes))
         .send()
         .await
         .unwrap();
@@ -89,15 +68,6 @@ async fn active_for(op: &Api, stage: &str, tenant: &str) -> Option<String> {
         .iter()
         .find(|a| a["stage"] == stage && a["tenant"] == tenant)
         .and_then(|a| a["digest"].as_str().map(str::to_owned))
-}
-
-/// A file the hostile test converter turns into an "MP3" and the built-in one refuses.
-fn not_audio(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut fine = b"\0\0\0\x20ftypisom".to_vec();
-    fine.resize(4096, 7);
-    let path = dir.join("fine.mp4");
-    std::fs::write(&path, &fine).unwrap();
-    path
 }
 
 /// Activate A, B, C for a scope; each rollback steps one back — B, A,
@@ -414,12 +384,12 @@ async fn the_cli_creates_first_admins_and_switches_plugins() {
 
 /// A gateway on a fresh Redis, and the operator's client.
 fn gateway(dir: &std::path::Path, redis: &RedisServer) -> (Service, Api) {
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &redis.url(),
-        data_dir: dir,
-        extra: vec![("admin-token", OPERATOR.to_string())],
-    });
+    let gateway = Service::role(
+        Role::Gateway,
+        &redis.url(),
+        dir,
+        vec![("admin-token", OPERATOR.to_string())],
+    );
     let op = Api::new(&gateway.base).with_token(OPERATOR);
     (gateway, op)
 }
@@ -428,15 +398,15 @@ fn gateway(dir: &std::path::Path, redis: &RedisServer) -> (Service, Api) {
 fn fresh_worker(dir: &std::path::Path, redis: &RedisServer, name: &str, slots: &str) -> Service {
     let own = dir.join(name);
     std::fs::create_dir_all(&own).unwrap();
-    Service::start(ServiceOptions {
-        role: Role::Worker,
-        redis_url: &redis.url(),
-        data_dir: &own,
-        extra: vec![
+    Service::role(
+        Role::Worker,
+        &redis.url(),
+        &own,
+        vec![
             ("workers", slots.into()),
             ("blob-url", dir.join("blobs").display().to_string()),
         ],
-    })
+    )
 }
 
 /// A job queued while no worker runs, of a tenant whose own converter
@@ -574,20 +544,6 @@ fn spinner(name: &str) -> Vec<u8> {
     variant(&spinning, name)
 }
 
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = haystack.to_vec();
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(to);
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
 /// The descendants of `pid` running `tapedeck plugin-check-run` and `plugin-run`. A
 /// check's child between fork and exec still shows the check's command line: it is not
 /// counted as another check.
@@ -650,7 +606,7 @@ async fn conformance_checks_are_bounded_work_billed_to_the_tenant() {
             tokio::spawn(async move {
                 let r = api
                     .post("/v1/tenant/plugins")
-                    .multipart(form("converter", spinner(name)))
+                    .multipart(plugin_form("converter", spinner(name)))
                     .send()
                     .await;
                 match r {

@@ -2,12 +2,11 @@
 //! (operator)") driven from the operator's command line against a real service.
 //!
 //! The component published is the converter this build embeds
-//! (`tapedeck::components::DEFAULT_CONVERTER`, the bytes of `tapedeck_converter.wasm`
+//! (`tapedeck::components::DEFAULT_CONVERTER`, the bytes of `tapedeck_converter_component.wasm`
 //! that host/tapedeck/build.rs produced), written to a temp file: a valid converter
 //! component whatever the target dir, without walking `target/` for it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -16,53 +15,21 @@ use super::*;
 /// The service's operator token (`--admin-token`), 32 characters.
 const TOKEN: &str = "e2e-operator-token-plugins-01234";
 
-/// Runs `tapedeck admin --server BASE --token TOKEN ARGS...`, with neither of its
-/// environment variables set.
-fn admin(base: &str, args: &[&str]) -> Output {
-    Command::new(serve_exe())
-        .arg("admin")
-        .args(["--server", base, "--token", TOKEN])
-        .args(args)
-        .env_remove("TAPEDECK_SERVER")
-        .env_remove("TAPEDECK_ADMIN_TOKEN")
-        .output()
-        .expect("running tapedeck admin")
+/// `tapedeck admin` against `base` with the operator token.
+fn cli(base: &str) -> AdminCli<'_> {
+    AdminCli { base, token: TOKEN }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs an admin command that must succeed; returns what it printed.
 fn ok(base: &str, args: &[&str]) -> String {
-    let out = admin(base, args);
-    assert!(
-        out.status.success(),
-        "tapedeck admin {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    cli(base).ok(args)
 }
 
-/// Runs an admin command with `--json`; returns the server's answer it printed.
 fn ok_json(base: &str, args: &[&str]) -> Value {
-    let stdout = ok(base, &[args, &["--json"]].concat());
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    cli(base).ok_json(args)
 }
 
-/// Runs an admin command that must fail with exit code 1 and print nothing on stdout;
-/// returns its stderr.
 fn fails(base: &str, args: &[&str]) -> String {
-    let out = admin(base, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "tapedeck admin {args:?}: stdout {} stderr {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
-    text(&out.stderr)
+    cli(base).fails(args)
 }
 
 fn path_arg(path: &Path) -> &str {

@@ -184,12 +184,7 @@ async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
     let mut digests = Vec::new();
     for (tenant, bytes) in [("py", python), ("js", js)] {
         let digest = hex::encode(sha2::Sha256::digest(&bytes));
-        let form = reqwest::multipart::Form::new()
-            .text("stage", "notifier")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("n.wasm"),
-            );
+        let form = plugin_form("notifier", bytes);
         let r = op
             .post("/v1/admin/plugins")
             .multipart(form)
@@ -326,7 +321,7 @@ fn the_speech_converter_is_checked_and_converts_to_mono() {
         env!("TAPEDECK_SPEECH_WASM"),
     ]);
     assert!(converted.status.success(), "{converted:?}");
-    let info = tapedeck_plugins::media::mp3_info(&std::fs::File::open(&mp3).unwrap()).unwrap();
+    let info = tapedeck_runtime::media::mp3_info(&std::fs::File::open(&mp3).unwrap()).unwrap();
     assert_eq!(info.channels, 1);
     assert!(info.bitrates.len() > 1, "VBR: {:?}", info.bitrates);
 }

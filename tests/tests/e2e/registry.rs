@@ -3,7 +3,6 @@
 //! second and each job records the converter digest it ran with.
 
 use super::*;
-use std::path::{Path, PathBuf};
 
 const OPERATOR: &str = "op-token-0123456789abcdef0123456789";
 
@@ -16,16 +15,6 @@ async fn activate(op: &Api, digest: &str, body: Value) -> Value {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-/// A file the hostile test converter turns into an "MP3", and the built-in one refuses
-/// (it is no audio at all): tells the two apart from the outside.
-fn not_audio(dir: &Path) -> PathBuf {
-    let mut fine = b"\0\0\0\x20ftypisom".to_vec();
-    fine.resize(4096, 7);
-    let path = dir.join("fine.mp4");
-    std::fs::write(&path, &fine).unwrap();
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,15 +156,8 @@ async fn create_canary(op: &Api) {
 
 /// The built-in converter with a custom section appended: the same code under another
 /// digest (a component may carry custom sections anywhere between its sections).
-fn variant(name: &str) -> Vec<u8> {
-    let mut bytes = tapedeck::components::DEFAULT_CONVERTER.to_vec();
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name.as_bytes());
-    section.extend_from_slice(b"hot swap test");
-    bytes.push(0); // custom section id
-    bytes.push(section.len() as u8); // one-byte LEB128 size (< 128)
-    bytes.extend_from_slice(&section);
-    bytes
+fn converter_variant(name: &str) -> Vec<u8> {
+    variant(tapedeck::components::DEFAULT_CONVERTER, name)
 }
 
 /// Hot swap under load: 200 jobs through a gateway and two worker processes
@@ -186,26 +168,26 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![("admin-token", OPERATOR.to_string())],
-    });
+    let gateway = Service::role(
+        Role::Gateway,
+        &url,
+        dir.path(),
+        vec![("admin-token", OPERATOR.to_string())],
+    );
     let _workers: Vec<Service> = (0..2)
         .map(|_| {
-            Service::start(ServiceOptions {
-                role: Role::Worker,
-                redis_url: &url,
-                data_dir: dir.path(),
-                extra: vec![("workers", "1".into())],
-            })
+            Service::role(
+                Role::Worker,
+                &url,
+                dir.path(),
+                vec![("workers", "1".into())],
+            )
         })
         .collect();
     let api = Api::new(&gateway.base);
     let op = api.with_token(OPERATOR);
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
-    let (a, b) = (variant("a"), variant("b"));
+    let (a, b) = (converter_variant("a"), converter_variant("b"));
     let (da, db) = (sha256(&a), sha256(&b));
     assert_eq!(publish(&op, "converter", a).await.status(), 201);
     assert_eq!(publish(&op, "converter", b).await.status(), 201);
@@ -346,22 +328,6 @@ async fn watch_reloads_a_rebuilt_converter_from_a_folder() {
     );
 }
 
-/// `haystack` with every `from` replaced by `to` (of the same length).
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
-    let mut out = haystack.to_vec();
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(to);
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
 /// Tenant admins publish their own converter when the operator allows it: it runs for
 /// their tenant only, nobody else can activate it, and without the permission: 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,12 +366,7 @@ async fn tenant_admins_publish_components_for_their_tenant_only() {
     let hostile = sha256(&hostile_bytes);
 
     let tenant_publish = async |api: &Api, bytes: Vec<u8>| {
-        let form = reqwest::multipart::Form::new()
-            .text("stage", "converter")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("mine.wasm"),
-            );
+        let form = plugin_form("converter", bytes);
         api.post("/v1/tenant/plugins")
             .multipart(form)
             .send()
@@ -576,15 +537,15 @@ async fn an_upgrade_keeps_the_registry_of_the_untagged_keys() {
             .unwrap();
     }
 
-    let service = Service::start(ServiceOptions {
-        role: Role::All,
-        redis_url: &s.redis.url(),
-        data_dir: s._dir.path(),
-        extra: vec![
+    let service = Service::role(
+        Role::All,
+        &s.redis.url(),
+        s._dir.path(),
+        vec![
             ("admin-token", OPERATOR.to_string()),
             ("workers", "1".into()),
         ],
-    });
+    );
     let api = Api::new(&service.base);
     let op = api.with_token(OPERATOR);
     let active = op.get_json("/v1/admin/plugins/active").await;

@@ -72,7 +72,7 @@ fn wait_runners(services: &[&Service], n: usize) -> Vec<u32> {
     found
 }
 
-/// Point 6: a converter that sleeps is stopped at the run's wall-clock ceiling
+/// A converter that sleeps is stopped at the run's wall-clock ceiling
 /// (`--run-wall-max-secs`), at zero CPU, and the job fails saying so; a file whose header
 /// claims 10 hours in 140 bytes is refused before any run is sized from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,29 +119,24 @@ async fn sleeping_converters_stop_at_their_wall_time_and_forged_lengths_are_refu
     assert_eq!(cpu_seconds().await, cpu_before);
 }
 
-/// Point 7: deleting a converting job stops its runner within a second or two, on
+/// Deleting a converting job stops its runner within a second or two, on
 /// whichever of two workers runs it, and that worker takes the next job at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_converting_job_stops_its_run_on_the_worker_running_it() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![],
-    });
+    let gateway = Service::role(Role::Gateway, &url, dir.path(), vec![]);
     let worker = || {
-        Service::start(ServiceOptions {
-            role: Role::Worker,
-            redis_url: &url,
-            data_dir: dir.path(),
-            extra: vec![
+        Service::role(
+            Role::Worker,
+            &url,
+            dir.path(),
+            vec![
                 ("converter", env!("TAPEDECK_HOSTILE_WASM").into()),
                 ("workers", "1".into()),
             ],
-        })
+        )
     };
     let (first, second) = (worker(), worker());
     let me = Api::new(&gateway.base)
@@ -185,7 +180,7 @@ async fn deleting_a_converting_job_stops_its_run_on_the_worker_running_it() {
     });
 }
 
-/// Point 8: SIGTERM with a stuck run: after `--shutdown-timeout-secs` the job is handed
+/// SIGTERM with a stuck run: after `--shutdown-timeout-secs` the job is handed
 /// back, its runner killed, and the process exits (status 0: nothing was lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_kills_stuck_runs_and_exits_within_its_timeout() {
@@ -222,7 +217,7 @@ async fn shutdown_kills_stuck_runs_and_exits_within_its_timeout() {
     assert_eq!(job["attempts"], "0", "{job:?}");
 }
 
-/// Point 11: the binary is replaced on disk (a package upgrade: a new file renamed over
+/// The binary is replaced on disk (a package upgrade: a new file renamed over
 /// it) while the service runs; conversions and publish checks still run, with the
 /// binary that is running, not whatever the path names now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,13 +273,10 @@ async fn replacing_the_binary_on_disk_leaves_the_running_service_working() {
     assert_eq!(job["status"], "done", "{job}");
 
     let op = api.with_token(OPERATOR);
-    let form = reqwest::multipart::Form::new()
-        .text("stage", "converter")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap())
-                .file_name("plugin.wasm"),
-        );
+    let form = plugin_form(
+        "converter",
+        std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap(),
+    );
     let r = op
         .post("/v1/admin/plugins")
         .multipart(form)
@@ -296,7 +288,7 @@ async fn replacing_the_binary_on_disk_leaves_the_running_service_working() {
     assert_eq!(status, 201, "the publish check ran: {body}");
 }
 
-/// Point 17: what a run writes counts against the quota. A job whose MP3 would pass the
+/// What a run writes counts against the quota. A job whose MP3 would pass the
 /// tenant's `quota_bytes` fails with `limit_exceeded`, no output is kept, and the
 /// tenant's stored bytes are what they were (the upload alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +328,7 @@ async fn an_mp3_the_quota_cannot_hold_fails_the_job_and_is_not_kept() {
     assert_eq!(usage["stored_bytes"], size, "{usage}");
 }
 
-/// Point 17, components: a tenant's own published component counts against its quota;
+/// A tenant's own published component counts against its quota;
 /// one the quota cannot hold is refused with `limit_exceeded` and charges nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_published_components_count_against_its_quota() {
@@ -364,12 +356,7 @@ async fn a_tenants_published_components_count_against_its_quota() {
         .signed_up_admin(&s.redis, "makers", "maker@example.com")
         .await;
     let publish = async |bytes: Vec<u8>| {
-        let form = reqwest::multipart::Form::new()
-            .text("stage", "converter")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("mine.wasm"),
-            );
+        let form = plugin_form("converter", bytes);
         admin
             .post("/v1/tenant/plugins")
             .multipart(form)

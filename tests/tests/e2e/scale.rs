@@ -16,16 +16,12 @@ async fn any_gateway_shows_the_mail_every_worker_wrote() {
     let url = redis.url();
     let blobs = dir.path().join("shared-blobs");
     let machine = |name: &str, role: Role| {
-        Service::start(ServiceOptions {
-            role,
-            redis_url: &url,
-            data_dir: &dir.path().join(name),
-            extra: vec![
-                ("blob-url", blobs.display().to_string()),
-                ("admin-token", OPERATOR.to_string()),
-                ("workers", "1".into()),
-            ],
-        })
+        let extra = vec![
+            ("blob-url", blobs.display().to_string()),
+            ("admin-token", OPERATOR.to_string()),
+            ("workers", "1".into()),
+        ];
+        Service::role(role, &url, &dir.path().join(name), extra)
     };
     let first = machine("gateway-1", Role::Gateway);
     let second = machine("gateway-2", Role::Gateway);

@@ -25,12 +25,12 @@ fn two_gateways(role: Role, extra: Vec<(&'static str, String)>) -> Pair {
     flags.extend(extra);
     let gateways: Vec<Service> = (0..2)
         .map(|i| {
-            Service::start(ServiceOptions {
-                role: if i == 0 { role } else { Role::Gateway },
-                redis_url: &redis.url(),
-                data_dir: dir.path(),
-                extra: flags.clone(),
-            })
+            Service::role(
+                if i == 0 { role } else { Role::Gateway },
+                &redis.url(),
+                dir.path(),
+                flags.clone(),
+            )
         })
         .collect();
     let one = Api::new(&gateways[0].base);

@@ -19,12 +19,7 @@ fn gateway_only(extra: Vec<(&str, String)>) -> (tempfile::TempDir, RedisServer, 
     let redis = RedisServer::start(&dir.path().join("redis"));
     let mut flags = vec![("admin-token", OPERATOR.to_string())];
     flags.extend(extra);
-    let service = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &redis.url(),
-        data_dir: dir.path(),
-        extra: flags,
-    });
+    let service = Service::role(Role::Gateway, &redis.url(), dir.path(), flags);
     let api = Api::new(&service.base);
     (dir, redis, service, api)
 }
@@ -597,22 +592,22 @@ async fn a_sigkilled_workers_lease_frees_itself() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
-    let gateway = Service::start(ServiceOptions {
-        role: Role::Gateway,
-        redis_url: &url,
-        data_dir: dir.path(),
-        extra: vec![("admin-token", OPERATOR.to_string())],
-    });
+    let gateway = Service::role(
+        Role::Gateway,
+        &url,
+        dir.path(),
+        vec![("admin-token", OPERATOR.to_string())],
+    );
     let worker = || {
-        Service::start(ServiceOptions {
-            role: Role::Worker,
-            redis_url: &url,
-            data_dir: dir.path(),
-            extra: vec![
+        Service::role(
+            Role::Worker,
+            &url,
+            dir.path(),
+            vec![
                 ("workers", "2".into()),
                 ("visibility-timeout-secs", "3".into()),
             ],
-        })
+        )
     };
     let api = Api::new(&gateway.base);
     create_tenant(&api, "one", json!({"max_running": 1})).await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tapedeck::components::DEFAULT_AUTH;
-use tapedeck::plugins::{AuthContext, AuthPlugin, MemoryDirectory, UserDirectory, auth_wit as wit};
+use tapedeck::runtime::{AuthContext, AuthPlugin, MemoryDirectory, UserDirectory, auth_wit as wit};
 
 /// A directory whose store is down.
 struct Broken;

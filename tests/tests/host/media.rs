@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapedeck::components::DEFAULT_CONVERTER;
-use tapedeck::plugins::{
+use tapedeck::runtime::{
     ConvertError, ConvertOptions, ConverterPlugin, Isolation, Mode, PluginRuntime, RunError,
     RunLimits, RuntimeConfig,
 };

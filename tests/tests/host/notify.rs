@@ -1,7 +1,7 @@
-//! Notifications end to end: the real pipeline scripts write `td:notify` entries to a
-//! real redis-server, the notifier consumer runs the real notifier component, mail goes
-//! to a real SMTP server (maildev, installed by `scripts/setup.sh`) and webhooks to a
-//! real HTTP receiver on 127.0.0.1.
+//! Notifications end to end: the real pipeline scripts write entries to each tenant's
+//! notify stream (`td:{T}:notify`) of a real redis-server, the notifier consumer runs the
+//! real notifier component, mail goes to a real SMTP server (maildev, installed by
+//! `scripts/setup.sh`) and webhooks to a real HTTP receiver on 127.0.0.1.
 //!
 //! `bench_notifications_per_second` (ignored) measures throughput and splits the time
 //! into wasm and SMTP: `cargo test --release -p tapedeck-tests --test host --
@@ -182,7 +182,7 @@ async fn dead_letters(
     let mut all = Vec::new();
     for tenant in tenants(&mut conn).await {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(notify::dead_letter_key(&tenant))
+            .arg(notify::notify_dead_key(&tenant))
             .arg("-")
             .arg("+")
             .query_async(&mut conn)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tapedeck::plugins::{
+use tapedeck::runtime::{
     CacheOutcome, ConvertOptions, ConverterPlugin, Isolation, PluginRuntime, RunError, RunLimits,
     RuntimeConfig, Summary,
 };

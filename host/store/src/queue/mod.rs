@@ -31,7 +31,7 @@ pub const GROUP: &str = "workers";
 const UNREAD_STREAM_CAP: u64 = 100_000;
 
 pub use crate::keys::{
-    JOB_CANCEL_CHANNEL, NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_stream, dead_letter_key,
+    JOB_CANCEL_CHANNEL, NOTIFY_READY, NOTIFY_WAKE, TENANTS, convert_dead_key, convert_stream,
     events_channel, job_key, job_rate_key, notify_stream, running_key, tenant_jobs_key, tenant_key,
     usage_key, user_jobs_key,
 };
@@ -177,7 +177,7 @@ pub struct Delivery {
 }
 
 /// A conversion that failed for good, as its tenant's dead-letter stream has it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// The stream entry's id.
@@ -1181,7 +1181,7 @@ impl JobQueue {
             .call()
             .key("job", job_key(&d.tenant, &d.job_id))
             .key("convert", &d.stream)
-            .key("dead_letter", dead_letter_key(&d.tenant))
+            .key("dead_letter", convert_dead_key(&d.tenant))
             .key("notify", notify_stream(&d.tenant))
             .key("running", running_key(&d.tenant))
             .key("usage", usage_key(&d.tenant))
@@ -1207,7 +1207,7 @@ impl JobQueue {
     pub async fn dead_letters(&self, tenant: &str, count: usize) -> Result<Vec<DeadLetter>> {
         let mut conn = self.conn().await?;
         let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(dead_letter_key(tenant))
+            .arg(convert_dead_key(tenant))
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -1245,7 +1245,7 @@ impl JobQueue {
             .call()
             .key("job", job_key(&job.tenant, &job.id))
             .key("convert", convert_stream(&job.tenant))
-            .key("dead_letter", dead_letter_key(&job.tenant))
+            .key("dead_letter", convert_dead_key(&job.tenant))
             .key("usage", usage_key(&job.tenant))
             .arg("job_id", &job.id)
             .arg("channel", events_channel(&job.id))

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 
 use tapedeck_model::auth::{AuthError, Authenticator, Claims, IssuedToken};
 use tapedeck_model::now_ms;
-use tapedeck_plugins::{
+use tapedeck_runtime::{
     AuthContext, AuthPlugin, Isolation, NoDirectory, PluginRuntime, RuntimeConfig, UserDirectory,
     auth_wit as wit,
 };
@@ -83,7 +83,7 @@ impl ComponentAuthenticator {
     /// hash for tens of milliseconds, and a hostile one may spin until its deadline.
     async fn blocking<T: Send + 'static>(
         &self,
-        call: impl FnOnce(&AuthPlugin, &AuthContext) -> tapedeck_plugins::AuthOutcome<T>
+        call: impl FnOnce(&AuthPlugin, &AuthContext) -> tapedeck_runtime::AuthOutcome<T>
         + Send
         + 'static,
     ) -> Result<T, AuthError> {
@@ -251,7 +251,7 @@ impl Authenticator for ComponentAuthenticator {
 
     /// Runs on the request's own thread: a warm verify takes ~10 µs, less than handing
     /// it to a blocking thread would, and the plugin's verify deadline
-    /// ([`tapedeck_plugins::VERIFY_CPU_TIME`]) bounds what a misbehaving one can hold it.
+    /// ([`tapedeck_runtime::VERIFY_CPU_TIME`]) bounds what a misbehaving one can hold it.
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, AuthError>> {
         Box::pin(async move {
             let cx = self.context(self.no_directory.clone());

@@ -62,7 +62,7 @@ impl Launch {
         let mut command = Command::new(&self.binary);
         // SAFETY: `die_with_parent` makes only async-signal-safe calls, as pre_exec needs.
         unsafe {
-            command.pre_exec(move || tapedeck_plugins::die_with_parent(parent, libc::SIGTERM));
+            command.pre_exec(move || tapedeck_runtime::die_with_parent(parent, libc::SIGTERM));
         }
         let mut child = command
             .arg(&self.conf)

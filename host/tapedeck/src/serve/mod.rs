@@ -31,8 +31,8 @@ use tapedeck_gateway::{AppState, app};
 use tapedeck_model::notify::Composer;
 use tapedeck_model::stage::Stage;
 use tapedeck_notify::{self as notify, NotifierConfig};
-use tapedeck_plugins::adapters::ComponentConverter;
-use tapedeck_plugins::{Isolation, PluginRuntime, RuntimeConfig};
+use tapedeck_runtime::adapters::ComponentConverter;
+use tapedeck_runtime::{Isolation, PluginRuntime, RuntimeConfig};
 use tapedeck_store::links::LinkSigner;
 use tapedeck_store::queue::{JobQueue, PipelinePolicy};
 use tapedeck_store::tenants::ensure_default_tenant;
@@ -55,7 +55,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs, embedded: &'static [u8]) -> anyhow::Result<()> {
     // Opened before anything could replace the binary on disk (an upgrade): plugin
     // runners are always this very binary.
-    tapedeck_plugins::running_executable()
+    tapedeck_runtime::running_executable()
         .context("opening this executable to run plugins with")?;
     let config = ServiceConfig::resolve(&args.settings, args.config.as_deref())?;
     log_start(&config);
@@ -260,7 +260,7 @@ async fn serve_with_redis(
     };
     // The plugin registry's keys of an earlier release take their one-slot names (not
     // done, every process would run the built-in components: stop instead).
-    let renamed = tapedeck_store::plugins::rename_untagged_keys(&pool)
+    let renamed = tapedeck_store::registry::rename_untagged_keys(&pool)
         .await
         .context("renaming the plugin registry's keys of an earlier release")?;
     if renamed > 0 {
@@ -420,7 +420,7 @@ async fn serve_with_redis(
             }),
         });
         // Publishing's checks: a few at a time, limited like jobs, billed to the tenant.
-        let plugin_check = Arc::new(crate::plugin::bounded::BoundedCheck::new(
+        let plugin_check = Arc::new(crate::plugin_kit::bounded::BoundedCheck::new(
             cache_dir.clone(),
             config.limits.clone(),
             config.tenant_defaults.clone(),

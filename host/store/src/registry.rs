@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::Pool;
 use redis::AsyncCommands;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::keys::{
     PLUGIN_ACTIVE, PLUGIN_APPLIED, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_VERSION, plugin_key,
@@ -20,7 +20,7 @@ pub fn blob_key(digest: &str) -> String {
 }
 
 /// A published component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plugin {
     /// SHA-256 of the component, hex.
@@ -55,7 +55,7 @@ pub struct Plugin {
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
 /// the component the process started with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Active {
     pub stage: String,
@@ -66,7 +66,7 @@ pub struct Active {
 }
 
 /// One change in the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     /// Unix seconds.
@@ -358,7 +358,7 @@ pub async fn rollback(
 /// built-in component. Returns the scopes that changed.
 pub async fn revoke_tenant(pool: &Pool, tenant: &str) -> redis::RedisResult<Vec<Active>> {
     let mut changed = Vec::new();
-    for stage in tapedeck_model::plugins::REGISTRY_STAGES {
+    for stage in tapedeck_model::registry::REGISTRY_STAGES {
         if let Some(digest) = step_back(pool, stage, Some(tenant), "tenant").await? {
             record_with(
                 pool,
@@ -487,7 +487,7 @@ pub async fn applied(
 }
 
 /// A process's applied registry version, as last reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     pub process: String,

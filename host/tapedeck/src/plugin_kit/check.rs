@@ -17,8 +17,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tapedeck_mediagen::{Damage, Layout, Signal, Spec};
 use tapedeck_model::notify::{Channels, Composer, FinalStatus, JobEvent, Outgoing, SendPolicy};
-use tapedeck_plugins::media::{Mp3Info, mp3_info};
-use tapedeck_plugins::{
+use tapedeck_runtime::media::{Mp3Info, mp3_info};
+use tapedeck_runtime::{
     ConvertError, ConvertOptions, ConverterPlugin, Isolation, LimitPolicy, Mode, PluginRuntime,
     RunError, RuntimeConfig,
 };
@@ -123,7 +123,7 @@ pub fn check(
 ) -> Result<Report, String> {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(bytes));
-    let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_plugins::WIT_VERSION);
+    let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_runtime::WIT_VERSION);
     let mut config = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
     if stage == "notifier" {
         config.isolation = Isolation::InProcess;
@@ -488,8 +488,8 @@ fn convert_bytes(
 }
 
 /// The limits `policy` gives a job of `input`.
-fn case_limits(policy: &LimitPolicy, input: &File) -> tapedeck_plugins::RunLimits {
-    policy.limits_for(tapedeck_plugins::media::iso_bmff_duration(input))
+fn case_limits(policy: &LimitPolicy, input: &File) -> tapedeck_runtime::RunLimits {
+    policy.limits_for(tapedeck_runtime::media::iso_bmff_duration(input))
 }
 
 fn run_case(
@@ -771,13 +771,13 @@ fn notifier_cases(composer: &dyn Composer, cases: &mut Vec<Case>) {
 /// The auth contract: register, log in, verify a round trip; a wrong password, an
 /// expired token and a forged one are refused; a second account with the same address is
 /// refused.
-fn auth_cases(plugin: &tapedeck_plugins::AuthPlugin, cases: &mut Vec<Case>) {
+fn auth_cases(plugin: &tapedeck_runtime::AuthPlugin, cases: &mut Vec<Case>) {
     use std::sync::Arc;
-    use tapedeck_plugins::auth_wit as wit;
+    use tapedeck_runtime::auth_wit as wit;
     let now = 1_700_000_000u64;
-    let users: Arc<dyn tapedeck_plugins::UserDirectory> =
-        Arc::new(tapedeck_plugins::MemoryDirectory::default());
-    let cx = |at: u64| tapedeck_plugins::AuthContext {
+    let users: Arc<dyn tapedeck_runtime::UserDirectory> =
+        Arc::new(tapedeck_runtime::MemoryDirectory::default());
+    let cx = |at: u64| tapedeck_runtime::AuthContext {
         users: users.clone(),
         signing_key: Arc::from(&b"conformance-signing-key-0123456789abcdef"[..]),
         token_lifetime_seconds: 3600,
@@ -860,7 +860,7 @@ fn auth_cases(plugin: &tapedeck_plugins::AuthPlugin, cases: &mut Vec<Case>) {
             None => Err("no token to verify".into()),
         },
     );
-    let refused = |r: tapedeck_plugins::AuthOutcome<wit::Claims>| match r {
+    let refused = |r: tapedeck_runtime::AuthOutcome<wit::Claims>| match r {
         Ok(Err(e)) => Ok(format!("refused: {e:?}")),
         Ok(Ok(_)) => Err("accepted".to_owned()),
         Err(e) => Err(format!("failed instead of refusing: {e}")),

@@ -156,7 +156,7 @@ fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
     } else {
         check::Depth::Full
     };
-    let policy = tapedeck_plugins::LimitPolicy::default();
+    let policy = tapedeck_runtime::LimitPolicy::default();
     match check::check(cache.path(), stage.as_str(), &bytes, depth, &policy) {
         Ok(report) => {
             if json {

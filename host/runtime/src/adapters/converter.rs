@@ -1,5 +1,5 @@
 //! The worker's [`Converter`] backed by the WebAssembly converter component, run through
-//! the plugin runtime (`crate::plugins`) in a child process per conversion, with limits
+//! the plugin runtime (`crate::registry`) in a child process per conversion, with limits
 //! sized to each input by the service's [`LimitPolicy`].
 
 use std::fs::File;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use tapedeck_model::plugins::{CheckError, CheckReport, CheckRequest, PluginCheck};
+use tapedeck_model::registry::{CheckError, CheckReport, CheckRequest, PluginCheck};
 use tapedeck_model::run_limits::LimitPolicy;
 use tapedeck_model::tenant::TenantLimits;
 use tapedeck_store::queue::JobQueue;
@@ -104,7 +104,7 @@ impl BoundedCheck {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             CheckError::Refused(format!("the check could not run ({what}: {e})"))
         };
-        let exe = tapedeck_plugins::running_executable()
+        let exe = tapedeck_runtime::running_executable()
             .map_err(|e| failed("finding this executable", &e))?;
         let policy = self.policy_for(request.tenant).await;
         let mut command = tokio::process::Command::new(exe);
@@ -129,7 +129,7 @@ impl BoundedCheck {
                 if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                tapedeck_plugins::die_with_parent(parent, libc::SIGKILL)
+                tapedeck_runtime::die_with_parent(parent, libc::SIGKILL)
             });
         }
         let mut child = command
