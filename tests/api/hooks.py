@@ -17,9 +17,15 @@ import schemathesis
 
 MEDIA = pathlib.Path(os.environ["API_TEST_MEDIA"]).read_bytes()
 _components = pathlib.Path(os.environ["API_TEST_COMPONENTS"])
+# The built-in components, as the host's build makes them (the converter's crate is
+# components/converter/component, over the converter core).
 COMPONENTS = {
-    stage: (_components / f"tapedeck_{stage}.wasm").read_bytes()
-    for stage in ("converter", "notifier", "auth")
+    stage: (_components / file).read_bytes()
+    for stage, file in (
+        ("converter", "tapedeck_converter_component.wasm"),
+        ("notifier", "tapedeck_notifier.wasm"),
+        ("auth", "tapedeck_auth.wasm"),
+    )
 }
 UPLOADS = {"/v1/jobs", "/upload"}
 PUBLISHES = {"/v1/tenant/plugins", "/v1/admin/plugins"}
