@@ -6,6 +6,36 @@
 
 use tapedeck_converter::{ConvertError, IoError, Observer, ReadAt, WriteSink};
 
+/// The bitrate `wit/converter.wit` documents as the default of `mode`: what a host sends
+/// when the job asked for no bitrate (the WIT has no way to say "none asked for").
+pub const WIT_DEFAULT_KBPS: u16 = 192;
+
+/// A job's options as the core takes them. `default` is what this converter does when the
+/// job asked for no bitrate (`cbr(192)`): the built-in converter's is
+/// `Mode::CbrOrDefault(192)` (192 kbps where the output rate has it, the rate's default
+/// below 32 kHz). Change the result (mono, a quality) to make a converter your own.
+pub fn core_options(
+    options: wit::Options,
+    default: tapedeck_converter::Mode,
+) -> tapedeck_converter::Options {
+    use tapedeck_converter::Mode;
+    tapedeck_converter::Options {
+        mode: match options.mode {
+            wit::Mode::Cbr(WIT_DEFAULT_KBPS) => default,
+            wit::Mode::Cbr(k) => Mode::Cbr(k),
+            wit::Mode::Vbr(q) => Mode::Vbr(q),
+        },
+        sample_rate: options.sample_rate,
+        mono: options.mono,
+        trim: options.trim.map(|t| tapedeck_converter::Trim {
+            start_ms: t.start_ms,
+            end_ms: t.end_ms,
+        }),
+        // The WIT has no option for it yet: the core's default, ID3v2.4.
+        id3_version: tapedeck_converter::Id3Version::default(),
+    }
+}
+
 /// Converts with the core, over the host's source and sink, reporting progress and
 /// logging the outcome.
 pub fn run(

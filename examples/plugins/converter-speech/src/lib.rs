@@ -21,10 +21,8 @@ use tapedeck::plugin::io::{self as host_io, Sink, Source};
 use tapedeck::plugin::logging::{self, Level};
 use tapedeck::plugin::progress;
 
-use tapedeck_converter::{Id3Version, Mode, Options, Trim};
+use tapedeck_converter::Mode;
 
-/// `cbr(192)` is what hosts send when the job asked for no bitrate (wit/converter.wit).
-const WIT_DEFAULT_KBPS: u16 = 192;
 /// LAME's VBR quality for speech when the job leaves the bitrate to the converter.
 const SPEECH_VBR_QUALITY: u8 = 6;
 
@@ -38,21 +36,9 @@ impl Guest for Speech {
         output: &Sink,
         options: wit::Options,
     ) -> Result<wit::Summary, wit::ConvertError> {
-        let options = Options {
-            mode: match options.mode {
-                wit::Mode::Cbr(WIT_DEFAULT_KBPS) => Mode::Vbr(SPEECH_VBR_QUALITY),
-                wit::Mode::Cbr(k) => Mode::Cbr(k),
-                wit::Mode::Vbr(q) => Mode::Vbr(q),
-            },
-            sample_rate: options.sample_rate,
-            // A voice needs one channel.
-            mono: true,
-            trim: options.trim.map(|t| Trim {
-                start_ms: t.start_ms,
-                end_ms: t.end_ms,
-            }),
-            id3_version: Id3Version::default(),
-        };
+        let mut options = core_options(options, Mode::Vbr(SPEECH_VBR_QUALITY));
+        // A voice needs one channel.
+        options.mono = true;
         run(input, output, &options)
     }
 }

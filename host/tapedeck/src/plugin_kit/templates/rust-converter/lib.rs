@@ -13,10 +13,7 @@ use tapedeck::plugin::io::{self as host_io, Sink, Source};
 use tapedeck::plugin::logging::{self, Level};
 use tapedeck::plugin::progress;
 
-use tapedeck_converter::{Id3Version, Mode, Options, Trim};
-
-/// `cbr(192)` is what hosts send when the job asked for no bitrate (wit/converter.wit).
-const WIT_DEFAULT_KBPS: u16 = 192;
+use tapedeck_converter::Mode;
 
 struct Converter;
 
@@ -28,23 +25,13 @@ impl Guest for Converter {
         output: &Sink,
         options: wit::Options,
     ) -> Result<wit::Summary, wit::ConvertError> {
-        let options = Options {
-            mode: match options.mode {
-                wit::Mode::Cbr(WIT_DEFAULT_KBPS) => Mode::CbrOrDefault(WIT_DEFAULT_KBPS),
-                wit::Mode::Cbr(k) => Mode::Cbr(k),
-                wit::Mode::Vbr(q) => Mode::Vbr(q),
-            },
-            sample_rate: options.sample_rate,
-            mono: options.mono,
-            trim: options.trim.map(|t| Trim {
-                start_ms: t.start_ms,
-                end_ms: t.end_ms,
-            }),
-            id3_version: Id3Version::default(),
-        };
+        // The job's options; when it asked for no bitrate, the built-in converter's
+        // default. Change them here (mono, a VBR quality, ...) to make it your own.
+        let options = core_options(options, Mode::CbrOrDefault(WIT_DEFAULT_KBPS));
         run(input, output, &options)
     }
 }
 
-// The host side of the world (source, sink, progress, logging) as the core's traits.
+// The host side of the world (source, sink, progress, logging) as the core's traits, and
+// `core_options`.
 include!("SRC/components/converter/src/host_glue.rs");
