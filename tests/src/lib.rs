@@ -1032,8 +1032,9 @@ impl Api {
         self.clone().login(tenant, email).await
     }
 
-    /// Signs up `email` in `tenant`, makes the account a tenant admin in Redis (there is
-    /// no API for that yet), and logs it in.
+    /// Signs up `email` in `tenant`, makes the account a tenant admin in Redis directly
+    /// (the API way is the operator's `POST /v1/admin/tenants/{tenant}/users`, which needs
+    /// the operator token these stacks may not have), and logs it in.
     pub async fn signed_up_admin(&self, redis: &RedisServer, tenant: &str, email: &str) -> Api {
         let _ = self.signed_up(tenant, email).await;
         let _: () = redis::cmd("HSET")
