@@ -90,10 +90,9 @@ pub async fn register(
 pub fn deliverable(email: &str) -> Result<(), ApiError> {
     match email.parse::<lettre::Address>() {
         Ok(_) => Ok(()),
-        Err(_) => Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            format!("{email:?} is not an address mail can be delivered to"),
-        )),
+        Err(_) => Err(ApiError::invalid_input(format!(
+            "{email:?} is not an address mail can be delivered to"
+        ))),
     }
 }
 

@@ -160,6 +160,11 @@ impl ApiError {
         ApiError::Internal(e.to_string())
     }
 
+    /// 400 `invalid_input`, saying why.
+    pub fn invalid_input(why: impl Into<String>) -> Self {
+        ApiError::BadRequest(ErrorCode::InvalidInput, why.into())
+    }
+
     /// The JSON body of a client error without limit details, for answers written
     /// outside axum (hyper's own 414 and 431, see `listener`).
     pub(crate) fn body_bytes(&self) -> Vec<u8> {
@@ -412,7 +417,7 @@ impl From<AuthError> for ApiError {
                 ErrorCode::EmailTaken,
                 "that email is already registered".into(),
             ),
-            AuthError::InvalidInput(msg) => ApiError::BadRequest(ErrorCode::InvalidInput, msg),
+            AuthError::InvalidInput(msg) => ApiError::invalid_input(msg),
             AuthError::Backend(msg) => ApiError::Unavailable(msg),
         }
     }

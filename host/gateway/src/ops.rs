@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Operator};
+use crate::tenants::existing;
 use tapedeck_store::queue::{DeadLetter, Requeue};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -268,9 +269,7 @@ pub async fn tenant_jobs(
     _: Operator,
     ApiQuery(q): ApiQuery<TenantJobsQuery>,
 ) -> Result<Json<crate::jobs::JobPage>, ApiError> {
-    tapedeck_store::tenants::load_tenant(&state.pool, &q.tenant)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    existing(&state, &q.tenant).await?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, Operator, require_admin};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Operator, require_admin};
 use crate::openapi::Binary;
 use crate::tenants::existing;
 use crate::{AppState, Caller};
@@ -18,10 +18,6 @@ use tapedeck_model::api::CanaryRequest;
 use tapedeck_store::canary::{self, CanarySettings, CanaryStatus};
 use tapedeck_store::registry::{Active, Applied, Change, Plugin};
 use tapedeck_store::usage;
-
-fn invalid(why: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(ErrorCode::InvalidInput, why.into())
-}
 
 /// Largest component the registry accepts.
 pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
@@ -45,13 +41,10 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
     if tapedeck_model::registry::REGISTRY_STAGES.contains(&stage) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            format!(
-                "stage must be one of: {}",
-                tapedeck_model::registry::REGISTRY_STAGES.join(", ")
-            ),
-        ))
+        Err(ApiError::invalid_input(format!(
+            "stage must be one of: {}",
+            tapedeck_model::registry::REGISTRY_STAGES.join(", ")
+        )))
     }
 }
 
@@ -317,10 +310,7 @@ async fn publish(
             }
         }
     }
-    let stage = stage.ok_or(ApiError::BadRequest(
-        ErrorCode::InvalidInput,
-        "no stage".into(),
-    ))?;
+    let stage = stage.ok_or(ApiError::invalid_input("no stage"))?;
     check_stage(&stage)?;
     if owner.is_some() && stage == "auth" {
         return Err(ApiError::Forbidden(
@@ -460,7 +450,7 @@ pub struct PluginList {
 pub async fn list_plugins(
     State(state): State<AppState>,
     _: Operator,
-    crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
+    ApiQuery(q): ApiQuery<StageQuery>,
 ) -> Result<Json<PluginList>, ApiError> {
     let mut out = Vec::new();
     for stage in tapedeck_model::registry::REGISTRY_STAGES {
@@ -507,14 +497,11 @@ pub(crate) async fn runnable(
     }
     let key = tapedeck_store::registry::blob_key(digest);
     if is_sha256_hex(digest) && state.blobs.size(&key).await.is_ok() {
-        return Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            format!(
-                "{digest} is a tenant's own component and runs only for it; publish it \
+        return Err(ApiError::invalid_input(format!(
+            "{digest} is a tenant's own component and runs only for it; publish it \
                  yourself to run it for {}",
-                tenant.unwrap_or("everyone")
-            ),
-        ));
+            tenant.unwrap_or("everyone")
+        )));
     }
     Err(ApiError::NotFound)
 }
@@ -544,10 +531,10 @@ pub async fn activate_plugin(
     check_activation(&state, &a).await?;
     let plugin = runnable(&state, &digest, a.tenant.as_deref()).await?;
     if plugin.stage != a.stage {
-        return Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            format!("{digest} is a {} component", plugin.stage),
-        ));
+        return Err(ApiError::invalid_input(format!(
+            "{digest} is a {} component",
+            plugin.stage
+        )));
     }
     let active = tapedeck_store::registry::activate(
         &state.pool,
@@ -648,7 +635,7 @@ pub struct History {
 pub async fn plugin_history(
     State(state): State<AppState>,
     _: Operator,
-    crate::extract::ApiQuery(q): crate::extract::ApiQuery<StageQuery>,
+    ApiQuery(q): ApiQuery<StageQuery>,
 ) -> Result<Json<History>, ApiError> {
     let history = tapedeck_store::registry::history(&state.pool, q.stage.as_deref(), 1000).await?;
     Ok(Json(History { history }))
@@ -686,18 +673,19 @@ pub async fn start_canary(
     ApiJson(r): ApiJson<CanaryRequest>,
 ) -> Result<(StatusCode, Json<CanaryEnvelope>), ApiError> {
     if r.stage != "converter" {
-        return Err(invalid(
+        return Err(ApiError::invalid_input(
             "canaries run on the converter stage (the one whose runs the analysis can judge)",
         ));
     }
     if let Some(t) = &r.tenant {
-        tapedeck_store::tenants::load_tenant(&state.pool, t)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        existing(&state, t).await?;
     }
     let plugin = runnable(&state, &digest, r.tenant.as_deref()).await?;
     if plugin.stage != r.stage {
-        return Err(invalid(format!("{digest} is a {} component", plugin.stage)));
+        return Err(ApiError::invalid_input(format!(
+            "{digest} is a {} component",
+            plugin.stage
+        )));
     }
     let mut s = CanarySettings::new(&r.stage, r.tenant.as_deref(), &digest, r.percent);
     s.sticky = r.sticky.unwrap_or_default();
@@ -708,7 +696,7 @@ pub async fn start_canary(
     s.max_invalid_delta = r.max_invalid_delta.unwrap_or(s.max_invalid_delta);
     s.max_p95_ratio = r.max_p95_ratio.unwrap_or(s.max_p95_ratio);
     s.p95_slack_ms = r.p95_slack_ms.unwrap_or(s.p95_slack_ms);
-    s.validate().map_err(invalid)?;
+    s.validate().map_err(ApiError::invalid_input)?;
     let active = tapedeck_store::registry::active(&state.pool).await?;
     let running = active
         .iter()

@@ -38,6 +38,7 @@ fn tenant_json(t: &Tenant, server: &TenantLimits) -> Json<TenantEnvelope> {
     })
 }
 
+/// The tenant `name`, or 404.
 pub(crate) async fn existing(state: &AppState, name: &str) -> Result<Tenant, ApiError> {
     tenants::load_tenant(&state.pool, name)
         .await?
@@ -83,14 +84,11 @@ pub async fn create_tenant(
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<(StatusCode, Json<TenantEnvelope>), ApiError> {
     if !valid_tenant_name(&body.name) {
-        return Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            "a tenant name is 1 to 64 of a-z, 0-9, - and _".into(),
+        return Err(ApiError::invalid_input(
+            "a tenant name is 1 to 64 of a-z, 0-9, - and _",
         ));
     }
-    body.limits
-        .validate()
-        .map_err(|why| ApiError::BadRequest(ErrorCode::InvalidInput, why))?;
+    body.limits.validate().map_err(ApiError::invalid_input)?;
     if let Some(old) = tenants::load_any(&state.pool, &body.name).await?
         && old.deleting
     {
@@ -255,28 +253,21 @@ pub async fn patch_limits(
     let mut next = t.limits.clone();
     for (key, value) in &body {
         let Some(name) = LIMIT_NAMES.iter().find(|n| **n == key.as_str()) else {
-            return Err(ApiError::BadRequest(
-                ErrorCode::InvalidInput,
-                format!(
-                    "`{key}` is not a limit (one of: {})",
-                    LIMIT_NAMES.join(", ")
-                ),
-            ));
+            return Err(ApiError::invalid_input(format!(
+                "`{key}` is not a limit (one of: {})",
+                LIMIT_NAMES.join(", ")
+            )));
         };
         let value = match value {
             Value::Null => None,
             v => Some(v.as_u64().ok_or_else(|| {
-                ApiError::BadRequest(
-                    ErrorCode::InvalidInput,
-                    format!("`{key}` must be a whole number or null"),
-                )
+                ApiError::invalid_input(format!("`{key}` must be a whole number or null"))
             })?),
         };
         next.set(name, value);
         changes.push((name, value));
     }
-    next.validate()
-        .map_err(|why| ApiError::BadRequest(ErrorCode::InvalidInput, why))?;
+    next.validate().map_err(ApiError::invalid_input)?;
     tenants::update_limits(&state.pool, &name, &changes).await?;
     if let Some((_, w)) = changes.iter().find(|(n, _)| *n == "weight") {
         state

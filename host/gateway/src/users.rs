@@ -79,10 +79,7 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     if role == "user" || role == "admin" {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
-            ErrorCode::InvalidInput,
-            "role is `user` or `admin`".into(),
-        ))
+        Err(ApiError::invalid_input("role is `user` or `admin`"))
     }
 }
 

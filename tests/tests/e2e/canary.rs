@@ -179,16 +179,10 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     let op = s.api.with_token(OPERATOR);
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
     // The built-in converter under other digests (a custom section appended).
-    let variant = |name: &str| {
-        let mut bytes = tapedeck::components::DEFAULT_CONVERTER.to_vec();
-        let mut section = vec![name.len() as u8];
-        section.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.push(section.len() as u8);
-        bytes.extend_from_slice(&section);
-        bytes
-    };
-    let (clean, other) = (variant("clean"), variant("other"));
+    let (clean, other) = (
+        variant(tapedeck::components::DEFAULT_CONVERTER, "clean"),
+        variant(tapedeck::components::DEFAULT_CONVERTER, "other"),
+    );
     let (dc, dother) = (sha256(&clean), sha256(&other));
     publish(&op, clean).await;
     publish(&op, other).await;
@@ -245,22 +239,45 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     let job = me.upload_and_wait(&clip, &[]).await;
     assert_eq!(converters(&job), std::slice::from_ref(&dc), "{job}");
 
-    // By hand: a canary promoted by the operator, another aborted.
-    let (status, _) = post(
-        &op,
-        &format!("/v1/admin/plugins/{dother}/canary"),
-        json!({"stage": "converter", "percent": 100}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, v) = post(
-        &op,
-        "/v1/admin/plugins/canary/abort",
-        json!({"stage": "converter"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(v["ended"], "canary-abort", "{v}");
+    // By hand: a canary aborted (with `tapedeck admin`, whose tables read the server's
+    // answers as its types), another promoted.
+    let cli = AdminCli {
+        base: &s.api.base,
+        token: OPERATOR,
+    };
+    let short = &dother[..12];
+    // The table row of the canary: its first five cells.
+    let row = |table: &str| -> Vec<String> {
+        let line = table.lines().find(|l| l.contains(short));
+        let line = line.unwrap_or_else(|| panic!("no row for {short}: {table}"));
+        line.split(['│', '┆'])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .take(5)
+            .map(str::to_owned)
+            .collect()
+    };
+    let expected = ["converter", "all", short, "100% by job", "collecting"];
+    let started = cli.ok(&[
+        "plugin",
+        "canary",
+        short,
+        "--stage",
+        "converter",
+        "--percent",
+        "100",
+    ]);
+    assert_eq!(row(&started), expected, "{started}");
+    let listed = cli.ok(&["plugin", "canaries"]);
+    assert_eq!(row(&listed), expected, "{listed}");
+    let listed = cli.ok_json(&["plugin", "canaries"]);
+    assert_eq!(listed["canaries"][0]["digest"], dother, "{listed}");
+    let aborted = cli.ok(&["plugin", "abort", "--stage", "converter"]);
+    assert_eq!(
+        aborted.trim(),
+        format!("canary abort: converter {short} for all")
+    );
+    assert_eq!(cli.ok(&["plugin", "canaries"]).trim(), "no canary running");
     let (status, _) = post(
         &op,
         "/v1/admin/plugins/canary/promote",
