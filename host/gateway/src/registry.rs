@@ -384,6 +384,7 @@ async fn publish(
         world: report.world,
         smoke: report.smoke,
         smoke_ms: report.smoke_ms,
+        failures: report.failures,
         owner,
     };
     let created = tapedeck_store::registry::publish(&state.pool, &plugin).await;
@@ -696,6 +697,8 @@ pub async fn start_canary(
     s.max_invalid_delta = r.max_invalid_delta.unwrap_or(s.max_invalid_delta);
     s.max_p95_ratio = r.max_p95_ratio.unwrap_or(s.max_p95_ratio);
     s.p95_slack_ms = r.p95_slack_ms.unwrap_or(s.p95_slack_ms);
+    s.deadline_factor = r.deadline_factor.unwrap_or(s.deadline_factor);
+    s.deadline_floor_ms = r.deadline_floor_ms.unwrap_or(s.deadline_floor_ms);
     s.validate().map_err(ApiError::invalid_input)?;
     let active = tapedeck_store::registry::active(&state.pool).await?;
     let running = active
@@ -756,17 +759,34 @@ pub struct Ended {
     pub stage: String,
     #[schema(required = true)]
     pub tenant: Option<String>,
+    /// The conformance failures recorded when the promoted component was published
+    /// (promoting by hand is how such a component becomes active).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<Ended, ApiError> {
     let s = canary::get(&state.pool, &scope.stage, scope.tenant.as_deref())
         .await?
         .ok_or(ApiError::NotFound)?;
-    let why = match action {
-        "canary-promote" => "promoted by the operator",
-        _ => "aborted by the operator",
+    let failures = match action {
+        "canary-promote" => {
+            tapedeck_store::registry::runnable_in(&state.pool, &s.digest, s.tenant.as_deref())
+                .await?
+                .map(|p| p.failures)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
     };
-    if !canary::end(&state.pool, &s, action, why).await? {
+    let why = match action {
+        "canary-promote" if failures.is_empty() => "promoted by the operator".to_owned(),
+        "canary-promote" => format!(
+            "promoted by the operator, with the conformance failures recorded at publish: {}",
+            failures.join("; ")
+        ),
+        _ => "aborted by the operator".to_owned(),
+    };
+    if !canary::end(&state.pool, &s, action, &why).await? {
         // Ended meanwhile (by its analysis): nothing to end.
         return Err(ApiError::NotFound);
     }
@@ -775,6 +795,7 @@ async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<End
         digest: s.digest,
         stage: s.stage,
         tenant: s.tenant,
+        failures,
     })
 }
 

@@ -155,4 +155,13 @@ pub struct CanaryRequest {
     pub max_p95_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p95_slack_ms: Option<u64>,
+    /// A canary run's deadline: this many times the stable component's p95 on inputs
+    /// of similar length...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub deadline_factor: Option<f64>,
+    /// ...plus this many milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 3600000))]
+    pub deadline_floor_ms: Option<u64>,
 }

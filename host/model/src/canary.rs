@@ -60,6 +60,21 @@ pub struct CanarySettings {
     /// Promote by itself after this many canary outcomes with no breach.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub promote_after: Option<u32>,
+    /// A canary run's deadline is this many times the stable component's p95 run time
+    /// on inputs of similar length...
+    #[serde(default = "default_deadline_factor")]
+    pub deadline_factor: f64,
+    /// ...plus this many milliseconds; passing it rolls the canary back at once.
+    #[serde(default = "default_deadline_floor_ms")]
+    pub deadline_floor_ms: u64,
+}
+
+fn default_deadline_factor() -> f64 {
+    3.0
+}
+
+fn default_deadline_floor_ms() -> u64 {
+    2000
 }
 
 impl CanarySettings {
@@ -82,6 +97,17 @@ impl CanarySettings {
             max_p95_ratio: 1.5,
             p95_slack_ms: 500,
             promote_after: None,
+            deadline_factor: default_deadline_factor(),
+            deadline_floor_ms: default_deadline_floor_ms(),
+        }
+    }
+
+    /// The deadline of this canary's runs, given the stable component's recent runs.
+    pub fn deadline(&self, stable: Vec<RunTime>) -> Deadline {
+        Deadline {
+            stable,
+            factor: self.deadline_factor,
+            floor_ms: self.deadline_floor_ms,
         }
     }
 
@@ -115,6 +141,12 @@ impl CanarySettings {
         if !(self.max_p95_ratio >= 1.0 && self.max_p95_ratio.is_finite()) {
             return Err("max_p95_ratio must be at least 1".into());
         }
+        if !(1.0..=100.0).contains(&self.deadline_factor) {
+            return Err("deadline_factor must be between 1 and 100".into());
+        }
+        if self.deadline_floor_ms > 3_600_000 {
+            return Err("deadline_floor_ms must be at most an hour (3600000)".into());
+        }
         Ok(())
     }
 }
@@ -136,6 +168,64 @@ pub fn bucket(digest: &str, key: &str) -> u32 {
         .chain_update(key.as_bytes())
         .finalize();
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % 10_000
+}
+
+/// One successful run of a component: how much audio it converted and how long it took.
+/// The worker keeps each component's recent ones (`tapedeck_store::canary::run_times`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTime {
+    pub input_ms: u64,
+    pub run_ms: u64,
+}
+
+impl RunTime {
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.input_ms, self.run_ms)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (input, run) = s.split_once(':')?;
+        Some(Self {
+            input_ms: input.parse().ok()?,
+            run_ms: run.parse().ok()?,
+        })
+    }
+}
+
+/// How long a canary's run may take: `factor` times the p95 of the stable component's
+/// recent runs on inputs of similar length (half to twice as long), plus `floor_ms`. A
+/// canary that loops then costs one deadline, not a job's whole run limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deadline {
+    /// The stable component's recent runs.
+    pub stable: Vec<RunTime>,
+    pub factor: f64,
+    pub floor_ms: u64,
+}
+
+/// Stable runs on similar inputs needed before a canary's run gets a deadline.
+pub const DEADLINE_MIN_RUNS: usize = 3;
+
+impl Deadline {
+    /// The deadline of a run on `input_ms` of audio, and the stable p95 it comes from;
+    /// `None` with fewer than [`DEADLINE_MIN_RUNS`] stable runs on similar inputs (the
+    /// run keeps its ordinary limits).
+    pub fn for_input(&self, input_ms: u64) -> Option<(std::time::Duration, u64)> {
+        let mut similar: Vec<u64> = self
+            .stable
+            .iter()
+            .filter(|r| r.input_ms >= input_ms / 2 && r.input_ms <= input_ms.saturating_mul(2))
+            .map(|r| r.run_ms)
+            .collect();
+        if similar.len() < DEADLINE_MIN_RUNS {
+            return None;
+        }
+        similar.sort_unstable();
+        let n = similar.len();
+        let p95 = similar[((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1];
+        let ms = (p95 as f64 * self.factor) as u64 + self.floor_ms;
+        Some((std::time::Duration::from_millis(ms), p95))
+    }
 }
 
 /// How one run ended, for the analysis.
@@ -416,6 +506,32 @@ mod tests {
         assert!(s.validate().is_ok());
         s.window = 5;
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_canary_deadline_comes_from_stable_runs_on_similar_inputs() {
+        let run = |input_ms, run_ms| RunTime { input_ms, run_ms };
+        let s = settings();
+        // Ten 1-minute runs of ~400 ms and one of 900 ms; twenty 1-second runs of 50 ms.
+        let mut stable: Vec<RunTime> = (0..10).map(|i| run(60_000, 400 + i)).collect();
+        stable.push(run(70_000, 900));
+        stable.extend((0..20).map(|_| run(1_000, 50)));
+        let d = s.deadline(stable.clone());
+        // p95 of the 11 similar runs is the slowest: 3 x 900 ms + 2 s.
+        assert_eq!(
+            d.for_input(60_000),
+            Some((std::time::Duration::from_millis(4700), 900))
+        );
+        assert_eq!(
+            d.for_input(1_500),
+            Some((std::time::Duration::from_millis(2150), 50))
+        );
+        // Nothing of a similar length (10 minutes): ordinary limits.
+        assert_eq!(d.for_input(600_000), None);
+        // Too few similar runs.
+        assert_eq!(s.deadline(stable[..2].to_vec()).for_input(60_000), None);
+        assert_eq!(RunTime::decode(&run(5, 7).encode()), Some(run(5, 7)));
+        assert_eq!(RunTime::decode("5"), None);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct ConvertJob<'a> {
     /// Stops the run from outside (the job was deleted, the process shuts down): the
     /// converter ends it within a fraction of a second and returns whatever failure.
     pub cancel: &'a RunCancel,
+    /// A tighter time limit for this run, by the input's audio length: a canary's, from
+    /// what the stable component took on similar inputs. Passing it ends the run with
+    /// [`ConvertFailure::TimedOut`].
+    pub deadline: Option<&'a crate::canary::Deadline>,
 }
 
 /// A flag that asks a running conversion to stop; cheap to clone, all clones share it.
@@ -92,6 +96,10 @@ pub enum ConvertFailure {
     /// May succeed on another attempt (limits, traps, host I/O).
     #[error("{0}")]
     Retryable(String),
+    /// Passed its [`ConvertJob::deadline`]: the component is much slower than the one it
+    /// is compared with, or stuck.
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 /// Progress callback: fraction done, 0..=1.

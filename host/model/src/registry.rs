@@ -17,6 +17,9 @@ pub struct CheckReport {
     pub smoke: String,
     /// How long the smoke run took, milliseconds.
     pub smoke_ms: u64,
+    /// The conformance cases it failed that do not refuse it (one line each: name and
+    /// detail): recorded on the plugin; a canary of it is not promoted automatically.
+    pub failures: Vec<String>,
 }
 
 /// What publishing asks to check.

@@ -104,10 +104,12 @@ impl CompileCache {
     /// Loads `bytes` as a component, from the cache if it has been compiled before.
     pub fn load(&self, bytes: &[u8]) -> Result<CompiledComponent, LoadError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        let artifact = self.dir.join(format!("{}.cwasm", self.key(&digest)));
+        let artifact = self.artifact_of(&digest);
         if artifact.exists() {
             match deserialize(&self.engine, &artifact) {
                 Ok(component) => {
+                    // Recently used artifacts are the last that pruning removes.
+                    touch(&artifact);
                     return Ok(CompiledComponent {
                         component,
                         digest,
@@ -140,6 +142,16 @@ impl CompileCache {
         })
     }
 
+    /// Whether `bytes` has been compiled into this cache (for this engine) before.
+    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
+        self.artifact_of(&hex::encode(Sha256::digest(bytes)))
+            .exists()
+    }
+
+    fn artifact_of(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", self.key(digest)))
+    }
+
     /// The cache key: sha256 of the component digest and the engine's compatibility hash,
     /// so an upgraded wasmtime or a changed `Config` never picks up a stale artifact.
     fn key(&self, digest: &str) -> String {
@@ -161,6 +173,46 @@ pub(crate) fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<
     // its header and the engine's compatibility before using it. The cache directory must
     // be private to the service's user (as `~/.cache` is).
     unsafe { Component::deserialize_file(engine, artifact) }
+}
+
+/// Marks an artifact as just used (best effort: a read-only cache still serves).
+fn touch(artifact: &Path) {
+    if let Ok(file) = fs::File::options().write(true).open(artifact) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used artifacts of a cache directory until the rest take at
+/// most `keep_bytes`; returns the bytes removed. Artifacts are found by their `.cwasm`
+/// name: nothing else in the directory is touched. A removed artifact is only compiled
+/// again when next used, and a run that has one mapped keeps its pages.
+pub fn prune(dir: &Path, keep_bytes: u64) -> std::io::Result<u64> {
+    let mut artifacts = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                artifacts.push((meta.modified()?, meta.len(), path));
+            }
+        }
+    }
+    // Newest first: keep from the front, remove what no longer fits.
+    artifacts.sort_by_key(|a| std::cmp::Reverse(a.0));
+    let (mut kept, mut removed) = (0u64, 0u64);
+    for (_, len, path) in artifacts {
+        if kept.saturating_add(len) <= keep_bytes {
+            kept += len;
+        } else {
+            match fs::remove_file(&path) {
+                Ok(()) => removed += len,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Writes `bytes` to `path` so that readers see either no file or the whole file.
@@ -198,5 +250,29 @@ mod tests {
         assert_eq!(sub.key("ab"), sub.key("ab"));
         assert_ne!(sub.key("ab"), sub.key("cd"));
         assert_ne!(sub.key("ab"), inp.key("ab"));
+    }
+
+    #[test]
+    fn pruning_removes_the_least_recently_used_artifacts_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for (name, age_s) in [("old.cwasm", 300), ("mid.cwasm", 200), ("new.cwasm", 100)] {
+            let path = dir.path().join(name);
+            fs::write(&path, vec![0u8; 1000]).unwrap();
+            let file = fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(now - Duration::from_secs(age_s)).unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), vec![0u8; 5000]).unwrap();
+        // The old one was just used: it stays, the middle one goes.
+        touch(&dir.path().join("old.cwasm"));
+        assert_eq!(prune(dir.path(), 2500).unwrap(), 1000);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["new.cwasm", "notes.txt", "old.cwasm"]);
+        assert_eq!(prune(dir.path(), 0).unwrap(), 2000);
+        assert_eq!(prune(dir.path(), 0).unwrap(), 0);
     }
 }

@@ -61,7 +61,7 @@ pub use auth::{
 };
 pub use converter::MAX_READ;
 pub use converter::wit::{Mode, Options as ConvertOptions, Summary, Trim};
-pub use engine::CacheOutcome;
+pub use engine::{CacheOutcome, prune as prune_compile_cache};
 pub use error::{ConvertError, LoadError, RunError};
 pub use limits::{LimitPolicy, RunLimits};
 pub use notifier::{
@@ -184,6 +184,11 @@ impl PluginRuntime {
 
     pub fn isolation(&self) -> Isolation {
         self.config.isolation
+    }
+
+    /// Whether loading `bytes` would find its compiled artifact in the cache directory.
+    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
+        self.cache.is_compiled(bytes)
     }
 
     /// Compiles (or loads from the cache) and type-checks a converter component.

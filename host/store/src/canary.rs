@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 pub use tapedeck_model::canary::*;
 
-use crate::keys::{PLUGIN_CANARIES, canary_outcomes, canary_totals};
+use crate::keys::{
+    PLUGIN_CANARIES, RUN_TIMES_KEPT, canary_outcomes, canary_totals, plugin_run_times,
+};
 use crate::registry;
 
 /// A running canary with its analysis so far.
@@ -40,6 +42,10 @@ pub struct CanaryStatus {
     pub stable: ArmStats,
     /// Outcomes since the start, by `{arm}:{result}`.
     pub totals: HashMap<String, u64>,
+    /// Why `promote_after` will not promote it (conformance failures recorded when it
+    /// was published); the operator can still promote it by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_held: Option<String>,
 }
 
 /// Where a canary's analysis is: collecting its first `min_jobs` outcomes, or comparing.
@@ -137,6 +143,26 @@ pub async fn record(
     Ok(())
 }
 
+/// Records a successful run of the component `digest` (any tenant, canary or not).
+pub async fn record_run_time(pool: &Pool, digest: &str, run: RunTime) -> redis::RedisResult<()> {
+    let key = plugin_run_times(digest);
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let _: () = redis::pipe()
+        .lpush(&key, run.encode())
+        .ltrim(&key, 0, RUN_TIMES_KEPT - 1)
+        .expire(&key, 30 * 24 * 3600)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// The component's recent successful runs, newest first.
+pub async fn run_times(pool: &Pool, digest: &str) -> redis::RedisResult<Vec<RunTime>> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    let raw: Vec<String> = conn.lrange(plugin_run_times(digest), 0, -1).await?;
+    Ok(raw.iter().filter_map(|r| RunTime::decode(r)).collect())
+}
+
 async fn outcomes(pool: &Pool, scope: &str, arm: &str) -> redis::RedisResult<Vec<Outcome>> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let raw: Vec<String> = conn.lrange(canary_outcomes(scope, arm), 0, -1).await?;
@@ -167,7 +193,28 @@ pub async fn status(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Canar
         canary: ArmStats::of(&c),
         stable: ArmStats::of(&st),
         totals,
+        promotion_held: promotion_held(pool, s).await?,
     })
+}
+
+/// Why a canary may not be promoted automatically: the conformance cases its component
+/// failed at publish (recorded, not refused). `None` without `promote_after`.
+pub async fn promotion_held(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Option<String>> {
+    if s.promote_after.is_none() {
+        return Ok(None);
+    }
+    let failures = registry::runnable_in(pool, &s.digest, s.tenant.as_deref())
+        .await?
+        .map(|p| p.failures)
+        .unwrap_or_default();
+    Ok((!failures.is_empty()).then(|| {
+        format!(
+            "not promoted automatically: its conformance check recorded {} failure(s) at \
+             publish ({}); promote it by hand if that is acceptable",
+            failures.len(),
+            failures.join("; ")
+        )
+    }))
 }
 
 /// Analyses a canary and acts on the verdict: a breach rolls it back, a clean run with
@@ -190,6 +237,10 @@ pub async fn evaluate(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Opt
         Verdict::Continue => return Ok(None),
         Verdict::Rollback(why) => end(pool, s, "canary-rollback", why).await?,
         Verdict::Promote => {
+            if let Some(held) = promotion_held(pool, s).await? {
+                tracing::info!(digest = %s.digest, %held, "canary kept running");
+                return Ok(None);
+            }
             let why = format!("{total} canary runs with no breach (promote_after)");
             end(pool, s, "canary-promote", &why).await?
         }

@@ -218,6 +218,15 @@ pub fn canary_outcomes(scope: &str, arm: &str) -> String {
 pub fn canary_totals(scope: &str) -> String {
     format!("td:{{~plugins}}:canary:{scope}:totals")
 }
+/// A component's recent successful conversions (list, newest first, at most
+/// [`RUN_TIMES_KEPT`]; `{input audio ms}:{run ms}`; expires 30 days after the last):
+/// what a canary's deadline is derived from. Not in the registry's slot: every job
+/// writes one.
+pub fn plugin_run_times(digest: &str) -> String {
+    format!("td:runs:{digest}")
+}
+/// How many runs [`plugin_run_times`] keeps.
+pub const RUN_TIMES_KEPT: isize = 100;
 
 // Links.
 

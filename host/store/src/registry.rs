@@ -51,6 +51,11 @@ pub struct Plugin {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub smoke_ms: u64,
+    /// The conformance cases it failed at publish that do not refuse it (`{case}:
+    /// {detail}`): a canary of it is never promoted by `promote_after`, only by hand.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub failures: Vec<String>,
 }
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
@@ -138,6 +143,12 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
                 ("by", plugin.by.as_str()),
                 ("world", plugin.world.as_str()),
                 ("smoke", plugin.smoke.as_str()),
+                (
+                    "failures",
+                    serde_json::to_string(&plugin.failures)
+                        .expect("strings serialize")
+                        .as_str(),
+                ),
             ],
         )
         .await?;
@@ -189,6 +200,10 @@ pub async fn get(
         world: h.get("world").cloned().unwrap_or_default(),
         smoke: h.get("smoke").cloned().unwrap_or_default(),
         smoke_ms: num("smoke_ms"),
+        failures: h
+            .get("failures")
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_default(),
     }))
 }
 

@@ -223,6 +223,13 @@ struct CanaryArgs {
     /// ...plus this many milliseconds [default: 500].
     #[arg(long)]
     p95_slack_ms: Option<u64>,
+    /// A canary run's deadline: this many times stable's p95 on inputs of similar
+    /// length... [default: 3]
+    #[arg(long)]
+    deadline_factor: Option<f64>,
+    /// ...plus this many milliseconds [default: 2000].
+    #[arg(long)]
+    deadline_floor_ms: Option<u64>,
 }
 
 /// A stage a plugin can serve.
@@ -872,6 +879,8 @@ fn canary_request(digest: &str, a: &CanaryArgs) -> Request {
         max_invalid_delta: a.max_invalid_delta,
         max_p95_ratio: a.max_p95_ratio,
         p95_slack_ms: a.p95_slack_ms,
+        deadline_factor: a.deadline_factor,
+        deadline_floor_ms: a.deadline_floor_ms,
     };
     Request::new(
         Method::POST,
@@ -1140,13 +1149,17 @@ fn render(kind: Render, value: &Value) -> Result<String, Failure> {
         }
         Render::CanaryEnded => {
             let ended: Ended = typed(value)?;
-            format!(
+            let mut text = format!(
                 "{}: {} {} for {}",
                 ended.ended.replace("canary-", "canary "),
                 ended.stage,
                 short_digest(Some(&ended.digest)),
                 tenant_cell(ended.tenant.as_deref())
-            )
+            );
+            for failure in &ended.failures {
+                text.push_str(&format!("\n  recorded at publish: FAIL {failure}"));
+            }
+            text
         }
         Render::Active => render_activation(&typed::<ActiveEnvelope>(value)?.active),
         Render::ActiveAll => render_active(&typed::<ActivePlugins>(value)?.active),
@@ -1409,8 +1422,12 @@ fn render_published(plugin: &Plugin, already: bool) -> String {
         ),
         ("published (UTC)", utc_seconds(plugin.published_at)),
         ("compile", format!("{} ms", plugin.compile_ms)),
+        ("check", check_cell(plugin)),
     ] {
         table.add_row(vec![field.to_owned(), value]);
+    }
+    for failure in &plugin.failures {
+        table.add_row(vec!["failed".to_owned(), failure.clone()]);
     }
     let headline = if already {
         format!("already published: the registry has this {stage} plugin (nothing changed)")
@@ -1427,7 +1444,14 @@ fn render_plugins(plugins: &[Plugin]) -> String {
     if plugins.is_empty() {
         return "no plugins published".to_owned();
     }
-    let mut table = table(&["digest", "stage", "size", "published (UTC)", "compile ms"]);
+    let mut table = table(&[
+        "digest",
+        "stage",
+        "size",
+        "published (UTC)",
+        "compile ms",
+        "check",
+    ]);
     for plugin in plugins {
         table.add_row(vec![
             short_digest(Some(&plugin.digest)),
@@ -1435,10 +1459,20 @@ fn render_plugins(plugins: &[Plugin]) -> String {
             human_bytes(plugin.bytes),
             utc_seconds(plugin.published_at),
             plugin.compile_ms.to_string(),
+            check_cell(plugin),
         ]);
     }
     align_right(&mut table, [2, 4]);
     table.to_string()
+}
+
+/// What the publish check recorded: `passed`, or how many cases failed and the first.
+fn check_cell(plugin: &Plugin) -> String {
+    match plugin.failures.as_slice() {
+        [] => "passed".to_owned(),
+        [one] => format!("1 failed: {one}"),
+        [first, rest @ ..] => format!("{} failed: {first}, ...", rest.len() + 1),
+    }
 }
 
 /// Whom an activation is for: a tenant's name, or `all` (none).
@@ -1567,7 +1601,17 @@ fn render_canaries(list: &[CanaryStatus]) -> String {
         }
         table.add_row(row);
     }
-    table.to_string()
+    let mut text = table.to_string();
+    for c in list {
+        if let Some(held) = &c.promotion_held {
+            text.push_str(&format!(
+                "\n{} {}: {held}",
+                c.settings.stage,
+                short_digest(Some(&c.settings.digest))
+            ));
+        }
+    }
+    text
 }
 
 fn render_history(history: &[Change]) -> String {
@@ -2202,6 +2246,7 @@ mod tests {
             world: String::new(),
             smoke: String::new(),
             smoke_ms: 0,
+            failures: Vec::new(),
         };
         let plugins = [
             plugin(DIGEST, "converter"),
@@ -2422,6 +2467,16 @@ mod tests {
             ["published (UTC)", "2026-11-29 22:06:40"]
         );
         assert_eq!(row(&text, "compile"), ["compile", "812 ms"]);
+        assert_eq!(row(&text, "check"), ["check", "passed"]);
+        let mut failing = sample_plugin();
+        failing["failures"] = json!(["option: mono: the MP3 is stereo", "deterministic: differ"]);
+        let text = render(Render::Published, &json!({ "plugin": failing }));
+        assert_eq!(
+            row(&text, "check"),
+            ["check", "2 failed: option: mono: the MP3 is stereo, ..."]
+        );
+        let failed: Vec<&str> = text.lines().filter(|l| l.contains("failed ")).collect();
+        assert_eq!(failed.len(), 2, "each failure on a row of its own: {text}");
         assert!(
             text.ends_with(&format!(
                 "activate it: tapedeck admin plugin activate {DIGEST} --stage converter \
@@ -2444,13 +2499,21 @@ mod tests {
             json!("fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210");
         notifier["stage"] = json!("notifier");
         notifier["compile_ms"] = json!(40);
+        notifier["failures"] = json!(["deterministic: the same messages every time: differ"]);
         let text = render(
             Render::Plugins,
             &json!({"plugins": [sample_plugin(), notifier]}),
         );
         assert_eq!(
             row(&text, "digest"),
-            ["digest", "stage", "size", "published (UTC)", "compile ms"],
+            [
+                "digest",
+                "stage",
+                "size",
+                "published (UTC)",
+                "compile ms",
+                "check"
+            ],
             "{text}"
         );
         assert_eq!(
@@ -2460,10 +2523,15 @@ mod tests {
                 "converter",
                 "1.2 MB",
                 "2026-11-29 22:06:40",
-                "812"
+                "812",
+                "passed"
             ]
         );
         assert_eq!(row(&text, "fedcba987654")[1], "notifier");
+        assert_eq!(
+            row(&text, "fedcba987654")[5],
+            "1 failed: deterministic: the same messages every time: differ"
+        );
         assert!(!text.contains(DIGEST), "{text}");
         assert_eq!(
             render(Render::Plugins, &json!({"plugins": []})),

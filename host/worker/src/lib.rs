@@ -74,6 +74,14 @@ pub struct WorkerSettings {
     pub redis: Option<tapedeck_store::Pool>,
 }
 
+/// A job's side of the canary running in its scope: the canary's settings, whether this
+/// attempt runs the canary, and, if so, the deadline of its run.
+struct Arm<'a> {
+    settings: &'a CanarySettings,
+    on_canary: bool,
+    deadline: Option<canary::Deadline>,
+}
+
 /// The conversions running now, by entry id.
 type InFlight = Arc<Mutex<std::collections::HashMap<String, Running>>>;
 
@@ -100,6 +108,8 @@ pub struct Worker {
     /// Awaited before a job's component is chosen: the registry's current version is
     /// applied for the job's scope (`serve` sets it; none: the stage as it is).
     registry_gate: Option<Arc<dyn tapedeck_model::registry::RegistryGate>>,
+    /// The one slot of this process a canary may hold at a time (see `process`).
+    canary_slot: Arc<tokio::sync::Semaphore>,
 }
 
 /// Longest a worker process's promoter sleeps between looks at the retry set: retries
@@ -194,6 +204,7 @@ impl Worker {
             orphans: Mutex::new(Vec::new()),
             in_flight: Arc::default(),
             registry_gate: None,
+            canary_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -406,10 +417,18 @@ impl Worker {
             }
             _ => String::new(),
         };
-        let offered = canary
+        // A canary holds at most one of this process's slots at a time: a job it would
+        // take while that slot is busy runs the stable component, so a slow or looping
+        // canary never keeps anyone's job waiting (its share of jobs drops instead).
+        let canary_slot = canary
             .as_ref()
             .filter(|c| c.settings.takes(&d.tenant, &owner, &d.job_id))
+            .and_then(|_| self.canary_slot.clone().try_acquire_owned().ok());
+        let offered = canary
+            .as_ref()
+            .filter(|_| canary_slot.is_some())
             .map(|c| c.settings.digest.as_str());
+        let stable_digest = stable.digest.clone();
         let (attempt, on_canary, job) = match self
             .queue
             .start_attempt_reading(&d, &stable.digest, offered)
@@ -433,9 +452,22 @@ impl Worker {
                     cancel: cancel.clone(),
                 },
             );
+        let _canary_slot = canary_slot.filter(|_| on_canary);
         let installed = match (&canary, on_canary) {
             (Some(c), true) => c.installed.clone(),
             _ => stable,
+        };
+        // A canary's run gets a deadline from what the stable component took on inputs
+        // of similar length (none yet: the ordinary limits).
+        let deadline = match (&canary, on_canary) {
+            (Some(c), true) => match canary::run_times(self.queue.pool(), &stable_digest).await {
+                Ok(times) => Some(c.settings.deadline(times)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stable run times not read: no canary deadline");
+                    None
+                }
+            },
+            _ => None,
         };
         let max = self.queue.policy().max_attempts;
         let outcome = if attempt > max {
@@ -445,7 +477,11 @@ impl Worker {
             )))
         } else {
             tracing::info!(job = %d.job_id, tenant = %d.tenant, attempt, canary = on_canary, "converting");
-            let arm = canary.as_ref().map(|c| (&c.settings, on_canary));
+            let arm = canary.as_ref().map(|c| Arm {
+                settings: &c.settings,
+                on_canary,
+                deadline,
+            });
             match job {
                 Some(job) => {
                     self.attempt(consumer, &d, &job, &installed, arm, &cancel)
@@ -488,13 +524,15 @@ impl Worker {
                 self.until_recorded(&d, || self.queue.fail(&d, &reason, attempt))
                     .await
             }
-            Err(ConvertFailure::Retryable(reason)) if attempt >= max => {
+            Err(ConvertFailure::Retryable(reason) | ConvertFailure::TimedOut(reason))
+                if attempt >= max =>
+            {
                 tracing::info!(job = %d.job_id, %reason, "job failed after retries");
                 let reason = format!("{reason} (after {attempt} attempts)");
                 self.until_recorded(&d, || self.queue.fail(&d, &reason, attempt))
                     .await
             }
-            Err(ConvertFailure::Retryable(reason)) => {
+            Err(ConvertFailure::Retryable(reason) | ConvertFailure::TimedOut(reason)) => {
                 let delay = self.queue.policy().backoff(attempt);
                 tracing::info!(job = %d.job_id, %reason, ?delay, "retrying later");
                 self.until_recorded(&d, || self.queue.retry_later(&d, &reason, delay))
@@ -549,13 +587,13 @@ impl Worker {
 
     /// Records one run in its canary's analysis (`arm`: the canary's settings, and
     /// whether this run was the canary's), and acts on the verdict.
-    async fn record_arm(
-        &self,
-        arm: Option<(&CanarySettings, bool)>,
-        result: canary::RunResult,
-        ms: u64,
-    ) {
-        let Some((settings, on_canary)) = arm else {
+    async fn record_arm(&self, arm: Option<&Arm<'_>>, result: canary::RunResult, ms: u64) {
+        let Some(&Arm {
+            settings,
+            on_canary,
+            ..
+        }) = arm
+        else {
             return;
         };
         let pool = self.queue.pool();
@@ -582,7 +620,7 @@ impl Worker {
         d: &Delivery,
         job: &JobRecord,
         installed: &Installed<dyn Converter>,
-        arm: Option<(&CanarySettings, bool)>,
+        arm: Option<Arm<'_>>,
         cancel: &RunCancel,
     ) -> Result<(), ConvertFailure> {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
@@ -650,6 +688,7 @@ impl Worker {
         let run_cancel = cancel.clone();
         let started = Instant::now();
         let job = job.clone();
+        let deadline = arm.as_ref().and_then(|a| a.deadline.clone());
         let converted = tokio::task::spawn_blocking(move || {
             let throttle = Mutex::new((Instant::now(), 0.0f32));
             let progress = move |p: f32| {
@@ -669,6 +708,7 @@ impl Worker {
                 limits: &limits,
                 cpu_ms: &cpu_used,
                 cancel: &run_cancel,
+                deadline: deadline.as_ref(),
             };
             converter.convert(&run, &progress)
         })
@@ -705,6 +745,7 @@ impl Worker {
             Err(ConvertFailure::Refused(_)) => "refused",
             Err(ConvertFailure::Permanent(_)) => "limit",
             Err(ConvertFailure::Retryable(_)) => "trap",
+            Err(ConvertFailure::TimedOut(_)) => "deadline",
         };
         metrics::counter!(
             "tapedeck_plugin_runs_total",
@@ -726,10 +767,47 @@ impl Worker {
         if let Some(result) = result
             && !cancel.is_cancelled()
         {
-            self.record_arm(arm, result, ms).await;
+            self.record_arm(arm.as_ref(), result, ms).await;
+        }
+        match (&converted, &arm) {
+            // What later canaries' deadlines are derived from: this component's time on
+            // this much audio.
+            (Ok(summary), _) if summary.output_valid() => {
+                if let Some(input_ms) = summary.input_ms {
+                    let run = canary::RunTime {
+                        input_ms,
+                        run_ms: ms,
+                    };
+                    if let Err(e) =
+                        canary::record_run_time(self.queue.pool(), &installed.digest, run).await
+                    {
+                        tracing::debug!(error = %e, "run time not recorded");
+                    }
+                }
+            }
+            // A canary past its deadline is stuck or far slower than stable: it is
+            // rolled back now, not after `min_jobs` more runs each costing a deadline.
+            (
+                Err(ConvertFailure::TimedOut(why)),
+                Some(Arm {
+                    settings,
+                    on_canary: true,
+                    ..
+                }),
+            ) => {
+                let why = format!("a canary run passed its deadline: {why}");
+                match canary::end(self.queue.pool(), settings, "canary-rollback", &why).await {
+                    Ok(true) => {
+                        tracing::warn!(digest = %settings.digest, %why, "canary rolled back")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "canary rollback failed"),
+                }
+            }
+            _ => {}
         }
         let summary = converted?;
-        if arm.is_some_and(|(_, on_canary)| on_canary) && !summary.output_valid() {
+        if arm.as_ref().is_some_and(|a| a.on_canary) && !summary.output_valid() {
             record_cpu().await;
             return Err(ConvertFailure::Retryable(format!(
                 "its MP3 is {} ms long by the host's count, the input {} ms",

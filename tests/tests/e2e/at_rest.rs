@@ -476,3 +476,59 @@ async fn small_ones_agree_with_the_error_shape() {
     let after = admin.get_json("/v1/tenant/notifications").await;
     assert_eq!(before, after, "nothing applied");
 }
+
+/// `plugin check` keeps compiled code between runs, and what it loads from there runs as
+/// machine code: its cache directory is made private, and one that another user owns
+/// (who could plant an artifact) is refused with the way out, before anything loads.
+#[test]
+fn the_check_compile_cache_is_private_and_one_another_user_owns_is_refused() {
+    // SAFETY: geteuid(2) only reads the caller's effective uid.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "giving a directory to uid nobody needs root: run the suite as root (CI does), or \
+         leave this test out by name (never a silent pass)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let notifier = dir.path().join("notifier.wasm");
+    std::fs::write(&notifier, tapedeck::components::DEFAULT_NOTIFIER).unwrap();
+    let check = |cache: &Path| {
+        Command::new(serve_exe())
+            .args(["plugin", "check", "--stage", "notifier", "--json"])
+            .arg(&notifier)
+            .arg("--cache-dir")
+            .arg(cache)
+            .output()
+            .unwrap()
+    };
+
+    // Open to everyone, ours: made 0700, then used.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = check(&open);
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let artifacts = std::fs::read_dir(&open)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("cwasm".as_ref()))
+        .count();
+    assert_eq!(artifacts, 1, "the compiled notifier is kept");
+
+    // Someone else's: refused, exit 2, nothing written into it.
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = check(&theirs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("owned by uid 65534") && stderr.contains("--cache-dir"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "another user's directory is left as it was");
+}

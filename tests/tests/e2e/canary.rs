@@ -320,3 +320,207 @@ async fn a_clean_canary_is_promoted_and_the_operator_can_promote_or_abort() {
     let active = op.get_json("/v1/admin/plugins/active").await;
     assert_eq!(active["active"][0]["digest"], dother.as_str(), "{active}");
 }
+
+/// A PCM-in-MP4 file of `seconds` of 44.1 kHz stereo (176 kB a second).
+fn pcm_clip(dir: &Path, name: &str, seconds: u64) -> PathBuf {
+    let spec = tapedeck_mediagen::Spec {
+        duration_ms: seconds * 1000,
+        ..Default::default()
+    };
+    let path = dir.join(name);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    tapedeck_mediagen::write(&spec, tapedeck_mediagen::Damage::None, &mut file).unwrap();
+    drop(file);
+    path
+}
+
+/// A canary that loops only on inputs over 2 MiB (which publishing's quick suite has
+/// none of) holds one of the worker's two slots, for a deadline derived from what the
+/// stable converter took on inputs that long, not for a job's run limit: meanwhile
+/// another tenant's job takes no longer than it normally does (plus a second), the
+/// canary tenant's next large job runs the stable converter, and the first deadline hit
+/// rolls the canary back, naming the figures; the job it held finishes on stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_looping_on_large_inputs_stops_at_its_deadline_and_delays_no_one() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "2".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
+    let hostile = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let looping = replace_all(&hostile, b"tapedeck-mode:normal", b"tapedeck-mode:large!");
+    let digest = sha256(&looping);
+    publish(&op, looping).await;
+    create_tenant(&op, "canaried").await;
+    create_tenant(&op, "other").await;
+    let canaried = s.api.signed_up("canaried", "c@example.com").await;
+    let other = s.api.signed_up("other", "o@example.com").await;
+    let large = pcm_clip(s._dir.path(), "large.mp4", 15);
+    assert!(std::fs::metadata(&large).unwrap().len() > 2 << 20);
+    let small = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
+
+    // The stable converter's record on large inputs (what the deadline comes from), and
+    // the other tenant's normal time for a small job.
+    for _ in 0..3 {
+        let job = canaried.upload_and_wait(&large, &[]).await;
+        assert_eq!(converters(&job), std::slice::from_ref(&builtin), "{job}");
+    }
+    let mut normal = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(other.upload_and_wait(&small, &[]).await["status"], "done");
+        normal = normal.max(started.elapsed());
+    }
+
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{digest}/canary"),
+        json!({"stage": "converter", "tenant": "canaried", "percent": 100, "min_jobs": 10}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    wait_all_applied(&op, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let stuck = canaried.upload_id(&large, &[]).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the canary converting",
+        async || {
+            let job = canaried.get_json(&format!("/v1/jobs/{stuck}")).await;
+            job["status"] == "converting" && converters(&job) == [digest.clone()]
+        },
+    )
+    .await;
+
+    // While the canary spins: another tenant's job as fast as ever, and the canary's
+    // tenant's next job on the stable converter in the other slot.
+    let t = Instant::now();
+    assert_eq!(other.upload_and_wait(&small, &[]).await["status"], "done");
+    let took = t.elapsed();
+    assert!(
+        took <= normal + Duration::from_secs(1),
+        "another tenant's job took {took:?} while the canary ran, {normal:?} before"
+    );
+    let next = canaried.upload_and_wait(&large, &[]).await;
+    assert_eq!(next["status"], "done", "{next}");
+    assert_eq!(converters(&next), std::slice::from_ref(&builtin), "{next}");
+
+    // The deadline rolls the canary back at its first hit; the job finishes on stable.
+    let job = canaried.wait_final(&stuck, SLOW).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(converters(&job), [digest.clone(), builtin.clone()], "{job}");
+    let rolled_back_after = started.elapsed();
+    let canaries = op.get_json("/v1/admin/plugins/canaries").await;
+    assert_eq!(canaries["canaries"], json!([]), "{canaries}");
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    let rollback = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "canary-rollback")
+        .unwrap_or_else(|| panic!("no rollback in {history}"))
+        .clone();
+    let why = rollback["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("a canary run passed its deadline: deadline of ")
+            && why.contains("x the stable converter's p95 of"),
+        "{why}"
+    );
+    // Well inside the run limit of a 15 s input (30 s of CPU, 70 s of wall time).
+    assert!(
+        rolled_back_after < Duration::from_secs(30),
+        "rolled back {rolled_back_after:?} after the canary started"
+    );
+}
+
+/// A component whose conformance check recorded failures at publish (this test guest
+/// writes silence, and what it should refuse it converts) runs its canary cleanly on the
+/// canary's jobs, yet `promote_after` does not promote it: the canary shows why, `plugin
+/// list` shows the failures, and the operator can still promote it by hand, the
+/// failures named in the answer and the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_with_recorded_check_failures_is_not_promoted_by_itself() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "2".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let digest = sha256(&bytes);
+    let short = &digest[..12];
+    let v = publish(&op, bytes).await;
+    let failures = v["plugin"]["failures"].as_array().unwrap().clone();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("silent")),
+        "{v}"
+    );
+    let cli = AdminCli {
+        base: &s.api.base,
+        token: OPERATOR,
+    };
+    let listed = cli.ok(&["plugin", "list", "--stage", "converter"]);
+    let line = listed.lines().find(|l| l.contains(short)).unwrap();
+    assert!(
+        line.contains(&format!("{} failed: ", failures.len())),
+        "{listed}"
+    );
+    let published = cli.ok(&["plugin", "list", "--stage", "converter", "--json"]);
+    assert!(published.contains("silent"), "{published}");
+
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{digest}/canary"),
+        json!({"stage": "converter", "percent": 100, "min_jobs": 3, "promote_after": 5}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    wait_all_applied(&op, Duration::from_secs(10)).await;
+    let me = s.api.signed_up("default", "h@example.com").await;
+    // Inputs the guest converts without trapping (`n % 10 >= 3`), one at a time so each
+    // finds the canary's slot free.
+    for n in 3..10 {
+        let job = me
+            .upload_and_wait(&marked_clip(s._dir.path(), n), &[])
+            .await;
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(converters(&job), std::slice::from_ref(&digest), "{job}");
+    }
+    // Seven clean canary runs, past promote_after: still a canary, saying why.
+    let canaries = op.get_json("/v1/admin/plugins/canaries").await;
+    let canary = &canaries["canaries"][0];
+    assert_eq!(canary["digest"], digest.as_str(), "{canaries}");
+    assert_eq!(canary["totals"]["canary:ok"], 7, "{canaries}");
+    let held = canary["promotion_held"].as_str().unwrap();
+    assert!(
+        held.starts_with("not promoted automatically: its conformance check recorded")
+            && held.contains("silent"),
+        "{held}"
+    );
+    let shown = cli.ok(&["plugin", "canaries"]);
+    assert!(
+        shown.contains(&format!("converter {short}: not promoted automatically")),
+        "{shown}"
+    );
+
+    // By hand: promoted, the failures named.
+    let promoted = cli.ok(&["plugin", "promote", "--stage", "converter"]);
+    assert!(
+        promoted.starts_with(&format!("canary promote: converter {short} for all"))
+            && promoted.contains("recorded at publish: FAIL "),
+        "{promoted}"
+    );
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=converter")
+        .await;
+    let why = history["history"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("promoted by the operator, with the conformance failures recorded")
+            && why.contains("silent"),
+        "{history}"
+    );
+}

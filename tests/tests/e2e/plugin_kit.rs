@@ -12,8 +12,14 @@ use std::process::Command;
 
 const OPERATOR: &str = "op-token-kit-0123456789abcdef0123456789";
 
+/// The CLI, its `plugin check` compile cache in the build's scratch space rather than
+/// the user's ~/.cache.
 fn tapedeck(args: &[&str]) -> std::process::Output {
-    Command::new(serve_exe()).args(args).output().unwrap()
+    Command::new(serve_exe())
+        .args(args)
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -159,27 +165,42 @@ async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
     let built = plugin_examples(&["notifier-python.wasm", "notifier-js.wasm"]);
     let python = std::fs::read(built.join("notifier-python.wasm")).unwrap();
     let js = std::fs::read(built.join("notifier-js.wasm")).unwrap();
-    for (name, path) in [
-        ("python", "notifier-python.wasm"),
-        ("js", "notifier-js.wasm"),
-    ] {
-        let out = tapedeck(&[
-            "plugin",
-            "check",
-            built.join(path).to_str().unwrap(),
-            "--stage",
-            "notifier",
-        ]);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
     let s = stack(vec![
         ("admin-token", OPERATOR.to_string()),
         ("workers", "1".into()),
     ]);
+    // Checked with the service's own compile cache, as an operator checking on the
+    // server would: each is compiled once, by the first check, and publishing and the
+    // worker load the artifact (a Python component is ~20 CPU-seconds of Cranelift).
+    let cache = s._dir.path().join("plugin-cache");
+    let check = |path: &str, json: bool| {
+        let file = built.join(path);
+        let mut args = vec![
+            "plugin",
+            "check",
+            file.to_str().unwrap(),
+            "--stage",
+            "notifier",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = tapedeck(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{path}: {stdout}");
+        stdout
+    };
+    for path in ["notifier-python.wasm", "notifier-js.wasm"] {
+        let report = check(path, false);
+        assert!(report.contains("), compiled in "), "{path}: {report}");
+    }
+    let again: Value = serde_json::from_str(&check("notifier-python.wasm", true)).unwrap();
+    assert_eq!(
+        again["cached"], true,
+        "a second check compiles nothing: {again:#}"
+    );
     let op = s.api.with_token(OPERATOR);
     let mut digests = Vec::new();
     for (tenant, bytes) in [("py", python), ("js", js)] {

@@ -208,8 +208,19 @@ impl Converter for ComponentConverter {
                 job.limits.set_by_tenant.raise("max_input_minutes")
             )));
         }
-        let limits = job.limits.limits_for(Some(audio.duration()));
-        tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, "conversion limits");
+        let mut limits = job.limits.limits_for(Some(audio.duration()));
+        // A canary's deadline, where the stable component has run on inputs this long.
+        let deadline = match (job.deadline, audio) {
+            (Some(d), AudioLength::Declared(length)) => d
+                .for_input(length.as_millis() as u64)
+                .map(|(time, p95)| (d, time, p95)),
+            _ => None,
+        };
+        if let Some((_, time, _)) = deadline {
+            limits.max_wall_time = limits.max_wall_time.min(time);
+            limits.cpu_time = limits.cpu_time.min(time.max(Duration::from_secs(1)));
+        }
+        tracing::debug!(job = job.job_id, ?audio, cpu_time = ?limits.cpu_time, ?deadline, "conversion limits");
         let (result, usage) = self.plugin.convert_cancellable(
             &input,
             &output,
@@ -222,7 +233,18 @@ impl Converter for ComponentConverter {
             job.cpu_ms
                 .fetch_add(cpu.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let summary = result.map_err(|e| classify(e, job.limits, &limits, audio))?;
+        let summary = result.map_err(|e| match (e, deadline) {
+            (RunError::CpuLimit { .. } | RunError::WallClockLimit { .. }, Some((d, time, p95))) => {
+                ConvertFailure::TimedOut(format!(
+                    "deadline of {:.1} s passed ({} x the stable converter's p95 of {p95} ms on \
+                 inputs of similar length + {} ms: deadline_factor, deadline_floor_ms)",
+                    time.as_secs_f64(),
+                    d.factor,
+                    d.floor_ms
+                ))
+            }
+            (e, _) => classify(e, job.limits, &limits, audio),
+        })?;
         let decoded = File::open(job.output)
             .ok()
             .and_then(|f| crate::media::mp3_duration(&f));

@@ -315,6 +315,7 @@ pub fn verdict(report: Report) -> Result<CheckReport, CheckError> {
         world: report.world,
         smoke: summary,
         smoke_ms: report.cases.iter().skip(1).map(|c| c.ms).sum(),
+        failures,
     })
 }
 

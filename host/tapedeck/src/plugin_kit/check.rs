@@ -52,6 +52,9 @@ pub struct Report {
     pub digest: String,
     pub world: String,
     pub compile_ms: u64,
+    /// The compiled code came from the compile cache (`compile_ms` is then its loading).
+    #[serde(default)]
+    pub cached: bool,
     pub passed: bool,
     pub cases: Vec<Case>,
 }
@@ -80,10 +83,15 @@ impl Report {
     /// A table for people.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{} component {} ({}), compiled in {} ms\n",
+            "{} component {} ({}), {} in {} ms\n",
             self.stage,
             self.digest.get(..12).unwrap_or(&self.digest),
             self.world,
+            if self.cached {
+                "loaded from the compile cache"
+            } else {
+                "compiled"
+            },
             self.compile_ms
         );
         for c in &self.cases {
@@ -125,10 +133,12 @@ pub fn check(
     let digest = hex::encode(sha2::Sha256::digest(bytes));
     let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_runtime::WIT_VERSION);
     let mut config = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
-    if stage == "notifier" {
+    // Notifiers and auth stages run in-process in the service: checked the same way.
+    if stage == "notifier" || stage == "auth" {
         config.isolation = Isolation::InProcess;
     }
     let runtime = PluginRuntime::new(config).map_err(|e| e.to_string())?;
+    let cached = runtime.is_compiled(bytes);
     let start = Instant::now();
     let mut cases = Vec::new();
     let load_case = |result: Result<(), String>, ms: u64| Case {
@@ -154,18 +164,13 @@ pub fn check(
             }
             Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
         },
-        "auth" => {
-            let mut in_process = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
-            in_process.isolation = Isolation::InProcess;
-            let runtime = PluginRuntime::new(in_process).map_err(|e| e.to_string())?;
-            match runtime.load_auth(bytes) {
-                Ok(plugin) => {
-                    cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
-                    auth_cases(&plugin, &mut cases);
-                }
-                Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
+        "auth" => match runtime.load_auth(bytes) {
+            Ok(plugin) => {
+                cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
+                auth_cases(&plugin, &mut cases);
             }
-        }
+            Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
+        },
         other => return Err(format!("no conformance suite for the {other} stage")),
     }
     let compile_ms = cases.first().map_or(0, |c| c.ms);
@@ -174,6 +179,7 @@ pub fn check(
         digest,
         world,
         compile_ms,
+        cached,
         passed: cases.iter().all(|c| c.passed),
         cases,
     })

@@ -60,8 +60,18 @@ enum PluginCommand {
         /// Skip the hour-long input (what publishing runs).
         #[arg(long)]
         quick: bool,
+        /// Where compiled components are kept between checks, keyed by the component's
+        /// digest and the engine (default: $XDG_CACHE_HOME/tapedeck/plugin-cache, else
+        /// ~/.cache/tapedeck/plugin-cache; a service's is DATA_DIR/plugin-cache). It
+        /// must belong to you and be writable by no one else: its files are loaded as
+        /// machine code. The least recently used go past 2 GiB.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
+
+/// How much compiled code `plugin check` keeps in its cache directory.
+const CHECK_CACHE_BYTES: u64 = 2 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
@@ -105,7 +115,8 @@ pub fn run(args: PluginArgs) -> ExitCode {
             stage,
             json,
             quick,
-        } => return check_file(&file, stage, json, quick),
+            cache_dir,
+        } => return check_file(&file, stage, json, quick, cache_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,7 +147,13 @@ fn write_wit(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
+fn check_file(
+    file: &Path,
+    stage: Kind,
+    json: bool,
+    quick: bool,
+    cache_dir: Option<PathBuf>,
+) -> ExitCode {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
@@ -144,10 +161,19 @@ fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cache = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: no scratch dir: {e}");
+    let cache = match cache_dir.or_else(default_cache_dir) {
+        Some(dir) => match private_dir(&dir) {
+            Ok(()) => dir,
+            Err(e) => {
+                eprintln!(
+                    "error: compile cache {}: {e} (choose another with --cache-dir)",
+                    dir.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!("error: no compile cache: set HOME, XDG_CACHE_HOME or --cache-dir");
             return ExitCode::from(2);
         }
     };
@@ -157,7 +183,14 @@ fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
         check::Depth::Full
     };
     let policy = tapedeck_runtime::LimitPolicy::default();
-    match check::check(cache.path(), stage.as_str(), &bytes, depth, &policy) {
+    let result = check::check(&cache, stage.as_str(), &bytes, depth, &policy);
+    if let Err(e) = tapedeck_runtime::prune_compile_cache(&cache, CHECK_CACHE_BYTES) {
+        eprintln!(
+            "warning: pruning the compile cache {}: {e}",
+            cache.display()
+        );
+    }
+    match result {
         Ok(report) => {
             if json {
                 println!(
@@ -178,6 +211,45 @@ fn check_file(file: &Path, stage: Kind, json: bool, quick: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/tapedeck/plugin-cache`, else `$HOME/.cache/tapedeck/plugin-cache`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("tapedeck").join("plugin-cache"))
+}
+
+/// Creates `dir` (and missing parents) private to this user, or makes an existing one of
+/// this user's so, as a service's data dir; stricter than a data dir (which may be a
+/// volume someone else mounted), refuses one another user owns, untouched: what it holds
+/// is loaded as machine code.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !dir.exists() {
+        crate::serve::private_dir(dir)?;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(dir)?.uid();
+    if owner != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {owner}, not by you (uid {me})"
+        )));
+    }
+    crate::serve::private_dir(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 fn valid_name(name: &str) -> bool {
