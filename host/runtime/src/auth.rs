@@ -292,7 +292,8 @@ impl AuthPlugin {
                 Ok(value) => Ok((value, auth)),
                 Err(e) => Err((e, false)),
             });
-        super::guest_log::emit_stderr(&self.digest, &store.data().stderr.take());
+        let said = store.data().stderr.take();
+        super::guest_log::emit_stderr(&self.digest, &said);
         if store.data().limiter.memory_denied {
             return Err(RunError::MemoryLimit {
                 limit: limits.max_memory_bytes,
@@ -308,7 +309,7 @@ impl AuthPlugin {
                 Ok(value)
             }
             Err((error, instantiating)) => {
-                Err(super::error::classify_failure(error, instantiating, limits))
+                Err(super::error::classify_failure(error, instantiating, limits).with_stderr(&said))
             }
         }
     }

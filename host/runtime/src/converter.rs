@@ -135,7 +135,8 @@ pub(crate) fn run_converter(
             limit: limits.max_table_elements,
         });
     }
-    let (call, sink_rep) = result.map_err(|e| classify_failure(e, true, &limits))?;
+    let (call, sink_rep) =
+        result.map_err(|e| classify_failure(e, true, &limits).with_stderr(&stderr.contents()))?;
     // The guest only borrowed the sink: its entry, with the final counts, is still ours.
     let sink = state
         .table
@@ -153,7 +154,7 @@ pub(crate) fn run_converter(
             Ok(summary)
         }
         Ok(Err(error)) => Err(RunError::Convert(error.into())),
-        Err(error) => Err(classify_failure(error, false, &limits)),
+        Err(error) => Err(classify_failure(error, false, &limits).with_stderr(&stderr.contents())),
     }
 }
 

@@ -105,7 +105,41 @@ impl LoadError {
     }
 }
 
+/// How much of the end of a crashed guest's stderr its error carries.
+const STDERR_IN_ERROR: usize = 1500;
+
 impl RunError {
+    /// A crash (a trap, or a start function that failed) with the end of what the guest
+    /// wrote to stderr: a Rust panic's message, a Python traceback, a JavaScript
+    /// exception. So the author reads why in `plugin check`, a publish refusal or a
+    /// job's error, not only in the server's log. Lines are joined with ` | `.
+    pub(crate) fn with_stderr(self, stderr: &str) -> Self {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return self;
+        }
+        let joined = lines.join(" | ");
+        let mut start = joined.len().saturating_sub(STDERR_IN_ERROR);
+        while !joined.is_char_boundary(start) {
+            start += 1;
+        }
+        let cut = if start > 0 { "..." } else { "" };
+        let said = format!("; it wrote to stderr: {cut}{}", &joined[start..]);
+        match self {
+            RunError::Trap { message } => RunError::Trap {
+                message: message + &said,
+            },
+            RunError::Instantiate { message } => RunError::Instantiate {
+                message: message + &said,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn io(context: &str, error: impl std::fmt::Display) -> Self {
         RunError::Io {
             message: format!("{context}: {error}"),
@@ -163,6 +197,39 @@ fn seconds(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crash_carries_the_end_of_the_guests_stderr() {
+        let trap = || RunError::Trap {
+            message: "wasm trap: unreachable".into(),
+        };
+        let said =
+            "\nTraceback (most recent call last):\n  File \"app.py\", line 3\n\nValueError: boom\n";
+        assert_eq!(
+            trap().with_stderr(said).to_string(),
+            "plugin crashed: wasm trap: unreachable; it wrote to stderr: Traceback (most \
+             recent call last): | File \"app.py\", line 3 | ValueError: boom"
+        );
+        assert_eq!(
+            trap().with_stderr(" \n"),
+            trap(),
+            "nothing said, nothing added"
+        );
+        let limit = RunError::CpuLimit {
+            limit: Duration::from_secs(1),
+        };
+        assert_eq!(
+            limit.clone().with_stderr("busy"),
+            limit,
+            "a limit is the host's word"
+        );
+        let long = format!("{}é the end", "x".repeat(5000));
+        let RunError::Trap { message } = trap().with_stderr(&long) else {
+            unreachable!()
+        };
+        assert!(message.ends_with("é the end") && message.contains("stderr: ...x"));
+        assert!(message.len() < 1600, "{}", message.len());
+    }
 
     #[test]
     fn limit_messages_are_readable() {

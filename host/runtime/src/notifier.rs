@@ -167,7 +167,8 @@ impl NotifierPlugin {
                     .map_err(|e| (e, false))
             });
         let wasm_time = started.elapsed();
-        super::guest_log::emit_stderr(&self.digest, &stderr.contents());
+        let said = stderr.contents();
+        super::guest_log::emit_stderr(&self.digest, &said);
         let state = store.into_data();
         if state.limiter.memory_denied {
             return Err(NotifyRunError::Plugin(RunError::MemoryLimit {
@@ -183,7 +184,7 @@ impl NotifierPlugin {
                 Err(NotifyRunError::Declined(why))
             }
             Err((error, instantiating)) => Err(NotifyRunError::Plugin(
-                super::error::classify_failure(error, instantiating, limits),
+                super::error::classify_failure(error, instantiating, limits).with_stderr(&said),
             )),
         }
     }

@@ -160,6 +160,53 @@ fn plugin_check_passes_the_built_in_components_and_fails_a_bad_one() {
     assert!(String::from_utf8_lossy(&wrong.stdout).contains("FAIL loads"));
 }
 
+/// A guest that panics: what it wrote to stderr (Rust's panic message) is in the failed
+/// case of `plugin check` and in the publish refusal, not only in the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_panic_message_reaches_check_and_the_publish_refusal() {
+    let hostile = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
+    let panicking = replace_all(&hostile, b"tapedeck-mode:normal", b"tapedeck-mode:panic!");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("panics.wasm");
+    std::fs::write(&file, &panicking).unwrap();
+    let said = "panicked at tests/guests/hostile/src/lib.rs";
+    let why = "the hostile guest panics on request (";
+    let out = tapedeck(&[
+        "plugin",
+        "check",
+        file.to_str().unwrap(),
+        "--stage",
+        "converter",
+        "--quick",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let smoke = report
+        .lines()
+        .find(|l| l.starts_with("FAIL smoke"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        smoke.contains("plugin crashed: ")
+            && smoke.contains("it wrote to stderr: ")
+            && smoke.contains(said)
+            && smoke.contains(why),
+        "{smoke}"
+    );
+
+    let s = stack(vec![("admin-token", OPERATOR.to_string())]);
+    let op = s.api.with_token(OPERATOR);
+    let r = op
+        .post("/v1/admin/plugins")
+        .multipart(plugin_form("converter", panicking))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains(said) && message.contains(why), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_and_javascript_notifiers_compose_their_tenants_notifications() {
     let built = plugin_examples(&["notifier-python.wasm", "notifier-js.wasm"]);

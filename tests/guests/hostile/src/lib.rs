@@ -19,7 +19,8 @@
 //! Tests that need a converter misbehaving on every input (the conformance check's own
 //! inputs too) patch [`MODE`] in the component's bytes: `tapedeck-mode:spin!!` spins
 //! whatever the input; `tapedeck-mode:large!` spins on inputs over 2 MiB (which the
-//! quick conformance suite of a publish has none of).
+//! quick conformance suite of a publish has none of); `tapedeck-mode:panic!` panics
+//! (Rust prints the message to stderr, then traps).
 //!
 //! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
 #![cfg(target_arch = "wasm32")]
@@ -49,6 +50,12 @@ impl Guest for Hostile {
         let mode = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(MODE)) };
         if mode.ends_with(b"spin!!") || (mode.ends_with(b"large!") && input.size() > 2 << 20) {
             spin()
+        }
+        if mode.ends_with(b"panic!") {
+            panic!(
+                "the hostile guest panics on request ({} bytes of input)",
+                input.size()
+            );
         }
         let head = input.read_at(0, 16).map_err(io_error)?;
         let starts = |word: &[u8]| head.starts_with(word);
