@@ -168,10 +168,7 @@ fn convert(args: ConvertArgs) -> Result<()> {
         }
         None => crate::components::DEFAULT_CONVERTER.to_vec(),
     };
-    let cache_dir = match args.cache_dir.clone() {
-        Some(dir) => dir,
-        None => default_cache_dir()?,
-    };
+    let cache_dir = crate::plugin_kit::user_cache_dir(args.cache_dir.clone())?;
     let config = RuntimeConfig {
         isolation: args.isolation,
         ..RuntimeConfig::new(cache_dir)
@@ -290,14 +287,6 @@ fn progress_bar() -> ProgressBar {
         .expect("the template is valid");
     bar.set_style(style);
     bar
-}
-
-fn default_cache_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("tapedeck"));
-    }
-    let home = std::env::var_os("HOME").context("set HOME, XDG_CACHE_HOME or --cache-dir")?;
-    Ok(PathBuf::from(home).join(".cache").join("tapedeck"))
 }
 
 #[cfg(test)]

@@ -161,7 +161,8 @@ fn plugin_check_passes_the_built_in_components_and_fails_a_bad_one() {
 }
 
 /// A guest that panics: what it wrote to stderr (Rust's panic message) is in the failed
-/// case of `plugin check` and in the publish refusal, not only in the server's log.
+/// case of `plugin check` and in the publish refusal, not only in the server's log. One
+/// that loops on inputs over 2 MiB is refused at publish by the suite's large input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guests_panic_message_reaches_check_and_the_publish_refusal() {
     let hostile = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
@@ -205,6 +206,25 @@ async fn a_guests_panic_message_reaches_check_and_the_publish_refusal() {
     let v: Value = r.json().await.unwrap();
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains(said) && message.contains(why), "{v}");
+
+    let large = replace_all(&hostile, b"tapedeck-mode:normal", b"tapedeck-mode:large!");
+    let r = op
+        .post("/v1/admin/plugins")
+        .multipart(plugin_form("converter", large))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("large input: PCM 5.1 96 kHz, 16 s (18 MB), within 10 s of CPU: ")
+            // Its CPU time, or (a loaded machine gives it less than half a core) its
+            // wall-clock time, twice that.
+            && (message.contains("CPU time limit of 10 s exceeded")
+                || message.contains("wall-clock limit of 20 s exceeded")),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

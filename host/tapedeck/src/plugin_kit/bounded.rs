@@ -419,6 +419,7 @@ pub fn run_child(args: ChildArgs) -> ExitCode {
         &bytes,
         Depth::Quick,
         &args.policy(),
+        &mut |_| {},
     ) {
         Ok(report) => ChildOutcome::Report(Box::new(report)),
         Err(e) => ChildOutcome::Error(e),

@@ -60,11 +60,11 @@ enum PluginCommand {
         /// Skip the hour-long input (what publishing runs).
         #[arg(long)]
         quick: bool,
-        /// Where compiled components are kept between checks, keyed by the component's
-        /// digest and the engine (default: $XDG_CACHE_HOME/tapedeck/plugin-cache, else
-        /// ~/.cache/tapedeck/plugin-cache; a service's is DATA_DIR/plugin-cache). It
-        /// must belong to you and be writable by no one else: its files are loaded as
-        /// machine code. The least recently used go past 2 GiB.
+        /// Where compiled components are kept between checks (and `convert` runs),
+        /// keyed by the component's digest and the engine (default:
+        /// $XDG_CACHE_HOME/tapedeck, else ~/.cache/tapedeck; a service's is
+        /// DATA_DIR/plugin-cache). It must belong to you; it is made private (0700):
+        /// its files are loaded as machine code. The least recently used go past 2 GiB.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
@@ -161,19 +161,10 @@ fn check_file(
             return ExitCode::from(2);
         }
     };
-    let cache = match cache_dir.or_else(default_cache_dir) {
-        Some(dir) => match private_dir(&dir) {
-            Ok(()) => dir,
-            Err(e) => {
-                eprintln!(
-                    "error: compile cache {}: {e} (choose another with --cache-dir)",
-                    dir.display()
-                );
-                return ExitCode::from(2);
-            }
-        },
-        None => {
-            eprintln!("error: no compile cache: set HOME, XDG_CACHE_HOME or --cache-dir");
+    let cache = match user_cache_dir(cache_dir) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -183,7 +174,15 @@ fn check_file(
         check::Depth::Full
     };
     let policy = tapedeck_runtime::LimitPolicy::default();
-    let result = check::check(&cache, stage.as_str(), &bytes, depth, &policy);
+    // People see each case as it ends (a full check of a slow converter takes minutes);
+    // `--json` prints the report once, at the end.
+    let mut print = |line: &str| {
+        if !json {
+            print!("{line}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    };
+    let result = check::check(&cache, stage.as_str(), &bytes, depth, &policy, &mut print);
     if let Err(e) = tapedeck_runtime::prune_compile_cache(&cache, CHECK_CACHE_BYTES) {
         eprintln!(
             "warning: pruning the compile cache {}: {e}",
@@ -198,7 +197,7 @@ fn check_file(
                     serde_json::to_string_pretty(&report).expect("reports serialize")
                 );
             } else {
-                print!("{}", report.render());
+                print!("{}", report.footer());
             }
             if report.passed {
                 ExitCode::SUCCESS
@@ -213,21 +212,38 @@ fn check_file(
     }
 }
 
-/// `$XDG_CACHE_HOME/tapedeck/plugin-cache`, else `$HOME/.cache/tapedeck/plugin-cache`.
-fn default_cache_dir() -> Option<PathBuf> {
-    let absolute = |var: &str| {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
+/// The compile cache of the author's commands (`plugin check`, `convert`): `given`, or
+/// `$XDG_CACHE_HOME/tapedeck`, else `~/.cache/tapedeck` — one cache, so converting with a
+/// plugin after checking it compiles nothing. Made private to this user (0700); one that
+/// another user owns is refused, untouched: what it holds is loaded as machine code.
+pub(crate) fn user_cache_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let dir = match given {
+        Some(dir) => dir,
+        None => {
+            let absolute = |var: &str| {
+                std::env::var_os(var)
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+            };
+            absolute("XDG_CACHE_HOME")
+                .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+                .context("no compile cache: set HOME, XDG_CACHE_HOME or --cache-dir")?
+                .join("tapedeck")
+        }
     };
-    let base = absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
-    Some(base.join("tapedeck").join("plugin-cache"))
+    private_dir(&dir).with_context(|| {
+        format!(
+            "compile cache {}: choose another with --cache-dir",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
 }
 
 /// Creates `dir` (and missing parents) private to this user, or makes an existing one of
 /// this user's so, as a service's data dir; stricter than a data dir (which may be a
-/// volume someone else mounted), refuses one another user owns, untouched: what it holds
-/// is loaded as machine code.
+/// volume someone else mounted), refuses one another user owns.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !dir.exists() {

@@ -13,13 +13,15 @@
 //! - an ISO-BMFF file whose movie header says how long it is: writes that long an MP3 of
 //!   silence (valid frames, so the host's checks of an output pass) — except that it
 //!   traps when the file ends with a `free` box holding `tapedeck-flaky:{n}` with
-//!   `n % 10 < 3`: the flaky canary of the canary tests.
+//!   `n % 10 < 3`: the flaky canary of the canary tests; and spins when that box holds
+//!   `tapedeck-loop`: a converter that loops on some real inputs (none of the
+//!   conformance suite's).
 //! - anything else (`echo`): copies the input to the output and returns a summary.
 //!
 //! Tests that need a converter misbehaving on every input (the conformance check's own
 //! inputs too) patch [`MODE`] in the component's bytes: `tapedeck-mode:spin!!` spins
 //! whatever the input; `tapedeck-mode:large!` spins on inputs over 2 MiB (which the
-//! quick conformance suite of a publish has none of); `tapedeck-mode:panic!` panics
+//! conformance suite's large input catches, at publish too); `tapedeck-mode:panic!` panics
 //! (Rust prints the message to stderr, then traps).
 //!
 //! Only a wasm32 component: compiled natively (`cargo build --workspace`) it is empty.
@@ -82,6 +84,9 @@ impl Guest for Hostile {
             if flaky_trap(input) {
                 core::arch::wasm32::unreachable()
             }
+            if marker(input).is_some_and(|m| m.contains("tapedeck-loop")) {
+                spin()
+            }
             silence(output, ms)
         } else {
             echo(input, output)
@@ -128,14 +133,18 @@ fn movie_ms(input: &Source) -> Option<u64> {
     (rec[0] == 0 && timescale > 0 && duration > 0).then(|| duration * 1000 / timescale)
 }
 
+/// The last 64 bytes of the input, as text: where the tests put their markers.
+fn marker(input: &Source) -> Option<String> {
+    let size = input.size();
+    let tail = read(input, size.saturating_sub(64), size.min(64) as u32)?;
+    Some(String::from_utf8_lossy(&tail).into_owned())
+}
+
 /// Whether the file ends with the flaky marker that asks for a trap.
 fn flaky_trap(input: &Source) -> bool {
-    let size = input.size();
-    let tail = match read(input, size.saturating_sub(64), size.min(64) as u32) {
-        Some(t) => t,
-        None => return false,
+    let Some(text) = marker(input) else {
+        return false;
     };
-    let text = String::from_utf8_lossy(&tail);
     text.rsplit_once("tapedeck-flaky:")
         .and_then(|(_, n)| n.trim_end_matches('\0').trim().parse::<u64>().ok())
         .is_some_and(|n| n % 10 < 3)
