@@ -4,9 +4,14 @@ include!("../host/build_components.rs");
 /// reaches them as `TAPEDECK_HOSTILE_WASM`.
 fn main() {
     let dir = build_components(
-        &["tapedeck-hostile-guest", "tapedeck-converter-speech"],
+        &[
+            "tapedeck-hostile-guest",
+            "tapedeck-hostile-notifier",
+            "tapedeck-converter-speech",
+        ],
         &[
             "tests/guests/hostile",
+            "tests/guests/hostile-notifier",
             "wit",
             "examples/plugins/converter-speech",
             "components/converter/src",
@@ -20,5 +25,9 @@ fn main() {
     println!(
         "cargo:rustc-env=TAPEDECK_HOSTILE_WASM={}",
         hostile.display()
+    );
+    println!(
+        "cargo:rustc-env=TAPEDECK_HOSTILE_NOTIFIER_WASM={}",
+        component_path(&dir, "tapedeck-hostile-notifier").display()
     );
 }

@@ -658,8 +658,9 @@ pub struct CanaryEnvelope {
     request_body = CanaryRequest,
     responses(
         (status = 201, description = "Started", body = CanaryEnvelope),
-        (status = 400, description = "`invalid_input`: not the converter stage, a bad \
-                                      threshold, another stage's or tenant's component",
+        (status = 400, description = "`invalid_input`: not the converter or notifier \
+                                      stage, a bad threshold, another stage's or tenant's \
+                                      component",
          body = ErrorBody),
         (status = 404, description = "`not_found`: no such component or tenant",
          body = ErrorBody),
@@ -673,9 +674,10 @@ pub async fn start_canary(
     ApiPath(digest): ApiPath<String>,
     ApiJson(r): ApiJson<CanaryRequest>,
 ) -> Result<(StatusCode, Json<CanaryEnvelope>), ApiError> {
-    if r.stage != "converter" {
+    if r.stage != "converter" && r.stage != "notifier" {
         return Err(ApiError::invalid_input(
-            "canaries run on the converter stage (the one whose runs the analysis can judge)",
+            "canaries run on the converter and notifier stages (whose runs the analysis can \
+             judge; a notifier canary composes in shadow, stable's messages are sent)",
         ));
     }
     if let Some(t) = &r.tenant {

@@ -105,6 +105,37 @@ pub enum ComposeError {
     Declined(String),
 }
 
+/// How a notifier canary's composition (run in shadow: composed, never sent) compares
+/// with the stable notifier's for the same event: `Fail` when it crashed or hit a limit;
+/// `Invalid` when it declined an event stable composed, or addressed other recipients
+/// (a mail or webhook dropped, added or sent elsewhere); `Ok` otherwise (its texts may
+/// differ: that is what a new notifier is for).
+pub fn shadow_result(
+    stable: &Result<Composed, ComposeError>,
+    canary: &Result<Composed, ComposeError>,
+) -> crate::canary::RunResult {
+    use crate::canary::RunResult;
+    fn addressed(messages: &[Outgoing]) -> Vec<(&'static str, &str)> {
+        let mut to: Vec<(&'static str, &str)> = messages
+            .iter()
+            .map(|m| match m {
+                Outgoing::Mail(mail) => ("mail", mail.to.as_str()),
+                Outgoing::Webhook(hook) => ("webhook", hook.url.as_str()),
+            })
+            .collect();
+        to.sort_unstable();
+        to
+    }
+    match (stable, canary) {
+        (_, Err(ComposeError::Failed(_))) => RunResult::Fail,
+        (Err(ComposeError::Declined(_)), Err(ComposeError::Declined(_))) => RunResult::Ok,
+        (Ok(_), Err(ComposeError::Declined(_))) => RunResult::Invalid,
+        (Ok(s), Ok(c)) if addressed(&s.messages) != addressed(&c.messages) => RunResult::Invalid,
+        // Stable failed or declined and the canary composed: nothing to hold it against.
+        _ => RunResult::Ok,
+    }
+}
+
 /// Composes the messages of a finished job. Blocking and short; called on a blocking
 /// thread.
 pub trait Composer: Send + Sync + 'static {
@@ -114,4 +145,45 @@ pub trait Composer: Send + Sync + 'static {
         channels: &Channels,
         policy: &SendPolicy,
     ) -> Result<Composed, ComposeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::RunResult;
+
+    fn mail(to: &str, subject: &str) -> Outgoing {
+        Outgoing::Mail(OutgoingMail {
+            to: to.into(),
+            subject: subject.into(),
+            text_body: String::new(),
+            html_body: None,
+        })
+    }
+
+    fn composed(messages: Vec<Outgoing>) -> Result<Composed, ComposeError> {
+        Ok(Composed {
+            messages,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn a_shadow_composition_is_judged_by_whom_it_addresses() {
+        let stable = composed(vec![mail("a@example.com", "done")]);
+        let other_text = composed(vec![mail("a@example.com", "finished!")]);
+        assert_eq!(shadow_result(&stable, &other_text), RunResult::Ok);
+        let elsewhere = composed(vec![mail("b@example.com", "done")]);
+        assert_eq!(shadow_result(&stable, &elsewhere), RunResult::Invalid);
+        assert_eq!(
+            shadow_result(&stable, &composed(vec![])),
+            RunResult::Invalid
+        );
+        let crashed = Err(ComposeError::Failed("trap".into()));
+        assert_eq!(shadow_result(&stable, &crashed), RunResult::Fail);
+        let declined = Err(ComposeError::Declined("no".into()));
+        assert_eq!(shadow_result(&stable, &declined), RunResult::Invalid);
+        assert_eq!(shadow_result(&declined, &declined), RunResult::Ok);
+        assert_eq!(shadow_result(&crashed, &other_text), RunResult::Ok);
+    }
 }

@@ -866,19 +866,35 @@ impl NotifyConsumer {
             webhook_enabled: webhook_url.is_some(),
             webhook_url,
         };
-        let installed = inner.composer.for_tenant(&tenant);
-        let composer = installed.stage.clone();
-        let run = tokio::task::spawn_blocking(move || composer.compose(&event, &channels, &policy))
-            .await
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
-        metrics::counter!(
-            "tapedeck_plugin_runs_total",
-            "stage" => "notifier",
-            "tenant" => tenant.clone(),
-            "digest" => installed.digest.clone(),
-            "outcome" => if run.is_ok() { "ok" } else { "trap" }
-        )
-        .increment(1);
+        let (installed, canary) = inner.composer.for_job(&tenant);
+        // A notifier canary runs in shadow: it composes the same event beside the
+        // stable notifier, its result is judged against stable's and recorded, and only
+        // stable's messages are sent (a canary that crashes costs nobody their mail).
+        let shadow = canary.filter(|c| c.settings.takes(&tenant, &event.owner_email, &job_id));
+        let compose = |composer: Arc<dyn Composer>| {
+            let (event, channels, policy) = (event.clone(), channels.clone(), policy.clone());
+            async move {
+                let started = Instant::now();
+                let run = tokio::task::spawn_blocking(move || {
+                    composer.compose(&event, &channels, &policy)
+                })
+                .await
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+                (run, started.elapsed().as_millis() as u64)
+            }
+        };
+        let (run, stable_ms) = compose(installed.stage.clone()).await;
+        count_run(&tenant, &installed.digest, &run);
+        if let Some(canary) = shadow {
+            let (canary_run, canary_ms) = compose(canary.installed.stage.clone()).await;
+            count_run(&tenant, &canary.installed.digest, &canary_run);
+            if let Err(e) = &canary_run {
+                tracing::info!(job = %job_id, digest = %canary.installed.digest, "notifier canary (shadow): {e}");
+            }
+            let judged = tapedeck_model::notify::shadow_result(&run, &canary_run);
+            self.record_shadow(&canary.settings, (judged, canary_ms), (&run, stable_ms))
+                .await;
+        }
         match run {
             Ok(output) => {
                 inner
@@ -902,6 +918,38 @@ impl NotifyConsumer {
                 .await?;
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// Records a shadowed composition on both arms of the notifier canary and acts on
+    /// its analysis (a breach rolls it back). Redis trouble only costs the record.
+    async fn record_shadow(
+        &self,
+        settings: &tapedeck_model::canary::CanarySettings,
+        (canary, canary_ms): (tapedeck_model::canary::RunResult, u64),
+        (stable, stable_ms): (
+            &Result<tapedeck_model::notify::Composed, tapedeck_model::notify::ComposeError>,
+            u64,
+        ),
+    ) {
+        use tapedeck_store::canary::{self, Outcome, RunResult};
+        let pool = &self.inner.pool;
+        let stable = match stable {
+            Err(tapedeck_model::notify::ComposeError::Failed(_)) => RunResult::Fail,
+            _ => RunResult::Ok,
+        };
+        for (arm, result, ms) in [("canary", canary, canary_ms), ("stable", stable, stable_ms)] {
+            if let Err(e) = canary::record(pool, settings, arm, Outcome { result, ms }).await {
+                tracing::warn!(error = %e, "notifier canary outcome not recorded");
+                return;
+            }
+        }
+        match canary::evaluate(pool, settings).await {
+            Ok(Some(verdict)) => {
+                tracing::warn!(digest = %settings.digest, ?verdict, "notifier canary ended by its analysis")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "notifier canary analysis failed"),
         }
     }
 
@@ -1102,6 +1150,22 @@ fn build_event(
         finished_at: num("finished_at").unwrap_or_else(|| now_ms() / 1000),
         job_id,
     }
+}
+
+/// Counts one notifier run in `tapedeck_plugin_runs_total`.
+fn count_run(
+    tenant: &str,
+    digest: &str,
+    run: &Result<tapedeck_model::notify::Composed, tapedeck_model::notify::ComposeError>,
+) {
+    metrics::counter!(
+        "tapedeck_plugin_runs_total",
+        "stage" => "notifier",
+        "tenant" => tenant.to_owned(),
+        "digest" => digest.to_owned(),
+        "outcome" => if run.is_ok() { "ok" } else { "trap" }
+    )
+    .increment(1);
 }
 
 #[cfg(test)]

@@ -527,3 +527,87 @@ async fn a_canary_with_recorded_check_failures_is_not_promoted_by_itself() {
         "{history}"
     );
 }
+
+/// A notifier canary runs in shadow: it composes each event beside the stable notifier
+/// and only stable's messages are sent. This one (the hostile test notifier) composes
+/// finished jobs well and panics on failed ones: its failures roll it back, and every
+/// job's mail, the built-in notifier's, arrives all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notifier_canary_that_crashes_on_failed_jobs_is_rolled_back_and_no_mail_is_lost() {
+    let s = stack(vec![
+        ("admin-token", OPERATOR.to_string()),
+        ("workers", "1".into()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
+    let bytes = std::fs::read(env!("TAPEDECK_HOSTILE_NOTIFIER_WASM")).unwrap();
+    let digest = sha256(&bytes);
+    let r = op
+        .post("/v1/admin/plugins")
+        .multipart(plugin_form("notifier", bytes))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    // Its crash on a failed job is recorded at publish, with what it said.
+    let failures = v["plugin"]["failures"].to_string();
+    assert!(
+        failures.contains("the hostile notifier panics on failed jobs"),
+        "{v}"
+    );
+    let (status, v) = post(
+        &op,
+        &format!("/v1/admin/plugins/{digest}/canary"),
+        json!({"stage": "notifier", "percent": 100, "min_jobs": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    wait_all_applied(&op, Duration::from_secs(10)).await;
+
+    let me = s.api.signed_up("default", "n@example.com").await;
+    let clip = media("aac-lc_8k_stereo_short__musicmetadata_pr-544.m4a");
+    let broken = not_audio(s._dir.path());
+    for _ in 0..2 {
+        assert_eq!(me.upload_and_wait(&clip, &[]).await["status"], "done");
+    }
+    for _ in 0..3 {
+        assert_eq!(me.upload_and_wait(&broken, &[]).await["status"], "failed");
+    }
+    // Rolled back by its analysis at its third run, the first crash (min_jobs 3).
+    wait_for(
+        Duration::from_secs(20),
+        "the notifier canary rolled back",
+        async || op.get_json("/v1/admin/plugins/canaries").await["canaries"] == json!([]),
+    )
+    .await;
+    let history = op
+        .get_json("/v1/admin/plugins/history?stage=notifier")
+        .await;
+    let rollback = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "canary-rollback")
+        .unwrap_or_else(|| panic!("no rollback in {history}"))
+        .clone();
+    assert_eq!(rollback["digest"], digest.as_str());
+    let why = rollback["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("plugin failures: 1 of the canary's last 3 runs (33%) vs 0 of stable's 3"),
+        "{why}"
+    );
+    // Every job's mail was sent, each the built-in notifier's.
+    let mails = outbox_mails(s._dir.path(), 5, SLOW, Duration::from_millis(500));
+    assert_eq!(mails.len(), 5, "{mails:?}");
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.contains("n@example.com") && !m.contains("hostile notifier")),
+        "{mails:?}"
+    );
+    let converted = mails
+        .iter()
+        .filter(|m| m.contains("has been converted to MP3"))
+        .count();
+    assert_eq!(converted, 2, "{mails:?}");
+}
