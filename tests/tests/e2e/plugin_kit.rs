@@ -84,6 +84,53 @@ fn plugin_new_writes_projects_and_refuses_bad_names() {
     assert!(!bad.status.success());
     let converter = tapedeck(&["plugin", "new", "converter", "speech", "--lang", "js"]);
     assert!(!converter.status.success());
+    // No auth template: not offered, refused as a usage error.
+    let help = tapedeck(&["plugin", "new", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("[possible values: converter, notifier]"),
+        "{help}"
+    );
+    let auth = tapedeck(&["plugin", "new", "auth", "x", "--lang", "rust"]);
+    assert_eq!(auth.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&auth.stderr).contains("invalid value 'auth'"));
+    // The Python project keeps its virtualenv and build output out of version control;
+    // the Rust notifier is the built-in one's source; a converter project names no path
+    // of this checkout and links it instead.
+    let ignored = std::fs::read_to_string(dir.path().join("python/.gitignore")).unwrap();
+    assert_eq!(ignored, ".venv/\n__pycache__/\n*.wasm\n");
+    let lib = std::fs::read_to_string(dir.path().join("rust/src/lib.rs")).unwrap();
+    assert_eq!(
+        lib,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../components/notifier/src/lib.rs")
+        )
+        .unwrap()
+    );
+    let conv = dir.path().join("conv");
+    let out = tapedeck(&[
+        "plugin",
+        "new",
+        "converter",
+        "conv",
+        "--lang",
+        "rust",
+        "--dir",
+        conv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_link(conv.join("tapedeck-src")).unwrap(),
+        checkout
+    );
+    for file in ["Cargo.toml", "src/lib.rs", "build.sh"] {
+        let text = std::fs::read_to_string(conv.join(file)).unwrap();
+        assert!(!text.contains(checkout.to_str().unwrap()), "{file}: {text}");
+    }
 }
 
 #[test]

@@ -37,8 +37,9 @@ enum PluginCommand {
     },
     /// Start a plugin project that builds out of the box and passes `plugin check`.
     New {
-        /// What it implements.
-        kind: Kind,
+        /// What it implements (an auth stage has no template: start from the built-in
+        /// one, components/auth in the Tapedeck repository).
+        kind: TemplateKind,
         /// Its name: lowercase letters, digits and `-`, starting with a letter.
         name: String,
         #[arg(long, value_enum)]
@@ -90,6 +91,22 @@ impl Kind {
     }
 }
 
+/// The stages `plugin new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TemplateKind {
+    Converter,
+    Notifier,
+}
+
+impl From<TemplateKind> for Kind {
+    fn from(kind: TemplateKind) -> Self {
+        match kind {
+            TemplateKind::Converter => Kind::Converter,
+            TemplateKind::Notifier => Kind::Notifier,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Lang {
     Rust,
@@ -108,7 +125,7 @@ pub fn run(args: PluginArgs) -> ExitCode {
             dir,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            new_project(kind, &name, lang, &dir)
+            new_project(kind.into(), &name, lang, &dir)
         }
         PluginCommand::Check {
             file,
@@ -298,6 +315,7 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
                 "build.sh",
                 include_str!("templates/python-build.sh").replace("NAME", name),
             ),
+            (".gitignore", ".venv/\n__pycache__/\n*.wasm\n".into()),
         ],
         (Kind::Notifier, Lang::Js) => {
             let relocate = |s: &str| {
@@ -334,9 +352,14 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
                 "Cargo.toml",
                 include_str!("templates/rust-notifier/Cargo.toml").replace("NAME", name),
             ),
+            // The built-in notifier itself: the same messages, and its tests.
             (
                 "src/lib.rs",
-                include_str!("templates/rust-notifier/lib.rs").into(),
+                include_str!("../../../../components/notifier/src/lib.rs").into(),
+            ),
+            (
+                "src/component.rs",
+                include_str!("../../../../components/notifier/src/component.rs").into(),
             ),
             (
                 "build.sh",
@@ -347,17 +370,14 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
             (".gitignore", "target/\n*.wasm\n".into()),
         ],
         (Kind::Converter, Lang::Rust) => {
-            let src = tapedeck_source()?;
             vec![
                 (
                     "Cargo.toml",
-                    include_str!("templates/rust-converter/Cargo.toml")
-                        .replace("NAME", name)
-                        .replace("SRC", &src),
+                    include_str!("templates/rust-converter/Cargo.toml").replace("NAME", name),
                 ),
                 (
                     "src/lib.rs",
-                    include_str!("templates/rust-converter/lib.rs").replace("SRC", &src),
+                    include_str!("templates/rust-converter/lib.rs").into(),
                 ),
                 (
                     "build.sh",
@@ -365,13 +385,10 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
                         .replace("SNAKE", &snake)
                         .replace("NAME", name),
                 ),
-                (".gitignore", "target/\n*.wasm\n".into()),
+                (".gitignore", "target/\n*.wasm\ntapedeck-src\n".into()),
             ]
         }
-        (Kind::Auth, _) => anyhow::bail!(
-            "there is no auth template: start from the built-in auth component's source \
-             (components/auth in the Tapedeck repository)"
-        ),
+        (Kind::Auth, _) => unreachable!("`plugin new` offers no auth template"),
         (Kind::Converter, _) => anyhow::bail!(
             "converter templates are in Rust only (--lang rust): a converter is built on \
              Tapedeck's converter core (symphonia and LAME), a Rust crate"
@@ -415,6 +432,11 @@ fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result
         "{name:?} is not a plugin name: lowercase letters, digits and -, starting with a letter, at most 64"
     );
     let files = template(kind, name, lang)?;
+    // A converter builds on the core's source: found before anything is written.
+    let source = match kind {
+        Kind::Converter => Some(tapedeck_source()?),
+        _ => None,
+    };
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         anyhow::bail!("{} exists and is not empty", dir.display());
     }
@@ -431,6 +453,11 @@ fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result
         }
     }
     write_wit(&dir.join("wit"))?;
+    if let Some(source) = source {
+        // The core's source, linked rather than named in Cargo.toml: the project builds
+        // from wherever TAPEDECK_SRC points (build.sh re-links it), here or elsewhere.
+        std::os::unix::fs::symlink(source, dir.join("tapedeck-src"))?;
+    }
     println!(
         "created {} ({} {}, {:?}); next:\n  cd {}\n  ./build.sh\n  tapedeck plugin check {name}.wasm --stage {}",
         dir.display(),
@@ -468,8 +495,14 @@ mod tests {
         let converter = template(Kind::Converter, "my-conv", Lang::Rust).unwrap();
         let all: String = converter.iter().map(|(_, s)| s.as_str()).collect();
         assert!(
-            all.contains("components/converter") && !all.contains("SRC/"),
+            all.contains("tapedeck-src/components/converter") && !all.contains("SRC/"),
             "{all}"
+        );
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let checkout = checkout.canonicalize().unwrap();
+        assert!(
+            !all.contains(checkout.to_str().unwrap()),
+            "no path of this checkout in the project: {all}"
         );
     }
 }

@@ -34,4 +34,4 @@ impl Guest for Converter {
 
 // The host side of the world (source, sink, progress, logging) as the core's traits, and
 // `core_options`.
-include!("SRC/components/converter/src/host_glue.rs");
+include!("../tapedeck-src/components/converter/src/host_glue.rs");
