@@ -31,7 +31,7 @@ done_ms=$(date +%s%3N)
 echo "plugin kit: converter (rust): new + build $(( (built - start) / 1000 )) s, check $(( (done_ms - built) / 1000 )) s"
 # No path of this checkout is in the project: a copy elsewhere builds from TAPEDECK_SRC.
 cp -r "$work/kit-converter" "$work/moved-converter"
-rm -rf "$work/moved-converter/target" "$work/moved-converter/tapedeck-src"
+rm -rf "$work/moved-converter/target" "$work/moved-converter/.tapedeck-src"
 if grep -rq "$root" "$work/moved-converter"; then
     echo "plugin kit: the converter project names $root" >&2
     exit 1

@@ -122,6 +122,11 @@ pub struct RuntimeConfig {
     /// very binary in production ([`running_executable`]), `env!("CARGO_BIN_EXE_tapedeck")`
     /// in tests.
     pub runner_exe: PathBuf,
+    /// Cranelift's per-function cache (`<cache_dir>/functions`): a component compiled
+    /// again after a small change reuses the machine code of every function that did
+    /// not change. For an author's own builds (`plugin check`, `convert`); the service
+    /// leaves it off, so no tenant's compile depends on another's code.
+    pub incremental: bool,
 }
 
 impl RuntimeConfig {
@@ -131,6 +136,7 @@ impl RuntimeConfig {
             cache_dir: cache_dir.into(),
             isolation: Isolation::default(),
             runner_exe: running_executable()?,
+            incremental: false,
         })
     }
 }
@@ -169,21 +175,38 @@ pub fn running_executable() -> std::io::Result<PathBuf> {
 pub struct PluginRuntime {
     config: RuntimeConfig,
     cache: CompileCache,
+    /// Cranelift's per-function cache, with [`RuntimeConfig::incremental`].
+    functions: Option<Arc<engine::FunctionCache>>,
 }
 
 impl PluginRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let engine = engine::engine_for(config.isolation)
+        let functions = config.incremental.then(|| {
+            Arc::new(engine::FunctionCache::new(
+                config.cache_dir.join("functions"),
+            ))
+        });
+        let engine = engine::engine_for(config.isolation, functions.clone())
             .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         if config.isolation == Isolation::InProcess {
             engine::spawn_epoch_ticker(&engine).map_err(|e| LoadError::Runtime(e.to_string()))?;
         }
         let cache = CompileCache::new(engine, config.cache_dir.clone());
-        Ok(Self { config, cache })
+        Ok(Self {
+            config,
+            cache,
+            functions,
+        })
     }
 
     pub fn isolation(&self) -> Isolation {
         self.config.isolation
+    }
+
+    /// With [`RuntimeConfig::incremental`]: the functions compiled so far that came from
+    /// Cranelift's per-function cache, and all functions compiled.
+    pub fn functions_reused(&self) -> Option<(u64, u64)> {
+        self.functions.as_ref().map(|f| f.reused())
     }
 
     /// Whether loading `bytes` would find its compiled artifact in the cache directory.

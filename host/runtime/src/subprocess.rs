@@ -359,7 +359,7 @@ fn serve(
     let setup = |e: wasmtime::Error| RunError::Instantiate {
         message: format!("{e:#}"),
     };
-    let engine = engine::engine_for(Isolation::Subprocess).map_err(setup)?;
+    let engine = engine::engine_for(Isolation::Subprocess, None).map_err(setup)?;
     let component = engine::deserialize(&engine, artifact).map_err(setup)?;
     let pre = converter::prepare(&engine, &component).map_err(|e| RunError::Instantiate {
         message: e.to_string(),

@@ -171,6 +171,7 @@ fn convert(args: ConvertArgs) -> Result<()> {
     let cache_dir = crate::plugin_kit::user_cache_dir(args.cache_dir.clone())?;
     let config = RuntimeConfig {
         isolation: args.isolation,
+        incremental: true,
         ..RuntimeConfig::new(cache_dir)
             .context("cannot find this executable to run plugins with")?
     };

@@ -99,6 +99,7 @@ fn runtime(isolation: Isolation, cache_dir: &Path) -> PluginRuntime {
         cache_dir: cache_dir.to_path_buf(),
         isolation,
         runner_exe: RUNNER.into(),
+        incremental: false,
     })
     .unwrap()
 }

@@ -419,6 +419,7 @@ pub fn run_child(args: ChildArgs) -> ExitCode {
         &bytes,
         Depth::Quick,
         &args.policy(),
+        false,
         &mut |_| {},
     ) {
         Ok(report) => ChildOutcome::Report(Box::new(report)),

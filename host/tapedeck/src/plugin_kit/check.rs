@@ -55,6 +55,10 @@ pub struct Report {
     /// The compiled code came from the compile cache (`compile_ms` is then its loading).
     #[serde(default)]
     pub cached: bool,
+    /// With an author's per-function cache: the functions whose machine code it reused,
+    /// and all functions compiled (`[0, 0]` when loaded from the compile cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions_reused: Option<[u64; 2]>,
     pub passed: bool,
     pub cases: Vec<Case>,
 }
@@ -169,12 +173,14 @@ pub fn check(
     bytes: &[u8],
     depth: Depth,
     policy: &LimitPolicy,
+    incremental: bool,
     out: &mut dyn FnMut(&str),
 ) -> Result<Report, String> {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(bytes));
     let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_runtime::WIT_VERSION);
     let mut config = RuntimeConfig::new(cache_dir).map_err(|e| e.to_string())?;
+    config.incremental = incremental;
     // Notifiers and auth stages run in-process in the service: checked the same way.
     if stage == "notifier" || stage == "auth" {
         config.isolation = Isolation::InProcess;
@@ -193,7 +199,14 @@ pub fn check(
         required: true,
         ms,
         peak_memory_bytes: None,
-        detail: result.err().unwrap_or_else(|| world.clone()),
+        detail: result
+            .err()
+            .unwrap_or_else(|| match runtime.functions_reused() {
+                Some((hits, all)) if all > 0 => {
+                    format!("{world}; {hits} of {all} functions' code reused from the cache")
+                }
+                _ => world.clone(),
+            }),
     };
     match stage {
         "converter" => match runtime.load_converter(bytes) {
@@ -221,12 +234,14 @@ pub fn check(
     }
     let cases = cases.list;
     let compile_ms = cases.first().map_or(0, |c| c.ms);
+    let functions_reused = runtime.functions_reused().map(|(hits, all)| [hits, all]);
     Ok(Report {
         stage: stage.to_owned(),
         digest,
         world,
         compile_ms,
         cached,
+        functions_reused,
         passed: cases.iter().all(|c| c.passed),
         cases,
     })

@@ -193,13 +193,29 @@ fn check_file(
     let policy = tapedeck_runtime::LimitPolicy::default();
     // People see each case as it ends (a full check of a slow converter takes minutes);
     // `--json` prints the report once, at the end.
+    // Written without `print!`, which panics once a reader (`| head`) has gone.
+    let write = |text: &str| {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush());
+    };
     let mut print = |line: &str| {
         if !json {
-            print!("{line}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            write(line);
         }
     };
-    let result = check::check(&cache, stage.as_str(), &bytes, depth, &policy, &mut print);
+    // The author's own builds: an edited component reuses the unchanged functions' code.
+    let result = check::check(
+        &cache,
+        stage.as_str(),
+        &bytes,
+        depth,
+        &policy,
+        true,
+        &mut print,
+    );
     if let Err(e) = tapedeck_runtime::prune_compile_cache(&cache, CHECK_CACHE_BYTES) {
         eprintln!(
             "warning: pruning the compile cache {}: {e}",
@@ -209,12 +225,10 @@ fn check_file(
     match result {
         Ok(report) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("reports serialize")
-                );
+                let text = serde_json::to_string_pretty(&report).expect("reports serialize");
+                write(&format!("{text}\n"));
             } else {
-                print!("{}", report.footer());
+                write(&report.footer());
             }
             if report.passed {
                 ExitCode::SUCCESS
@@ -385,7 +399,7 @@ fn template(kind: Kind, name: &str, lang: Lang) -> anyhow::Result<Vec<(String, S
                         .replace("SNAKE", &snake)
                         .replace("NAME", name),
                 ),
-                (".gitignore", "target/\n*.wasm\ntapedeck-src\n".into()),
+                (".gitignore", "target/\n*.wasm\n.tapedeck-src\n".into()),
             ]
         }
         (Kind::Auth, _) => unreachable!("`plugin new` offers no auth template"),
@@ -454,9 +468,9 @@ fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result
     }
     write_wit(&dir.join("wit"))?;
     if let Some(source) = source {
-        // The core's source, linked rather than named in Cargo.toml: the project builds
-        // from wherever TAPEDECK_SRC points (build.sh re-links it), here or elsewhere.
-        std::os::unix::fs::symlink(source, dir.join("tapedeck-src"))?;
+        // Where build.sh finds the core when TAPEDECK_SRC is not set (not in Cargo.toml:
+        // the project builds from wherever TAPEDECK_SRC points, here or elsewhere).
+        std::fs::write(dir.join(".tapedeck-src"), format!("{source}\n"))?;
     }
     println!(
         "created {} ({} {}, {:?}); next:\n  cd {}\n  ./build.sh\n  tapedeck plugin check {name}.wasm --stage {}",
@@ -495,7 +509,7 @@ mod tests {
         let converter = template(Kind::Converter, "my-conv", Lang::Rust).unwrap();
         let all: String = converter.iter().map(|(_, s)| s.as_str()).collect();
         assert!(
-            all.contains("tapedeck-src/components/converter") && !all.contains("SRC/"),
+            all.contains("/components/converter") && !all.contains("SRC/"),
             "{all}"
         );
         let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

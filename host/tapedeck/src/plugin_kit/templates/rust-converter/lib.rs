@@ -33,5 +33,8 @@ impl Guest for Converter {
 }
 
 // The host side of the world (source, sink, progress, logging) as the core's traits, and
-// `core_options`.
-include!("../tapedeck-src/components/converter/src/host_glue.rs");
+// `core_options`: from the Tapedeck checkout build.sh names in TAPEDECK_SRC.
+include!(concat!(
+    env!("TAPEDECK_SRC"),
+    "/components/converter/src/host_glue.rs"
+));
