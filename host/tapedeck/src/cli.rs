@@ -158,6 +158,32 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// `tapedeck plugin run FILE --stage converter INPUT OUTPUT`: `convert` with the plugin
+/// and the defaults.
+pub(crate) fn convert_with(
+    plugin: &Path,
+    input: PathBuf,
+    output: PathBuf,
+    cache_dir: Option<PathBuf>,
+) -> Result<()> {
+    convert(ConvertArgs {
+        input,
+        output,
+        bitrate: None,
+        vbr: None,
+        sample_rate: None,
+        mono: false,
+        trim_start: None,
+        trim_end: None,
+        plugin: Some(plugin.to_owned()),
+        max_memory: None,
+        cpu_seconds: None,
+        max_output: None,
+        isolation: Isolation::Subprocess,
+        cache_dir,
+    })
+}
+
 fn convert(args: ConvertArgs) -> Result<()> {
     args.check()?;
     let options = args.options();

@@ -251,6 +251,107 @@ fn check_reuses_compiled_code_across_runs_and_builds() {
     assert!(detail.ends_with(&said), "{rebuilt:#}");
 }
 
+/// `plugin run`: a notifier composes one event (the sample, or the author's) and prints
+/// its messages, sending nothing; a crash prints its guest's words and exits 1; a
+/// converter converts one file.
+#[test]
+fn plugin_run_composes_one_event_or_converts_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let notifier = dir.path().join("notifier.wasm");
+    std::fs::write(&notifier, tapedeck::components::DEFAULT_NOTIFIER).unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        let mut all = vec!["plugin", "run", "--cache-dir", cache.to_str().unwrap()];
+        all.extend_from_slice(args);
+        tapedeck(&all)
+    };
+    let out = run(&[notifier.to_str().unwrap(), "--stage", "notifier"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = v["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        1,
+        "e-mail only without a webhook URL: {v:#}"
+    );
+    assert_eq!(messages[0]["kind"], "mail");
+    assert_eq!(messages[0]["to"], "owner@example.com");
+    assert!(
+        messages[0]["text_body"]
+            .as_str()
+            .unwrap()
+            .contains("\"talk.mp4\" has been converted to MP3"),
+        "{v:#}"
+    );
+
+    let event = dir.path().join("failed.json");
+    std::fs::write(
+        &event,
+        r#"{"status": "failed", "input_name": "my talk.mov", "owner_email": "me@example.com",
+            "failure_reason": "no audio track in the file"}"#,
+    )
+    .unwrap();
+    let out = run(&[
+        notifier.to_str().unwrap(),
+        "--stage",
+        "notifier",
+        "--event",
+        event.to_str().unwrap(),
+        "--webhook-url",
+        "https://hooks.example.com/t",
+        "--no-email",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["messages"].as_array().unwrap().len(), 1, "{v:#}");
+    let hook = &v["messages"][0];
+    assert_eq!(hook["kind"], "webhook");
+    assert_eq!(hook["url"], "https://hooks.example.com/t");
+    let body: Value = serde_json::from_str(hook["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["input_name"], "my talk.mov");
+
+    let crashes = run(&[
+        env!("TAPEDECK_HOSTILE_NOTIFIER_WASM"),
+        "--stage",
+        "notifier",
+        "--event",
+        event.to_str().unwrap(),
+    ]);
+    assert_eq!(crashes.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&crashes.stderr);
+    assert!(
+        said.contains("the hostile notifier panics on failed jobs"),
+        "{said}"
+    );
+    let bad = std::fs::write(dir.path().join("bad.json"), r#"{"colour": "blue"}"#);
+    bad.unwrap();
+    let refused = run(&[
+        notifier.to_str().unwrap(),
+        "--stage",
+        "notifier",
+        "--event",
+        dir.path().join("bad.json").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not an event"));
+
+    let converter = dir.path().join("converter.wasm");
+    std::fs::write(&converter, tapedeck::components::DEFAULT_CONVERTER).unwrap();
+    let mp3 = dir.path().join("out.mp3");
+    let out = run(&[
+        converter.to_str().unwrap(),
+        "--stage",
+        "converter",
+        media("aac-lc_44k_stereo_LRtest__rodio_RL.m4a")
+            .to_str()
+            .unwrap(),
+        mp3.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(check_mp3(&std::fs::read(&mp3).unwrap()) > 0.2);
+}
+
 /// A guest that panics: what it wrote to stderr (Rust's panic message) is in the failed
 /// case of `plugin check` and in the publish refusal, not only in the server's log. One
 /// that loops on inputs over 2 MiB is refused at publish by the suite's large input.

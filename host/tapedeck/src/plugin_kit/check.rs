@@ -666,7 +666,8 @@ const LARGE_CASE: &str = "large input: PCM 5.1 96 kHz, 16 s (18 MB), within 10 s
 /// The CPU time the large input may take (the built-in converter: about 1 s).
 const LARGE_CASE_CPU: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn event(status: FinalStatus, input_name: &str) -> JobEvent {
+/// The suite's sample event (`plugin run`'s default too).
+pub(crate) fn event(status: FinalStatus, input_name: &str) -> JobEvent {
     let done = status == FinalStatus::Done;
     JobEvent {
         job_id: "0a1b2c3d-check".into(),

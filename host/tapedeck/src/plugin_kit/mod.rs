@@ -4,6 +4,7 @@
 
 pub mod bounded;
 pub mod check;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,10 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run one call of a component locally and print what it did: a notifier composes an
+    /// event (its messages as JSON; nothing is sent), a converter converts INPUT to
+    /// OUTPUT (as `tapedeck convert --plugin`).
+    Run(RunArgs),
     /// Run the conformance suite on a component: exports and imports, golden cases,
     /// limits, determinism. Exit status 1 if any case fails.
     Check {
@@ -69,6 +74,36 @@ enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+}
+
+/// What `plugin run` runs.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    #[arg(long, value_enum)]
+    stage: TemplateKind,
+    /// A converter's input (an MP4/M4A/MOV file).
+    #[arg(required_if_eq("stage", "converter"))]
+    input: Option<PathBuf>,
+    /// Where a converter writes the MP3 (only if it succeeds).
+    #[arg(required_if_eq("stage", "converter"))]
+    output: Option<PathBuf>,
+    /// A notifier's event: a JSON file with any field of the WIT `job-event` (snake_case,
+    /// `status`: `done` or `failed`) [default: a finished job of talk.mp4 owned by
+    /// owner@example.com].
+    #[arg(long, value_name = "JSON")]
+    event: Option<PathBuf>,
+    /// A notifier's webhook URL (webhooks are off without one).
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+    /// A notifier's e-mail off.
+    #[arg(long)]
+    no_email: bool,
+    /// Compiled-code cache, as `plugin check` [default: $XDG_CACHE_HOME/tapedeck or
+    /// ~/.cache/tapedeck].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// How much compiled code `plugin check` keeps in its cache directory.
@@ -127,6 +162,19 @@ pub fn run(args: PluginArgs) -> ExitCode {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             new_project(kind.into(), &name, lang, &dir)
         }
+        PluginCommand::Run(args) => match (args.stage, args.input, args.output) {
+            (TemplateKind::Notifier, _, _) => run::notifier(
+                &args.file,
+                args.event.as_deref(),
+                args.webhook_url,
+                args.no_email,
+                args.cache_dir,
+            ),
+            (TemplateKind::Converter, Some(input), Some(output)) => {
+                crate::cli::convert_with(&args.file, input, output, args.cache_dir)
+            }
+            (TemplateKind::Converter, ..) => unreachable!("clap requires INPUT and OUTPUT"),
+        },
         PluginCommand::Check {
             file,
             stage,
