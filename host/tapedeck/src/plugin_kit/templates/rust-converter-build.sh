@@ -16,11 +16,13 @@ src="$(cd "$src" && pwd)"
 printf '%s\n' "$src" >.tapedeck-src
 core="$src/components/converter"
 export TAPEDECK_SRC="$src"
+# The checkout's path is not built into the component (panic locations, C asserts):
+# -ffile-prefix-map and --remap-path-prefix below.
 cc=clang-19; ar=llvm-ar-19
 command -v "$cc" >/dev/null || { cc=clang; ar=llvm-ar; }
 CC_wasm32_wasip2="$cc" AR_wasm32_wasip2="$ar" \
-CFLAGS_wasm32_wasip2="--target=wasm32-wasi -D_WASI_EMULATED_SIGNAL -msimd128 -mnontrapping-fptoint -mbulk-memory -msign-ext" \
-CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128" \
+CFLAGS_wasm32_wasip2="--target=wasm32-wasi -D_WASI_EMULATED_SIGNAL -msimd128 -mnontrapping-fptoint -mbulk-memory -msign-ext -ffile-prefix-map=$src=tapedeck-src" \
+CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128 --remap-path-prefix=$src=tapedeck-src" \
     cargo build --quiet --release --target wasm32-wasip2 \
         --config "patch.crates-io.tapedeck-converter.path=\"$core\"" \
         --config "patch.crates-io.symphonia-codec-aac.path=\"$core/vendor/symphonia-codec-aac\"" \
