@@ -1103,6 +1103,64 @@ async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Val
     Ok((render, value))
 }
 
+/// `tapedeck plugin dev`'s round trip: publishes `file` for `stage` and activates it for
+/// `tenant` (none: everyone), with the requests of `tapedeck admin plugin publish` and
+/// `activate`; then waits (up to `applied_within`) until every process runs the
+/// registry's new version. Returns the digest.
+pub(crate) fn publish_and_activate(
+    server: &Url,
+    token: &str,
+    file: &Path,
+    stage: &str,
+    tenant: Option<&str>,
+    applied_within: Duration,
+) -> Result<String, String> {
+    let stage = <Stage as ValueEnum>::from_str(stage, false)?;
+    let client = Client::new(server.clone(), token.to_owned()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let publish = AdminCommand::Plugin(Box::new(PluginCommand::Publish {
+            file: file.to_owned(),
+            stage,
+        }));
+        let (_, published) = execute(&client, &publish)
+            .await
+            .map_err(|e| e.to_string())?;
+        let digest = typed::<PluginEnvelope>(&published)
+            .map_err(|e| e.to_string())?
+            .plugin
+            .digest;
+        let activate = AdminCommand::Plugin(Box::new(PluginCommand::Activate {
+            digest: digest.clone(),
+            stage,
+            tenant: tenant.map(str::to_owned),
+        }));
+        execute(&client, &activate)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + applied_within;
+        let active = Request::new(Method::GET, &["plugins", "active"], None, Render::ActiveAll);
+        loop {
+            let (_, value) = client.send(&active).await.map_err(|e| e.to_string())?;
+            let version = &value["version"];
+            let processes = value["processes"].as_array().cloned().unwrap_or_default();
+            if !processes.is_empty() && processes.iter().all(|p| &p["version"] == version) {
+                return Ok(digest);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "activated {digest}, but not every process runs it after {} s",
+                    applied_within.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
 /// An answer as people read it.
 fn render(kind: Render, value: &Value) -> Result<String, Failure> {
     Ok(match kind {

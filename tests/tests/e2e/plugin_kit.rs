@@ -605,3 +605,100 @@ fn the_speech_converter_is_checked_and_converts_to_mono() {
     assert_eq!(info.channels, 1);
     assert!(info.bitrates.len() > 1, "VBR: {:?}", info.bitrates);
 }
+
+/// `plugin dev`: on start and on every change of the project's sources it builds the
+/// project, checks the component, publishes it and activates it for the tenant, until
+/// every process runs it; a failing build is reported and the loop goes on. (The
+/// project's build.sh picks one of two prebuilt notifiers by a source file, so the test
+/// does not compile Rust.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_dev_publishes_and_activates_each_saved_change() {
+    let s = stack(vec![("admin-token", OPERATOR.to_string())]);
+    let op = s.api.with_token(OPERATOR);
+    let r = op
+        .post("/v1/admin/tenants")
+        .json(&json!({"name": "dev", "self_register": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    let (a, b) = (
+        variant(tapedeck::components::DEFAULT_NOTIFIER, "edit-a"),
+        variant(tapedeck::components::DEFAULT_NOTIFIER, "edit-b"),
+    );
+    let (da, db) = (sha256(&a), sha256(&b));
+    std::fs::write(p.join("a.component"), &a).unwrap();
+    std::fs::write(p.join("b.component"), &b).unwrap();
+    std::fs::write(p.join("which.txt"), "a").unwrap();
+    std::fs::write(
+        p.join("build.sh"),
+        "#!/bin/sh\nset -e\ncp \"$(cat which.txt).component\" dev.wasm\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        p.join("build.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let log = p.join("dev.log");
+    let mut dev = ChildGuard(
+        Command::new(serve_exe())
+            .args(["plugin", "dev", p.to_str().unwrap(), "--stage", "notifier"])
+            .args([
+                "--server",
+                &s.api.base,
+                "--token",
+                OPERATOR,
+                "--tenant",
+                "dev",
+            ])
+            .arg("--cache-dir")
+            .arg(p.join(".cache"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(p.join("dev.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let active_for_dev = async |digest: &str| {
+        let active = op.get_json("/v1/admin/plugins/active").await;
+        active["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["tenant"] == "dev" && a["stage"] == "notifier" && a["digest"] == digest)
+    };
+    wait_for(SLOW, "the first build active for the tenant", async || {
+        active_for_dev(&da).await
+    })
+    .await;
+    // A save: rebuilt, checked, published, activated.
+    std::fs::write(p.join("which.txt"), "b").unwrap();
+    wait_for(SLOW, "the saved change active", async || {
+        active_for_dev(&db).await
+    })
+    .await;
+    // A build that fails is reported; the next save goes through.
+    std::fs::write(p.join("which.txt"), "missing").unwrap();
+    wait_for(SLOW, "the failed build reported", async || {
+        std::fs::read_to_string(p.join("dev.err"))
+            .unwrap_or_default()
+            .contains("build.sh failed")
+    })
+    .await;
+    std::fs::write(p.join("which.txt"), "a").unwrap();
+    wait_for(SLOW, "the first build active again", async || {
+        active_for_dev(&da).await
+    })
+    .await;
+    let _ = dev.0.kill();
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        printed.contains(&format!(
+            "dev: notifier {} active for tenant dev in ",
+            &db[..12]
+        )),
+        "{printed}"
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod bounded;
 pub mod check;
+mod dev;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ enum PluginCommand {
     /// event (its messages as JSON; nothing is sent), a converter converts INPUT to
     /// OUTPUT (as `tapedeck convert --plugin`).
     Run(RunArgs),
+    /// Watch a project and, on every save, build it (./build.sh), run the quick check,
+    /// publish it to a running service and activate it for a tenant (or everyone),
+    /// waiting until every process runs it.
+    Dev(DevArgs),
     /// Run the conformance suite on a component: exports and imports, golden cases,
     /// limits, determinism. Exit status 1 if any case fails.
     Check {
@@ -102,6 +107,41 @@ struct RunArgs {
     no_email: bool,
     /// Compiled-code cache, as `plugin check` [default: $XDG_CACHE_HOME/tapedeck or
     /// ~/.cache/tapedeck].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// What `plugin dev` works on.
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// The project (a folder with a build.sh that writes NAME.wasm into it).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    #[arg(long, value_enum)]
+    stage: TemplateKind,
+    /// Base URL of the deployment's API.
+    #[arg(
+        long,
+        env = "TAPEDECK_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    server: url::Url,
+    /// The operator token (as `tapedeck admin`).
+    #[arg(
+        long,
+        env = "TAPEDECK_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: String,
+    /// Activate for this tenant only (default: every tenant).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// One round (build, check, publish, activate), then exit.
+    #[arg(long)]
+    once: bool,
+    /// Compiled-code cache, as `plugin check`.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
@@ -162,6 +202,17 @@ pub fn run(args: PluginArgs) -> ExitCode {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             new_project(kind.into(), &name, lang, &dir)
         }
+        PluginCommand::Dev(args) => user_cache_dir(args.cache_dir.clone()).and_then(|cache| {
+            dev::Dev {
+                dir: &args.dir,
+                stage: Kind::from(args.stage).as_str(),
+                server: &args.server,
+                token: &args.token,
+                tenant: args.tenant.as_deref(),
+                cache_dir: &cache,
+            }
+            .run(args.once)
+        }),
         PluginCommand::Run(args) => match (args.stage, args.input, args.output) {
             (TemplateKind::Notifier, _, _) => run::notifier(
                 &args.file,
