@@ -83,6 +83,7 @@ pub enum ErrorCode {
     NotFailed,
     NothingToRollBack,
     NotReady,
+    ReleaseTaken,
     TenantDeleting,
     TenantExists,
     // 413

@@ -3,6 +3,8 @@
 //! (`/v1/admin/plugins...`, `/v1/tenant/plugins...`). The contract is
 //! `docs/admin-api.md`; the records are `tapedeck_store::registry`.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -55,6 +57,13 @@ fn check_stage(stage: &str) -> Result<(), ApiError> {
 pub struct PublishForm {
     #[schema(schema_with = stage_schema)]
     stage: String,
+    /// The release's name (with `version`): lowercase letters, digits and `-`, starting
+    /// with a letter, at most 64.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,63}$")]
+    name: Option<String>,
+    /// The release's version (with `name`): semver, e.g. `1.4.0`.
+    #[schema(max_length = 64)]
+    version: Option<String>,
     /// A WebAssembly component (at most 64 MiB).
     #[schema(value_type = Binary)]
     file: Vec<u8>,
@@ -66,7 +75,7 @@ pub struct PluginEnvelope {
     pub plugin: Plugin,
 }
 
-/// Publishes a component (multipart `stage`, `file`).
+/// Publishes a component (multipart `stage`, `file`, and optionally `name` and `version`).
 ///
 /// The component is checked off the request's thread (compile, world, imports, a smoke
 /// run; bounded in time) and stored by digest. Publishing a known component again
@@ -96,8 +105,11 @@ pub struct PluginEnvelope {
                           parameters(("digest" = "$response.body#/plugin/digest")),
                           request_body = json!({"stage": "$response.body#/plugin/stage", "percent": 10}))),
          )),
-        (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
-                                      `invalid_plugin` (the check's verdict)", body = ErrorBody),
+        (status = 400, description = "`bad_multipart`, `invalid_input` (stage, name, \
+                                      version), `missing_file`, `invalid_plugin` (the \
+                                      check's verdict)", body = ErrorBody),
+        (status = 409, description = "`release_taken`: that name@version is another \
+                                      component", body = ErrorBody),
         (status = 413, description = "`field_too_large`: over 64 MiB", body = ErrorBody),
         (status = 503, description = "`checks_busy`: no check slot came free in time; \
                                       `unavailable` (`Retry-After`)",
@@ -133,9 +145,12 @@ pub async fn publish_plugin(
                             parameters(("digest" = "$response.body#/plugin/digest")),
                             request_body = json!({"stage": "$response.body#/plugin/stage"}))),
          )),
-        (status = 400, description = "`bad_multipart`, `invalid_input` (stage), `missing_file`, \
-                                      `invalid_plugin`", body = ErrorBody),
+        (status = 400, description = "`bad_multipart`, `invalid_input` (stage, name, \
+                                      version), `missing_file`, `invalid_plugin`",
+         body = ErrorBody),
         (status = 403, description = "`admin_only`, `plugins_not_allowed`", body = ErrorBody),
+        (status = 409, description = "`release_taken`: that name@version is another \
+                                      component", body = ErrorBody),
         (status = 413, description = "`field_too_large`", body = ErrorBody),
         (status = 429, description = "`limit_exceeded`: the tenant used its \
                                       `cpu_seconds_per_hour`", body = ErrorBody),
@@ -281,11 +296,13 @@ async fn publish(
         multer::SizeLimit::new()
             .whole_stream(MAX_PLUGIN_BYTES + 64 * 1024)
             .per_field(MAX_PLUGIN_BYTES)
-            .for_field("stage", 64),
+            .for_field("stage", 64)
+            .for_field("name", 64)
+            .for_field("version", 64),
     );
     let body = request.into_body().into_data_stream();
     let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
-    let (mut stage, mut bytes) = (None, None);
+    let (mut stage, mut bytes, mut name, mut version) = (None, None, None, None);
     let too_large = |e: multer::Error| match e {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
             ApiError::FieldTooLarge {
@@ -298,6 +315,8 @@ async fn publish(
     while let Some(field) = form.next_field().await.map_err(too_large)? {
         match field.name() {
             Some("stage") => stage = Some(field.text().await.map_err(too_large)?),
+            Some("name") => name = Some(field.text().await.map_err(too_large)?),
+            Some("version") => version = Some(field.text().await.map_err(too_large)?),
             Some("file") => {
                 let chunks: Vec<bytes::Bytes> = field.try_collect().await.map_err(too_large)?;
                 bytes = Some(chunks.concat());
@@ -312,6 +331,7 @@ async fn publish(
     }
     let stage = stage.ok_or(ApiError::invalid_input("no stage"))?;
     check_stage(&stage)?;
+    let release = release(name, version)?;
     if owner.is_some() && stage == "auth" {
         return Err(ApiError::Forbidden(
             ErrorCode::PluginsNotAllowed,
@@ -385,19 +405,63 @@ async fn publish(
         smoke: report.smoke,
         smoke_ms: report.smoke_ms,
         failures: report.failures,
+        name: release.as_ref().map(|(n, _)| n.clone()),
+        version: release.map(|(_, v)| v),
         owner,
     };
     let created = tapedeck_store::registry::publish(&state.pool, &plugin).await;
     if !matches!(created, Ok(true)) {
-        // Not registered by this request (an error, or a concurrent publish won).
+        // Not registered by this request (an error, a taken release, or a concurrent
+        // publish won).
         refund_quota(state, plugin.owner.as_deref(), size).await;
     }
-    let status = if created? {
+    let created = created.map_err(|e| match e {
+        tapedeck_store::registry::PublishError::ReleaseTaken(holder) => ApiError::Conflict(
+            ErrorCode::ReleaseTaken,
+            format!(
+                "{}@{} is published already, as component {holder}: a release names one \
+                 component; publish this one as another version",
+                plugin.name.as_deref().unwrap_or_default(),
+                plugin.version.as_deref().unwrap_or_default()
+            ),
+        ),
+        tapedeck_store::registry::PublishError::Redis(e) => e.into(),
+    })?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(PluginEnvelope { plugin })))
+}
+
+/// A publish's release: both of `name` (a plugin name) and `version` (semver), or none.
+fn release(
+    name: Option<String>,
+    version: Option<String>,
+) -> Result<Option<(String, String)>, ApiError> {
+    match (name, version) {
+        (None, None) => Ok(None),
+        (Some(name), Some(version)) => {
+            let mut chars = name.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && name.len() <= 64
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(ApiError::invalid_input(format!(
+                    "{name:?} is not a plugin name: lowercase letters, digits and -, starting \
+                     with a letter, at most 64"
+                )));
+            }
+            let parsed = semver::Version::parse(&version).map_err(|e| {
+                ApiError::invalid_input(format!("version {version:?} is not semver: {e}"))
+            })?;
+            Ok(Some((name, parsed.to_string())))
+        }
+        _ => Err(ApiError::invalid_input(
+            "a release needs both name and version",
+        )),
+    }
 }
 
 /// Adds `bytes` of a tenant's own component to what the tenant stores, if its quota
@@ -638,7 +702,24 @@ pub async fn plugin_history(
     _: Operator,
     ApiQuery(q): ApiQuery<StageQuery>,
 ) -> Result<Json<History>, ApiError> {
-    let history = tapedeck_store::registry::history(&state.pool, q.stage.as_deref(), 1000).await?;
+    let mut history =
+        tapedeck_store::registry::history(&state.pool, q.stage.as_deref(), 1000).await?;
+    // Each digest's release, looked up once.
+    let mut releases: HashMap<(String, Option<String>), Option<String>> = HashMap::new();
+    for change in &mut history {
+        let Some(digest) = change.digest.clone() else {
+            continue;
+        };
+        let key = (digest, change.tenant.clone());
+        if !releases.contains_key(&key) {
+            let plugin =
+                tapedeck_store::registry::runnable_in(&state.pool, &key.0, key.1.as_deref())
+                    .await?;
+            let release = plugin.and_then(|p| Some(format!("{}@{}", p.name?, p.version?)));
+            releases.insert(key.clone(), release);
+        }
+        change.release = releases[&key].clone();
+    }
     Ok(Json(History { history }))
 }
 

@@ -207,6 +207,9 @@ pub const PLUGIN_VERSION: &str = "td:{~plugins}:version";
 pub const PLUGIN_APPLIED: &str = "td:{~plugins}:applied";
 /// Pub/sub channel announcing a new registry version.
 pub const PLUGIN_CHANNEL: &str = "td:plugins:changed";
+/// Published releases (hash: `{owner or -}/{stage}/{name}@{version}` → digest; set once
+/// at the release's first publish, never changed).
+pub const PLUGIN_RELEASES: &str = "td:{~plugins}:releases";
 /// Canaries running (hash: `{stage}` or `{stage}:{tenant}` → JSON settings).
 pub const PLUGIN_CANARIES: &str = "td:{~plugins}:canaries";
 /// The recent outcomes of one arm (`canary` or `stable`) of a canary (list, newest

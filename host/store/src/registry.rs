@@ -10,8 +10,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{
-    PLUGIN_ACTIVE, PLUGIN_APPLIED, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_VERSION, plugin_key,
-    plugin_trail, plugins_of_stage, tenant_plugin_key,
+    PLUGIN_ACTIVE, PLUGIN_APPLIED, PLUGIN_CHANNEL, PLUGIN_HISTORY, PLUGIN_RELEASES, PLUGIN_VERSION,
+    plugin_key, plugin_trail, plugins_of_stage, tenant_plugin_key,
 };
 
 /// The blob of a published component.
@@ -56,6 +56,42 @@ pub struct Plugin {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub failures: Vec<String>,
+    /// The release it was published as (`--name`, `--version`, semver): `NAME@VERSION`
+    /// names this digest for its owner and stage, for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub version: Option<String>,
+}
+
+/// The digest `name@version` names among `owner`'s `stage` plugins (none: the operator's),
+/// if it was published. A release names one digest for good.
+pub async fn release(
+    pool: &Pool,
+    owner: Option<&str>,
+    stage: &str,
+    name: &str,
+    version: &str,
+) -> redis::RedisResult<Option<String>> {
+    let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    conn.hget(PLUGIN_RELEASES, release_field(owner, stage, name, version))
+        .await
+}
+
+/// Why a publish was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Its `name@version` names another digest (that one).
+    #[error("that release is component {0}")]
+    ReleaseTaken(String),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+fn release_field(owner: Option<&str>, stage: &str, name: &str, version: &str) -> String {
+    format!("{}/{stage}/{name}@{version}", owner.unwrap_or("-"))
 }
 
 /// Which digest runs a stage, for everyone (`tenant` none) or one tenant; `digest` none:
@@ -86,6 +122,10 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub reason: Option<String>,
+    /// The release the digest was published as (`NAME@VERSION`), where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub release: Option<String>,
 }
 
 fn active_field(stage: &str, tenant: Option<&str>) -> String {
@@ -118,9 +158,20 @@ fn now_s() -> u64 {
 /// Records a published component under its owner (the operator, or the tenant whose
 /// admin published it: each has a registration of its own, so nobody claims a digest
 /// for anyone else); false if that owner had published that digest before.
-pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
+pub async fn publish(pool: &Pool, plugin: &Plugin) -> Result<bool, PublishError> {
     let key = registration_key(plugin.owner.as_deref(), &plugin.digest);
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
+    // The release name first: taken by another digest, nothing is registered.
+    if let (Some(name), Some(version)) = (&plugin.name, &plugin.version) {
+        let field = release_field(plugin.owner.as_deref(), &plugin.stage, name, version);
+        let _: bool = conn
+            .hset_nx(PLUGIN_RELEASES, &field, &plugin.digest)
+            .await?;
+        let holder: Option<String> = conn.hget(PLUGIN_RELEASES, &field).await?;
+        if let Some(holder) = holder.filter(|d| *d != plugin.digest) {
+            return Err(PublishError::ReleaseTaken(holder));
+        }
+    }
     let created: bool = conn.hset_nx(&key, "stage", &plugin.stage).await?;
     if !created {
         return Ok(false);
@@ -154,6 +205,11 @@ pub async fn publish(pool: &Pool, plugin: &Plugin) -> redis::RedisResult<bool> {
         .await?;
     if let Some(owner) = &plugin.owner {
         let _: () = conn.hset(&key, "owner", owner).await?;
+    }
+    if let (Some(name), Some(version)) = (&plugin.name, &plugin.version) {
+        let _: () = conn
+            .hset_multiple(&key, &[("name", name), ("version", version)])
+            .await?;
     }
     let _: () = conn
         .zadd(
@@ -204,6 +260,8 @@ pub async fn get(
             .get("failures")
             .and_then(|f| serde_json::from_str(f).ok())
             .unwrap_or_default(),
+        name: h.get("name").cloned(),
+        version: h.get("version").cloned(),
     }))
 }
 
@@ -474,6 +532,7 @@ pub async fn history(
             tenant: Some(field(e, "tenant")).filter(|t| !t.is_empty()),
             digest: Some(field(e, "digest")).filter(|d| !d.is_empty()),
             reason: Some(field(e, "reason")).filter(|r| !r.is_empty()),
+            release: None,
         })
         .filter(|c| stage.is_none_or(|s| c.stage == s))
         .take(limit)

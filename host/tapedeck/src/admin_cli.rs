@@ -128,6 +128,12 @@ enum PluginCommand {
         /// The stage it is for.
         #[arg(long)]
         stage: Stage,
+        /// Publish it as a release: its name (lowercase letters, digits, `-`)...
+        #[arg(long, requires = "version")]
+        name: Option<String>,
+        /// ...and version (semver); then `activate NAME@VERSION` finds it.
+        #[arg(long, requires = "name")]
+        version: Option<String>,
     },
     /// List the published plugins, newest first.
     List {
@@ -137,8 +143,9 @@ enum PluginCommand {
     },
     /// Make a published plugin the one a stage runs, for every tenant or for one.
     Activate {
-        /// The plugin's digest: all 64 hex digits, or the start of it as tables show it.
-        #[arg(value_parser = parse_digest)]
+        /// The plugin's digest (all 64 hex digits, or the start of it as tables show
+        /// it), or the release it was published as, NAME@VERSION.
+        #[arg(value_parser = parse_digest_or_release)]
         digest: String,
         /// The stage.
         #[arg(long)]
@@ -410,6 +417,14 @@ fn parse_sticky(s: &str) -> Result<Sticky, String> {
 }
 
 /// A digest, or the start of one (at least [`MIN_DIGEST_PREFIX`] hex digits); lowercased.
+/// A digest (as [`parse_digest`]) or a release, `NAME@VERSION`, kept as given.
+fn parse_digest_or_release(s: &str) -> Result<String, String> {
+    match s.split_once('@') {
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok(s.to_owned()),
+        _ => parse_digest(s),
+    }
+}
+
 fn parse_digest(s: &str) -> Result<String, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("`{s}` is not a digest: it has hex digits only"));
@@ -993,15 +1008,22 @@ fn request(command: &AdminCommand) -> Request {
             Request::new(Method::GET, &["usage"], None, Render::UsageAll)
         }
         AdminCommand::Plugin(command) => match command.as_ref() {
-            PluginCommand::Publish { file, stage } => Request {
-                upload: Some(file.clone()),
-                ..Request::new(
-                    Method::POST,
-                    &["plugins"],
-                    Some(json!({"stage": stage.as_str()})),
-                    Render::Published,
-                )
-            },
+            PluginCommand::Publish {
+                file,
+                stage,
+                name,
+                version,
+            } => {
+                let mut fields = json!({"stage": stage.as_str()});
+                if let (Some(name), Some(version)) = (name, version) {
+                    fields["name"] = json!(name);
+                    fields["version"] = json!(version);
+                }
+                Request {
+                    upload: Some(file.clone()),
+                    ..Request::new(Method::POST, &["plugins"], Some(fields), Render::Published)
+                }
+            }
             PluginCommand::List { stage } => {
                 Request::new(Method::GET, &["plugins"], None, Render::Plugins).stage_filter(*stage)
             }
@@ -1049,6 +1071,21 @@ fn request(command: &AdminCommand) -> Request {
 /// The full digest of the one published plugin of `stage` whose digest starts with
 /// `prefix`.
 fn resolve_digest(prefix: &str, stage: Stage, plugins: &[Plugin]) -> Result<String, Failure> {
+    if let Some((name, version)) = prefix.split_once('@') {
+        let found = plugins.iter().find(|p| {
+            p.stage == stage.as_str()
+                && p.name.as_deref() == Some(name)
+                && p.version.as_deref() == Some(version)
+        });
+        return found.map(|p| p.digest.clone()).ok_or_else(|| {
+            Failure::Other(format!(
+                "no published {} plugin is the release {prefix} (see tapedeck admin plugin \
+                 list --stage {})",
+                stage.as_str(),
+                stage.as_str()
+            ))
+        });
+    }
     let matches: Vec<&str> = plugins
         .iter()
         .filter(|p| p.stage == stage.as_str())
@@ -1080,7 +1117,9 @@ async fn execute(client: &Client, command: &AdminCommand) -> Result<(Render, Val
             PluginCommand::Canary(a) => Some((&a.digest, a.stage)),
             _ => None,
         };
-        if let Some((digest, stage)) = short.filter(|(d, _)| d.len() < DIGEST_LEN) {
+        if let Some((digest, stage)) =
+            short.filter(|(d, _)| d.len() < DIGEST_LEN || d.contains('@'))
+        {
             let list = Request::new(Method::GET, &["plugins"], None, Render::Plugins)
                 .stage_filter(Some(stage));
             let (_, plugins) = client.send(&list).await?;
@@ -1125,6 +1164,8 @@ pub(crate) fn publish_and_activate(
         let publish = AdminCommand::Plugin(Box::new(PluginCommand::Publish {
             file: file.to_owned(),
             stage,
+            name: None,
+            version: None,
         }));
         let (_, published) = execute(&client, &publish)
             .await
@@ -1480,6 +1521,7 @@ fn render_published(plugin: &Plugin, already: bool) -> String {
         ),
         ("published (UTC)", utc_seconds(plugin.published_at)),
         ("compile", format!("{} ms", plugin.compile_ms)),
+        ("release", release_cell(plugin)),
         ("check", check_cell(plugin)),
     ] {
         table.add_row(vec![field.to_owned(), value]);
@@ -1504,6 +1546,7 @@ fn render_plugins(plugins: &[Plugin]) -> String {
     }
     let mut table = table(&[
         "digest",
+        "release",
         "stage",
         "size",
         "published (UTC)",
@@ -1513,6 +1556,7 @@ fn render_plugins(plugins: &[Plugin]) -> String {
     for plugin in plugins {
         table.add_row(vec![
             short_digest(Some(&plugin.digest)),
+            release_cell(plugin),
             plugin.stage.clone(),
             human_bytes(plugin.bytes),
             utc_seconds(plugin.published_at),
@@ -1520,8 +1564,16 @@ fn render_plugins(plugins: &[Plugin]) -> String {
             check_cell(plugin),
         ]);
     }
-    align_right(&mut table, [2, 4]);
+    align_right(&mut table, [3, 5]);
     table.to_string()
+}
+
+/// `NAME@VERSION`, or `-` for a plugin published without one.
+fn release_cell(plugin: &Plugin) -> String {
+    match (&plugin.name, &plugin.version) {
+        (Some(name), Some(version)) => format!("{name}@{version}"),
+        _ => "-".to_owned(),
+    }
 }
 
 /// What the publish check recorded: `passed`, or how many cases failed and the first.
@@ -1695,7 +1747,10 @@ fn render_history(history: &[Change]) -> String {
             event.action.clone(),
             event.stage.clone(),
             tenant,
-            short_digest(event.digest.as_deref()),
+            match &event.release {
+                Some(release) => format!("{} {release}", short_digest(event.digest.as_deref())),
+                None => short_digest(event.digest.as_deref()),
+            },
         ];
         if why {
             row.push(event.reason.clone().unwrap_or_default());
@@ -2305,6 +2360,8 @@ mod tests {
             smoke: String::new(),
             smoke_ms: 0,
             failures: Vec::new(),
+            name: None,
+            version: None,
         };
         let plugins = [
             plugin(DIGEST, "converter"),
@@ -2330,6 +2387,28 @@ mod tests {
             "{none}"
         );
         assert!(resolve_digest("fedc", Stage::Notifier, &plugins).is_ok());
+        // A release, NAME@VERSION, names its digest among the stage's plugins.
+        let mut released = plugin(&other, "converter");
+        released.name = Some("speech".into());
+        released.version = Some("1.0.0".into());
+        let plugins = [plugin(DIGEST, "converter"), released];
+        assert_eq!(
+            resolve_digest("speech@1.0.0", Stage::Converter, &plugins).unwrap(),
+            other
+        );
+        let missing = resolve_digest("speech@2.0.0", Stage::Converter, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("no published converter plugin is the release speech@2.0.0"),
+            "{missing}"
+        );
+        assert!(resolve_digest("speech@1.0.0", Stage::Notifier, &plugins).is_err());
+        assert_eq!(
+            parse_digest_or_release("speech@1.0.0"),
+            Ok("speech@1.0.0".to_owned())
+        );
+        assert!(parse_digest_or_release("@1.0").is_err());
     }
 
     #[test]
@@ -2558,6 +2637,8 @@ mod tests {
         notifier["stage"] = json!("notifier");
         notifier["compile_ms"] = json!(40);
         notifier["failures"] = json!(["deterministic: the same messages every time: differ"]);
+        notifier["name"] = json!("shouty");
+        notifier["version"] = json!("1.2.0");
         let text = render(
             Render::Plugins,
             &json!({"plugins": [sample_plugin(), notifier]}),
@@ -2566,6 +2647,7 @@ mod tests {
             row(&text, "digest"),
             [
                 "digest",
+                "release",
                 "stage",
                 "size",
                 "published (UTC)",
@@ -2578,6 +2660,7 @@ mod tests {
             row(&text, "0123456789ab"),
             [
                 "0123456789ab",
+                "-",
                 "converter",
                 "1.2 MB",
                 "2026-11-29 22:06:40",
@@ -2585,9 +2668,10 @@ mod tests {
                 "passed"
             ]
         );
-        assert_eq!(row(&text, "fedcba987654")[1], "notifier");
+        assert_eq!(row(&text, "fedcba987654")[1], "shouty@1.2.0");
+        assert_eq!(row(&text, "fedcba987654")[2], "notifier");
         assert_eq!(
-            row(&text, "fedcba987654")[5],
+            row(&text, "fedcba987654")[6],
             "1 failed: deterministic: the same messages every time: differ"
         );
         assert!(!text.contains(DIGEST), "{text}");

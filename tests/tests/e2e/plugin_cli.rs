@@ -225,3 +225,121 @@ fn an_operator_publishes_activates_and_rolls_back_a_converter() {
         "only the converter is published: {list}"
     );
 }
+
+/// Releases: `publish --name N --version V` (semver) names the digest for good;
+/// `plugin list` and `history` show the release beside the digest, `activate N@V` takes
+/// it, and another component published as the same release is refused (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_name_digests_for_listing_activation_and_history() {
+    let s = stack(vec![("admin-token", TOKEN.to_string())]);
+    let base = s.api.base.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, label: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            variant(tapedeck::components::DEFAULT_NOTIFIER, label),
+        )
+        .unwrap();
+        path
+    };
+    let (a, b) = (write("a.wasm", "release-a"), write("b.wasm", "release-b"));
+    let digest_b = hex::encode(Sha256::digest(std::fs::read(&b).unwrap()));
+    let published = ok_json(
+        base,
+        &[
+            "plugin",
+            "publish",
+            a.to_str().unwrap(),
+            "--stage",
+            "notifier",
+            "--name",
+            "shout",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert_eq!(published["plugin"]["name"], "shout", "{published}");
+    assert_eq!(published["plugin"]["version"], "1.0.0");
+    let digest_a = published["plugin"]["digest"].as_str().unwrap().to_owned();
+    // The same release for other bytes: refused, naming the component it is.
+    let taken = cli(base).fails(&[
+        "plugin",
+        "publish",
+        b.to_str().unwrap(),
+        "--stage",
+        "notifier",
+        "--name",
+        "shout",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(
+        taken.contains(&format!(
+            "shout@1.0.0 is published already, as component {digest_a}"
+        )) && taken.contains("(release_taken)"),
+        "{taken}"
+    );
+    let shown = ok(
+        base,
+        &[
+            "plugin",
+            "publish",
+            b.to_str().unwrap(),
+            "--stage",
+            "notifier",
+            "--name",
+            "shout",
+            "--version",
+            "1.1.0",
+        ],
+    );
+    assert!(shown.contains("shout@1.1.0"), "{shown}");
+    let listed = ok(base, &["plugin", "list", "--stage", "notifier"]);
+    assert!(
+        listed.contains("shout@1.0.0") && listed.contains("shout@1.1.0"),
+        "{listed}"
+    );
+    let activated = ok(
+        base,
+        &["plugin", "activate", "shout@1.1.0", "--stage", "notifier"],
+    );
+    assert!(activated.contains(&digest_b), "{activated}");
+    let missing = cli(base).fails(&["plugin", "activate", "shout@9.0.0", "--stage", "notifier"]);
+    assert!(
+        missing.contains("no published notifier plugin is the release shout@9.0.0"),
+        "{missing}"
+    );
+    let history = ok_json(base, &["plugin", "history", "--stage", "notifier"]);
+    assert_eq!(history["history"][0]["action"], "activate", "{history}");
+    assert_eq!(history["history"][0]["release"], "shout@1.1.0", "{history}");
+    let table = ok(base, &["plugin", "history", "--stage", "notifier"]);
+    assert!(table.contains("shout@1.1.0"), "{table}");
+    // Not semver, or half a release: 400 from the API.
+    let op = s.api.with_token(TOKEN);
+    for (fields, says) in [
+        (vec![("name", "shout"), ("version", "1.0")], "is not semver"),
+        (vec![("name", "shout")], "needs both name and version"),
+        (
+            vec![("name", "Shout"), ("version", "1.0.0")],
+            "is not a plugin name",
+        ),
+    ] {
+        let mut form = plugin_form("notifier", std::fs::read(&a).unwrap());
+        for (k, v) in fields {
+            form = form.text(k, v);
+        }
+        let r = op
+            .post("/v1/admin/plugins")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{v}"
+        );
+    }
+}

@@ -702,3 +702,84 @@ async fn plugin_dev_publishes_and_activates_each_saved_change() {
         "{printed}"
     );
 }
+
+/// `plugin check --cases DIR`: the author's own inputs and events run after the suite's,
+/// each a case of the report; nothing is written beside them.
+#[test]
+fn check_runs_the_authors_own_cases_after_the_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::copy(
+        media("aac-lc_48k_stereo__lofty_m4a_codec_aac.m4a"),
+        inputs.join("clip.m4a"),
+    )
+    .unwrap();
+    std::fs::rename(not_audio(&inputs), inputs.join("bad-noaudio.mp4")).unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    std::fs::write(events.join("done.json"), r#"{"input_name": "lecture.mov"}"#).unwrap();
+    std::fs::write(events.join("failed.json"), r#"{"status": "failed"}"#).unwrap();
+    let check = |file: &str, stage: &str, cases: &Path| {
+        let out = tapedeck(&[
+            "plugin",
+            "check",
+            file,
+            "--stage",
+            stage,
+            "--quick",
+            "--json",
+            "--cases",
+            cases.to_str().unwrap(),
+        ]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), report)
+    };
+    let yours = |report: &Value| -> Vec<(String, bool)> {
+        report["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap().starts_with("yours: "))
+            .map(|c| (c["name"].as_str().unwrap().to_owned(), c["passed"] == true))
+            .collect()
+    };
+    let converter = dir.path().join("converter.wasm");
+    std::fs::write(&converter, tapedeck::components::DEFAULT_CONVERTER).unwrap();
+    let (code, report) = check(converter.to_str().unwrap(), "converter", &inputs);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        yours(&report),
+        [
+            ("yours: bad-noaudio.mp4".to_owned(), true),
+            ("yours: clip.m4a".to_owned(), true)
+        ],
+        "{report:#}"
+    );
+    let (code, report) = check(env!("TAPEDECK_HOSTILE_WASM"), "converter", &inputs);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        yours(&report).contains(&("yours: bad-noaudio.mp4".to_owned(), false)),
+        "the hostile guest converts what it should refuse: {report:#}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&inputs).unwrap().collect();
+    assert_eq!(entries.len(), 2, "nothing written beside the inputs");
+
+    let notifier = dir.path().join("notifier.wasm");
+    std::fs::write(&notifier, tapedeck::components::DEFAULT_NOTIFIER).unwrap();
+    let (code, report) = check(notifier.to_str().unwrap(), "notifier", &events);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        yours(&report),
+        [
+            ("yours: done.json".to_owned(), true),
+            ("yours: failed.json".to_owned(), true)
+        ]
+    );
+    let (code, report) = check(env!("TAPEDECK_HOSTILE_NOTIFIER_WASM"), "notifier", &events);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(yours(&report).contains(&("yours: failed.json".to_owned(), false)));
+    // A folder without events: the check cannot run.
+    let (code, _) = check(notifier.to_str().unwrap(), "notifier", &inputs);
+    assert_eq!(code, Some(2));
+}

@@ -417,9 +417,12 @@ pub fn run_child(args: ChildArgs) -> ExitCode {
         &args.cache_dir,
         &args.stage,
         &bytes,
-        Depth::Quick,
         &args.policy(),
-        false,
+        check::Options {
+            depth: Depth::Quick,
+            incremental: false,
+            cases: None,
+        },
         &mut |_| {},
     ) {
         Ok(report) => ChildOutcome::Report(Box::new(report)),

@@ -23,6 +23,20 @@ use tapedeck_runtime::{
     RunError, RuntimeConfig,
 };
 
+/// How a check runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub depth: Depth,
+    /// Reuse Cranelift's per-function cache (an author's own builds; never the service).
+    pub incremental: bool,
+    /// The author's own cases (`plugin check --cases DIR`), run after the suite's: a
+    /// converter converts every file (named `bad-*`: must be refused with the typed
+    /// error; else an MP3 of the length its container declares, ± one frame); a notifier
+    /// composes every `*.json` event (as `plugin run --event`) with e-mail and webhook on,
+    /// into well-formed messages.
+    pub cases: Option<&'a Path>,
+}
+
 /// How much of the suite runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -171,11 +185,15 @@ pub fn check(
     cache_dir: &Path,
     stage: &str,
     bytes: &[u8],
-    depth: Depth,
     policy: &LimitPolicy,
-    incremental: bool,
+    options: Options<'_>,
     out: &mut dyn FnMut(&str),
 ) -> Result<Report, String> {
+    let Options {
+        depth,
+        incremental,
+        cases: own_cases,
+    } = options;
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(bytes));
     let world = format!("tapedeck:plugin/{stage}@{}", tapedeck_runtime::WIT_VERSION);
@@ -213,6 +231,9 @@ pub fn check(
             Ok(plugin) => {
                 cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
                 converter_cases(&plugin, depth, policy, &mut cases)?;
+                if let Some(dir) = own_cases {
+                    own_converter_cases(&plugin, dir, policy, &mut cases)?;
+                }
             }
             Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
         },
@@ -220,6 +241,9 @@ pub fn check(
             Ok(plugin) => {
                 cases.push(load_case(Ok(()), start.elapsed().as_millis() as u64));
                 notifier_cases(plugin.as_ref(), &mut cases);
+                if let Some(dir) = own_cases {
+                    own_notifier_cases(plugin.as_ref(), dir, &mut cases)?;
+                }
             }
             Err(e) => cases.push(load_case(Err(e.to_string()), 0)),
         },
@@ -256,6 +280,8 @@ enum Expect {
     },
     /// The typed `convert-error` (any case but `io`), not a trap.
     Refused,
+    /// An MP3, of whatever length (an author's input whose container declares none).
+    AnyMp3,
 }
 
 fn any_mp3(_: &Mp3Info) -> Result<(), String> {
@@ -536,6 +562,109 @@ fn converter_cases(
     Ok(())
 }
 
+/// The files of an author's cases folder, sorted by name (`.json` ones only for a
+/// notifier, the others only for a converter).
+fn own_files(dir: &Path, json: bool) -> Result<Vec<std::path::PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json") == json)
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "{} has no {}",
+            dir.display(),
+            if json {
+                "event files (*.json)"
+            } else {
+                "input files"
+            }
+        ));
+    }
+    Ok(files)
+}
+
+fn own_case_name(path: &Path) -> String {
+    format!(
+        "yours: {}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// The author's inputs, each converted with the default options under the limits a job
+/// of it gets (copied into the scratch folder: nothing is written beside them).
+fn own_converter_cases(
+    plugin: &ConverterPlugin,
+    dir: &Path,
+    policy: &LimitPolicy,
+    cases: &mut Cases<'_>,
+) -> Result<(), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch dir: {e}"))?;
+    for (i, path) in own_files(dir, false)?.iter().enumerate() {
+        let file = format!("yours-{i}");
+        std::fs::copy(path, scratch.path().join(&file))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let declared = File::open(path)
+            .ok()
+            .and_then(|f| tapedeck_runtime::media::iso_bmff_duration(&f));
+        let name = own_case_name(path);
+        let expect = match declared {
+            _ if name.starts_with("yours: bad-") => Expect::Refused,
+            Some(length) => Expect::Mp3 {
+                ms: length.as_millis() as u64,
+                check: any_mp3,
+            },
+            None => Expect::AnyMp3,
+        };
+        let case = run_case(
+            plugin,
+            scratch.path(),
+            &name,
+            &file,
+            &default_options(),
+            &expect,
+            policy,
+        );
+        cases.push(case);
+    }
+    Ok(())
+}
+
+/// The author's events, each composed with e-mail and webhook on.
+fn own_notifier_cases(
+    composer: &dyn Composer,
+    dir: &Path,
+    cases: &mut Cases<'_>,
+) -> Result<(), String> {
+    for path in own_files(dir, true)? {
+        let start = Instant::now();
+        let verdict = super::run::event_file(&path)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|event| {
+                let (channels, policy) = channels(true, true);
+                composer
+                    .compose(&event, &channels, &policy)
+                    .map_err(|e| format!("failed: {e}"))
+            })
+            .and_then(|composed| well_formed(&composed.messages, false));
+        let (passed, detail) = match verdict {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        cases.push(Case {
+            name: own_case_name(&path),
+            passed,
+            required: false,
+            ms: start.elapsed().as_millis() as u64,
+            peak_memory_bytes: None,
+            detail,
+        });
+    }
+    Ok(())
+}
+
 fn stereo(i: &Mp3Info) -> Result<(), String> {
     match i.channels {
         2 => Ok(()),
@@ -635,7 +764,17 @@ fn run_case(
                 }
             }
         }
-        (Expect::Mp3 { .. }, Err(e)) => Err(format!("failed: {e}")),
+        (Expect::Mp3 { .. } | Expect::AnyMp3, Err(e)) => Err(format!("failed: {e}")),
+        (Expect::AnyMp3, Ok(_)) => match File::open(&out_path).ok().and_then(|f| mp3_info(&f)) {
+            None => Err("the output is not an MP3 (no MPEG audio frames)".to_owned()),
+            Some(info) => Ok(format!(
+                "{} ms, {} Hz, {} ch, {:?} kbit/s",
+                info.duration.as_millis(),
+                info.sample_rate,
+                info.channels,
+                info.bitrates
+            )),
+        },
         (Expect::Refused, Err(RunError::Convert(ConvertError::Io(e)))) => Err(format!(
             "an io error ({e}), expected the input's own error case"
         )),

@@ -79,9 +79,12 @@ impl Dev<'_> {
             self.cache_dir,
             self.stage,
             &bytes,
-            super::check::Depth::Quick,
             &policy,
-            true,
+            super::check::Options {
+                depth: super::check::Depth::Quick,
+                incremental: true,
+                cases: None,
+            },
             &mut |_| {},
         )
         .map_err(anyhow::Error::msg)?;

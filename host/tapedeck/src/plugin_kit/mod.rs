@@ -71,6 +71,12 @@ enum PluginCommand {
         /// Skip the hour-long input (what publishing runs).
         #[arg(long)]
         quick: bool,
+        /// Your own cases too, after the suite's: a converter converts every file in DIR
+        /// (`bad-*` ones must be refused with the typed error, the others become an MP3
+        /// of their length), a notifier composes every event `DIR/*.json` (as `plugin
+        /// run --event`) into well-formed messages.
+        #[arg(long, value_name = "DIR")]
+        cases: Option<PathBuf>,
         /// Where compiled components are kept between checks (and `convert` runs),
         /// keyed by the component's digest and the engine (default:
         /// $XDG_CACHE_HOME/tapedeck, else ~/.cache/tapedeck; a service's is
@@ -231,8 +237,9 @@ pub fn run(args: PluginArgs) -> ExitCode {
             stage,
             json,
             quick,
+            cases,
             cache_dir,
-        } => return check_file(&file, stage, json, quick, cache_dir),
+        } => return check_file(&file, stage, json, quick, cases.as_deref(), cache_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,6 +275,7 @@ fn check_file(
     stage: Kind,
     json: bool,
     quick: bool,
+    cases: Option<&Path>,
     cache_dir: Option<PathBuf>,
 ) -> ExitCode {
     let bytes = match std::fs::read(file) {
@@ -306,15 +314,12 @@ fn check_file(
         }
     };
     // The author's own builds: an edited component reuses the unchanged functions' code.
-    let result = check::check(
-        &cache,
-        stage.as_str(),
-        &bytes,
+    let options = check::Options {
         depth,
-        &policy,
-        true,
-        &mut print,
-    );
+        incremental: true,
+        cases,
+    };
+    let result = check::check(&cache, stage.as_str(), &bytes, &policy, options, &mut print);
     if let Err(e) = tapedeck_runtime::prune_compile_cache(&cache, CHECK_CACHE_BYTES) {
         eprintln!(
             "warning: pruning the compile cache {}: {e}",

@@ -56,6 +56,15 @@ impl EventFile {
     }
 }
 
+/// An event file (`plugin run --event`, `plugin check --cases`) as the event it means.
+pub(crate) fn event_file(path: &Path) -> anyhow::Result<JobEvent> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = serde_json::from_str::<EventFile>(&text)
+        .with_context(|| format!("{} is not an event", path.display()))?;
+    Ok(file.event())
+}
+
 /// Composes one event with the notifier in `file` and prints its messages as JSON
 /// (`{"messages": [...], "ms": N}`); nothing is sent. E-mail goes to the event's owner
 /// unless `no_email`; webhooks are on with a `webhook_url`.
@@ -68,15 +77,9 @@ pub fn notifier(
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let event = match event {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str::<EventFile>(&text)
-                .with_context(|| format!("{} is not an event", path.display()))?
-        }
-        None => EventFile::default(),
-    }
-    .event();
+        Some(path) => event_file(path)?,
+        None => EventFile::default().event(),
+    };
     let mut config = RuntimeConfig::new(super::user_cache_dir(cache_dir)?)?;
     config.isolation = Isolation::InProcess;
     config.incremental = true;
