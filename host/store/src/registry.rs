@@ -548,13 +548,18 @@ pub async fn applied(
     version: u64,
     heard: u64,
     compile_ms: u64,
+    watched: &[String],
 ) -> redis::RedisResult<()> {
     let mut conn = pool.get().await.map_err(crate::pool_error)?;
     let _: () = conn
         .hset(
             PLUGIN_APPLIED,
             process,
-            format!("{version}:{}:{heard}:{compile_ms}", crate::queue::now_ms()),
+            format!(
+                "{version}:{}:{heard}:{compile_ms}:{}",
+                crate::queue::now_ms(),
+                watched.join(",")
+            ),
         )
         .await?;
     Ok(())
@@ -575,6 +580,10 @@ pub struct Applied {
     pub compile_ms: u64,
     /// When it last reported, unix ms.
     pub seen_ms: u64,
+    /// What it runs from `serve --watch DIR` instead of the registry's choice:
+    /// `{stage}={digest}` (the process's component for everyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched: Vec<String>,
 }
 
 /// Processes that reported within `fresh_ms`, and their versions; older entries (stopped
@@ -585,12 +594,24 @@ pub async fn applied_by(pool: &Pool, fresh_ms: u64) -> redis::RedisResult<Vec<Ap
     let now = crate::queue::now_ms();
     let mut out = Vec::new();
     for (process, value) in h {
-        // `{version}:{seen ms}:{heard}:{compile ms}`; older processes wrote the first two.
-        let mut parts = value.split(':').map(|p| p.parse::<u64>().unwrap_or(0));
-        let version = parts.next().unwrap_or(0);
-        let seen_ms = parts.next().unwrap_or(0);
-        let heard = parts.next().unwrap_or(version).max(version);
-        let compile_ms = parts.next().unwrap_or(0);
+        // `{version}:{seen ms}:{heard}:{compile ms}:{watched}`; older processes wrote
+        // the first two, or four.
+        let mut fields = value.split(':');
+        let mut number = || fields.next().and_then(|p| p.parse::<u64>().ok());
+        let version = number().unwrap_or(0);
+        let seen_ms = number().unwrap_or(0);
+        let heard = number().unwrap_or(version).max(version);
+        let compile_ms = number().unwrap_or(0);
+        let watched = value
+            .splitn(5, ':')
+            .nth(4)
+            .map(|w| {
+                w.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         if now.saturating_sub(seen_ms) > fresh_ms.saturating_mul(10) {
             let _: () = conn.hdel(PLUGIN_APPLIED, &process).await?;
             continue;
@@ -602,6 +623,7 @@ pub async fn applied_by(pool: &Pool, fresh_ms: u64) -> redis::RedisResult<Vec<Ap
                 heard,
                 compile_ms,
                 seen_ms,
+                watched,
             });
         }
     }

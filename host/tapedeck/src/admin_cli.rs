@@ -1261,7 +1261,22 @@ fn render(kind: Render, value: &Value) -> Result<String, Failure> {
             text
         }
         Render::Active => render_activation(&typed::<ActiveEnvelope>(value)?.active),
-        Render::ActiveAll => render_active(&typed::<ActivePlugins>(value)?.active),
+        Render::ActiveAll => {
+            let all = typed::<ActivePlugins>(value)?;
+            let mut text = render_active(&all.active);
+            // What processes run from `serve --watch` instead, for everyone.
+            for process in &all.processes {
+                for watched in &process.watched {
+                    let (stage, digest) = watched.split_once('=').unwrap_or((watched, ""));
+                    text.push_str(&format!(
+                        "\nwatched: process {} runs {stage} {} from its --watch folder",
+                        process.process,
+                        short_digest(Some(digest))
+                    ));
+                }
+            }
+            text
+        }
         Render::History => render_history(&typed::<History>(value)?.history),
     })
 }

@@ -301,25 +301,33 @@ async fn two_swaps_and_a_rollback_under_load_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_reloads_a_rebuilt_converter_from_a_folder() {
     let plugins = tempfile::tempdir().unwrap();
-    let s = stack(vec![("watch", plugins.path().display().to_string())]);
+    let s = stack(vec![
+        ("watch", plugins.path().display().to_string()),
+        ("admin-token", OPERATOR.to_string()),
+    ]);
+    let op = s.api.with_token(OPERATOR);
     let me = s.api.signed_up("default", "dev@example.com").await;
     let input = not_audio(s._dir.path());
     let hostile_bytes = std::fs::read(env!("TAPEDECK_HOSTILE_WASM")).unwrap();
     let hostile = sha256(&hostile_bytes);
     let builtin = sha256(tapedeck::components::DEFAULT_CONVERTER);
     let target = plugins.path().join("converter.wasm");
+    let runs_with = async |digest: &str| {
+        let mut job = Value::Null;
+        wait_for(
+            Duration::from_secs(30),
+            "the converter expected",
+            async || {
+                job = me.upload_and_wait(&input, &[]).await;
+                job["converters"] == json!([digest])
+            },
+        )
+        .await;
+        job
+    };
 
     std::fs::write(&target, &hostile_bytes).unwrap();
-    let mut job = Value::Null;
-    wait_for(
-        Duration::from_secs(30),
-        "the watched converter",
-        async || {
-            job = me.upload_and_wait(&input, &[]).await;
-            job["converters"] == json!([hostile])
-        },
-    )
-    .await;
+    let job = runs_with(&hostile).await;
     assert_eq!(job["status"], "done", "{job}");
 
     // A broken build: reported, and the running converter stays.
@@ -328,21 +336,51 @@ async fn watch_reloads_a_rebuilt_converter_from_a_folder() {
     let job = me.upload_and_wait(&input, &[]).await;
     assert_eq!(job["converters"], json!([hostile]), "{job}");
 
-    std::fs::write(&target, tapedeck::components::DEFAULT_CONVERTER).unwrap();
-    let mut job = Value::Null;
+    // `plugin active` shows what the process runs from its folder.
+    let watched = format!("converter={hostile}");
     wait_for(
-        Duration::from_secs(30),
-        "the rebuilt converter",
+        Duration::from_secs(15),
+        "the watched converter reported",
         async || {
-            job = me.upload_and_wait(&input, &[]).await;
-            job["converters"] == json!([builtin])
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            active["processes"][0]["watched"] == json!([watched])
         },
     )
     .await;
+    let cli = AdminCli {
+        base: &s.api.base,
+        token: OPERATOR,
+    };
+    let shown = cli.ok(&["plugin", "active"]);
+    assert!(
+        shown.contains(&format!(
+            "runs converter {} from its --watch folder",
+            &hostile[..12]
+        )),
+        "{shown}"
+    );
+
+    // Deleted: back to the component that ran before (the built-in one), no longer
+    // reported as watched.
+    std::fs::remove_file(&target).unwrap();
+    let job = runs_with(&builtin).await;
     assert_eq!(
         job["status"], "failed",
         "the built-in converter refuses it: {job}"
     );
+    wait_for(
+        Duration::from_secs(15),
+        "no watched converter reported",
+        async || {
+            let active = op.get_json("/v1/admin/plugins/active").await;
+            active["processes"][0].get("watched").is_none()
+        },
+    )
+    .await;
+
+    // And a new build there is picked up again.
+    std::fs::write(&target, &hostile_bytes).unwrap();
+    runs_with(&hostile).await;
 }
 
 /// Tenant admins publish their own converter when the operator allows it: it runs for

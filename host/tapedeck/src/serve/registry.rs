@@ -75,10 +75,96 @@ pub struct AuthSwap {
     pub make: MakeAuthenticator,
 }
 
+/// What this process runs from `serve --watch DIR` (`{stage}={digest}`): reported with
+/// the registry version it applied, so `plugin active` shows it.
+static WATCHED: std::sync::Mutex<Vec<(&'static str, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn watched_now() -> Vec<String> {
+    let watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    watched.iter().map(|(s, d)| format!("{s}={d}")).collect()
+}
+
+fn set_watched(stage: &'static str, digest: Option<String>) {
+    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    watched.retain(|(s, _)| *s != stage);
+    if let Some(digest) = digest {
+        watched.push((stage, digest));
+    }
+}
+
+/// One watched file: what it loaded last, and what ran before the first load (what its
+/// deletion goes back to).
+struct WatchedFile<T: ?Sized> {
+    stage_name: &'static str,
+    path: PathBuf,
+    seen: Option<(u64, Option<std::time::SystemTime>)>,
+    loaded: Option<String>,
+    before: Option<Arc<tapedeck_model::stage::Installed<T>>>,
+}
+
+impl<T: ?Sized + Send + Sync + 'static> WatchedFile<T> {
+    fn new(stage_name: &'static str, path: PathBuf) -> Self {
+        Self {
+            stage_name,
+            path,
+            seen: None,
+            loaded: None,
+            before: None,
+        }
+    }
+
+    /// Loads the file if it changed (with `load`, off the async threads), or goes back
+    /// to the component that ran before it if it was deleted while its component still
+    /// runs (the registry may have swapped it out meanwhile: then that stays).
+    async fn poll(
+        &mut self,
+        stage: &Stage<T>,
+        load: impl FnOnce(Vec<u8>) -> anyhow::Result<(String, Arc<T>)> + Send + 'static,
+    ) {
+        let now = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if now == self.seen {
+            return;
+        }
+        self.seen = now;
+        let name = self.stage_name;
+        if now.is_none() {
+            let (Some(loaded), Some(before)) = (self.loaded.take(), self.before.take()) else {
+                return;
+            };
+            set_watched(name, None);
+            if stage.current().digest == loaded {
+                stage.replace(before.digest.clone(), before.stage.clone());
+                tracing::info!(stage = name, digest = %before.digest, "watched file removed: back to the component that ran before");
+            }
+            return;
+        }
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(std::fs::read(&path)?)).await;
+        match loaded {
+            Ok(Ok((digest, component))) => {
+                if self.before.is_none() {
+                    self.before = Some(stage.current());
+                }
+                stage.replace(digest.clone(), component);
+                set_watched(name, Some(digest.clone()));
+                self.loaded = Some(digest.clone());
+                tracing::info!(%digest, "{name} reloaded from --watch");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "{name}.wasm did not load; the running one stays")
+            }
+            Err(e) => tracing::warn!(error = %e, "reloading {name}.wasm panicked"),
+        }
+    }
+}
+
 /// Local plugin development (`serve --watch DIR`): reloads `DIR/converter.wasm` and
 /// `DIR/notifier.wasm` when their size or modification time changes, and swaps them in
-/// through the same path as the registry. A file that does not load is reported and the
-/// running component stays.
+/// through the same path as the registry; deleting one goes back to the component that
+/// ran before it. A file that does not load is reported and the running component
+/// stays. `plugin active` shows what each process runs from its folder.
 pub async fn watch_folder(
     dir: PathBuf,
     cache_dir: PathBuf,
@@ -92,60 +178,31 @@ pub async fn watch_folder(
             return;
         }
     };
-    let stamp = |path: &std::path::Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()))
-    };
-    let (converter_path, notifier_path) = (dir.join("converter.wasm"), dir.join("notifier.wasm"));
-    let (mut converter_seen, mut notifier_seen) = (None, None);
+    let mut converter = WatchedFile::new("converter", dir.join("converter.wasm"));
+    let mut notifier = WatchedFile::new("notifier", dir.join("notifier.wasm"));
     tracing::info!(dir = %dir.display(), "watching for converter.wasm and notifier.wasm");
     loop {
         if let Some(stage) = &stages.converter {
-            let now = stamp(&converter_path);
-            if now.is_some() && now != converter_seen {
-                converter_seen = now;
-                let (path, runtimes, stage) =
-                    (converter_path.clone(), runtimes.clone(), stage.clone());
-                let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-                    let bytes = std::fs::read(&path)?;
+            let runtimes = runtimes.clone();
+            converter
+                .poll(stage, move |bytes| {
                     let plugin = runtimes.converter.load_converter(&bytes)?;
                     let digest = plugin.digest().to_owned();
-                    stage.replace(digest.clone(), Arc::new(ComponentConverter::new(plugin)));
-                    Ok(digest)
+                    let component: Arc<dyn Converter> = Arc::new(ComponentConverter::new(plugin));
+                    Ok((digest, component))
                 })
                 .await;
-                match loaded {
-                    Ok(Ok(digest)) => tracing::info!(%digest, "converter reloaded from --watch"),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "converter.wasm did not load; the running one stays")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reloading converter.wasm panicked"),
-                }
-            }
         }
         if let Some(stage) = &stages.composer {
-            let now = stamp(&notifier_path);
-            if now.is_some() && now != notifier_seen {
-                notifier_seen = now;
-                let (path, runtimes, stage) =
-                    (notifier_path.clone(), runtimes.clone(), stage.clone());
-                let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-                    let bytes = std::fs::read(&path)?;
+            let runtimes = runtimes.clone();
+            notifier
+                .poll(stage, move |bytes| {
                     let plugin = runtimes.notifier.load_notifier(&bytes)?;
                     let digest = plugin.digest().to_owned();
-                    stage.replace(digest.clone(), plugin);
-                    Ok(digest)
+                    let component: Arc<dyn Composer> = plugin;
+                    Ok((digest, component))
                 })
                 .await;
-                match loaded {
-                    Ok(Ok(digest)) => tracing::info!(%digest, "notifier reloaded from --watch"),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "notifier.wasm did not load; the running one stays")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reloading notifier.wasm panicked"),
-                }
-            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -299,7 +356,7 @@ pub async fn watch(
                 let p = progress.borrow();
                 (p.heard.unwrap_or(seen).max(seen), p.compile_ms)
             };
-            match registry::applied(&pool, &me, seen, heard, compile_ms).await {
+            match registry::applied(&pool, &me, seen, heard, compile_ms, &watched_now()).await {
                 Ok(()) => reported = Instant::now(),
                 Err(e) => tracing::debug!(error = %e, "could not report the applied version"),
             }
@@ -475,7 +532,7 @@ async fn reconcile(
     });
     if compiling {
         let ready = progress.borrow().ready.unwrap_or(0);
-        if let Err(e) = registry::applied(pool, me, ready, version, 0).await {
+        if let Err(e) = registry::applied(pool, me, ready, version, 0, &watched_now()).await {
             tracing::debug!(error = %e, "could not report the version heard");
         }
     }
