@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 const OPERATOR: &str = "op-token-canary-0123456789abcdef012345";
 
 async fn publish(op: &Api, bytes: Vec<u8>) -> Value {
+    publish_for(op, "converter", bytes).await
+}
+
+async fn publish_for(op: &Api, stage: &str, bytes: Vec<u8>) -> Value {
     let r = op
         .post("/v1/admin/plugins")
-        .multipart(plugin_form("converter", bytes))
+        .multipart(plugin_form(stage, bytes))
         .send()
         .await
         .unwrap();
@@ -61,6 +65,20 @@ fn tenants_either_side(digest: &str) -> (String, String) {
         .find(|t| tapedeck_model::canary::bucket(digest, t) >= 5000)
         .unwrap();
     (inside, outside)
+}
+
+/// The stage's latest `canary-rollback` in the registry's history.
+async fn last_rollback(op: &Api, stage: &str) -> Value {
+    let history = op
+        .get_json(&format!("/v1/admin/plugins/history?stage={stage}"))
+        .await;
+    history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "canary-rollback")
+        .unwrap_or_else(|| panic!("no rollback in {history}"))
+        .clone()
 }
 
 fn converters(job: &Value) -> Vec<String> {
@@ -150,16 +168,7 @@ async fn a_flaky_canary_is_rolled_back_and_its_failures_finish_on_stable() {
     // Its analysis rolled it back, saying why.
     let canaries = op.get_json("/v1/admin/plugins/canaries").await;
     assert_eq!(canaries["canaries"], json!([]), "{canaries}");
-    let history = op
-        .get_json("/v1/admin/plugins/history?stage=converter")
-        .await;
-    let rollback = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["action"] == "canary-rollback")
-        .unwrap_or_else(|| panic!("no rollback in {history}"))
-        .clone();
+    let rollback = last_rollback(&op, "converter").await;
     assert_eq!(rollback["digest"], flaky.as_str());
     let why = rollback["reason"].as_str().unwrap();
     assert!(why.starts_with("plugin failures: "), "{why}");
@@ -416,16 +425,7 @@ async fn a_canary_looping_on_some_inputs_stops_at_its_deadline_and_delays_no_one
     let rolled_back_after = started.elapsed();
     let canaries = op.get_json("/v1/admin/plugins/canaries").await;
     assert_eq!(canaries["canaries"], json!([]), "{canaries}");
-    let history = op
-        .get_json("/v1/admin/plugins/history?stage=converter")
-        .await;
-    let rollback = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["action"] == "canary-rollback")
-        .unwrap_or_else(|| panic!("no rollback in {history}"))
-        .clone();
+    let rollback = last_rollback(&op, "converter").await;
     let why = rollback["reason"].as_str().unwrap();
     assert!(
         why.starts_with("a canary run passed its deadline: deadline of ")
@@ -541,14 +541,7 @@ async fn a_notifier_canary_that_crashes_on_failed_jobs_is_rolled_back_and_no_mai
     let op = s.api.with_token(OPERATOR);
     let bytes = std::fs::read(env!("TAPEDECK_HOSTILE_NOTIFIER_WASM")).unwrap();
     let digest = sha256(&bytes);
-    let r = op
-        .post("/v1/admin/plugins")
-        .multipart(plugin_form("notifier", bytes))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    let v = publish_for(&op, "notifier", bytes).await;
     // Its crash on a failed job is recorded at publish, with what it said.
     let failures = v["plugin"]["failures"].to_string();
     assert!(
@@ -580,16 +573,7 @@ async fn a_notifier_canary_that_crashes_on_failed_jobs_is_rolled_back_and_no_mai
         async || op.get_json("/v1/admin/plugins/canaries").await["canaries"] == json!([]),
     )
     .await;
-    let history = op
-        .get_json("/v1/admin/plugins/history?stage=notifier")
-        .await;
-    let rollback = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["action"] == "canary-rollback")
-        .unwrap_or_else(|| panic!("no rollback in {history}"))
-        .clone();
+    let rollback = last_rollback(&op, "notifier").await;
     assert_eq!(rollback["digest"], digest.as_str());
     let why = rollback["reason"].as_str().unwrap();
     assert!(

@@ -388,34 +388,30 @@ async fn a_guests_panic_message_reaches_check_and_the_publish_refusal() {
 
     let s = stack(vec![("admin-token", OPERATOR.to_string())]);
     let op = s.api.with_token(OPERATOR);
-    let r = op
-        .post("/v1/admin/plugins")
-        .multipart(plugin_form("converter", panicking))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains(said) && message.contains(why), "{v}");
+    // The message of a refused publish.
+    let refused = async |bytes: Vec<u8>| -> String {
+        let r = op
+            .post("/v1/admin/plugins")
+            .multipart(plugin_form("converter", bytes))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        v["error"]["message"].as_str().unwrap().to_owned()
+    };
+    let message = refused(panicking).await;
+    assert!(message.contains(said) && message.contains(why), "{message}");
 
     let large = replace_all(&hostile, b"tapedeck-mode:normal", b"tapedeck-mode:large!");
-    let r = op
-        .post("/v1/admin/plugins")
-        .multipart(plugin_form("converter", large))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    let message = v["error"]["message"].as_str().unwrap();
+    let message = refused(large).await;
     assert!(
         message.starts_with("large input: PCM 5.1 96 kHz, 16 s (18 MB), within 10 s of CPU: ")
             // Its CPU time, or (a loaded machine gives it less than half a core) its
             // wall-clock time, twice that.
             && (message.contains("CPU time limit of 10 s exceeded")
                 || message.contains("wall-clock limit of 20 s exceeded")),
-        "{v}"
+        "{message}"
     );
 }
 
