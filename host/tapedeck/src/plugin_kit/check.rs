@@ -139,6 +139,23 @@ fn header(stage: &str, digest: &str, world: &str, cached: bool, compile_ms: u64)
 }
 
 impl Case {
+    /// An optional case started at `started`: passed with `Ok(detail)`, failed with
+    /// `Err(detail)`.
+    fn judged(name: impl Into<String>, started: Instant, verdict: Result<String, String>) -> Self {
+        let (passed, detail) = match verdict {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        Case {
+            name: name.into(),
+            passed,
+            required: false,
+            ms: started.elapsed().as_millis() as u64,
+            peak_memory_bytes: None,
+            detail,
+        }
+    }
+
     /// The case's line of a report.
     pub fn line(&self) -> String {
         let mem = self
@@ -543,22 +560,20 @@ fn converter_cases(
     let start = Instant::now();
     let first = convert_bytes(plugin, &d.join("moovlast.mov"), d, policy);
     let second = convert_bytes(plugin, &d.join("moovlast.mov"), d, policy);
-    let (passed, detail) = match (first, second) {
-        (Ok(a), Ok(b)) if a == b => (true, format!("{} bytes both times", a.len())),
-        (Ok(a), Ok(b)) => (
-            false,
-            format!("{} bytes, then {} different bytes", a.len(), b.len()),
-        ),
-        (Err(e), _) | (_, Err(e)) => (false, e),
+    let verdict = match (first, second) {
+        (Ok(a), Ok(b)) if a == b => Ok(format!("{} bytes both times", a.len())),
+        (Ok(a), Ok(b)) => Err(format!(
+            "{} bytes, then {} different bytes",
+            a.len(),
+            b.len()
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    cases.push(Case {
-        name: "deterministic: the same output twice".into(),
-        passed,
-        required: false,
-        ms: start.elapsed().as_millis() as u64,
-        peak_memory_bytes: None,
-        detail,
-    });
+    cases.push(Case::judged(
+        "deterministic: the same output twice",
+        start,
+        verdict,
+    ));
     Ok(())
 }
 
@@ -649,18 +664,7 @@ fn own_notifier_cases(
                     .map_err(|e| format!("failed: {e}"))
             })
             .and_then(|composed| well_formed(&composed.messages, false));
-        let (passed, detail) = match verdict {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        cases.push(Case {
-            name: own_case_name(&path),
-            passed,
-            required: false,
-            ms: start.elapsed().as_millis() as u64,
-            peak_memory_bytes: None,
-            detail,
-        });
+        cases.push(Case::judged(own_case_name(&path), start, verdict));
     }
     Ok(())
 }
