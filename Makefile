@@ -28,12 +28,17 @@ CLIPPY_AS_RUSTC = RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" \
 # once: .config/nextest.toml), or, where it is not installed, cargo test (the same tests,
 # one binary after another; minutes slower). Never fewer tests.
 NEXTEST := $(shell command -v cargo-nextest 2>/dev/null)
+
+# The built-in notifier as the suite's build made it: the example Python and JavaScript
+# notifiers must compose byte for byte its messages (examples/plugins/harness).
+BUILT_IN_NOTIFIER = target/components/wasm32-wasip2/release/tapedeck_notifier.wasm
 RUST_SUITE = $(if $(NEXTEST),nextest run --cargo-profile ci,test --profile ci)
 
 ## Formatting, clippy -D warnings, then every test (real redis-server, ffmpeg,
 ## ../shared/media; a missing one fails the tests that need it): the deploy manifests
 ## validated offline, the example Python and JavaScript plugins built (the Rust suite
-## publishes them), the Rust suite (cargo-nextest if installed) and its doctests, then
+## publishes them), the Rust suite (cargo-nextest if installed) and its doctests, the
+## example notifiers' messages against the built-in one's (Node, 31 cases each), then
 ## the short versions of the browser test (Chromium + axe) and the schemathesis run,
 ## against the suite's build of the CLI (tapedeck-test-serve: the same `tapedeck`
 ## command line).
@@ -42,12 +47,12 @@ test: setup
 	scripts/luacheck.sh
 	scripts/setup-deploy.sh && deploy/validate.sh
 	scripts/setup-plugins.sh && examples/plugins/build.sh target/plugins
-	examples/plugins/harness/check.sh target/plugins/notifier-python.wasm
-	examples/plugins/harness/check.sh target/plugins/notifier-js.wasm
 	@$(if $(NEXTEST),,echo "make test: cargo-nextest is not installed; running the Rust suite with cargo test (every test, one binary at a time: slower)" >&2)
 	TAPEDECK_PLUGIN_EXAMPLES=$(CURDIR)/target/plugins \
 		$(CLIPPY_AS_RUSTC) $(CARGO) $(RUST_SUITE) --locked --workspace --all-targets
 	$(CLIPPY_AS_RUSTC) $(CARGO) test --profile ci --locked --workspace --doc
+	examples/plugins/harness/check.sh target/plugins/notifier-python.wasm $(BUILT_IN_NOTIFIER)
+	examples/plugins/harness/check.sh target/plugins/notifier-js.wasm $(BUILT_IN_NOTIFIER)
 	scripts/setup-browser.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve tests/browser/run.sh
 	scripts/setup-api-test.sh && TAPEDECK_BIN=target/ci/tapedeck-test-serve SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-10} tests/api/run.sh
 
