@@ -853,12 +853,7 @@ async fn end_canary(state: &AppState, scope: &Scope, action: &str) -> Result<End
         .await?
         .ok_or(ApiError::NotFound)?;
     let failures = match action {
-        "canary-promote" => {
-            tapedeck_store::registry::runnable_in(&state.pool, &s.digest, s.tenant.as_deref())
-                .await?
-                .map(|p| p.failures)
-                .unwrap_or_default()
-        }
+        "canary-promote" => canary::recorded_failures(&state.pool, &s).await?,
         _ => Vec::new(),
     };
     let why = match action {

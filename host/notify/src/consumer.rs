@@ -883,10 +883,18 @@ impl NotifyConsumer {
                 (run, started.elapsed().as_millis() as u64)
             }
         };
-        let (run, stable_ms) = compose(installed.stage.clone()).await;
+        // The shadow composes at the same time, on another blocking thread: a canary
+        // adds its record (below) to a notification's time, not a second composition.
+        let shadowed = shadow.as_ref().map(|c| compose(c.installed.stage.clone()));
+        let ((run, stable_ms), canary_result) =
+            tokio::join!(compose(installed.stage.clone()), async {
+                match shadowed {
+                    Some(composing) => Some(composing.await),
+                    None => None,
+                }
+            });
         count_run(&tenant, &installed.digest, &run);
-        if let Some(canary) = shadow {
-            let (canary_run, canary_ms) = compose(canary.installed.stage.clone()).await;
+        if let (Some(canary), Some((canary_run, canary_ms))) = (shadow, canary_result) {
             count_run(&tenant, &canary.installed.digest, &canary_run);
             if let Err(e) = &canary_run {
                 tracing::info!(job = %job_id, digest = %canary.installed.digest, "notifier canary (shadow): {e}");

@@ -217,13 +217,8 @@ impl CompileCache {
         })
     }
 
-    /// Whether `bytes` has been compiled into this cache (for this engine) before.
-    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
-        self.artifact_of(&hex::encode(Sha256::digest(bytes)))
-            .exists()
-    }
-
-    fn artifact_of(&self, digest: &str) -> PathBuf {
+    /// Where the artifact of the component with this digest is (or would be).
+    pub fn artifact_of(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{}.cwasm", self.key(digest)))
     }
 

@@ -209,9 +209,10 @@ impl PluginRuntime {
         self.functions.as_ref().map(|f| f.reused())
     }
 
-    /// Whether loading `bytes` would find its compiled artifact in the cache directory.
-    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
-        self.cache.is_compiled(bytes)
+    /// Whether loading the component with this digest (sha256 of its bytes, hex) would
+    /// find its compiled artifact in the cache directory.
+    pub fn is_compiled(&self, digest: &str) -> bool {
+        self.cache.artifact_of(digest).exists()
     }
 
     /// Compiles (or loads from the cache) and type-checks a converter component.

@@ -197,16 +197,23 @@ pub async fn status(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Canar
     })
 }
 
-/// Why a canary may not be promoted automatically: the conformance cases its component
-/// failed at publish (recorded, not refused). `None` without `promote_after`.
+/// The conformance cases the canary's component failed at publish (recorded, not
+/// refused): what keeps `promote_after` from promoting it, and what a promotion by hand
+/// names.
+pub async fn recorded_failures(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Vec<String>> {
+    Ok(registry::runnable_in(pool, &s.digest, s.tenant.as_deref())
+        .await?
+        .map(|p| p.failures)
+        .unwrap_or_default())
+}
+
+/// Why a canary may not be promoted automatically: its [`recorded_failures`]. `None`
+/// without `promote_after`.
 pub async fn promotion_held(pool: &Pool, s: &CanarySettings) -> redis::RedisResult<Option<String>> {
     if s.promote_after.is_none() {
         return Ok(None);
     }
-    let failures = registry::runnable_in(pool, &s.digest, s.tenant.as_deref())
-        .await?
-        .map(|p| p.failures)
-        .unwrap_or_default();
+    let failures = recorded_failures(pool, s).await?;
     Ok((!failures.is_empty()).then(|| {
         format!(
             "not promoted automatically: its conformance check recorded {} failure(s) at \

@@ -2298,6 +2298,10 @@ mod tests {
             "user",
             "--window",
             "20",
+            "--deadline-factor",
+            "4",
+            "--deadline-floor-ms",
+            "1500",
         ];
         let sent = request(&parse(&args).unwrap().command);
         assert_eq!(target(&sent), format!("plugins/{DIGEST}/canary"));
@@ -2305,7 +2309,8 @@ mod tests {
             sent.body,
             Some(
                 json!({"stage": "converter", "tenant": "acme", "percent": 25.0,
-                        "sticky": "user", "window": 20})
+                        "sticky": "user", "window": 20, "deadline_factor": 4.0,
+                        "deadline_floor_ms": 1500})
             )
         );
         let args = [
@@ -2390,13 +2395,14 @@ mod tests {
             resolve_digest("0123456789a", Stage::Converter, &plugins).unwrap(),
             DIGEST
         );
-        let several = resolve_digest("0123", Stage::Converter, &plugins)
-            .unwrap_err()
-            .to_string();
+        let failure = |given: &str, stage: Stage, plugins: &[Plugin]| {
+            resolve_digest(given, stage, plugins)
+                .unwrap_err()
+                .to_string()
+        };
+        let several = failure("0123", Stage::Converter, &plugins);
         assert!(several.contains("give more of the digest"), "{several}");
-        let none = resolve_digest("fedc", Stage::Converter, &plugins)
-            .unwrap_err()
-            .to_string();
+        let none = failure("fedc", Stage::Converter, &plugins);
         assert!(
             none.starts_with("no published converter plugin has a digest starting with fedc"),
             "{none}"
@@ -2411,9 +2417,7 @@ mod tests {
             resolve_digest("speech@1.0.0", Stage::Converter, &plugins).unwrap(),
             other
         );
-        let missing = resolve_digest("speech@2.0.0", Stage::Converter, &plugins)
-            .unwrap_err()
-            .to_string();
+        let missing = failure("speech@2.0.0", Stage::Converter, &plugins);
         assert!(
             missing.starts_with("no published converter plugin is the release speech@2.0.0"),
             "{missing}"

@@ -245,55 +245,40 @@ async fn releases_name_digests_for_listing_activation_and_history() {
     };
     let (a, b) = (write("a.wasm", "release-a"), write("b.wasm", "release-b"));
     let digest_b = hex::encode(Sha256::digest(std::fs::read(&b).unwrap()));
-    let published = ok_json(
-        base,
-        &[
+    // `plugin publish FILE --stage notifier` as release shout@VERSION.
+    let publish = |file: &Path, version: &'static str| -> Vec<String> {
+        let file = file.to_str().unwrap().to_owned();
+        [
             "plugin",
             "publish",
-            a.to_str().unwrap(),
+            &file,
             "--stage",
             "notifier",
             "--name",
             "shout",
             "--version",
-            "1.0.0",
-        ],
-    );
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([version.to_owned()])
+        .collect()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let published = ok_json(base, &args(&publish(&a, "1.0.0")));
     assert_eq!(published["plugin"]["name"], "shout", "{published}");
     assert_eq!(published["plugin"]["version"], "1.0.0");
     let digest_a = published["plugin"]["digest"].as_str().unwrap().to_owned();
     // The same release for other bytes: refused, naming the component it is.
-    let taken = cli(base).fails(&[
-        "plugin",
-        "publish",
-        b.to_str().unwrap(),
-        "--stage",
-        "notifier",
-        "--name",
-        "shout",
-        "--version",
-        "1.0.0",
-    ]);
+    let taken = cli(base).fails(&args(&publish(&b, "1.0.0")));
     assert!(
         taken.contains(&format!(
             "shout@1.0.0 is published already, as component {digest_a}"
         )) && taken.contains("(release_taken)"),
         "{taken}"
     );
-    let shown = ok(
-        base,
-        &[
-            "plugin",
-            "publish",
-            b.to_str().unwrap(),
-            "--stage",
-            "notifier",
-            "--name",
-            "shout",
-            "--version",
-            "1.1.0",
-        ],
-    );
+    let shown = ok(base, &args(&publish(&b, "1.1.0")));
     assert!(shown.contains("shout@1.1.0"), "{shown}");
     let listed = ok(base, &["plugin", "list", "--stage", "notifier"]);
     assert!(

@@ -98,23 +98,8 @@ impl Report {
             .collect()
     }
 
-    /// A table for people.
-    pub fn render(&self) -> String {
-        let mut out = header(
-            &self.stage,
-            &self.digest,
-            &self.world,
-            self.cached,
-            self.compile_ms,
-        );
-        for c in &self.cases {
-            out.push_str(&c.line());
-        }
-        out.push_str(&self.footer());
-        out
-    }
-
-    /// The last line of [`render`](Self::render): how many cases passed or failed.
+    /// The last line of the report `plugin check` prints (after the header and each
+    /// case's line, printed as the cases end): how many cases passed or failed.
     pub fn footer(&self) -> String {
         let failed = self.cases.iter().filter(|c| !c.passed).count();
         if failed == 0 {
@@ -139,9 +124,13 @@ fn header(stage: &str, digest: &str, world: &str, cached: bool, compile_ms: u64)
 }
 
 impl Case {
-    /// An optional case started at `started`: passed with `Ok(detail)`, failed with
-    /// `Err(detail)`.
-    fn judged(name: impl Into<String>, started: Instant, verdict: Result<String, String>) -> Self {
+    /// A case the verdict decides: passed with `Ok(detail)`, failed with `Err(detail)`.
+    fn of(
+        name: impl Into<String>,
+        required: bool,
+        ms: u64,
+        verdict: Result<String, String>,
+    ) -> Self {
         let (passed, detail) = match verdict {
             Ok(d) => (true, d),
             Err(d) => (false, d),
@@ -149,11 +138,16 @@ impl Case {
         Case {
             name: name.into(),
             passed,
-            required: false,
-            ms: started.elapsed().as_millis() as u64,
+            required,
+            ms,
             peak_memory_bytes: None,
             detail,
         }
+    }
+
+    /// An optional case started at `started`, decided by `verdict`.
+    fn judged(name: impl Into<String>, started: Instant, verdict: Result<String, String>) -> Self {
+        Self::of(name, false, started.elapsed().as_millis() as u64, verdict)
     }
 
     /// The case's line of a report.
@@ -221,7 +215,7 @@ pub fn check(
         config.isolation = Isolation::InProcess;
     }
     let runtime = PluginRuntime::new(config).map_err(|e| e.to_string())?;
-    let cached = runtime.is_compiled(bytes);
+    let cached = runtime.is_compiled(&digest);
     let start = Instant::now();
     let mut cases = Cases {
         list: Vec::new(),
@@ -788,17 +782,10 @@ fn run_case(
         )),
         (Expect::Refused, Ok(_)) => Err("converted an input it should have refused".into()),
     };
-    let (passed, detail) = match verdict {
-        Ok(d) => (true, d),
-        Err(d) => (false, d),
-    };
+    let required = name.starts_with("smoke") || name == LARGE_CASE;
     Case {
-        name: name.into(),
-        passed,
-        required: name.starts_with("smoke") || name == LARGE_CASE,
-        ms,
         peak_memory_bytes: peak,
-        detail,
+        ..Case::of(name, required, ms, verdict)
     }
 }
 
@@ -965,18 +952,7 @@ fn notifier_cases(composer: &dyn Composer, cases: &mut Cases<'_>) {
                 }
             }
         };
-        let (passed, detail) = match verdict {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        cases.push(Case {
-            name: name.into(),
-            passed,
-            required: name.starts_with("smoke"),
-            ms,
-            peak_memory_bytes: None,
-            detail,
-        });
+        cases.push(Case::of(name, name.starts_with("smoke"), ms, verdict));
     }
     // Deterministic, over 20 runs (their mean time is what one notification costs).
     let (ch, policy) = channels(true, true);
@@ -1020,18 +996,7 @@ fn auth_cases(plugin: &tapedeck_runtime::AuthPlugin, cases: &mut Cases<'_>) {
         now_seconds: at,
     };
     let mut push = |name: &str, required: bool, ms: u64, verdict: Result<String, String>| {
-        let (passed, detail) = match verdict {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        cases.push(Case {
-            name: name.into(),
-            passed,
-            required,
-            ms,
-            peak_memory_bytes: None,
-            detail,
-        });
+        cases.push(Case::of(name, required, ms, verdict));
     };
     let timed = Instant::now();
     let registered = plugin.register(
